@@ -1,0 +1,91 @@
+# imgcache build. `make` builds the programs; `make test` installs what is
+# missing, builds, and runs every test against real servers.
+#   make SANITIZE=address,undefined   build (and test) with sanitizers
+#   make test TEST_PREFIX="valgrind --leak-check=full --error-exitcode=1"
+CC        ?= cc
+PKGS      := rdkafka libcurl hiredis jansson libpq libcrypto
+WARN      := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes \
+             -Wshadow -Wformat=2 -Wvla
+CFLAGS    ?= -g -O2
+CFLAGS    += -std=c11 -D_GNU_SOURCE $(WARN) -Icommon -Ibuild \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS    += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+ifneq ($(SANITIZE),)
+CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS   += -fsanitize=$(SANITIZE)
+endif
+
+COMMON_SRC := $(sort $(wildcard common/*.c))
+COMMON_OBJ := $(COMMON_SRC:%.c=build/%.o) build/migrations.o
+PRODUCER_OBJ := $(patsubst %.c,build/%.o,$(sort $(wildcard producer/*.c)))
+WORKER_OBJ   := $(patsubst %.c,build/%.o,$(sort $(wildcard worker/*.c)))
+UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+MIGRATIONS := $(sort $(wildcard common/migrations/*.sql))
+
+PROGRAMS := bin/imgcache-producer bin/imgcache-worker bin/imgcache-devbroker
+TOOLS    := bin/imgcache-mediaserver
+
+.PHONY: all deps test unit demo stop bench fuzz clean FORCE
+all: $(PROGRAMS) $(TOOLS)
+
+# Rebuild everything when the flags change (e.g. SANITIZE on/off).
+build/.flags: FORCE
+	@mkdir -p build
+	@echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $@
+
+build/%.o: %.c build/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The SQL migrations are compiled into the programs, so a binary never runs
+# against files from another version.
+build/migrations.c: $(MIGRATIONS) common/embed-sql.sh
+	@mkdir -p build
+	sh common/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+build/migrations.o: build/migrations.c build/.flags
+	$(CC) $(CFLAGS) -c $< -o $@
+
+build/libcommon.a: $(COMMON_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+bin/imgcache-producer: $(PRODUCER_OBJ) build/libcommon.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+bin/imgcache-worker: $(WORKER_OBJ) build/libcommon.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+bin/imgcache-devbroker: build/compose/devbroker.o build/libcommon.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+bin/imgcache-mediaserver: build/tests/mediaserver/mediaserver.o build/libcommon.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+
+build/tests/test_%: build/tests/unit/test_%.o build/libcommon.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
+
+unit: $(UNIT_BIN)
+
+deps:
+	@sh compose/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all unit
+	@TEST_PREFIX='$(TEST_PREFIX)' sh tests/run.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@sh compose/demo.sh
+
+stop:
+	@sh compose/stack.sh stop var
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@sh tests/bench/run.sh
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

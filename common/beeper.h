@@ -1,0 +1,38 @@
+#ifndef IMGCACHE_BEEPER_H
+#define IMGCACHE_BEEPER_H
+/* Beeper chat objects as the Beeper Desktop API returns them in
+ * GET /v1/chats (items[]) and GET /v1/chats/{id}: the fields we keep, the
+ * rest ignored. Also the page envelope {items, hasMore, oldestCursor}.
+ *
+ * Ownership: beeper_chat_* fill structs whose strings and arrays they own;
+ * beeper_chat_clear() frees them (not the struct). */
+#include <stddef.h>
+#include <jansson.h>
+
+struct beeper_participant {
+    char *id;          /* required */
+    char *full_name;   /* may be NULL */
+    char *img_url;     /* may be NULL; empty string becomes NULL */
+    int is_self;
+};
+
+struct beeper_chat {
+    char *id;            /* required, non-empty */
+    char *account_id;    /* may be NULL */
+    char *title;         /* may be NULL */
+    char *type;          /* "single" or "group" (anything else is refused) */
+    char *network;       /* may be NULL */
+    char *img_url;       /* may be NULL; empty string becomes NULL */
+    char *last_activity; /* ISO 8601 as given, may be NULL */
+    struct beeper_participant *participants;
+    size_t n_participants;
+    int participants_has_more; /* participants.hasMore: the list is partial */
+};
+
+/* From a parsed JSON object; obj is borrowed. On -1, out holds nothing. */
+int beeper_chat_from_json(const json_t *obj, struct beeper_chat *out, char *err, size_t errlen);
+/* From one line of text (an import file line). */
+int beeper_chat_parse(const char *text, size_t len, struct beeper_chat *out, char *err, size_t errlen);
+void beeper_chat_clear(struct beeper_chat *chat);
+
+#endif

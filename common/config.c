@@ -1,0 +1,387 @@
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+enum opt_type { OPT_STRING, OPT_SECRET, OPT_LONG, OPT_DURATION, OPT_SIZE, OPT_FLAG };
+
+struct opt_def {
+    const char *env;        /* NULL: flag only */
+    const char *flag;       /* NULL: environment only (secrets) */
+    enum opt_type type;
+    size_t offset;
+    const char *def;
+    long long min, max;     /* for numbers, durations and sizes */
+    unsigned programs;
+    const char *help;
+};
+
+#define P CONFIG_PRODUCER
+#define W CONFIG_WORKER
+#define B CONFIG_DEVBROKER
+#define OFF(f) offsetof(struct config, f)
+#define BIG LLONG_MAX
+
+static const struct opt_def opts[] = {
+    { "KAFKA_BROKERS", "brokers", OPT_STRING, OFF(kafka_brokers), "localhost:9092", 0, 0, P | W,
+      "Kafka bootstrap servers, host:port[,host:port]" },
+    { "IMGCACHE_TOPIC", "topic", OPT_STRING, OFF(topic), "image-needed", 0, 0, P | W,
+      "topic of image-needed events (retry and dead-letter topics add -retry, -dlt)" },
+    { "IMGCACHE_GROUP", "group", OPT_STRING, OFF(group), "imgcache-workers", 0, 0, W,
+      "consumer group of the workers" },
+    { "IMGCACHE_KAFKA_CONFIG", NULL, OPT_STRING, OFF(kafka_config), "", 0, 0, P | W,
+      "extra librdkafka properties, comma-separated key=value (as -X)" },
+    { "REDIS_URL", "redis-url", OPT_STRING, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, W,
+      "Redis for download leases, redis://[:password@]host:port/db" },
+    { "DATABASE_URL", "database-url", OPT_STRING, OFF(database_url), "", 0, 0, P | W,
+      "PostgreSQL conninfo or URI; empty: libpq defaults and PG* variables" },
+    { "IMGCACHE_STORAGE_DIR", "storage-dir", OPT_STRING, OFF(storage_dir), "./var/images", 0, 0, W,
+      "folder of stored image blobs" },
+    { "IMGCACHE_PUBLIC_URL", "public-url", OPT_STRING, OFF(public_url), "", 0, 0, W,
+      "base URL the storage folder is served under; empty: file://<storage dir>" },
+    { "BEEPER_API_URL", "beeper-api-url", OPT_STRING, OFF(beeper_api_url), "http://localhost:23373", 0, 0, P | W,
+      "Beeper Desktop API (sync, and mxc:// images)" },
+    { "BEEPER_API_TOKEN", NULL, OPT_SECRET, OFF(beeper_api_token), "", 0, 0, P | W,
+      "Beeper Desktop API token (environment only, never logged)" },
+    { "BEEPER_MEDIA_SERVER", "beeper-media-server", OPT_STRING, OFF(beeper_media_server), "", 0, 0, W,
+      "media proxy that serves Beeper's media folder (file:// images)" },
+    { "BEEPER_MEDIA_TOKEN", NULL, OPT_SECRET, OFF(beeper_media_token), "", 0, 0, W,
+      "token for BEEPER_MEDIA_SERVER (environment only, never logged)" },
+    { "BEEPER_MEDIA_DIR", "beeper-media-dir", OPT_STRING, OFF(beeper_media_dir), "", 0, 0, W,
+      "Beeper's media folder on this machine; file:// images are read from it" },
+    { "IMGCACHE_LOG_LEVEL", "log-level", OPT_STRING, OFF(log_level), "info", 0, 0, P | W | B,
+      "debug, info, warn or error" },
+
+    { "IMGCACHE_CONCURRENCY", "concurrency", OPT_LONG, OFF(concurrency), "64", 1, 4096, W,
+      "downloads in flight per worker" },
+    { "IMGCACHE_MAX_BYTES", "max-bytes", OPT_SIZE, OFF(max_bytes), "10MiB", 1024, BIG, W,
+      "largest image accepted, stopped while streaming" },
+    { "IMGCACHE_MAX_PIXELS", "max-pixels", OPT_LONG, OFF(max_pixels), "40000000", 1, BIG, W,
+      "largest width*height accepted, read from the image header" },
+    { "IMGCACHE_LEASE_TTL", "lease-ttl", OPT_DURATION, OFF(lease_ttl_ms), "2m", 1000, BIG, W,
+      "how long a Redis download lease lives if its holder dies" },
+    { "IMGCACHE_CONNECT_TIMEOUT", "connect-timeout", OPT_DURATION, OFF(connect_timeout_ms), "5s", 100, BIG, W,
+      "connect timeout per download" },
+    { "IMGCACHE_FETCH_TIMEOUT", "fetch-timeout", OPT_DURATION, OFF(fetch_timeout_ms), "30s", 100, BIG, W,
+      "total time allowed per download" },
+    { "IMGCACHE_SHUTDOWN_GRACE", "grace", OPT_DURATION, OFF(grace_ms), "20s", 0, BIG, W,
+      "on SIGTERM, how long in-flight downloads may finish" },
+    { "IMGCACHE_DRAIN_WAIT", "drain-wait", OPT_DURATION, OFF(drain_wait_ms), "60s", 0, BIG, W,
+      "with --drain, how long to wait for a partition assignment" },
+    { "IMGCACHE_RECHECK", "recheck", OPT_DURATION, OFF(recheck_ms), "500ms", 10, BIG, W,
+      "how often an event whose URL another worker is fetching is checked again" },
+    { "IMGCACHE_WORKER_ID", "worker-id", OPT_STRING, OFF(worker_id), "", 0, 0, W,
+      "name of this worker in leases and logs; empty: host:pid" },
+    { NULL, "drain", OPT_FLAG, OFF(drain), "0", 0, 0, W,
+      "exit 0 once caught up with every assigned partition and idle" },
+    { NULL, "from-beginning", OPT_FLAG, OFF(from_beginning), "0", 0, 0, W,
+      "a group without committed offsets starts at the topic's beginning (replay)" },
+
+    { "IMGCACHE_BATCH_SIZE", "batch-size", OPT_LONG, OFF(batch_size), "500", 1, 100000, P,
+      "chats per database transaction and cache look-up" },
+    { "IMGCACHE_SYNC_TIMEOUT", "sync-timeout", OPT_DURATION, OFF(sync_timeout_ms), "30s", 100, BIG, P,
+      "timeout of one request to the Beeper Desktop API" },
+
+    { NULL, "partitions", OPT_LONG, OFF(partitions), "12", 1, 1000, B,
+      "partitions of each topic" },
+    { NULL, "brokers-count", OPT_LONG, OFF(brokers), "1", 1, 9, B,
+      "number of mock brokers" },
+};
+#define N_OPTS (sizeof opts / sizeof opts[0])
+
+int config_parse_duration(const char *s, long long *ms_out)
+{
+    char *end;
+    double v;
+    double mult = 1000;
+
+    if (s == NULL || *s == '\0')
+        return -1;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || end == s || v < 0)
+        return -1;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else if (strcmp(end, "d") == 0)
+        mult = 86400000;
+    else
+        return -1;
+    if (v * mult > 9.2e18)
+        return -1;
+    *ms_out = (long long)(v * mult + 0.5);
+    return 0;
+}
+
+int config_parse_size(const char *s, long long *bytes_out)
+{
+    static const struct { const char *suffix; double mult; } units[] = {
+        { "", 1 }, { "B", 1 }, { "k", 1e3 }, { "kB", 1e3 }, { "KB", 1e3 }, { "KiB", 1024.0 },
+        { "M", 1e6 }, { "MB", 1e6 }, { "MiB", 1048576.0 }, { "G", 1e9 }, { "GB", 1e9 },
+        { "GiB", 1073741824.0 },
+    };
+    char *end;
+    double v;
+
+    if (s == NULL || *s == '\0')
+        return -1;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || end == s || v < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].suffix) == 0) {
+            if (v * units[i].mult > 9.2e18)
+                return -1;
+            *bytes_out = (long long)(v * units[i].mult + 0.5);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int config_add_kafka_props(struct config *cfg, const char *list, char *err, size_t errlen)
+{
+    char *copy = strdup(list);
+    char *save = NULL;
+    int rc = -1;
+
+    if (copy == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        struct config_kv *grown;
+        if (eq == NULL || eq == item) {
+            snprintf(err, errlen, "librdkafka property '%s' is not key=value", item);
+            goto out;
+        }
+        *eq = '\0';
+        grown = realloc(cfg->kafka_props, (cfg->n_kafka_props + 1) * sizeof *grown);
+        if (grown == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        cfg->kafka_props = grown;
+        grown[cfg->n_kafka_props].key = strdup(item);
+        grown[cfg->n_kafka_props].value = strdup(eq + 1);
+        cfg->n_kafka_props++;
+    }
+    rc = 0;
+out:
+    free(copy);
+    return rc;
+}
+
+/* Sets one option from text; `origin` names where it came from for errors. */
+static int set_option(struct config *cfg, const struct opt_def *o, const char *value,
+                      const char *origin, char *err, size_t errlen)
+{
+    char *base = (char *)cfg + o->offset;
+    long long n;
+    char *end;
+
+    switch (o->type) {
+    case OPT_STRING:
+    case OPT_SECRET: {
+        char **slot = (char **)base;
+        free(*slot);
+        *slot = strdup(value);
+        return 0;
+    }
+    case OPT_FLAG:
+        *(int *)base = (strcmp(value, "1") == 0 || strcasecmp(value, "true") == 0);
+        return 0;
+    case OPT_LONG:
+        errno = 0;
+        n = strtoll(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0') {
+            snprintf(err, errlen, "%s: '%s' is not a whole number", origin, value);
+            return -1;
+        }
+        break;
+    case OPT_DURATION:
+        if (config_parse_duration(value, &n) != 0) {
+            snprintf(err, errlen, "%s: '%s' is not a duration (500ms, 5s, 2m, 1h, 7d or seconds)",
+                     origin, value);
+            return -1;
+        }
+        break;
+    case OPT_SIZE:
+        if (config_parse_size(value, &n) != 0) {
+            snprintf(err, errlen, "%s: '%s' is not a size (bytes, or with kB, KiB, MB, MiB, GiB)",
+                     origin, value);
+            return -1;
+        }
+        break;
+    default:
+        return -1;
+    }
+    if (n < o->min || n > o->max) {
+        if (o->max == BIG)
+            snprintf(err, errlen, "%s: '%s' is below the minimum %lld%s", origin, value, o->min,
+                     o->type == OPT_DURATION ? "ms" : "");
+        else
+            snprintf(err, errlen, "%s: '%s' is out of range %lld..%lld", origin, value, o->min, o->max);
+        return -1;
+    }
+    if (o->type == OPT_LONG)
+        *(long *)base = (long)n;
+    else
+        *(long long *)base = n;
+    return 0;
+}
+
+void config_usage(FILE *out, unsigned program, const char *usage)
+{
+    fprintf(out, "%s\n\nOptions (each flag overrides its environment variable):\n", usage);
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const struct opt_def *o = &opts[i];
+        char left[64];
+        if (!(o->programs & program))
+            continue;
+        if (o->flag)
+            snprintf(left, sizeof left, "--%s%s", o->flag,
+                     o->type == OPT_FLAG ? "" : o->type == OPT_LONG ? " N" : " VALUE");
+        else
+            snprintf(left, sizeof left, "(environment only)");
+        fprintf(out, "  %-26s %s\n", left, o->help);
+        if (o->env)
+            fprintf(out, "  %-26s   env %s, default '%s'\n", "", o->env, o->type == OPT_SECRET ? "" : o->def);
+    }
+    if (program & (CONFIG_PRODUCER | CONFIG_WORKER))
+        fprintf(out, "  %-26s %s\n", "-X key=value",
+                "any librdkafka property, repeatable (as kcat -X)");
+    fprintf(out, "  %-26s %s\n", "-h, --help", "this text");
+}
+
+int config_load(struct config *cfg, unsigned program, const char *usage,
+                int argc, char **argv, char *err, size_t errlen)
+{
+    struct option longopts[N_OPTS + 2];
+    int map[N_OPTS + 2];
+    size_t n = 0;
+    int c, idx;
+    char origin[96];
+
+    memset(cfg, 0, sizeof *cfg);
+    /* defaults, then the environment */
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const struct opt_def *o = &opts[i];
+        const char *env = o->env ? getenv(o->env) : NULL;
+        if (set_option(cfg, o, o->def, "default", err, errlen) != 0)
+            return -1;
+        if (!(o->programs & program) || env == NULL)
+            continue;
+        snprintf(origin, sizeof origin, "%s", o->env);
+        if (o->type == OPT_FLAG || set_option(cfg, o, env, origin, err, errlen) != 0) {
+            if (o->type == OPT_FLAG)
+                snprintf(err, errlen, "%s cannot be set from the environment", o->env);
+            return -1;
+        }
+    }
+    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && cfg->kafka_config[0] &&
+        config_add_kafka_props(cfg, cfg->kafka_config, err, errlen) != 0) {
+        char inner[256];
+        snprintf(inner, sizeof inner, "%s", err);
+        snprintf(err, errlen, "IMGCACHE_KAFKA_CONFIG: %s", inner);
+        return -1;
+    }
+
+    for (size_t i = 0; i < N_OPTS; i++) {
+        if (!(opts[i].programs & program) || opts[i].flag == NULL)
+            continue;
+        longopts[n].name = opts[i].flag;
+        longopts[n].has_arg = opts[i].type == OPT_FLAG ? no_argument : required_argument;
+        longopts[n].flag = NULL;
+        longopts[n].val = 1000 + (int)n;
+        map[n] = (int)i;
+        n++;
+    }
+    longopts[n].name = "help";
+    longopts[n].has_arg = no_argument;
+    longopts[n].flag = NULL;
+    longopts[n].val = 'h';
+    n++;
+    memset(&longopts[n], 0, sizeof longopts[n]);
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+hX:", longopts, &idx)) != -1) {
+        if (c == 'h') {
+            config_usage(stdout, program, usage);
+            return 1;
+        }
+        if (c == 'X') {
+            if (!(program & (CONFIG_PRODUCER | CONFIG_WORKER))) {
+                snprintf(err, errlen, "-X is not an option of this program");
+                return -1;
+            }
+            if (config_add_kafka_props(cfg, optarg, err, errlen) != 0)
+                return -1;
+            continue;
+        }
+        if (c == '?' || c == ':') {
+            if (optopt == 'X')
+                snprintf(err, errlen, "-X needs key=value");
+            else if (optopt)
+                snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
+            else
+                snprintf(err, errlen, "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
+            return -1;
+        }
+        if (c >= 1000 && c < 1000 + (int)n) {
+            const struct opt_def *o = &opts[map[c - 1000]];
+            snprintf(origin, sizeof origin, "--%s", o->flag);
+            if (set_option(cfg, o, o->type == OPT_FLAG ? "1" : optarg, origin, err, errlen) != 0)
+                return -1;
+        }
+    }
+    cfg->args = argv + optind;
+    cfg->nargs = argc - optind;
+
+    if (log_level_parse(cfg->log_level) < 0) {
+        snprintf(err, errlen, "IMGCACHE_LOG_LEVEL: '%s' is not debug, info, warn or error", cfg->log_level);
+        return -1;
+    }
+    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && cfg->kafka_brokers[0] == '\0') {
+        snprintf(err, errlen, "KAFKA_BROKERS: empty; give host:port");
+        return -1;
+    }
+    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && cfg->topic[0] == '\0') {
+        snprintf(err, errlen, "IMGCACHE_TOPIC: empty");
+        return -1;
+    }
+    return 0;
+}
+
+void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < N_OPTS; i++) {
+        if (opts[i].type == OPT_STRING || opts[i].type == OPT_SECRET) {
+            char **slot = (char **)((char *)cfg + opts[i].offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_kafka_props; i++) {
+        free(cfg->kafka_props[i].key);
+        free(cfg->kafka_props[i].value);
+    }
+    free(cfg->kafka_props);
+    cfg->kafka_props = NULL;
+    cfg->n_kafka_props = 0;
+}

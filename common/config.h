@@ -1,0 +1,87 @@
+#ifndef IMGCACHE_CONFIG_H
+#define IMGCACHE_CONFIG_H
+/* Configuration from the environment, overridden by --flags, for every
+ * program. One table in config.c lists each setting once: its variable, its
+ * flag, its type, its default and its help; --help is printed from it, so
+ * README, --help and behaviour stay in agreement.
+ *
+ * Ownership: config_load() fills a struct config that owns all its strings
+ * (including kafka_props); config_free() frees them. args points into argv
+ * and is borrowed. Secrets (tokens) are read from the environment only, never
+ * from flags, so they do not show in `ps`. */
+#include <stddef.h>
+#include <stdio.h>
+
+enum config_program {
+    CONFIG_PRODUCER = 1u << 0,
+    CONFIG_WORKER = 1u << 1,
+    CONFIG_DEVBROKER = 1u << 2,
+};
+
+struct config_kv {
+    char *key;
+    char *value;
+};
+
+struct config {
+    /* shared */
+    char *kafka_brokers;
+    char *topic;
+    char *group;
+    char *redis_url;
+    char *database_url;
+    char *storage_dir;
+    char *public_url;
+    char *beeper_api_url;
+    char *beeper_api_token;
+    char *beeper_media_server;
+    char *beeper_media_token;
+    char *beeper_media_dir;
+    char *log_level;
+    char *kafka_config;             /* IMGCACHE_KAFKA_CONFIG as given */
+    struct config_kv *kafka_props;  /* IMGCACHE_KAFKA_CONFIG, then each -X */
+    size_t n_kafka_props;
+
+    /* worker */
+    long concurrency;
+    long long max_bytes;
+    long long max_pixels;
+    long long lease_ttl_ms;
+    long long connect_timeout_ms;
+    long long fetch_timeout_ms;
+    long long grace_ms;
+    long long drain_wait_ms;
+    long long recheck_ms;
+    char *worker_id;
+    int drain;
+    int from_beginning;
+
+    /* producer */
+    long batch_size;
+    long long sync_timeout_ms;
+
+    /* devbroker */
+    long partitions;
+    long brokers;
+
+    /* positional arguments after the options; borrowed from argv */
+    char **args;
+    int nargs;
+};
+
+/* Fills cfg for `program` from the environment and argv.
+ * Returns 0 on success, 1 when --help was printed to stdout (exit 0), and -1
+ * with a one-line message naming the variable or flag in err (exit 2). */
+int config_load(struct config *cfg, unsigned program, const char *usage,
+                int argc, char **argv, char *err, size_t errlen);
+void config_free(struct config *cfg);
+void config_usage(FILE *out, unsigned program, const char *usage);
+
+/* "500ms", "5s", "2m", "1h", "7d" or a bare number of seconds -> ms. */
+int config_parse_duration(const char *s, long long *ms_out);
+/* "10MiB", "512KiB", "1GiB", "10MB", "10kB" or bare bytes -> bytes. */
+int config_parse_size(const char *s, long long *bytes_out);
+/* Splits "a=b,c=d" and appends to cfg->kafka_props. -1 on an item without '='. */
+int config_add_kafka_props(struct config *cfg, const char *list, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,40 @@
+#ifndef IMGCACHE_EVENT_H
+#define IMGCACHE_EVENT_H
+/* The image-needed event: Kafka key = source URL bytes, value = JSON
+ *   {"v":1,"source_url":"...","chat_id":"...","participant_id":"...",
+ *    "account_id":"...","reason":"import|sync|backfill",
+ *    "produced_at":"2026-11-21T13:00:00.123Z"}
+ * participant_id is null for a chat's own image. Unknown fields are ignored
+ * on decode (forward compatible); v other than 1 is refused.
+ *
+ * Ownership: every char * in struct event is owned by the struct once
+ * event_decode() filled it; event_clear() frees them (not the struct).
+ * event_encode() returns a malloc'd NUL-terminated string the caller frees. */
+#include <stddef.h>
+
+#define EVENT_VERSION 1
+#define EVENT_MAX_URL 8192      /* longer source URLs are refused */
+#define EVENT_MAX_BYTES 65536   /* larger event values are refused unparsed */
+
+struct event {
+    char *source_url;      /* required, non-empty, <= EVENT_MAX_URL bytes */
+    char *chat_id;         /* may be NULL */
+    char *participant_id;  /* may be NULL */
+    char *account_id;      /* may be NULL */
+    char *reason;          /* may be NULL */
+    long long produced_at_ms; /* Unix ms; 0 when absent */
+};
+
+char *event_encode(const struct event *ev, char *err, size_t errlen);
+/* buf need not be NUL-terminated. On -1 nothing is left to free. */
+int event_decode(const void *buf, size_t len, struct event *out, char *err, size_t errlen);
+void event_clear(struct event *ev);
+
+/* Unix time in ms now (CLOCK_REALTIME). */
+long long event_now_ms(void);
+/* Formats ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into out (>= 25 bytes). */
+void event_format_time(long long ms, char *out, size_t outlen);
+/* Parses that format (also without ms, or with +00:00); -1 when malformed. */
+int event_parse_time(const char *s, long long *ms_out);
+
+#endif

@@ -1,0 +1,51 @@
+#ifndef IMGCACHE_RESOLVE_H
+#define IMGCACHE_RESOLVE_H
+/* Turns an avatar source URL into what to fetch:
+ *  - http(s)://          fetched as is;
+ *  - file://.../media/X  percent-decoded; X (the part after the LAST "/media/"
+ *                        segment) is read from BEEPER_MEDIA_DIR when set,
+ *                        else fetched from BEEPER_MEDIA_SERVER/X?token=...;
+ *  - mxc:// localmxc://  via BEEPER_API_URL/v1/assets/serve?url=<escaped>
+ *                        with "Authorization: Bearer BEEPER_API_TOKEN".
+ * Anything else (ftp:, javascript:, no scheme, ..) is refused with a reason.
+ * Uses curl's URL API and curl_easy_unescape/escape; nothing hand-parsed.
+ *
+ * Secrets: struct resolved.url and .auth_header may carry a token and must
+ * never be logged or stored; .display is safe (query values redacted).
+ * Ownership: resolve_source() fills *out with malloc'd strings;
+ * resolved_clear() frees them. The config strings are borrowed. */
+#include <stddef.h>
+
+struct resolve_config {
+    const char *media_dir;     /* BEEPER_MEDIA_DIR or NULL/"" */
+    const char *media_server;  /* BEEPER_MEDIA_SERVER or NULL/"" */
+    const char *media_token;   /* BEEPER_MEDIA_TOKEN or NULL/"" */
+    const char *api_url;       /* BEEPER_API_URL or NULL/"" */
+    const char *api_token;     /* BEEPER_API_TOKEN or NULL/"" */
+};
+
+enum resolve_kind { RESOLVE_HTTP = 1, RESOLVE_FILE = 2 };
+
+struct resolved {
+    enum resolve_kind kind;
+    char *url;          /* RESOLVE_HTTP: URL to fetch (may hold a token) */
+    char *auth_header;  /* RESOLVE_HTTP: "Authorization: Bearer ..." or NULL */
+    char *path;         /* RESOLVE_FILE: media_dir + "/" + relative part */
+    char *display;      /* always: a redacted form, safe for logs and rows */
+};
+
+/* -1 with a reason (permanent: the URL itself is unusable) in err. */
+int resolve_source(const struct resolve_config *cfg, const char *source_url,
+                   struct resolved *out, char *err, size_t errlen);
+void resolved_clear(struct resolved *r);
+
+/* Opens `path` read-only when it is a regular file inside `media_dir`,
+ * after resolving symlinks: refuses "..", symlinks pointing outside, and
+ * anything that is not a regular file. Returns an fd (caller closes) or -1. */
+int resolve_open_confined(const char *media_dir, const char *path, char *err, size_t errlen);
+
+/* Copies url into out with every query value and any userinfo replaced by
+ * "REDACTED" (e.g. "http://h/x?token=REDACTED"), truncated to outlen. */
+void resolve_redact(const char *url, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,33 @@
+#ifndef IMGCACHE_SNIFF_H
+#define IMGCACHE_SNIFF_H
+/* Recognises an image by its bytes, never by a Content-Type header, and reads
+ * its width and height from the header without decoding pixels.
+ * Accepted: JPEG, PNG, GIF, WebP. Everything else is refused with a reason
+ * (HTML, text, SVG, PDF, empty, damaged header...). No allocation. */
+#include <stddef.h>
+
+enum sniff_type { SNIFF_UNKNOWN = 0, SNIFF_JPEG, SNIFF_PNG, SNIFF_GIF, SNIFF_WEBP };
+
+enum sniff_status {
+    SNIFF_OK = 0,        /* type, width and height are known */
+    SNIFF_NEED_MORE = 1, /* a valid start, but the size is further in (JPEG) */
+    SNIFF_REJECT = -1,   /* not an accepted image; err says why */
+};
+
+struct sniff_result {
+    enum sniff_type type;
+    const char *content_type; /* "image/jpeg"...; static string */
+    const char *extension;    /* "jpg", "png", "gif", "webp"; static string */
+    unsigned width;
+    unsigned height;
+};
+
+/* Looks at buf[0..len). `complete` says buf is the whole body: then a body
+ * that ends before the size is known is SNIFF_REJECT ("truncated ..."),
+ * otherwise it is SNIFF_NEED_MORE. Zero width or height is refused. */
+enum sniff_status sniff_image(const unsigned char *buf, size_t len, int complete,
+                              struct sniff_result *out, char *err, size_t errlen);
+
+const char *sniff_type_name(enum sniff_type type);
+
+#endif
