@@ -1,0 +1,102 @@
+#ifndef IMGCACHE_DB_H
+#define IMGCACHE_DB_H
+/* PostgreSQL access for the producer and the worker (libpq, blocking calls,
+ * one round trip per batch, values always passed as parameters).
+ *
+ * Ownership: db_connect() returns a struct db the caller frees with
+ * db_close() (also after a failed connect: *out is NULL then). Input arrays
+ * and strings are borrowed for the duration of the call. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "beeper.h"
+
+struct db;
+
+/* conninfo: libpq keyword string or URI; "" = libpq defaults + PG* vars.
+ * The message on failure never contains the password. */
+int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen);
+void db_close(struct db *db);
+/* Reconnects after the server went away; 0 when the connection is good. */
+int db_reset(struct db *db, char *err, size_t errlen);
+/* 1 when the connection is up. */
+int db_ok(const struct db *db);
+
+/* Schema version the code expects (= the newest embedded migration). */
+int db_expected_version(void);
+/* 0 when the schema is exactly at db_expected_version(); -1 otherwise, with
+ * "database schema is at version N, this program needs M: run
+ * `imgcache-producer migrate`" (or "is newer than this program"). */
+int db_check_schema(struct db *db, char *err, size_t errlen);
+/* Applies every missing migration, each in its own transaction, under an
+ * advisory lock so concurrent runs are safe. *applied gets how many ran. */
+int db_migrate(struct db *db, int *applied, char *err, size_t errlen);
+
+/* --- producer --- */
+
+/* Upserts chats and their participants in one transaction. A chat whose
+ * participant list is complete (participants_has_more == 0) loses
+ * participants no longer listed. Never touches chats.contact_image_url. */
+int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
+                    char *err, size_t errlen);
+
+/* --- shared look-up --- */
+
+enum db_url_state {
+    DB_URL_NONE = 0,     /* neither cached nor failed */
+    DB_URL_CACHED = 1,   /* has a cached_images row */
+    DB_URL_FAILED = 2,   /* has a permanent image_failures row */
+};
+/* One query for n URLs: state[i] for urls[i]. failure_ttl_ms > 0: a
+ * permanent failure older than that counts as DB_URL_NONE (try again);
+ * 0: every permanent failure counts. */
+int db_lookup_urls(struct db *db, const char *const *urls, size_t n, long long failure_ttl_ms,
+                   uint8_t *state, char *err, size_t errlen);
+
+/* Calls fn for every distinct image URL referenced by chats or participants
+ * that has no cached_images row (and, unless include_failed, no permanent
+ * failure younger than failure_ttl_ms), together with one chat and
+ * participant referencing it. Streams with a cursor: memory stays flat.
+ * fn returns 0 to go on, -1 to stop (then db_each_uncached returns -1). */
+struct db_url_ref {
+    const char *source_url;
+    const char *chat_id;
+    const char *participant_id; /* NULL for a chat's own image */
+    const char *account_id;
+};
+int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed,
+                     int (*fn)(const struct db_url_ref *ref, void *arg), void *arg,
+                     char *err, size_t errlen);
+
+/* --- worker --- */
+
+struct db_image {
+    const char *source_url;
+    const char *sha256;        /* 64 lowercase hex */
+    const char *storage_key;   /* path relative to the storage dir */
+    const char *public_url;
+    const char *content_type;
+    long long byte_size;
+    unsigned width, height;
+    const char *etag;          /* may be NULL */
+    const char *last_modified; /* may be NULL (HTTP date as received) */
+};
+/* One transaction: image_blobs (insert, keep existing) and cached_images
+ * (upsert; refreshed_at = now on conflict) for all n; clears any
+ * image_failures row of those URLs. */
+int db_commit_images(struct db *db, const struct db_image *imgs, size_t n, char *err, size_t errlen);
+
+struct db_failure {
+    const char *source_url;
+    const char *error_class;   /* e.g. "http_404", "not_image", "timeout" */
+    const char *last_error;    /* redacted, human readable */
+    int http_status;           /* 0 when none */
+    int permanent;
+    int attempts;              /* attempts this failure represents (>= 1) */
+    long long next_retry_ms;   /* Unix ms, 0 when none */
+};
+/* One transaction: upsert image_failures (attempts accumulate,
+ * first_failed_at kept, last_failed_at = now). */
+int db_record_failures(struct db *db, const struct db_failure *f, size_t n, char *err, size_t errlen);
+
+#endif
