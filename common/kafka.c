@@ -1,0 +1,170 @@
+#include "kafka.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char *client_id,
+                     char *err, size_t errlen)
+{
+    char errstr[512];
+
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka_brokers, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "KAFKA_BROKERS: %s", errstr);
+        return -1;
+    }
+    if (client_id && rd_kafka_conf_set(conf, "client.id", client_id, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "client.id: %s", errstr);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_kafka_props; i++) {
+        const struct config_kv *kv = &cfg->kafka_props[i];
+        if (rd_kafka_conf_set(conf, kv->key, kv->value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+            snprintf(err, errlen, "librdkafka property %s: %s", kv->key, errstr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void delivery_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    struct kafka_producer *p = opaque;
+    (void)rk;
+    if (msg->err) {
+        p->failed++;
+        snprintf(p->last_error, sizeof p->last_error, "%s", rd_kafka_err2str(msg->err));
+    } else {
+        p->delivered++;
+    }
+    if (p->on_delivery && msg->_private)
+        p->on_delivery(msg->_private, msg->err == 0, msg->err ? rd_kafka_err2str(msg->err) : NULL,
+                       p->on_delivery_ctx);
+}
+
+static void error_cb(rd_kafka_t *rk, int errcode, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    /* librdkafka reconnects by itself; transport errors are information */
+    if (errcode == RD_KAFKA_RESP_ERR__FATAL)
+        log_error("event=kafka_fatal reason=\"%s\"", reason);
+    else
+        log_debug("event=kafka_error code=%s reason=\"%s\"", rd_kafka_err2name(errcode), reason);
+}
+
+int kafka_producer_new(const struct config *cfg, const char *client_id,
+                       struct kafka_producer **out, char *err, size_t errlen)
+{
+    static const char *const defaults[][2] = {
+        { "enable.idempotence", "true" },
+        { "acks", "all" },
+        { "partitioner", "murmur2_random" },
+        { "linger.ms", "5" },
+        { "message.timeout.ms", "120000" },
+    };
+    struct kafka_producer *p = calloc(1, sizeof *p);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[512];
+    int rc = -1;
+
+    *out = NULL;
+    if (p == NULL || conf == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+            snprintf(err, errlen, "%s: %s", defaults[i][0], errstr);
+            goto out;
+        }
+    }
+    if (kafka_conf_apply(conf, cfg, client_id, err, errlen) != 0)
+        goto out;
+    rd_kafka_conf_set_dr_msg_cb(conf, delivery_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, p);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (p->rk == NULL) {
+        snprintf(err, errlen, "kafka producer: %s", errstr);
+        goto out;
+    }
+    conf = NULL; /* owned by p->rk now */
+    *out = p;
+    p = NULL;
+    rc = 0;
+out:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    free(p);
+    return rc;
+}
+
+int kafka_produce(struct kafka_producer *p, const char *topic, const void *key, size_t keylen,
+                  const void *value, size_t valuelen, const struct kafka_header *headers,
+                  size_t nheaders, void *opaque, char *err, size_t errlen)
+{
+    for (;;) {
+        rd_kafka_headers_t *hdrs = NULL;
+        rd_kafka_resp_err_t e;
+
+        if (nheaders > 0) {
+            hdrs = rd_kafka_headers_new(nheaders);
+            for (size_t i = 0; i < nheaders; i++)
+                rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, (ssize_t)headers[i].len);
+        }
+        e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
+                              RD_KAFKA_V_KEY((void *)key, keylen),
+                              RD_KAFKA_V_VALUE((void *)value, valuelen),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_OPAQUE(opaque),
+                              hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END,
+                              RD_KAFKA_V_END);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            p->queued++;
+            return 0; /* headers are owned by the message now */
+        }
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            snprintf(err, errlen, "produce to %s: %s", topic, rd_kafka_err2str(e));
+            return -1;
+        }
+        /* local queue full: serve delivery reports until there is room */
+        rd_kafka_poll(p->rk, 100);
+    }
+}
+
+void kafka_producer_poll(struct kafka_producer *p)
+{
+    rd_kafka_poll(p->rk, 0);
+}
+
+int kafka_producer_flush(struct kafka_producer *p, int timeout_ms, char *err, size_t errlen)
+{
+    rd_kafka_flush(p->rk, timeout_ms);
+    rd_kafka_poll(p->rk, 0);
+    int pending = rd_kafka_outq_len(p->rk);
+    if (p->failed > 0) {
+        snprintf(err, errlen, "%lld of %lld messages were not delivered: %s", p->failed, p->queued,
+                 p->last_error);
+        return -1;
+    }
+    if (pending > 0) {
+        snprintf(err, errlen, "%d messages still undelivered after %d ms (is the broker reachable?)",
+                 pending, timeout_ms);
+        return -1;
+    }
+    return 0;
+}
+
+void kafka_producer_free(struct kafka_producer *p)
+{
+    if (p == NULL)
+        return;
+    if (p->rk)
+        rd_kafka_destroy(p->rk);
+    free(p);
+}

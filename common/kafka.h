@@ -1,0 +1,60 @@
+#ifndef IMGCACHE_KAFKA_H
+#define IMGCACHE_KAFKA_H
+/* librdkafka set-up shared by the producer and the worker: configuration
+ * from struct config (bootstrap servers, then IMGCACHE_KAFKA_CONFIG and -X
+ * properties, which win), an idempotent producer with checked delivery
+ * reports, and the consumer's base configuration. Nothing here knows the
+ * development broker: the same code runs against a real Kafka.
+ *
+ * Ownership: kafka_producer_new() returns a producer freed by
+ * kafka_producer_free() (which flushes nothing: call kafka_producer_flush()
+ * first). kafka_consumer_conf() returns an rd_kafka_conf_t the caller owns
+ * until rd_kafka_new() succeeds with it. */
+#include <stddef.h>
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+
+/* Sets bootstrap.servers, client.id and every cfg->kafka_props entry. */
+int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char *client_id,
+                     char *err, size_t errlen);
+
+/* --- producer --- */
+
+struct kafka_header {
+    const char *name;
+    const void *value;
+    size_t len;
+};
+
+/* Called from kafka_producer_poll()/flush() for each message produced with a
+ * non-NULL opaque: ok = 1 when the broker acknowledged it. */
+typedef void (*kafka_delivery_fn)(void *opaque, int ok, const char *errstr, void *ctx);
+
+struct kafka_producer {
+    rd_kafka_t *rk;
+    long long queued;      /* produce() calls accepted */
+    long long delivered;   /* acknowledged by the broker */
+    long long failed;      /* delivery report with an error */
+    char last_error[256];  /* of the last failed delivery */
+    kafka_delivery_fn on_delivery; /* may be NULL */
+    void *on_delivery_ctx;
+};
+
+/* enable.idempotence=true, partitioner=murmur2_random (the Java client's
+ * partition for the same key), acks=all. */
+int kafka_producer_new(const struct config *cfg, const char *client_id,
+                       struct kafka_producer **out, char *err, size_t errlen);
+/* Copies key, value and headers. When the local queue is full it serves
+ * delivery reports and waits, so it only fails for real errors. */
+int kafka_produce(struct kafka_producer *p, const char *topic, const void *key, size_t keylen,
+                  const void *value, size_t valuelen, const struct kafka_header *headers,
+                  size_t nheaders, void *opaque, char *err, size_t errlen);
+/* Serves delivery reports without waiting. */
+void kafka_producer_poll(struct kafka_producer *p);
+/* Waits up to timeout_ms for every queued message; -1 when some were not
+ * delivered (failed > 0 or still queued), with a message. */
+int kafka_producer_flush(struct kafka_producer *p, int timeout_ms, char *err, size_t errlen);
+void kafka_producer_free(struct kafka_producer *p);
+
+#endif
