@@ -115,13 +115,19 @@ int kafka_produce(struct kafka_producer *p, const char *topic, const void *key, 
             for (size_t i = 0; i < nheaders; i++)
                 rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, (ssize_t)headers[i].len);
         }
-        e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
-                              RD_KAFKA_V_KEY((void *)key, keylen),
-                              RD_KAFKA_V_VALUE((void *)value, valuelen),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_OPAQUE(opaque),
-                              hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END,
-                              RD_KAFKA_V_END);
+        if (hdrs)
+            e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
+                                  RD_KAFKA_V_KEY((void *)key, keylen),
+                                  RD_KAFKA_V_VALUE((void *)value, valuelen),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_HEADERS(hdrs),
+                                  RD_KAFKA_V_END);
+        else
+            e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
+                                  RD_KAFKA_V_KEY((void *)key, keylen),
+                                  RD_KAFKA_V_VALUE((void *)value, valuelen),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
             p->queued++;
             return 0; /* headers are owned by the message now */
