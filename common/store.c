@@ -1,0 +1,253 @@
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+struct store {
+    char *dir;
+    unsigned long long counter;
+};
+
+static int mkdir_p(const char *path, char *err, size_t errlen)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof buf) {
+        snprintf(err, errlen, "storage path '%s' is empty or too long", path);
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                snprintf(err, errlen, "cannot create %s: %s", buf, strerror(errno));
+                return -1;
+            }
+            *p = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    return 0;
+}
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc;
+    if (fd < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static void remove_stale_tmp(const char *tmpdir)
+{
+    DIR *d = opendir(tmpdir);
+    struct dirent *e;
+    time_t now = time(NULL);
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        if (e->d_name[0] == '.')
+            continue;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode) && now - st.st_mtime > 3600)
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
+int store_open(const char *dir, struct store **out, char *err, size_t errlen)
+{
+    struct store *s = NULL;
+    char tmp[4200];
+    int rc = -1;
+
+    *out = NULL;
+    if (mkdir_p(dir, err, errlen) != 0)
+        goto out;
+    snprintf(tmp, sizeof tmp, "%s/.tmp", dir);
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    if (access(tmp, W_OK) != 0) {
+        snprintf(err, errlen, "IMGCACHE_STORAGE_DIR: %s is not writable: %s", dir, strerror(errno));
+        goto out;
+    }
+    remove_stale_tmp(tmp);
+    s = calloc(1, sizeof *s);
+    if (s == NULL || (s->dir = strdup(dir)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    *out = s;
+    s = NULL;
+    rc = 0;
+out:
+    store_close(s);
+    return rc;
+}
+
+void store_close(struct store *s)
+{
+    if (s == NULL)
+        return;
+    free(s->dir);
+    free(s);
+}
+
+const char *store_dir(const struct store *s)
+{
+    return s->dir;
+}
+
+void store_path(const struct store *s, const char *key, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/%s", s->dir, key);
+}
+
+int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen)
+{
+    memset(b, 0, sizeof *b);
+    b->fd = -1;
+    snprintf(b->tmp_path, sizeof b->tmp_path, "%s/.tmp/%d-%llu.part", s->dir, (int)getpid(),
+             ++s->counter);
+    b->fd = open(b->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (b->fd < 0) {
+        snprintf(err, errlen, "storage: cannot create %s: %s", b->tmp_path, strerror(errno));
+        return -1;
+    }
+    if (hash_init(&b->hash) != 0) {
+        snprintf(err, errlen, "sha256: cannot initialise");
+        store_blob_discard(b);
+        return -1;
+    }
+    return 0;
+}
+
+int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen)
+{
+    const unsigned char *p = data;
+    size_t left = len;
+
+    if (b->head_len < STORE_HEAD_MAX) {
+        size_t take = STORE_HEAD_MAX - b->head_len < len ? STORE_HEAD_MAX - b->head_len : len;
+        if (b->head == NULL && (b->head = malloc(STORE_HEAD_MAX)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        memcpy(b->head + b->head_len, data, take);
+        b->head_len += take;
+    }
+    hash_update(&b->hash, data, len);
+    while (left > 0) {
+        ssize_t w = write(b->fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(err, errlen, "storage: write failed: %s", strerror(errno));
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    b->size += (long long)len;
+    return 0;
+}
+
+const unsigned char *store_blob_map(struct store_blob *b, size_t *len)
+{
+    void *p;
+    int fd;
+
+    *len = (size_t)b->size;
+    if (b->size <= 0)
+        return NULL;
+    fd = open(b->tmp_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    p = mmap(NULL, (size_t)b->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void store_unmap(const unsigned char *p, size_t len)
+{
+    if (p)
+        munmap((void *)p, len);
+}
+
+int store_blob_commit(struct store *s, struct store_blob *b, const char *ext,
+                      char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
+                      char *err, size_t errlen)
+{
+    char dir[4200], final[4400];
+    struct stat st;
+    int rc = -1;
+
+    *existed = 0;
+    if (hash_final_hex(&b->hash, sha256) != 0) {
+        snprintf(err, errlen, "sha256: cannot finish");
+        goto out;
+    }
+    snprintf(key, STORE_KEY_MAX, "%.2s/%.2s/%s.%s", sha256, sha256 + 2, sha256, ext);
+    snprintf(dir, sizeof dir, "%s/%.2s/%.2s", s->dir, sha256, sha256 + 2);
+    snprintf(final, sizeof final, "%s/%s", s->dir, key);
+    if (stat(final, &st) == 0 && st.st_size == b->size) {
+        *existed = 1;
+        rc = 0;
+        goto out;
+    }
+    if (fsync(b->fd) != 0) {
+        snprintf(err, errlen, "storage: fsync failed: %s", strerror(errno));
+        goto out;
+    }
+    if (mkdir_p(dir, err, errlen) != 0)
+        goto out;
+    if (rename(b->tmp_path, final) != 0) {
+        snprintf(err, errlen, "storage: cannot rename into %s: %s", key, strerror(errno));
+        goto out;
+    }
+    b->tmp_path[0] = '\0';
+    /* the rename itself must survive a power cut before the row commits */
+    if (fsync_dir(dir) != 0) {
+        snprintf(err, errlen, "storage: fsync of %s failed: %s", dir, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    store_blob_discard(b);
+    return rc;
+}
+
+void store_blob_discard(struct store_blob *b)
+{
+    if (b->fd >= 0)
+        close(b->fd);
+    b->fd = -1;
+    if (b->tmp_path[0])
+        unlink(b->tmp_path);
+    b->tmp_path[0] = '\0';
+    hash_clear(&b->hash);
+    free(b->head);
+    b->head = NULL;
+    b->head_len = 0;
+}

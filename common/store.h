@@ -1,0 +1,55 @@
+#ifndef IMGCACHE_STORE_H
+#define IMGCACHE_STORE_H
+/* Content-addressed blob store on a local filesystem:
+ *   <dir>/<aa>/<bb>/<sha256>.<ext>      (aa, bb: the hash's first 2+2 chars)
+ * A blob is streamed into <dir>/.tmp/<unique>.part while it downloads,
+ * hashed on the way, fsync'd, then renamed to its final name (and the folder
+ * fsync'd), so a final name never shows a torn or half-written file. A blob
+ * that already exists is not written again: the temporary file is dropped.
+ *
+ * Ownership: store_open() returns a struct store freed by store_close().
+ * A struct store_blob lives in the caller's memory; store_blob_begin() opens
+ * its fd and hash, store_blob_commit() or store_blob_discard() closes them
+ * (always call one of the two). */
+#include <stddef.h>
+
+#include "hash.h"
+
+#define STORE_HEAD_MAX 65536  /* bytes kept in memory for sniffing */
+#define STORE_KEY_MAX 128
+
+struct store;
+
+struct store_blob {
+    int fd;
+    char tmp_path[4096];
+    struct hash hash;
+    long long size;
+    unsigned char *head;      /* first bytes, up to STORE_HEAD_MAX (malloc'd) */
+    size_t head_len;
+};
+
+/* Creates dir and dir/.tmp when missing; fails when not writable. Removes
+ * temporary files older than an hour (left by a crash). */
+int store_open(const char *dir, struct store **out, char *err, size_t errlen);
+void store_close(struct store *s);
+const char *store_dir(const struct store *s);
+
+int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen);
+int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen);
+/* Maps the whole temporary file read-only (for sniffers that need more than
+ * the head). *len gets its size; unmap with store_unmap(). NULL on error. */
+const unsigned char *store_blob_map(struct store_blob *b, size_t *len);
+void store_unmap(const unsigned char *p, size_t len);
+/* Makes the blob durable under its content address. sha256 gets the hex
+ * digest, key the storage key relative to the store's folder. *existed = 1
+ * when that content was already stored. */
+int store_blob_commit(struct store *s, struct store_blob *b, const char *ext,
+                      char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
+                      char *err, size_t errlen);
+void store_blob_discard(struct store_blob *b);
+
+/* Full path of key into out. */
+void store_path(const struct store *s, const char *key, char *out, size_t outlen);
+
+#endif
