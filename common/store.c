@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 struct store {
     char *dir;
     unsigned long long counter;
+    unsigned long long nonce; /* tells apart workers that share the folder */
 };
 
 static int mkdir_p(const char *path, char *err, size_t errlen)
@@ -98,6 +100,8 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    if (getrandom(&s->nonce, sizeof s->nonce, 0) != (ssize_t)sizeof s->nonce)
+        s->nonce = (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 32);
     *out = s;
     s = NULL;
     rc = 0;
@@ -128,7 +132,7 @@ int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t er
 {
     memset(b, 0, sizeof *b);
     b->fd = -1;
-    snprintf(b->tmp_path, sizeof b->tmp_path, "%s/.tmp/%d-%llu.part", s->dir, (int)getpid(),
+    snprintf(b->tmp_path, sizeof b->tmp_path, "%s/.tmp/%016llx-%llu.part", s->dir, s->nonce,
              ++s->counter);
     b->fd = open(b->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (b->fd < 0) {
