@@ -1,0 +1,78 @@
+#ifndef IMGCACHE_FETCH_H
+#define IMGCACHE_FETCH_H
+/* Many HTTP downloads at once on one libcurl multi handle, driven by the
+ * caller's event loop: fetch_start() queues a transfer, fetch_perform()
+ * moves every transfer forward without blocking and reports finished ones,
+ * fetch_wait() sleeps until a socket (or one extra fd) is ready.
+ * Connections are kept alive and reused per host; HTTP/2 is multiplexed when
+ * the server offers it. Bodies stream to the caller's on_data callback.
+ *
+ * Limits enforced here: connect timeout, total timeout, low-speed timeout
+ * (a server that stalls), byte cap (Content-Length checked up front, and a
+ * running count for bodies without one), at most max_redirects hops, and
+ * http/https only (also for redirects).
+ *
+ * Ownership: fetch_new() returns a fetcher freed by fetch_free(), which
+ * aborts unfinished transfers without calling on_done. url and auth_header
+ * are copied. `job` is the caller's, passed back untouched. */
+#include <stddef.h>
+
+struct fetch_opts {
+    long long connect_timeout_ms;
+    long long timeout_ms;
+    long long max_bytes;
+    long max_redirects;
+    long max_connections;   /* total open connections (0: no limit) */
+    const char *user_agent; /* borrowed for the fetcher's life */
+};
+
+enum fetch_outcome {
+    FETCH_OK = 0,          /* 2xx with a complete body */
+    FETCH_HTTP_ERROR,      /* final status >= 400 (http_status) */
+    FETCH_TOO_LARGE,       /* over max_bytes */
+    FETCH_ABORTED,         /* on_data returned -1 (caller's reason) */
+    FETCH_TIMEOUT,         /* connect, total or low-speed timeout */
+    FETCH_NETWORK,         /* connection refused/reset, DNS, TLS... */
+    FETCH_TRUNCATED,       /* body shorter than Content-Length */
+    FETCH_REDIRECTS,       /* more than max_redirects hops */
+    FETCH_BAD_URL,         /* malformed URL or scheme not allowed */
+};
+
+struct fetch_result {
+    enum fetch_outcome outcome;
+    long http_status;
+    long long bytes;
+    long long retry_after_s;  /* Retry-After of the final response, -1 if none */
+    char etag[256];
+    char last_modified[64];
+    char error[256];          /* curl's message; never contains the URL */
+};
+
+struct fetch_callbacks {
+    /* Body bytes in order; return -1 to abort the transfer (FETCH_ABORTED). */
+    int (*on_data)(void *job, const void *data, size_t len);
+    /* Called once per transfer from fetch_perform(). */
+    void (*on_done)(void *job, const struct fetch_result *result);
+};
+
+struct fetcher;
+
+int fetch_new(const struct fetch_opts *opts, const struct fetch_callbacks *cb,
+              struct fetcher **out, char *err, size_t errlen);
+void fetch_free(struct fetcher *f);
+
+int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
+                char *err, size_t errlen);
+/* Transfers in progress. */
+int fetch_active(const struct fetcher *f);
+/* Drives transfers; calls on_data/on_done. */
+void fetch_perform(struct fetcher *f);
+/* Waits at most timeout_ms for network activity or extra_fd (-1: none)
+ * becoming readable. */
+void fetch_wait(struct fetcher *f, int extra_fd, int timeout_ms);
+/* Aborts the transfer of `job` (no on_done). */
+void fetch_cancel(struct fetcher *f, void *job);
+
+const char *fetch_outcome_name(enum fetch_outcome o);
+
+#endif
