@@ -219,7 +219,7 @@ int event_decode(const void *buf, size_t len, struct event *out, char *err, size
         goto out;
     }
     /* duplicate keys would make two readers disagree on what the event says */
-    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
         set_err(err, errlen, "event is not JSON: %s at line %d column %d", jerr.text, jerr.line,
                 jerr.column);

@@ -199,6 +199,7 @@ static void test_decode_errors(void **state)
     expect_decode_error("", "event is not JSON: ");
     expect_decode_error("not json", "event is not JSON: ");
     expect_decode_error("[1,2]", "event is not a JSON object");
+    expect_decode_error("\"https://x/y.jpg\"", "event is not a JSON object");
     expect_decode_error("{\"v\":1}", "event has no source_url");
     expect_decode_error("{\"v\":1,\"source_url\":null}", "event has no source_url");
     expect_decode_error("{\"v\":1,\"source_url\":42}", "source_url is not a string");

@@ -1,0 +1,236 @@
+#include "beeper.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Copies untrusted text for an error message: at most 80 bytes, control
+ * characters as '?', so a chat id cannot forge log lines. */
+static void printable(const char *s, char *out, size_t outlen)
+{
+    size_t i = 0;
+
+    for (; s[i] != '\0' && i + 1 < outlen && i < 80; i++)
+        out[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+    out[i] = '\0';
+}
+
+/* Optional string field. Absent or null leaves *dst NULL; so does "" when
+ * empty_is_null (image URLs: Beeper sends "" for "no picture"). `where` names
+ * the object for the message ("chat abc: " or "chat abc: participants.items[2]."). */
+static int opt_string(const json_t *obj, const char *key, int empty_is_null, char **dst,
+                      const char *where, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v)) {
+        set_err(err, errlen, "%s%s is not a string", where, key);
+        return -1;
+    }
+    if (empty_is_null && json_string_length(v) == 0)
+        return 0;
+    *dst = strdup(json_string_value(v));
+    if (*dst == NULL) {
+        set_err(err, errlen, "%sout of memory", where);
+        return -1;
+    }
+    return 0;
+}
+
+static int opt_bool(const json_t *obj, const char *key, int *dst, const char *where, char *err,
+                    size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+
+    *dst = 0;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_boolean(v)) {
+        set_err(err, errlen, "%s%s is not a boolean", where, key);
+        return -1;
+    }
+    *dst = json_is_true(v);
+    return 0;
+}
+
+static int participant_from_json(const json_t *item, size_t idx, const char *chat,
+                                 struct beeper_participant *p, char *err, size_t errlen)
+{
+    char where[160];
+    json_t *id;
+
+    snprintf(where, sizeof where, "chat %s: participants.items[%zu].", chat, idx);
+    if (!json_is_object(item)) {
+        set_err(err, errlen, "chat %s: participants.items[%zu] is not an object", chat, idx);
+        return -1;
+    }
+    id = json_object_get(item, "id");
+    if (id == NULL || json_is_null(id) || (json_is_string(id) && json_string_length(id) == 0)) {
+        set_err(err, errlen, "chat %s: participants.items[%zu] has no id", chat, idx);
+        return -1;
+    }
+    if (opt_string(item, "id", 0, &p->id, where, err, errlen) != 0 ||
+        opt_string(item, "fullName", 0, &p->full_name, where, err, errlen) != 0 ||
+        opt_string(item, "imgURL", 1, &p->img_url, where, err, errlen) != 0 ||
+        opt_bool(item, "isSelf", &p->is_self, where, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+static int participants_from_json(const json_t *parts, const char *chat, struct beeper_chat *out,
+                                  char *err, size_t errlen)
+{
+    char where[128];
+    json_t *items;
+    size_t n;
+
+    if (parts == NULL || json_is_null(parts))
+        return 0;
+    if (!json_is_object(parts)) {
+        set_err(err, errlen, "chat %s: participants is not an object", chat);
+        return -1;
+    }
+    snprintf(where, sizeof where, "chat %s: participants.", chat);
+    if (opt_bool(parts, "hasMore", &out->participants_has_more, where, err, errlen) != 0)
+        return -1;
+    items = json_object_get(parts, "items");
+    if (items == NULL || json_is_null(items))
+        return 0;
+    if (!json_is_array(items)) {
+        set_err(err, errlen, "chat %s: participants.items is not an array", chat);
+        return -1;
+    }
+    n = json_array_size(items);
+    if (n == 0)
+        return 0;
+    out->participants = calloc(n, sizeof *out->participants);
+    if (out->participants == NULL) {
+        set_err(err, errlen, "chat %s: out of memory for %zu participants", chat, n);
+        return -1;
+    }
+    /* counted as filled before each is parsed, so a failure frees the partial one */
+    for (size_t i = 0; i < n; i++) {
+        out->n_participants = i + 1;
+        if (participant_from_json(json_array_get(items, i), i, chat, &out->participants[i], err,
+                                  errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int beeper_chat_from_json(const json_t *obj, struct beeper_chat *out, char *err, size_t errlen)
+{
+    char chat[96];
+    char where[128];
+    char shown[96];
+    json_t *v;
+    int rc = -1;
+
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(obj)) {
+        set_err(err, errlen, "chat is not a JSON object");
+        goto out;
+    }
+    v = json_object_get(obj, "id");
+    if (v == NULL || json_is_null(v)) {
+        set_err(err, errlen, "chat has no id");
+        goto out;
+    }
+    if (!json_is_string(v)) {
+        set_err(err, errlen, "chat id is not a string");
+        goto out;
+    }
+    if (json_string_length(v) == 0) {
+        set_err(err, errlen, "chat has an empty id");
+        goto out;
+    }
+    printable(json_string_value(v), chat, sizeof chat);
+    snprintf(where, sizeof where, "chat %s: ", chat);
+    if (opt_string(obj, "id", 0, &out->id, where, err, errlen) != 0)
+        goto out;
+
+    v = json_object_get(obj, "type");
+    if (v == NULL || json_is_null(v)) {
+        set_err(err, errlen, "chat %s: has no type", chat);
+        goto out;
+    }
+    if (!json_is_string(v)) {
+        set_err(err, errlen, "chat %s: type is not a string", chat);
+        goto out;
+    }
+    if (strcmp(json_string_value(v), "single") != 0 && strcmp(json_string_value(v), "group") != 0) {
+        printable(json_string_value(v), shown, sizeof shown);
+        set_err(err, errlen, "chat %s: type '%s' is not single or group", chat, shown);
+        goto out;
+    }
+    if (opt_string(obj, "type", 0, &out->type, where, err, errlen) != 0 ||
+        opt_string(obj, "accountID", 0, &out->account_id, where, err, errlen) != 0 ||
+        opt_string(obj, "title", 0, &out->title, where, err, errlen) != 0 ||
+        opt_string(obj, "network", 0, &out->network, where, err, errlen) != 0 ||
+        opt_string(obj, "imgURL", 1, &out->img_url, where, err, errlen) != 0 ||
+        opt_string(obj, "lastActivity", 0, &out->last_activity, where, err, errlen) != 0)
+        goto out;
+    if (participants_from_json(json_object_get(obj, "participants"), chat, out, err, errlen) != 0)
+        goto out;
+    rc = 0;
+out:
+    if (rc != 0)
+        beeper_chat_clear(out);
+    return rc;
+}
+
+int beeper_chat_parse(const char *text, size_t len, struct beeper_chat *out, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    root = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+    if (root == NULL) {
+        /* an import line is one line: the column is what helps */
+        if (jerr.line > 1)
+            set_err(err, errlen, "not JSON: %s at line %d column %d", jerr.text, jerr.line, jerr.column);
+        else
+            set_err(err, errlen, "not JSON: %s at column %d", jerr.text, jerr.column);
+        return -1;
+    }
+    rc = beeper_chat_from_json(root, out, err, errlen);
+    json_decref(root);
+    return rc;
+}
+
+void beeper_chat_clear(struct beeper_chat *chat)
+{
+    free(chat->id);
+    free(chat->account_id);
+    free(chat->title);
+    free(chat->type);
+    free(chat->network);
+    free(chat->img_url);
+    free(chat->last_activity);
+    for (size_t i = 0; i < chat->n_participants; i++) {
+        free(chat->participants[i].id);
+        free(chat->participants[i].full_name);
+        free(chat->participants[i].img_url);
+    }
+    free(chat->participants);
+    memset(chat, 0, sizeof *chat);
+}

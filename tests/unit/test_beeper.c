@@ -1,0 +1,229 @@
+/* Beeper chat objects as GET /v1/chats items: what we keep, what we ignore,
+ * and the message for each refusal. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "beeper.h"
+
+/* Shaped like a Beeper Desktop API chat, with fields we do not keep. */
+static const char group_chat[] =
+    "{\"id\":\"!NCdzlIaMjZUmvmvyHU:beeper.com\",\"localChatID\":\"1229\","
+    "\"accountID\":\"whatsapp\",\"network\":\"WhatsApp\",\"title\":\"Caf\xc3\xa9 \\u2728 group\","
+    "\"type\":\"group\","
+    "\"imgURL\":\"file:///Users/a/Library/Application%20Support/BeeperTexts/media/local.beeper.com/"
+    "%E2%9C%A8%20Caf%C3%A9%20group\","
+    "\"participants\":{\"items\":["
+    "{\"id\":\"@me:beeper.com\",\"fullName\":\"Me Myself\",\"imgURL\":\"mxc://beeper.com/AbCd\","
+    "\"isSelf\":true,\"cannotMessage\":false},"
+    "{\"id\":\"@whatsapp_123:beeper.local\",\"fullName\":\"J\xc3\xbcrgen M\xc3\xbcller\","
+    "\"phoneNumber\":\"+49 30 1234\",\"imgURL\":\"file:///home/j/.config/BeeperTexts/media/"
+    "local-whatsapp/J%C3%BCrgen%20M%C3%BCller%20(1).jpg\",\"isSelf\":false},"
+    "{\"id\":\"@whatsapp_456:beeper.local\",\"imgURL\":\"\",\"username\":null}"
+    "],\"hasMore\":true,\"total\":212},"
+    "\"lastActivity\":\"2025-08-31T19:41:11.000Z\",\"unreadCount\":3,\"isArchived\":false,"
+    "\"isMuted\":true,\"isPinned\":false,\"preview\":{\"id\":\"m1\",\"text\":\"hi\","
+    "\"attachments\":[{\"type\":\"img\"}]},\"lastReadMessageSortKey\":12345}\n";
+
+static void expect_error(const char *text, const char *want)
+{
+    struct beeper_chat chat;
+    char err[512] = "";
+
+    memset(&chat, 0x5a, sizeof chat); /* garbage in: must not be freed */
+    assert_int_equal(beeper_chat_parse(text, strlen(text), &chat, err, sizeof err), -1);
+    if (strcmp(err, want) != 0)
+        fail_msg("parsing %.100s: err '%s', expected '%s'", text, err, want);
+    /* on -1 out holds nothing */
+    assert_null(chat.id);
+    assert_null(chat.type);
+    assert_null(chat.participants);
+    assert_int_equal(chat.n_participants, 0);
+}
+
+static void test_group_chat(void **state)
+{
+    struct beeper_chat chat;
+    char err[256] = "";
+    (void)state;
+
+    assert_int_equal(beeper_chat_parse(group_chat, strlen(group_chat), &chat, err, sizeof err), 0);
+    assert_string_equal(chat.id, "!NCdzlIaMjZUmvmvyHU:beeper.com");
+    assert_string_equal(chat.account_id, "whatsapp");
+    assert_string_equal(chat.network, "WhatsApp");
+    assert_string_equal(chat.title, "Caf\xc3\xa9 \xe2\x9c\xa8 group");
+    assert_string_equal(chat.type, "group");
+    /* kept exactly as given: percent-decoding is resolve's job */
+    assert_string_equal(chat.img_url, "file:///Users/a/Library/Application%20Support/BeeperTexts/"
+                                      "media/local.beeper.com/%E2%9C%A8%20Caf%C3%A9%20group");
+    assert_string_equal(chat.last_activity, "2025-08-31T19:41:11.000Z");
+    assert_int_equal(chat.participants_has_more, 1);
+    assert_int_equal(chat.n_participants, 3);
+
+    assert_string_equal(chat.participants[0].id, "@me:beeper.com");
+    assert_string_equal(chat.participants[0].full_name, "Me Myself");
+    assert_string_equal(chat.participants[0].img_url, "mxc://beeper.com/AbCd");
+    assert_int_equal(chat.participants[0].is_self, 1);
+
+    assert_string_equal(chat.participants[1].full_name, "J\xc3\xbcrgen M\xc3\xbcller");
+    assert_string_equal(chat.participants[1].img_url,
+                        "file:///home/j/.config/BeeperTexts/media/local-whatsapp/"
+                        "J%C3%BCrgen%20M%C3%BCller%20(1).jpg");
+    assert_int_equal(chat.participants[1].is_self, 0);
+
+    assert_string_equal(chat.participants[2].id, "@whatsapp_456:beeper.local");
+    assert_null(chat.participants[2].full_name);
+    assert_null(chat.participants[2].img_url); /* "" becomes NULL */
+    assert_int_equal(chat.participants[2].is_self, 0);
+
+    beeper_chat_clear(&chat);
+    assert_null(chat.id);
+    assert_int_equal(chat.n_participants, 0);
+    beeper_chat_clear(&chat); /* twice is harmless */
+}
+
+static void test_minimal_single_chat(void **state)
+{
+    static const char text[] = "{\"type\":\"single\",\"id\":\"abc\",\"imgURL\":\"\",\"title\":null}";
+    struct beeper_chat chat;
+    char err[256] = "";
+    (void)state;
+
+    assert_int_equal(beeper_chat_parse(text, strlen(text), &chat, err, sizeof err), 0);
+    assert_string_equal(chat.id, "abc");
+    assert_string_equal(chat.type, "single");
+    assert_null(chat.account_id);
+    assert_null(chat.title);
+    assert_null(chat.network);
+    assert_null(chat.img_url);
+    assert_null(chat.last_activity);
+    assert_null(chat.participants);
+    assert_int_equal(chat.n_participants, 0);
+    assert_int_equal(chat.participants_has_more, 0);
+    beeper_chat_clear(&chat);
+}
+
+static void test_participants_edge_cases(void **state)
+{
+    static const char empty_items[] =
+        "{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":[],\"hasMore\":false,\"total\":0}}";
+    static const char no_items[] = "{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"hasMore\":true}}";
+    struct beeper_chat chat;
+    char err[256] = "";
+    (void)state;
+
+    assert_int_equal(beeper_chat_parse(empty_items, strlen(empty_items), &chat, err, sizeof err), 0);
+    assert_int_equal(chat.n_participants, 0);
+    assert_int_equal(chat.participants_has_more, 0);
+    beeper_chat_clear(&chat);
+
+    assert_int_equal(beeper_chat_parse(no_items, strlen(no_items), &chat, err, sizeof err), 0);
+    assert_int_equal(chat.n_participants, 0);
+    assert_int_equal(chat.participants_has_more, 1);
+    beeper_chat_clear(&chat);
+}
+
+static void test_from_json_borrows(void **state)
+{
+    json_error_t jerr;
+    json_t *root = json_loads(group_chat, 0, &jerr);
+    struct beeper_chat chat;
+    char err[256] = "";
+    (void)state;
+
+    assert_non_null(root);
+    assert_int_equal(beeper_chat_from_json(root, &chat, err, sizeof err), 0);
+    assert_int_equal(root->refcount, 1);
+    json_decref(root); /* the chat owns copies */
+    assert_string_equal(chat.participants[1].id, "@whatsapp_123:beeper.local");
+    beeper_chat_clear(&chat);
+
+    assert_int_equal(beeper_chat_from_json(NULL, &chat, err, sizeof err), -1);
+    assert_string_equal(err, "chat is not a JSON object");
+}
+
+static void test_not_json(void **state)
+{
+    struct beeper_chat chat;
+    char err[256] = "";
+    (void)state;
+
+    assert_int_equal(beeper_chat_parse("{\"id\":\"abc\",", 12, &chat, err, sizeof err), -1);
+    assert_true(strncmp(err, "not JSON: ", 10) == 0);
+    assert_non_null(strstr(err, " at column 12"));
+
+    assert_int_equal(beeper_chat_parse("{\n\"id\": x}", 10, &chat, err, sizeof err), -1);
+    assert_true(strncmp(err, "not JSON: ", 10) == 0);
+    assert_non_null(strstr(err, " at line 2 column"));
+
+    /* only len bytes are read: the closing brace is outside */
+    assert_int_equal(beeper_chat_parse("{\"id\":\"a\",\"type\":\"single\"}", 25, &chat, err, sizeof err), -1);
+    assert_true(strncmp(err, "not JSON: ", 10) == 0);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    expect_error("[]", "chat is not a JSON object");
+    expect_error("\"chat\"", "chat is not a JSON object");
+    expect_error("{\"type\":\"single\"}", "chat has no id");
+    expect_error("{\"id\":null,\"type\":\"single\"}", "chat has no id");
+    expect_error("{\"id\":7,\"type\":\"single\"}", "chat id is not a string");
+    expect_error("{\"id\":\"\",\"type\":\"single\"}", "chat has an empty id");
+    expect_error("{\"id\":\"abc\"}", "chat abc: has no type");
+    expect_error("{\"id\":\"abc\",\"type\":\"channel\"}", "chat abc: type 'channel' is not single or group");
+    expect_error("{\"id\":\"abc\",\"type\":1}", "chat abc: type is not a string");
+    expect_error("{\"id\":\"abc\",\"type\":\"single\",\"title\":5}", "chat abc: title is not a string");
+    expect_error("{\"id\":\"abc\",\"type\":\"single\",\"accountID\":[]}", "chat abc: accountID is not a string");
+    expect_error("{\"id\":\"abc\",\"type\":\"single\",\"network\":{}}", "chat abc: network is not a string");
+    expect_error("{\"id\":\"abc\",\"type\":\"single\",\"imgURL\":false}", "chat abc: imgURL is not a string");
+    expect_error("{\"id\":\"abc\",\"type\":\"single\",\"lastActivity\":1756669271}",
+                 "chat abc: lastActivity is not a string");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":[]}",
+                 "chat abc: participants is not an object");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":{}}}",
+                 "chat abc: participants.items is not an array");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":[],\"hasMore\":\"yes\"}}",
+                 "chat abc: participants.hasMore is not a boolean");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":"
+                 "[{\"id\":\"p0\"},{\"id\":\"p1\",\"fullName\":\"x\"},{\"fullName\":\"no id\"}]}}",
+                 "chat abc: participants.items[2] has no id");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":[{\"id\":\"\"}]}}",
+                 "chat abc: participants.items[0] has no id");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":[{\"id\":\"p0\"},3]}}",
+                 "chat abc: participants.items[1] is not an object");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":[{\"id\":9}]}}",
+                 "chat abc: participants.items[0].id is not a string");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":"
+                 "[{\"id\":\"p0\",\"fullName\":\"A\",\"imgURL\":\"mxc://x/y\"},{\"id\":\"p1\",\"fullName\":1}]}}",
+                 "chat abc: participants.items[1].fullName is not a string");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":[{\"id\":\"p\",\"imgURL\":1}]}}",
+                 "chat abc: participants.items[0].imgURL is not a string");
+    expect_error("{\"id\":\"abc\",\"type\":\"group\",\"participants\":{\"items\":[{\"id\":\"p\",\"isSelf\":\"true\"}]}}",
+                 "chat abc: participants.items[0].isSelf is not a boolean");
+}
+
+static void test_error_text_is_one_line(void **state)
+{
+    (void)state;
+    expect_error("{\"id\":\"a\\nb\",\"type\":\"direct\\r\\n\"}", "chat a?b: type 'direct?\?' is not single or group");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_group_chat),
+        cmocka_unit_test(test_minimal_single_chat),
+        cmocka_unit_test(test_participants_edge_cases),
+        cmocka_unit_test(test_from_json_borrows),
+        cmocka_unit_test(test_not_json),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_error_text_is_one_line),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
