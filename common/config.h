@@ -52,6 +52,8 @@ struct config {
     long long grace_ms;
     long long drain_wait_ms;
     long long recheck_ms;
+    long long failure_ttl_ms;
+    char *retry_backoff;
     char *worker_id;
     int drain;
     int from_beginning;

@@ -1,0 +1,76 @@
+/* imgcache-worker: parse configuration, build the worker, run its loop,
+ * tear down in order. */
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "worker.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static const char usage[] =
+    "Usage: imgcache-worker [--concurrency N] [--drain] [--from-beginning] [--group NAME] [options]\n"
+    "\n"
+    "Consumes image-needed events (a member of consumer group IMGCACHE_GROUP),\n"
+    "downloads each image once across the fleet (Redis leases), checks that it\n"
+    "is a JPEG, PNG, GIF or WebP, stores it by SHA-256 under IMGCACHE_STORAGE_DIR\n"
+    "and records it in PostgreSQL. SIGTERM or SIGINT: finish in-flight work\n"
+    "(at most --grace), commit offsets, exit 0.\n"
+    "\n"
+    "Exit status: 0 clean stop or drained, 1 runtime error, 2 bad configuration.";
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    struct worker *w = NULL;
+    struct sigaction sa;
+    char err[512];
+    int rc, status = 1;
+
+    rc = config_load(&cfg, CONFIG_WORKER, usage, argc, argv, err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "imgcache-worker: %s\n", err);
+        config_free(&cfg);
+        return rc > 0 ? 0 : 2;
+    }
+    if (cfg.nargs > 0) {
+        fprintf(stderr, "imgcache-worker: unexpected argument '%s' (see --help)\n", cfg.args[0]);
+        config_free(&cfg);
+        return 2;
+    }
+    log_init("imgcache-worker", log_level_parse(cfg.log_level));
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (worker_new(&cfg, &w, err, sizeof err) != 0) {
+        log_error("event=start_failed reason=\"%s\"", err);
+        fprintf(stderr, "imgcache-worker: %s\n", err);
+        status = strstr(err, "IMGCACHE_") || strstr(err, "REDIS_URL") ? 2 : 1;
+        goto out;
+    }
+    if (worker_run(w, &stop_requested, err, sizeof err) != 0) {
+        log_error("event=stopped reason=\"%s\"", err);
+        goto out;
+    }
+    status = 0;
+out:
+    worker_free(w);
+    curl_global_cleanup();
+    config_free(&cfg);
+    return status;
+}

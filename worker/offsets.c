@@ -1,0 +1,154 @@
+#include "offsets.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void offsets_init(struct offsets *o, size_t window_cap)
+{
+    o->table = NULL;
+    o->window_cap = window_cap;
+}
+
+static void tracker_free(struct ptrack *t)
+{
+    free(t->topic);
+    free(t->offsets);
+    free(t->done);
+    free(t);
+}
+
+void offsets_clear(struct offsets *o)
+{
+    struct ptrack *t, *tmp;
+    HASH_ITER(hh, o->table, t, tmp) {
+        HASH_DEL(o->table, t);
+        t->attached = 0;
+        offsets_release(t);
+    }
+}
+
+static void make_key(char *key, size_t len, const char *topic, int32_t partition)
+{
+    snprintf(key, len, "%s\x1f%d", topic, (int)partition);
+}
+
+struct ptrack *offsets_find(struct offsets *o, const char *topic, int32_t partition)
+{
+    char key[300];
+    struct ptrack *t = NULL;
+    make_key(key, sizeof key, topic, partition);
+    HASH_FIND_STR(o->table, key, t);
+    return t;
+}
+
+struct ptrack *offsets_assign(struct offsets *o, const char *topic, int32_t partition)
+{
+    struct ptrack *t = offsets_find(o, topic, partition);
+    if (t)
+        return t;
+    t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    t->topic = strdup(topic);
+    t->offsets = calloc(o->window_cap, sizeof *t->offsets);
+    t->done = calloc(o->window_cap, 1);
+    if (t->topic == NULL || t->offsets == NULL || t->done == NULL) {
+        tracker_free(t);
+        return NULL;
+    }
+    make_key(t->key, sizeof t->key, topic, partition);
+    t->partition = partition;
+    t->cap = o->window_cap;
+    t->window_cap = o->window_cap;
+    t->next_store = -1;
+    t->last_consumed = -1;
+    t->attached = 1;
+    t->refs = 1;
+    HASH_ADD_STR(o->table, key, t);
+    return t;
+}
+
+struct ptrack *offsets_revoke(struct offsets *o, const char *topic, int32_t partition)
+{
+    struct ptrack *t = offsets_find(o, topic, partition);
+    if (t == NULL)
+        return NULL;
+    HASH_DEL(o->table, t);
+    t->attached = 0;
+    return t;
+}
+
+/* The window cap is soft (the caller pauses the partition at it); the ring
+ * still grows, because messages fetched before a pause may still arrive. */
+static int grow(struct ptrack *t)
+{
+    size_t ncap = t->cap * 2;
+    int64_t *off = malloc(ncap * sizeof *off);
+    uint8_t *done = malloc(ncap);
+    if (off == NULL || done == NULL) {
+        free(off);
+        free(done);
+        return -1;
+    }
+    for (size_t i = 0; i < t->len; i++) {
+        off[i] = t->offsets[(t->head + i) % t->cap];
+        done[i] = t->done[(t->head + i) % t->cap];
+    }
+    free(t->offsets);
+    free(t->done);
+    t->offsets = off;
+    t->done = done;
+    t->head = 0;
+    t->cap = ncap;
+    return 0;
+}
+
+int offsets_push(struct ptrack *t, int64_t offset, uint64_t *seq)
+{
+    size_t pos;
+    if (t->len == t->cap && grow(t) != 0)
+        return -1;
+    pos = (t->head + t->len) % t->cap;
+    t->offsets[pos] = offset;
+    t->done[pos] = 0;
+    *seq = t->base_seq + t->len;
+    t->len++;
+    t->refs++;
+    if (offset > t->last_consumed)
+        t->last_consumed = offset;
+    return 0;
+}
+
+void offsets_finish(struct ptrack *t, uint64_t seq)
+{
+    if (seq < t->base_seq || seq >= t->base_seq + t->len)
+        return;
+    t->done[(t->head + (seq - t->base_seq)) % t->cap] = 1;
+}
+
+int offsets_advance(struct ptrack *t, int64_t *store_offset)
+{
+    int moved = 0;
+    while (t->len > 0 && t->done[t->head]) {
+        t->next_store = t->offsets[t->head] + 1;
+        t->head = (t->head + 1) % t->cap;
+        t->len--;
+        t->base_seq++;
+        moved = 1;
+    }
+    if (moved)
+        *store_offset = t->next_store;
+    return moved;
+}
+
+int offsets_full(const struct ptrack *t)
+{
+    return t->len >= t->window_cap;
+}
+
+void offsets_release(struct ptrack *t)
+{
+    if (--t->refs == 0)
+        tracker_free(t);
+}

@@ -1,0 +1,59 @@
+#ifndef IMGCACHE_OFFSETS_H
+#define IMGCACHE_OFFSETS_H
+/* Per-partition tracking of dispatched events, for at-least-once delivery
+ * with completions out of order: an offset may be stored only when every
+ * event before it in the partition is finished. Each assigned partition has
+ * a window (a ring) of dispatched offsets in order, each with a done flag;
+ * offsets_advance() pops the finished prefix and says what to store.
+ *
+ * Events hold a reference to their partition's tracker, so a tracker whose
+ * partition was revoked stays alive (detached) until its last event ends.
+ * Ownership: offsets_assign() creates trackers owned by the table;
+ * offsets_revoke() detaches one; the last offsets_release() frees it. */
+#include <stddef.h>
+#include <stdint.h>
+#include <uthash.h>
+
+struct ptrack {
+    char key[300];          /* "topic\x1fpartition": the table's key */
+    char *topic;
+    int32_t partition;
+    int64_t *offsets;       /* ring of dispatched offsets */
+    uint8_t *done;
+    size_t cap, head, len;
+    size_t window_cap;      /* soft cap: offsets_full() says pause */
+    uint64_t base_seq;      /* sequence number of offsets[head] */
+    int64_t next_store;     /* offset to store next time, -1 when nothing */
+    int64_t last_consumed;  /* highest offset dispatched, -1 when none */
+    int attached;           /* 0 once revoked */
+    int refs;               /* events in flight + 1 while attached */
+    int paused;
+    UT_hash_handle hh;
+};
+
+struct offsets {
+    struct ptrack *table;   /* attached trackers */
+    size_t window_cap;      /* max events in flight per partition */
+};
+
+void offsets_init(struct offsets *o, size_t window_cap);
+/* Frees every attached tracker (detached ones are freed by their events). */
+void offsets_clear(struct offsets *o);
+
+struct ptrack *offsets_find(struct offsets *o, const char *topic, int32_t partition);
+struct ptrack *offsets_assign(struct offsets *o, const char *topic, int32_t partition);
+/* Removes the tracker from the table; returns it still referenced by its
+ * events (the caller drops the table's reference with offsets_release). */
+struct ptrack *offsets_revoke(struct offsets *o, const char *topic, int32_t partition);
+
+/* Records a dispatched offset; *seq identifies it for offsets_finish.
+ * -1 only when out of memory. */
+int offsets_push(struct ptrack *t, int64_t offset, uint64_t *seq);
+void offsets_finish(struct ptrack *t, uint64_t seq);
+/* Pops the finished prefix. Returns 1 and the offset to store (last
+ * finished + 1) when it moved, else 0. */
+int offsets_advance(struct ptrack *t, int64_t *store_offset);
+int offsets_full(const struct ptrack *t);
+void offsets_release(struct ptrack *t);
+
+#endif

@@ -1,0 +1,1166 @@
+/* The worker's event loop.
+ *
+ * One thread drives everything without blocking on a single download:
+ *   Kafka messages -> events -> jobs (one per distinct URL in this process)
+ *   -> batched cache look-up (PostgreSQL) -> batched leases (Redis)
+ *   -> downloads on one curl multi handle (or a read from BEEPER_MEDIA_DIR)
+ *   -> sniff + SHA-256 while streaming into the store -> batched commit
+ *   -> lease release -> events finished -> contiguous offsets stored.
+ *
+ * An event is finished only when its URL has a cached_images row or a
+ * recorded failure; only then may its offset be stored (at-least-once). An
+ * event whose URL another worker holds the lease for waits and is checked
+ * again every IMGCACHE_RECHECK. */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <utlist.h>
+#include <uthash.h>
+
+#include "db.h"
+#include "event.h"
+#include "fetch.h"
+#include "kafka.h"
+#include "lease.h"
+#include "log.h"
+#include "offsets.h"
+#include "resolve.h"
+#include "sniff.h"
+#include "store.h"
+
+#define BATCH_MAX 256          /* URLs per look-up, lease round trip or commit */
+#define CONSUME_BUDGET 512     /* messages taken per loop turn */
+#define MAX_RETRIES_LIST 16
+#define REVOKE_WAIT_MS 3000    /* how long a revoked partition's work may finish */
+
+enum job_state {
+    JOB_NEW,       /* needs the cache look-up */
+    JOB_WAITING,   /* another worker holds the lease: check again later */
+    JOB_READY,     /* lease held (or Redis down): may download */
+    JOB_FETCHING,
+    JOB_RETRY,     /* retryable failure: waits for its next attempt */
+    JOB_COMMIT,    /* stored; row to write */
+    JOB_FAILED,    /* failure row to write */
+};
+
+struct wevent {
+    struct ptrack *pt;
+    uint64_t seq;
+    long long produced_at_ms;
+    struct wevent *next;
+};
+
+struct worker;
+
+struct job {
+    struct worker *w;
+    char *url;
+    enum job_state state;
+    struct wevent *events;
+    size_t n_events;
+    int leased;                 /* we hold its Redis lease */
+    int attempts;               /* downloads tried */
+    long long due_ms;           /* JOB_WAITING / JOB_RETRY: when to look again */
+    struct resolved res;
+    int resolved;
+    struct store_blob blob;
+    int blob_open;
+    struct sniff_result sniff;
+    int sniff_done;
+    /* set when the job aborts its own download */
+    const char *abort_class;
+    int abort_permanent;
+    char abort_msg[256];
+    /* outcome */
+    char sha256[HASH_HEX_LEN + 1];
+    char key[STORE_KEY_MAX];
+    char *public_url;
+    char etag[256];
+    char last_modified[64];
+    char error_class[32];
+    char error_msg[300];
+    int http_status;
+    int permanent;
+    struct job *prev, *next;    /* the queue of its state */
+    UT_hash_handle hh;          /* by url */
+};
+
+struct worker {
+    const struct config *cfg;
+    char worker_id[256];
+    char public_base[4200];
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    int wake[2];
+    struct db *db;
+    struct lease *lease;
+    struct store *store;
+    struct fetcher *fetch;
+    struct resolve_config rcfg;
+    struct offsets offsets;
+    long long retry_delays[MAX_RETRIES_LIST];
+    int n_retry_delays;
+
+    struct job *jobs;           /* hash by url */
+    struct job *q_new, *q_waiting, *q_ready, *q_retry, *q_commit, *q_failed;
+    size_t n_fetching;
+    size_t outstanding;         /* events not finished */
+    size_t max_outstanding;
+    int paused;                 /* every partition paused for backpressure */
+    int stopping;
+    int closing;                /* consumer_close: no waiting in callbacks */
+
+    int assigned_once;
+    long long started_ms;
+    long long next_recheck_ms;
+    long long next_drain_check_ms;
+    long long db_retry_ms;
+    long long db_backoff_ms;
+    int db_down;
+    int redis_down;
+    int seen_count;             /* partitions ever assigned (for --from-beginning) */
+    char **seen;
+
+    /* counters for progress lines and the summary */
+    long long n_consumed, n_bad_events, n_already_cached, n_downloaded, n_new_blobs,
+        n_committed, n_failed, n_waited;
+    long long next_progress_ms;
+};
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- jobs -- */
+
+static struct job **queue_of(struct worker *w, enum job_state s)
+{
+    switch (s) {
+    case JOB_NEW: return &w->q_new;
+    case JOB_WAITING: return &w->q_waiting;
+    case JOB_READY: return &w->q_ready;
+    case JOB_RETRY: return &w->q_retry;
+    case JOB_COMMIT: return &w->q_commit;
+    case JOB_FAILED: return &w->q_failed;
+    case JOB_FETCHING: return NULL;
+    }
+    return NULL;
+}
+
+static void job_move(struct worker *w, struct job *j, enum job_state to)
+{
+    struct job **from = queue_of(w, j->state);
+    struct job **dest = queue_of(w, to);
+    if (from)
+        DL_DELETE(*from, j);
+    j->state = to;
+    if (dest)
+        DL_APPEND(*dest, j);
+}
+
+static void job_free(struct job *j)
+{
+    struct wevent *e, *tmp;
+    LL_FOREACH_SAFE(j->events, e, tmp) {
+        offsets_release(e->pt);
+        free(e);
+    }
+    if (j->blob_open)
+        store_blob_discard(&j->blob);
+    resolved_clear(&j->res);
+    free(j->public_url);
+    free(j->url);
+    free(j);
+}
+
+/* Every event of the job is finished: mark their offsets, drop the job. */
+static void job_finish(struct worker *w, struct job *j)
+{
+    struct wevent *e;
+    struct job **q = queue_of(w, j->state);
+
+    LL_FOREACH(j->events, e)
+        offsets_finish(e->pt, e->seq);
+    w->outstanding -= j->n_events;
+    if (q)
+        DL_DELETE(*q, j);
+    HASH_DEL(w->jobs, j);
+    job_free(j);
+}
+
+static void job_fail(struct worker *w, struct job *j, const char *error_class, int permanent,
+                     int http_status, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static void job_fail(struct worker *w, struct job *j, const char *error_class, int permanent,
+                     int http_status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->error_msg, sizeof j->error_msg, fmt, ap);
+    va_end(ap);
+    snprintf(j->error_class, sizeof j->error_class, "%s", error_class);
+    j->permanent = permanent;
+    j->http_status = http_status;
+    if (j->blob_open) {
+        store_blob_discard(&j->blob);
+        j->blob_open = 0;
+    }
+    if (!permanent && j->attempts <= w->n_retry_delays) {
+        long long delay = w->retry_delays[j->attempts - 1];
+        log_info("event=retry_scheduled url=\"%s\" class=%s attempt=%d delay_ms=%lld reason=\"%s\"",
+                 j->res.display ? j->res.display : "-", error_class, j->attempts, delay, j->error_msg);
+        j->due_ms = mono_ms() + delay;
+        job_move(w, j, JOB_RETRY);
+        return;
+    }
+    log_warn("event=image_failed url=\"%s\" class=%s permanent=%d attempts=%d reason=\"%s\"",
+             j->res.display ? j->res.display : "-", error_class, permanent, j->attempts, j->error_msg);
+    job_move(w, j, JOB_FAILED);
+}
+
+/* ----------------------------------------------------------- downloads -- */
+
+static int on_data(void *arg, const void *data, size_t len)
+{
+    struct job *j = arg;
+    char err[256];
+
+    if (store_blob_write(&j->blob, data, len, err, sizeof err) != 0) {
+        j->abort_class = "storage";
+        j->abort_permanent = 0;
+        snprintf(j->abort_msg, sizeof j->abort_msg, "%s", err);
+        return -1;
+    }
+    /* decide as early as the bytes allow: no need to download a whole HTML
+     * page or a 60000x60000 PNG to refuse it */
+    if (!j->sniff_done && j->blob.head_len >= 32) {
+        enum sniff_status st = sniff_image(j->blob.head, j->blob.head_len, 0, &j->sniff, err, sizeof err);
+        if (st == SNIFF_REJECT) {
+            j->abort_class = "not_image";
+            j->abort_permanent = 1;
+            snprintf(j->abort_msg, sizeof j->abort_msg, "%s", err);
+            return -1;
+        }
+        if (st == SNIFF_OK)
+            j->sniff_done = 1;
+    }
+    return 0;
+}
+
+/* After the whole body is in the blob: final sniff, pixel cap, store. */
+static void job_store(struct worker *w, struct job *j)
+{
+    char err[300];
+    int existed = 0;
+
+    if (!j->sniff_done) {
+        int complete = (long long)j->blob.head_len == j->blob.size;
+        enum sniff_status st = sniff_image(j->blob.head, j->blob.head_len, complete, &j->sniff, err, sizeof err);
+        if (st == SNIFF_NEED_MORE) {
+            size_t len = 0;
+            const unsigned char *all = store_blob_map(&j->blob, &len);
+            if (all == NULL) {
+                job_fail(w, j, "storage", 0, 0, "cannot read back the download");
+                return;
+            }
+            st = sniff_image(all, len, 1, &j->sniff, err, sizeof err);
+            store_unmap(all, len);
+        }
+        if (st != SNIFF_OK) {
+            job_fail(w, j, "not_image", 1, 0, "%s", st == SNIFF_NEED_MORE ? "truncated image" : err);
+            return;
+        }
+        j->sniff_done = 1;
+    }
+    if ((long long)j->sniff.width * j->sniff.height > w->cfg->max_pixels) {
+        job_fail(w, j, "too_many_pixels", 1, 0, "%ux%u pixels is over the %lld-pixel cap",
+                 j->sniff.width, j->sniff.height, w->cfg->max_pixels);
+        return;
+    }
+    j->blob_open = 0; /* commit closes it, success or not */
+    if (store_blob_commit(w->store, &j->blob, j->sniff.extension, j->sha256, j->key, &existed,
+                          err, sizeof err) != 0) {
+        job_fail(w, j, "storage", 0, 0, "%s", err);
+        return;
+    }
+    if (!existed)
+        w->n_new_blobs++;
+    if (asprintf(&j->public_url, "%s/%s", w->public_base, j->key) < 0) {
+        j->public_url = NULL;
+        job_fail(w, j, "storage", 0, 0, "out of memory");
+        return;
+    }
+    w->n_downloaded++;
+    job_move(w, j, JOB_COMMIT);
+}
+
+/* The one place a download failure is classified. */
+static void on_done(void *arg, const struct fetch_result *r)
+{
+    struct job *j = arg;
+    struct worker *w = j->w;
+    long status = r->http_status;
+
+    w->n_fetching--;
+    if (r->outcome == FETCH_OK) {
+        snprintf(j->etag, sizeof j->etag, "%s", r->etag);
+        snprintf(j->last_modified, sizeof j->last_modified, "%s", r->last_modified);
+        job_store(w, j);
+        return;
+    }
+    switch (r->outcome) {
+    case FETCH_ABORTED:
+        job_fail(w, j, j->abort_class ? j->abort_class : "aborted", j->abort_permanent, 0, "%s",
+                 j->abort_msg);
+        break;
+    case FETCH_HTTP_ERROR: {
+        char cls[16];
+        /* 408, 429 and 5xx may pass; any other 4xx will not */
+        int retryable = status == 408 || status == 429 || status >= 500;
+        snprintf(cls, sizeof cls, "http_%ld", status);
+        job_fail(w, j, cls, !retryable, (int)status, "HTTP %ld", status);
+        break;
+    }
+    case FETCH_TOO_LARGE:
+        job_fail(w, j, "too_large", 1, (int)status, "body is over the %lld-byte cap", w->cfg->max_bytes);
+        break;
+    case FETCH_TIMEOUT:
+        job_fail(w, j, "timeout", 0, (int)status, "%s", r->error);
+        break;
+    case FETCH_TRUNCATED:
+        job_fail(w, j, "truncated", 0, (int)status, "%s", r->error);
+        break;
+    case FETCH_REDIRECTS:
+        job_fail(w, j, "redirects", 1, (int)status, "%s", r->error);
+        break;
+    case FETCH_BAD_URL:
+        job_fail(w, j, "bad_url", 1, 0, "%s", r->error);
+        break;
+    case FETCH_NETWORK:
+    default:
+        job_fail(w, j, "network", 0, 0, "%s", r->error);
+        break;
+    }
+}
+
+/* A file from BEEPER_MEDIA_DIR: local, small, read at once. */
+static void read_local(struct worker *w, struct job *j)
+{
+    char err[300];
+    char buf[65536];
+    int fd = resolve_open_confined(w->rcfg.media_dir, j->res.path, err, sizeof err);
+    ssize_t n;
+
+    if (fd < 0) {
+        /* a missing file may still appear (Beeper downloads lazily) */
+        job_fail(w, j, errno == ENOENT ? "file_missing" : "file_refused", errno != ENOENT, 0, "%s", err);
+        return;
+    }
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        if (j->blob.size + n > w->cfg->max_bytes) {
+            close(fd);
+            job_fail(w, j, "too_large", 1, 0, "file is over the %lld-byte cap", w->cfg->max_bytes);
+            return;
+        }
+        if (on_data(j, buf, (size_t)n) != 0) {
+            close(fd);
+            job_fail(w, j, j->abort_class, j->abort_permanent, 0, "%s", j->abort_msg);
+            return;
+        }
+    }
+    close(fd);
+    if (n < 0) {
+        job_fail(w, j, "file_error", 0, 0, "read failed: %s", strerror(errno));
+        return;
+    }
+    job_store(w, j);
+}
+
+static void start_ready(struct worker *w)
+{
+    char err[300];
+
+    while (w->q_ready && (long)w->n_fetching < w->cfg->concurrency) {
+        struct job *j = w->q_ready;
+        j->attempts++;
+        j->sniff_done = 0;
+        j->abort_class = NULL;
+        if (store_blob_begin(w->store, &j->blob, err, sizeof err) != 0) {
+            job_fail(w, j, "storage", 0, 0, "%s", err);
+            continue;
+        }
+        j->blob_open = 1;
+        if (j->res.kind == RESOLVE_FILE) {
+            read_local(w, j);
+            continue;
+        }
+        job_move(w, j, JOB_FETCHING);
+        if (fetch_start(w->fetch, j->res.url, j->res.auth_header, j, err, sizeof err) != 0) {
+            job_fail(w, j, "internal", 0, 0, "%s", err);
+            continue;
+        }
+        w->n_fetching++;
+    }
+}
+
+/* ------------------------------------------------- database and leases -- */
+
+static void db_trouble(struct worker *w, const char *what, const char *err)
+{
+    if (!w->db_down)
+        log_warn("event=db_down during=%s reason=\"%s\" action=\"holding offsets, retrying\"", what, err);
+    w->db_down = 1;
+    w->db_retry_ms = mono_ms() + w->db_backoff_ms;
+    w->db_backoff_ms = w->db_backoff_ms * 2 > 10000 ? 10000 : w->db_backoff_ms * 2;
+}
+
+/* 1 when the database may be used now (reconnecting when it was down). */
+static int db_usable(struct worker *w)
+{
+    char err[300];
+    if (!w->db_down)
+        return 1;
+    if (mono_ms() < w->db_retry_ms)
+        return 0;
+    if (db_reset(w->db, err, sizeof err) != 0) {
+        db_trouble(w, "reconnect", err);
+        return 0;
+    }
+    log_info("event=db_up");
+    w->db_down = 0;
+    w->db_backoff_ms = 250;
+    return 1;
+}
+
+static void note_redis(struct worker *w, int ok)
+{
+    /* lease.c logs the outage once and reconnects with backoff */
+    w->redis_down = !ok;
+}
+
+/* Jobs from `q` (NEW or WAITING): look up, then lease the rest. */
+static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
+{
+    struct job *batch[BATCH_MAX];
+    const char *urls[BATCH_MAX];
+    uint8_t state[BATCH_MAX], got[BATCH_MAX];
+    struct job *j, *tmp;
+    size_t n = 0, m = 0;
+    char err[300];
+    long long now = mono_ms();
+
+    if (!db_usable(w))
+        return;
+    DL_FOREACH_SAFE(*q, j, tmp) {
+        if (n == BATCH_MAX || n == limit)
+            break;
+        if (j->state == JOB_WAITING && j->due_ms > now)
+            continue;
+        batch[n] = j;
+        urls[n] = j->url;
+        n++;
+    }
+    if (n == 0)
+        return;
+    if (db_lookup_urls(w->db, urls, n, w->cfg->failure_ttl_ms, state, err, sizeof err) != 0) {
+        db_trouble(w, "lookup", err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (state[i] == DB_URL_NONE) {
+            batch[m] = batch[i];
+            urls[m] = urls[i];
+            m++;
+            continue;
+        }
+        if (state[i] == DB_URL_CACHED)
+            w->n_already_cached++;
+        job_finish(w, batch[i]);
+    }
+    if (m == 0)
+        return;
+    if (lease_acquire(w->lease, urls, m, got, err, sizeof err) != 0) {
+        /* Redis down: go on without leases; rows stay unique in PostgreSQL
+         * and the store is content-addressed, at worst a URL is fetched twice */
+        note_redis(w, 0);
+        memset(got, 1, m);
+    } else {
+        note_redis(w, 1);
+    }
+    for (size_t i = 0; i < m; i++) {
+        j = batch[i];
+        if (!got[i]) {
+            if (j->state != JOB_WAITING)
+                w->n_waited++;
+            j->due_ms = now + w->cfg->recheck_ms;
+            if (j->state == JOB_WAITING) { /* to the back of the queue */
+                DL_DELETE(w->q_waiting, j);
+                DL_APPEND(w->q_waiting, j);
+            } else {
+                job_move(w, j, JOB_WAITING);
+            }
+            continue;
+        }
+        j->leased = !w->redis_down;
+        if (!j->resolved) {
+            if (resolve_source(&w->rcfg, j->url, &j->res, err, sizeof err) != 0) {
+                job_fail(w, j, "bad_url", 1, 0, "%s", err);
+                continue;
+            }
+            j->resolved = 1;
+        }
+        job_move(w, j, JOB_READY);
+    }
+}
+
+static void release_leases(struct worker *w, struct job **batch, size_t n)
+{
+    const char *urls[BATCH_MAX];
+    size_t m = 0;
+    char err[300];
+
+    for (size_t i = 0; i < n; i++)
+        if (batch[i]->leased)
+            urls[m++] = batch[i]->url;
+    if (m > 0 && lease_release(w->lease, urls, m, err, sizeof err) != 0)
+        note_redis(w, 0); /* leases expire by themselves */
+}
+
+static void write_results(struct worker *w)
+{
+    struct job *batch[BATCH_MAX];
+    struct db_image imgs[BATCH_MAX];
+    struct db_failure fails[BATCH_MAX];
+    struct job *j;
+    size_t n;
+    char err[300];
+
+    while (w->q_commit && db_usable(w)) {
+        n = 0;
+        DL_FOREACH(w->q_commit, j) {
+            if (n == BATCH_MAX)
+                break;
+            batch[n] = j;
+            imgs[n] = (struct db_image){
+                .source_url = j->url, .sha256 = j->sha256, .storage_key = j->key,
+                .public_url = j->public_url, .content_type = j->sniff.content_type,
+                .byte_size = j->blob.size, .width = j->sniff.width, .height = j->sniff.height,
+                .etag = j->etag[0] ? j->etag : NULL,
+                .last_modified = j->last_modified[0] ? j->last_modified : NULL,
+            };
+            n++;
+        }
+        if (db_commit_images(w->db, imgs, n, err, sizeof err) != 0) {
+            db_trouble(w, "commit", err);
+            return;
+        }
+        release_leases(w, batch, n);
+        for (size_t i = 0; i < n; i++) {
+            log_debug("event=cached url=\"%s\" sha256=%s bytes=%lld type=%s size=%ux%u",
+                      batch[i]->res.display, batch[i]->sha256, batch[i]->blob.size,
+                      batch[i]->sniff.content_type, batch[i]->sniff.width, batch[i]->sniff.height);
+            w->n_committed++;
+            job_finish(w, batch[i]);
+        }
+    }
+    while (w->q_failed && db_usable(w)) {
+        n = 0;
+        DL_FOREACH(w->q_failed, j) {
+            if (n == BATCH_MAX)
+                break;
+            batch[n] = j;
+            fails[n] = (struct db_failure){
+                .source_url = j->url, .error_class = j->error_class, .last_error = j->error_msg,
+                .http_status = j->http_status, .permanent = j->permanent,
+                .attempts = j->attempts > 0 ? j->attempts : 1, .next_retry_ms = 0,
+            };
+            n++;
+        }
+        if (db_record_failures(w->db, fails, n, err, sizeof err) != 0) {
+            db_trouble(w, "record_failure", err);
+            return;
+        }
+        release_leases(w, batch, n);
+        for (size_t i = 0; i < n; i++) {
+            w->n_failed++;
+            job_finish(w, batch[i]);
+        }
+    }
+}
+
+static void wake_retries(struct worker *w)
+{
+    struct job *j, *tmp;
+    long long now = mono_ms();
+    DL_FOREACH_SAFE(w->q_retry, j, tmp) {
+        if (j->due_ms <= now)
+            job_move(w, j, JOB_READY);
+    }
+}
+
+/* --------------------------------------------------------------- kafka -- */
+
+static void store_offsets(struct worker *w)
+{
+    rd_kafka_topic_partition_list_t *list = NULL;
+    struct ptrack *t, *tmp;
+    int64_t off;
+
+    HASH_ITER(hh, w->offsets.table, t, tmp) {
+        if (!offsets_advance(t, &off))
+            continue;
+        if (list == NULL)
+            list = rd_kafka_topic_partition_list_new(8);
+        rd_kafka_topic_partition_list_add(list, t->topic, t->partition)->offset = off;
+    }
+    if (list == NULL)
+        return;
+    /* a partition revoked meanwhile answers _STATE: harmless */
+    rd_kafka_offsets_store(w->rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+static void set_paused(struct worker *w, rd_kafka_topic_partition_list_t *parts, int pause)
+{
+    if (parts->cnt == 0)
+        return;
+    if (pause)
+        rd_kafka_pause_partitions(w->rk, parts);
+    else
+        rd_kafka_resume_partitions(w->rk, parts);
+}
+
+/* Backpressure: stop fetching from Kafka while too much is outstanding. */
+static void update_pause(struct worker *w)
+{
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+    int want = w->outstanding >= w->max_outstanding;
+
+    if (w->paused && w->outstanding > w->max_outstanding / 2)
+        want = 1;
+    if (want == w->paused)
+        return;
+    if (rd_kafka_assignment(w->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    set_paused(w, assignment, want);
+    rd_kafka_topic_partition_list_destroy(assignment);
+    w->paused = want;
+    log_debug("event=%s outstanding=%zu", want ? "paused" : "resumed", w->outstanding);
+}
+
+static void io_step(struct worker *w);
+
+static int seen_before(struct worker *w, const char *topic, int32_t partition)
+{
+    char key[300];
+    char **grown;
+    snprintf(key, sizeof key, "%s\x1f%d", topic, (int)partition);
+    for (int i = 0; i < w->seen_count; i++)
+        if (strcmp(w->seen[i], key) == 0)
+            return 1;
+    grown = realloc(w->seen, (size_t)(w->seen_count + 1) * sizeof *grown);
+    if (grown == NULL)
+        return 1;
+    w->seen = grown;
+    w->seen[w->seen_count] = strdup(key);
+    if (w->seen[w->seen_count])
+        w->seen_count++;
+    return 0;
+}
+
+static size_t revoked_in_flight(struct worker *w, rd_kafka_topic_partition_list_t *parts)
+{
+    size_t n = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        struct ptrack *t = offsets_find(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        if (t)
+            n += t->len;
+    }
+    return n;
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct worker *w = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *p = &parts->elems[i];
+            offsets_assign(&w->offsets, p->topic, p->partition);
+            if (!seen_before(w, p->topic, p->partition) && w->cfg->from_beginning)
+                p->offset = RD_KAFKA_OFFSET_BEGINNING;
+        }
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        /* librdkafka 2.0.2 keeps a partition paused across a rebalance:
+         * make the new ones match our own state */
+        set_paused(w, parts, w->paused);
+        w->assigned_once = 1;
+        log_info("event=assigned partitions=%d protocol=%s", parts->cnt, cooperative ? "cooperative" : "eager");
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        int lost = rd_kafka_assignment_lost(rk);
+        long long deadline = mono_ms() + (w->cfg->grace_ms < REVOKE_WAIT_MS ? w->cfg->grace_ms : REVOKE_WAIT_MS);
+        /* let the revoked partitions' work finish briefly, so the next owner
+         * does not redo it; what is left is redone there (at-least-once) */
+        while (!lost && !w->closing && revoked_in_flight(w, parts) > 0 && mono_ms() < deadline) {
+            io_step(w);
+            fetch_wait(w->fetch, -1, 20);
+        }
+        if (!lost)
+            store_offsets(w);
+        for (int i = 0; i < parts->cnt; i++) {
+            struct ptrack *t = offsets_revoke(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+            if (t)
+                offsets_release(t);
+        }
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+        log_info("event=revoked partitions=%d lost=%d", parts->cnt, lost);
+    } else {
+        log_warn("event=rebalance_error reason=\"%s\"", rd_kafka_err2str(err));
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        log_warn("event=assign_failed reason=\"%s\"", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+static void handle_message(struct worker *w, rd_kafka_message_t *m)
+{
+    struct ptrack *t = offsets_find(&w->offsets, rd_kafka_topic_name(m->rkt), m->partition);
+    struct wevent *e;
+    struct event ev;
+    struct job *j = NULL;
+    char err[300];
+
+    if (t == NULL)
+        return; /* not ours (any more): the owner gets it */
+    e = calloc(1, sizeof *e);
+    if (e == NULL || offsets_push(t, m->offset, &e->seq) != 0) {
+        free(e);
+        log_error("event=out_of_memory");
+        return;
+    }
+    e->pt = t;
+    w->n_consumed++;
+    w->outstanding++;
+    if (event_decode(m->payload, m->len, &ev, err, sizeof err) != 0) {
+        /* nothing to fetch: the event is finished as refused */
+        w->n_bad_events++;
+        log_warn("event=bad_event topic=%s partition=%d offset=%lld reason=\"%s\"",
+                 rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset, err);
+        offsets_finish(t, e->seq);
+        offsets_release(t);
+        w->outstanding--;
+        free(e);
+        return;
+    }
+    e->produced_at_ms = ev.produced_at_ms;
+    HASH_FIND_STR(w->jobs, ev.source_url, j);
+    if (j == NULL) {
+        j = calloc(1, sizeof *j);
+        if (j == NULL) {
+            event_clear(&ev);
+            offsets_release(t);
+            w->outstanding--;
+            free(e);
+            return;
+        }
+        j->w = w;
+        j->url = ev.source_url;
+        ev.source_url = NULL; /* owned by the job now */
+        j->state = JOB_NEW;
+        HASH_ADD_KEYPTR(hh, w->jobs, j->url, strlen(j->url), j);
+        DL_APPEND(w->q_new, j);
+    }
+    LL_PREPEND(j->events, e);
+    j->n_events++;
+    event_clear(&ev);
+}
+
+static void consume(struct worker *w)
+{
+    for (int i = 0; i < CONSUME_BUDGET; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 0);
+        if (m == NULL)
+            break;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_warn("event=consume_error reason=\"%s\"", rd_kafka_message_errstr(m));
+        } else {
+            handle_message(w, m);
+        }
+        rd_kafka_message_destroy(m);
+        if (w->outstanding >= w->max_outstanding)
+            break;
+    }
+}
+
+/* Everything but taking new messages: used by the loop and during revoke. */
+static void io_step(struct worker *w)
+{
+    if (w->q_new)
+        lookup_and_lease(w, &w->q_new, BATCH_MAX);
+    if (w->q_waiting && mono_ms() >= w->next_recheck_ms) {
+        lookup_and_lease(w, &w->q_waiting, BATCH_MAX);
+        w->next_recheck_ms = mono_ms() + w->cfg->recheck_ms / 4;
+    }
+    wake_retries(w);
+    start_ready(w);
+    fetch_perform(w->fetch);
+    write_results(w);
+    start_ready(w);
+    store_offsets(w);
+}
+
+/* ---------------------------------------------------------------- drain -- */
+
+/* 1 when every assigned partition's position is at its end. */
+static int caught_up(struct worker *w)
+{
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+    int ok = 1;
+
+    if (rd_kafka_assignment(w->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    if (assignment->cnt > 0)
+        rd_kafka_position(w->rk, assignment);
+    for (int i = 0; i < assignment->cnt && ok; i++) {
+        rd_kafka_topic_partition_t *p = &assignment->elems[i];
+        int64_t low = 0, high = 0, pos = p->offset;
+        if (rd_kafka_query_watermark_offsets(w->rk, p->topic, p->partition, &low, &high, 2000) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            ok = 0;
+            break;
+        }
+        if (pos < 0) {
+            /* nothing consumed here in this run: the committed offset tells */
+            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(one, p->topic, p->partition);
+            if (rd_kafka_committed(w->rk, one, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+                pos = one->elems[0].offset;
+            rd_kafka_topic_partition_list_destroy(one);
+            if (pos < 0)
+                pos = low; /* no commit: the group starts at the beginning */
+        }
+        if (pos < high)
+            ok = 0;
+    }
+    rd_kafka_topic_partition_list_destroy(assignment);
+    return ok;
+}
+
+static int idle(const struct worker *w)
+{
+    return w->outstanding == 0 && w->n_fetching == 0 && w->jobs == NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle -- */
+
+static int parse_retry_delays(struct worker *w, const char *list, char *err, size_t errlen)
+{
+    char *copy = strdup(list), *save = NULL;
+    int rc = 0;
+    w->n_retry_delays = 0;
+    if (copy == NULL)
+        return -1;
+    for (char *it = strtok_r(copy, ",", &save); it; it = strtok_r(NULL, ",", &save)) {
+        long long ms;
+        if (w->n_retry_delays == MAX_RETRIES_LIST || config_parse_duration(it, &ms) != 0) {
+            snprintf(err, errlen, "IMGCACHE_RETRY_BACKOFF: '%s' is not a duration list (at most %d)", list,
+                     MAX_RETRIES_LIST);
+            rc = -1;
+            break;
+        }
+        w->retry_delays[w->n_retry_delays++] = ms;
+    }
+    free(copy);
+    return rc;
+}
+
+static int kafka_consumer_new(struct worker *w, char *err, size_t errlen)
+{
+    static const char *const defaults[][2] = {
+        { "partition.assignment.strategy", "cooperative-sticky" },
+        { "enable.auto.commit", "true" },
+        { "enable.auto.offset.store", "false" },
+        { "auto.commit.interval.ms", "1000" },
+        /* a new group must not miss events produced before it existed */
+        { "auto.offset.reset", "earliest" },
+        /* bound what librdkafka prefetches: memory stays flat */
+        { "queued.max.messages.kbytes", "16384" },
+    };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    char errstr[512];
+    rd_kafka_resp_err_t e;
+    int rc = -1;
+
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof errstr);
+    if (rd_kafka_conf_set(conf, "group.id", w->cfg->group, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "IMGCACHE_GROUP: %s", errstr);
+        goto out;
+    }
+    if (kafka_conf_apply(conf, w->cfg, w->worker_id, err, errlen) != 0)
+        goto out;
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_opaque(conf, w);
+    w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (w->rk == NULL) {
+        snprintf(err, errlen, "kafka consumer: %s", errstr);
+        goto out;
+    }
+    conf = NULL; /* owned by w->rk */
+    rd_kafka_poll_set_consumer(w->rk);
+    w->queue = rd_kafka_queue_get_consumer(w->rk);
+    if (pipe2(w->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    /* librdkafka writes a byte when its queue becomes non-empty: the loop
+     * sleeps in curl_multi_poll on both the sockets and this pipe */
+    rd_kafka_queue_io_event_enable(w->queue, w->wake[1], "1", 1);
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, w->cfg->topic, RD_KAFKA_PARTITION_UA);
+    e = rd_kafka_subscribe(w->rk, topics);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "subscribe to %s: %s", w->cfg->topic, rd_kafka_err2str(e));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (topics)
+        rd_kafka_topic_partition_list_destroy(topics);
+    return rc;
+}
+
+int worker_new(const struct config *cfg, struct worker **out, char *err, size_t errlen)
+{
+    struct worker *w = calloc(1, sizeof *w);
+    struct fetch_opts fo;
+    struct fetch_callbacks cb = { on_data, on_done };
+    char host[128], real[PATH_MAX];
+    int rc = -1;
+
+    *out = NULL;
+    if (w == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    w->cfg = cfg;
+    w->wake[0] = w->wake[1] = -1;
+    w->db_backoff_ms = 250;
+    w->max_outstanding = (size_t)cfg->concurrency * 16 < 256 ? 256 : (size_t)cfg->concurrency * 16;
+    offsets_init(&w->offsets, w->max_outstanding);
+    if (cfg->worker_id[0]) {
+        snprintf(w->worker_id, sizeof w->worker_id, "%s", cfg->worker_id);
+    } else {
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "worker");
+        host[sizeof host - 1] = '\0';
+        snprintf(w->worker_id, sizeof w->worker_id, "%s:%d", host, (int)getpid());
+    }
+    if (parse_retry_delays(w, cfg->retry_backoff, err, errlen) != 0)
+        goto out;
+    if (store_open(cfg->storage_dir, &w->store, err, errlen) != 0)
+        goto out;
+    if (cfg->public_url[0]) {
+        snprintf(w->public_base, sizeof w->public_base, "%s", cfg->public_url);
+    } else {
+        if (realpath(cfg->storage_dir, real) == NULL)
+            snprintf(real, sizeof real, "%s", cfg->storage_dir);
+        snprintf(w->public_base, sizeof w->public_base, "file://%s", real);
+    }
+    while (w->public_base[0] && w->public_base[strlen(w->public_base) - 1] == '/')
+        w->public_base[strlen(w->public_base) - 1] = '\0';
+    w->rcfg = (struct resolve_config){
+        .media_dir = cfg->beeper_media_dir, .media_server = cfg->beeper_media_server,
+        .media_token = cfg->beeper_media_token, .api_url = cfg->beeper_api_url,
+        .api_token = cfg->beeper_api_token,
+    };
+    if (db_connect(cfg->database_url, &w->db, err, errlen) != 0)
+        goto out;
+    if (db_check_schema(w->db, err, errlen) != 0)
+        goto out;
+    if (lease_connect(cfg->redis_url, w->worker_id, cfg->lease_ttl_ms, &w->lease, err, errlen) != 0)
+        goto out;
+    fo = (struct fetch_opts){
+        .connect_timeout_ms = cfg->connect_timeout_ms, .timeout_ms = cfg->fetch_timeout_ms,
+        .max_bytes = cfg->max_bytes, .max_redirects = 3,
+        .max_connections = cfg->concurrency, .user_agent = "imgcache/1",
+    };
+    if (fetch_new(&fo, &cb, &w->fetch, err, errlen) != 0)
+        goto out;
+    if (kafka_consumer_new(w, err, errlen) != 0)
+        goto out;
+    *out = w;
+    w = NULL;
+    rc = 0;
+out:
+    worker_free(w);
+    return rc;
+}
+
+static void progress(struct worker *w, const char *event)
+{
+    log_info("event=%s consumed=%lld already_cached=%lld downloaded=%lld new_blobs=%lld committed=%lld "
+             "failed=%lld bad_events=%lld waited_for_other_worker=%lld in_flight=%zu outstanding=%zu",
+             event, w->n_consumed, w->n_already_cached, w->n_downloaded, w->n_new_blobs, w->n_committed,
+             w->n_failed, w->n_bad_events, w->n_waited, w->n_fetching, w->outstanding);
+}
+
+static void drain_wake_pipe(struct worker *w)
+{
+    char buf[64];
+    while (read(w->wake[0], buf, sizeof buf) > 0)
+        ;
+}
+
+int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t errlen)
+{
+    long long grace_deadline = 0;
+    int rc = 0;
+
+    (void)err;
+    (void)errlen;
+    w->started_ms = mono_ms();
+    w->next_progress_ms = w->started_ms + 10000;
+    log_info("event=started worker_id=%s group=%s topic=%s concurrency=%ld drain=%d from_beginning=%d",
+             w->worker_id, w->cfg->group, w->cfg->topic, w->cfg->concurrency, w->cfg->drain,
+             w->cfg->from_beginning);
+    for (;;) {
+        long long now = mono_ms();
+        int timeout = 100;
+
+        if (*stop && !w->stopping) {
+            w->stopping = 1;
+            grace_deadline = now + w->cfg->grace_ms;
+            log_info("event=stopping in_flight=%zu outstanding=%zu grace_ms=%lld", w->n_fetching,
+                     w->outstanding, w->cfg->grace_ms);
+        }
+        drain_wake_pipe(w);
+        if (!w->stopping) {
+            consume(w);
+        } else {
+            /* keep serving group events, take no new work */
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 0);
+            if (m)
+                rd_kafka_message_destroy(m); /* not ours to finish: redelivered later */
+        }
+        io_step(w);
+        if (!w->stopping)
+            update_pause(w);
+
+        if (w->stopping && (idle(w) || now >= grace_deadline))
+            break;
+        if (w->cfg->drain && !w->stopping) {
+            if (!w->assigned_once && now - w->started_ms > w->cfg->drain_wait_ms) {
+                log_info("event=drained reason=\"no partition assignment within %lld ms\"", w->cfg->drain_wait_ms);
+                break;
+            }
+            if (w->assigned_once && idle(w) && now >= w->next_drain_check_ms) {
+                w->next_drain_check_ms = now + 300;
+                if (caught_up(w)) {
+                    log_info("event=drained reason=\"caught up with every assigned partition\"");
+                    break;
+                }
+            }
+        }
+        if (now >= w->next_progress_ms) {
+            progress(w, "progress");
+            w->next_progress_ms = now + 10000;
+        }
+        if (w->q_new || (w->q_ready && (long)w->n_fetching < w->cfg->concurrency))
+            timeout = 0;
+        else if (w->db_down || w->q_waiting || w->q_retry)
+            timeout = 20;
+        fetch_wait(w->fetch, w->wake[0], timeout);
+    }
+    store_offsets(w);
+    progress(w, "summary");
+    return rc;
+}
+
+static void abandon_jobs(struct worker *w)
+{
+    struct job *j, *tmp;
+    struct job *batch[BATCH_MAX];
+    size_t n = 0;
+
+    /* unfinished work: its offsets stay unstored, so it is redelivered */
+    HASH_ITER(hh, w->jobs, j, tmp) {
+        if (j->state == JOB_FETCHING)
+            fetch_cancel(w->fetch, j);
+        if (j->leased && n < BATCH_MAX)
+            batch[n++] = j;
+    }
+    if (w->lease && n > 0)
+        release_leases(w, batch, n);
+    HASH_ITER(hh, w->jobs, j, tmp) {
+        struct job **q = queue_of(w, j->state);
+        if (q)
+            DL_DELETE(*q, j);
+        HASH_DEL(w->jobs, j);
+        job_free(j);
+    }
+}
+
+void worker_free(struct worker *w)
+{
+    if (w == NULL)
+        return;
+    w->closing = 1;
+    if (w->rk) {
+        if (w->queue)
+            rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
+        abandon_jobs(w);
+        store_offsets(w);
+        /* commits the stored offsets and leaves the group */
+        rd_kafka_consumer_close(w->rk);
+        if (w->queue)
+            rd_kafka_queue_destroy(w->queue);
+        rd_kafka_destroy(w->rk);
+    } else {
+        abandon_jobs(w);
+    }
+    offsets_clear(&w->offsets);
+    fetch_free(w->fetch);
+    lease_close(w->lease);
+    db_close(w->db);
+    store_close(w->store);
+    if (w->wake[0] >= 0)
+        close(w->wake[0]);
+    if (w->wake[1] >= 0)
+        close(w->wake[1]);
+    for (int i = 0; i < w->seen_count; i++)
+        free(w->seen[i]);
+    free(w->seen);
+    free(w);
+}

@@ -1,0 +1,21 @@
+#ifndef IMGCACHE_WORKER_H
+#define IMGCACHE_WORKER_H
+/* One worker process: a consumer-group member that turns image-needed
+ * events into cached images. See worker.c for the event loop.
+ *
+ * Ownership: worker_new() borrows cfg (it must outlive the worker) and
+ * returns a worker freed by worker_free(). `stop` is the signal flag. */
+#include <signal.h>
+#include <stddef.h>
+
+#include "config.h"
+
+struct worker;
+
+int worker_new(const struct config *cfg, struct worker **out, char *err, size_t errlen);
+/* Runs until *stop is set (then shuts down gracefully) or, with --drain,
+ * until caught up and idle. 0 on a clean exit. */
+int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t errlen);
+void worker_free(struct worker *w);
+
+#endif
