@@ -1,0 +1,802 @@
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "log.h"
+#include "migrations.h"
+
+struct db {
+    PGconn *conn;
+};
+
+/* Key of the advisory lock that serializes migrations ("imgcach"). */
+#define DB_MIGRATE_LOCK "31093368184218472"
+/* Rows per FETCH of db_each_uncached's cursor. */
+#define DB_FETCH_ROWS "1000"
+
+/* Copies the first line of msg (libpq messages end in "\n" and may carry a
+ * second line of detail) after prefix into err. */
+static void set_err_line(char *err, size_t errlen, const char *prefix, const char *msg)
+{
+    size_t len;
+
+    if (msg == NULL || *msg == '\0')
+        msg = "unknown error";
+    len = strcspn(msg, "\r\n");
+    snprintf(err, errlen, "%s%.*s", prefix, (int)len, msg);
+}
+
+/* "<what>: <primary message>" for a failed result (res may be NULL). */
+static void set_pg_err(struct db *db, const PGresult *res, const char *what, char *err, size_t errlen)
+{
+    const char *msg = NULL;
+    char prefix[128];
+
+    if (res)
+        msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (msg == NULL || *msg == '\0')
+        msg = PQerrorMessage(db->conn);
+    snprintf(prefix, sizeof prefix, "%s: ", what);
+    set_err_line(err, errlen, prefix, msg);
+}
+
+/* Runs one statement without parameters that returns no rows. */
+static int exec_cmd(struct db *db, const char *sql, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(db->conn, sql);
+    int rc = -1;
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        set_pg_err(db, res, what, err, errlen);
+        goto out;
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+/* Ends a transaction left open by an error path; the original error stays
+ * in err. Nothing to do outside a transaction or on a dead connection. */
+static void rollback_if_open(struct db *db)
+{
+    PGTransactionStatusType ts = PQtransactionStatus(db->conn);
+
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+}
+
+/* Server notices ("relation ... already exists, skipping") go to the debug
+ * log instead of libpq's default, stderr. */
+static void notice_to_log(void *arg, const char *message)
+{
+    (void)arg;
+    log_debug("event=pg_notice message=\"%.*s\"", (int)strcspn(message, "\r\n"), message);
+}
+
+int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
+{
+    /* dbname with expand_dbname = 1 takes a keyword string or a URI; an
+     * empty value is ignored, so "" means libpq defaults and PG* variables.
+     * fallback_application_name only applies when the conninfo (or
+     * PGAPPNAME) does not name one. */
+    const char *const keys[] = { "dbname", "fallback_application_name", NULL };
+    const char *const vals[] = { conninfo ? conninfo : "", "imgcache", NULL };
+    struct db *db = calloc(1, sizeof *db);
+    int rc = -1;
+
+    *out = NULL;
+    if (db == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    db->conn = PQconnectdbParams(keys, vals, 1);
+    if (db->conn == NULL) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL: out of memory");
+        goto out;
+    }
+    /* libpq's messages never contain the password; the conninfo (which
+     * may) is never printed */
+    if (PQstatus(db->conn) != CONNECTION_OK) {
+        set_err_line(err, errlen, "cannot connect to PostgreSQL: ", PQerrorMessage(db->conn));
+        goto out;
+    }
+    PQsetNoticeProcessor(db->conn, notice_to_log, NULL);
+    /* JSON parameters are UTF-8 whatever PGCLIENTENCODING says */
+    if (PQsetClientEncoding(db->conn, "UTF8") != 0) {
+        set_err_line(err, errlen, "cannot set client encoding UTF8: ", PQerrorMessage(db->conn));
+        goto out;
+    }
+    *out = db;
+    db = NULL;
+    rc = 0;
+out:
+    db_close(db);
+    return rc;
+}
+
+void db_close(struct db *db)
+{
+    if (db == NULL)
+        return;
+    PQfinish(db->conn);
+    free(db);
+}
+
+int db_reset(struct db *db, char *err, size_t errlen)
+{
+    PQreset(db->conn);
+    if (PQstatus(db->conn) != CONNECTION_OK) {
+        set_err_line(err, errlen, "cannot reconnect to PostgreSQL: ", PQerrorMessage(db->conn));
+        return -1;
+    }
+    if (PQsetClientEncoding(db->conn, "UTF8") != 0) {
+        set_err_line(err, errlen, "cannot set client encoding UTF8: ", PQerrorMessage(db->conn));
+        return -1;
+    }
+    return 0;
+}
+
+int db_ok(const struct db *db)
+{
+    return db != NULL && db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK;
+}
+
+int db_expected_version(void)
+{
+    return migrations_count > 0 ? migrations[migrations_count - 1].version : 0;
+}
+
+/* The newest applied migration, 0 when none (or no bookkeeping table). */
+static int current_version(struct db *db, int *version, char *err, size_t errlen)
+{
+    PGresult *res = NULL;
+    int rc = -1;
+
+    res = PQexec(db->conn, "SELECT to_regclass('imgcache_schema_migrations') IS NOT NULL");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        set_pg_err(db, res, "read schema version", err, errlen);
+        goto out;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        *version = 0;
+        rc = 0;
+        goto out;
+    }
+    PQclear(res);
+    res = PQexec(db->conn, "SELECT coalesce(max(version), 0) FROM imgcache_schema_migrations");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        set_pg_err(db, res, "read schema version", err, errlen);
+        goto out;
+    }
+    *version = atoi(PQgetvalue(res, 0, 0));
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+static void set_version_err(int have, int want, char *err, size_t errlen)
+{
+    if (have > want)
+        snprintf(err, errlen,
+                 "database schema is at version %d, which is newer than this program "
+                 "(it needs %d): upgrade imgcache", have, want);
+    else
+        snprintf(err, errlen,
+                 "database schema is at version %d, this program needs %d: "
+                 "run `imgcache-producer migrate`", have, want);
+}
+
+int db_check_schema(struct db *db, char *err, size_t errlen)
+{
+    int have = 0;
+    int want = db_expected_version();
+
+    if (current_version(db, &have, err, errlen) != 0)
+        return -1;
+    if (have != want) {
+        set_version_err(have, want, err, errlen);
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies migration m unless it is already recorded, in one transaction
+ * that holds the migration lock. *ran = 1 when it ran. */
+static int migrate_one(struct db *db, const struct migration *m, int *ran, char *err, size_t errlen)
+{
+    PGresult *res = NULL;
+    char version[16];
+    const char *params[2];
+    char what[160];
+    int have = 0;
+    int rc = -1;
+
+    *ran = 0;
+    snprintf(version, sizeof version, "%d", m->version);
+    if (exec_cmd(db, "BEGIN", "migrate", err, errlen) != 0)
+        goto out;
+    res = PQexec(db->conn, "SELECT pg_advisory_xact_lock(" DB_MIGRATE_LOCK ")");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        set_pg_err(db, res, "migrate: lock", err, errlen);
+        goto out;
+    }
+    PQclear(res);
+    res = NULL;
+    /* under the lock, so concurrent first runs do not race on it */
+    if (exec_cmd(db,
+                 "CREATE TABLE IF NOT EXISTS imgcache_schema_migrations ("
+                 " version int PRIMARY KEY,"
+                 " name text NOT NULL,"
+                 " applied_at timestamptz NOT NULL DEFAULT now())",
+                 "migrate: create imgcache_schema_migrations", err, errlen) != 0)
+        goto out;
+    if (current_version(db, &have, err, errlen) != 0)
+        goto out;
+    if (have > db_expected_version()) {
+        set_version_err(have, db_expected_version(), err, errlen);
+        goto out;
+    }
+    params[0] = version;
+    res = PQexecParams(db->conn, "SELECT 1 FROM imgcache_schema_migrations WHERE version = $1::int",
+                       1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        set_pg_err(db, res, "migrate: read applied versions", err, errlen);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        /* the whole file as one simple query: inside our transaction */
+        res = PQexec(db->conn, m->sql);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+            snprintf(what, sizeof what, "migration %s failed", m->name);
+            set_pg_err(db, res, what, err, errlen);
+            goto out;
+        }
+        PQclear(res);
+        params[1] = m->name;
+        res = PQexecParams(db->conn,
+                           "INSERT INTO imgcache_schema_migrations (version, name) VALUES ($1::int, $2)",
+                           2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            set_pg_err(db, res, "migrate: record version", err, errlen);
+            goto out;
+        }
+        *ran = 1;
+    }
+    if (exec_cmd(db, "COMMIT", "migrate: commit", err, errlen) != 0)
+        goto out;
+    rc = 0;
+out:
+    PQclear(res);
+    if (rc != 0) {
+        *ran = 0;
+        rollback_if_open(db);
+    }
+    return rc;
+}
+
+int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
+{
+    int have = 0;
+
+    *applied = 0;
+    /* refuse early (before taking any lock) when the database is ahead */
+    if (current_version(db, &have, err, errlen) != 0)
+        return -1;
+    if (have > db_expected_version()) {
+        set_version_err(have, db_expected_version(), err, errlen);
+        return -1;
+    }
+    for (int i = 0; i < migrations_count; i++) {
+        int ran = 0;
+        if (migrate_one(db, &migrations[i], &ran, err, errlen) != 0)
+            return -1;
+        if (ran) {
+            log_info("event=migration_applied version=%d name=%s", migrations[i].version,
+                     migrations[i].name);
+            (*applied)++;
+        }
+    }
+    return 0;
+}
+
+/* --- JSON parameters: nullable strings are packed with "s?" (NULL -> null;
+ * invalid UTF-8 makes json_pack fail) --- */
+
+/* Appends obj (stolen) to arr; -1 when obj is NULL or on error. */
+static int append_obj(json_t *arr, json_t *obj)
+{
+    if (obj == NULL)
+        return -1;
+    return json_array_append_new(arr, obj);
+}
+
+/* Serializes arr compactly; the caller frees the string. */
+static char *dump(json_t *arr, char *err, size_t errlen)
+{
+    char *s = json_dumps(arr, JSON_COMPACT);
+
+    if (s == NULL)
+        snprintf(err, errlen, "out of memory");
+    return s;
+}
+
+/* Builds the chats and participants arrays for db_upsert_chats. Each chat
+ * carries its position in the batch (ord), each participant the position
+ * of its chat (chat_ord) and its own (pord), so duplicates can keep the
+ * last occurrence. */
+static int chats_to_json(const struct beeper_chat *chats, size_t n, json_t *jchats, json_t *jparts,
+                         char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct beeper_chat *c = &chats[i];
+        json_t *o;
+
+        if (c->id == NULL || c->type == NULL) {
+            snprintf(err, errlen, "chat #%zu has no id or type", i);
+            return -1;
+        }
+        o = json_pack("{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:b}",
+                      "ord", (json_int_t)i,
+                      "chat_id", c->id,
+                      "account_id", c->account_id,
+                      "title", c->title,
+                      "chat_type", c->type,
+                      "network", c->network,
+                      "img_source_url", c->img_url,
+                      "last_activity", c->last_activity,
+                      "complete", c->participants_has_more ? 0 : 1);
+        if (append_obj(jchats, o) != 0) {
+            snprintf(err, errlen, "chat #%zu: not valid UTF-8, or out of memory", i);
+            return -1;
+        }
+        for (size_t j = 0; j < c->n_participants; j++) {
+            const struct beeper_participant *p = &c->participants[j];
+            if (p->id == NULL) {
+                snprintf(err, errlen, "chat #%zu: participant #%zu has no id", i, j);
+                return -1;
+            }
+            o = json_pack("{s:I, s:I, s:s?, s:s?, s:s?, s:s?, s:b}",
+                          "chat_ord", (json_int_t)i,
+                          "pord", (json_int_t)j,
+                          "chat_id", c->id,
+                          "participant_id", p->id,
+                          "full_name", p->full_name,
+                          "img_source_url", p->img_url,
+                          "is_self", p->is_self ? 1 : 0);
+            if (append_obj(jparts, o) != 0) {
+                snprintf(err, errlen, "chat #%zu: participant #%zu: not valid UTF-8, or out of memory",
+                         i, j);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* One statement, so one round trip and one transaction. Data-modifying
+ * CTEs all see the same snapshot, which is why the sets are disjoint:
+ * up_p touches listed participants, del_p only unlisted ones; the foreign
+ * keys of new participants are checked at the end of the statement, after
+ * up_c inserted their chats.
+ *  - duplicates in the batch: the last occurrence of a chat wins
+ *    (ON CONFLICT cannot touch a row twice), with that occurrence's
+ *    participants;
+ *  - last_activity: imgcache_parse_time() (see 001_init.sql) turns an
+ *    absent or malformed value into NULL, and NULL keeps the stored value;
+ *  - contact_image_url is not in the column list: never touched;
+ *  - participants are rewritten only when something changed. */
+static const char upsert_sql[] =
+    "WITH c_in AS ("
+    "  SELECT DISTINCT ON (r.chat_id) r.*"
+    "  FROM jsonb_to_recordset($1::jsonb) AS r(ord int, chat_id text, account_id text, title text,"
+    "       chat_type text, network text, img_source_url text, last_activity text, complete boolean)"
+    "  ORDER BY r.chat_id, r.ord DESC"
+    "), p_in AS ("
+    "  SELECT DISTINCT ON (p.chat_id, p.participant_id) p.*"
+    "  FROM jsonb_to_recordset($2::jsonb) AS p(chat_ord int, pord int, chat_id text,"
+    "       participant_id text, full_name text, img_source_url text, is_self boolean)"
+    "  JOIN c_in ON c_in.chat_id = p.chat_id AND c_in.ord = p.chat_ord"
+    "  ORDER BY p.chat_id, p.participant_id, p.pord DESC"
+    "), up_c AS ("
+    "  INSERT INTO chats AS c (chat_id, account_id, title, chat_type, network, img_source_url,"
+    "                          last_activity, synced_at)"
+    "  SELECT chat_id, account_id, title, chat_type, network, img_source_url,"
+    "         imgcache_parse_time(last_activity), now()"
+    "  FROM c_in"
+    "  ON CONFLICT (chat_id) DO UPDATE SET"
+    "    account_id = EXCLUDED.account_id, title = EXCLUDED.title,"
+    "    chat_type = EXCLUDED.chat_type, network = EXCLUDED.network,"
+    "    img_source_url = EXCLUDED.img_source_url,"
+    "    last_activity = coalesce(EXCLUDED.last_activity, c.last_activity),"
+    "    synced_at = EXCLUDED.synced_at"
+    "  RETURNING 1"
+    "), up_p AS ("
+    "  INSERT INTO chat_participants AS cp (chat_id, participant_id, full_name, img_source_url, is_self)"
+    "  SELECT chat_id, participant_id, full_name, img_source_url, coalesce(is_self, false)"
+    "  FROM p_in"
+    "  ON CONFLICT (chat_id, participant_id) DO UPDATE SET"
+    "    full_name = EXCLUDED.full_name, img_source_url = EXCLUDED.img_source_url,"
+    "    is_self = EXCLUDED.is_self"
+    "  WHERE (cp.full_name, cp.img_source_url, cp.is_self)"
+    "        IS DISTINCT FROM (EXCLUDED.full_name, EXCLUDED.img_source_url, EXCLUDED.is_self)"
+    "  RETURNING 1"
+    "), del_p AS ("
+    "  DELETE FROM chat_participants cp"
+    "  USING c_in"
+    "  WHERE c_in.complete AND cp.chat_id = c_in.chat_id"
+    "    AND NOT EXISTS (SELECT 1 FROM p_in"
+    "                    WHERE p_in.chat_id = cp.chat_id AND p_in.participant_id = cp.participant_id)"
+    "  RETURNING 1"
+    ")"
+    " SELECT (SELECT count(*) FROM up_c), (SELECT count(*) FROM up_p), (SELECT count(*) FROM del_p)";
+
+int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
+                    char *err, size_t errlen)
+{
+    json_t *jchats = json_array();
+    json_t *jparts = json_array();
+    char *schats = NULL, *sparts = NULL;
+    PGresult *res = NULL;
+    const char *params[2];
+    int rc = -1;
+
+    if (n == 0) {
+        rc = 0;
+        goto out;
+    }
+    if (jchats == NULL || jparts == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (chats_to_json(chats, n, jchats, jparts, err, errlen) != 0)
+        goto out;
+    schats = dump(jchats, err, errlen);
+    sparts = schats ? dump(jparts, err, errlen) : NULL;
+    if (sparts == NULL)
+        goto out;
+    params[0] = schats;
+    params[1] = sparts;
+    res = PQexecParams(db->conn, upsert_sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        set_pg_err(db, res, "upsert chats", err, errlen);
+        goto out;
+    }
+    log_debug("event=chats_upserted chats=%s participants_changed=%s participants_removed=%s",
+              PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    rc = 0;
+out:
+    PQclear(res);
+    free(schats);
+    free(sparts);
+    json_decref(jchats);
+    json_decref(jparts);
+    return rc;
+}
+
+/* A permanent failure counts while failure_ttl_ms ($2) is 0 or it is
+ * younger than that. Shared by the look-up and the cursor. */
+#define FAILED_RECENTLY(url)                                                        \
+    "EXISTS (SELECT 1 FROM image_failures f WHERE f.source_url = " url               \
+    " AND f.permanent AND ($2::bigint <= 0"                                          \
+    " OR f.last_failed_at > now() - $2::bigint * interval '1 millisecond'))"
+
+/* One row per input position whose state is not DB_URL_NONE. */
+static const char lookup_sql[] =
+    "SELECT u.ord, CASE"
+    "  WHEN EXISTS (SELECT 1 FROM cached_images ci WHERE ci.source_url = u.url) THEN 1"
+    "  WHEN " FAILED_RECENTLY("u.url") " THEN 2"
+    "  ELSE 0 END AS state"
+    " FROM jsonb_array_elements_text($1::jsonb) WITH ORDINALITY AS u(url, ord)";
+
+int db_lookup_urls(struct db *db, const char *const *urls, size_t n, long long failure_ttl_ms,
+                   uint8_t *state, char *err, size_t errlen)
+{
+    json_t *arr = json_array();
+    char *surls = NULL;
+    char ttl[32];
+    const char *params[2];
+    PGresult *res = NULL;
+    int rc = -1;
+
+    if (n > 0)
+        memset(state, DB_URL_NONE, n);
+    if (n == 0) {
+        rc = 0;
+        goto out;
+    }
+    if (arr == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = urls[i] ? json_string(urls[i]) : NULL;
+        if (s == NULL || json_array_append_new(arr, s) != 0) {
+            snprintf(err, errlen, "URL #%zu is NULL or not valid UTF-8", i);
+            goto out;
+        }
+    }
+    surls = dump(arr, err, errlen);
+    if (surls == NULL)
+        goto out;
+    snprintf(ttl, sizeof ttl, "%lld", failure_ttl_ms);
+    params[0] = surls;
+    params[1] = ttl;
+    res = PQexecParams(db->conn, lookup_sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || (size_t)PQntuples(res) != n) {
+        set_pg_err(db, res, "look up URLs", err, errlen);
+        goto out;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        long ord = strtol(PQgetvalue(res, r, 0), NULL, 10); /* 1-based */
+        int st = atoi(PQgetvalue(res, r, 1));
+        if (ord < 1 || (size_t)ord > n) {
+            snprintf(err, errlen, "look up URLs: unexpected row %ld", ord);
+            goto out;
+        }
+        state[ord - 1] = (uint8_t)st;
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    free(surls);
+    json_decref(arr);
+    return rc;
+}
+
+/* Distinct uncached URLs with one referencing chat (preferred: a chat's own
+ * image) or participant each, in URL order. $1 include_failed, $2 ttl. */
+static const char uncached_sql[] =
+    "DECLARE imgcache_uncached NO SCROLL CURSOR FOR"
+    " SELECT DISTINCT ON (s.url) s.url, s.chat_id, s.participant_id, s.account_id"
+    " FROM ("
+    "   SELECT c.img_source_url AS url, c.chat_id, NULL::text AS participant_id, c.account_id,"
+    "          0 AS kind"
+    "   FROM chats c WHERE c.img_source_url IS NOT NULL"
+    "   UNION ALL"
+    "   SELECT p.img_source_url, p.chat_id, p.participant_id, c.account_id, 1"
+    "   FROM chat_participants p JOIN chats c ON c.chat_id = p.chat_id"
+    "   WHERE p.img_source_url IS NOT NULL"
+    " ) s"
+    " WHERE NOT EXISTS (SELECT 1 FROM cached_images ci WHERE ci.source_url = s.url)"
+    "   AND ($1::boolean OR NOT " FAILED_RECENTLY("s.url") ")"
+    " ORDER BY s.url, s.kind, s.chat_id, s.participant_id";
+
+static const char *value_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed,
+                     int (*fn)(const struct db_url_ref *ref, void *arg), void *arg,
+                     char *err, size_t errlen)
+{
+    PGresult *res = NULL;
+    char ttl[32];
+    const char *params[2];
+    int rc = -1;
+
+    snprintf(ttl, sizeof ttl, "%lld", failure_ttl_ms);
+    params[0] = include_failed ? "true" : "false";
+    params[1] = ttl;
+    if (exec_cmd(db, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", "uncached URLs", err,
+                 errlen) != 0)
+        goto out;
+    res = PQexecParams(db->conn, uncached_sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        set_pg_err(db, res, "uncached URLs", err, errlen);
+        goto out;
+    }
+    for (;;) {
+        int rows;
+        PQclear(res);
+        res = PQexec(db->conn, "FETCH " DB_FETCH_ROWS " FROM imgcache_uncached");
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            set_pg_err(db, res, "uncached URLs: fetch", err, errlen);
+            goto out;
+        }
+        rows = PQntuples(res);
+        if (rows == 0)
+            break;
+        for (int r = 0; r < rows; r++) {
+            struct db_url_ref ref = {
+                .source_url = PQgetvalue(res, r, 0),
+                .chat_id = value_or_null(res, r, 1),
+                .participant_id = value_or_null(res, r, 2),
+                .account_id = value_or_null(res, r, 3),
+            };
+            if (fn(&ref, arg) != 0) {
+                snprintf(err, errlen, "uncached URLs: stopped by the caller");
+                goto out;
+            }
+        }
+    }
+    PQclear(res);
+    res = NULL;
+    if (exec_cmd(db, "COMMIT", "uncached URLs: commit", err, errlen) != 0)
+        goto out;
+    rc = 0;
+out:
+    PQclear(res);
+    if (rc != 0)
+        rollback_if_open(db); /* also closes the cursor */
+    return rc;
+}
+
+/* Blobs are inserted once per sha256 and then kept as they are (the first
+ * storage_key wins); cached_images takes the newest values; failures of
+ * those URLs are cleared. Duplicated source URLs: the last one wins. */
+static const char commit_sql[] =
+    "WITH i AS ("
+    "  SELECT DISTINCT ON (r.source_url) r.*"
+    "  FROM jsonb_to_recordset($1::jsonb) AS r(ord int, source_url text, sha256 text,"
+    "       storage_key text, public_url text, content_type text, byte_size bigint,"
+    "       width int, height int, etag text, last_modified text)"
+    "  ORDER BY r.source_url, r.ord DESC"
+    "), b AS ("
+    "  INSERT INTO image_blobs (sha256, storage_key, content_type, byte_size, width, height)"
+    "  SELECT DISTINCT ON (sha256) sha256, storage_key, content_type, byte_size,"
+    "         nullif(width, 0), nullif(height, 0)"
+    "  FROM i ORDER BY sha256, ord"
+    "  ON CONFLICT (sha256) DO NOTHING"
+    "  RETURNING 1"
+    "), c AS ("
+    "  INSERT INTO cached_images AS ci (source_url, sha256, public_url, content_type, byte_size,"
+    "                                  etag, last_modified, cached_at, refreshed_at)"
+    "  SELECT source_url, sha256, public_url, content_type, byte_size, etag, last_modified,"
+    "         now(), now()"
+    "  FROM i"
+    "  ON CONFLICT (source_url) DO UPDATE SET"
+    "    sha256 = EXCLUDED.sha256, public_url = EXCLUDED.public_url,"
+    "    content_type = EXCLUDED.content_type, byte_size = EXCLUDED.byte_size,"
+    "    etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified, refreshed_at = now()"
+    "  RETURNING 1"
+    "), f AS ("
+    "  DELETE FROM image_failures f USING i WHERE f.source_url = i.source_url"
+    "  RETURNING 1"
+    ")"
+    " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM c), (SELECT count(*) FROM f)";
+
+int db_commit_images(struct db *db, const struct db_image *imgs, size_t n, char *err, size_t errlen)
+{
+    json_t *arr = json_array();
+    char *simgs = NULL;
+    const char *params[1];
+    PGresult *res = NULL;
+    int rc = -1;
+
+    if (n == 0) {
+        rc = 0;
+        goto out;
+    }
+    if (arr == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct db_image *m = &imgs[i];
+        json_t *o;
+        if (m->source_url == NULL || m->sha256 == NULL || m->storage_key == NULL ||
+            m->public_url == NULL || m->content_type == NULL) {
+            snprintf(err, errlen, "image #%zu lacks a required field", i);
+            goto out;
+        }
+        o = json_pack("{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:s?, s:s?}",
+                      "ord", (json_int_t)i,
+                      "source_url", m->source_url,
+                      "sha256", m->sha256,
+                      "storage_key", m->storage_key,
+                      "public_url", m->public_url,
+                      "content_type", m->content_type,
+                      "byte_size", (json_int_t)m->byte_size,
+                      "width", (json_int_t)m->width,
+                      "height", (json_int_t)m->height,
+                      "etag", m->etag,
+                      "last_modified", m->last_modified);
+        if (append_obj(arr, o) != 0) {
+            snprintf(err, errlen, "image #%zu: not valid UTF-8, or out of memory", i);
+            goto out;
+        }
+    }
+    simgs = dump(arr, err, errlen);
+    if (simgs == NULL)
+        goto out;
+    params[0] = simgs;
+    res = PQexecParams(db->conn, commit_sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        set_pg_err(db, res, "commit images", err, errlen);
+        goto out;
+    }
+    log_debug("event=images_committed blobs_new=%s images=%s failures_cleared=%s",
+              PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    rc = 0;
+out:
+    PQclear(res);
+    free(simgs);
+    json_decref(arr);
+    return rc;
+}
+
+/* Several failures of one URL in a batch add up their attempts; the last
+ * one gives the other fields. */
+static const char failures_sql[] =
+    "WITH r AS ("
+    "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(ord int, source_url text,"
+    "       error_class text, last_error text, http_status int, permanent boolean,"
+    "       attempts int, next_retry_ms bigint)"
+    "), a AS ("
+    "  SELECT source_url, sum(greatest(attempts, 1))::int AS attempts FROM r GROUP BY source_url"
+    "), l AS ("
+    "  SELECT DISTINCT ON (source_url) * FROM r ORDER BY source_url, ord DESC"
+    ")"
+    " INSERT INTO image_failures AS f (source_url, attempts, error_class, last_error, http_status,"
+    "                                  permanent, first_failed_at, last_failed_at, next_retry_at)"
+    " SELECT l.source_url, a.attempts, l.error_class, l.last_error, nullif(l.http_status, 0),"
+    "        coalesce(l.permanent, false), now(), now(),"
+    "        CASE WHEN l.next_retry_ms > 0 THEN to_timestamp(l.next_retry_ms / 1000.0) END"
+    " FROM l JOIN a ON a.source_url = l.source_url"
+    " ON CONFLICT (source_url) DO UPDATE SET"
+    "   attempts = f.attempts + EXCLUDED.attempts, error_class = EXCLUDED.error_class,"
+    "   last_error = EXCLUDED.last_error, http_status = EXCLUDED.http_status,"
+    "   permanent = EXCLUDED.permanent, last_failed_at = now(),"
+    "   next_retry_at = EXCLUDED.next_retry_at";
+
+int db_record_failures(struct db *db, const struct db_failure *f, size_t n, char *err, size_t errlen)
+{
+    json_t *arr = json_array();
+    char *sfail = NULL;
+    const char *params[1];
+    PGresult *res = NULL;
+    int rc = -1;
+
+    if (n == 0) {
+        rc = 0;
+        goto out;
+    }
+    if (arr == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *o;
+        if (f[i].source_url == NULL || f[i].error_class == NULL) {
+            snprintf(err, errlen, "failure #%zu has no source_url or error_class", i);
+            goto out;
+        }
+        o = json_pack("{s:I, s:s?, s:s?, s:s?, s:I, s:b, s:I, s:I}",
+                      "ord", (json_int_t)i,
+                      "source_url", f[i].source_url,
+                      "error_class", f[i].error_class,
+                      "last_error", f[i].last_error,
+                      "http_status", (json_int_t)f[i].http_status,
+                      "permanent", f[i].permanent ? 1 : 0,
+                      "attempts", (json_int_t)(f[i].attempts >= 1 ? f[i].attempts : 1),
+                      "next_retry_ms", (json_int_t)f[i].next_retry_ms);
+        if (append_obj(arr, o) != 0) {
+            snprintf(err, errlen, "failure #%zu: not valid UTF-8, or out of memory", i);
+            goto out;
+        }
+    }
+    sfail = dump(arr, err, errlen);
+    if (sfail == NULL)
+        goto out;
+    params[0] = sfail;
+    res = PQexecParams(db->conn, failures_sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        set_pg_err(db, res, "record failures", err, errlen);
+        goto out;
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    free(sfail);
+    json_decref(arr);
+    return rc;
+}

@@ -1,0 +1,665 @@
+/* db module against a real PostgreSQL given by DATABASE_URL (the test runner
+ * provides one). Each test runs in a schema of its own, created and dropped
+ * around it: the test's connections get it as their search_path through
+ * PGOPTIONS, so the migration creates its objects there. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <libpq-fe.h>
+
+#include "beeper.h"
+#include "db.h"
+#include "log.h"
+
+static PGconn *admin;          /* checks and fixtures, same schema as the test */
+static const char *dburl;
+static char schema[64];
+static int schema_seq;
+
+struct fixture {
+    struct db *db;
+};
+
+/* --- helpers --- */
+
+static void sql_ok(const char *sql)
+{
+    PGresult *res = PQexec(admin, sql);
+    ExecStatusType st = PQresultStatus(res);
+
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("SQL failed: %s\n%s", sql, PQerrorMessage(admin));
+    PQclear(res);
+}
+
+/* The first column of the first row of sql with up to 1 parameter, as a
+ * malloc'd string ("<NULL>" for SQL NULL, "<none>" without rows). */
+static char *sql_value1(const char *sql, const char *param)
+{
+    const char *params[1] = { param };
+    PGresult *res = PQexecParams(admin, sql, param ? 1 : 0, NULL, param ? params : NULL, NULL,
+                                 NULL, 0);
+    char *v;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("SQL failed: %s\n%s", sql, PQerrorMessage(admin));
+    if (PQntuples(res) == 0)
+        v = strdup("<none>");
+    else if (PQgetisnull(res, 0, 0))
+        v = strdup("<NULL>");
+    else
+        v = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
+}
+
+static char *sql_value(const char *sql)
+{
+    return sql_value1(sql, NULL);
+}
+
+static void assert_sql(const char *sql, const char *expected)
+{
+    char *v = sql_value(sql);
+
+    if (strcmp(v, expected) != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s\n  expected: %s\n  actual:   %s", sql, expected, v);
+        free(v);
+        fail_msg("%s", msg);
+    }
+    free(v);
+}
+
+static void migrate_ok(struct db *db, int expect_applied)
+{
+    char err[512] = "";
+    int applied = -1;
+
+    if (db_migrate(db, &applied, err, sizeof err) != 0)
+        fail_msg("db_migrate: %s", err);
+    assert_int_equal(applied, expect_applied);
+}
+
+/* --- fixtures --- */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    admin = PQconnectdb(dburl);
+    if (PQstatus(admin) != CONNECTION_OK) {
+        fprintf(stderr, "test_db: cannot connect to DATABASE_URL: %s", PQerrorMessage(admin));
+        PQfinish(admin);
+        admin = NULL;
+        return -1;
+    }
+    PQsetClientEncoding(admin, "UTF8");
+    PQclear(PQexec(admin, "SET client_min_messages = warning"));
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    PQfinish(admin);
+    admin = NULL;
+    return 0;
+}
+
+/* A fresh schema, the current one of admin and of every new connection. */
+static int setup_empty(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof *fx);
+    char sql[512], opts[128], err[512];
+
+    snprintf(schema, sizeof schema, "imgcache_test_%ld_%d", (long)getpid(), ++schema_seq);
+    snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s; SET search_path TO %s",
+             schema, schema, schema);
+    sql_ok(sql);
+    snprintf(opts, sizeof opts, "-c search_path=%s -c client_min_messages=warning", schema);
+    setenv("PGOPTIONS", opts, 1);
+    if (db_connect(dburl, &fx->db, err, sizeof err) != 0) {
+        fprintf(stderr, "db_connect: %s\n", err);
+        free(fx);
+        return -1;
+    }
+    *state = fx;
+    return 0;
+}
+
+static int setup_migrated(void **state)
+{
+    struct fixture *fx;
+    char err[512];
+    int applied = 0;
+
+    if (setup_empty(state) != 0)
+        return -1;
+    fx = *state;
+    if (db_migrate(fx->db, &applied, err, sizeof err) != 0) {
+        fprintf(stderr, "db_migrate: %s\n", err);
+        db_close(fx->db);
+        free(fx);
+        *state = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    char sql[512];
+
+    if (fx) {
+        db_close(fx->db);
+        free(fx);
+    }
+    snprintf(sql, sizeof sql, "SET search_path TO DEFAULT; DROP SCHEMA IF EXISTS %s CASCADE", schema);
+    if (PQtransactionStatus(admin) != PQTRANS_IDLE)
+        PQclear(PQexec(admin, "ROLLBACK"));
+    sql_ok(sql);
+    unsetenv("PGOPTIONS");
+    return 0;
+}
+
+/* --- connection --- */
+
+static void test_connect_error_hides_password(void **state)
+{
+    struct db *db = (struct db *)1;
+    char err[512] = "";
+
+    (void)state;
+    assert_int_equal(db_connect("postgresql://someone:s3cretpw@127.0.0.1:1/nope?connect_timeout=2",
+                                &db, err, sizeof err), -1);
+    assert_null(db);
+    assert_true(strncmp(err, "cannot connect to PostgreSQL: ", 30) == 0);
+    assert_null(strstr(err, "s3cretpw"));
+    assert_null(strchr(err, '\n'));
+    db_close(NULL); /* allowed */
+}
+
+static void test_ok_and_reset(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+
+    assert_true(db_ok(fx->db));
+    assert_int_equal(db_reset(fx->db, err, sizeof err), 0);
+    assert_true(db_ok(fx->db));
+    assert_false(db_ok(NULL));
+}
+
+/* --- migrations --- */
+
+static void test_migrate(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "", want[256];
+    int applied = 0;
+
+    assert_true(db_expected_version() >= 1);
+    /* before: refused with the exact message */
+    assert_int_equal(db_check_schema(fx->db, err, sizeof err), -1);
+    snprintf(want, sizeof want,
+             "database schema is at version 0, this program needs %d: run `imgcache-producer migrate`",
+             db_expected_version());
+    assert_string_equal(err, want);
+
+    migrate_ok(fx->db, db_expected_version());
+    assert_int_equal(db_check_schema(fx->db, err, sizeof err), 0);
+    migrate_ok(fx->db, 0);
+    assert_int_equal(db_check_schema(fx->db, err, sizeof err), 0);
+    assert_sql("SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM imgcache_schema_migrations",
+               "1:001_init");
+    assert_sql("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+               " AND tablename IN ('chats','chat_participants','image_blobs','cached_images','image_failures')",
+               "5");
+
+    /* a database newer than the code is refused by both */
+    sql_ok("INSERT INTO imgcache_schema_migrations (version, name) VALUES (999, '999_future')");
+    assert_int_equal(db_check_schema(fx->db, err, sizeof err), -1);
+    assert_non_null(strstr(err, "database schema is at version 999"));
+    assert_non_null(strstr(err, "is newer than this program"));
+    err[0] = '\0';
+    assert_int_equal(db_migrate(fx->db, &applied, err, sizeof err), -1);
+    assert_non_null(strstr(err, "is newer than this program"));
+    assert_int_equal(applied, 0);
+}
+
+/* --- chats --- */
+
+static struct beeper_participant c1_parts_v1[] = {
+    { .id = "me", .full_name = "Me Myself", .img_url = "https://img.test/me.png", .is_self = 1 },
+    { .id = "bob", .full_name = "Bob Jones", .img_url = "https://img.test/bob.png", .is_self = 0 },
+    { .id = "carl", .full_name = "Carl", .img_url = NULL, .is_self = 0 },
+};
+static struct beeper_participant c2_parts_v1[] = {
+    { .id = "me", .full_name = "Me Myself", .img_url = "https://img.test/me.png", .is_self = 1 },
+    { .id = "x", .full_name = "X", .img_url = "https://img.test/x.png", .is_self = 0 },
+    { .id = "y", .full_name = "Y", .img_url = NULL, .is_self = 0 },
+};
+
+static void test_upsert_chats(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    struct beeper_chat v1[] = {
+        { .id = "c1", .account_id = "acc", .title = "Bob", .type = "single", .network = "whatsapp",
+          .img_url = NULL, .last_activity = "2025-06-16T15:37:29.000Z",
+          .participants = c1_parts_v1, .n_participants = 3, .participants_has_more = 0 },
+        { .id = "c2", .account_id = "acc", .title = "Team", .type = "group", .network = "slack",
+          .img_url = "https://img.test/team.png", .last_activity = "not a time",
+          .participants = c2_parts_v1, .n_participants = 3, .participants_has_more = 1 },
+    };
+    /* second sync: c1 renamed, carl gone (complete list), c2 lists only x
+     * (partial list: me and y must stay) and has a bad time again */
+    struct beeper_chat v2[] = {
+        { .id = "c1", .account_id = "acc", .title = "Bob J.", .type = "single", .network = "whatsapp",
+          .img_url = NULL, .last_activity = "2025-13-45T99:00:00Z",
+          .participants = c1_parts_v1, .n_participants = 2, .participants_has_more = 0 },
+        { .id = "c2", .account_id = "acc", .title = "Team", .type = "group", .network = "slack",
+          .img_url = "https://img.test/team2.png", .last_activity = "2025-06-17T10:00:00+02:00",
+          .participants = c2_parts_v1 + 1, .n_participants = 1, .participants_has_more = 1 },
+    };
+
+    assert_int_equal(db_upsert_chats(fx->db, v1, 2, err, sizeof err), 0);
+    assert_sql("SELECT count(*) FROM chats", "2");
+    assert_sql("SELECT count(*) FROM chat_participants", "6");
+    assert_sql("SELECT last_activity = '2025-06-16T15:37:29Z' FROM chats WHERE chat_id = 'c1'", "t");
+    assert_sql("SELECT last_activity FROM chats WHERE chat_id = 'c2'", "<NULL>"); /* unparsable */
+    assert_sql("SELECT is_self FROM chat_participants WHERE chat_id = 'c1' AND participant_id = 'me'", "t");
+
+    /* idempotent */
+    assert_int_equal(db_upsert_chats(fx->db, v1, 2, err, sizeof err), 0);
+    assert_sql("SELECT count(*) FROM chats", "2");
+    assert_sql("SELECT count(*) FROM chat_participants", "6");
+
+    /* the contacts system's column is never touched by sync */
+    sql_ok("UPDATE chats SET contact_image_url = 'https://contacts.test/bob.jpg' WHERE chat_id = 'c1'");
+
+    assert_int_equal(db_upsert_chats(fx->db, v2, 2, err, sizeof err), 0);
+    assert_sql("SELECT title FROM chats WHERE chat_id = 'c1'", "Bob J.");
+    assert_sql("SELECT contact_image_url FROM chats WHERE chat_id = 'c1'", "https://contacts.test/bob.jpg");
+    assert_sql("SELECT string_agg(participant_id, ',' ORDER BY participant_id) FROM chat_participants"
+               " WHERE chat_id = 'c1'", "bob,me");
+    assert_sql("SELECT string_agg(participant_id, ',' ORDER BY participant_id) FROM chat_participants"
+               " WHERE chat_id = 'c2'", "me,x,y");
+    assert_sql("SELECT img_source_url FROM chats WHERE chat_id = 'c2'", "https://img.test/team2.png");
+    /* a bad time keeps the stored one; a good one with an offset replaces NULL */
+    assert_sql("SELECT last_activity = '2025-06-16T15:37:29Z' FROM chats WHERE chat_id = 'c1'", "t");
+    assert_sql("SELECT last_activity = '2025-06-17T08:00:00Z' FROM chats WHERE chat_id = 'c2'", "t");
+}
+
+static void test_upsert_duplicates_in_batch(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    struct beeper_participant a[] = {
+        { .id = "p1", .full_name = "Old", .img_url = "https://img.test/old.png" },
+        { .id = "p1", .full_name = "Old twice", .img_url = "https://img.test/old.png" },
+    };
+    struct beeper_participant b[] = {
+        { .id = "p2", .full_name = "New", .img_url = "https://img.test/new.png" },
+    };
+    struct beeper_chat batch[] = {
+        { .id = "d", .title = "first", .type = "group", .participants = a, .n_participants = 2 },
+        { .id = "e", .title = "other", .type = "group" },
+        { .id = "d", .title = "last", .type = "group", .participants = b, .n_participants = 1 },
+    };
+
+    assert_int_equal(db_upsert_chats(fx->db, batch, 3, err, sizeof err), 0);
+    assert_sql("SELECT count(*) FROM chats", "2");
+    assert_sql("SELECT title FROM chats WHERE chat_id = 'd'", "last");
+    assert_sql("SELECT string_agg(participant_id || '=' || full_name, ',') FROM chat_participants"
+               " WHERE chat_id = 'd'", "p2=New");
+    /* only the first occurrence of d in a batch of its own */
+    assert_int_equal(db_upsert_chats(fx->db, batch, 1, err, sizeof err), 0);
+    assert_sql("SELECT string_agg(participant_id || '=' || full_name, ',') FROM chat_participants"
+               " WHERE chat_id = 'd'", "p1=Old twice");
+    assert_int_equal(db_upsert_chats(fx->db, batch, 0, err, sizeof err), 0);
+}
+
+/* --- look-ups --- */
+
+static const char blob_a[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+static const char blob_b[] = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+static void cache_url_by_sql(const char *url)
+{
+    char sql[1024];
+
+    snprintf(sql, sizeof sql,
+             "INSERT INTO image_blobs (sha256, storage_key, content_type, byte_size)"
+             " VALUES ('%s', 'aa/%s.png', 'image/png', 10) ON CONFLICT DO NOTHING;"
+             "INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)"
+             " VALUES ('%s', '%s', 'https://cdn.test/aa.png', 'image/png', 10)",
+             blob_a, blob_a, url, blob_a);
+    sql_ok(sql);
+}
+
+static void test_lookup_urls(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    const char *urls[] = {
+        "https://img.test/cached.png",  /* 1 */
+        "https://img.test/gone.png",    /* 2: permanent failure an hour ago */
+        "https://img.test/flaky.png",   /* 0: failure, not permanent */
+        "https://img.test/new.png",     /* 0 */
+        "https://img.test/cached.png",  /* 1 again */
+        "https://img.test/q\"uo\\te,{x}.png", /* 0: needs escaping */
+    };
+    uint8_t st[6];
+
+    cache_url_by_sql(urls[0]);
+    sql_ok("INSERT INTO image_failures (source_url, error_class, permanent, last_failed_at)"
+           " VALUES ('https://img.test/gone.png', 'http_404', true, now() - interval '1 hour'),"
+           "        ('https://img.test/flaky.png', 'timeout', false, now())");
+
+    memset(st, 0xff, sizeof st);
+    assert_int_equal(db_lookup_urls(fx->db, urls, 6, 0, st, err, sizeof err), 0);
+    assert_int_equal(st[0], DB_URL_CACHED);
+    assert_int_equal(st[1], DB_URL_FAILED);
+    assert_int_equal(st[2], DB_URL_NONE);
+    assert_int_equal(st[3], DB_URL_NONE);
+    assert_int_equal(st[4], DB_URL_CACHED);
+    assert_int_equal(st[5], DB_URL_NONE);
+
+    /* a TTL shorter than the failure's age lets it be tried again */
+    assert_int_equal(db_lookup_urls(fx->db, urls, 6, 60 * 1000, st, err, sizeof err), 0);
+    assert_int_equal(st[1], DB_URL_NONE);
+    assert_int_equal(st[0], DB_URL_CACHED);
+    /* a longer one does not */
+    assert_int_equal(db_lookup_urls(fx->db, urls, 6, 2LL * 3600 * 1000, st, err, sizeof err), 0);
+    assert_int_equal(st[1], DB_URL_FAILED);
+
+    assert_int_equal(db_lookup_urls(fx->db, urls, 0, 0, st, err, sizeof err), 0);
+}
+
+/* --- worker writes --- */
+
+static void test_commit_images_shares_blobs(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    struct db_image imgs[] = {
+        { .source_url = "https://img.test/one.png", .sha256 = blob_b, .storage_key = "bb/bbbb.png",
+          .public_url = "https://cdn.test/bb/bbbb.png", .content_type = "image/png", .byte_size = 123,
+          .width = 64, .height = 48, .etag = "\"e1\"", .last_modified = NULL },
+        { .source_url = "https://img.test/two.png", .sha256 = blob_b, .storage_key = "bb/bbbb.png",
+          .public_url = "https://cdn.test/bb/bbbb.png", .content_type = "image/png", .byte_size = 123,
+          .width = 64, .height = 48, .etag = NULL, .last_modified = "Wed, 21 Oct 2015 07:28:00 GMT" },
+    };
+
+    sql_ok("INSERT INTO image_failures (source_url, error_class, attempts)"
+           " VALUES ('https://img.test/one.png', 'timeout', 2)");
+    assert_int_equal(db_commit_images(fx->db, imgs, 2, err, sizeof err), 0);
+    assert_sql("SELECT count(*) FROM image_blobs", "1");
+    assert_sql("SELECT count(*) FROM cached_images WHERE sha256 = 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'", "2");
+    assert_sql("SELECT width || 'x' || height || ' ' || byte_size FROM image_blobs", "64x48 123");
+    assert_sql("SELECT count(*) FROM image_failures", "0");
+    assert_sql("SELECT etag FROM cached_images WHERE source_url = 'https://img.test/one.png'", "\"e1\"");
+
+    /* again, later: refreshed, still one blob */
+    sql_ok("UPDATE cached_images SET cached_at = now() - interval '1 day',"
+           " refreshed_at = now() - interval '1 day'");
+    assert_int_equal(db_commit_images(fx->db, imgs, 2, err, sizeof err), 0);
+    assert_sql("SELECT count(*) FROM image_blobs", "1");
+    assert_sql("SELECT count(*) FROM cached_images WHERE refreshed_at > now() - interval '1 minute'"
+               " AND cached_at < now() - interval '1 hour'", "2");
+    /* a blob with a malformed hash is refused by the schema */
+    imgs[0].sha256 = "NOT-A-HASH";
+    assert_int_equal(db_commit_images(fx->db, imgs, 1, err, sizeof err), -1);
+    assert_true(strncmp(err, "commit images: ", 15) == 0);
+}
+
+static void test_record_failures_accumulate(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    struct db_failure f1[] = {
+        { .source_url = "https://img.test/404.png", .error_class = "http_404", .last_error = "HTTP 404",
+          .http_status = 404, .permanent = 0, .attempts = 1, .next_retry_ms = 1893456000000LL },
+    };
+    struct db_failure f2[] = {
+        { .source_url = "https://img.test/404.png", .error_class = "http_404", .last_error = "HTTP 404",
+          .http_status = 404, .permanent = 0, .attempts = 2, .next_retry_ms = 0 },
+        { .source_url = "https://img.test/404.png", .error_class = "http_410", .last_error = "HTTP 410",
+          .http_status = 410, .permanent = 1, .attempts = 1, .next_retry_ms = 0 },
+        { .source_url = "https://img.test/other", .error_class = "not_image", .last_error = NULL,
+          .http_status = 0, .permanent = 1, .attempts = 0, .next_retry_ms = 0 },
+    };
+
+    assert_int_equal(db_record_failures(fx->db, f1, 1, err, sizeof err), 0);
+    assert_sql("SELECT attempts || ' ' || permanent || ' ' || (next_retry_at = '2030-01-01T00:00:00Z')"
+               " FROM image_failures", "1 false true");
+    sql_ok("UPDATE image_failures SET first_failed_at = now() - interval '1 day'");
+    assert_int_equal(db_record_failures(fx->db, f2, 3, err, sizeof err), 0);
+    assert_sql("SELECT attempts || ' ' || error_class || ' ' || http_status || ' ' || permanent"
+               " FROM image_failures WHERE source_url = 'https://img.test/404.png'", "4 http_410 410 true");
+    assert_sql("SELECT first_failed_at < now() - interval '1 hour' AND last_failed_at > now() - interval '1 minute'"
+               " AND next_retry_at IS NULL FROM image_failures WHERE source_url = 'https://img.test/404.png'", "t");
+    assert_sql("SELECT attempts || ' ' || coalesce(http_status::text, 'null')"
+               " FROM image_failures WHERE source_url = 'https://img.test/other'", "1 null");
+}
+
+/* --- uncached stream --- */
+
+struct collect {
+    char *seen;         /* "url|chat|participant|account;" in call order */
+    size_t len;
+    int calls;
+    int stop_after;     /* 0: never */
+};
+
+static int collect_fn(const struct db_url_ref *ref, void *arg)
+{
+    struct collect *c = arg;
+    char line[512];
+    int n;
+
+    c->calls++;
+    if (c->calls <= 20) {
+        n = snprintf(line, sizeof line, "%s|%s|%s|%s;", ref->source_url,
+                     ref->chat_id ? ref->chat_id : "-", ref->participant_id ? ref->participant_id : "-",
+                     ref->account_id ? ref->account_id : "-");
+        c->seen = realloc(c->seen, c->len + (size_t)n + 1);
+        memcpy(c->seen + c->len, line, (size_t)n + 1);
+        c->len += (size_t)n;
+    }
+    if (c->stop_after && c->calls >= c->stop_after)
+        return -1;
+    return 0;
+}
+
+static void test_each_uncached(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    struct collect c = { 0 };
+
+    sql_ok("INSERT INTO chats (chat_id, account_id, chat_type, img_source_url) VALUES"
+           " ('g1', 'acc1', 'group', 'https://img.test/a'),"
+           " ('g2', 'acc2', 'group', 'https://img.test/a'),"      /* same URL again */
+           " ('s1', 'acc1', 'single', NULL),"
+           " ('g3', 'acc1', 'group', 'https://img.test/cached'),"
+           " ('g4', 'acc1', 'group', 'https://img.test/dead')");
+    sql_ok("INSERT INTO chat_participants (chat_id, participant_id, img_source_url, is_self) VALUES"
+           " ('s1', 'me', 'https://img.test/b', true),"
+           " ('s1', 'zed', 'https://img.test/c', false),"
+           " ('g1', 'zed', 'https://img.test/c', false),"
+           " ('g1', 'amy', 'https://img.test/a', false),"      /* the chat's ref is preferred */
+           " ('g1', 'nil', NULL, false)");
+    cache_url_by_sql("https://img.test/cached");
+    sql_ok("INSERT INTO image_failures (source_url, error_class, permanent)"
+           " VALUES ('https://img.test/dead', 'http_404', true)");
+
+    assert_int_equal(db_each_uncached(fx->db, 0, 0, collect_fn, &c, err, sizeof err), 0);
+    assert_int_equal(c.calls, 3);
+    assert_string_equal(c.seen, "https://img.test/a|g1|-|acc1;"
+                                "https://img.test/b|s1|me|acc1;"
+                                "https://img.test/c|g1|zed|acc1;");
+    free(c.seen);
+
+    /* with failures included */
+    memset(&c, 0, sizeof c);
+    assert_int_equal(db_each_uncached(fx->db, 0, 1, collect_fn, &c, err, sizeof err), 0);
+    assert_int_equal(c.calls, 4);
+    assert_non_null(strstr(c.seen, "https://img.test/dead|g4|-|acc1;"));
+    free(c.seen);
+
+    /* a caller that stops: -1, and the connection is usable afterwards */
+    memset(&c, 0, sizeof c);
+    c.stop_after = 2;
+    assert_int_equal(db_each_uncached(fx->db, 0, 0, collect_fn, &c, err, sizeof err), -1);
+    assert_int_equal(c.calls, 2);
+    free(c.seen);
+
+    /* more rows than one FETCH */
+    sql_ok("INSERT INTO chats (chat_id, chat_type, img_source_url)"
+           " SELECT 'bulk' || i, 'group', 'https://img.test/bulk/' || (i % 2500) FROM generate_series(1, 3000) i");
+    memset(&c, 0, sizeof c);
+    assert_int_equal(db_each_uncached(fx->db, 0, 0, collect_fn, &c, err, sizeof err), 0);
+    assert_int_equal(c.calls, 3 + 2500);
+    free(c.seen);
+    assert_true(db_ok(fx->db));
+}
+
+/* --- schema functions and views --- */
+
+static void test_initials(void **state)
+{
+    static const struct { const char *in, *out; } cases[] = {
+        { "John Smith", "JS" },
+        { "élodie durand", "ÉD" },
+        { "жанна петрова", "ЖП" },
+        { "Ωmega team x", "ΩT" },
+        { "  spaced   out ", "SO" },
+        { "Solo", "S" },
+        { "🎉 Party time", "PT" },
+        { "", "?" },
+        { "   ", "?" },
+        { "🎉 🎈", "?" },
+        { "e\xcc\x81lodie x", "ÉX" },   /* decomposed é */
+        { "(anna) 2nd", "A2" },
+        { NULL, "?" },
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *v = cases[i].in ? sql_value1("SELECT imgcache_initials($1)", cases[i].in)
+                              : sql_value("SELECT imgcache_initials(NULL)");
+        if (strcmp(v, cases[i].out) != 0) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "imgcache_initials('%s') = '%s', want '%s'",
+                     cases[i].in ? cases[i].in : "NULL", v, cases[i].out);
+            free(v);
+            fail_msg("%s", msg);
+        }
+        free(v);
+    }
+}
+
+static void test_chat_avatars(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    struct beeper_participant single_parts[] = {
+        { .id = "me", .full_name = "Me", .img_url = "https://img.test/me.png", .is_self = 1 },
+        { .id = "bob", .full_name = "Bob Jones", .img_url = "https://img.test/bob.png" },
+    };
+    struct beeper_participant bare_parts[] = {
+        { .id = "me", .full_name = "Me", .img_url = "https://img.test/me.png", .is_self = 1 },
+        { .id = "ann", .full_name = "Ann Lee", .img_url = NULL },
+    };
+    struct beeper_chat chats[] = {
+        { .id = "s", .title = "Bob Jones", .type = "single", .img_url = "https://img.test/s-chat.png",
+          .participants = single_parts, .n_participants = 2 },
+        { .id = "g", .title = "the group", .type = "group", .img_url = "https://img.test/group.png",
+          .participants = single_parts, .n_participants = 2 },
+        { .id = "n", .title = "Ann Lee", .type = "single", .img_url = "https://img.test/n-chat.png",
+          .participants = bare_parts, .n_participants = 2 },
+    };
+    const char *row = "SELECT image_source || ' ' || coalesce(image_url, '-') || ' ' || initials || ' '"
+                      " || coalesce(source_url, '-') FROM chat_avatars WHERE chat_id = $1";
+    char *v;
+
+#define ROW_IS(id, want)                  \
+    do {                                  \
+        v = sql_value1(row, id);          \
+        assert_string_equal(v, want);     \
+        free(v);                          \
+    } while (0)
+
+    assert_int_equal(db_upsert_chats(fx->db, chats, 3, err, sizeof err), 0);
+    /* nothing cached, no contact image: initials */
+    ROW_IS("s", "initials - BJ https://img.test/bob.png");     /* the other participant's image */
+    ROW_IS("g", "initials - TG https://img.test/group.png");   /* a group's own image */
+    ROW_IS("n", "initials - AL https://img.test/n-chat.png");  /* other has none: the chat's own */
+
+    /* contact images */
+    sql_ok("UPDATE chats SET contact_image_url = 'https://contacts.test/' || chat_id || '.jpg'");
+    ROW_IS("s", "contact https://contacts.test/s.jpg BJ https://img.test/bob.png");
+    ROW_IS("g", "contact https://contacts.test/g.jpg TG https://img.test/group.png");
+
+    /* cached images win */
+    cache_url_by_sql("https://img.test/bob.png");
+    sql_ok("INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)"
+           " VALUES ('https://img.test/group.png', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa',"
+           "         'https://cdn.test/group.png', 'image/png', 10)");
+    ROW_IS("s", "cached https://cdn.test/aa.png BJ https://img.test/bob.png");
+    ROW_IS("g", "cached https://cdn.test/group.png TG https://img.test/group.png");
+    ROW_IS("n", "contact https://contacts.test/n.jpg AL https://img.test/n-chat.png");
+    /* the self participant's image is never the single chat's */
+    sql_ok("DELETE FROM chat_participants WHERE chat_id = 's' AND participant_id = 'bob'");
+    ROW_IS("s", "contact https://contacts.test/s.jpg BJ https://img.test/s-chat.png");
+#undef ROW_IS
+
+    assert_sql("SELECT coalesce(image_url, '-') || ' ' || initials FROM participant_avatars"
+               " WHERE chat_id = 'g' AND participant_id = 'bob'", "https://cdn.test/aa.png BJ");
+    assert_sql("SELECT coalesce(image_url, '-') || ' ' || initials FROM participant_avatars"
+               " WHERE chat_id = 'n' AND participant_id = 'ann'", "- AL");
+}
+
+/* Without a server these tests cannot run, and must not look as if they
+ * passed. */
+static void test_database_url_is_set(void **state)
+{
+    (void)state;
+    fail_msg("DATABASE_URL is not set: test_db needs a PostgreSQL server "
+             "(tests/run.sh provides one; or export DATABASE_URL=postgresql://...)");
+}
+
+int main(void)
+{
+    const struct CMUnitTest no_server[] = {
+        cmocka_unit_test(test_database_url_is_set),
+    };
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_error_hides_password),
+        cmocka_unit_test_setup_teardown(test_ok_and_reset, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_upsert_chats, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_upsert_duplicates_in_batch, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_lookup_urls, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_images_shares_blobs, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_record_failures_accumulate, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_each_uncached, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_initials, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_chat_avatars, setup_migrated, teardown),
+    };
+    log_init("test_db", LOG_WARN);
+    dburl = getenv("DATABASE_URL");
+    if (dburl == NULL || *dburl == '\0')
+        return cmocka_run_group_tests_name("db", no_server, NULL, NULL);
+    return cmocka_run_group_tests_name("db", tests, group_setup, group_teardown);
+}
