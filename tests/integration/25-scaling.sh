@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Scaling the pool while it works: a worker joins mid-run and another is
+# stopped with SIGTERM; nothing is lost and nothing is downloaded twice.
+. "$ROOT/tests/integration/lib.sh"
+it_setup 12
+
+IMG="$ROOT/tests/fixtures/images"
+MEDIA="$TESTS_TMP/media"
+mkdir -p "$MEDIA"
+N=400
+CHATS="$TESTS_TMP/chats.jsonl"
+: > "$CHATS"
+for i in $(seq 1 $N); do
+    { cat "$IMG/avatar.webp"; printf 'scale-%d' "$i"; } > "$MEDIA/s$i.webp"
+done
+# 20 ms per request keeps the run long enough to change the pool under load.
+start_media "$MEDIA" --latency-ms 20
+for i in $(seq 1 $N); do
+    printf '{"id":"c%d","title":"Chat %d","type":"group","imgURL":"%s/s%d.webp"}\n' "$i" "$i" "$MEDIA_URL" "$i" >> "$CHATS"
+done
+"$BIN/imgcache-producer" import "$CHATS" > /dev/null
+check "import succeeds" test $? -eq 0
+
+start_worker a --concurrency 4
+check "first worker caches something" wait_for 60 test "$(q 'SELECT count(*) FROM cached_images')" -gt 20
+start_worker b --concurrency 4
+check "second worker gets partitions" wait_for 60 grep -q "event=assigned" "$TESTS_TMP/b.log"
+check "second worker caches images too" wait_for 90 grep -q "event=cached\|committed=[1-9]" "$TESTS_TMP/b.log"
+before=$(q 'SELECT count(*) FROM cached_images')
+check "not finished before the first worker stops" test "$before" -lt $N
+stop_worker a
+check_eq "SIGTERM: the first worker exits 0" 0 "$?"
+check "the second worker finishes every image" wait_for 180 test "$(q 'SELECT count(*) FROM cached_images')" -eq $N
+stop_worker b
+check_eq "SIGTERM: the second worker exits 0" 0 "$?"
+check_eq "no image lost" "$N" "$(q 'SELECT count(*) FROM cached_images')"
+check_eq "no image downloaded twice" "$N" "$(media_total)"
+check_eq "no temporary file left" "0" "$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f | wc -l)"
+
+# Every event's offset was committed: a drain of the same group finds
+# nothing left (and downloads nothing).
+media_reset
+start_worker c --drain
+check "a drain of the same group exits 0" wait_worker c 120
+check_eq "nothing was left to download" "0" "$(media_total)"
+it_done
