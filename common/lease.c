@@ -48,7 +48,7 @@ static int parse_redis_url(struct lease *l, const char *url, char *err, size_t e
     char *scheme = NULL, *host = NULL, *port = NULL, *password = NULL, *path = NULL;
     int rc = -1;
 
-    if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
+    if (u == NULL || curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
         snprintf(err, errlen, "REDIS_URL: not a URL (expected redis://host:port/db)");
         goto out;
     }
