@@ -1,0 +1,356 @@
+/* config: durations, sizes, librdkafka passthrough, and config_load()'s
+ * order (defaults < environment < flags) and refusals. Each test starts from
+ * an environment without any of our variables. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define USAGE "usage: test [options]"
+#define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])) - 1)
+
+static const char *vars[] = {
+    "KAFKA_BROKERS", "IMGCACHE_TOPIC", "IMGCACHE_GROUP", "IMGCACHE_KAFKA_CONFIG", "REDIS_URL",
+    "DATABASE_URL", "IMGCACHE_STORAGE_DIR", "IMGCACHE_PUBLIC_URL", "BEEPER_API_URL",
+    "BEEPER_API_TOKEN", "BEEPER_MEDIA_SERVER", "BEEPER_MEDIA_TOKEN", "BEEPER_MEDIA_DIR",
+    "IMGCACHE_LOG_LEVEL", "IMGCACHE_CONCURRENCY", "IMGCACHE_MAX_BYTES", "IMGCACHE_MAX_PIXELS",
+    "IMGCACHE_LEASE_TTL", "IMGCACHE_CONNECT_TIMEOUT", "IMGCACHE_FETCH_TIMEOUT",
+    "IMGCACHE_SHUTDOWN_GRACE", "IMGCACHE_DRAIN_WAIT", "IMGCACHE_RECHECK", "IMGCACHE_WORKER_ID",
+    "IMGCACHE_BATCH_SIZE", "IMGCACHE_SYNC_TIMEOUT",
+};
+
+static int clean_env(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        unsetenv(vars[i]);
+    return 0;
+}
+
+/* config_load() with argv; err must contain want (NULL: must succeed). */
+static int load(struct config *cfg, unsigned program, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(err, 0, errlen);
+    return config_load(cfg, program, USAGE, argc, argv, err, errlen);
+}
+
+static void expect_load_error(unsigned program, int argc, char **argv, const char *want)
+{
+    struct config cfg;
+    char err[512];
+
+    assert_int_equal(load(&cfg, program, argc, argv, err, sizeof err), -1);
+    if (strstr(err, want) == NULL)
+        fail_msg("err '%s' does not contain '%s'", err, want);
+    config_free(&cfg);
+}
+
+static void test_parse_duration(void **state)
+{
+    static const struct {
+        const char *text;
+        long long ms;
+    } ok[] = {
+        { "500ms", 500 }, { "5s", 5000 }, { "2m", 120000 }, { "1h", 3600000 }, { "7d", 604800000 },
+        { "30", 30000 }, { "1.5s", 1500 }, { "0", 0 }, { "0.25", 250 },
+    };
+    static const char *bad[] = { "", "s", "5x", "-1s", "5 s", "5S", "ms", "1e30d" };
+    long long ms;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        ms = -1;
+        assert_int_equal(config_parse_duration(ok[i].text, &ms), 0);
+        assert_int_equal(ms, ok[i].ms);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ms = 42;
+        if (config_parse_duration(bad[i], &ms) != -1)
+            fail_msg("'%s' accepted as %lld ms", bad[i], ms);
+        assert_int_equal(ms, 42);
+    }
+    assert_int_equal(config_parse_duration(NULL, &ms), -1);
+}
+
+static void test_parse_size(void **state)
+{
+    static const struct {
+        const char *text;
+        long long bytes;
+    } ok[] = {
+        { "10MiB", 10485760 }, { "512KiB", 524288 }, { "1GiB", 1073741824 }, { "10MB", 10000000 },
+        { "10kB", 10000 }, { "100", 100 }, { "100B", 100 }, { "1.5MiB", 1572864 },
+    };
+    static const char *bad[] = { "", "10XB", "-1", "MiB", "10 MiB", "10mib", "1e30GiB" };
+    long long bytes;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        bytes = -1;
+        assert_int_equal(config_parse_size(ok[i].text, &bytes), 0);
+        assert_int_equal(bytes, ok[i].bytes);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (config_parse_size(bad[i], &bytes) != -1)
+            fail_msg("'%s' accepted as %lld bytes", bad[i], bytes);
+    }
+    assert_int_equal(config_parse_size(NULL, &bytes), -1);
+}
+
+static void test_kafka_props(void **state)
+{
+    struct config cfg;
+    char err[256] = "";
+    (void)state;
+
+    memset(&cfg, 0, sizeof cfg);
+    assert_int_equal(config_add_kafka_props(&cfg, "acks=all,linger.ms=5", err, sizeof err), 0);
+    assert_int_equal(config_add_kafka_props(&cfg, "sasl.password=a=b", err, sizeof err), 0);
+    assert_int_equal(cfg.n_kafka_props, 3);
+    assert_string_equal(cfg.kafka_props[0].key, "acks");
+    assert_string_equal(cfg.kafka_props[0].value, "all");
+    assert_string_equal(cfg.kafka_props[1].key, "linger.ms");
+    assert_string_equal(cfg.kafka_props[1].value, "5");
+    assert_string_equal(cfg.kafka_props[2].key, "sasl.password");
+    assert_string_equal(cfg.kafka_props[2].value, "a=b"); /* split at the first '=' only */
+
+    assert_int_equal(config_add_kafka_props(&cfg, "x=1,novalue", err, sizeof err), -1);
+    assert_string_equal(err, "librdkafka property 'novalue' is not key=value");
+    assert_int_equal(config_add_kafka_props(&cfg, "=v", err, sizeof err), -1);
+    assert_string_equal(err, "librdkafka property '=v' is not key=value");
+    config_free(&cfg);
+    assert_null(cfg.kafka_props);
+    assert_int_equal(cfg.n_kafka_props, 0);
+}
+
+static void test_defaults(void **state)
+{
+    char *argv[] = { "imgcache-worker", NULL };
+    struct config cfg;
+    char err[256];
+    (void)state;
+
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
+    assert_string_equal(cfg.kafka_brokers, "localhost:9092");
+    assert_string_equal(cfg.topic, "image-needed");
+    assert_string_equal(cfg.group, "imgcache-workers");
+    assert_string_equal(cfg.beeper_api_url, "http://localhost:23373");
+    assert_string_equal(cfg.beeper_api_token, "");
+    assert_string_equal(cfg.beeper_media_dir, "");
+    assert_string_equal(cfg.log_level, "info");
+    assert_int_equal(cfg.concurrency, 64);
+    assert_int_equal(cfg.max_bytes, 10485760);
+    assert_int_equal(cfg.max_pixels, 40000000);
+    assert_int_equal(cfg.lease_ttl_ms, 120000);
+    assert_int_equal(cfg.connect_timeout_ms, 5000);
+    assert_int_equal(cfg.fetch_timeout_ms, 30000);
+    assert_int_equal(cfg.recheck_ms, 500);
+    assert_int_equal(cfg.drain, 0);
+    assert_int_equal(cfg.from_beginning, 0);
+    assert_int_equal(cfg.n_kafka_props, 0);
+    assert_int_equal(cfg.nargs, 0);
+    config_free(&cfg);
+    assert_null(cfg.topic);
+}
+
+static void test_env_overrides_default(void **state)
+{
+    char *argv[] = { "imgcache-worker", NULL };
+    struct config cfg;
+    char err[256];
+    (void)state;
+
+    setenv("IMGCACHE_CONCURRENCY", "8", 1);
+    setenv("IMGCACHE_MAX_BYTES", "512KiB", 1);
+    setenv("IMGCACHE_LEASE_TTL", "90s", 1);
+    setenv("KAFKA_BROKERS", "k1:9092,k2:9092", 1);
+    setenv("BEEPER_MEDIA_TOKEN", "media-secret", 1);
+    setenv("IMGCACHE_KAFKA_CONFIG", "acks=all,linger.ms=5", 1);
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
+    assert_int_equal(cfg.concurrency, 8);
+    assert_int_equal(cfg.max_bytes, 524288);
+    assert_int_equal(cfg.lease_ttl_ms, 90000);
+    assert_string_equal(cfg.kafka_brokers, "k1:9092,k2:9092");
+    assert_string_equal(cfg.beeper_media_token, "media-secret");
+    assert_string_equal(cfg.kafka_config, "acks=all,linger.ms=5");
+    assert_int_equal(cfg.n_kafka_props, 2);
+    assert_string_equal(cfg.kafka_props[1].key, "linger.ms");
+    config_free(&cfg);
+}
+
+static void test_flag_overrides_env(void **state)
+{
+    char *argv[] = { "imgcache-worker", "--concurrency", "16", "--lease-ttl=5m", "--drain",
+                     "-X", "acks=1", "--brokers=b:1", "rest1", "rest2", NULL };
+    struct config cfg;
+    char err[256];
+    (void)state;
+
+    setenv("IMGCACHE_CONCURRENCY", "8", 1);
+    setenv("KAFKA_BROKERS", "env:9092", 1);
+    setenv("IMGCACHE_KAFKA_CONFIG", "acks=all", 1);
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
+    assert_int_equal(cfg.concurrency, 16);
+    assert_int_equal(cfg.lease_ttl_ms, 300000);
+    assert_int_equal(cfg.drain, 1);
+    assert_string_equal(cfg.kafka_brokers, "b:1");
+    /* the environment's properties first, then each -X, so -X wins in librdkafka */
+    assert_int_equal(cfg.n_kafka_props, 2);
+    assert_string_equal(cfg.kafka_props[0].value, "all");
+    assert_string_equal(cfg.kafka_props[1].value, "1");
+    assert_int_equal(cfg.nargs, 2);
+    assert_string_equal(cfg.args[0], "rest1");
+    assert_string_equal(cfg.args[1], "rest2");
+    config_free(&cfg);
+}
+
+static void test_bad_values_name_the_variable(void **state)
+{
+    char *argv[] = { "imgcache-worker", NULL };
+    char *bad_flag[] = { "imgcache-worker", "--concurrency=5000", NULL };
+    char *bad_dur_flag[] = { "imgcache-worker", "--fetch-timeout", "soon", NULL };
+    (void)state;
+
+    setenv("IMGCACHE_CONCURRENCY", "abc", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_CONCURRENCY: 'abc' is not a whole number");
+    setenv("IMGCACHE_CONCURRENCY", "0", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_CONCURRENCY: '0' is out of range 1..4096");
+    unsetenv("IMGCACHE_CONCURRENCY");
+
+    expect_load_error(CONFIG_WORKER, ARGC(bad_flag), bad_flag, "--concurrency: '5000' is out of range 1..4096");
+    expect_load_error(CONFIG_WORKER, ARGC(bad_dur_flag), bad_dur_flag, "--fetch-timeout: 'soon' is not a duration");
+
+    setenv("IMGCACHE_LEASE_TTL", "10ms", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_LEASE_TTL: '10ms' is below the minimum 1000ms");
+    unsetenv("IMGCACHE_LEASE_TTL");
+
+    setenv("IMGCACHE_MAX_BYTES", "lots", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_MAX_BYTES: 'lots' is not a size");
+    unsetenv("IMGCACHE_MAX_BYTES");
+
+    setenv("IMGCACHE_LOG_LEVEL", "loud", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_LOG_LEVEL: 'loud'");
+    unsetenv("IMGCACHE_LOG_LEVEL");
+
+    setenv("KAFKA_BROKERS", "", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "KAFKA_BROKERS: empty");
+    unsetenv("KAFKA_BROKERS");
+
+    setenv("IMGCACHE_KAFKA_CONFIG", "acks", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_KAFKA_CONFIG: librdkafka property 'acks'");
+}
+
+static void test_options_refused(void **state)
+{
+    char *secret_flag[] = { "imgcache-worker", "--beeper-api-token=x", NULL };
+    char *media_secret[] = { "imgcache-worker", "--beeper-media-token", "x", NULL };
+    char *unknown[] = { "imgcache-worker", "--no-such-thing", NULL };
+    char *short_unknown[] = { "imgcache-worker", "-q", NULL };
+    char *x_missing[] = { "imgcache-worker", "-X", NULL };
+    char *x_bad[] = { "imgcache-worker", "-X", "acks", NULL };
+    char *worker_flag[] = { "imgcache-producer", "--concurrency=4", NULL };
+    char *x_devbroker[] = { "imgcache-devbroker", "-X", "a=b", NULL };
+    (void)state;
+
+    /* secrets come from the environment only, never from a flag (ps shows flags) */
+    expect_load_error(CONFIG_WORKER, ARGC(secret_flag), secret_flag, "--beeper-api-token");
+    expect_load_error(CONFIG_WORKER, ARGC(media_secret), media_secret, "--beeper-media-token");
+    expect_load_error(CONFIG_WORKER, ARGC(unknown), unknown, "unknown or incomplete option '--no-such-thing'");
+    expect_load_error(CONFIG_WORKER, ARGC(short_unknown), short_unknown, "unknown option '-q'");
+    expect_load_error(CONFIG_WORKER, ARGC(x_missing), x_missing, "-X needs key=value");
+    expect_load_error(CONFIG_WORKER, ARGC(x_bad), x_bad, "librdkafka property 'acks' is not key=value");
+    /* a worker's option is not the producer's */
+    expect_load_error(CONFIG_PRODUCER, ARGC(worker_flag), worker_flag, "--concurrency");
+    expect_load_error(CONFIG_DEVBROKER, ARGC(x_devbroker), x_devbroker, "-X is not an option of this program");
+}
+
+static void test_secret_from_env(void **state)
+{
+    char *argv[] = { "imgcache-producer", NULL };
+    struct config cfg;
+    char err[256];
+    (void)state;
+
+    setenv("BEEPER_API_TOKEN", "tok-123", 1);
+    assert_int_equal(load(&cfg, CONFIG_PRODUCER, ARGC(argv), argv, err, sizeof err), 0);
+    assert_string_equal(cfg.beeper_api_token, "tok-123");
+    config_free(&cfg);
+}
+
+static void test_help(void **state)
+{
+    char *argv[] = { "imgcache-worker", "--help", NULL };
+    char *argv_short[] = { "imgcache-worker", "-h", NULL };
+    struct config cfg;
+    char err[256];
+    int saved, devnull, rc, rc_short;
+    (void)state;
+
+    /* keep the usage text out of the test report */
+    fflush(stdout);
+    saved = dup(STDOUT_FILENO);
+    devnull = open("/dev/null", O_WRONLY);
+    assert_true(saved >= 0 && devnull >= 0);
+    dup2(devnull, STDOUT_FILENO);
+    rc = load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err);
+    config_free(&cfg);
+    rc_short = load(&cfg, CONFIG_WORKER, ARGC(argv_short), argv_short, err, sizeof err);
+    config_free(&cfg);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved);
+    close(devnull);
+    assert_int_equal(rc, 1);
+    assert_int_equal(rc_short, 1);
+}
+
+static void test_usage_text(void **state)
+{
+    FILE *f = tmpfile();
+    char text[16384];
+    size_t n;
+    (void)state;
+
+    assert_non_null(f);
+    setenv("BEEPER_API_TOKEN", "must-not-show", 1);
+    config_usage(f, CONFIG_WORKER, USAGE);
+    rewind(f);
+    n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    assert_non_null(strstr(text, USAGE));
+    assert_non_null(strstr(text, "--concurrency N"));
+    assert_non_null(strstr(text, "env IMGCACHE_CONCURRENCY, default '64'"));
+    assert_non_null(strstr(text, "env BEEPER_API_TOKEN, default ''"));
+    assert_non_null(strstr(text, "(environment only)"));
+    assert_null(strstr(text, "must-not-show"));
+    assert_null(strstr(text, "--beeper-api-token"));
+    assert_null(strstr(text, "--batch-size")); /* producer only */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_kafka_props),
+        cmocka_unit_test_setup(test_defaults, clean_env),
+        cmocka_unit_test_setup(test_env_overrides_default, clean_env),
+        cmocka_unit_test_setup(test_flag_overrides_env, clean_env),
+        cmocka_unit_test_setup(test_bad_values_name_the_variable, clean_env),
+        cmocka_unit_test_setup(test_options_refused, clean_env),
+        cmocka_unit_test_setup(test_secret_from_env, clean_env),
+        cmocka_unit_test_setup(test_help, clean_env),
+        cmocka_unit_test_setup(test_usage_text, clean_env),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
