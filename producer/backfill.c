@@ -1,0 +1,83 @@
+#include "producer.h"
+
+#include <string.h>
+
+#include "log.h"
+
+struct backfill_ctx {
+    struct publisher *pub;
+    char err[512];
+    int failed;
+};
+
+static int backfill_one(const struct db_url_ref *ref, void *arg)
+{
+    struct backfill_ctx *ctx = arg;
+
+    if (producer_stop)
+        return -1;
+    if (publisher_add_ref(ctx->pub, ref, ctx->err, sizeof ctx->err) != 0) {
+        ctx->failed = 1;
+        return -1;
+    }
+    publisher_progress(ctx->pub, 0);
+    return 0;
+}
+
+/* backfill [--retry-failed]: announces every image URL that chats or
+ * participants reference and that is not cached, streaming them from the
+ * database. A permanent failure younger than IMGCACHE_FAILURE_TTL is left
+ * out, unless --retry-failed. */
+int cmd_backfill(const struct config *cfg)
+{
+    struct publisher pub;
+    struct backfill_ctx ctx = { 0 };
+    struct db *db = NULL;
+    char err[512];
+    int retry_failed = 0, have_pub = 0, done = 0;
+    int rc = PRODUCER_EXIT_FAIL;
+
+    for (int i = 1; i < cfg->nargs; i++) {
+        if (strcmp(cfg->args[i], "--retry-failed") == 0) {
+            retry_failed = 1;
+        } else {
+            producer_error("backfill: unknown argument '%s' (see --help)", cfg->args[i]);
+            return PRODUCER_EXIT_USAGE;
+        }
+    }
+    if (producer_open_db(cfg, 1, &db) != 0)
+        goto out;
+    if (publisher_init(&pub, cfg, db, "backfill", err, sizeof err) != 0) {
+        producer_error("%s", err);
+        goto out;
+    }
+    have_pub = 1;
+    ctx.pub = &pub;
+    log_info("event=backfill_start retry_failed=%d", retry_failed);
+    if (db_each_uncached(db, cfg->failure_ttl_ms, retry_failed, backfill_one, &ctx, err, sizeof err) != 0) {
+        if (ctx.failed)
+            producer_error("%s", ctx.err);
+        else if (!producer_stop)
+            producer_error("%s", err);
+    } else {
+        done = 1;
+    }
+out:
+    if (have_pub) {
+        int flushed = publisher_flush(&pub, err, sizeof err);
+        publisher_progress(&pub, 1);
+        if (flushed != 0)
+            producer_error("%s", err);
+        if (producer_stop)
+            producer_error("interrupted");
+        else if (done) {
+            printf("urls=%lld published=%lld\n", pub.urls, pub.published);
+            fflush(stdout);
+            if (flushed == 0)
+                rc = PRODUCER_EXIT_OK;
+        }
+        publisher_release(&pub);
+    }
+    db_close(db);
+    return rc;
+}

@@ -1,0 +1,109 @@
+/* imgcache-producer: parse the configuration, dispatch on the command, tear
+ * down. The commands are in migrate.c, import.c, sync.c and backfill.c. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "config.h"
+#include "log.h"
+#include "producer.h"
+
+volatile sig_atomic_t producer_stop = 0;
+
+static const char usage[] =
+    "Usage: imgcache-producer [options] COMMAND [ARGS]\n"
+    "\n"
+    "Stores Beeper chats in PostgreSQL and announces on Kafka (image-needed events)\n"
+    "every chat or participant image that is not cached yet; imgcache-worker\n"
+    "downloads them in the background.\n"
+    "\n"
+    "Commands:\n"
+    "  migrate                    create or upgrade the database schema (safe to repeat)\n"
+    "  import FILE|-              read chats from a file, one JSON chat per line (- : stdin)\n"
+    "  sync                       read every chat from the Beeper Desktop API\n"
+    "                             (BEEPER_API_URL, BEEPER_API_TOKEN)\n"
+    "  backfill [--retry-failed]  announce every referenced image that is not cached;\n"
+    "                             --retry-failed: also those that failed permanently\n"
+    "\n"
+    "import and sync end with one line on stdout:\n"
+    "  chats=N participants=N urls=N published=N already_cached=N bad_lines=N\n"
+    "\n"
+    "Exit status: 0 done; 1 error (database, Kafka, API) or events not delivered;\n"
+    "2 bad configuration or command line; 3 done, but some lines or chats were\n"
+    "refused (reported on stderr, the others were imported).";
+
+struct command {
+    const char *name;
+    int (*run)(const struct config *cfg);
+};
+
+static const struct command commands[] = {
+    { "migrate", cmd_migrate },
+    { "import", cmd_import },
+    { "sync", cmd_sync },
+    { "backfill", cmd_backfill },
+};
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    producer_stop = 1;
+}
+
+/* The first SIGINT/SIGTERM stops at the next line, page or URL (what is
+ * queued is still delivered); SA_RESETHAND makes a second one fatal. */
+static void install_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    const struct command *cmd = NULL;
+    char err[512];
+    int rc;
+
+    rc = config_load(&cfg, CONFIG_PRODUCER, usage, argc, argv, err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            producer_error("%s", err);
+        config_free(&cfg);
+        return rc > 0 ? PRODUCER_EXIT_OK : PRODUCER_EXIT_USAGE;
+    }
+    log_init(PRODUCER_NAME, log_level_parse(cfg.log_level));
+
+    for (size_t i = 0; cfg.nargs > 0 && i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cfg.args[0], commands[i].name) == 0)
+            cmd = &commands[i];
+    if (cmd == NULL) {
+        if (cfg.nargs == 0)
+            producer_error("no command given: migrate, import FILE, sync or backfill (see --help)");
+        else
+            producer_error("unknown command '%s': migrate, import FILE, sync or backfill (see --help)",
+                           cfg.args[0]);
+        config_free(&cfg);
+        return PRODUCER_EXIT_USAGE;
+    }
+
+    install_signals();
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        producer_error("cannot initialize libcurl");
+        config_free(&cfg);
+        return PRODUCER_EXIT_FAIL;
+    }
+    rc = cmd->run(&cfg);
+
+    curl_global_cleanup();
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,109 @@
+#ifndef IMGCACHE_PRODUCER_H
+#define IMGCACHE_PRODUCER_H
+/* imgcache-producer internals: one function per command, and the publisher
+ * they share. The producer never downloads anything: it stores chats and
+ * announces the image URLs that are not cached yet (image-needed events);
+ * workers do the rest in the background.
+ *
+ * Each cmd_* validates its arguments, opens the database, runs, closes
+ * everything it opened, and returns the process exit code.
+ *
+ * Ownership: commands borrow cfg. A struct publisher owns its Kafka
+ * producer and its set of seen URLs; publisher_release() frees them. */
+#include <signal.h>
+#include <stdio.h>
+
+#include "beeper.h"
+#include "config.h"
+#include "db.h"
+#include "kafka.h"
+
+#define PRODUCER_NAME "imgcache-producer"
+
+/* Exit codes (also in --help). */
+enum {
+    PRODUCER_EXIT_OK = 0,
+    PRODUCER_EXIT_FAIL = 1,      /* runtime error, or events not delivered */
+    PRODUCER_EXIT_USAGE = 2,     /* bad configuration or command line */
+    PRODUCER_EXIT_BAD_INPUT = 3, /* finished, but some input lines/chats were refused */
+};
+
+/* Set by SIGINT/SIGTERM; loops stop at the next line, page or URL. */
+extern volatile sig_atomic_t producer_stop;
+
+/* Prints "imgcache-producer: <message>" on stderr. */
+void producer_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Connects to DATABASE_URL and, when check_schema, refuses a schema at
+ * another version (the message says to run `imgcache-producer migrate`).
+ * Prints the error itself; *out is freed with db_close(). */
+int producer_open_db(const struct config *cfg, int check_schema, struct db **out);
+
+/* ---- migrate.c ---- */
+int cmd_migrate(const struct config *cfg);
+
+/* ---- import.c ---- */
+/* import FILE|-: one JSON chat per line. */
+int cmd_import(const struct config *cfg);
+
+/* ---- sync.c ---- */
+/* Reads every chat from the Beeper Desktop API. */
+int cmd_sync(const struct config *cfg);
+
+/* ---- backfill.c ---- */
+/* backfill [--retry-failed]: announces every referenced URL not cached. */
+int cmd_backfill(const struct config *cfg);
+
+/* ---- publish.c ---- */
+
+struct seen_url; /* uthash set, defined in publish.c */
+
+struct publisher {
+    const struct config *cfg;   /* borrowed */
+    struct db *db;              /* borrowed */
+    struct kafka_producer *kp;  /* owned */
+    const char *reason;         /* "import", "sync" or "backfill"; static */
+    struct seen_url *seen;      /* URLs already handled in this run */
+    /* counters for the summary */
+    long long chats;            /* chats stored */
+    long long participants;     /* participants stored */
+    long long urls;             /* distinct image URLs seen */
+    long long published;        /* events queued */
+    long long already_cached;   /* URLs with a cached_images row */
+    long long known_failed;     /* URLs with a permanent failure: not announced */
+    long long skipped;          /* URLs that cannot be an event (too long, bad UTF-8) */
+    long long last_progress_ms; /* of the last progress log line */
+};
+
+int publisher_init(struct publisher *p, const struct config *cfg, struct db *db, const char *reason,
+                   char *err, size_t errlen);
+/* Stores a batch of chats (one transaction), then announces each of their
+ * image URLs (chat image and participants' images) that this run has not
+ * handled yet and that is neither cached nor known to fail: one database
+ * look-up for the batch, one event per URL. */
+int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, size_t n,
+                        char *err, size_t errlen);
+/* Announces one URL known to be uncached (backfill): no look-up. */
+int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *err, size_t errlen);
+/* A log line with the counters, at most every 10 s unless force. */
+void publisher_progress(struct publisher *p, int force);
+/* Waits for every event to be acknowledged; -1 when some were not. */
+int publisher_flush(struct publisher *p, char *err, size_t errlen);
+/* "chats=N participants=N urls=N published=N already_cached=N bad_lines=N" */
+void publisher_print_summary(const struct publisher *p, long long bad_lines, FILE *out);
+void publisher_release(struct publisher *p);
+
+/* A growing array of parsed chats, cleared after each batch. */
+struct chat_batch {
+    struct beeper_chat *items;
+    size_t n, cap;
+};
+/* The next free slot (zeroed), or NULL when out of memory; the caller
+ * fills it and calls chat_batch_commit() when it holds a chat. */
+struct beeper_chat *chat_batch_slot(struct chat_batch *b);
+void chat_batch_commit(struct chat_batch *b);
+/* Clears every chat (keeps the memory). */
+void chat_batch_clear(struct chat_batch *b);
+void chat_batch_release(struct chat_batch *b);
+
+#endif

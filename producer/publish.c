@@ -1,0 +1,301 @@
+#include "producer.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uthash.h>
+
+#include "event.h"
+#include "log.h"
+
+/* How long publisher_flush() waits for the broker's acknowledgements. */
+#define FLUSH_TIMEOUT_MS 60000
+#define PROGRESS_EVERY_MS 10000
+
+struct seen_url {
+    UT_hash_handle hh;
+    char url[]; /* the key */
+};
+
+/* A URL of the current batch that needs a look-up, and who refers to it. */
+struct candidate {
+    const char *url;
+    const struct beeper_chat *chat;
+    const struct beeper_participant *participant; /* NULL: the chat's image */
+};
+
+void producer_error(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, PRODUCER_NAME ": %s\n", msg);
+}
+
+int producer_open_db(const struct config *cfg, int check_schema, struct db **out)
+{
+    char err[512];
+
+    if (db_connect(cfg->database_url, out, err, sizeof err) != 0) {
+        producer_error("%s", err);
+        return -1;
+    }
+    if (check_schema && db_check_schema(*out, err, sizeof err) != 0) {
+        producer_error("%s", err);
+        db_close(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int publisher_init(struct publisher *p, const struct config *cfg, struct db *db, const char *reason,
+                   char *err, size_t errlen)
+{
+    memset(p, 0, sizeof *p);
+    p->cfg = cfg;
+    p->db = db;
+    p->reason = reason;
+    p->last_progress_ms = event_now_ms();
+    return kafka_producer_new(cfg, PRODUCER_NAME, &p->kp, err, errlen);
+}
+
+/* 1 when url was not seen before in this run (and is now), 0 when it was,
+ * -1 when out of memory. */
+static int mark_seen(struct publisher *p, const char *url)
+{
+    struct seen_url *s = NULL;
+    size_t len = strlen(url);
+
+    HASH_FIND(hh, p->seen, url, len, s);
+    if (s)
+        return 0;
+    s = malloc(sizeof *s + len + 1);
+    if (s == NULL)
+        return -1;
+    memcpy(s->url, url, len + 1);
+    HASH_ADD_KEYPTR(hh, p->seen, s->url, len, s);
+    return 1;
+}
+
+/* Queues one image-needed event. A URL that cannot be an event (over
+ * EVENT_MAX_URL, not UTF-8) is skipped with a warning, not fatal. */
+static int produce_event(struct publisher *p, const char *url, const char *chat_id,
+                         const char *participant_id, const char *account_id, char *err, size_t errlen)
+{
+    struct event ev = {
+        .source_url = (char *)url,
+        .chat_id = (char *)chat_id,
+        .participant_id = (char *)participant_id,
+        .account_id = (char *)account_id,
+        .reason = (char *)p->reason,
+        .produced_at_ms = event_now_ms(),
+    };
+    char why[256];
+    char *value = event_encode(&ev, why, sizeof why);
+    int rc = -1;
+
+    if (value == NULL) {
+        p->skipped++;
+        log_warn("event=url_skipped chat_id=\"%.80s\" reason=\"%s\"", chat_id ? chat_id : "", why);
+        rc = 0;
+        goto out;
+    }
+    if (kafka_produce(p->kp, p->cfg->topic, url, strlen(url), value, strlen(value), NULL, 0, NULL,
+                      err, errlen) != 0)
+        goto out;
+    p->published++;
+    rc = 0;
+out:
+    free(value);
+    return rc;
+}
+
+/* Appends the URL to cands when it is new in this run. */
+static int consider(struct publisher *p, struct candidate *cands, size_t *nc, const char *url,
+                    const struct beeper_chat *chat, const struct beeper_participant *part)
+{
+    int fresh;
+
+    if (url == NULL || *url == '\0')
+        return 0;
+    fresh = mark_seen(p, url);
+    if (fresh < 0)
+        return -1;
+    if (fresh) {
+        cands[*nc].url = url;
+        cands[*nc].chat = chat;
+        cands[*nc].participant = part;
+        (*nc)++;
+    }
+    return 0;
+}
+
+int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, size_t n,
+                        char *err, size_t errlen)
+{
+    struct candidate *cands = NULL;
+    const char **urls = NULL;
+    uint8_t *state = NULL;
+    size_t max = 0, nc = 0;
+    int rc = -1;
+
+    if (n == 0)
+        return 0;
+    if (db_upsert_chats(p->db, chats, n, err, errlen) != 0)
+        goto out;
+    p->chats += (long long)n;
+    for (size_t i = 0; i < n; i++) {
+        p->participants += (long long)chats[i].n_participants;
+        max += 1 + chats[i].n_participants;
+    }
+    cands = calloc(max, sizeof *cands);
+    if (cands == NULL)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        const struct beeper_chat *c = &chats[i];
+        if (consider(p, cands, &nc, c->img_url, c, NULL) != 0)
+            goto oom;
+        for (size_t j = 0; j < c->n_participants; j++)
+            if (consider(p, cands, &nc, c->participants[j].img_url, c, &c->participants[j]) != 0)
+                goto oom;
+    }
+    p->urls += (long long)nc;
+    if (nc == 0) {
+        rc = 0;
+        goto out;
+    }
+    urls = calloc(nc, sizeof *urls);
+    state = calloc(nc, sizeof *state);
+    if (urls == NULL || state == NULL)
+        goto oom;
+    for (size_t i = 0; i < nc; i++)
+        urls[i] = cands[i].url;
+    /* one round trip for the batch; a permanent failure younger than
+     * IMGCACHE_FAILURE_TTL is not announced again */
+    if (db_lookup_urls(p->db, urls, nc, p->cfg->failure_ttl_ms, state, err, errlen) != 0)
+        goto out;
+    for (size_t i = 0; i < nc; i++) {
+        const struct candidate *cd = &cands[i];
+        if (state[i] == DB_URL_CACHED) {
+            p->already_cached++;
+            continue;
+        }
+        if (state[i] == DB_URL_FAILED) {
+            p->known_failed++;
+            continue;
+        }
+        if (produce_event(p, cd->url, cd->chat->id, cd->participant ? cd->participant->id : NULL,
+                          cd->chat->account_id, err, errlen) != 0)
+            goto out;
+    }
+    kafka_producer_poll(p->kp);
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, errlen, "out of memory");
+out:
+    free(cands);
+    free(urls);
+    free(state);
+    return rc;
+}
+
+int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *err, size_t errlen)
+{
+    int fresh = mark_seen(p, ref->source_url);
+
+    if (fresh < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (fresh == 0)
+        return 0;
+    p->urls++;
+    if (produce_event(p, ref->source_url, ref->chat_id, ref->participant_id, ref->account_id, err,
+                      errlen) != 0)
+        return -1;
+    if (p->published % 1000 == 0)
+        kafka_producer_poll(p->kp);
+    return 0;
+}
+
+void publisher_progress(struct publisher *p, int force)
+{
+    long long now = event_now_ms();
+
+    if (!force && now - p->last_progress_ms < PROGRESS_EVERY_MS)
+        return;
+    p->last_progress_ms = now;
+    log_info("event=progress reason=%s chats=%lld participants=%lld urls=%lld published=%lld "
+             "already_cached=%lld known_failed=%lld delivered=%lld",
+             p->reason, p->chats, p->participants, p->urls, p->published, p->already_cached,
+             p->known_failed, p->kp ? p->kp->delivered : 0);
+}
+
+int publisher_flush(struct publisher *p, char *err, size_t errlen)
+{
+    if (p->kp == NULL)
+        return 0;
+    return kafka_producer_flush(p->kp, FLUSH_TIMEOUT_MS, err, errlen);
+}
+
+void publisher_print_summary(const struct publisher *p, long long bad_lines, FILE *out)
+{
+    fprintf(out, "chats=%lld participants=%lld urls=%lld published=%lld already_cached=%lld bad_lines=%lld\n",
+            p->chats, p->participants, p->urls, p->published, p->already_cached, bad_lines);
+    fflush(out);
+}
+
+void publisher_release(struct publisher *p)
+{
+    struct seen_url *s, *tmp;
+
+    HASH_ITER(hh, p->seen, s, tmp) {
+        HASH_DEL(p->seen, s);
+        free(s);
+    }
+    kafka_producer_free(p->kp);
+    p->kp = NULL;
+}
+
+/* ---- chat batches ---- */
+
+struct beeper_chat *chat_batch_slot(struct chat_batch *b)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        struct beeper_chat *grown = realloc(b->items, cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        b->items = grown;
+        b->cap = cap;
+    }
+    memset(&b->items[b->n], 0, sizeof b->items[b->n]);
+    return &b->items[b->n];
+}
+
+void chat_batch_commit(struct chat_batch *b)
+{
+    b->n++;
+}
+
+void chat_batch_clear(struct chat_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        beeper_chat_clear(&b->items[i]);
+    b->n = 0;
+}
+
+void chat_batch_release(struct chat_batch *b)
+{
+    chat_batch_clear(b);
+    free(b->items);
+    b->items = NULL;
+    b->cap = 0;
+}

@@ -1,0 +1,458 @@
+#include "producer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <uthash.h>
+
+#include "log.h"
+
+#define API_MAX_BODY (64L * 1024 * 1024) /* one response; a page of chats is far smaller */
+#define API_MAX_TRIES 8                   /* per request, when rate limited (HTTP 429) */
+#define API_BACKOFF_FIRST_MS 1000
+#define API_BACKOFF_MAX_MS 30000
+#define API_RETRY_AFTER_MAX_S 60          /* a longer Retry-After is waited this long */
+#define PATH_SHOWN 200                    /* of a request path in messages */
+
+/* The Beeper Desktop API client: one easy handle reused for every request
+ * (keeps the connection). The token lives only in the header list. */
+struct api {
+    CURL *curl;
+    struct curl_slist *headers;
+    char errbuf[CURL_ERROR_SIZE];
+    char *base;             /* BEEPER_API_URL without a trailing '/' */
+    char *body;             /* response of the last request */
+    size_t len, cap;
+    int too_big;
+};
+
+struct seen_cursor {
+    UT_hash_handle hh;
+    char cursor[];
+};
+
+static size_t api_write(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct api *a = arg;
+    size_t n = size * nmemb;
+
+    if (a->len + n + 1 > (size_t)API_MAX_BODY) {
+        a->too_big = 1;
+        return 0; /* makes curl fail with CURLE_WRITE_ERROR */
+    }
+    if (a->len + n + 1 > a->cap) {
+        size_t cap = a->cap ? a->cap : 65536;
+        char *grown;
+        while (cap < a->len + n + 1)
+            cap *= 2;
+        grown = realloc(a->body, cap);
+        if (grown == NULL)
+            return 0;
+        a->body = grown;
+        a->cap = cap;
+    }
+    memcpy(a->body + a->len, data, n);
+    a->len += n;
+    a->body[a->len] = '\0';
+    return n;
+}
+
+static void api_release(struct api *a)
+{
+    if (a->curl)
+        curl_easy_cleanup(a->curl);
+    curl_slist_free_all(a->headers);
+    free(a->base);
+    free(a->body);
+    memset(a, 0, sizeof *a);
+}
+
+static int api_init(struct api *a, const struct config *cfg, char *err, size_t errlen)
+{
+    size_t toklen = strlen(cfg->beeper_api_token);
+    size_t hlen = toklen + sizeof "Authorization: Bearer ";
+    char *auth = NULL;
+    size_t blen;
+    int rc = -1;
+
+    memset(a, 0, sizeof *a);
+    a->base = strdup(cfg->beeper_api_url);
+    auth = malloc(hlen);
+    a->curl = curl_easy_init();
+    if (a->base == NULL || auth == NULL || a->curl == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    blen = strlen(a->base);
+    while (blen > 0 && a->base[blen - 1] == '/')
+        a->base[--blen] = '\0';
+    snprintf(auth, hlen, "Authorization: Bearer %s", cfg->beeper_api_token);
+    a->headers = curl_slist_append(a->headers, auth);
+    if (a->headers)
+        a->headers = curl_slist_append(a->headers, "Accept: application/json");
+    if (a->headers == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    /* never CURLOPT_VERBOSE: it would print the Authorization header */
+    if (curl_easy_setopt(a->curl, CURLOPT_HTTPHEADER, a->headers) != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, a->errbuf) != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_WRITEFUNCTION, api_write) != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_WRITEDATA, a) != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_TIMEOUT_MS, (long)cfg->sync_timeout_ms) != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->sync_timeout_ms) != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK ||
+        curl_easy_setopt(a->curl, CURLOPT_USERAGENT, PRODUCER_NAME) != CURLE_OK) {
+        snprintf(err, errlen, "cannot set up libcurl");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (auth) {
+        memset(auth, 0, hlen);
+        free(auth);
+    }
+    return rc;
+}
+
+/* Sleeps ms in 100 ms steps; 1 when a stop was asked meanwhile. */
+static int nap(long long ms)
+{
+    while (ms > 0 && !producer_stop) {
+        long long step = ms < 100 ? ms : 100;
+        struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)(step * 1000000) };
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+    return producer_stop ? 1 : 0;
+}
+
+/* GET base+path and parse the JSON answer into *out (caller decrefs).
+ * HTTP 429 is retried: Retry-After seconds when given, else exponential
+ * back-off from 1 s, capped at 30 s, API_MAX_TRIES tries in all. Any other
+ * non-2xx fails with *status set; messages name the path, never the token
+ * (nor the base URL, which could hold credentials). */
+static int api_get(struct api *a, const char *path, json_t **out, long *status, char *err,
+                   size_t errlen)
+{
+    long long backoff_ms = API_BACKOFF_FIRST_MS;
+    size_t ulen = strlen(a->base) + strlen(path) + 1;
+    char *url = malloc(ulen);
+    int rc = -1;
+
+    *out = NULL;
+    *status = 0;
+    if (url == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    snprintf(url, ulen, "%s%s", a->base, path);
+    if (curl_easy_setopt(a->curl, CURLOPT_URL, url) != CURLE_OK) {
+        snprintf(err, errlen, "GET %.*s: bad URL (check BEEPER_API_URL)", PATH_SHOWN, path);
+        goto out;
+    }
+    for (int attempt = 1;; attempt++) {
+        CURLcode cc;
+        curl_off_t retry_after = 0;
+        json_error_t jerr;
+        long long wait_ms;
+
+        a->len = 0;
+        a->too_big = 0;
+        a->errbuf[0] = '\0';
+        cc = curl_easy_perform(a->curl);
+        if (cc != CURLE_OK) {
+            if (a->too_big)
+                snprintf(err, errlen, "GET %.*s: response larger than %ld bytes", PATH_SHOWN, path,
+                         API_MAX_BODY);
+            else
+                snprintf(err, errlen, "GET %.*s: %s", PATH_SHOWN, path,
+                         a->errbuf[0] ? a->errbuf : curl_easy_strerror(cc));
+            goto out;
+        }
+        curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, status);
+        if (*status == 429) {
+            if (attempt >= API_MAX_TRIES) {
+                snprintf(err, errlen, "GET %.*s: HTTP 429 (rate limited) %d times; giving up",
+                         PATH_SHOWN, path, attempt);
+                goto out;
+            }
+            curl_easy_getinfo(a->curl, CURLINFO_RETRY_AFTER, &retry_after);
+            if (retry_after > 0) {
+                wait_ms = (retry_after > API_RETRY_AFTER_MAX_S ? API_RETRY_AFTER_MAX_S
+                                                               : (long long)retry_after) * 1000;
+            } else {
+                wait_ms = backoff_ms;
+                backoff_ms = backoff_ms * 2 > API_BACKOFF_MAX_MS ? API_BACKOFF_MAX_MS : backoff_ms * 2;
+            }
+            log_warn("event=api_rate_limited path=\"%.*s\" attempt=%d wait_ms=%lld", PATH_SHOWN,
+                     path, attempt, wait_ms);
+            if (nap(wait_ms)) {
+                snprintf(err, errlen, "GET %.*s: interrupted", PATH_SHOWN, path);
+                goto out;
+            }
+            continue;
+        }
+        if (*status < 200 || *status > 299) {
+            snprintf(err, errlen, "GET %.*s: HTTP %ld%s", PATH_SHOWN, path, *status,
+                     *status == 401 || *status == 403 ? " (is BEEPER_API_TOKEN right?)" : "");
+            goto out;
+        }
+        *out = json_loadb(a->body ? a->body : "", a->len, 0, &jerr);
+        if (*out == NULL) {
+            snprintf(err, errlen, "GET %.*s: response is not JSON: %s", PATH_SHOWN, path, jerr.text);
+            goto out;
+        }
+        break;
+    }
+    rc = 0;
+out:
+    free(url);
+    return rc;
+}
+
+/* "/v1/chats/<id escaped>?maxParticipantCount=-1": the chat with all its
+ * participants. Replaces *chat on success; a chat that vanished meanwhile
+ * (404) or an unreadable answer keeps the partial one (still marked
+ * partial, so no participant is removed). */
+static int fetch_full_chat(struct api *a, struct beeper_chat *chat, char *err, size_t errlen)
+{
+    char *id = curl_easy_escape(a->curl, chat->id, 0);
+    char *path = NULL;
+    json_t *obj = NULL;
+    struct beeper_chat full;
+    char why[512];
+    long status = 0;
+    size_t plen;
+    int rc = -1;
+
+    if (id == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    plen = strlen(id) + 64;
+    path = malloc(plen);
+    if (path == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    snprintf(path, plen, "/v1/chats/%s?maxParticipantCount=-1", id);
+    if (api_get(a, path, &obj, &status, err, errlen) != 0) {
+        if (status == 404) {
+            log_warn("event=chat_vanished path=\"%.*s\"", PATH_SHOWN, path);
+            rc = 0;
+        }
+        goto out;
+    }
+    if (beeper_chat_from_json(obj, &full, why, sizeof why) != 0) {
+        log_warn("event=full_chat_refused path=\"%.*s\" reason=\"%s\"", PATH_SHOWN, path, why);
+        rc = 0;
+        goto out;
+    }
+    beeper_chat_clear(chat);
+    *chat = full;
+    rc = 0;
+out:
+    json_decref(obj);
+    free(path);
+    curl_free(id);
+    return rc;
+}
+
+/* 1 when cursor was seen before (and remembers it), -1 out of memory. */
+static int cursor_seen(struct seen_cursor **set, const char *cursor)
+{
+    struct seen_cursor *s = NULL;
+    size_t len = strlen(cursor);
+
+    HASH_FIND(hh, *set, cursor, len, s);
+    if (s)
+        return 1;
+    s = malloc(sizeof *s + len + 1);
+    if (s == NULL)
+        return -1;
+    memcpy(s->cursor, cursor, len + 1);
+    HASH_ADD_KEYPTR(hh, *set, s->cursor, len, s);
+    return 0;
+}
+
+/* Reads one page's items into the batch, publishing full batches. */
+static int take_page(const struct config *cfg, struct api *a, struct publisher *pub,
+                     struct chat_batch *batch, const json_t *items, long long *bad,
+                     char *err, size_t errlen)
+{
+    char why[512];
+
+    for (size_t i = 0; i < json_array_size(items) && !producer_stop; i++) {
+        struct beeper_chat *slot = chat_batch_slot(batch);
+        if (slot == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        if (beeper_chat_from_json(json_array_get(items, i), slot, why, sizeof why) != 0) {
+            producer_error("chat refused: %s", why);
+            (*bad)++;
+            continue;
+        }
+        chat_batch_commit(batch);
+        if (slot->participants_has_more && fetch_full_chat(a, slot, err, errlen) != 0)
+            return -1;
+        if (batch->n >= (size_t)cfg->batch_size) {
+            if (publisher_add_chats(pub, batch->items, batch->n, err, errlen) != 0)
+                return -1;
+            chat_batch_clear(batch);
+            publisher_progress(pub, 0);
+        }
+    }
+    return 0;
+}
+
+/* Walks GET /v1/chats, then ?cursor=<oldestCursor>&direction=before while
+ * hasMore, and publishes every chat. */
+static int sync_all(const struct config *cfg, struct api *a, struct publisher *pub,
+                    long long *bad, char *err, size_t errlen)
+{
+    struct chat_batch batch = { 0 };
+    struct seen_cursor *cursors = NULL, *s, *tmp;
+    json_t *page = NULL;
+    char *path = strdup("/v1/chats");
+    long status = 0;
+    int pages = 0;
+    int rc = -1;
+
+    if (path == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    while (!producer_stop) {
+        const json_t *items, *more, *cur;
+        char *esc;
+        size_t plen;
+        int seen;
+
+        json_decref(page);
+        page = NULL;
+        if (api_get(a, path, &page, &status, err, errlen) != 0)
+            goto out;
+        pages++;
+        items = json_object_get(page, "items");
+        if (!json_is_array(items)) {
+            snprintf(err, errlen, "GET %.*s: answer has no items array", PATH_SHOWN, path);
+            goto out;
+        }
+        log_debug("event=api_page page=%d items=%zu", pages, json_array_size(items));
+        if (take_page(cfg, a, pub, &batch, items, bad, err, errlen) != 0)
+            goto out;
+        more = json_object_get(page, "hasMore");
+        if (!json_is_true(more))
+            break;
+        cur = json_object_get(page, "oldestCursor");
+        if (!json_is_string(cur) || json_string_length(cur) == 0) {
+            snprintf(err, errlen, "GET %.*s: hasMore without an oldestCursor", PATH_SHOWN, path);
+            goto out;
+        }
+        seen = cursor_seen(&cursors, json_string_value(cur));
+        if (seen != 0) {
+            if (seen > 0)
+                snprintf(err, errlen, "the Beeper API returned the same cursor again after %d pages; "
+                         "stopping instead of looping", pages);
+            else
+                snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        esc = curl_easy_escape(a->curl, json_string_value(cur), 0);
+        if (esc == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        plen = strlen(esc) + 64;
+        free(path);
+        path = malloc(plen);
+        if (path)
+            snprintf(path, plen, "/v1/chats?cursor=%s&direction=before", esc);
+        curl_free(esc);
+        if (path == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    if (publisher_add_chats(pub, batch.items, batch.n, err, errlen) != 0)
+        goto out;
+    chat_batch_clear(&batch);
+    log_info("event=sync_pages pages=%d", pages);
+    rc = 0;
+out:
+    HASH_ITER(hh, cursors, s, tmp) {
+        HASH_DEL(cursors, s);
+        free(s);
+    }
+    json_decref(page);
+    free(path);
+    chat_batch_release(&batch);
+    return rc;
+}
+
+/* sync: every chat from the Beeper Desktop API, like import. */
+int cmd_sync(const struct config *cfg)
+{
+    struct publisher pub;
+    struct api a = { 0 };
+    struct db *db = NULL;
+    long long bad = 0;
+    char err[512];
+    int have_pub = 0, done = 0;
+    int rc = PRODUCER_EXIT_FAIL;
+
+    if (cfg->nargs != 1) {
+        producer_error("sync takes no arguments (see --help)");
+        return PRODUCER_EXIT_USAGE;
+    }
+    if (cfg->beeper_api_token == NULL || cfg->beeper_api_token[0] == '\0') {
+        producer_error("BEEPER_API_TOKEN is not set");
+        return PRODUCER_EXIT_USAGE;
+    }
+    if (api_init(&a, cfg, err, sizeof err) != 0) {
+        producer_error("%s", err);
+        goto out;
+    }
+    if (producer_open_db(cfg, 1, &db) != 0)
+        goto out;
+    if (publisher_init(&pub, cfg, db, "sync", err, sizeof err) != 0) {
+        producer_error("%s", err);
+        goto out;
+    }
+    have_pub = 1;
+    log_info("event=sync_start batch_size=%ld", cfg->batch_size);
+    if (sync_all(cfg, &a, &pub, &bad, err, sizeof err) != 0)
+        producer_error("%s", err);
+    else
+        done = 1;
+out:
+    if (have_pub) {
+        int flushed = publisher_flush(&pub, err, sizeof err);
+        publisher_progress(&pub, 1);
+        if (flushed != 0)
+            producer_error("%s", err);
+        if (done) {
+            publisher_print_summary(&pub, bad, stdout);
+            if (producer_stop) {
+                producer_error("interrupted");
+                rc = PRODUCER_EXIT_FAIL;
+            } else if (flushed != 0) {
+                rc = PRODUCER_EXIT_FAIL;
+            } else {
+                rc = bad > 0 ? PRODUCER_EXIT_BAD_INPUT : PRODUCER_EXIT_OK;
+            }
+        }
+        publisher_release(&pub);
+    }
+    api_release(&a);
+    db_close(db);
+    return rc;
+}
