@@ -80,6 +80,8 @@ static const struct opt_def opts[] = {
       "a permanent failure younger than this is not tried again" },
     { "IMGCACHE_RETRY_BACKOFF", "retry-backoff", OPT_STRING, OFF(retry_backoff), "1s,4s", 0, 0, W,
       "delays before each retry of a retryable failure, comma-separated" },
+    { "IMGCACHE_ALLOW_HOSTS", "allow-hosts", OPT_STRING, OFF(allow_hosts), "", 0, 0, W,
+      "hosts or IPs on private/loopback networks that downloads may reach (comma-separated)" },
     { "IMGCACHE_WORKER_ID", "worker-id", OPT_STRING, OFF(worker_id), "", 0, 0, W,
       "name of this worker in leases and logs; empty: host:pid" },
     { NULL, "drain", OPT_FLAG, OFF(drain), "0", 0, 0, W,

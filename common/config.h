@@ -54,6 +54,7 @@ struct config {
     long long recheck_ms;
     long long failure_ttl_ms;
     char *retry_backoff;
+    char *allow_hosts;
     char *worker_id;
     int drain;
     int from_beginning;

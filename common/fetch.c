@@ -1,6 +1,8 @@
 #include "fetch.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@ struct transfer {
     void *job;
     int aborted;        /* on_data said stop */
     int too_large;
+    int refused;        /* the guard refused an address */
     struct fetch_result res;
     char errbuf[CURL_ERROR_SIZE];
     struct transfer *next, *prev;
@@ -38,6 +41,7 @@ const char *fetch_outcome_name(enum fetch_outcome o)
     case FETCH_TRUNCATED: return "truncated";
     case FETCH_REDIRECTS: return "redirects";
     case FETCH_BAD_URL: return "bad_url";
+    case FETCH_REFUSED: return "refused_address";
     }
     return "unknown";
 }
@@ -151,6 +155,36 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
     return len;
 }
 
+/* Runs before curl opens each socket: the last moment before a packet. */
+static curl_socket_t on_open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct transfer *t = userp;
+    char *url = NULL, *host = NULL;
+    CURLU *u;
+    int allowed;
+
+    (void)purpose;
+    curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &url);
+    u = curl_url();
+    if (u && url && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK)
+        curl_url_get(u, CURLUPART_HOST, &host, 0);
+    allowed = netguard_allows(t->f->opts.guard, host, &addr->addr);
+    curl_free(host);
+    curl_url_cleanup(u);
+    if (!allowed) {
+        char ip[INET6_ADDRSTRLEN] = "?";
+        if (addr->family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&addr->addr)->sin_addr, ip, sizeof ip);
+        else if (addr->family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&addr->addr)->sin6_addr, ip, sizeof ip);
+        t->refused = 1;
+        snprintf(t->res.error, sizeof t->res.error,
+                 "refused to connect to internal address %s (not in IMGCACHE_ALLOW_HOSTS)", ip);
+        return CURL_SOCKET_BAD;
+    }
+    return socket(addr->family, addr->socktype, addr->protocol);
+}
+
 int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
                 char *err, size_t errlen)
 {
@@ -197,6 +231,10 @@ int fetch_start(struct fetcher *f, const char *url, const char *auth_header, voi
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (f->opts.guard) {
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+    }
     if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
         snprintf(err, errlen, "libcurl: cannot add a transfer");
         curl_slist_free_all(t->headers);
@@ -224,6 +262,10 @@ static void classify(struct transfer *t, CURLcode code)
 
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     r->http_status = status;
+    if (t->refused) {
+        r->outcome = FETCH_REFUSED; /* the message was set by the guard */
+        return;
+    }
     snprintf(r->error, sizeof r->error, "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
     if (t->too_large || code == CURLE_FILESIZE_EXCEEDED) {
         r->outcome = FETCH_TOO_LARGE;

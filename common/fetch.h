@@ -7,6 +7,8 @@
  * Connections are kept alive and reused per host; HTTP/2 is multiplexed when
  * the server offers it. Bodies stream to the caller's on_data callback.
  *
+ * Every connection, on every redirect hop, is checked against the netguard
+ * before its socket is opened: no packet reaches a refused address.
  * Limits enforced here: connect timeout, total timeout, low-speed timeout
  * (a server that stalls), byte cap (Content-Length checked up front, and a
  * running count for bodies without one), at most max_redirects hops, and
@@ -17,6 +19,8 @@
  * are copied. `job` is the caller's, passed back untouched. */
 #include <stddef.h>
 
+#include "netguard.h"
+
 struct fetch_opts {
     long long connect_timeout_ms;
     long long timeout_ms;
@@ -24,6 +28,7 @@ struct fetch_opts {
     long max_redirects;
     long max_connections;   /* total open connections (0: no limit) */
     const char *user_agent; /* borrowed for the fetcher's life */
+    const struct netguard *guard; /* borrowed; NULL: connect anywhere */
 };
 
 enum fetch_outcome {
@@ -36,6 +41,7 @@ enum fetch_outcome {
     FETCH_TRUNCATED,       /* body shorter than Content-Length */
     FETCH_REDIRECTS,       /* more than max_redirects hops */
     FETCH_BAD_URL,         /* malformed URL or scheme not allowed */
+    FETCH_REFUSED,         /* the address is internal and not allowed */
 };
 
 struct fetch_result {

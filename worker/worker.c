@@ -33,6 +33,7 @@
 #include "kafka.h"
 #include "lease.h"
 #include "log.h"
+#include "netguard.h"
 #include "offsets.h"
 #include "resolve.h"
 #include "sniff.h"
@@ -106,6 +107,7 @@ struct worker {
     struct lease *lease;
     struct store *store;
     struct fetcher *fetch;
+    struct netguard *guard;
     struct resolve_config rcfg;
     struct offsets offsets;
     long long retry_delays[MAX_RETRIES_LIST];
@@ -254,8 +256,16 @@ static int on_data(void *arg, const void *data, size_t len)
             snprintf(j->abort_msg, sizeof j->abort_msg, "%s", err);
             return -1;
         }
-        if (st == SNIFF_OK)
+        if (st == SNIFF_OK) {
             j->sniff_done = 1;
+            if ((long long)j->sniff.width * j->sniff.height > j->w->cfg->max_pixels) {
+                j->abort_class = "too_many_pixels";
+                j->abort_permanent = 1;
+                snprintf(j->abort_msg, sizeof j->abort_msg, "%ux%u pixels is over the %lld-pixel cap",
+                         j->sniff.width, j->sniff.height, j->w->cfg->max_pixels);
+                return -1;
+            }
+        }
     }
     return 0;
 }
@@ -348,6 +358,9 @@ static void on_done(void *arg, const struct fetch_result *r)
         break;
     case FETCH_BAD_URL:
         job_fail(w, j, "bad_url", 1, 0, "%s", r->error);
+        break;
+    case FETCH_REFUSED:
+        job_fail(w, j, "refused_address", 1, 0, "%s", r->error);
         break;
     case FETCH_NETWORK:
     default:
@@ -1011,10 +1024,15 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
         goto out;
     if (lease_connect(cfg->redis_url, w->worker_id, cfg->lease_ttl_ms, &w->lease, err, errlen) != 0)
         goto out;
+    {
+        const char *trusted[] = { cfg->beeper_media_server, cfg->beeper_api_url, NULL };
+        if (netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen) != 0)
+            goto out;
+    }
     fo = (struct fetch_opts){
         .connect_timeout_ms = cfg->connect_timeout_ms, .timeout_ms = cfg->fetch_timeout_ms,
         .max_bytes = cfg->max_bytes, .max_redirects = 3,
-        .max_connections = cfg->concurrency, .user_agent = "imgcache/1",
+        .max_connections = cfg->concurrency, .user_agent = "imgcache/1", .guard = w->guard,
     };
     if (fetch_new(&fo, &cb, &w->fetch, err, errlen) != 0)
         goto out;
@@ -1152,6 +1170,7 @@ void worker_free(struct worker *w)
     }
     offsets_clear(&w->offsets);
     fetch_free(w->fetch);
+    netguard_free(w->guard);
     lease_close(w->lease);
     db_close(w->db);
     store_close(w->store);
