@@ -185,6 +185,10 @@ int config_add_kafka_props(struct config *cfg, const char *list, char *err, size
         grown[cfg->n_kafka_props].key = strdup(item);
         grown[cfg->n_kafka_props].value = strdup(eq + 1);
         cfg->n_kafka_props++;
+        if (grown[cfg->n_kafka_props - 1].key == NULL || grown[cfg->n_kafka_props - 1].value == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
     }
     rc = 0;
 out:

@@ -74,7 +74,8 @@ struct config {
 
 /* Fills cfg for `program` from the environment and argv.
  * Returns 0 on success, 1 when --help was printed to stdout (exit 0), and -1
- * with a one-line message naming the variable or flag in err (exit 2). */
+ * with a one-line message naming the variable or flag in err (exit 2).
+ * Call config_free() afterwards in every case. */
 int config_load(struct config *cfg, unsigned program, const char *usage,
                 int argc, char **argv, char *err, size_t errlen);
 void config_free(struct config *cfg);

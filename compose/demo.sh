@@ -35,9 +35,12 @@ else
 fi
 
 echo "== two workers, --drain (logs in var/logs)"
-"$BIN/imgcache-worker" --drain --worker-id demo-1 2> "$VAR/logs/worker-1.log" &
+# A short session timeout makes the group settle in seconds when a member
+# joins or leaves (librdkafka's 45 s default freezes the dev broker's group).
+GROUP_OPTS="-X session.timeout.ms=6000 -X heartbeat.interval.ms=1000"
+"$BIN/imgcache-worker" --drain --worker-id demo-1 $GROUP_OPTS 2> "$VAR/logs/worker-1.log" &
 w1=$!
-"$BIN/imgcache-worker" --drain --worker-id demo-2 2> "$VAR/logs/worker-2.log" &
+"$BIN/imgcache-worker" --drain --worker-id demo-2 $GROUP_OPTS 2> "$VAR/logs/worker-2.log" &
 w2=$!
 rc=0
 wait $w1 || rc=$?
