@@ -59,9 +59,12 @@ int cmd_import(const struct config *cfg)
     log_info("event=import_start file=\"%s\" batch_size=%ld", path, cfg->batch_size);
 
     errno = 0;
-    while (!producer_stop && (len = getline(&line, &linecap, in)) >= 0) {
+    while (!producer_stop) {
         struct beeper_chat *slot;
 
+        len = getline(&line, &linecap, in);
+        if (len < 0)
+            break;
         lineno++;
         if (blank(line, (size_t)len))
             continue;
