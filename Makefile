@@ -83,7 +83,7 @@ stop:
 
 bench: deps
 	@$(MAKE) --no-print-directory all
-	@sh tests/bench/run.sh
+	@bash bench/run.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf build bin
