@@ -1,0 +1,385 @@
+# tests/integration/lib.sh: sourced (by bash) at the top of every
+# integration script:   . "$ROOT/tests/integration/lib.sh"
+#
+# tests/run.sh exports ROOT, BIN, TESTS_TMP (a fresh folder per script) and
+# the stack's KAFKA_BROKERS, REDIS_URL, DATABASE_URL, BROKER_CTL.
+#
+#   it_setup [partitions]      own database, empty Redis, own dev broker,
+#                              IMGCACHE_* settings, `imgcache-producer migrate`
+#   start_media DIR [args...]  media server -> MEDIA_URL, MEDIA_PID
+#   media_count PATH | media_total | media_fault PATH MODE [k=v...] | media_reset
+#   broker_ctl "down 1"        one dev broker command; 0 when it answers ok
+#                              (the answer is printed; in $(...) it is bare)
+#   start_worker NAME [args]   imgcache-worker in the background, log NAME.log
+#   stop_worker NAME [secs]    SIGTERM, wait; returns the worker's exit status
+#   kill_worker NAME           SIGKILL
+#   wait_worker NAME [secs]    wait for exit (default 60 s); its exit status,
+#                              124 on timeout
+#   q "SQL"                    psql one statement on the script's database
+#   wait_for SECS CMD...       poll CMD every 0.2 s; 1 on timeout
+#   check NAME CMD...          "ok - NAME" or "not ok - NAME" plus CMD's output
+#   check_eq NAME EXPECTED ACTUAL
+#   it_done                    exit 1 if any check failed, else 0
+#
+# Every process started here is stopped when the script exits, however it
+# exits. check runs CMD in the current shell (so wait_worker works inside it)
+# and returns CMD's status. Never print a line starting with "ok " yourself:
+# tests/run.sh counts those as passed checks.
+
+: "${ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+: "${BIN:=$ROOT/bin}"
+export ROOT BIN
+
+IT_NAME=$(basename "$0" .sh)
+IT_OWN_TMP=0
+if [ -z "${TESTS_TMP:-}" ]; then
+    TESTS_TMP=$(mktemp -d "${TMPDIR:-/tmp}/imgcache-it.XXXXXX")
+    IT_OWN_TMP=1
+fi
+mkdir -p "$TESTS_TMP"
+export TESTS_TMP
+
+IT_CHECKS=0
+IT_FAILED=0
+IT_MEDIA_N=0
+IT_PIDS=()
+declare -A IT_WORKER_PID=()
+BROKER_PID=
+
+# ---- processes -----------------------------------------------------------------
+
+# Remembers a pid to stop at exit (also in a file, for tests/run.sh).
+_it_track() {
+    IT_PIDS+=("$1")
+    echo "$1" >> "$TESTS_TMP/.it-pids"
+}
+
+# 0 while pid exists and is not a zombie.
+_it_running() {
+    local state
+    [ -n "$1" ] && [ -r "/proc/$1/status" ] || return 1
+    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# Prints the pids of every descendant of $1.
+_it_descendants() {
+    local f line rest ppid pid
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null < "$f" || continue
+        rest=${line##*) }
+        ppid=${rest#* }
+        ppid=${ppid%% *}
+        [ "$ppid" = "$1" ] || continue
+        pid=${f#/proc/}
+        pid=${pid%/stat}
+        echo "$pid"
+        _it_descendants "$pid"
+    done
+}
+
+# Waits for pid to end within secs; then returns its exit status (it must be
+# a child of this shell), or 124 when it still runs.
+_it_wait_pid() {
+    local pid=$1 secs=${2:-60} end
+    end=$(( $(_it_now_ms) + secs * 1000 ))
+    while _it_running "$pid"; do
+        [ "$(_it_now_ms)" -lt "$end" ] || return 124
+        sleep 0.2
+    done
+    wait "$pid" 2>/dev/null
+}
+
+_it_now_ms() {
+    local t=${EPOCHREALTIME//[!0-9]/}
+    echo $(( t / 1000 ))
+}
+
+_it_cleanup() {
+    local rc=$? pid all=() i alive
+    trap - EXIT INT TERM HUP
+    for pid in "${IT_PIDS[@]}"; do
+        _it_running "$pid" || continue
+        all+=("$pid")
+        all+=($(_it_descendants "$pid"))
+    done
+    if [ ${#all[@]} -gt 0 ]; then
+        kill -TERM "${all[@]}" 2>/dev/null
+        for i in $(seq 50); do
+            alive=0
+            for pid in "${all[@]}"; do
+                _it_running "$pid" && { alive=1; break; }
+            done
+            [ $alive = 0 ] && break
+            sleep 0.1
+        done
+        for pid in "${all[@]}"; do
+            _it_running "$pid" && kill -KILL "$pid" 2>/dev/null
+        done
+    fi
+    wait 2>/dev/null
+    [ "$IT_OWN_TMP" = 1 ] && rm -rf "$TESTS_TMP"
+    exit "$rc"
+}
+trap _it_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# Ends the script: a failed prerequisite, not a test result.
+it_bail() {
+    echo "not ok - $IT_NAME setup: $1"
+    if [ -n "${2:-}" ] && [ -s "$2" ]; then
+        tail -n 20 "$2" | sed 's/^/#   /'
+    fi
+    exit 1
+}
+
+# ---- checks ---------------------------------------------------------------------
+
+wait_for() {
+    local secs=${1%%.*} end
+    shift
+    case ${secs:-0} in *[!0-9]*) echo "# wait_for: '$secs' is not seconds" >&2; return 2 ;; esac
+    end=$(( $(_it_now_ms) + ${secs:-0} * 1000 + 999 ))
+    while :; do
+        "$@" > /dev/null 2>&1 && return 0
+        [ "$(_it_now_ms)" -lt "$end" ] || return 1
+        sleep 0.2
+    done
+}
+
+check() {
+    local name=$1 rc out="$TESTS_TMP/.check.out"
+    shift
+    IT_CAPTURING=1 "$@" > "$out" 2>&1
+    rc=$?
+    IT_CHECKS=$((IT_CHECKS + 1))
+    if [ $rc -eq 0 ]; then
+        echo "ok - $name"
+    else
+        IT_FAILED=$((IT_FAILED + 1))
+        echo "not ok - $name"
+        echo "#   command: $*"
+        echo "#   exit status: $rc"
+        head -n 40 "$out" | sed 's/^/#   /'
+    fi
+    return $rc
+}
+
+check_eq() {
+    IT_CHECKS=$((IT_CHECKS + 1))
+    if [ "$2" == "$3" ]; then
+        echo "ok - $1"
+        return 0
+    fi
+    IT_FAILED=$((IT_FAILED + 1))
+    echo "not ok - $1"
+    printf '%s\n' "$2" | head -n 20 | sed 's/^/#   expected: /'
+    printf '%s\n' "$3" | head -n 20 | sed 's/^/#   actual:   /'
+    return 1
+}
+
+it_done() {
+    echo "# $IT_NAME: $IT_CHECKS checks, $IT_FAILED failed"
+    [ "$IT_FAILED" -eq 0 ] && exit 0
+    exit 1
+}
+
+q() {
+    psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"
+}
+
+# ---- setup ----------------------------------------------------------------------
+
+it_setup() {
+    local parts=${1:-12} db base
+    if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
+        it_bail "no stack: run through tests/run.sh (sh tests/run.sh $IT_NAME), or source a stack.env"
+    fi
+    : "${STACK_DATABASE_URL:=$DATABASE_URL}"
+    export STACK_DATABASE_URL
+
+    # a database of our own, named after the script
+    db=it_$(printf '%s' "$IT_NAME" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9_' '_' | cut -c1-60)
+    psql -XAtq -v ON_ERROR_STOP=1 "$STACK_DATABASE_URL" \
+        -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" \
+        > "$TESTS_TMP/setup.log" 2>&1 || it_bail "cannot create database $db" "$TESTS_TMP/setup.log"
+    base=${STACK_DATABASE_URL%%\?*}
+    DATABASE_URL="${base%/*}/$db"
+    [ "$base" != "$STACK_DATABASE_URL" ] && DATABASE_URL="$DATABASE_URL?${STACK_DATABASE_URL#*\?}"
+    export DATABASE_URL
+
+    [ "$(redis-cli -u "$REDIS_URL" FLUSHALL 2>&1)" = OK ] || it_bail "redis FLUSHALL failed at $REDIS_URL"
+
+    export IMGCACHE_STORAGE_DIR="$TESTS_TMP/images"
+    export IMGCACHE_PUBLIC_URL=http://cdn.test/images
+    export IMGCACHE_LOG_LEVEL=info
+    mkdir -p "$IMGCACHE_STORAGE_DIR"
+
+    # a fresh dev broker: no offsets, groups or events from other scripts
+    if [ -n "$BROKER_PID" ] && _it_running "$BROKER_PID"; then
+        kill -TERM "$BROKER_PID"
+        _it_wait_pid "$BROKER_PID" 10 > /dev/null
+    fi
+    [ -x "$BIN/imgcache-devbroker" ] || it_bail "$BIN/imgcache-devbroker is not built"
+    rm -f "$TESTS_TMP/broker.ctl"
+    mkfifo "$TESTS_TMP/broker.ctl" || it_bail "cannot make $TESTS_TMP/broker.ctl"
+    : > "$TESTS_TMP/broker.out"
+    # stdin is the FIFO opened read-write: never end-of-file, writers never block
+    "$BIN/imgcache-devbroker" --partitions "$parts" <> "$TESTS_TMP/broker.ctl" \
+        > "$TESTS_TMP/broker.out" 2> "$TESTS_TMP/broker.log" &
+    BROKER_PID=$!
+    _it_track "$BROKER_PID"
+    wait_for 30 grep -q '^KAFKA_BROKERS=' "$TESTS_TMP/broker.out" ||
+        it_bail "the dev broker did not start" "$TESTS_TMP/broker.log"
+    KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$TESTS_TMP/broker.out")
+    BROKER_CTL=$TESTS_TMP/broker.ctl
+    BROKER_OUT=$TESTS_TMP/broker.out
+    export KAFKA_BROKERS BROKER_CTL BROKER_OUT BROKER_PID
+
+    if [ -x "$BIN/imgcache-producer" ]; then
+        "$BIN/imgcache-producer" migrate > "$TESTS_TMP/migrate.log" 2>&1 ||
+            it_bail "imgcache-producer migrate failed" "$TESTS_TMP/migrate.log"
+    else
+        echo "# $BIN/imgcache-producer is not built: no migration"
+    fi
+}
+
+# ---- dev broker -----------------------------------------------------------------
+
+_it_lines_over() {
+    [ "$(wc -l < "$1")" -gt "$2" ]
+}
+
+broker_ctl() {
+    local out=${BROKER_OUT:-${BROKER_CTL%.ctl}.out} before reply
+    [ -p "$BROKER_CTL" ] || { echo "# broker_ctl: $BROKER_CTL is not a FIFO" >&2; return 2; }
+    before=$(wc -l < "$out")
+    # the write blocks only if no broker reads the FIFO: bound it
+    timeout 5 bash -c 'printf "%s\n" "$1" > "$2"' _ "$1" "$BROKER_CTL" ||
+        { echo "# broker_ctl: no dev broker reads $BROKER_CTL" >&2; return 2; }
+    if ! wait_for 15 _it_lines_over "$out" "$before"; then
+        echo "# broker_ctl: no answer to '$1'" >&2
+        return 2
+    fi
+    reply=$(sed -n "$((before + 1))p" "$out")
+    BROKER_REPLY=$reply
+    # bare when captured; commented when it would land in the test's output
+    if [ "${BASH_SUBSHELL:-0}" -gt 0 ] || [ -n "${IT_CAPTURING:-}" ]; then
+        printf '%s\n' "$reply"
+    else
+        printf '# broker: %s\n' "$reply"
+    fi
+    case $reply in
+        ok*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# ---- media server ---------------------------------------------------------------
+
+# Percent-encodes $1 for a query value ('/' kept).
+it_urlencode() {
+    local LC_ALL=C s=$1 out= c i
+    for ((i = 0; i < ${#s}; i++)); do
+        c=${s:i:1}
+        case $c in
+            [a-zA-Z0-9./_~-]) out+=$c ;;
+            *) out+=$(printf '%%%02X' "'$c") ;;
+        esac
+    done
+    printf '%s' "$out"
+}
+
+start_media() {
+    local dir=$1 out log
+    shift
+    IT_MEDIA_N=$((IT_MEDIA_N + 1))
+    out=$TESTS_TMP/media$IT_MEDIA_N.out
+    log=$TESTS_TMP/media$IT_MEDIA_N.log
+    [ -x "$BIN/imgcache-mediaserver" ] || it_bail "$BIN/imgcache-mediaserver is not built"
+    "$BIN/imgcache-mediaserver" --root "$dir" "$@" < /dev/null > "$out" 2> "$log" &
+    MEDIA_PID=$!
+    _it_track "$MEDIA_PID"
+    wait_for 15 grep -q '^MEDIA_URL=' "$out" || it_bail "the media server did not start" "$log"
+    MEDIA_URL=$(sed -n 's/^MEDIA_URL=//p' "$out")
+    export MEDIA_URL MEDIA_PID
+}
+
+media_count() {
+    curl -fsS "$MEDIA_URL/__count?path=$(it_urlencode "$1")"
+}
+
+media_total() {
+    curl -fsS "$MEDIA_URL/__stats" | sed -n 's/^{"total":\([0-9]*\).*/\1/p'
+}
+
+# media_fault /a.jpg status status=503 count=2 retry_after=5
+media_fault() {
+    local url="$MEDIA_URL/__fault?path=$(it_urlencode "$1")&mode=$(it_urlencode "$2")" kv answer
+    shift 2
+    for kv in "$@"; do
+        url+="&$(it_urlencode "${kv%%=*}")=$(it_urlencode "${kv#*=}")"
+    done
+    answer=$(curl -sS -X POST "$url" 2>&1)
+    case $answer in
+        "ok "*) return 0 ;;
+        *) echo "# media_fault: $answer" >&2; return 1 ;;
+    esac
+}
+
+media_reset() {
+    curl -fsS -X POST "$MEDIA_URL/__reset" > /dev/null
+}
+
+# ---- workers --------------------------------------------------------------------
+
+start_worker() {
+    local name=$1
+    shift
+    [ -x "$BIN/imgcache-worker" ] || it_bail "$BIN/imgcache-worker is not built"
+    "$BIN/imgcache-worker" -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 \
+        --worker-id "$name" "$@" < /dev/null > "$TESTS_TMP/$name.log" 2>&1 &
+    IT_WORKER_PID[$name]=$!
+    echo "$!" > "$TESTS_TMP/$name.pid"
+    _it_track "$!"
+}
+
+_it_worker_pid() {
+    local pid=${IT_WORKER_PID[$1]:-}
+    [ -n "$pid" ] || { echo "# no worker named '$1'" >&2; return 1; }
+    echo "$pid"
+}
+
+stop_worker() {
+    local pid rc
+    pid=$(_it_worker_pid "$1") || return 127
+    kill -TERM "$pid" 2>/dev/null
+    _it_wait_pid "$pid" "${2:-60}"
+    rc=$?
+    if [ $rc -eq 124 ] && _it_running "$pid"; then
+        echo "# stop_worker $1: still running ${2:-60}s after SIGTERM; killed" >&2
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        return 124
+    fi
+    return $rc
+}
+
+kill_worker() {
+    local pid
+    pid=$(_it_worker_pid "$1") || return 127
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+wait_worker() {
+    local pid rc
+    pid=$(_it_worker_pid "$1") || return 127
+    _it_wait_pid "$pid" "${2:-60}"
+    rc=$?
+    [ $rc -eq 124 ] && _it_running "$pid" && echo "# wait_worker $1: still running after ${2:-60}s" >&2
+    return $rc
+}

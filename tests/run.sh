@@ -1,0 +1,197 @@
+#!/bin/sh
+# The test runner behind `make test` (run from anywhere; it works in the repo
+# root). Starts a private stack (compose/stack.sh, --fast) in a fresh temp
+# folder, runs every unit binary build/tests/test_* and then every
+# tests/integration/*.sh in name order, and ends with the line
+# "N passed, N failed". Exit 0 only when nothing failed and something passed.
+#
+#   sh tests/run.sh [FILTER...]   only units and scripts whose name contains a
+#                                 FILTER (ONLY="..." works too), e.g. `20-`
+# Environment:
+#   TEST_PREFIX   wraps each unit binary, e.g. "valgrind --error-exitcode=1"
+#   IT_TIMEOUT    seconds one integration script may run (default 900)
+#   UNIT_TIMEOUT  seconds one unit binary may run (default 600)
+#   KEEP_TMP=1    keep the temp folder (logs, databases) for a post-mortem
+set -u
+
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+BIN=$ROOT/bin
+TEST_PREFIX=${TEST_PREFIX:-}
+IT_TIMEOUT=${IT_TIMEOUT:-900}
+UNIT_TIMEOUT=${UNIT_TIMEOUT:-600}
+FILTERS="$* ${ONLY:-}"
+
+passed=0
+failed=0
+failures=""
+cleaned=0
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/imgcache-test.XXXXXX") || {
+    echo "run.sh: cannot create a temp folder"
+    echo "0 passed, 1 failed"
+    exit 1
+}
+chmod 755 "$TMP"    # PostgreSQL runs as `postgres` when we are root
+
+cleanup() {
+    [ "$cleaned" = 1 ] && return 0
+    cleaned=1
+    sh "$ROOT/compose/stack.sh" stop "$TMP/stack" >/dev/null 2>&1
+    if [ "${KEEP_TMP:-0}" = 1 ]; then
+        echo "run.sh: kept $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# 0 when no filter was given or the name contains one of them.
+selected() {
+    set -f
+    for flt in $FILTERS; do
+        case $1 in *"$flt"*) set +f; return 0 ;; esac
+    done
+    set +f
+    [ -z "$(echo "$FILTERS" | tr -d ' ')" ]
+}
+
+# Prefixes each line of stdin with "$1 | ", line by line (live output).
+prefix() {
+    while IFS= read -r line || [ -n "$line" ]; do
+        printf '%s | %s\n' "$1" "$line"
+    done
+}
+
+# Sum of the numbers on stdin (one per line).
+sum() {
+    s=0
+    while read -r n; do
+        [ -n "$n" ] && s=$((s + n))
+    done
+    echo "$s"
+}
+
+note_failure() {
+    failures="$failures $1($2)"
+}
+
+finish() {
+    echo "== summary"
+    if [ -n "$failures" ]; then
+        echo "failed:$failures"
+    fi
+    [ "${KEEP_TMP:-0}" = 1 ] && echo "logs kept in $TMP"
+    echo "$passed passed, $failed failed"
+    if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then
+        exit 0
+    fi
+    exit 1
+}
+
+# Kills what a script left running (lib.sh records every pid it starts):
+# a script killed by the timeout could not clean up after itself.
+reap_leftovers() {
+    [ -f "$1/.it-pids" ] || return 0
+    for pid in $(cat "$1/.it-pids"); do
+        if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q imgcache-; then
+            echo "run.sh: killing leftover pid $pid: $(tr '\0' ' ' < "/proc/$pid/cmdline")"
+            kill -KILL "$pid" 2>/dev/null
+        fi
+    done
+}
+
+# ---- the stack ---------------------------------------------------------------
+echo "== stack"
+if ! sh "$ROOT/compose/stack.sh" start "$TMP/stack" --fast > "$TMP/stack.out" 2> "$TMP/stack.log"; then
+    prefix stack < "$TMP/stack.log"
+    echo "run.sh: the test stack did not start"
+    failed=$((failed + 1))
+    note_failure stack 1
+    cleanup
+    finish
+fi
+prefix stack < "$TMP/stack.log"
+. "$TMP/stack/stack.env"
+STACK_DATABASE_URL=$DATABASE_URL
+export KAFKA_BROKERS REDIS_URL DATABASE_URL BROKER_CTL STACK_DATABASE_URL ROOT BIN
+export CMOCKA_MESSAGE_OUTPUT=STDOUT
+
+# ---- unit tests --------------------------------------------------------------
+units=0
+for t in build/tests/test_*; do
+    [ -f "$t" ] && [ -x "$t" ] || continue
+    case $t in *.o|*.d) continue ;; esac
+    name=$(basename "$t")
+    selected "$name" || continue
+    [ $units -eq 0 ] && echo "== unit tests${TEST_PREFIX:+ (under $TEST_PREFIX)}"
+    units=$((units + 1))
+    log="$TMP/$name.log"
+    # shellcheck disable=SC2086
+    timeout --foreground -k 10 "$UNIT_TIMEOUT" $TEST_PREFIX "$t" < /dev/null > "$log" 2>&1
+    rc=$?
+    prefix "$name" < "$log"
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9][0-9]*\) test(s)\..*/\1/p' "$log" | sum)
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9][0-9]*\) test(s), listed below:.*/\1/p' "$log" | sum)
+    if [ "$rc" -eq 124 ]; then
+        echo "$name | run.sh: timed out after ${UNIT_TIMEOUT}s"
+    fi
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "$name | run.sh: exit status $rc without a FAILED line: counted as 1 failure"
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    [ "$f" -gt 0 ] && note_failure "$name" "$f"
+    echo "$name: $p passed, $f failed"
+done
+
+# ---- integration tests -------------------------------------------------------
+scripts=0
+for s in tests/integration/*.sh; do
+    [ -f "$s" ] || continue
+    name=$(basename "$s" .sh)
+    [ "$name" = lib ] && continue
+    selected "$name" || continue
+    [ $scripts -eq 0 ] && echo "== integration tests"
+    scripts=$((scripts + 1))
+    TESTS_TMP="$TMP/it/$name"
+    mkdir -p "$TESTS_TMP"
+    log="$TMP/it/$name.log"
+    rcfile="$TMP/it/$name.rc"
+    echo 1 > "$rcfile"
+    {
+        TESTS_TMP=$TESTS_TMP timeout --foreground -k 20 "$IT_TIMEOUT" bash "$s" < /dev/null
+        echo $? > "$rcfile"
+    } 2>&1 | tee "$log" | prefix "$name"
+    rc=$(cat "$rcfile")
+    reap_leftovers "$TESTS_TMP"
+    ok=$(grep -c '^ok ' "$log")
+    notok=$(grep -c '^not ok ' "$log")
+    if [ "$rc" -eq 124 ]; then
+        echo "$name | run.sh: timed out after ${IT_TIMEOUT}s"
+    fi
+    if [ "$rc" -ne 0 ] && [ "$notok" -eq 0 ]; then
+        echo "$name | run.sh: exit status $rc without a 'not ok' line: counted as 1 failure"
+        notok=1
+    fi
+    if [ "$ok" -eq 0 ] && [ "$notok" -eq 0 ]; then
+        echo "$name | run.sh: warning: no checks ran"
+    fi
+    passed=$((passed + ok))
+    failed=$((failed + notok))
+    [ "$notok" -gt 0 ] && note_failure "$name" "$notok"
+    echo "$name: $ok passed, $notok failed"
+done
+
+if [ $units -eq 0 ] && [ $scripts -eq 0 ]; then
+    echo "run.sh: no unit binary or integration script matches '$FILTERS'"
+fi
+
+echo "== stopping the stack"
+sh "$ROOT/compose/stack.sh" stop "$TMP/stack" 2>&1 | prefix stack
+cleanup
+finish
