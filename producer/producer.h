@@ -70,7 +70,7 @@ struct publisher {
     long long urls;             /* distinct image URLs seen */
     long long published;        /* events queued */
     long long already_cached;   /* URLs with a cached_images row */
-    long long known_failed;     /* URLs with a permanent failure: not announced */
+    long long known_failed;     /* URLs known to fail (or being retried): not announced */
     long long skipped;          /* URLs that cannot be an event (too long, bad UTF-8) */
     long long last_progress_ms; /* of the last progress log line */
 };

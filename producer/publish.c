@@ -186,7 +186,9 @@ int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, si
             p->already_cached++;
             continue;
         }
-        if (state[i] == DB_URL_FAILED) {
+        /* failed permanently (younger than the TTL), or any other state a
+         * newer look-up may report: only DB_URL_NONE is announced */
+        if (state[i] != DB_URL_NONE) {
             p->known_failed++;
             continue;
         }
