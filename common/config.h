@@ -55,6 +55,8 @@ struct config {
     long long failure_ttl_ms;
     char *retry_backoff;
     char *allow_hosts;
+    long breaker_threshold;
+    long long breaker_cooldown_ms;
     char *worker_id;
     int drain;
     int from_beginning;

@@ -493,6 +493,8 @@ static const char lookup_sql[] =
     "SELECT u.ord, CASE"
     "  WHEN EXISTS (SELECT 1 FROM cached_images ci WHERE ci.source_url = u.url) THEN 1"
     "  WHEN " FAILED_RECENTLY("u.url") " THEN 2"
+    "  WHEN EXISTS (SELECT 1 FROM image_failures f WHERE f.source_url = u.url"
+    "               AND NOT f.permanent AND f.next_retry_at > now()) THEN 3"
     "  ELSE 0 END AS state"
     " FROM jsonb_array_elements_text($1::jsonb) WITH ORDINALITY AS u(url, ord)";
 

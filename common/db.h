@@ -46,6 +46,8 @@ enum db_url_state {
     DB_URL_NONE = 0,     /* neither cached nor failed */
     DB_URL_CACHED = 1,   /* has a cached_images row */
     DB_URL_FAILED = 2,   /* has a permanent image_failures row */
+    DB_URL_RETRYING = 3, /* a retryable failure whose retry is scheduled
+                            (next_retry_at in the future) */
 };
 /* One query for n URLs: state[i] for urls[i]. failure_ttl_ms > 0: a
  * permanent failure older than that counts as DB_URL_NONE (try again);

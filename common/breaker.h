@@ -1,0 +1,29 @@
+#ifndef IMGCACHE_BREAKER_H
+#define IMGCACHE_BREAKER_H
+/* Per-host circuit breaker: after `threshold` consecutive retryable failures
+ * to one host, stop sending to it for a cool-down instead of burning
+ * attempts. When the cool-down ends one probe goes through: success closes
+ * the circuit, failure opens it again for twice as long (up to max). Opening
+ * and closing are logged once each.
+ *
+ * Only failing hosts take memory, and at most BREAKER_MAX_HOSTS of them.
+ * Ownership: breaker_new() returns a breaker freed by breaker_free(); host
+ * strings are copied. Times are the caller's monotonic milliseconds. */
+#include <stddef.h>
+
+#define BREAKER_MAX_HOSTS 10000
+
+struct breaker;
+
+int breaker_new(long threshold, long long cooldown_ms, long long max_cooldown_ms, struct breaker **out);
+void breaker_free(struct breaker *b);
+/* 0: send now (circuit closed, or this caller is the half-open probe).
+ * Otherwise the time before which nothing should be sent to host. */
+long long breaker_check(struct breaker *b, const char *host, long long now_ms);
+/* The outcome of a request to host: retryable_failure = 1 for a timeout,
+ * connection error, 408, 429 or 5xx; 0 for anything the host answered. */
+void breaker_record(struct breaker *b, const char *host, int retryable_failure, long long now_ms);
+/* 1 when host's circuit is open or half-open. */
+int breaker_is_open(struct breaker *b, const char *host);
+
+#endif
