@@ -55,6 +55,24 @@ static void error_cb(rd_kafka_t *rk, int errcode, const char *reason, void *opaq
         log_debug("event=kafka_error code=%s reason=\"%s\"", rd_kafka_err2name(errcode), reason);
 }
 
+/* librdkafka's own log lines, in our format. Configuration warnings about
+ * consumer-only properties (from a -X shared with the consumer) are noise. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (strcmp(fac, "CONFWARN") == 0 || level > 4)
+        log_debug("event=librdkafka facility=%s msg=\"%s\"", fac, buf);
+    else if (level > 3)
+        log_warn("event=librdkafka facility=%s msg=\"%s\"", fac, buf);
+    else
+        log_error("event=librdkafka facility=%s msg=\"%s\"", fac, buf);
+}
+
+void kafka_conf_set_logger(rd_kafka_conf_t *conf)
+{
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+}
+
 int kafka_producer_new(const struct config *cfg, const char *client_id,
                        struct kafka_producer **out, char *err, size_t errlen)
 {
@@ -85,6 +103,7 @@ int kafka_producer_new(const struct config *cfg, const char *client_id,
         goto out;
     rd_kafka_conf_set_dr_msg_cb(conf, delivery_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_opaque(conf, p);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (p->rk == NULL) {

@@ -19,6 +19,10 @@
 int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char *client_id,
                      char *err, size_t errlen);
 
+/* Routes librdkafka's log lines through log.h (configuration warnings at
+ * debug level). */
+void kafka_conf_set_logger(rd_kafka_conf_t *conf);
+
 /* --- producer --- */
 
 struct kafka_header {

@@ -65,6 +65,7 @@ struct ptrack *offsets_assign(struct offsets *o, const char *topic, int32_t part
     t->last_consumed = -1;
     t->attached = 1;
     t->refs = 1;
+    t->paused = -1;
     HASH_ADD_STR(o->table, key, t);
     return t;
 }

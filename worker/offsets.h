@@ -27,7 +27,8 @@ struct ptrack {
     int64_t last_consumed;  /* highest offset dispatched, -1 when none */
     int attached;           /* 0 once revoked */
     int refs;               /* events in flight + 1 while attached */
-    int paused;
+    int paused;             /* as last told to librdkafka; -1 unknown */
+    int held;               /* events held until due (retry topic) */
     UT_hash_handle hh;
 };
 

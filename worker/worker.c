@@ -10,12 +10,20 @@
  * An event is finished only when its URL has a cached_images row or a
  * recorded failure; only then may its offset be stored (at-least-once). An
  * event whose URL another worker holds the lease for waits and is checked
- * again every IMGCACHE_RECHECK. */
+ * again every IMGCACHE_RECHECK.
+ *
+ * Failures are classified once, in on_done()/job_fail(): a retryable one is
+ * republished to <topic>-retry (due time in a header; the worker consumes
+ * that topic too and holds a partition paused until its head is due), a
+ * permanent one (or the last retry) goes to <topic>-dlt; either counts as
+ * finished only once the publish is acknowledged and the image_failures row
+ * is committed. A per-host circuit breaker stops hammering a failing host. */
 #include "worker.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <curl/curl.h>
 #include <limits.h>
 #include <librdkafka/rdkafka.h>
 #include <stdint.h>
@@ -27,6 +35,7 @@
 #include <utlist.h>
 #include <uthash.h>
 
+#include "breaker.h"
 #include "db.h"
 #include "event.h"
 #include "fetch.h"
@@ -45,19 +54,22 @@
 #define REVOKE_WAIT_MS 3000    /* how long a revoked partition's work may finish */
 
 enum job_state {
-    JOB_NEW,       /* needs the cache look-up */
-    JOB_WAITING,   /* another worker holds the lease: check again later */
-    JOB_READY,     /* lease held (or Redis down): may download */
+    JOB_HELD,       /* from the retry topic, not due yet */
+    JOB_NEW,        /* needs the cache look-up */
+    JOB_WAITING,    /* another worker holds the lease: check again later */
+    JOB_READY,      /* lease held (or Redis down): may download */
+    JOB_BREAKER,    /* its host's circuit is open: waits, no attempt used */
     JOB_FETCHING,
-    JOB_RETRY,     /* retryable failure: waits for its next attempt */
-    JOB_COMMIT,    /* stored; row to write */
-    JOB_FAILED,    /* failure row to write */
+    JOB_PUBLISH,    /* failed: to publish to the retry or dead-letter topic */
+    JOB_PUBLISHING, /* waiting for that publish's delivery report */
+    JOB_COMMIT,     /* stored; row to write */
+    JOB_FAILED,     /* failure row to write */
 };
 
 struct wevent {
     struct ptrack *pt;
     uint64_t seq;
-    long long produced_at_ms;
+    int held;                   /* counted in pt->held */
     struct wevent *next;
 };
 
@@ -65,13 +77,25 @@ struct worker;
 
 struct job {
     struct worker *w;
-    char *url;
+    char *url;                  /* NULL for an undecodable event */
     enum job_state state;
     struct wevent *events;
     size_t n_events;
     int leased;                 /* we hold its Redis lease */
-    int attempts;               /* downloads tried */
-    long long due_ms;           /* JOB_WAITING / JOB_RETRY: when to look again */
+    int in_table;               /* in w->jobs: new events of its URL join it */
+    int attempts;               /* downloads tried, across retries */
+    int from_retry;             /* an event came from the retry topic */
+    long long due_ms;           /* timed states: when to go on */
+    /* the first event, as received: what retry and dead-letter carry on */
+    void *msg_key, *msg_value;
+    size_t msg_keylen, msg_valuelen;
+    char src_topic[256];
+    int32_t src_partition;
+    int64_t src_offset;
+    long long first_failed_ms;  /* wall clock, 0 before the first failure */
+    long long next_attempt_ms;  /* wall clock, for a retry */
+    int dead_letter;            /* publishing to -dlt (else to -retry) */
+    char *host;                 /* for the circuit breaker */
     struct resolved res;
     int resolved;
     struct store_blob blob;
@@ -91,6 +115,7 @@ struct job {
     char error_class[32];
     char error_msg[300];
     int http_status;
+    long long retry_after_s;
     int permanent;
     struct job *prev, *next;    /* the queue of its state */
     UT_hash_handle hh;          /* by url */
@@ -108,13 +133,18 @@ struct worker {
     struct store *store;
     struct fetcher *fetch;
     struct netguard *guard;
+    struct breaker *breaker;
+    struct kafka_producer *dlq;  /* retry and dead-letter publishes */
+    char retry_topic[300];
+    char dlt_topic[300];
     struct resolve_config rcfg;
     struct offsets offsets;
     long long retry_delays[MAX_RETRIES_LIST];
     int n_retry_delays;
 
     struct job *jobs;           /* hash by url */
-    struct job *q_new, *q_waiting, *q_ready, *q_retry, *q_commit, *q_failed;
+    size_t n_jobs;              /* also counts undecodable events' jobs */
+    struct job *q_held, *q_new, *q_waiting, *q_ready, *q_breaker, *q_publish, *q_commit, *q_failed;
     size_t n_fetching;
     size_t outstanding;         /* events not finished */
     size_t max_outstanding;
@@ -135,7 +165,7 @@ struct worker {
 
     /* counters for progress lines and the summary */
     long long n_consumed, n_bad_events, n_already_cached, n_downloaded, n_new_blobs,
-        n_committed, n_failed, n_waited;
+        n_committed, n_failed, n_waited, n_retries, n_dead_letters;
     long long next_progress_ms;
 };
 
@@ -146,18 +176,23 @@ static long long mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static char *url_host(const char *url);
+
 /* ---------------------------------------------------------------- jobs -- */
 
 static struct job **queue_of(struct worker *w, enum job_state s)
 {
     switch (s) {
+    case JOB_HELD: return &w->q_held;
     case JOB_NEW: return &w->q_new;
     case JOB_WAITING: return &w->q_waiting;
     case JOB_READY: return &w->q_ready;
-    case JOB_RETRY: return &w->q_retry;
+    case JOB_BREAKER: return &w->q_breaker;
+    case JOB_PUBLISH: return &w->q_publish;
     case JOB_COMMIT: return &w->q_commit;
     case JOB_FAILED: return &w->q_failed;
-    case JOB_FETCHING: return NULL;
+    case JOB_FETCHING:
+    case JOB_PUBLISHING: return NULL;
     }
     return NULL;
 }
@@ -173,10 +208,19 @@ static void job_move(struct worker *w, struct job *j, enum job_state to)
         DL_APPEND(*dest, j);
 }
 
+static void unhold(struct wevent *e)
+{
+    if (e->held) {
+        e->held = 0;
+        e->pt->held--;
+    }
+}
+
 static void job_free(struct job *j)
 {
     struct wevent *e, *tmp;
     LL_FOREACH_SAFE(j->events, e, tmp) {
+        unhold(e);
         offsets_release(e->pt);
         free(e);
     }
@@ -185,6 +229,9 @@ static void job_free(struct job *j)
     resolved_clear(&j->res);
     free(j->public_url);
     free(j->url);
+    free(j->host);
+    free(j->msg_key);
+    free(j->msg_value);
     free(j);
 }
 
@@ -199,7 +246,9 @@ static void job_finish(struct worker *w, struct job *j)
     w->outstanding -= j->n_events;
     if (q)
         DL_DELETE(*q, j);
-    HASH_DEL(w->jobs, j);
+    if (j->in_table)
+        HASH_DEL(w->jobs, j);
+    w->n_jobs--;
     job_free(j);
 }
 
@@ -220,17 +269,33 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
         store_blob_discard(&j->blob);
         j->blob_open = 0;
     }
+    if (j->first_failed_ms == 0)
+        j->first_failed_ms = event_now_ms();
     if (!permanent && j->attempts <= w->n_retry_delays) {
+        /* exponential backoff from the list, +-20% jitter so that a burst
+         * of failures does not come back as one burst */
         long long delay = w->retry_delays[j->attempts - 1];
+        delay = delay * (80 + (long long)(random() % 41)) / 100;
+        if (j->retry_after_s > 0 && j->retry_after_s * 1000 > delay)
+            delay = j->retry_after_s * 1000 > 3600000 ? 3600000 : j->retry_after_s * 1000;
+        j->next_attempt_ms = event_now_ms() + delay;
+        j->dead_letter = 0;
         log_info("event=retry_scheduled url=\"%s\" class=%s attempt=%d delay_ms=%lld reason=\"%s\"",
-                 j->res.display ? j->res.display : "-", error_class, j->attempts, delay, j->error_msg);
-        j->due_ms = mono_ms() + delay;
-        job_move(w, j, JOB_RETRY);
-        return;
+                 j->res.display ? j->res.display : "-", j->error_class, j->attempts, delay, j->error_msg);
+    } else {
+        j->permanent = 1; /* after the last retry, a retryable failure is final too */
+        j->dead_letter = 1;
+        log_warn("event=image_failed url=\"%s\" class=%s attempts=%d reason=\"%s\"",
+                 j->res.display ? j->res.display : "-", j->error_class, j->attempts, j->error_msg);
     }
-    log_warn("event=image_failed url=\"%s\" class=%s permanent=%d attempts=%d reason=\"%s\"",
-             j->res.display ? j->res.display : "-", error_class, permanent, j->attempts, j->error_msg);
-    job_move(w, j, JOB_FAILED);
+    j->due_ms = 0;
+    /* its outcome is decided: an event of the same URL arriving now (the
+     * retry itself, even before its delivery report) starts a new job */
+    if (j->in_table) {
+        HASH_DEL(w->jobs, j);
+        j->in_table = 0;
+    }
+    job_move(w, j, JOB_PUBLISH);
 }
 
 /* ----------------------------------------------------------- downloads -- */
@@ -325,6 +390,13 @@ static void on_done(void *arg, const struct fetch_result *r)
     long status = r->http_status;
 
     w->n_fetching--;
+    j->retry_after_s = r->retry_after_s;
+    breaker_record(w->breaker, j->host,
+                   r->outcome == FETCH_TIMEOUT || r->outcome == FETCH_NETWORK ||
+                       r->outcome == FETCH_TRUNCATED ||
+                       (r->outcome == FETCH_HTTP_ERROR &&
+                        (status == 408 || status == 429 || status >= 500)),
+                   mono_ms());
     if (r->outcome == FETCH_OK) {
         snprintf(j->etag, sizeof j->etag, "%s", r->etag);
         snprintf(j->last_modified, sizeof j->last_modified, "%s", r->last_modified);
@@ -408,6 +480,14 @@ static void start_ready(struct worker *w)
 
     while (w->q_ready && (long)w->n_fetching < w->cfg->concurrency) {
         struct job *j = w->q_ready;
+        if (j->res.kind == RESOLVE_HTTP && j->host) {
+            long long until = breaker_check(w->breaker, j->host, mono_ms());
+            if (until > 0) {
+                j->due_ms = until; /* no attempt is spent while the circuit is open */
+                job_move(w, j, JOB_BREAKER);
+                continue;
+            }
+        }
         j->attempts++;
         j->sniff_done = 0;
         j->abort_class = NULL;
@@ -493,7 +573,9 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        if (state[i] == DB_URL_NONE) {
+        /* a scheduled retry is the retry event's work; other events of
+         * that URL are finished by it */
+        if (state[i] == DB_URL_NONE || (state[i] == DB_URL_RETRYING && batch[i]->from_retry)) {
             batch[m] = batch[i];
             urls[m] = urls[i];
             m++;
@@ -534,9 +616,23 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
                 continue;
             }
             j->resolved = 1;
+            if (j->res.kind == RESOLVE_HTTP)
+                j->host = url_host(j->res.url);
         }
         job_move(w, j, JOB_READY);
     }
+}
+
+static char *url_host(const char *url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL, *copy = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+        copy = strdup(host);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return copy;
 }
 
 static void release_leases(struct worker *w, struct job **batch, size_t n)
@@ -595,10 +691,11 @@ static void write_results(struct worker *w)
             if (n == BATCH_MAX)
                 break;
             batch[n] = j;
+            /* one row per URL; each recorded failure adds its attempt */
             fails[n] = (struct db_failure){
                 .source_url = j->url, .error_class = j->error_class, .last_error = j->error_msg,
-                .http_status = j->http_status, .permanent = j->permanent,
-                .attempts = j->attempts > 0 ? j->attempts : 1, .next_retry_ms = 0,
+                .http_status = j->http_status, .permanent = j->permanent, .attempts = 1,
+                .next_retry_ms = j->dead_letter ? 0 : j->next_attempt_ms,
             };
             n++;
         }
@@ -608,19 +705,97 @@ static void write_results(struct worker *w)
         }
         release_leases(w, batch, n);
         for (size_t i = 0; i < n; i++) {
-            w->n_failed++;
+            if (batch[i]->dead_letter)
+                w->n_failed++;
             job_finish(w, batch[i]);
         }
     }
 }
 
-static void wake_retries(struct worker *w)
+/* Timed states whose time has come go on. */
+static void wake_timed(struct worker *w)
+{
+    struct job *j, *tmp;
+    struct wevent *e;
+    long long now = mono_ms();
+    DL_FOREACH_SAFE(w->q_held, j, tmp) {
+        if (j->due_ms > now)
+            continue;
+        LL_FOREACH(j->events, e)
+            unhold(e);
+        job_move(w, j, JOB_NEW);
+    }
+    DL_FOREACH_SAFE(w->q_breaker, j, tmp) {
+        if (j->due_ms <= now)
+            job_move(w, j, JOB_READY);
+    }
+}
+
+/* ------------------------------------------------ retry and dead letters -- */
+
+static void on_published(void *opaque, int ok, const char *errstr, void *ctx)
+{
+    struct job *j = opaque;
+    struct worker *w = ctx;
+
+    if (!ok) {
+        /* not finished: publish again shortly (nothing is lost meanwhile) */
+        log_warn("event=publish_failed topic=%s reason=\"%s\"", j->dead_letter ? w->dlt_topic : w->retry_topic,
+                 errstr ? errstr : "?");
+        j->due_ms = mono_ms() + 1000;
+        job_move(w, j, JOB_PUBLISH);
+        return;
+    }
+    if (j->dead_letter)
+        w->n_dead_letters++;
+    else
+        w->n_retries++;
+    if (j->url == NULL) {
+        job_finish(w, j); /* an undecodable event: the dead letter is all */
+        return;
+    }
+    job_move(w, j, JOB_FAILED);
+}
+
+static void publish_failures(struct worker *w)
 {
     struct job *j, *tmp;
     long long now = mono_ms();
-    DL_FOREACH_SAFE(w->q_retry, j, tmp) {
-        if (j->due_ms <= now)
-            job_move(w, j, JOB_READY);
+    char err[300];
+
+    DL_FOREACH_SAFE(w->q_publish, j, tmp) {
+        char attempts[16], status[16], partition[16], offset[24], first[32], next[32];
+        struct kafka_header h[9];
+        size_t nh = 0;
+
+        if (j->due_ms > now)
+            continue;
+        snprintf(attempts, sizeof attempts, "%d", j->attempts);
+        snprintf(status, sizeof status, "%d", j->http_status);
+        snprintf(partition, sizeof partition, "%d", (int)j->src_partition);
+        snprintf(offset, sizeof offset, "%lld", (long long)j->src_offset);
+        event_format_time(j->first_failed_ms ? j->first_failed_ms : event_now_ms(), first, sizeof first);
+        event_format_time(j->next_attempt_ms, next, sizeof next);
+#define HDR(n, v) h[nh++] = (struct kafka_header){ n, v, strlen(v) }
+        HDR("source_topic", j->src_topic);
+        HDR("source_partition", partition);
+        HDR("source_offset", offset);
+        HDR("attempts", attempts);
+        HDR("error_class", j->error_class);
+        HDR("error_message", j->error_msg); /* built from redacted parts only */
+        HDR("first_failed_at", first);
+        if (j->http_status)
+            HDR("http_status", status);
+        if (!j->dead_letter)
+            HDR("next_attempt_at", next);
+#undef HDR
+        if (kafka_produce(w->dlq, j->dead_letter ? w->dlt_topic : w->retry_topic, j->msg_key,
+                          j->msg_keylen, j->msg_value, j->msg_valuelen, h, nh, j, err, sizeof err) != 0) {
+            log_warn("event=publish_failed reason=\"%s\"", err);
+            j->due_ms = now + 1000;
+            continue;
+        }
+        job_move(w, j, JOB_PUBLISHING);
     }
 }
 
@@ -646,32 +821,36 @@ static void store_offsets(struct worker *w)
     rd_kafka_topic_partition_list_destroy(list);
 }
 
-static void set_paused(struct worker *w, rd_kafka_topic_partition_list_t *parts, int pause)
+/* Pauses what must not be fetched now and resumes the rest: everything
+ * while too much is outstanding (backpressure), a partition whose window is
+ * full, and a retry partition whose head is held until due. */
+static void sync_pause(struct worker *w)
 {
-    if (parts->cnt == 0)
-        return;
-    if (pause)
-        rd_kafka_pause_partitions(w->rk, parts);
-    else
-        rd_kafka_resume_partitions(w->rk, parts);
-}
+    rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
+    struct ptrack *t, *tmp;
 
-/* Backpressure: stop fetching from Kafka while too much is outstanding. */
-static void update_pause(struct worker *w)
-{
-    rd_kafka_topic_partition_list_t *assignment = NULL;
-    int want = w->outstanding >= w->max_outstanding;
-
-    if (w->paused && w->outstanding > w->max_outstanding / 2)
-        want = 1;
-    if (want == w->paused)
-        return;
-    if (rd_kafka_assignment(w->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    set_paused(w, assignment, want);
-    rd_kafka_topic_partition_list_destroy(assignment);
-    w->paused = want;
-    log_debug("event=%s outstanding=%zu", want ? "paused" : "resumed", w->outstanding);
+    if (w->outstanding >= w->max_outstanding)
+        w->paused = 1;
+    else if (w->outstanding <= w->max_outstanding / 2)
+        w->paused = 0;
+    HASH_ITER(hh, w->offsets.table, t, tmp) {
+        int want = w->paused || t->held > 0 || offsets_full(t);
+        rd_kafka_topic_partition_list_t **list = want ? &pause : &resume;
+        if (want == t->paused)
+            continue;
+        if (*list == NULL)
+            *list = rd_kafka_topic_partition_list_new(8);
+        rd_kafka_topic_partition_list_add(*list, t->topic, t->partition);
+        t->paused = want;
+    }
+    if (pause) {
+        rd_kafka_pause_partitions(w->rk, pause);
+        rd_kafka_topic_partition_list_destroy(pause);
+    }
+    if (resume) {
+        rd_kafka_resume_partitions(w->rk, resume);
+        rd_kafka_topic_partition_list_destroy(resume);
+    }
 }
 
 static void io_step(struct worker *w);
@@ -724,8 +903,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         else
             rd_kafka_assign(rk, parts);
         /* librdkafka 2.0.2 keeps a partition paused across a rebalance:
-         * make the new ones match our own state */
-        set_paused(w, parts, w->paused);
+         * the new trackers' state is unknown (-1), so sync_pause sets it */
+        sync_pause(w);
         w->assigned_once = 1;
         log_info("event=assigned partitions=%d protocol=%s", parts->cnt, cooperative ? "cooperative" : "eager");
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
@@ -762,13 +941,63 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
+/* A header's value as a NUL-terminated string in buf; "" when absent. */
+static const char *header(rd_kafka_message_t *m, const char *name, char *buf, size_t len)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+
+    buf[0] = '\0';
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(hdrs, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR && v) {
+        if (n >= len)
+            n = len - 1;
+        memcpy(buf, v, n);
+        buf[n] = '\0';
+    }
+    return buf;
+}
+
+static struct job *job_new(struct worker *w, rd_kafka_message_t *m, char *url)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return NULL;
+    j->w = w;
+    j->url = url;
+    snprintf(j->src_topic, sizeof j->src_topic, "%s", rd_kafka_topic_name(m->rkt));
+    j->src_partition = m->partition;
+    j->src_offset = m->offset;
+    /* keep the message as received: retry and dead letter carry it on */
+    j->msg_keylen = m->key_len;
+    j->msg_valuelen = m->len;
+    j->msg_key = malloc(m->key_len ? m->key_len : 1);
+    j->msg_value = malloc(m->len ? m->len : 1);
+    if (j->msg_key == NULL || j->msg_value == NULL) {
+        j->url = NULL;
+        job_free(j);
+        return NULL;
+    }
+    if (m->key_len)
+        memcpy(j->msg_key, m->key, m->key_len);
+    if (m->len)
+        memcpy(j->msg_value, m->payload, m->len);
+    w->n_jobs++;
+    return j;
+}
+
 static void handle_message(struct worker *w, rd_kafka_message_t *m)
 {
-    struct ptrack *t = offsets_find(&w->offsets, rd_kafka_topic_name(m->rkt), m->partition);
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    struct ptrack *t = offsets_find(&w->offsets, topic, m->partition);
+    int from_retry = strcmp(topic, w->retry_topic) == 0;
     struct wevent *e;
     struct event ev;
     struct job *j = NULL;
-    char err[300];
+    char err[300], buf[64];
+    long long due_wall = 0;
+    int attempts = 0;
 
     if (t == NULL)
         return; /* not ours (any more): the owner gets it */
@@ -781,38 +1010,72 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
     e->pt = t;
     w->n_consumed++;
     w->outstanding++;
+    if (from_retry) {
+        long long v;
+        if (event_parse_time(header(m, "next_attempt_at", buf, sizeof buf), &v) == 0)
+            due_wall = v;
+        attempts = atoi(header(m, "attempts", buf, sizeof buf));
+        if (attempts < 0 || attempts > 1000)
+            attempts = 0;
+    }
     if (event_decode(m->payload, m->len, &ev, err, sizeof err) != 0) {
-        /* nothing to fetch: the event is finished as refused */
+        /* nothing to fetch: the event goes to the dead-letter topic */
         w->n_bad_events++;
-        log_warn("event=bad_event topic=%s partition=%d offset=%lld reason=\"%s\"",
-                 rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset, err);
-        offsets_finish(t, e->seq);
-        offsets_release(t);
-        w->outstanding--;
-        free(e);
+        log_warn("event=bad_event topic=%s partition=%d offset=%lld reason=\"%s\"", topic,
+                 (int)m->partition, (long long)m->offset, err);
+        j = job_new(w, m, NULL);
+        if (j == NULL)
+            goto oom;
+        LL_PREPEND(j->events, e);
+        j->n_events = 1;
+        snprintf(j->error_class, sizeof j->error_class, "bad_event");
+        snprintf(j->error_msg, sizeof j->error_msg, "%s", err);
+        j->permanent = 1;
+        j->dead_letter = 1;
+        j->attempts = attempts;
+        j->first_failed_ms = event_now_ms();
+        j->state = JOB_PUBLISH;
+        DL_APPEND(w->q_publish, j);
         return;
     }
-    e->produced_at_ms = ev.produced_at_ms;
     HASH_FIND_STR(w->jobs, ev.source_url, j);
     if (j == NULL) {
-        j = calloc(1, sizeof *j);
+        j = job_new(w, m, ev.source_url);
         if (j == NULL) {
             event_clear(&ev);
-            offsets_release(t);
-            w->outstanding--;
-            free(e);
-            return;
+            goto oom;
         }
-        j->w = w;
-        j->url = ev.source_url;
         ev.source_url = NULL; /* owned by the job now */
-        j->state = JOB_NEW;
         HASH_ADD_KEYPTR(hh, w->jobs, j->url, strlen(j->url), j);
-        DL_APPEND(w->q_new, j);
+        j->in_table = 1;
+        j->state = JOB_NEW;
+        if (from_retry && due_wall > event_now_ms()) {
+            /* not due: hold it, and its partition, until it is */
+            j->due_ms = mono_ms() + (due_wall - event_now_ms());
+            j->state = JOB_HELD;
+            e->held = 1;
+            t->held++;
+        }
+        DL_APPEND(*queue_of(w, j->state), j);
+    }
+    if (from_retry) {
+        long long first;
+        j->from_retry = 1;
+        if (attempts > j->attempts)
+            j->attempts = attempts;
+        if (event_parse_time(header(m, "first_failed_at", buf, sizeof buf), &first) == 0 &&
+            (j->first_failed_ms == 0 || first < j->first_failed_ms))
+            j->first_failed_ms = first;
     }
     LL_PREPEND(j->events, e);
     j->n_events++;
     event_clear(&ev);
+    return;
+oom:
+    log_error("event=out_of_memory");
+    offsets_release(t);
+    w->outstanding--;
+    free(e);
 }
 
 static void consume(struct worker *w)
@@ -842,9 +1105,11 @@ static void io_step(struct worker *w)
         lookup_and_lease(w, &w->q_waiting, BATCH_MAX);
         w->next_recheck_ms = mono_ms() + w->cfg->recheck_ms / 4;
     }
-    wake_retries(w);
+    wake_timed(w);
     start_ready(w);
     fetch_perform(w->fetch);
+    publish_failures(w);
+    kafka_producer_poll(w->dlq);
     write_results(w);
     start_ready(w);
     store_offsets(w);
@@ -855,41 +1120,57 @@ static void io_step(struct worker *w)
 /* 1 when every assigned partition's position is at its end. */
 static int caught_up(struct worker *w)
 {
-    rd_kafka_topic_partition_list_t *assignment = NULL;
+    rd_kafka_topic_partition_list_t *assignment = NULL, *unread = NULL;
     int ok = 1;
 
     if (rd_kafka_assignment(w->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return 0;
     if (assignment->cnt > 0)
         rd_kafka_position(w->rk, assignment);
+    /* partitions with nothing consumed in this run: their committed offset
+     * tells where the group is (one request for all of them) */
+    for (int i = 0; i < assignment->cnt; i++) {
+        if (assignment->elems[i].offset >= 0)
+            continue;
+        if (unread == NULL)
+            unread = rd_kafka_topic_partition_list_new(assignment->cnt);
+        rd_kafka_topic_partition_list_add(unread, assignment->elems[i].topic, assignment->elems[i].partition);
+    }
+    if (unread && rd_kafka_committed(w->rk, unread, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        ok = 0;
     for (int i = 0; i < assignment->cnt && ok; i++) {
         rd_kafka_topic_partition_t *p = &assignment->elems[i];
         int64_t low = 0, high = 0, pos = p->offset;
-        if (rd_kafka_query_watermark_offsets(w->rk, p->topic, p->partition, &low, &high, 2000) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (pos < 0 && unread) {
+            rd_kafka_topic_partition_t *c = rd_kafka_topic_partition_list_find(unread, p->topic, p->partition);
+            pos = c ? c->offset : -1;
+        }
+        /* every fetch response refreshes the cached end offset; asking the
+         * broker waits behind the fetcher's long poll, so only when unknown */
+        if ((rd_kafka_get_watermark_offsets(w->rk, p->topic, p->partition, &low, &high) !=
+                 RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 || low < 0) &&
+            rd_kafka_query_watermark_offsets(w->rk, p->topic, p->partition, &low, &high, 2000) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR) {
             ok = 0;
             break;
         }
-        if (pos < 0) {
-            /* nothing consumed here in this run: the committed offset tells */
-            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-            rd_kafka_topic_partition_list_add(one, p->topic, p->partition);
-            if (rd_kafka_committed(w->rk, one, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR)
-                pos = one->elems[0].offset;
-            rd_kafka_topic_partition_list_destroy(one);
-            if (pos < 0)
-                pos = low; /* no commit: the group starts at the beginning */
-        }
-        if (pos < high)
+        if (pos < 0)
+            pos = low; /* no commit: the group starts at the beginning */
+        if (pos < high) {
+            log_debug("event=not_caught_up topic=%s partition=%d position=%lld end=%lld", p->topic,
+                      (int)p->partition, (long long)pos, (long long)high);
             ok = 0;
+        }
     }
+    if (unread)
+        rd_kafka_topic_partition_list_destroy(unread);
     rd_kafka_topic_partition_list_destroy(assignment);
     return ok;
 }
 
 static int idle(const struct worker *w)
 {
-    return w->outstanding == 0 && w->n_fetching == 0 && w->jobs == NULL;
+    return w->outstanding == 0 && w->n_fetching == 0 && w->n_jobs == 0;
 }
 
 /* ------------------------------------------------------------ lifecycle -- */
@@ -942,6 +1223,7 @@ static int kafka_consumer_new(struct worker *w, char *err, size_t errlen)
     if (kafka_conf_apply(conf, w->cfg, w->worker_id, err, errlen) != 0)
         goto out;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    kafka_conf_set_logger(conf);
     rd_kafka_conf_set_opaque(conf, w);
     w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (w->rk == NULL) {
@@ -958,11 +1240,12 @@ static int kafka_consumer_new(struct worker *w, char *err, size_t errlen)
     /* librdkafka writes a byte when its queue becomes non-empty: the loop
      * sleeps in curl_multi_poll on both the sockets and this pipe */
     rd_kafka_queue_io_event_enable(w->queue, w->wake[1], "1", 1);
-    topics = rd_kafka_topic_partition_list_new(1);
+    topics = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(topics, w->cfg->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, w->retry_topic, RD_KAFKA_PARTITION_UA);
     e = rd_kafka_subscribe(w->rk, topics);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, errlen, "subscribe to %s: %s", w->cfg->topic, rd_kafka_err2str(e));
+        snprintf(err, errlen, "subscribe to %s and %s: %s", w->cfg->topic, w->retry_topic, rd_kafka_err2str(e));
         goto out;
     }
     rc = 0;
@@ -1002,6 +1285,13 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     }
     if (parse_retry_delays(w, cfg->retry_backoff, err, errlen) != 0)
         goto out;
+    snprintf(w->retry_topic, sizeof w->retry_topic, "%s-retry", cfg->topic);
+    snprintf(w->dlt_topic, sizeof w->dlt_topic, "%s-dlt", cfg->topic);
+    srandom((unsigned)getpid() ^ (unsigned)mono_ms());
+    if (breaker_new(cfg->breaker_threshold, cfg->breaker_cooldown_ms, 600000, &w->breaker) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
     if (store_open(cfg->storage_dir, &w->store, err, errlen) != 0)
         goto out;
     if (cfg->public_url[0]) {
@@ -1036,6 +1326,10 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     };
     if (fetch_new(&fo, &cb, &w->fetch, err, errlen) != 0)
         goto out;
+    if (kafka_producer_new(cfg, w->worker_id, &w->dlq, err, errlen) != 0)
+        goto out;
+    w->dlq->on_delivery = on_published;
+    w->dlq->on_delivery_ctx = w;
     if (kafka_consumer_new(w, err, errlen) != 0)
         goto out;
     *out = w;
@@ -1049,9 +1343,11 @@ out:
 static void progress(struct worker *w, const char *event)
 {
     log_info("event=%s consumed=%lld already_cached=%lld downloaded=%lld new_blobs=%lld committed=%lld "
-             "failed=%lld bad_events=%lld waited_for_other_worker=%lld in_flight=%zu outstanding=%zu",
+             "failed=%lld retries=%lld dead_letters=%lld bad_events=%lld waited_for_other_worker=%lld "
+             "in_flight=%zu outstanding=%zu",
              event, w->n_consumed, w->n_already_cached, w->n_downloaded, w->n_new_blobs, w->n_committed,
-             w->n_failed, w->n_bad_events, w->n_waited, w->n_fetching, w->outstanding);
+             w->n_failed, w->n_retries, w->n_dead_letters, w->n_bad_events, w->n_waited, w->n_fetching,
+             w->outstanding);
 }
 
 static void drain_wake_pipe(struct worker *w)
@@ -1078,6 +1374,8 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         int timeout = 100;
 
         if (*stop && !w->stopping) {
+            /* keep partitions whose events we will not finish from being
+             * fetched further; in-flight work still completes */
             w->stopping = 1;
             grace_deadline = now + w->cfg->grace_ms;
             log_info("event=stopping in_flight=%zu outstanding=%zu grace_ms=%lld", w->n_fetching,
@@ -1094,7 +1392,7 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         }
         io_step(w);
         if (!w->stopping)
-            update_pause(w);
+            sync_pause(w);
 
         if (w->stopping && (idle(w) || now >= grace_deadline))
             break;
@@ -1117,7 +1415,8 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         }
         if (w->q_new || (w->q_ready && (long)w->n_fetching < w->cfg->concurrency))
             timeout = 0;
-        else if (w->db_down || w->q_waiting || w->q_retry)
+        else if (w->db_down || w->q_waiting || w->q_held || w->q_breaker || w->q_publish ||
+                 w->dlq->queued > w->dlq->delivered + w->dlq->failed)
             timeout = 20;
         fetch_wait(w->fetch, w->wake[0], timeout);
     }
@@ -1146,6 +1445,17 @@ static void abandon_jobs(struct worker *w)
         if (q)
             DL_DELETE(*q, j);
         HASH_DEL(w->jobs, j);
+        w->n_jobs--;
+        job_free(j);
+    }
+    /* failed jobs have left the table; they are only in their queues */
+    while (w->q_publish || w->q_failed) {
+        struct job **q = w->q_publish ? &w->q_publish : &w->q_failed;
+        j = *q;
+        if (j->leased && n < BATCH_MAX)
+            release_leases(w, &j, 1);
+        DL_DELETE(*q, j);
+        w->n_jobs--;
         job_free(j);
     }
 }
@@ -1155,6 +1465,16 @@ void worker_free(struct worker *w)
     if (w == NULL)
         return;
     w->closing = 1;
+    if (w->dlq) {
+        /* delivery reports point at jobs: collect them all before the jobs
+         * go (what is not delivered by now is redone after a restart) */
+        char err[256];
+        if (kafka_producer_flush(w->dlq, 5000, err, sizeof err) != 0)
+            log_warn("event=publish_incomplete reason=\"%s\"", err);
+        rd_kafka_purge(w->dlq->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(w->dlq->rk, 0);
+        w->dlq->on_delivery = NULL;
+    }
     if (w->rk) {
         if (w->queue)
             rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
@@ -1170,6 +1490,8 @@ void worker_free(struct worker *w)
     }
     offsets_clear(&w->offsets);
     fetch_free(w->fetch);
+    kafka_producer_free(w->dlq);
+    breaker_free(w->breaker);
     netguard_free(w->guard);
     lease_close(w->lease);
     db_close(w->db);
