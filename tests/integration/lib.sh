@@ -215,6 +215,8 @@ it_setup() {
     export IMGCACHE_STORAGE_DIR="$TESTS_TMP/images"
     export IMGCACHE_PUBLIC_URL=http://cdn.test/images
     export IMGCACHE_LOG_LEVEL=info
+    # the test media server listens on loopback, which workers refuse unless allowed
+    export IMGCACHE_ALLOW_HOSTS=127.0.0.1
     mkdir -p "$IMGCACHE_STORAGE_DIR"
 
     # a fresh dev broker: no offsets, groups or events from other scripts
