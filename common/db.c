@@ -726,6 +726,23 @@ out:
     return rc;
 }
 
+int db_reopen_failures(struct db *db, long long *n, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(db->conn,
+                           "UPDATE image_failures SET permanent = false, next_retry_at = NULL WHERE permanent");
+    int rc = -1;
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        set_pg_err(db, res, "reopen failures", err, errlen);
+        goto out;
+    }
+    *n = strtoll(PQcmdTuples(res), NULL, 10);
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
 /* Several failures of one URL in a batch add up their attempts; the last
  * one gives the other fields. */
 static const char failures_sql[] =

@@ -70,6 +70,11 @@ int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed
                      int (*fn)(const struct db_url_ref *ref, void *arg), void *arg,
                      char *err, size_t errlen);
 
+/* Turns every permanent failure back into an ordinary one (permanent =
+ * false, no retry time), so workers try those URLs again when asked:
+ * `backfill --retry-failed`. The rows keep their history. *n = rows. */
+int db_reopen_failures(struct db *db, long long *n, char *err, size_t errlen);
+
 /* --- worker --- */
 
 struct db_image {

@@ -54,6 +54,16 @@ int cmd_backfill(const struct config *cfg)
     have_pub = 1;
     ctx.pub = &pub;
     log_info("event=backfill_start retry_failed=%d", retry_failed);
+    if (retry_failed) {
+        long long reopened = 0;
+        /* workers skip a URL with a young permanent failure: make those
+         * failures ordinary first, or the republished events do nothing */
+        if (db_reopen_failures(db, &reopened, err, sizeof err) != 0) {
+            producer_error("%s", err);
+            goto out;
+        }
+        log_info("event=failures_reopened count=%lld", reopened);
+    }
     if (db_each_uncached(db, cfg->failure_ttl_ms, retry_failed, backfill_one, &ctx, err, sizeof err) != 0) {
         if (ctx.failed)
             producer_error("%s", ctx.err);

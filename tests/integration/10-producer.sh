@@ -161,6 +161,8 @@ check_eq "the failed URL was published by --retry-failed" 1 \
     "$(event_keys backfill | grep -cxF "$IMG/g2.png")"
 check_eq "backfill --retry-failed published every uncached URL" "$((before + $(echo "$want_all" | wc -l)))" \
     "$(event_keys backfill | wc -l)"
+check_eq "backfill --retry-failed made the failure ordinary, so workers try again" "f" \
+    "$(q "SELECT permanent FROM image_failures WHERE source_url = '$IMG/g2.png'")"
 "$P" backfill --bogus > /dev/null 2>&1
 check_eq "backfill with an unknown argument exits 2" 2 "$?"
 
