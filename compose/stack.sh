@@ -22,7 +22,16 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BROKER_BIN=${IMGCACHE_DEVBROKER:-$ROOT/bin/imgcache-devbroker}
 
 say() { echo "$PROG: $*" >&2; }
-die() { say "$*"; exit 1; }
+# During start, a failure stops whatever already started.
+STARTING=0
+die() {
+    say "$*"
+    if [ "$STARTING" = 1 ]; then
+        STARTING=0
+        stop_all
+    fi
+    exit 1
+}
 
 usage() {
     cat >&2 <<EOF
@@ -336,6 +345,7 @@ cmd_start() {
         stop_all
     fi
     rm -f "$DIR/stack.env"
+    STARTING=1
     start_redis || { say "redis-server failed to start"; stop_all; exit 1; }
     start_pg || { say "PostgreSQL failed to start"; stop_all; exit 1; }
     start_broker || { say "the dev broker failed to start"; stop_all; exit 1; }
@@ -343,6 +353,7 @@ cmd_start() {
         "DATABASE_URL=postgresql://$(pg_role)@127.0.0.1:$PG_PORT/imgcache" \
         "BROKER_CTL=$DIR/broker.ctl" > "$DIR/stack.env.tmp" &&
         mv "$DIR/stack.env.tmp" "$DIR/stack.env" || { stop_all; die "cannot write $DIR/stack.env"; }
+    STARTING=0
     cat "$DIR/stack.env"
 }
 

@@ -44,10 +44,21 @@ cleanup() {
         rm -rf "$TMP"
     fi
 }
+# An interrupt stops the running integration script's process group (its
+# lib.sh trap then stops what it started), waits for it, and cleans up.
+current_pgfile=
+on_interrupt() {
+    trap '' INT TERM HUP
+    if [ -n "$current_pgfile" ] && [ -s "$current_pgfile" ]; then
+        kill -s TERM -- "-$(cat "$current_pgfile")" 2>/dev/null
+        wait
+    fi
+    exit "$1"
+}
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+trap 'on_interrupt 130' INT
+trap 'on_interrupt 143' TERM
+trap 'on_interrupt 129' HUP
 
 # 0 when no filter was given or the name contains one of them.
 selected() {
@@ -162,11 +173,21 @@ for s in tests/integration/*.sh; do
     mkdir -p "$TESTS_TMP"
     log="$TMP/it/$name.log"
     rcfile="$TMP/it/$name.rc"
+    pgfile="$TMP/it/$name.pgid"
     echo 1 > "$rcfile"
+    # timeout runs the script in a process group of its own and, when time is
+    # up, signals the whole group: nothing the script started survives to
+    # hold the output pipe open. The pipeline runs in the background so that
+    # a Ctrl-C interrupts `wait` and on_interrupt can stop that group.
     {
-        TESTS_TMP=$TESTS_TMP timeout --foreground -k 20 "$IT_TIMEOUT" bash "$s" < /dev/null
+        TESTS_TMP=$TESTS_TMP timeout -k 20 "$IT_TIMEOUT" bash "$s" < /dev/null &
+        echo $! > "$pgfile"
+        wait $!
         echo $? > "$rcfile"
-    } 2>&1 | tee "$log" | prefix "$name"
+    } 2>&1 | tee "$log" | prefix "$name" &
+    current_pgfile=$pgfile
+    wait $!
+    current_pgfile=
     rc=$(cat "$rcfile")
     reap_leftovers "$TESTS_TMP"
     ok=$(grep -c '^ok ' "$log")
