@@ -46,17 +46,6 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
     return 0;
 }
 
-static int fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc;
-    if (fd < 0)
-        return -1;
-    rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 static void remove_stale_tmp(const char *tmpdir)
 {
     DIR *d = opendir(tmpdir);
@@ -199,46 +188,82 @@ void store_unmap(const unsigned char *p, size_t len)
         munmap((void *)p, len);
 }
 
-int store_blob_commit(struct store *s, struct store_blob *b, const char *ext,
-                      char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
-                      char *err, size_t errlen)
+int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
+                    char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
+                    char *err, size_t errlen)
 {
-    char dir[4200], final[4400];
+    char final[4400];
     struct stat st;
-    int rc = -1;
 
     *existed = 0;
     if (hash_final_hex(&b->hash, sha256) != 0) {
         snprintf(err, errlen, "sha256: cannot finish");
-        goto out;
+        return -1;
     }
     snprintf(key, STORE_KEY_MAX, "%.2s/%.2s/%s.%s", sha256, sha256 + 2, sha256, ext);
-    snprintf(dir, sizeof dir, "%s/%.2s/%.2s", s->dir, sha256, sha256 + 2);
     snprintf(final, sizeof final, "%s/%s", s->dir, key);
+    if (b->fd >= 0)
+        close(b->fd);
+    b->fd = -1;
     if (stat(final, &st) == 0 && st.st_size == b->size) {
         *existed = 1;
-        rc = 0;
+        unlink(b->tmp_path);
+        b->tmp_path[0] = '\0';
+    }
+    return 0;
+}
+
+int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
+                  unsigned char *failed, char *err, size_t errlen)
+{
+    char tmpdir[4200], final[4400], dir[4400];
+    int fd, rc = -1;
+    size_t pending = 0;
+
+    memset(failed, 0, n);
+    for (size_t i = 0; i < n; i++)
+        if (blobs[i]->tmp_path[0])
+            pending++;
+    if (pending == 0)
+        return 0;
+    snprintf(tmpdir, sizeof tmpdir, "%s/.tmp", s->dir);
+    fd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "storage: cannot open %s: %s", tmpdir, strerror(errno));
+        return -1;
+    }
+    /* the bytes of every blob in the batch, before any gets its name */
+    if (syncfs(fd) != 0) {
+        snprintf(err, errlen, "storage: syncfs failed: %s", strerror(errno));
         goto out;
     }
-    if (fsync(b->fd) != 0) {
-        snprintf(err, errlen, "storage: fsync failed: %s", strerror(errno));
-        goto out;
+    err[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        struct store_blob *b = blobs[i];
+        char why[512] = "";
+        if (b->tmp_path[0] == '\0')
+            continue;
+        snprintf(final, sizeof final, "%s/%s", s->dir, keys[i]);
+        snprintf(dir, sizeof dir, "%s/%.5s", s->dir, keys[i]);
+        if (mkdir_p(dir, why, sizeof why) != 0 || rename(b->tmp_path, final) != 0) {
+            if (why[0] == '\0') /* mkdir_p explains its own failures */
+                snprintf(why, sizeof why, "storage: cannot rename into %s: %s", keys[i], strerror(errno));
+            if (err[0] == '\0')
+                snprintf(err, errlen, "%s", why);
+            failed[i] = 1;
+            continue;
+        }
+        b->tmp_path[0] = '\0';
     }
-    if (mkdir_p(dir, err, errlen) != 0)
-        goto out;
-    if (rename(b->tmp_path, final) != 0) {
-        snprintf(err, errlen, "storage: cannot rename into %s: %s", key, strerror(errno));
-        goto out;
-    }
-    b->tmp_path[0] = '\0';
-    /* the rename itself must survive a power cut before the row commits */
-    if (fsync_dir(dir) != 0) {
-        snprintf(err, errlen, "storage: fsync of %s failed: %s", dir, strerror(errno));
+    /* ...and the names themselves, before any row points at them */
+    if (syncfs(fd) != 0) {
+        snprintf(err, errlen, "storage: syncfs failed: %s", strerror(errno));
+        memset(failed, 1, n);
         goto out;
     }
     rc = 0;
 out:
-    store_blob_discard(b);
+    close(fd);
     return rc;
 }
 

@@ -2,10 +2,13 @@
 #define IMGCACHE_STORE_H
 /* Content-addressed blob store on a local filesystem:
  *   <dir>/<aa>/<bb>/<sha256>.<ext>      (aa, bb: the hash's first 2+2 chars)
- * A blob is streamed into <dir>/.tmp/<unique>.part while it downloads,
- * hashed on the way, fsync'd, then renamed to its final name (and the folder
- * fsync'd), so a final name never shows a torn or half-written file. A blob
- * that already exists is not written again: the temporary file is dropped.
+ * A blob is streamed into <dir>/.tmp/<unique>.part while it downloads and
+ * hashed on the way. Sealing it names it by its hash; publishing a batch of
+ * sealed blobs makes their bytes durable (one syncfs for the batch), renames
+ * each to its final name, and makes the renames durable (one more syncfs):
+ * a final name never shows a torn or half-written file, and the flushes are
+ * batched, not skipped. A blob that already exists is not written again: the
+ * temporary file is dropped.
  *
  * Ownership: store_open() returns a struct store freed by store_close().
  * A struct store_blob lives in the caller's memory; store_blob_begin() opens
@@ -41,12 +44,19 @@ int store_blob_write(struct store_blob *b, const void *data, size_t len, char *e
  * the head). *len gets its size; unmap with store_unmap(). NULL on error. */
 const unsigned char *store_blob_map(struct store_blob *b, size_t *len);
 void store_unmap(const unsigned char *p, size_t len);
-/* Makes the blob durable under its content address. sha256 gets the hex
- * digest, key the storage key relative to the store's folder. *existed = 1
- * when that content was already stored. */
-int store_blob_commit(struct store *s, struct store_blob *b, const char *ext,
-                      char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
-                      char *err, size_t errlen);
+/* Finishes the hash and names the blob: sha256 gets the hex digest, key
+ * the storage key relative to the store's folder. *existed = 1 when that
+ * content is already stored (the temporary file is dropped then). Closes
+ * the fd; the temporary file stays until store_publish() or discard. */
+int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
+                    char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
+                    char *err, size_t errlen);
+/* Makes n sealed blobs durable under their keys (keys[i] from seal).
+ * failed[i] = 1 (with the message of the first failure in err) for a blob
+ * that could not be renamed; returns -1 when nothing could be made durable.
+ * Published blobs need no discard (calling it is harmless). */
+int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
+                  unsigned char *failed, char *err, size_t errlen);
 void store_blob_discard(struct store_blob *b);
 
 /* Full path of key into out. */

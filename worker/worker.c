@@ -365,9 +365,9 @@ static void job_store(struct worker *w, struct job *j)
                  j->sniff.width, j->sniff.height, w->cfg->max_pixels);
         return;
     }
-    j->blob_open = 0; /* commit closes it, success or not */
-    if (store_blob_commit(w->store, &j->blob, j->sniff.extension, j->sha256, j->key, &existed,
-                          err, sizeof err) != 0) {
+    /* named now, made durable with the rest of its commit batch */
+    if (store_blob_seal(w->store, &j->blob, j->sniff.extension, j->sha256, j->key, &existed,
+                        err, sizeof err) != 0) {
         job_fail(w, j, "storage", 0, 0, "%s", err);
         return;
     }
@@ -658,19 +658,41 @@ static void write_results(struct worker *w)
     char err[300];
 
     while (w->q_commit && db_usable(w)) {
+        struct store_blob *blobs[BATCH_MAX];
+        const char *keys[BATCH_MAX];
+        unsigned char failed[BATCH_MAX];
+        size_t kept = 0;
+
         n = 0;
         DL_FOREACH(w->q_commit, j) {
             if (n == BATCH_MAX)
                 break;
-            batch[n] = j;
-            imgs[n] = (struct db_image){
+            blobs[n] = &j->blob;
+            keys[n] = j->key;
+            batch[n++] = j;
+        }
+        /* blobs durable under their names before the rows that point at them */
+        if (store_publish(w->store, blobs, keys, n, failed, err, sizeof err) != 0)
+            memset(failed, 1, n);
+        for (size_t i = 0; i < n; i++) {
+            if (failed[i]) {
+                job_fail(w, batch[i], "storage", 0, 0, "%s", err);
+                continue;
+            }
+            batch[kept++] = batch[i];
+        }
+        n = kept;
+        if (n == 0)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            j = batch[i];
+            imgs[i] = (struct db_image){
                 .source_url = j->url, .sha256 = j->sha256, .storage_key = j->key,
                 .public_url = j->public_url, .content_type = j->sniff.content_type,
                 .byte_size = j->blob.size, .width = j->sniff.width, .height = j->sniff.height,
                 .etag = j->etag[0] ? j->etag : NULL,
                 .last_modified = j->last_modified[0] ? j->last_modified : NULL,
             };
-            n++;
         }
         if (db_commit_images(w->db, imgs, n, err, sizeof err) != 0) {
             db_trouble(w, "commit", err);
