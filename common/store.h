@@ -18,7 +18,7 @@
 
 #include "hash.h"
 
-#define STORE_HEAD_MAX 65536  /* bytes kept in memory for sniffing */
+#define STORE_HEAD_MAX 16384  /* bytes kept in memory for sniffing; the rest is mapped when needed */
 #define STORE_KEY_MAX 128
 
 struct store;

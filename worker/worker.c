@@ -1228,7 +1228,7 @@ static int kafka_consumer_new(struct worker *w, char *err, size_t errlen)
         /* a new group must not miss events produced before it existed */
         { "auto.offset.reset", "earliest" },
         /* bound what librdkafka prefetches: memory stays flat */
-        { "queued.max.messages.kbytes", "16384" },
+        { "queued.max.messages.kbytes", "8192" },
     };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_topic_partition_list_t *topics = NULL;
