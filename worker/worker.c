@@ -595,8 +595,40 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
     } else {
         note_redis(w, 1);
     }
+    /* double check under the lease: a worker may have committed the row and
+     * released its lease between our look-up and our SET NX */
+    if (!w->redis_down) {
+        const char *leased[BATCH_MAX];
+        size_t k = 0;
+        for (size_t i = 0; i < m; i++)
+            if (got[i])
+                leased[k++] = urls[i];
+        if (k > 0 && db_lookup_urls(w->db, leased, k, w->cfg->failure_ttl_ms, state, err, sizeof err) != 0) {
+            lease_release(w->lease, leased, k, err, sizeof err);
+            db_trouble(w, "lookup", err);
+            return;
+        }
+        k = 0;
+        for (size_t i = 0; i < m; i++) {
+            if (!got[i])
+                continue;
+            if (state[k] == DB_URL_NONE || (state[k] == DB_URL_RETRYING && batch[i]->from_retry)) {
+                k++;
+                continue;
+            }
+            lease_release(w->lease, &urls[i], 1, err, sizeof err);
+            if (state[k] == DB_URL_CACHED)
+                w->n_already_cached++;
+            k++;
+            got[i] = 2; /* finished below */
+        }
+    }
     for (size_t i = 0; i < m; i++) {
         j = batch[i];
+        if (got[i] == 2) {
+            job_finish(w, j);
+            continue;
+        }
         if (!got[i]) {
             if (j->state != JOB_WAITING)
                 w->n_waited++;
