@@ -46,6 +46,16 @@ static int opt_string(const json_t *obj, const char *key, int empty_is_null, cha
     }
     if (empty_is_null && json_string_length(v) == 0)
         return 0;
+    /* keys and indexed columns in PostgreSQL hold at most ~2.7 KB */
+    if (json_string_length(v) > BEEPER_MAX_FIELD) {
+        set_err(err, errlen, "%s%s is %zu bytes, over the %d-byte limit", where, key,
+                json_string_length(v), BEEPER_MAX_FIELD);
+        return -1;
+    }
+    if (strlen(json_string_value(v)) != json_string_length(v)) {
+        set_err(err, errlen, "%s%s contains a NUL character", where, key);
+        return -1;
+    }
     *dst = strdup(json_string_value(v));
     if (*dst == NULL) {
         set_err(err, errlen, "%sout of memory", where);

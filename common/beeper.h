@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <jansson.h>
 
+/* Longest string field accepted (ids, names, image URLs): PostgreSQL keys
+ * and indexes hold at most ~2.7 KB; longer fields make the line refused. */
+#define BEEPER_MAX_FIELD 2048
+
 struct beeper_participant {
     char *id;          /* required */
     char *full_name;   /* may be NULL */

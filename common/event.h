@@ -13,7 +13,8 @@
 #include <stddef.h>
 
 #define EVENT_VERSION 1
-#define EVENT_MAX_URL 8192      /* longer source URLs are refused */
+#define EVENT_MAX_URL 2048      /* longer source URLs are refused: PostgreSQL's
+                                   keys hold at most ~2.7 KB */
 #define EVENT_MAX_BYTES 65536   /* larger event values are refused unparsed */
 
 struct event {

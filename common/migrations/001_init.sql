@@ -34,7 +34,7 @@ CREATE TABLE chats (
     last_activity     timestamptz,
     synced_at         timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX chats_img_source_url_idx ON chats (img_source_url)
+CREATE INDEX chats_img_source_url_idx ON chats USING hash (img_source_url)
     WHERE img_source_url IS NOT NULL;
 
 CREATE TABLE chat_participants (
@@ -45,7 +45,7 @@ CREATE TABLE chat_participants (
     is_self        boolean NOT NULL DEFAULT false,
     PRIMARY KEY (chat_id, participant_id)
 );
-CREATE INDEX chat_participants_img_source_url_idx ON chat_participants (img_source_url);
+CREATE INDEX chat_participants_img_source_url_idx ON chat_participants USING hash (img_source_url);
 
 -- Stored image content, one row per distinct SHA-256 of the bytes.
 CREATE TABLE image_blobs (

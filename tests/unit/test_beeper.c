@@ -166,6 +166,41 @@ static void test_not_json(void **state)
     assert_true(strncmp(err, "not JSON: ", 10) == 0);
 }
 
+/* Fields PostgreSQL could not key or index are refused with their size;
+ * an embedded NUL would silently cut a string short, so it is refused too. */
+static void test_field_limits(void **state)
+{
+    char *line = malloc(4000);
+    char url[2100];
+    (void)state;
+
+    assert_non_null(line);
+    memset(url, 'a', 2049);
+    url[2049] = '\0';
+    snprintf(line, 4000, "{\"id\":\"abc\",\"type\":\"group\",\"imgURL\":\"http://x/%s\"}", url);
+    expect_error(line, "chat abc: imgURL is 2058 bytes, over the 2048-byte limit");
+    url[2048 - 9] = '\0'; /* "http://x/" + 2039 = exactly 2048 */
+    snprintf(line, 4000, "{\"id\":\"abc\",\"type\":\"group\",\"imgURL\":\"http://x/%s\"}", url);
+    {
+        struct beeper_chat c;
+        char err[256];
+        assert_int_equal(beeper_chat_parse(line, strlen(line), &c, err, sizeof err), 0);
+        assert_int_equal(strlen(c.img_url), 2048);
+        beeper_chat_clear(&c);
+    }
+    {
+        /* jansson refuses \u0000 in text; an object built in memory may hold one */
+        json_t *obj = json_pack("{s:s, s:s, s:s#}", "id", "abc", "type", "single", "title", "a\0b", (size_t)3);
+        struct beeper_chat c;
+        char err[256];
+        assert_non_null(obj);
+        assert_int_equal(beeper_chat_from_json(obj, &c, err, sizeof err), -1);
+        assert_string_equal(err, "chat abc: title contains a NUL character");
+        json_decref(obj);
+    }
+    free(line);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -223,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_from_json_borrows),
         cmocka_unit_test(test_not_json),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_field_limits),
         cmocka_unit_test(test_error_text_is_one_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -129,7 +129,7 @@ static void test_encode_errors(void **state)
     big[EVENT_MAX_URL + 1] = '\0';
     ev.source_url = big;
     assert_null(event_encode(&ev, err, sizeof err));
-    assert_string_equal(err, "source_url is 8193 bytes, over the 8192-byte limit");
+    assert_string_equal(err, "source_url is 2049 bytes, over the 2048-byte limit");
     big[EVENT_MAX_URL] = '\0'; /* exactly at the limit is fine */
     {
         char *ok = event_encode(&ev, err, sizeof err);
@@ -144,7 +144,7 @@ static void test_encode_errors(void **state)
     big[102400] = '\0';
     ev.source_url = big;
     assert_null(event_encode(&ev, err, sizeof err));
-    assert_string_equal(err, "source_url is 102400 bytes, over the 8192-byte limit");
+    assert_string_equal(err, "source_url is 102400 bytes, over the 2048-byte limit");
     free(big);
 
     ev.source_url = "http://x/\xff\xfe";
@@ -241,7 +241,7 @@ static void test_decode_long_url(void **state)
     assert_string_equal(err, "event is 102423 bytes, over the 65536-byte limit");
     free(text);
 
-    /* a URL over 8192 bytes inside an event under 65536 bytes */
+    /* a URL over 2048 bytes inside an event under 65536 bytes */
     text = malloc(20000);
     assert_non_null(text);
     len = (size_t)sprintf(text, "%s", head);
@@ -249,7 +249,7 @@ static void test_decode_long_url(void **state)
     len += 10000;
     len += (size_t)sprintf(text + len, "\"}");
     assert_int_equal(decode_exact(text, len, &ev, err, sizeof err), -1);
-    assert_string_equal(err, "source_url is 10000 bytes, over the 8192-byte limit");
+    assert_string_equal(err, "source_url is 10000 bytes, over the 2048-byte limit");
     free(text);
 }
 
