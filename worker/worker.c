@@ -727,8 +727,24 @@ static void write_results(struct worker *w)
             };
         }
         if (db_commit_images(w->db, imgs, n, err, sizeof err) != 0) {
-            db_trouble(w, "commit", err);
-            return;
+            if (!db_ok(w->db)) {
+                db_trouble(w, "commit", err);
+                return;
+            }
+            /* the server is fine but refused the statement: find the image
+             * it refuses, so one bad row cannot hold up the rest forever */
+            kept = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (db_commit_images(w->db, &imgs[i], 1, err, sizeof err) == 0) {
+                    batch[kept++] = batch[i];
+                } else if (!db_ok(w->db)) {
+                    db_trouble(w, "commit", err);
+                    return;
+                } else {
+                    job_fail(w, batch[i], "database", 1, 0, "PostgreSQL refused the row: %s", err);
+                }
+            }
+            n = kept;
         }
         release_leases(w, batch, n);
         for (size_t i = 0; i < n; i++) {
@@ -754,8 +770,22 @@ static void write_results(struct worker *w)
             n++;
         }
         if (db_record_failures(w->db, fails, n, err, sizeof err) != 0) {
-            db_trouble(w, "record_failure", err);
-            return;
+            if (!db_ok(w->db)) {
+                db_trouble(w, "record_failure", err);
+                return;
+            }
+            /* refused, not unreachable: its dead letter is already published,
+             * so log and finish rather than retry forever */
+            for (size_t i = 0; i < n; i++) {
+                if (db_record_failures(w->db, &fails[i], 1, err, sizeof err) == 0)
+                    continue;
+                if (!db_ok(w->db)) {
+                    db_trouble(w, "record_failure", err);
+                    return;
+                }
+                log_error("event=failure_not_recorded url=\"%s\" reason=\"%s\"",
+                          batch[i]->res.display ? batch[i]->res.display : "-", err);
+            }
         }
         release_leases(w, batch, n);
         for (size_t i = 0; i < n; i++) {
