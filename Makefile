@@ -89,3 +89,26 @@ clean:
 	rm -rf build bin
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---- fuzzing: `make fuzz` ------------------------------------------------------
+# Builds every tests/fuzz/fuzz_<name>.c with clang and libFuzzer into
+# build/fuzz/ (each linked with common/<name>.c, or FUZZ_SRC_<name>) and runs
+# each for FUZZ_SECONDS (tests/fuzz/run.sh: corpus in build/fuzz/corpus/<name>,
+# seeds from tests/fuzz/seeds/<name>, crash inputs in build/fuzz/artifacts/).
+#   make fuzz FUZZ_SECONDS=300 FUZZ_JOBS=2 FUZZ_TARGETS="sniff event"
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 1
+FUZZ_CFLAGS  ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIBS    ?= $(shell pkg-config --libs jansson libcurl 2>/dev/null)
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -std=c11 -D_GNU_SOURCE -Icommon -o $@ $< $(or $(FUZZ_SRC_$*),common/$*.c) $(FUZZ_LIBS)
+$(foreach t,$(FUZZ_ALL),$(eval build/fuzz/fuzz_$(t): $(or $(FUZZ_SRC_$(t)),common/$(t).c) $(wildcard common/*.h)))
+
+fuzz:
+	@FUZZ_CC='$(FUZZ_CC)' FUZZ_CFLAGS='$(FUZZ_CFLAGS)' MAKE='$(MAKE)' \
+		bash tests/fuzz/run.sh --seconds '$(FUZZ_SECONDS)' --jobs '$(FUZZ_JOBS)' $(FUZZ_TARGETS)
