@@ -2,7 +2,8 @@
 # The test runner behind `make test` (run from anywhere; it works in the repo
 # root). Starts a private stack (compose/stack.sh, --fast) in a fresh temp
 # folder, runs every unit binary build/tests/test_* and then every
-# tests/integration/*.sh in name order, and ends with the line
+# tests/integration/*.sh in name order (lib.sh and lib-*.sh are sourced
+# helpers, not tests), and ends with the line
 # "N passed, N failed". Exit 0 only when nothing failed and something passed.
 #
 #   sh tests/run.sh [FILTER...]   only units and scripts whose name contains a
@@ -165,7 +166,7 @@ scripts=0
 for s in tests/integration/*.sh; do
     [ -f "$s" ] || continue
     name=$(basename "$s" .sh)
-    [ "$name" = lib ] && continue
+    case $name in lib|lib[-_.]*) continue ;; esac     # sourced helpers, not tests
     selected "$name" || continue
     [ $scripts -eq 0 ] && echo "== integration tests"
     scripts=$((scripts + 1))
