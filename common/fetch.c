@@ -131,6 +131,15 @@ static int header_value(const char *line, size_t len, const char *name, char *ou
     return 1;
 }
 
+/* 1 when s is printable ASCII. */
+static int printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+            return 0;
+    return 1;
+}
+
 static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
 {
     struct transfer *t = userp;
@@ -144,8 +153,13 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
         t->res.retry_after_s = -1;
         return len;
     }
-    header_value(line, len, "ETag", t->res.etag, sizeof t->res.etag);
-    header_value(line, len, "Last-Modified", t->res.last_modified, sizeof t->res.last_modified);
+    /* stored as text in a JSON batch: a value with bytes outside printable
+     * ASCII (maybe not UTF-8, which would fail its row) is not kept */
+    if (header_value(line, len, "ETag", t->res.etag, sizeof t->res.etag) && !printable(t->res.etag))
+        t->res.etag[0] = '\0';
+    if (header_value(line, len, "Last-Modified", t->res.last_modified, sizeof t->res.last_modified) &&
+        !printable(t->res.last_modified))
+        t->res.last_modified[0] = '\0';
     if (header_value(line, len, "Retry-After", tmp, sizeof tmp)) {
         char *end;
         long long v = strtoll(tmp, &end, 10);

@@ -160,6 +160,7 @@ struct worker {
     long long db_backoff_ms;
     int db_down;
     int redis_down;
+    int retry_unseen;           /* a retry we published may be past the cached end offsets */
     int seen_count;             /* partitions ever assigned (for --from-beginning) */
     char **seen;
 
@@ -255,6 +256,32 @@ static void job_finish(struct worker *w, struct job *j)
 static void job_fail(struct worker *w, struct job *j, const char *error_class, int permanent,
                      int http_status, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
+/* Bytes that do not form UTF-8 become '?'. A reason can carry a decoded
+ * file:// path ("%ff") or be cut inside a character, and the failure row
+ * goes through JSON, which refuses anything but UTF-8. */
+static void scrub_utf8(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+
+    while (*p) {
+        unsigned c = *p;
+        size_t n = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2
+                 : c >= 0xF0 && c <= 0xF4 ? 3 : 4;
+        int ok = n < 4;
+        for (size_t i = 1; ok && i <= n; i++)
+            ok = (p[i] & 0xC0) == 0x80; /* stops at the NUL too */
+        /* overlong forms, surrogates, above U+10FFFF */
+        if (ok && ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) ||
+                   (c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] > 0x8F)))
+            ok = 0;
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        p += n + 1;
+    }
+}
+
 static void job_fail(struct worker *w, struct job *j, const char *error_class, int permanent,
                      int http_status, const char *fmt, ...)
 {
@@ -262,6 +289,7 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
     va_start(ap, fmt);
     vsnprintf(j->error_msg, sizeof j->error_msg, fmt, ap);
     va_end(ap);
+    scrub_utf8(j->error_msg);
     snprintf(j->error_class, sizeof j->error_class, "%s", error_class);
     j->permanent = permanent;
     j->http_status = http_status;
@@ -830,10 +858,12 @@ static void on_published(void *opaque, int ok, const char *errstr, void *ctx)
         job_move(w, j, JOB_PUBLISH);
         return;
     }
-    if (j->dead_letter)
+    if (j->dead_letter) {
         w->n_dead_letters++;
-    else
+    } else {
         w->n_retries++;
+        w->retry_unseen = 1;
+    }
     if (j->url == NULL) {
         job_finish(w, j); /* an undecodable event: the dead letter is all */
         return;
@@ -1204,7 +1234,7 @@ static void io_step(struct worker *w)
 /* 1 when every assigned partition's position is at its end. */
 static int caught_up(struct worker *w)
 {
-    rd_kafka_topic_partition_list_t *assignment = NULL, *unread = NULL;
+    rd_kafka_topic_partition_list_t *assignment = NULL, *unread = NULL, *ends = NULL;
     int ok = 1;
 
     if (rd_kafka_assignment(w->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -1222,6 +1252,18 @@ static int caught_up(struct worker *w)
     }
     if (unread && rd_kafka_committed(w->rk, unread, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR)
         ok = 0;
+    /* after we published a retry, the cached end offsets of the retry topic
+     * may predate it (--drain would leave before that retry): ask the broker
+     * for them, all in one request (END as the time: the end offset) */
+    if (ok && w->retry_unseen) {
+        ends = rd_kafka_topic_partition_list_new(assignment->cnt);
+        for (int i = 0; i < assignment->cnt; i++)
+            if (strcmp(assignment->elems[i].topic, w->retry_topic) == 0)
+                rd_kafka_topic_partition_list_add(ends, assignment->elems[i].topic,
+                                                  assignment->elems[i].partition)->offset = RD_KAFKA_OFFSET_END;
+        if (ends->cnt > 0 && rd_kafka_offsets_for_times(w->rk, ends, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            ok = 0;
+    }
     for (int i = 0; i < assignment->cnt && ok; i++) {
         rd_kafka_topic_partition_t *p = &assignment->elems[i];
         int64_t low = 0, high = 0, pos = p->offset;
@@ -1238,6 +1280,15 @@ static int caught_up(struct worker *w)
             ok = 0;
             break;
         }
+        if (ends) {
+            rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(ends, p->topic, p->partition);
+            if (e && (e->err != RD_KAFKA_RESP_ERR_NO_ERROR || e->offset < 0)) {
+                ok = 0;
+                break;
+            }
+            if (e && e->offset > high)
+                high = e->offset;
+        }
         if (pos < 0)
             pos = low; /* no commit: the group starts at the beginning */
         if (pos < high) {
@@ -1246,6 +1297,10 @@ static int caught_up(struct worker *w)
             ok = 0;
         }
     }
+    if (ok)
+        w->retry_unseen = 0; /* the broker's own end offsets say we are done */
+    if (ends)
+        rd_kafka_topic_partition_list_destroy(ends);
     if (unread)
         rd_kafka_topic_partition_list_destroy(unread);
     rd_kafka_topic_partition_list_destroy(assignment);
