@@ -1,0 +1,858 @@
+#!/usr/bin/env bash
+# bench/run.sh: the imgcache benchmark (issue 4). It asserts nothing: it
+# prints one table and writes bench/results.json.
+#
+#   bench/run.sh [--quick] [--images N] [--dup K] [--latency-ms L]
+#                [--concurrency C] [--workers "1 2 4"] [--seed S]
+#                [--profile | --no-profile] [--keep]
+#
+# What it does, all in its own folder under /tmp (removed at exit; --keep
+# leaves it), with every process it starts stopped at exit:
+#   1. generates N distinct images (seed S; sizes uniform in 5-200 KiB;
+#      JPEG/PNG/WebP = the fixtures in tests/fixtures/images + filler) and K
+#      chat files, each referencing every image once (so each URL is in K
+#      chats; K imports publish each URL in K events);
+#   2. serves them from bin/imgcache-mediaserver on 127.0.0.1 (--latency-ms);
+#   3. baseline: curl --parallel --parallel-max C over the same URLs;
+#   4. fleet, for each worker count: fresh database, Redis (FLUSHALL), dev
+#      broker (32 partitions) and storage folder; K imports, then W workers
+#      with --drain; images/s from the first import's start to the last row
+#      committed, latency produced_at -> cached_at, downloads per URL, peak
+#      RSS and CPU per worker;
+#   5. full run only (unless given): 50 ms latency with concurrency 128 and
+#      one worker; concurrency 256 with 200 KiB images (peak RSS); a run of
+#      100,000 events (5 imports of N chats) sampling RSS over time, then a
+#      replay of that topic under a new group; a live run (worker already
+#      running, chats fed at ~500/s) for per-event latency; a profile of the
+#      worker (perf if hardware counters work, else callgrind).
+# `make bench` builds first; run directly, it uses whatever is in bin/.
+set -u -o pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROG=bench/run.sh
+START_EPOCH=$EPOCHREALTIME
+
+# ---- options -------------------------------------------------------------------
+QUICK=0
+IMAGES=
+DUP=3
+LAT=0
+CONC=64
+WORKERS=
+SEED=42
+PROFILE=auto
+KEEP=0
+PARTITIONS=32
+
+usage() {
+    sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --images) IMAGES=${2:?}; shift ;;
+        --dup) DUP=${2:?}; shift ;;
+        --latency-ms) LAT=${2:?}; shift ;;
+        --concurrency) CONC=${2:?}; shift ;;
+        --workers) WORKERS=${2:?}; shift ;;
+        --seed) SEED=${2:?}; shift ;;
+        --profile) PROFILE=yes ;;
+        --no-profile) PROFILE=no ;;
+        --keep) KEEP=1 ;;
+        -h|--help) usage ;;
+        *) echo "$PROG: unknown option '$1'" >&2; usage ;;
+    esac
+    shift
+done
+for v in IMAGES DUP LAT CONC SEED; do
+    val=${!v}
+    [ -z "$val" ] || [[ $val =~ ^[0-9]+$ ]] || { echo "$PROG: $v must be a number" >&2; exit 2; }
+done
+if [ "$QUICK" = 1 ]; then
+    : "${IMAGES:=2000}"
+    : "${WORKERS:=1 2}"
+    RSS256_IMAGES=600
+    LIVE_IMAGES=1000
+    [ "$PROFILE" = auto ] && PROFILE=no
+else
+    : "${IMAGES:=20000}"
+    : "${WORKERS:=1 2 4}"
+    RSS256_IMAGES=5000
+    LIVE_IMAGES=5000
+    [ "$PROFILE" = auto ] && PROFILE=yes
+fi
+[ "$IMAGES" -ge 10 ] && [ "$DUP" -ge 1 ] && [ "$CONC" -ge 1 ] || { echo "$PROG: --images >= 10, --dup >= 1, --concurrency >= 1" >&2; exit 2; }
+LONG_DUP=5                      # 5 x 20,000 = the 100,000-event run
+LONG_EVENTS=$((IMAGES * LONG_DUP))
+PROFILE_IMAGES=400
+
+# ---- output helpers ------------------------------------------------------------
+elapsed() { awk -v a="$START_EPOCH" -v b="$EPOCHREALTIME" 'BEGIN { s = b - a; printf "%02d:%02d", s / 60, s % 60 }'; }
+say() { echo "[$(elapsed)] $*"; }
+warn() { echo "[$(elapsed)] WARNING: $*"; WARNINGS+=("$*"); }
+die() { echo "$PROG: $*" >&2; exit 1; }
+WARNINGS=()
+
+# calc EXPR [DECIMALS]: floating point with awk; variables as name=value pairs.
+calc() {
+    local expr=$1 dec=${2:-2}
+    shift
+    [ $# -gt 0 ] && shift
+    awk "$@" "BEGIN { v = ($expr); printf \"%.${dec}f\", v }" 2>/dev/null || echo null
+}
+# JSON number or null
+jn() { case ${1:-} in ''|null|nan|-nan|inf|-inf) echo null ;; *) echo "$1" ;; esac; }
+# JSON string (the values here never hold control characters)
+js() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
+
+# ---- prerequisites ---------------------------------------------------------------
+need_pkg() { # command package
+    command -v "$1" > /dev/null 2>&1 || [ -x "$1" ] && return 0
+    say "installing Debian package $2 (for $1)"
+    local sudo=
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" > /dev/null ||
+        { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q > /dev/null &&
+          $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" > /dev/null; } ||
+        die "cannot install $2"
+}
+need_pkg /usr/bin/time time
+need_pkg curl curl
+need_pkg kcat kcat
+need_pkg psql postgresql-client
+need_pkg redis-cli redis-server
+need_pkg cc build-essential
+
+for b in imgcache-producer imgcache-worker imgcache-devbroker imgcache-mediaserver; do
+    [ -x "$ROOT/bin/$b" ] || die "bin/$b is missing: run make bench (or make all)"
+done
+
+# ---- work folder, process tracking, cleanup --------------------------------------
+WORK=$(mktemp -d /tmp/imgcache-bench.XXXXXX) || die "mktemp failed"
+chmod 755 "$WORK"               # PostgreSQL runs as 'postgres' and must reach it
+PIDS=()
+STACK_UP=0
+
+running() {
+    local st
+    [ -n "${1:-}" ] && [ -r "/proc/$1/status" ] || return 1
+    st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+children_of() { cat "/proc/$1/task/"*/children 2>/dev/null | tr ' ' '\n' | grep -v '^$'; }
+descendants() {
+    local c
+    for c in $(children_of "$1"); do echo "$c"; descendants "$c"; done
+}
+track() { PIDS+=("$1"); }
+# stop_tree PID [secs]: TERM the process and its descendants, then KILL.
+stop_tree() {
+    local all=("$1") p i
+    running "$1" || return 0
+    all+=($(descendants "$1"))
+    kill -TERM "${all[@]}" 2>/dev/null
+    for i in $(seq 1 $((${2:-10} * 10))); do
+        local alive=0
+        for p in "${all[@]}"; do running "$p" && { alive=1; break; }; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${all[@]}"; do running "$p" && kill -KILL "$p" 2>/dev/null; done
+    wait "$1" 2>/dev/null
+    return 0
+}
+cleanup() {
+    local rc=$? p
+    trap - EXIT INT TERM HUP
+    for p in "${PIDS[@]}"; do stop_tree "$p" 5; done
+    [ "$STACK_UP" = 1 ] && sh "$ROOT/compose/stack.sh" stop "$WORK/stack" > /dev/null 2>&1
+    if [ "$KEEP" = 1 ]; then
+        echo "$PROG: kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+wait_for() { # secs cmd...: poll every 0.2 s
+    local end
+    end=$(awk -v n="$EPOCHREALTIME" -v s="$1" 'BEGIN { printf "%.0f", n + s }')
+    shift
+    until "$@" > /dev/null 2>&1; do
+        [ "${EPOCHREALTIME%.*}" -lt "$end" ] || return 1
+        sleep 0.2
+    done
+}
+
+# ---- snapshot of the programs under test ----------------------------------------
+mkdir -p "$WORK/bin"
+cp "$ROOT"/bin/imgcache-{producer,worker,devbroker,mediaserver} "$WORK/bin/"
+BIN=$WORK/bin
+COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+DIRTY=false
+[ -n "$(git -C "$ROOT" status --porcelain -- common worker producer compose tests/mediaserver 2>/dev/null)" ] && DIRTY=true
+BIN_MTIME=$(stat -c %y "$ROOT/bin/imgcache-worker" | cut -d. -f1)
+
+say "imgcache benchmark: $([ $QUICK = 1 ] && echo quick || echo full) run, commit ${COMMIT:0:12}$([ $DIRTY = true ] && echo ' (+ uncommitted changes)'), worker binary built $BIN_MTIME"
+say "work folder $WORK"
+
+# ---- the load generator -------------------------------------------------------
+mkdir -p "$ROOT/build/bench"
+GEN=$ROOT/build/bench/gen
+if [ ! -x "$GEN" ] || [ "$ROOT/bench/gen.c" -nt "$GEN" ]; then
+    cc -O2 -std=c11 -Wall -Wextra -Werror -o "$GEN" "$ROOT/bench/gen.c" || die "cannot build $GEN"
+fi
+
+FIXTURES=$ROOT/tests/fixtures/images
+say "generating $IMAGES images (seed $SEED, 5-200 KiB, jpg/png/webp)"
+"$GEN" "$WORK/media" a "$IMAGES" "$SEED" 5120 204800 "$FIXTURES" > "$WORK/manifest-a.tsv" || die "gen failed"
+say "generating $RSS256_IMAGES images of 200 KiB (seed $((SEED + 1)))"
+"$GEN" "$WORK/media" b "$RSS256_IMAGES" "$((SEED + 1))" 204800 204800 "$FIXTURES" > "$WORK/manifest-b.tsv" || die "gen failed"
+BYTES_A=$(awk -F'\t' '{ s += $2 } END { print s }' "$WORK/manifest-a.tsv")
+say "set a: $(calc "b / 1048576" 0 -v b="$BYTES_A") MiB, mean $(calc "b / n / 1024" 1 -v b="$BYTES_A" -v n="$IMAGES") KiB per image"
+
+# chats FILEPREFIX MANIFEST MEDIA_URL COPIES [LIMIT]: COPIES files of one chat
+# per image; copy k is FILEPREFIX-k.jsonl; chats are Beeper single chats whose
+# picture is the other participant's.
+gen_chats() {
+    local prefix=$1 manifest=$2 url=$3 copies=$4 limit=${5:-0} k
+    for k in $(seq 1 "$copies"); do
+        awk -F'\t' -v u="$url" -v k="$k" -v lim="$limit" '
+            lim > 0 && NR > lim { exit }
+            { i = NR - 1
+              printf "{\"id\":\"bench-%d-%d\",\"accountID\":\"bench\",\"title\":\"Bench Person %d\",\"type\":\"single\",\"network\":\"WhatsApp\",\"imgURL\":\"%s/%s\",\"lastActivity\":\"2026-11-20T10:00:00.000Z\",\"participants\":{\"items\":[{\"id\":\"me\",\"fullName\":\"Me\",\"isSelf\":true},{\"id\":\"u%d\",\"fullName\":\"Bench Person %d\",\"imgURL\":\"%s/%s\",\"isSelf\":false}],\"hasMore\":false,\"total\":2}}\n",
+                     k, i, i, u, $1, i, i, u, $1 }' "$manifest" > "$prefix-$k.jsonl"
+    done
+}
+
+# ---- CPU accounting -------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+NCPU=$(nproc)
+# tree_ticks PID...: CPU ticks of each process and its descendants (live ones
+# and, through cutime/cstime, the reaped ones).
+tree_ticks() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v roots="$*" '
+        { line = $0; pid = $1; sub(/^[0-9]+ \(.*\) /, "", line); split(line, f, " ")
+          t[pid] = f[12] + f[13] + f[14] + f[15]; kids[f[2]] = kids[f[2]] " " pid }
+        function sum(p,   s, i, n2, arr) { s = t[p]; n2 = split(kids[p], arr, " "); for (i = 1; i <= n2; i++) s += sum(arr[i]); return s }
+        END { n = split(roots, r, " "); for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? " " : ""), (r[i] in t ? sum(r[i]) : 0); print "" }'
+}
+host_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $6; exit }' /proc/stat; }
+# snap: "wall host_busy host_total host_iowait media pg redis broker"
+snap() {
+    local pg redis
+    pg=$(head -n 1 "$WORK/stack/pg/postmaster.pid" 2>/dev/null | tr -dc 0-9)
+    redis=$(head -n 1 "$WORK/stack/redis.pid" 2>/dev/null | tr -dc 0-9)
+    echo "$EPOCHREALTIME $(host_ticks) $(tree_ticks "${MEDIA_PID:-0}" "${pg:-0}" "${redis:-0}" "${BROKER_PID:-0}")"
+}
+# usage_between "SNAP1" "SNAP2" -> sets U_WALL U_HOST_PCT U_IOWAIT_PCT
+# U_MEDIA_PCT U_MEDIA_S U_PG_S U_REDIS_S U_BROKER_S (percent of one core;
+# the machine has NCPU*100 %).
+usage_between() {
+    read -r U_WALL U_HOST_PCT U_IOWAIT_PCT U_MEDIA_PCT U_MEDIA_S U_PG_S U_REDIS_S U_BROKER_S < <(
+        awk -v a="$1" -v b="$2" -v tck="$CLK_TCK" -v ncpu="$NCPU" 'BEGIN {
+            split(a, x, " "); split(b, y, " ")
+            wall = y[1] - x[1]; if (wall <= 0) wall = 1e-9
+            tot = y[3] - x[3]; if (tot <= 0) tot = 1
+            printf "%.3f %.0f %.0f %.0f %.2f %.2f %.2f %.2f\n", wall,
+                (y[2] - x[2]) / tot * 100 * ncpu, (y[4] - x[4]) / tot * 100 * ncpu,
+                (y[5] - x[5]) / tck / wall * 100, (y[5] - x[5]) / tck,
+                (y[6] - x[6]) / tck, (y[7] - x[7]) / tck, (y[8] - x[8]) / tck }')
+}
+
+# ---- servers ------------------------------------------------------------------
+say "starting PostgreSQL and redis-server (compose/stack.sh, durable settings)"
+STACK_UP=1
+IMGCACHE_DEVBROKER=$BIN/imgcache-devbroker sh "$ROOT/compose/stack.sh" start "$WORK/stack" > "$WORK/stack.out" 2> "$WORK/stack.log" ||
+    { cat "$WORK/stack.log" >&2; die "compose/stack.sh start failed"; }
+. "$WORK/stack/stack.env"
+STACK_DATABASE_URL=$DATABASE_URL
+# Each configuration gets its own dev broker: the stack's one is not used.
+sb=$(head -n 1 "$WORK/stack/broker.pid" 2>/dev/null | tr -dc 0-9)
+[ -n "$sb" ] && running "$sb" && { kill -TERM "$sb"; wait_for 10 bash -c "! kill -0 $sb"; }
+PG_VERSION=$(psql -XAtq "$STACK_DATABASE_URL" -c "SHOW server_version" 2>/dev/null | cut -d' ' -f1)
+
+declare -A MEDIA_URLS=() MEDIA_PIDS=()
+# media_for LATENCY: starts (once) a media server over $WORK/media with that
+# added latency; sets MEDIA_URL, MEDIA_PID.
+media_for() {
+    local lat=$1 out=$WORK/media-$1.out
+    if [ -z "${MEDIA_PIDS[$lat]:-}" ]; then
+        "$BIN/imgcache-mediaserver" --root "$WORK/media" --latency-ms "$lat" --max-connections 2048 \
+            < /dev/null > "$out" 2> "$WORK/media-$lat.log" &
+        MEDIA_PIDS[$lat]=$!
+        track "$!"
+        wait_for 15 grep -q '^MEDIA_URL=' "$out" || die "the media server did not start: $(tail -n 5 "$WORK/media-$lat.log")"
+        MEDIA_URLS[$lat]=$(sed -n 's/^MEDIA_URL=//p' "$out")
+    fi
+    MEDIA_URL=${MEDIA_URLS[$lat]}
+    MEDIA_PID=${MEDIA_PIDS[$lat]}
+}
+media_total() { curl -fsS "$MEDIA_URL/__stats" | sed -n 's/^{"total":\([0-9]*\).*/\1/p'; }
+media_max_per_path() { curl -fsS "$MEDIA_URL/__stats" | grep -o '"/[^"]*":[0-9]*' | awk -F: 'BEGIN { m = 0 } $NF > m { m = $NF } END { print m }'; }
+media_reset() { curl -fsS -X POST "$MEDIA_URL/__reset" > /dev/null; }
+
+BROKER_PID=
+# fresh_env NAME: own database, empty Redis, a new dev broker, an empty
+# storage folder, schema migrated. Exports what the programs read.
+fresh_env() {
+    local name=$1 db base
+    db=bench_$(echo "$name" | tr -c 'a-zA-Z0-9_\n' _)
+    psql -XAtq -v ON_ERROR_STOP=1 "$STACK_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
+        -c "CREATE DATABASE $db" > "$WORK/$name.setup.log" 2>&1 || die "cannot create database $db"
+    base=${STACK_DATABASE_URL%%\?*}
+    export DATABASE_URL="${base%/*}/$db"
+    [ "$(redis-cli -u "$REDIS_URL" FLUSHALL 2>&1)" = OK ] || die "redis FLUSHALL failed"
+    if [ -n "$BROKER_PID" ] && running "$BROKER_PID"; then stop_tree "$BROKER_PID" 10; fi
+    rm -f "$WORK/broker.ctl"
+    mkfifo "$WORK/broker.ctl"
+    "$BIN/imgcache-devbroker" --partitions "$PARTITIONS" <> "$WORK/broker.ctl" \
+        > "$WORK/$name.broker.out" 2> "$WORK/$name.broker.log" &
+    BROKER_PID=$!
+    track "$BROKER_PID"
+    wait_for 30 grep -q '^KAFKA_BROKERS=' "$WORK/$name.broker.out" || die "the dev broker did not start"
+    export KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$WORK/$name.broker.out")
+    # nothing is deleted before the end: on ext4, creating files right after
+    # deleting many is slow (the inode allocator skips recently deleted ones)
+    mkdir -p "$WORK/store-$name"
+    export IMGCACHE_STORAGE_DIR=$WORK/store-$name
+    export IMGCACHE_PUBLIC_URL=http://cdn.bench.invalid/images
+    export IMGCACHE_ALLOW_HOSTS=127.0.0.1
+    export IMGCACHE_LOG_LEVEL=info
+    export REDIS_URL
+    unset IMGCACHE_BATCH_SIZE
+    "$BIN/imgcache-producer" migrate > "$WORK/$name.migrate.log" 2>&1 || die "migrate failed: $(tail -n 3 "$WORK/$name.migrate.log")"
+}
+q() { psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+rows_at_least() { [ "$(q 'SELECT count(*) FROM cached_images')" -ge "$1" ]; }
+
+# ---- workers -------------------------------------------------------------------
+# start_worker LOGPREFIX ARGS...: imgcache-worker under /usr/bin/time -v (or
+# under $WRAP); sets WPID (the wrapper) and WCHILD (the worker itself).
+start_worker() {
+    local name=$1
+    shift
+    /usr/bin/time -v -o "$WORK/$name.time" ${WRAP:-} "$BIN/imgcache-worker" \
+        -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 --worker-id "$name" "$@" \
+        < /dev/null > "$WORK/$name.log" 2>&1 &
+    WPID=$!
+    track "$WPID"
+    WCHILD=
+    local i
+    for i in $(seq 1 100); do
+        WCHILD=$(children_of "$WPID" | head -n 1)
+        [ -n "$WCHILD" ] && break
+        sleep 0.02
+    done
+}
+# wait_pids SECS PID...: 0 when all ended in time; else TERM them, return 124.
+wait_pids() {
+    local secs=$1 end p alive
+    shift
+    end=$(( ${EPOCHREALTIME%.*} + secs ))
+    while :; do
+        alive=0
+        for p in "$@"; do running "$p" && alive=1; done
+        [ $alive = 0 ] && break
+        if [ "${EPOCHREALTIME%.*}" -ge "$end" ]; then
+            for p in "$@"; do stop_tree "$p" 30; done
+            return 124
+        fi
+        sleep 0.1
+    done
+    for p in "$@"; do wait "$p" 2>/dev/null; done
+    return 0
+}
+time_field() { sed -n "s/^[[:space:]]*$2: //p" "$1" 2>/dev/null | head -n 1; }
+worker_cpu() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$1" 2>/dev/null; }
+worker_rss_kb() { time_field "$1" "Maximum resident set size (kbytes)"; }
+worker_exit() { time_field "$1" "Exit status" | grep . || echo signal; }
+# summary_field LOG NAME: a counter from the worker's event=summary line
+summary_field() { grep 'event=summary' "$1" | tail -n 1 | grep -o " $2=[0-9]*" | cut -d= -f2; }
+log_epoch() { # LOG PATTERN: the time of the first matching line, as epoch seconds
+    local ts
+    ts=$(grep -m 1 -- "$2" "$1" | cut -d' ' -f1)
+    [ -n "$ts" ] && date -d "$ts" +%s.%N 2>/dev/null
+}
+
+# rss_sampler OUT PID...: "epoch pid rss_kb hwm_kb" every 0.25 s while any runs
+rss_sampler() {
+    local out=$1 p any
+    shift
+    while :; do
+        any=0
+        for p in "$@"; do
+            [ -r "/proc/$p/status" ] || continue
+            any=1
+            awk -v t="$EPOCHREALTIME" -v p="$p" '/^VmRSS:/ { r = $2 } /^VmHWM:/ { h = $2 } END { if (r != "") print t, p, r, h }' \
+                "/proc/$p/status" 2>/dev/null
+        done >> "$out"
+        [ $any = 1 ] || break
+        sleep 0.25
+    done
+}
+
+# ---- import ---------------------------------------------------------------------
+# run_imports NAME PREFIX COPIES: runs the copies one after the other; sets
+# IMP_T0 IMP_T1 IMP_CHATS IMP_PUBLISHED IMP_CPU IMP_OK
+run_imports() {
+    local name=$1 prefix=$2 copies=$3 k out c p
+    IMP_CHATS=0 IMP_PUBLISHED=0 IMP_CPU=0 IMP_OK=1
+    IMP_T0=$EPOCHREALTIME
+    for k in $(seq 1 "$copies"); do
+        /usr/bin/time -f '%e %U %S' -o "$WORK/$name.import$k.time" \
+            "$BIN/imgcache-producer" import "$prefix-$k.jsonl" > "$WORK/$name.import$k.out" 2> "$WORK/$name.import$k.log" ||
+            { IMP_OK=0; warn "$name: import $k failed: $(tail -n 3 "$WORK/$name.import$k.log" | tr '\n' ' ')"; }
+        out=$(grep -o 'chats=[0-9]*.*' "$WORK/$name.import$k.out" | tail -n 1)
+        c=$(echo "$out" | grep -o 'chats=[0-9]*' | head -n 1 | cut -d= -f2)
+        p=$(echo "$out" | grep -o 'published=[0-9]*' | cut -d= -f2)
+        IMP_CHATS=$((IMP_CHATS + ${c:-0}))
+        IMP_PUBLISHED=$((IMP_PUBLISHED + ${p:-0}))
+        IMP_CPU=$(calc "c + u + s" 2 -v c="$IMP_CPU" -v u="$(cut -d' ' -f2 "$WORK/$name.import$k.time" | tail -n 1)" \
+            -v s="$(cut -d' ' -f3 "$WORK/$name.import$k.time" | tail -n 1)")
+    done
+    IMP_T1=$EPOCHREALTIME
+}
+
+# latency_sql: per URL, first produced_at -> cached_at, in ms: "p50|p99|max|n"
+latency_of_topic() {
+    local name=$1
+    kcat -b "$KAFKA_BROKERS" -C -t image-needed -e -q -f '%s\n' > "$WORK/$name.events.jsonl" 2> "$WORK/$name.kcat.log"
+    q "SET client_min_messages = warning; DROP TABLE IF EXISTS bench_events; CREATE TABLE bench_events (j jsonb)" > /dev/null
+    psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" \
+        -c "COPY bench_events FROM STDIN WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')" \
+        < "$WORK/$name.events.jsonl" > /dev/null
+    q "WITH e AS (SELECT j->>'source_url' AS u, min((j->>'produced_at')::timestamptz) AS p
+                  FROM bench_events GROUP BY 1),
+            l AS (SELECT extract(epoch FROM c.cached_at - e.p) * 1000 AS ms
+                  FROM e JOIN cached_images c ON c.source_url = e.u)
+       SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 0),
+              round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 0),
+              round(max(ms)::numeric, 0), count(*),
+              (SELECT count(*) FROM bench_events) FROM l"
+}
+
+# ---- results --------------------------------------------------------------------
+J_BASE=() J_FLEET=() J_IMPORT=() J_EXTRA=()
+declare -A CURL_RATE=()
+TABLE=()
+
+# ---- curl baseline ----------------------------------------------------------------
+# baseline NAME MANIFEST LATENCY CONCURRENCY
+baseline() {
+    local name=$1 manifest=$2 lat=$3 c=$4 n s1 s2 secs rate curlcpu mbps
+    media_for "$lat"
+    n=$(wc -l < "$manifest")
+    mkdir -p "$WORK/curl-$name"
+    awk -F'\t' -v u="$MEDIA_URL" -v d="$WORK/curl-$name" '{ printf "url = \"%s/%s\"\noutput = \"%s/%d\"\n", u, $1, d, NR }' \
+        "$manifest" > "$WORK/$name.curl.cfg"
+    media_reset
+    say "baseline $name: curl --parallel --parallel-max $c, $n URLs, latency ${lat} ms"
+    s1=$(snap)
+    /usr/bin/time -f '%e %U %S' -o "$WORK/$name.curl.time" \
+        curl -sS --no-progress-meter --fail --parallel --parallel-max "$c" -K "$WORK/$name.curl.cfg" \
+        > /dev/null 2> "$WORK/$name.curl.log" || warn "baseline $name: curl reported errors: $(head -n 2 "$WORK/$name.curl.log" | tr '\n' ' ')"
+    s2=$(snap)
+    usage_between "$s1" "$s2"
+    secs=$(tail -n 1 "$WORK/$name.curl.time" | cut -d' ' -f1)
+    secs=$U_WALL
+    curlcpu=$(tail -n 1 "$WORK/$name.curl.time" | awk '{ printf "%.2f", $2 + $3 }')
+    local got served bytes
+    got=$(find "$WORK/curl-$name" -type f | wc -l)
+    bytes=$(du -sb "$WORK/curl-$name" | cut -f1)
+    served=$(media_total)
+    rate=$(calc "n / s" 0 -v n="$got" -v s="$secs")
+    mbps=$(calc "b / s / 1048576" 0 -v b="$bytes" -v s="$secs")
+    CURL_RATE[$name]=$rate
+    say "  $got files in ${secs}s = $rate images/s ($mbps MiB/s); curl CPU ${curlcpu}s ($(calc "c / s * 100" 0 -v c="$curlcpu" -v s="$secs")%), media server CPU $U_MEDIA_PCT%, host CPU $U_HOST_PCT% of $((NCPU * 100))%"
+    J_BASE+=("{\"name\":$(js "$name"),\"images\":$got,\"requests_served\":$(jn "$served"),\"concurrency\":$c,\"latency_ms\":$lat,\"seconds\":$secs,\"images_per_s\":$(jn "$rate"),\"mib_per_s\":$(jn "$mbps"),\"curl_cpu_s\":$(jn "$curlcpu"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT")}")
+    TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "curl $name" - "$c" "$lat" "$got" "$secs" "$rate" 1.00 - - - - "$(calc "c / n * 1000" 2 -v c="$curlcpu" -v n="$got")" - "$U_MEDIA_PCT")")
+}
+
+# ---- one fleet configuration --------------------------------------------------------
+# fleet NAME SET WORKERS CONCURRENCY LATENCY COPIES BASELINE [replay]
+fleet() {
+    local name=$1 set=$2 nw=$3 c=$4 lat=$5 copies=$6 base=$7 replay=${8:-} n i
+    local manifest=$WORK/manifest-$set.tsv
+    n=$(wc -l < "$manifest")
+    media_for "$lat"
+    say "fleet $name: $nw worker(s), concurrency $c, latency ${lat} ms, $n images x $copies chats/events"
+    fresh_env "$name"
+    gen_chats "$WORK/chats-$name" "$manifest" "$MEDIA_URL" "$copies"
+    media_reset
+
+    local s0 s1 s2 s3
+    s0=$(snap)
+    run_imports "$name" "$WORK/chats-$name" "$copies"
+    s1=$(snap)
+    usage_between "$s0" "$s1"
+    local imp_s=$U_WALL imp_pg=$U_PG_S imp_broker=$U_BROKER_S
+    local chats_rate ev_rate
+    chats_rate=$(calc "c / s" 0 -v c="$IMP_CHATS" -v s="$imp_s")
+    ev_rate=$(calc "c / s" 0 -v c="$IMP_PUBLISHED" -v s="$imp_s")
+    say "  import: $IMP_CHATS chats, $IMP_PUBLISHED events in ${imp_s}s ($copies runs) = $chats_rate chats/s, $ev_rate events/s; producer CPU ${IMP_CPU}s, PostgreSQL ${imp_pg}s, broker ${imp_broker}s"
+    J_IMPORT+=("{\"config\":$(js "$name"),\"runs\":$copies,\"chats\":$IMP_CHATS,\"events\":$IMP_PUBLISHED,\"seconds\":$imp_s,\"chats_per_s\":$(jn "$chats_rate"),\"events_per_s\":$(jn "$ev_rate"),\"producer_cpu_s\":$(jn "$IMP_CPU"),\"postgres_cpu_s\":$(jn "$imp_pg"),\"broker_cpu_s\":$(jn "$imp_broker"),\"ok\":$([ $IMP_OK = 1 ] && echo true || echo false)}")
+
+    # the workers
+    local wpids=() wchildren=() t_w0 rc=0
+    t_w0=$EPOCHREALTIME
+    for i in $(seq 1 "$nw"); do
+        start_worker "$name-w$i" --drain --concurrency "$c"
+        wpids+=("$WPID")
+        wchildren+=("$WCHILD")
+    done
+    rss_sampler "$WORK/$name.rss" "${wchildren[@]}" &
+    local sampler=$!
+    track "$sampler"
+    local timeout=$(( 300 + n * copies / 100 ))
+    wait_pids "$timeout" "${wpids[@]}" || { rc=124; warn "$name: a worker was still running after ${timeout}s (stopped with SIGTERM)"; }
+    local t_w1=$EPOCHREALTIME
+    s2=$(snap)
+    wait "$sampler" 2>/dev/null
+    usage_between "$s1" "$s2"
+
+    # results from PostgreSQL, the media server and the workers
+    local rows fails first last blobs
+    IFS='|' read -r rows fails first last blobs < <(q "SELECT count(*), (SELECT count(*) FROM image_failures),
+        coalesce(extract(epoch FROM min(cached_at)), 0), coalesce(extract(epoch FROM max(cached_at)), 0),
+        (SELECT count(*) FROM image_blobs) FROM cached_images")
+    local served maxpath
+    served=$(media_total)
+    maxpath=$(media_max_per_path)
+    local p50 p99 pmax nl nev
+    IFS='|' read -r p50 p99 pmax nl nev < <(latency_of_topic "$name")
+    local cpu=0 rss_list= rss_max=0 exits= consumed=0 cached=0 downloaded=0 waited=0 failed=0 assigned_first=
+    for i in $(seq 1 "$nw"); do
+        local tf=$WORK/$name-w$i.time lf=$WORK/$name-w$i.log r a
+        cpu=$(calc "a + b" 2 -v a="$cpu" -v b="$(worker_cpu "$tf")")
+        r=$(worker_rss_kb "$tf")
+        rss_list+="${rss_list:+,}$(calc "r / 1024" 1 -v r="${r:-0}")"
+        [ "${r:-0}" -gt "$rss_max" ] && rss_max=$r
+        exits+="${exits:+,}$(worker_exit "$tf")"
+        consumed=$((consumed + $(summary_field "$lf" consumed || echo 0)))
+        cached=$((cached + $(summary_field "$lf" already_cached || echo 0)))
+        downloaded=$((downloaded + $(summary_field "$lf" downloaded || echo 0)))
+        waited=$((waited + $(summary_field "$lf" waited_for_other_worker || echo 0)))
+        failed=$((failed + $(summary_field "$lf" failed || echo 0)))
+        a=$(log_epoch "$lf" "event=assigned")
+        [ -n "$a" ] && { [ -z "$assigned_first" ] || [ "$(calc "a < f" 0 -v a="$a" -v f="$assigned_first")" = 1 ]; } && assigned_first=$a
+    done
+    local e2e_s e2e_rate ratio fleet_s fleet_rate steady join_s cpu1k host1k dl_per_url
+    e2e_s=$(calc "l - t" 2 -v l="$last" -v t="$IMP_T0")
+    e2e_rate=$(calc "r / s" 0 -v r="$rows" -v s="$e2e_s")
+    ratio=$(calc "a / b" 2 -v a="$e2e_rate" -v b="${CURL_RATE[$base]:-0}")
+    fleet_s=$(calc "l - t" 2 -v l="$last" -v t="$t_w0")
+    fleet_rate=$(calc "r / s" 0 -v r="$rows" -v s="$fleet_s")
+    steady=$(calc "r / (l - f)" 0 -v r="$rows" -v l="$last" -v f="$first")
+    join_s=$(calc "a - t" 2 -v a="${assigned_first:-0}" -v t="$t_w0")
+    cpu1k=$(calc "c / r * 1000" 2 -v c="$cpu" -v r="$rows")
+    host1k=$(calc "(h / 100 * w) / r * 1000" 2 -v h="$U_HOST_PCT" -v w="$U_WALL" -v r="$rows")
+    dl_per_url=$(calc "s / n" 3 -v s="$served" -v n="$n")
+    local rss_max_mib
+    rss_max_mib=$(calc "r / 1024" 1 -v r="$rss_max")
+    say "  workers exited (${exits}) after $(calc "a - b" 1 -v a="$t_w1" -v b="$t_w0")s; first assignment after ${join_s}s; rows $rows/$n, failures $fails, blobs $blobs"
+    say "  end to end ${e2e_s}s = $e2e_rate images/s (${ratio}x curl $base); workers' part ${fleet_s}s = $fleet_rate images/s; first->last commit $steady images/s"
+    say "  latency produced->committed p50 ${p50} ms, p99 ${p99} ms (backlog: all events queued before the workers start); downloads/URL $dl_per_url (max per path $maxpath)"
+    say "  peak RSS MiB per worker [$rss_list]; worker CPU ${cpu}s = $cpu1k s/1k images; host CPU $U_HOST_PCT% (iowait $U_IOWAIT_PCT%) of $((NCPU * 100))%; media server $U_MEDIA_PCT%; PostgreSQL ${U_PG_S}s, redis ${U_REDIS_S}s, broker ${U_BROKER_S}s"
+    say "  worker counters: consumed $consumed, already cached $cached, downloaded $downloaded, waited for another worker $waited, failed $failed"
+    [ "$rows" = "$n" ] || warn "$name: $rows rows for $n images"
+    [ "$fails" = 0 ] || warn "$name: $fails image_failures rows"
+    [ "$served" = "$n" ] || warn "$name: the media server served $served requests for $n images"
+    case ",$exits," in *[!0,]*) warn "$name: worker exit statuses $exits" ;; esac
+
+    J_FLEET+=("{\"name\":$(js "$name"),\"image_set\":$(js "$set"),\"workers\":$nw,\"concurrency\":$c,\"latency_ms\":$lat,\"images\":$n,\"chats_per_url\":$copies,\"events\":$(jn "$nev"),\"rows\":$rows,\"failures\":$fails,\"blobs\":$blobs,\"end_to_end_s\":$(jn "$e2e_s"),\"end_to_end_images_per_s\":$(jn "$e2e_rate"),\"curl_baseline\":$(js "$base"),\"ratio_to_curl\":$(jn "$ratio"),\"import_s\":$imp_s,\"workers_to_last_commit_s\":$(jn "$fleet_s"),\"workers_images_per_s\":$(jn "$fleet_rate"),\"first_to_last_commit_images_per_s\":$(jn "$steady"),\"group_join_s\":$(jn "$join_s"),\"latency_p50_ms\":$(jn "$p50"),\"latency_p99_ms\":$(jn "$p99"),\"latency_max_ms\":$(jn "$pmax"),\"downloads\":$(jn "$served"),\"downloads_per_url\":$(jn "$dl_per_url"),\"max_downloads_one_url\":$(jn "$maxpath"),\"peak_rss_mib\":[$rss_list],\"worker_cpu_s\":$cpu,\"worker_cpu_s_per_1k_images\":$(jn "$cpu1k"),\"host_cpu_s_per_1k_images\":$(jn "$host1k"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"postgres_cpu_s\":$(jn "$U_PG_S"),\"redis_cpu_s\":$(jn "$U_REDIS_S"),\"broker_cpu_s\":$(jn "$U_BROKER_S"),\"worker_exit\":$(js "$exits"),\"consumed\":$consumed,\"already_cached\":$cached,\"downloaded\":$downloaded,\"waited_for_other_worker\":$waited,\"failed\":$failed}")
+    TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "$name" "$nw" "$c" "$lat" "$rows" "$e2e_s" "$e2e_rate" "$ratio" "$p50" "$p99" "$dl_per_url" "$rss_max_mib" "$cpu1k" "$fleet_rate" "$U_MEDIA_PCT")")
+    LAST_FLEET_RSS=$WORK/$name.rss
+    LAST_FLEET_RSS_MAX=$rss_max_mib
+    LAST_FLEET_RATE=$fleet_rate
+    LAST_FLEET_E2E=$e2e_rate
+    LAST_FLEET_DLPU=$dl_per_url
+    LAST_FLEET_T0=${assigned_first:-$t_w0}
+    LAST_FLEET_EVENTS=$nev
+    LAST_FLEET_CONSUMED=$consumed
+}
+
+# rss_profile FILE T0 -> "tenths(comma-separated MiB, max per tenth of the run)|first|last|max"
+rss_profile() {
+    awk -v t0="$2" '{ t[NR] = $1; r[NR] = $3 } END {
+        if (NR == 0) { print "||"; exit }
+        span = t[NR] - t0; if (span <= 0) span = 1
+        for (i = 1; i <= NR; i++) { k = int((t[i] - t0) / span * 10); if (k > 9) k = 9; if (k < 0) k = 0; if (r[i] > m[k]) m[k] = r[i]; if (r[i] > mx) mx = r[i] }
+        s = ""; for (k = 0; k < 10; k++) s = s (k ? "," : "") (k in m ? sprintf("%.1f", m[k] / 1024) : "null")
+        printf "%s|%.1f|%.1f|%.1f\n", s, r[1] / 1024, r[NR] / 1024, mx / 1024 }' "$1"
+}
+
+# ---- replay ---------------------------------------------------------------------------
+replay() {
+    local name=$1 events=$2 served a d secs rate total_s consumed cpu rss ex
+    media_reset
+    say "replay: 1 worker, --group bench-replay --from-beginning --drain over the $events cached events"
+    local t0=$EPOCHREALTIME
+    start_worker "$name-replay" --drain --group bench-replay --from-beginning --concurrency "$CONC"
+    wait_pids 600 "$WPID" || warn "replay: the worker did not finish in 600 s"
+    local t1=$EPOCHREALTIME
+    served=$(media_total)
+    a=$(log_epoch "$WORK/$name-replay.log" "event=assigned")
+    d=$(log_epoch "$WORK/$name-replay.log" "event=drained")
+    consumed=$(summary_field "$WORK/$name-replay.log" consumed)
+    secs=$(calc "d - a" 2 -v d="${d:-0}" -v a="${a:-0}")
+    total_s=$(calc "b - a" 2 -v b="$t1" -v a="$t0")
+    rate=$(calc "c / s" 0 -v c="${consumed:-0}" -v s="$secs")
+    cpu=$(worker_cpu "$WORK/$name-replay.time")
+    rss=$(calc "r / 1024" 1 -v r="$(worker_rss_kb "$WORK/$name-replay.time")")
+    ex=$(worker_exit "$WORK/$name-replay.time")
+    say "  replay: consumed $consumed events in ${secs}s from assignment to drained = $rate events/s (${total_s}s with start-up and group join); media server requests: $served (must be 0); CPU ${cpu}s; peak RSS $rss MiB; exit $ex"
+    [ "$served" = 0 ] || warn "replay downloaded $served images"
+    REPLAY_RATE=$rate
+    REPLAY_SERVED=$served
+    J_EXTRA+=("\"replay\":{\"events\":$(jn "$consumed"),\"topic_events\":$(jn "$events"),\"seconds_assigned_to_drained\":$(jn "$secs"),\"seconds_total\":$(jn "$total_s"),\"events_per_s\":$(jn "$rate"),\"media_server_requests\":$(jn "$served"),\"worker_cpu_s\":$(jn "$cpu"),\"peak_rss_mib\":$(jn "$rss"),\"exit\":$(js "$ex")}")
+    TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "replay (events/s)" 1 "$CONC" "$LAT" "$consumed" "$secs" "$rate" - - - "$(calc "s / n" 3 -v s="$served" -v n="$IMAGES")" "$rss" "$(calc "c / n * 1000" 3 -v c="$cpu" -v n="${consumed:-1}")" - -)")
+}
+
+# ---- live: one worker already running, chats fed at ~500/s -------------------------------
+# live NAME [WORKER ARGS...]
+live() {
+    local name=$1 n=$LIVE_IMAGES lat=$LAT
+    shift
+    media_for "$lat"
+    say "$name: 1 worker running before the import${*:+ ($*)}; $n chats fed at ~500/s (IMGCACHE_BATCH_SIZE=10): per-event latency"
+    fresh_env "$name"
+    gen_chats "$WORK/chats-$name" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$n"
+    media_reset
+    start_worker "$name-w1" --concurrency "$CONC" "$@"
+    local wp=$WPID
+    wait_for 60 grep -q 'event=assigned' "$WORK/$name-w1.log" || warn "$name: no assignment in 60 s"
+    # probe: a plain kcat consumer (fetch.wait.max.ms=10) stamps the time
+    # each event becomes visible, so the broker's share of the latency shows
+    (
+        kcat -b "$KAFKA_BROKERS" -C -t image-needed -o end -u -q -X fetch.wait.max.ms=10 -f '%s\n' 2> /dev/null |
+            while IFS= read -r l; do
+                l=${l#*\"produced_at\":\"}
+                echo "$EPOCHREALTIME,${l%%\"*}"
+            done > "$WORK/$name.probe.csv"
+    ) &
+    local probe=$!
+    track "$probe"
+    sleep 3
+    local t0=$EPOCHREALTIME
+    (
+        c=0
+        while IFS= read -r line; do
+            printf '%s\n' "$line"
+            c=$((c + 1))
+            [ $((c % 25)) = 0 ] && sleep 0.05
+        done < "$WORK/chats-$name-1.jsonl"
+    ) | IMGCACHE_BATCH_SIZE=10 "$BIN/imgcache-producer" import - > "$WORK/$name.import.out" 2> "$WORK/$name.import.log"
+    local t1=$EPOCHREALTIME
+    wait_for 120 rows_at_least "$n" || warn "$name: not every image cached 120 s after the import"
+    sleep 1
+    stop_tree "$probe" 5
+    local k50 k99
+    q "SET client_min_messages = warning; DROP TABLE IF EXISTS bench_probe; CREATE TABLE bench_probe (seen float8, produced timestamptz)" > /dev/null
+    psql -XAtq "$DATABASE_URL" -c "COPY bench_probe FROM STDIN WITH (FORMAT csv)" < "$WORK/$name.probe.csv" > /dev/null 2>&1
+    IFS='|' read -r k50 k99 < <(q "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 0),
+        round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 0)
+        FROM (SELECT (seen - extract(epoch FROM produced)) * 1000 AS ms FROM bench_probe) x")
+    kill -TERM "$(children_of "$wp" | head -n 1)" 2>/dev/null
+    wait_pids 60 "$wp" || warn "$name: the worker did not stop on SIGTERM"
+    local p50 p99 pmax nl nev feed_rate ex
+    IFS='|' read -r p50 p99 pmax nl nev < <(latency_of_topic "$name")
+    feed_rate=$(calc "n / (b - a)" 0 -v n="$n" -v a="$t0" -v b="$t1")
+    ex=$(worker_exit "$WORK/$name-w1.time")
+    say "  fed $n chats at $feed_rate/s; latency produced->committed p50 $p50 ms, p99 $p99 ms, max $pmax ms ($nl rows); worker exit $ex"
+    say "  of which Kafka (produced -> seen by a kcat consumer with fetch.wait.max.ms=10): p50 $k50 ms, p99 $k99 ms"
+    LIVE_LINES+=("$name${*:+ ($*)}: p50 $p50 ms, p99 $p99 ms, max $pmax ms at $feed_rate chats/s; produced -> visible to kcat: p50 $k50 ms, p99 $k99 ms")
+    J_LIVE+=("{\"name\":$(js "$name"),\"worker_args\":$(js "$*"),\"images\":$n,\"feed_chats_per_s\":$(jn "$feed_rate"),\"latency_p50_ms\":$(jn "$p50"),\"latency_p99_ms\":$(jn "$p99"),\"latency_max_ms\":$(jn "$pmax"),\"rows\":$(jn "$nl"),\"kafka_probe_p50_ms\":$(jn "$k50"),\"kafka_probe_p99_ms\":$(jn "$k99"),\"worker_exit\":$(js "$ex")}")
+}
+
+# ---- profile --------------------------------------------------------------------------
+# json_lines FILE: the lines of FILE as a JSON array body
+json_lines() { awk '{ gsub(/\\/, "\\\\\\\\"); gsub(/"/, "\\\""); sub(/^ +/, ""); printf "%s\"%s\"", (NR > 1 ? "," : ""), $0 }' "$1" 2>/dev/null; }
+profile() {
+    local name=profile n=$PROFILE_IMAGES tool total=
+    media_for 0
+    fresh_env "$name"
+    gen_chats "$WORK/chats-$name" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$n"
+    "$BIN/imgcache-producer" import "$WORK/chats-$name-1.jsonl" > /dev/null 2> "$WORK/$name.import.log"
+    if perf stat -e instructions true 2>&1 | grep -q '[0-9][0-9,]* *instructions'; then
+        tool=perf
+        say "profile: perf record -g on 1 worker, $n images"
+        WRAP="perf record -q -g -o $WORK/perf.data --" start_worker "$name-w1" --drain --concurrency "$CONC"
+        wait_pids 600 "$WPID" || warn "profile: the worker did not finish"
+        perf report -i "$WORK/perf.data" --stdio --no-children --percent-limit 0.5 2> /dev/null |
+            grep -E '^ +[0-9.]+%' | head -n 30 > "$WORK/profile.top"
+    else
+        tool=callgrind
+        say "profile: hardware counters unavailable here (perf stat -e instructions: <not supported>); valgrind --tool=callgrind on 1 worker, $n images"
+        WRAP="valgrind --tool=callgrind --callgrind-out-file=$WORK/callgrind.out" start_worker "$name-w1" --drain --concurrency "$CONC"
+        wait_pids 900 "$WPID" || warn "profile: the worker did not finish under callgrind"
+        total=$(callgrind_annotate "$WORK/callgrind.out" 2> /dev/null | grep 'PROGRAM TOTALS' | awk '{ print $1 }')
+        callgrind_annotate --inclusive=no "$WORK/callgrind.out" 2> /dev/null |
+            awk '/PROGRAM TOTALS/ { next } /^ *[0-9,]+ +\( *[0-9.]+%\)/ { print }' | head -n 30 > "$WORK/profile.top"
+        callgrind_annotate --inclusive=yes "$WORK/callgrind.out" 2> /dev/null |
+            awk '/PROGRAM TOTALS/ { next } /^ *[0-9,]+ +\( *[0-9.]+%\)/ { print }' | head -n 40 > "$WORK/profile.incl"
+    fi
+    say "  rows cached under the profiler: $(q 'SELECT count(*) FROM cached_images')/$n; top self cost (instructions${total:+, total $total}):"
+    head -n 15 "$WORK/profile.top" | cut -c1-150 | sed 's/^/      /'
+
+    # Native CPU time (kernel included), sampled on the software clock: it
+    # works without hardware counters, and SHA-256 runs its SHA-NI code here
+    # (under valgrind it cannot).
+    local sn=$(( IMAGES < 2000 ? IMAGES : 2000 )) clk=
+    if perf record -q -e cpu-clock -o "$WORK/perf-probe.data" true > /dev/null 2>&1; then
+        fresh_env "$name-clock"
+        gen_chats "$WORK/chats-$name-clock" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
+        "$BIN/imgcache-producer" import "$WORK/chats-$name-clock-1.jsonl" > /dev/null 2> "$WORK/$name-clock.import.log"
+        say "profile: perf record -e cpu-clock (software clock sampling, all threads, kernel included), 1 worker, $sn images"
+        WRAP="perf record -q -e cpu-clock -F 1999 -o $WORK/perf-clock.data --" start_worker "$name-clock-w1" --drain --concurrency "$CONC"
+        wait_pids 600 "$WPID" || warn "profile: the worker did not finish under perf"
+        perf report -i "$WORK/perf-clock.data" --stdio --no-children --sort dso,sym --percent-limit 0.4 2> /dev/null |
+            grep -E '^ +[0-9.]+%' | head -n 30 > "$WORK/profile.clock"
+        say "  top CPU time (cpu-clock samples; the ~3 s group join is idle and not sampled):"
+        head -n 15 "$WORK/profile.clock" | cut -c1-150 | sed 's/^/      /'
+        clk=$(json_lines "$WORK/profile.clock")
+    fi
+
+    # Off-CPU view: where the event loop's wall time goes (system calls of the
+    # main thread only, wall time, strace -c -w). strace slows every call a
+    # little; read it for proportions, not rates.
+    local st=
+    if command -v strace > /dev/null 2>&1 || need_pkg strace strace; then
+        fresh_env "$name-strace"
+        gen_chats "$WORK/chats-$name-strace" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
+        "$BIN/imgcache-producer" import "$WORK/chats-$name-strace-1.jsonl" > /dev/null 2> "$WORK/$name-strace.import.log"
+        say "profile: strace -c -w on the worker's main thread (event loop), $sn images"
+        WRAP="strace -c -w -o $WORK/strace.txt" start_worker "$name-strace-w1" --drain --concurrency "$CONC"
+        wait_pids 600 "$WPID" || warn "profile: the worker did not finish under strace"
+        awk 'NR > 2 && /^ *[0-9]/ && NF >= 5' "$WORK/strace.txt" | head -n 12 > "$WORK/strace.top"
+        local a d
+        a=$(log_epoch "$WORK/$name-strace-w1.log" "event=assigned")
+        d=$(log_epoch "$WORK/$name-strace-w1.log" "event=drained")
+        say "  main thread, $(calc "d - a" 1 -v d="${d:-0}" -v a="${a:-0}")s from assignment to drained (plus ~3 s of group join spent in poll):"
+        sed 's/^/      /' "$WORK/strace.top"
+        st=$(json_lines "$WORK/strace.top")
+    fi
+    J_EXTRA+=("\"profile\":{\"tool\":$(js "$tool"),\"images\":$n,\"concurrency\":$CONC,\"total_instructions\":$(js "$total"),\"top_self\":[$(json_lines "$WORK/profile.top")],\"top_inclusive\":[$(json_lines "$WORK/profile.incl")],\"cpu_clock_images\":$sn,\"cpu_clock_top\":[$clk],\"strace_main_thread_images\":$sn,\"strace_main_thread\":[$st]}")
+}
+
+# =========================================================================================
+# the run
+# =========================================================================================
+media_for "$LAT"
+baseline "c$CONC-l$LAT" "$WORK/manifest-a.tsv" "$LAT" "$CONC"
+MAIN_BASE="c$CONC-l$LAT"
+[ "$MAIN_BASE" = c128-l50 ] || baseline "c128-l50" "$WORK/manifest-a.tsv" 50 128
+baseline "c256-l0-200k" "$WORK/manifest-b.tsv" 0 256
+
+declare -A MAIN_RATE=() MAIN_RATIO=() MAIN_DLPU=() MAIN_RSS=()
+for w in $WORKERS; do
+    fleet "w$w-c$CONC-l$LAT" a "$w" "$CONC" "$LAT" "$DUP" "$MAIN_BASE"
+    MAIN_RATE[$w]=$LAST_FLEET_E2E
+    MAIN_DLPU[$w]=$LAST_FLEET_DLPU
+    MAIN_RSS[$w]=$LAST_FLEET_RSS_MAX
+done
+fleet "w1-c128-l50" a 1 128 50 "$DUP" "c128-l50"
+L50_RATE=$LAST_FLEET_RATE
+L50_E2E=$LAST_FLEET_E2E
+fleet "w1-c256-200k" b 1 256 0 "$DUP" "c256-l0-200k"
+RSS256=$LAST_FLEET_RSS_MAX
+
+fleet "w1-c$CONC-long" a 1 "$CONC" "$LAT" "$LONG_DUP" "$MAIN_BASE"
+IFS='|' read -r RSS_TENTHS RSS_FIRST RSS_LAST RSS_MAX < <(rss_profile "$LAST_FLEET_RSS" "$LAST_FLEET_T0")
+say "  RSS over the $LAST_FLEET_EVENTS-event run, max per tenth of the time from first assignment to exit (MiB): $RSS_TENTHS"
+J_EXTRA+=("\"rss_over_time\":{\"config\":\"w1-c$CONC-long\",\"events\":$(jn "$LAST_FLEET_EVENTS"),\"consumed\":$(jn "$LAST_FLEET_CONSUMED"),\"sample_interval_s\":0.25,\"max_mib_per_tenth\":[$RSS_TENTHS],\"first_sample_mib\":$(jn "$RSS_FIRST"),\"last_sample_mib\":$(jn "$RSS_LAST"),\"max_mib\":$(jn "$RSS_MAX")}")
+cp "$LAST_FLEET_RSS" "$WORK/long.rss"
+replay "w1-c$CONC-long" "$LAST_FLEET_EVENTS"
+
+LIVE_LINES=() J_LIVE=()
+live live
+# the mock broker answers an empty fetch only after fetch.wait.max.ms (500 ms
+# by default): the same run with a short wait shows how much of the latency
+# that is
+live live-fetchwait10 -X fetch.wait.max.ms=10
+J_EXTRA+=("\"live\":[$(IFS=,; echo "${J_LIVE[*]}")]")
+[ "$PROFILE" = yes ] && profile
+
+# ---- targets ---------------------------------------------------------------------------
+J_TARGETS=()
+TARGET_LINES=()
+target() { # name goal actual met(1/0) note
+    local m
+    m=$([ "$4" = 1 ] && echo met || echo MISSED)
+    TARGET_LINES+=("$(printf '  %-58s %-12s %-10s %s' "$1" "$2" "$3" "$m${5:+ ($5)}")")
+    J_TARGETS+=("{\"target\":$(js "$1"),\"goal\":$(js "$2"),\"actual\":$(js "$3"),\"met\":$([ "$4" = 1 ] && echo true || echo false)}")
+}
+for w in $WORKERS; do
+    r=$(calc "a / b" 2 -v a="${MAIN_RATE[$w]}" -v b="${CURL_RATE[$MAIN_BASE]}")
+    target "end to end, $w worker(s), ${LAT} ms: >= 0.5x curl" ">= 0.50x" "${r}x" "$(calc "r >= 0.5" 0 -v r="$r")"
+done
+target "50 ms latency, c128, 1 worker: images/s (end to end)" ">= 1500" "$L50_E2E" "$(calc "r >= 1500" 0 -v r="$L50_E2E")" "workers' part: $L50_RATE/s"
+maxw=$(echo $WORKERS | tr ' ' '\n' | sort -n | tail -n 1)
+target "downloads per unique URL, $maxw workers, $DUP events/URL" "1.00" "${MAIN_DLPU[$maxw]}" "$(calc "d <= 1.0" 0 -v d="${MAIN_DLPU[$maxw]}")"
+target "peak RSS per worker, c256, 200 KiB images" "<= 64 MiB" "$RSS256 MiB" "$(calc "r <= 64" 0 -v r="$RSS256")"
+growth=$(calc "l - m" 1 -v l="$(echo "$RSS_TENTHS" | cut -d, -f8-10 | tr ',' '\n' | grep -v null | sort -n | tail -n 1)" \
+    -v m="$(echo "$RSS_TENTHS" | cut -d, -f3-6 | tr ',' '\n' | grep -v null | sort -n | tail -n 1)")
+target "RSS growth over $LAST_FLEET_EVENTS events (max tenths 8-10 - max tenths 3-6)" "~0 MiB" "$growth MiB" "$(calc "g <= 2" 0 -v g="$growth")"
+target "replay of $LAST_FLEET_EVENTS cached events, 1 worker: events/s" ">= 20000" "$REPLAY_RATE" "$(calc "r >= 20000" 0 -v r="${REPLAY_RATE:-0}")" "downloads: $REPLAY_SERVED"
+
+# ---- report --------------------------------------------------------------------------------
+MACHINE_CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+MEM_GIB=$(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
+OS=$(. /etc/os-release && echo "$PRETTY_NAME")
+FS=$(df -T "$WORK" | awk 'NR == 2 { print $2 }')
+RDKAFKA=$(pkg-config --modversion rdkafka 2>/dev/null)
+CURLV=$(curl --version | head -n 1 | cut -d' ' -f2)
+TOTAL=$(elapsed)
+
+echo
+echo "imgcache benchmark — commit ${COMMIT:0:12}$([ $DIRTY = true ] && echo '+dirty'), $NCPU x $MACHINE_CPU, $MEM_GIB GiB, $OS, $FS, total $TOTAL"
+printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s\n' config W C lat_ms images e2e_s img/s xcurl p50ms p99ms dl/URL rssMiB cpu/1k wkimg/s med%
+for l in "${TABLE[@]}"; do echo "$l"; done
+echo "  e2e = first import start -> last row committed; xcurl = e2e img/s / the curl baseline of the same URLs;"
+echo "  p50/p99 = per URL, first produced_at -> cached_at (backlog); wkimg/s = from workers' start; cpu/1k = worker CPU s per 1,000 images;"
+echo "  med% = media server CPU (% of one core; $((NCPU * 100))% available)."
+echo "import: $(echo "${J_IMPORT[0]}" | grep -o '"chats_per_s":[0-9.]*' | cut -d: -f2) chats/s, $(echo "${J_IMPORT[0]}" | grep -o '"events_per_s":[0-9.]*' | cut -d: -f2) events/s (first configuration; the others are in results.json)"
+echo "live latency (1 worker already running, chats fed at ~500/s):"
+for l in "${LIVE_LINES[@]}"; do echo "  $l"; done
+echo "RSS over the ${LAST_FLEET_EVENTS}-event run, max per tenth of the time from assignment to exit (MiB): $RSS_TENTHS"
+echo "targets:"
+for l in "${TARGET_LINES[@]}"; do echo "$l"; done
+if [ ${#WARNINGS[@]} -gt 0 ]; then
+    echo "warnings:"
+    for l in "${WARNINGS[@]}"; do echo "  $l"; done
+fi
+
+join() { local IFS=,; echo "$*"; }
+warn_json=
+for w in "${WARNINGS[@]}"; do warn_json+="${warn_json:+,}$(js "$w")"; done
+extra=$(join "${J_EXTRA[@]}")
+cat > "$ROOT/bench/results.json.tmp" <<EOF
+{
+  "generated_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "commit": "$COMMIT",
+  "uncommitted_changes": $DIRTY,
+  "worker_binary_built": "$BIN_MTIME",
+  "run": "$([ $QUICK = 1 ] && echo quick || echo full)",
+  "total_time": "$TOTAL",
+  "machine": {"cpus": $NCPU, "cpu": $(js "$MACHINE_CPU"), "memory_gib": $MEM_GIB, "os": $(js "$OS"), "kernel": "$(uname -r)", "filesystem": "$FS", "postgresql": "$PG_VERSION", "librdkafka": "$RDKAFKA", "curl": "$CURLV"},
+  "options": {"images": $IMAGES, "chats_per_url": $DUP, "latency_ms": $LAT, "concurrency": $CONC, "workers": [$(echo $WORKERS | tr ' ' ',')], "seed": $SEED, "partitions": $PARTITIONS, "image_bytes": $BYTES_A, "rss256_images": $RSS256_IMAGES, "long_run_events": $LONG_EVENTS},
+  "baselines": [$(join "${J_BASE[@]}")],
+  "import": [$(join "${J_IMPORT[@]}")],
+  "fleet": [$(join "${J_FLEET[@]}")],
+  $extra,
+  "targets": [$(join "${J_TARGETS[@]}")],
+  "warnings": [$warn_json]
+}
+EOF
+if command -v jq > /dev/null 2>&1 && ! jq . "$ROOT/bench/results.json.tmp" > /dev/null 2>&1; then
+    warn "results.json is not valid JSON (kept as bench/results.json.bad)"
+    mv "$ROOT/bench/results.json.tmp" "$ROOT/bench/results.json.bad"
+else
+    mv "$ROOT/bench/results.json.tmp" "$ROOT/bench/results.json"
+    echo "wrote bench/results.json"
+fi
