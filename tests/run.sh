@@ -10,6 +10,10 @@
 #                                 FILTER (ONLY="..." works too), e.g. `20-`
 # Environment:
 #   TEST_PREFIX   wraps each unit binary, e.g. "valgrind --error-exitcode=1"
+#                 (empty: the units run plainly, then once more under
+#                 valgrind's leak check when valgrind is installed, one check
+#                 per binary: "ok - valgrind test_x")
+#   UNIT_VALGRIND=0  skip that valgrind pass
 #   IT_TIMEOUT    seconds one integration script may run (default 900)
 #   UNIT_TIMEOUT  seconds one unit binary may run (default 600)
 #   KEEP_TMP=1    keep the temp folder (logs, databases) for a post-mortem
@@ -134,6 +138,7 @@ export CMOCKA_MESSAGE_OUTPUT=STDOUT
 
 # ---- unit tests --------------------------------------------------------------
 units=0
+failed_units=""
 for t in build/tests/test_*; do
     [ -f "$t" ] && [ -x "$t" ] || continue
     case $t in *.o|*.d) continue ;; esac
@@ -157,9 +162,46 @@ for t in build/tests/test_*; do
     fi
     passed=$((passed + p))
     failed=$((failed + f))
-    [ "$f" -gt 0 ] && note_failure "$name" "$f"
+    [ "$f" -gt 0 ] && note_failure "$name" "$f" && failed_units="$failed_units $name"
     echo "$name: $p passed, $f failed"
 done
+
+# ---- unit tests under valgrind's leak check --------------------------------------
+# When the units did not already run under TEST_PREFIX: each binary once more
+# under valgrind, one check per binary, judged by valgrind's own verdict (no
+# memory error, no leak); a binary whose tests failed above is not run again,
+# so its failures are counted once.
+if [ $units -gt 0 ] && [ -z "$TEST_PREFIX" ] && [ "${UNIT_VALGRIND:-1}" != 0 ]; then
+    if ! command -v valgrind > /dev/null 2>&1; then
+        echo "== valgrind is not installed: no leak check of the unit tests (make deps installs it)"
+    else
+        echo "== unit tests under valgrind --leak-check=full"
+        for t in build/tests/test_*; do
+            [ -f "$t" ] && [ -x "$t" ] || continue
+            case $t in *.o|*.d) continue ;; esac
+            name=$(basename "$t")
+            selected "$name" || continue
+            case " $failed_units " in
+                *" $name "*) echo "valgrind $name: not run, its tests fail above"; continue ;;
+            esac
+            log="$TMP/$name.valgrind.log"
+            timeout --foreground -k 10 "$UNIT_TIMEOUT" valgrind --leak-check=full --error-exitcode=1 \
+                "$t" < /dev/null > "$log" 2>&1
+            rc=$?
+            errors=$(sed -n 's/^==[0-9]*== ERROR SUMMARY: \([0-9]*\) error.*/\1/p' "$log" | sum)
+            if [ "$rc" -eq 0 ] && [ "$errors" -eq 0 ] && grep -q '^==[0-9]*== ERROR SUMMARY:' "$log"; then
+                echo "ok - valgrind $name"
+                passed=$((passed + 1))
+            else
+                [ "$rc" -eq 124 ] && echo "$name | run.sh: timed out under valgrind after ${UNIT_TIMEOUT}s"
+                echo "not ok - valgrind $name (exit status $rc, $errors valgrind errors)"
+                grep '^==[0-9]*== ' "$log" | head -n 40 | prefix "$name"
+                failed=$((failed + 1))
+                note_failure "valgrind-$name" 1
+            fi
+        done
+    fi
+fi
 
 # ---- integration tests -------------------------------------------------------
 scripts=0
