@@ -184,6 +184,11 @@ if [ $units -gt 0 ] && [ -z "$TEST_PREFIX" ] && [ "${UNIT_VALGRIND:-1}" != 0 ]; 
             case " $failed_units " in
                 *" $name "*) echo "valgrind $name: not run, its tests fail above"; continue ;;
             esac
+            # valgrind cannot run what ASan, TSan or MSan instrumented
+            if grep -qa -e __asan_init -e __tsan_init -e __msan_init "$t"; then
+                echo "valgrind $name: not run, built with a sanitizer (SANITIZE=...)"
+                continue
+            fi
             log="$TMP/$name.valgrind.log"
             timeout --foreground -k 10 "$UNIT_TIMEOUT" valgrind --leak-check=full --error-exitcode=1 \
                 "$t" < /dev/null > "$log" 2>&1
