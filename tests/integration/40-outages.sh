@@ -165,8 +165,10 @@ check "(d) the outage began mid-run" test "$at_stop" -lt "$N_D"
 check "(d) every URL finishes" wait_for 90 all_done d "$N_D"
 stop_worker b1 30
 check_eq "(d) SIGTERM: the worker exits 0" 0 "$?"
-check "(d) the worker consumed every event" \
-    grep -q "event=summary consumed=$N_D " "$TESTS_TMP/b1.log"
+# at least once: a rebalance after the outage may deliver some events again
+consumed=$(sed -n 's/.*event=summary consumed=\([0-9]*\) .*/\1/p' "$TESTS_TMP/b1.log")
+echo "# (d) the worker consumed ${consumed:-?} events"
+check "(d) the worker consumed every event (at least once)" test "${consumed:-0}" -ge "$N_D"
 check_eq "(d) no URL lost" "" "$(lost_urls d)"
 check_eq "(d) every URL cached" "$N_D" "$(cached_count d)"
 check_eq "(d) no URL downloaded twice" "" "$(served_twice d)"
