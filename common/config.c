@@ -353,8 +353,9 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
                 snprintf(err, errlen, "-X needs key=value");
             else if (optopt)
                 snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
-            else
-                snprintf(err, errlen, "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
+            else /* never echo a value: "--some-token=SECRET" is shown up to '=' */
+                snprintf(err, errlen, "unknown or incomplete option '%.*s' (see --help)",
+                         (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
             return -1;
         }
         if (c >= 1000 && c < 1000 + (int)n) {

@@ -299,6 +299,13 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
     }
     if (j->first_failed_ms == 0)
         j->first_failed_ms = event_now_ms();
+    if (j->res.display == NULL && j->url) {
+        /* not resolved (a refused URL): log its redacted, scrubbed form */
+        char shown[512];
+        resolve_redact(j->url, shown, sizeof shown);
+        scrub_utf8(shown);
+        j->res.display = strdup(shown);
+    }
     if (!permanent && j->attempts <= w->n_retry_delays) {
         /* exponential backoff from the list, +-20% jitter so that a burst
          * of failures does not come back as one burst */
