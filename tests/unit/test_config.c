@@ -264,6 +264,16 @@ static void test_options_refused(void **state)
     /* secrets come from the environment only, never from a flag (ps shows flags) */
     expect_load_error(CONFIG_WORKER, ARGC(secret_flag), secret_flag, "--beeper-api-token");
     expect_load_error(CONFIG_WORKER, ARGC(media_secret), media_secret, "--beeper-media-token");
+    {
+        /* the refusal must not echo the value it refuses */
+        char *leak[] = { "imgcache-worker", "--beeper-api-token=SeCrEt-42", NULL };
+        struct config cfg;
+        char err[512];
+        assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(leak), leak, err, sizeof err), -1);
+        assert_null(strstr(err, "SeCrEt-42"));
+        assert_non_null(strstr(err, "'--beeper-api-token'"));
+        config_free(&cfg);
+    }
     expect_load_error(CONFIG_WORKER, ARGC(unknown), unknown, "unknown or incomplete option '--no-such-thing'");
     expect_load_error(CONFIG_WORKER, ARGC(short_unknown), short_unknown, "unknown option '-q'");
     expect_load_error(CONFIG_WORKER, ARGC(x_missing), x_missing, "-X needs key=value");
