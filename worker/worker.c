@@ -160,7 +160,6 @@ struct worker {
     long long db_backoff_ms;
     int db_down;
     int redis_down;
-    int retry_unseen;           /* a retry we published may be past the cached end offsets */
     int seen_count;             /* partitions ever assigned (for --from-beginning) */
     char **seen;
 
@@ -869,7 +868,6 @@ static void on_published(void *opaque, int ok, const char *errstr, void *ctx)
         w->n_dead_letters++;
     } else {
         w->n_retries++;
-        w->retry_unseen = 1;
     }
     if (j->url == NULL) {
         job_finish(w, j); /* an undecodable event: the dead letter is all */
@@ -1259,10 +1257,10 @@ static int caught_up(struct worker *w)
     }
     if (unread && rd_kafka_committed(w->rk, unread, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR)
         ok = 0;
-    /* after we published a retry, the cached end offsets of the retry topic
-     * may predate it (--drain would leave before that retry): ask the broker
-     * for them, all in one request (END as the time: the end offset) */
-    if (ok && w->retry_unseen) {
+    /* the cached end offsets of the retry topic may predate a retry just
+     * published (by us or by another worker into a partition we own): ask
+     * the broker, all in one request (END as the time: the end offset) */
+    if (ok) {
         ends = rd_kafka_topic_partition_list_new(assignment->cnt);
         for (int i = 0; i < assignment->cnt; i++)
             if (strcmp(assignment->elems[i].topic, w->retry_topic) == 0)
@@ -1304,8 +1302,6 @@ static int caught_up(struct worker *w)
             ok = 0;
         }
     }
-    if (ok)
-        w->retry_unseen = 0; /* the broker's own end offsets say we are done */
     if (ends)
         rd_kafka_topic_partition_list_destroy(ends);
     if (unread)
