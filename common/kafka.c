@@ -121,6 +121,36 @@ out:
     return rc;
 }
 
+int kafka_producer_prepare(struct kafka_producer *p, const char *topic, int timeout_ms,
+                           char *err, size_t errlen)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e;
+    int rc = -1;
+
+    if (rkt == NULL) {
+        snprintf(err, errlen, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    e = rd_kafka_metadata(p->rk, 0, rkt, &md, timeout_ms);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "metadata of topic %s: %s (is KAFKA_BROKERS right?)", topic, rd_kafka_err2str(e));
+        goto out;
+    }
+    if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "topic %s: %s", topic,
+                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not in the cluster's metadata");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return rc;
+}
+
 int kafka_produce(struct kafka_producer *p, const char *topic, const void *key, size_t keylen,
                   const void *value, size_t valuelen, const struct kafka_header *headers,
                   size_t nheaders, void *opaque, char *err, size_t errlen)

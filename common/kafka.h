@@ -49,6 +49,12 @@ struct kafka_producer {
  * partition for the same key), acks=all. */
 int kafka_producer_new(const struct config *cfg, const char *client_id,
                        struct kafka_producer **out, char *err, size_t errlen);
+/* Fetches the topic's metadata now (at most timeout_ms), so the first
+ * message does not wait for librdkafka's once-a-second scan of topics it
+ * has not seen. -1 with a message when the topic is unknown or the cluster
+ * does not answer in time. */
+int kafka_producer_prepare(struct kafka_producer *p, const char *topic, int timeout_ms,
+                           char *err, size_t errlen);
 /* Copies key, value and headers. When the local queue is full it serves
  * delivery reports and waits, so it only fails for real errors. */
 int kafka_produce(struct kafka_producer *p, const char *topic, const void *key, size_t keylen,

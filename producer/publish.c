@@ -62,7 +62,11 @@ int publisher_init(struct publisher *p, const struct config *cfg, struct db *db,
     p->db = db;
     p->reason = reason;
     p->last_progress_ms = event_now_ms();
-    return kafka_producer_new(cfg, PRODUCER_NAME, &p->kp, err, errlen);
+    if (kafka_producer_new(cfg, PRODUCER_NAME, &p->kp, err, errlen) != 0)
+        return -1;
+    /* learn the topic now: a wrong KAFKA_BROKERS or a missing topic fails
+     * here, before any chat is written, and the first event goes out at once */
+    return kafka_producer_prepare(p->kp, cfg->topic, 10000, err, errlen);
 }
 
 /* 1 when url was not seen before in this run (and is now), 0 when it was,

@@ -1472,6 +1472,15 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
         goto out;
     w->dlq->on_delivery = on_published;
     w->dlq->on_delivery_ctx = w;
+    {
+        const char *topics[] = { w->retry_topic, w->dlt_topic };
+        for (size_t i = 0; i < 2; i++) {
+            char why[300];
+            /* not fatal: publishes wait for the topic; but say so now */
+            if (kafka_producer_prepare(w->dlq, topics[i], 5000, why, sizeof why) != 0)
+                log_warn("event=topic_unavailable reason=\"%s\"", why);
+        }
+    }
     if (kafka_consumer_new(w, err, errlen) != 0)
         goto out;
     *out = w;
