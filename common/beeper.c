@@ -5,19 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "errmsg.h"
 
 /* Copies untrusted text for an error message: at most 80 bytes, control
  * characters as '?', so a chat id cannot forge log lines. */
@@ -41,24 +29,24 @@ static int opt_string(const json_t *obj, const char *key, int empty_is_null, cha
     if (v == NULL || json_is_null(v))
         return 0;
     if (!json_is_string(v)) {
-        set_err(err, errlen, "%s%s is not a string", where, key);
+        errmsg_set(err, errlen, "%s%s is not a string", where, key);
         return -1;
     }
     if (empty_is_null && json_string_length(v) == 0)
         return 0;
     /* keys and indexed columns in PostgreSQL hold at most ~2.7 KB */
     if (json_string_length(v) > BEEPER_MAX_FIELD) {
-        set_err(err, errlen, "%s%s is %zu bytes, over the %d-byte limit", where, key,
+        errmsg_set(err, errlen, "%s%s is %zu bytes, over the %d-byte limit", where, key,
                 json_string_length(v), BEEPER_MAX_FIELD);
         return -1;
     }
     if (strlen(json_string_value(v)) != json_string_length(v)) {
-        set_err(err, errlen, "%s%s contains a NUL character", where, key);
+        errmsg_set(err, errlen, "%s%s contains a NUL character", where, key);
         return -1;
     }
     *dst = strdup(json_string_value(v));
     if (*dst == NULL) {
-        set_err(err, errlen, "%sout of memory", where);
+        errmsg_set(err, errlen, "%sout of memory", where);
         return -1;
     }
     return 0;
@@ -73,7 +61,7 @@ static int opt_bool(const json_t *obj, const char *key, int *dst, const char *wh
     if (v == NULL || json_is_null(v))
         return 0;
     if (!json_is_boolean(v)) {
-        set_err(err, errlen, "%s%s is not a boolean", where, key);
+        errmsg_set(err, errlen, "%s%s is not a boolean", where, key);
         return -1;
     }
     *dst = json_is_true(v);
@@ -88,12 +76,12 @@ static int participant_from_json(const json_t *item, size_t idx, const char *cha
 
     snprintf(where, sizeof where, "chat %s: participants.items[%zu].", chat, idx);
     if (!json_is_object(item)) {
-        set_err(err, errlen, "chat %s: participants.items[%zu] is not an object", chat, idx);
+        errmsg_set(err, errlen, "chat %s: participants.items[%zu] is not an object", chat, idx);
         return -1;
     }
     id = json_object_get(item, "id");
     if (id == NULL || json_is_null(id) || (json_is_string(id) && json_string_length(id) == 0)) {
-        set_err(err, errlen, "chat %s: participants.items[%zu] has no id", chat, idx);
+        errmsg_set(err, errlen, "chat %s: participants.items[%zu] has no id", chat, idx);
         return -1;
     }
     if (opt_string(item, "id", 0, &p->id, where, err, errlen) != 0 ||
@@ -114,7 +102,7 @@ static int participants_from_json(const json_t *parts, const char *chat, struct 
     if (parts == NULL || json_is_null(parts))
         return 0;
     if (!json_is_object(parts)) {
-        set_err(err, errlen, "chat %s: participants is not an object", chat);
+        errmsg_set(err, errlen, "chat %s: participants is not an object", chat);
         return -1;
     }
     snprintf(where, sizeof where, "chat %s: participants.", chat);
@@ -124,7 +112,7 @@ static int participants_from_json(const json_t *parts, const char *chat, struct 
     if (items == NULL || json_is_null(items))
         return 0;
     if (!json_is_array(items)) {
-        set_err(err, errlen, "chat %s: participants.items is not an array", chat);
+        errmsg_set(err, errlen, "chat %s: participants.items is not an array", chat);
         return -1;
     }
     n = json_array_size(items);
@@ -132,7 +120,7 @@ static int participants_from_json(const json_t *parts, const char *chat, struct 
         return 0;
     out->participants = calloc(n, sizeof *out->participants);
     if (out->participants == NULL) {
-        set_err(err, errlen, "chat %s: out of memory for %zu participants", chat, n);
+        errmsg_set(err, errlen, "chat %s: out of memory for %zu participants", chat, n);
         return -1;
     }
     /* counted as filled before each is parsed, so a failure frees the partial one */
@@ -155,20 +143,20 @@ int beeper_chat_from_json(const json_t *obj, struct beeper_chat *out, char *err,
 
     memset(out, 0, sizeof *out);
     if (!json_is_object(obj)) {
-        set_err(err, errlen, "chat is not a JSON object");
+        errmsg_set(err, errlen, "chat is not a JSON object");
         goto out;
     }
     v = json_object_get(obj, "id");
     if (v == NULL || json_is_null(v)) {
-        set_err(err, errlen, "chat has no id");
+        errmsg_set(err, errlen, "chat has no id");
         goto out;
     }
     if (!json_is_string(v)) {
-        set_err(err, errlen, "chat id is not a string");
+        errmsg_set(err, errlen, "chat id is not a string");
         goto out;
     }
     if (json_string_length(v) == 0) {
-        set_err(err, errlen, "chat has an empty id");
+        errmsg_set(err, errlen, "chat has an empty id");
         goto out;
     }
     printable(json_string_value(v), chat, sizeof chat);
@@ -178,16 +166,16 @@ int beeper_chat_from_json(const json_t *obj, struct beeper_chat *out, char *err,
 
     v = json_object_get(obj, "type");
     if (v == NULL || json_is_null(v)) {
-        set_err(err, errlen, "chat %s: has no type", chat);
+        errmsg_set(err, errlen, "chat %s: has no type", chat);
         goto out;
     }
     if (!json_is_string(v)) {
-        set_err(err, errlen, "chat %s: type is not a string", chat);
+        errmsg_set(err, errlen, "chat %s: type is not a string", chat);
         goto out;
     }
     if (strcmp(json_string_value(v), "single") != 0 && strcmp(json_string_value(v), "group") != 0) {
         printable(json_string_value(v), shown, sizeof shown);
-        set_err(err, errlen, "chat %s: type '%s' is not single or group", chat, shown);
+        errmsg_set(err, errlen, "chat %s: type '%s' is not single or group", chat, shown);
         goto out;
     }
     if (opt_string(obj, "type", 0, &out->type, where, err, errlen) != 0 ||
@@ -217,9 +205,9 @@ int beeper_chat_parse(const char *text, size_t len, struct beeper_chat *out, cha
     if (root == NULL) {
         /* an import line is one line: the column is what helps */
         if (jerr.line > 1)
-            set_err(err, errlen, "not JSON: %s at line %d column %d", jerr.text, jerr.line, jerr.column);
+            errmsg_set(err, errlen, "not JSON: %s at line %d column %d", jerr.text, jerr.line, jerr.column);
         else
-            set_err(err, errlen, "not JSON: %s at column %d", jerr.text, jerr.column);
+            errmsg_set(err, errlen, "not JSON: %s at column %d", jerr.text, jerr.column);
         return -1;
     }
     rc = beeper_chat_from_json(root, out, err, errlen);

@@ -8,19 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "errmsg.h"
 
 long long event_now_ms(void)
 {
@@ -150,11 +138,11 @@ char *event_encode(const struct event *ev, char *err, size_t errlen)
     };
 
     if (ev->source_url == NULL || ev->source_url[0] == '\0') {
-        set_err(err, errlen, "event has no source_url");
+        errmsg_set(err, errlen, "event has no source_url");
         goto out;
     }
     if (strlen(ev->source_url) > EVENT_MAX_URL) {
-        set_err(err, errlen, "source_url is %zu bytes, over the %d-byte limit",
+        errmsg_set(err, errlen, "source_url is %zu bytes, over the %d-byte limit",
                 strlen(ev->source_url), EVENT_MAX_URL);
         goto out;
     }
@@ -163,12 +151,12 @@ char *event_encode(const struct event *ev, char *err, size_t errlen)
         goto oom;
     /* json_string() refuses invalid UTF-8, so a NULL here is not always memory */
     if (json_object_set_new(obj, "source_url", json_string(ev->source_url)) != 0) {
-        set_err(err, errlen, "source_url is not valid UTF-8");
+        errmsg_set(err, errlen, "source_url is not valid UTF-8");
         goto out;
     }
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         if (json_object_set_new(obj, fields[i].key, string_or_null(fields[i].value)) != 0) {
-            set_err(err, errlen, "%s is not valid UTF-8", fields[i].key);
+            errmsg_set(err, errlen, "%s is not valid UTF-8", fields[i].key);
             goto out;
         }
     }
@@ -180,7 +168,7 @@ char *event_encode(const struct event *ev, char *err, size_t errlen)
         goto oom;
     goto out;
 oom:
-    set_err(err, errlen, "out of memory encoding the event");
+    errmsg_set(err, errlen, "out of memory encoding the event");
 out:
     json_decref(obj);
     return text;
@@ -194,12 +182,12 @@ static int take_string(json_t *obj, const char *key, char **dst, char *err, size
     if (v == NULL || json_is_null(v))
         return 0;
     if (!json_is_string(v)) {
-        set_err(err, errlen, "%s is not a string", key);
+        errmsg_set(err, errlen, "%s is not a string", key);
         return -1;
     }
     *dst = strdup(json_string_value(v));
     if (*dst == NULL) {
-        set_err(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     return 0;
@@ -215,51 +203,51 @@ int event_decode(const void *buf, size_t len, struct event *out, char *err, size
     memset(out, 0, sizeof *out);
     if (len > EVENT_MAX_BYTES) {
         /* refused before parsing: a huge value costs nothing but this check */
-        set_err(err, errlen, "event is %zu bytes, over the %d-byte limit", len, EVENT_MAX_BYTES);
+        errmsg_set(err, errlen, "event is %zu bytes, over the %d-byte limit", len, EVENT_MAX_BYTES);
         goto out;
     }
     /* duplicate keys would make two readers disagree on what the event says */
     root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
-        set_err(err, errlen, "event is not JSON: %s at line %d column %d", jerr.text, jerr.line,
+        errmsg_set(err, errlen, "event is not JSON: %s at line %d column %d", jerr.text, jerr.line,
                 jerr.column);
         goto out;
     }
     if (!json_is_object(root)) {
-        set_err(err, errlen, "event is not a JSON object");
+        errmsg_set(err, errlen, "event is not a JSON object");
         goto out;
     }
 
     v = json_object_get(root, "v");
     if (v == NULL || json_is_null(v)) {
-        set_err(err, errlen, "event has no version (v)");
+        errmsg_set(err, errlen, "event has no version (v)");
         goto out;
     }
     if (!json_is_integer(v)) {
-        set_err(err, errlen, "event version (v) is not an integer");
+        errmsg_set(err, errlen, "event version (v) is not an integer");
         goto out;
     }
     if (json_integer_value(v) != EVENT_VERSION) {
-        set_err(err, errlen, "event version %" JSON_INTEGER_FORMAT " is not supported",
+        errmsg_set(err, errlen, "event version %" JSON_INTEGER_FORMAT " is not supported",
                 json_integer_value(v));
         goto out;
     }
 
     v = json_object_get(root, "source_url");
     if (v == NULL || json_is_null(v)) {
-        set_err(err, errlen, "event has no source_url");
+        errmsg_set(err, errlen, "event has no source_url");
         goto out;
     }
     if (!json_is_string(v)) {
-        set_err(err, errlen, "source_url is not a string");
+        errmsg_set(err, errlen, "source_url is not a string");
         goto out;
     }
     if (json_string_length(v) == 0) {
-        set_err(err, errlen, "source_url is empty");
+        errmsg_set(err, errlen, "source_url is empty");
         goto out;
     }
     if (json_string_length(v) > EVENT_MAX_URL) {
-        set_err(err, errlen, "source_url is %zu bytes, over the %d-byte limit",
+        errmsg_set(err, errlen, "source_url is %zu bytes, over the %d-byte limit",
                 json_string_length(v), EVENT_MAX_URL);
         goto out;
     }
@@ -273,13 +261,13 @@ int event_decode(const void *buf, size_t len, struct event *out, char *err, size
     v = json_object_get(root, "produced_at");
     if (json_is_string(v)) {
         if (event_parse_time(json_string_value(v), &out->produced_at_ms) != 0) {
-            set_err(err, errlen, "produced_at '%.40s' is not an RFC 3339 time", json_string_value(v));
+            errmsg_set(err, errlen, "produced_at '%.40s' is not an RFC 3339 time", json_string_value(v));
             goto out;
         }
     } else if (json_is_integer(v)) {
         out->produced_at_ms = json_integer_value(v);
     } else if (v != NULL && !json_is_null(v)) {
-        set_err(err, errlen, "produced_at is not an RFC 3339 string or an integer of Unix ms");
+        errmsg_set(err, errlen, "produced_at is not an RFC 3339 string or an integer of Unix ms");
         goto out;
     }
     rc = 0;

@@ -11,21 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "errmsg.h"
+
 #define RESOLVE_MAX_URL 8192
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int empty(const char *s)
 {
@@ -227,22 +215,22 @@ static int check_base(const char *base, const char *name, char *err, size_t errl
     int ret = -1;
 
     if (h == NULL) {
-        set_err(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     rc = curl_url_set(h, CURLUPART_URL, base, CURLU_NON_SUPPORT_SCHEME);
     if (rc != CURLUE_OK) {
-        set_err(err, errlen, "%s is not a URL: %s", name, curl_url_strerror(rc));
+        errmsg_set(err, errlen, "%s is not a URL: %s", name, curl_url_strerror(rc));
         goto out;
     }
     curl_url_get(h, CURLUPART_SCHEME, &scheme, 0);
     if (scheme == NULL || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-        set_err(err, errlen, "%s is not an http(s) URL", name);
+        errmsg_set(err, errlen, "%s is not an http(s) URL", name);
         goto out;
     }
     if (curl_url_get(h, CURLUPART_QUERY, &v, 0) == CURLUE_OK ||
         curl_url_get(h, CURLUPART_FRAGMENT, &v, 0) == CURLUE_OK) {
-        set_err(err, errlen, "%s must not have a query or fragment", name);
+        errmsg_set(err, errlen, "%s must not have a query or fragment", name);
         goto out;
     }
     ret = 0;
@@ -270,42 +258,42 @@ static const char *media_relative(const char *path, size_t len, char *err, size_
     const char *last = NULL, *rel, *seg;
 
     if (memchr(path, '\0', len) != NULL) {
-        set_err(err, errlen, "file:// path has a NUL byte");
+        errmsg_set(err, errlen, "file:// path has a NUL byte");
         return NULL;
     }
     for (const char *m = strstr(path, "/media/"); m != NULL; m = strstr(m + 1, "/media/"))
         last = m;
     if (last == NULL) {
-        set_err(err, errlen, "file:// path has no /media/ segment");
+        errmsg_set(err, errlen, "file:// path has no /media/ segment");
         return NULL;
     }
     rel = last + strlen("/media/");
     if (rel[0] == '\0') {
-        set_err(err, errlen, "file:// path is empty after /media/");
+        errmsg_set(err, errlen, "file:// path is empty after /media/");
         return NULL;
     }
     if (rel[0] == '/') {
-        set_err(err, errlen, "file:// path after /media/ is absolute");
+        errmsg_set(err, errlen, "file:// path after /media/ is absolute");
         return NULL;
     }
     for (const char *c = rel; *c; c++) {
         if (*c == '\\') {
-            set_err(err, errlen, "file:// path has a backslash");
+            errmsg_set(err, errlen, "file:// path has a backslash");
             return NULL;
         }
         if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-            set_err(err, errlen, "file:// path has a control character");
+            errmsg_set(err, errlen, "file:// path has a control character");
             return NULL;
         }
     }
     for (seg = rel;;) {
         size_t n = strcspn(seg, "/");
         if (n == 0) {
-            set_err(err, errlen, "file:// path has an empty segment after /media/");
+            errmsg_set(err, errlen, "file:// path has an empty segment after /media/");
             return NULL;
         }
         if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.')) {
-            set_err(err, errlen, "file:// path has a '%.*s' segment", (int)n, seg);
+            errmsg_set(err, errlen, "file:// path has a '%.*s' segment", (int)n, seg);
             return NULL;
         }
         if (seg[n] == '\0')
@@ -351,7 +339,7 @@ static int media_server_url(const struct resolve_config *cfg, const char *rel, s
     }
     return 0;
 oom:
-    set_err(err, errlen, "out of memory");
+    errmsg_set(err, errlen, "out of memory");
     return -1;
 }
 
@@ -365,12 +353,12 @@ static int resolve_file(const struct resolve_config *cfg, CURLU *h, struct resol
     int ret = -1;
 
     if (curl_url_get(h, CURLUPART_PATH, &raw, 0) != CURLUE_OK) {
-        set_err(err, errlen, "file:// URL has no path");
+        errmsg_set(err, errlen, "file:// URL has no path");
         goto out;
     }
     dec = curl_easy_unescape(NULL, raw, 0, &declen);
     if (dec == NULL) {
-        set_err(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     rel = media_relative(dec, (size_t)declen, err, errlen);
@@ -388,7 +376,7 @@ static int resolve_file(const struct resolve_config *cfg, CURLU *h, struct resol
         out->kind = RESOLVE_HTTP;
         out->url = sbuf_take(&b);
     } else {
-        set_err(err, errlen, "file:// URL needs BEEPER_MEDIA_DIR or BEEPER_MEDIA_SERVER");
+        errmsg_set(err, errlen, "file:// URL needs BEEPER_MEDIA_DIR or BEEPER_MEDIA_SERVER");
         goto out;
     }
     if (out->kind == RESOLVE_FILE) {
@@ -399,7 +387,7 @@ static int resolve_file(const struct resolve_config *cfg, CURLU *h, struct resol
     ret = 0;
     goto out;
 oom:
-    set_err(err, errlen, "out of memory");
+    errmsg_set(err, errlen, "out of memory");
 out:
     free(b.p);
     curl_free(dec);
@@ -415,13 +403,13 @@ static int resolve_mxc(const struct resolve_config *cfg, const char *source, str
     int ret = -1;
 
     if (empty(cfg->api_url)) {
-        set_err(err, errlen, "mxc:// URL needs BEEPER_API_URL");
+        errmsg_set(err, errlen, "mxc:// URL needs BEEPER_API_URL");
         goto out;
     }
     if (check_base(cfg->api_url, "BEEPER_API_URL", err, errlen) != 0)
         goto out;
     if (!empty(cfg->api_token) && strpbrk(cfg->api_token, "\r\n") != NULL) {
-        set_err(err, errlen, "BEEPER_API_TOKEN has a line break");
+        errmsg_set(err, errlen, "BEEPER_API_TOKEN has a line break");
         goto out;
     }
     esc = curl_easy_escape(NULL, source, 0);
@@ -438,7 +426,7 @@ static int resolve_mxc(const struct resolve_config *cfg, const char *source, str
     ret = 0;
     goto out;
 oom:
-    set_err(err, errlen, "out of memory");
+    errmsg_set(err, errlen, "out of memory");
 out:
     curl_free(esc);
     free(b.p);
@@ -451,20 +439,20 @@ static int resolve_http(CURLU *h, struct resolved *out, char *err, size_t errlen
     int ret = -1;
 
     if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
-        set_err(err, errlen, "http URL has no host");
+        errmsg_set(err, errlen, "http URL has no host");
         goto out;
     }
     if (curl_url_get(h, CURLUPART_URL, &full, 0) != CURLUE_OK) {
-        set_err(err, errlen, "http URL cannot be rebuilt");
+        errmsg_set(err, errlen, "http URL cannot be rebuilt");
         goto out;
     }
     if (strlen(full) > RESOLVE_MAX_URL) {
-        set_err(err, errlen, "URL is %zu bytes, over the %d-byte limit", strlen(full), RESOLVE_MAX_URL);
+        errmsg_set(err, errlen, "URL is %zu bytes, over the %d-byte limit", strlen(full), RESOLVE_MAX_URL);
         goto out;
     }
     out->url = strdup(full);
     if (out->url == NULL) {
-        set_err(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     out->kind = RESOLVE_HTTP;
@@ -486,17 +474,17 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
 
     memset(out, 0, sizeof *out);
     if (empty(source_url)) {
-        set_err(err, errlen, "empty URL");
+        errmsg_set(err, errlen, "empty URL");
         goto out;
     }
     if (strlen(source_url) > RESOLVE_MAX_URL) {
-        set_err(err, errlen, "URL is %zu bytes, over the %d-byte limit", strlen(source_url),
+        errmsg_set(err, errlen, "URL is %zu bytes, over the %d-byte limit", strlen(source_url),
                 RESOLVE_MAX_URL);
         goto out;
     }
     h = curl_url();
     if (h == NULL) {
-        set_err(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     /* PATH_AS_IS: curl would quietly fold "/media/a/../b"; we refuse dot segments instead */
@@ -506,13 +494,13 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
     if (rc != CURLUE_OK) {
         scheme_for_message(source_url, shown, sizeof shown);
         if (shown[0] == '\0')
-            set_err(err, errlen, "URL has no scheme");
+            errmsg_set(err, errlen, "URL has no scheme");
         else if (strcmp(shown, "http") == 0 || strcmp(shown, "https") == 0 ||
                  strcmp(shown, "file") == 0 || strcmp(shown, "mxc") == 0 ||
                  strcmp(shown, "localmxc") == 0)
-            set_err(err, errlen, "bad %s URL: %s", shown, curl_url_strerror(rc));
+            errmsg_set(err, errlen, "bad %s URL: %s", shown, curl_url_strerror(rc));
         else
-            set_err(err, errlen, "unsupported URL scheme '%s'", shown);
+            errmsg_set(err, errlen, "unsupported URL scheme '%s'", shown);
         goto out;
     }
 
@@ -520,7 +508,7 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
         /* parsed again without PATH_AS_IS: fetch what curl would normalise to */
         rc = curl_url_set(h, CURLUPART_URL, source_url, CURLU_NON_SUPPORT_SCHEME);
         if (rc != CURLUE_OK) {
-            set_err(err, errlen, "bad %s URL: %s", scheme, curl_url_strerror(rc));
+            errmsg_set(err, errlen, "bad %s URL: %s", scheme, curl_url_strerror(rc));
             goto out;
         }
         if (resolve_http(h, out, err, errlen) != 0)
@@ -532,14 +520,14 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
         if (resolve_mxc(cfg, source_url, out, err, errlen) != 0)
             goto out;
     } else {
-        set_err(err, errlen, "unsupported URL scheme '%.32s'", scheme);
+        errmsg_set(err, errlen, "unsupported URL scheme '%.32s'", scheme);
         goto out;
     }
 
     if (out->display == NULL) {
         out->display = redact_dup(out->url);
         if (out->display == NULL) {
-            set_err(err, errlen, "out of memory");
+            errmsg_set(err, errlen, "out of memory");
             goto out;
         }
     }
@@ -570,20 +558,20 @@ int resolve_open_confined(const char *media_dir, const char *path, char *err, si
     int flags;
 
     if (empty(media_dir) || empty(path)) {
-        set_err(err, errlen, "BEEPER_MEDIA_DIR or the path is not set");
+        errmsg_set(err, errlen, "BEEPER_MEDIA_DIR or the path is not set");
         goto out;
     }
     rdir = realpath(media_dir, NULL);
     if (rdir == NULL) {
-        set_err(err, errlen, "BEEPER_MEDIA_DIR '%s': %s", media_dir, strerror(errno));
+        errmsg_set(err, errlen, "BEEPER_MEDIA_DIR '%s': %s", media_dir, strerror(errno));
         goto out;
     }
     rpath = realpath(path, NULL);
     if (rpath == NULL) {
         if (errno == ENOENT)
-            set_err(err, errlen, "'%s' does not exist", path);
+            errmsg_set(err, errlen, "'%s' does not exist", path);
         else
-            set_err(err, errlen, "'%s': %s", path, strerror(errno));
+            errmsg_set(err, errlen, "'%s': %s", path, strerror(errno));
         goto out;
     }
     /* strictly inside: "<dir>/" is a prefix and something follows it */
@@ -591,22 +579,22 @@ int resolve_open_confined(const char *media_dir, const char *path, char *err, si
     if (dlen > 0 && rdir[dlen - 1] == '/')
         dlen--; /* media_dir is "/" */
     if (strncmp(rpath, rdir, dlen) != 0 || rpath[dlen] != '/' || rpath[dlen + 1] == '\0') {
-        set_err(err, errlen, "'%s' resolves outside BEEPER_MEDIA_DIR", path);
+        errmsg_set(err, errlen, "'%s' resolves outside BEEPER_MEDIA_DIR", path);
         goto out;
     }
     /* O_NONBLOCK so a FIFO planted in the folder cannot hang the worker */
     fd = open(rpath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
-        set_err(err, errlen, "'%s': %s", path, strerror(errno));
+        errmsg_set(err, errlen, "'%s': %s", path, strerror(errno));
         goto out;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "'%s' is not a regular file", path);
+        errmsg_set(err, errlen, "'%s' is not a regular file", path);
         goto fail;
     }
     flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-        set_err(err, errlen, "'%s': %s", path, strerror(errno));
+        errmsg_set(err, errlen, "'%s': %s", path, strerror(errno));
         goto fail;
     }
     goto out;

@@ -5,24 +5,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "errmsg.h"
+
 /* Every read goes through have(): the input is untrusted and fuzzed. On a
  * REJECT, out->type is SNIFF_UNKNOWN; on NEED_MORE the type is already set. */
 
 static const unsigned char png_sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int have(size_t len, size_t off, size_t n)
 {
@@ -60,13 +48,13 @@ static enum sniff_status short_body(int complete, const char *what, size_t len,
 {
     if (!complete)
         return SNIFF_NEED_MORE;
-    set_err(err, errlen, "truncated %s: the body ends at byte %zu before the image size", what, len);
+    errmsg_set(err, errlen, "truncated %s: the body ends at byte %zu before the image size", what, len);
     return SNIFF_REJECT;
 }
 
 static enum sniff_status damaged(char *err, size_t errlen, const char *what, const char *why)
 {
-    set_err(err, errlen, "damaged %s header: %s", what, why);
+    errmsg_set(err, errlen, "damaged %s header: %s", what, why);
     return SNIFF_REJECT;
 }
 
@@ -74,7 +62,7 @@ static enum sniff_status finish(struct sniff_result *out, unsigned long w, unsig
                                 char *err, size_t errlen)
 {
     if (w == 0 || h == 0) {
-        set_err(err, errlen, "%s claims a size of %lux%lu; zero width or height is refused",
+        errmsg_set(err, errlen, "%s claims a size of %lux%lu; zero width or height is refused",
                 sniff_type_name(out->type), w, h);
         return SNIFF_REJECT;
     }
@@ -252,20 +240,20 @@ static enum sniff_status reject_other(const unsigned char *b, size_t len, char *
     n = len - i;
     window = n < 1024 ? n : 1024;
     if (starts_with_ci(b + i, n, "%PDF-")) {
-        set_err(err, errlen, "PDF is not an image");
+        errmsg_set(err, errlen, "PDF is not an image");
         return SNIFF_REJECT;
     }
     if (n > 0 && b[i] == '<') {
         if (starts_with_ci(b + i, n, "<svg") || starts_with_ci(b + i, n, "<!doctype svg") ||
             (starts_with_ci(b + i, n, "<?xml") && !contains_ci(b + i, window, "<html")) ||
             (contains_ci(b + i, window, "<svg") && !contains_ci(b + i, window, "<html")))
-            set_err(err, errlen, "SVG is refused: it can carry scripts");
+            errmsg_set(err, errlen, "SVG is refused: it can carry scripts");
         else
-            set_err(err, errlen, "looks like HTML, not an image");
+            errmsg_set(err, errlen, "looks like HTML, not an image");
         return SNIFF_REJECT;
     }
     if (n == 0) {
-        set_err(err, errlen, "body is only whitespace");
+        errmsg_set(err, errlen, "body is only whitespace");
         return SNIFF_REJECT;
     }
     for (size_t k = i; k < i + window; k++) {
@@ -276,10 +264,10 @@ static enum sniff_status reject_other(const unsigned char *b, size_t len, char *
         }
     }
     if (text) {
-        set_err(err, errlen, "looks like plain text, not an image");
+        errmsg_set(err, errlen, "looks like plain text, not an image");
         return SNIFF_REJECT;
     }
-    set_err(err, errlen, "unknown format (first bytes %02x %02x %02x %02x)", b[0],
+    errmsg_set(err, errlen, "unknown format (first bytes %02x %02x %02x %02x)", b[0],
             len > 1 ? b[1] : 0, len > 2 ? b[2] : 0, len > 3 ? b[3] : 0);
     return SNIFF_REJECT;
 }
@@ -293,7 +281,7 @@ enum sniff_status sniff_image(const unsigned char *buf, size_t len, int complete
     if (buf == NULL || len == 0) {
         if (!complete)
             return SNIFF_NEED_MORE;
-        set_err(err, errlen, "empty body");
+        errmsg_set(err, errlen, "empty body");
         return SNIFF_REJECT;
     }
     if (prefix_of(buf, len, "\xff\xd8\xff", 3))
