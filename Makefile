@@ -106,8 +106,8 @@ FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fu
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -std=c11 -D_GNU_SOURCE -Icommon -o $@ $< $(or $(FUZZ_SRC_$*),common/$*.c) $(FUZZ_LIBS)
-$(foreach t,$(FUZZ_ALL),$(eval build/fuzz/fuzz_$(t): $(or $(FUZZ_SRC_$(t)),common/$(t).c) $(wildcard common/*.h)))
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -std=c11 -D_GNU_SOURCE -Icommon -o $@ $< $(or $(FUZZ_SRC_$*),common/$*.c) common/errmsg.c $(FUZZ_LIBS)
+$(foreach t,$(FUZZ_ALL),$(eval build/fuzz/fuzz_$(t): $(or $(FUZZ_SRC_$(t)),common/$(t).c) common/errmsg.c $(wildcard common/*.h)))
 
 fuzz:
 	@FUZZ_CC='$(FUZZ_CC)' FUZZ_CFLAGS='$(FUZZ_CFLAGS)' MAKE='$(MAKE)' \

@@ -1,6 +1,6 @@
 /* libFuzzer: beeper_chat_parse() on any bytes.
  * clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
- *   tests/fuzz/fuzz_beeper.c common/beeper.c -ljansson -o build/fuzz_beeper */
+ *   tests/fuzz/fuzz_beeper.c common/beeper.c common/errmsg.c -ljansson -o build/fuzz_beeper */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

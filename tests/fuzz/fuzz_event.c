@@ -1,7 +1,7 @@
 /* libFuzzer: event_decode() on any bytes; a decoded event must encode and
  * decode back to the same fields.
  * clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
- *   tests/fuzz/fuzz_event.c common/event.c -ljansson -o build/fuzz_event */
+ *   tests/fuzz/fuzz_event.c common/event.c common/errmsg.c -ljansson -o build/fuzz_event */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

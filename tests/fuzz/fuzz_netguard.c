@@ -7,7 +7,7 @@
  * address is allowed by every guard; without a guard only public addresses
  * are; an allow list naming the address (or the host) allows it.
  * clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
- *   tests/fuzz/fuzz_netguard.c common/netguard.c -lcurl -o build/fuzz_netguard */
+ *   tests/fuzz/fuzz_netguard.c common/netguard.c common/errmsg.c -lcurl -o build/fuzz_netguard */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>

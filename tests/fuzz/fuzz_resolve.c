@@ -2,7 +2,7 @@
  * into buffers of every small size. The token must never reach .display, a
  * file path must stay under the media folder.
  * clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
- *   tests/fuzz/fuzz_resolve.c common/resolve.c -lcurl -o build/fuzz_resolve */
+ *   tests/fuzz/fuzz_resolve.c common/resolve.c common/errmsg.c -lcurl -o build/fuzz_resolve */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

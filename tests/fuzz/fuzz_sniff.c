@@ -1,6 +1,6 @@
 /* libFuzzer: sniff_image() on any bytes, as a partial and as a whole body.
  * clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
- *   tests/fuzz/fuzz_sniff.c common/sniff.c -o build/fuzz_sniff */
+ *   tests/fuzz/fuzz_sniff.c common/sniff.c common/errmsg.c -o build/fuzz_sniff */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
