@@ -1635,7 +1635,15 @@ void worker_free(struct worker *w)
         rd_kafka_consumer_close(w->rk);
         if (w->queue)
             rd_kafka_queue_destroy(w->queue);
-        rd_kafka_destroy(w->rk);
+        /* librdkafka 2.0.2 asserts when destroying a cooperative-sticky
+         * consumer that joined but never received its first assignment
+         * (its assignor state is still NULL; fixed upstream in 2.3.0). The
+         * group is already left and the process is exiting: leave the
+         * handle to the OS in that one case. */
+        if (w->assigned_once)
+            rd_kafka_destroy(w->rk);
+        else
+            log_debug("event=consumer_not_destroyed reason=\"never assigned (librdkafka 2.0.2 workaround)\"");
     } else {
         abandon_jobs(w);
     }
