@@ -242,27 +242,35 @@ tree_ticks() {
         function sum(p,   s, i, n2, arr) { s = t[p]; n2 = split(kids[p], arr, " "); for (i = 1; i <= n2; i++) s += sum(arr[i]); return s }
         END { n = split(roots, r, " "); for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? " " : ""), (r[i] in t ? sum(r[i]) : 0); print "" }'
 }
-host_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $6; exit }' /proc/stat; }
-# snap: "wall host_busy host_total host_iowait media pg redis broker"
+host_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $6, $7 + $8; exit }' /proc/stat; }
+# snap: "wall host_busy host_total host_iowait host_irq+softirq media pg redis
+# broker this-script's-tree kernel-threads" (ticks)
 snap() {
     local pg redis
     pg=$(head -n 1 "$WORK/stack/pg/postmaster.pid" 2>/dev/null | tr -dc 0-9)
     redis=$(head -n 1 "$WORK/stack/redis.pid" 2>/dev/null | tr -dc 0-9)
-    echo "$EPOCHREALTIME $(host_ticks) $(tree_ticks "${MEDIA_PID:-0}" "${pg:-0}" "${redis:-0}" "${BROKER_PID:-0}")"
+    echo "$EPOCHREALTIME $(host_ticks) $(tree_ticks "${MEDIA_PID:-0}" "${pg:-0}" "${redis:-0}" "${BROKER_PID:-0}" "$$" 2)"
 }
 # usage_between "SNAP1" "SNAP2" -> sets U_WALL U_HOST_PCT U_IOWAIT_PCT
-# U_MEDIA_PCT U_MEDIA_S U_PG_S U_REDIS_S U_BROKER_S (percent of one core;
-# the machine has NCPU*100 %).
+# U_MEDIA_PCT U_MEDIA_S U_PG_S U_REDIS_S U_BROKER_S U_KERNEL_PCT U_OTHER_PCT
+# (percent of one core; the machine has NCPU*100 %). U_KERNEL_PCT: interrupts,
+# softirqs (loopback TCP) and kernel threads (writeback, journal), mostly work
+# done for us. U_OTHER_PCT: processes that are not ours (other jobs on the
+# machine: noise in the figures).
 usage_between() {
-    read -r U_WALL U_HOST_PCT U_IOWAIT_PCT U_MEDIA_PCT U_MEDIA_S U_PG_S U_REDIS_S U_BROKER_S < <(
+    read -r U_WALL U_HOST_PCT U_IOWAIT_PCT U_MEDIA_PCT U_MEDIA_S U_PG_S U_REDIS_S U_BROKER_S U_KERNEL_PCT U_OTHER_PCT < <(
         awk -v a="$1" -v b="$2" -v tck="$CLK_TCK" -v ncpu="$NCPU" 'BEGIN {
             split(a, x, " "); split(b, y, " ")
             wall = y[1] - x[1]; if (wall <= 0) wall = 1e-9
             tot = y[3] - x[3]; if (tot <= 0) tot = 1
-            printf "%.3f %.0f %.0f %.0f %.2f %.2f %.2f %.2f\n", wall,
+            kern = (y[5] - x[5]) + (y[11] - x[11])
+            other = (y[2] - x[2]) - kern - (y[7] - x[7]) - (y[8] - x[8]) - (y[10] - x[10])
+            if (other < 0) other = 0
+            printf "%.3f %.0f %.0f %.0f %.2f %.2f %.2f %.2f %.0f %.0f\n", wall,
                 (y[2] - x[2]) / tot * 100 * ncpu, (y[4] - x[4]) / tot * 100 * ncpu,
-                (y[5] - x[5]) / tck / wall * 100, (y[5] - x[5]) / tck,
-                (y[6] - x[6]) / tck, (y[7] - x[7]) / tck, (y[8] - x[8]) / tck }')
+                (y[6] - x[6]) / tck / wall * 100, (y[6] - x[6]) / tck,
+                (y[7] - x[7]) / tck, (y[8] - x[8]) / tck, (y[9] - x[9]) / tck,
+                kern / tot * 100 * ncpu, other / tot * 100 * ncpu }')
 }
 
 # ---- servers ------------------------------------------------------------------
@@ -276,6 +284,10 @@ STACK_DATABASE_URL=$DATABASE_URL
 sb=$(head -n 1 "$WORK/stack/broker.pid" 2>/dev/null | tr -dc 0-9)
 [ -n "$sb" ] && running "$sb" && { kill -TERM "$sb"; wait_for 10 bash -c "! kill -0 $sb"; }
 PG_VERSION=$(psql -XAtq "$STACK_DATABASE_URL" -c "SHOW server_version" 2>/dev/null | cut -d' ' -f1)
+
+q0=$(snap); sleep 2; q1=$(snap); usage_between "$q0" "$q1"
+say "machine before the run: load average $(cut -d' ' -f1-3 /proc/loadavg), other processes using $U_OTHER_PCT% CPU of $((NCPU * 100))%"
+[ "${U_OTHER_PCT:-0}" -le 15 ] || warn "the machine is busy before the start ($U_OTHER_PCT% CPU used by other processes): figures will be noisy"
 
 declare -A MEDIA_URLS=() MEDIA_PIDS=()
 # media_for LATENCY: starts (once) a media server over $WORK/media with that
@@ -330,6 +342,12 @@ fresh_env() {
 }
 q() { psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 rows_at_least() { [ "$(q 'SELECT count(*) FROM cached_images')" -ge "$1" ]; }
+
+# settle: write back every dirty page first (outside the measured time). The
+# worker's batched durability calls syncfs(), which also waits for data that
+# others left dirty on the same filesystem (here: the generated images and the
+# curl baseline's files), so a phase must not inherit someone else's backlog.
+settle() { sync; sleep 1; }
 
 # ---- workers -------------------------------------------------------------------
 # start_worker LOGPREFIX ARGS...: imgcache-worker under /usr/bin/time -v (or
@@ -451,6 +469,7 @@ baseline() {
     mkdir -p "$WORK/curl-$name"
     awk -F'\t' -v u="$MEDIA_URL" -v d="$WORK/curl-$name" '{ printf "url = \"%s/%s\"\noutput = \"%s/%d\"\n", u, $1, d, NR }' \
         "$manifest" > "$WORK/$name.curl.cfg"
+    settle
     media_reset
     say "baseline $name: curl --parallel --parallel-max $c, $n URLs, latency ${lat} ms"
     s1=$(snap)
@@ -469,8 +488,9 @@ baseline() {
     rate=$(calc "n / s" 0 -v n="$got" -v s="$secs")
     mbps=$(calc "b / s / 1048576" 0 -v b="$bytes" -v s="$secs")
     CURL_RATE[$name]=$rate
-    say "  $got files in ${secs}s = $rate images/s ($mbps MiB/s); curl CPU ${curlcpu}s ($(calc "c / s * 100" 0 -v c="$curlcpu" -v s="$secs")%), media server CPU $U_MEDIA_PCT%, host CPU $U_HOST_PCT% of $((NCPU * 100))%"
-    J_BASE+=("{\"name\":$(js "$name"),\"images\":$got,\"requests_served\":$(jn "$served"),\"concurrency\":$c,\"latency_ms\":$lat,\"seconds\":$secs,\"images_per_s\":$(jn "$rate"),\"mib_per_s\":$(jn "$mbps"),\"curl_cpu_s\":$(jn "$curlcpu"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT")}")
+    say "  $got files in ${secs}s = $rate images/s ($mbps MiB/s); curl CPU ${curlcpu}s ($(calc "c / s * 100" 0 -v c="$curlcpu" -v s="$secs")%), media server CPU $U_MEDIA_PCT%, host CPU $U_HOST_PCT% of $((NCPU * 100))% (kernel threads and irq $U_KERNEL_PCT%, other jobs $U_OTHER_PCT%)"
+    [ "${U_OTHER_PCT:-0}" -le 15 ] || warn "baseline $name: other processes used $U_OTHER_PCT% CPU during the run (noise)"
+    J_BASE+=("{\"name\":$(js "$name"),\"images\":$got,\"requests_served\":$(jn "$served"),\"concurrency\":$c,\"latency_ms\":$lat,\"seconds\":$secs,\"images_per_s\":$(jn "$rate"),\"mib_per_s\":$(jn "$mbps"),\"curl_cpu_s\":$(jn "$curlcpu"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"kernel_cpu_pct\":$(jn "$U_KERNEL_PCT"),\"other_jobs_cpu_pct\":$(jn "$U_OTHER_PCT")}")
     TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "curl $name" - "$c" "$lat" "$got" "$secs" "$rate" 1.00 - - - - "$(calc "c / n * 1000" 2 -v c="$curlcpu" -v n="$got")" - "$U_MEDIA_PCT")")
 }
 
@@ -484,6 +504,7 @@ fleet() {
     say "fleet $name: $nw worker(s), concurrency $c, latency ${lat} ms, $n images x $copies chats/events"
     fresh_env "$name"
     gen_chats "$WORK/chats-$name" "$manifest" "$MEDIA_URL" "$copies"
+    settle
     media_reset
 
     local s0 s1 s2 s3
@@ -499,7 +520,13 @@ fleet() {
     J_IMPORT+=("{\"config\":$(js "$name"),\"runs\":$copies,\"chats\":$IMP_CHATS,\"events\":$IMP_PUBLISHED,\"seconds\":$imp_s,\"chats_per_s\":$(jn "$chats_rate"),\"events_per_s\":$(jn "$ev_rate"),\"producer_cpu_s\":$(jn "$IMP_CPU"),\"postgres_cpu_s\":$(jn "$imp_pg"),\"broker_cpu_s\":$(jn "$imp_broker"),\"ok\":$([ $IMP_OK = 1 ] && echo true || echo false)}")
 
     # the workers
-    local wpids=() wchildren=() t_w0 rc=0
+    local wpids=() wchildren=() t_w0 rc=0 pgx0 rcmd0
+    pgx0=$(q "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+    rcmd0=$(redis-cli -u "$REDIS_URL" INFO stats | tr -d '\r' | sed -n 's/^total_commands_processed://p')
+    if [ -n "${FLEET_PRE_HOOK:-}" ]; then
+        say "  before the workers: $FLEET_PRE_HOOK"
+        eval "$FLEET_PRE_HOOK"
+    fi
     t_w0=$EPOCHREALTIME
     for i in $(seq 1 "$nw"); do
         start_worker "$name-w$i" --drain --concurrency "$c"
@@ -517,6 +544,10 @@ fleet() {
     usage_between "$s1" "$s2"
 
     # results from PostgreSQL, the media server and the workers
+    sleep 0.6 # PostgreSQL publishes transaction counts at most once a second
+    local pgx rcmd
+    pgx=$(( $(q "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()") - pgx0 - 1 ))
+    rcmd=$(( $(redis-cli -u "$REDIS_URL" INFO stats | tr -d '\r' | sed -n 's/^total_commands_processed://p') - rcmd0 - 1 ))
     local rows fails first last blobs
     IFS='|' read -r rows fails first last blobs < <(q "SELECT count(*), (SELECT count(*) FROM image_failures),
         coalesce(extract(epoch FROM min(cached_at)), 0), coalesce(extract(epoch FROM max(cached_at)), 0),
@@ -558,14 +589,15 @@ fleet() {
     say "  workers exited (${exits}) after $(calc "a - b" 1 -v a="$t_w1" -v b="$t_w0")s; first assignment after ${join_s}s; rows $rows/$n, failures $fails, blobs $blobs"
     say "  end to end ${e2e_s}s = $e2e_rate images/s (${ratio}x curl $base); workers' part ${fleet_s}s = $fleet_rate images/s; first->last commit $steady images/s"
     say "  latency produced->committed p50 ${p50} ms, p99 ${p99} ms (backlog: all events queued before the workers start); downloads/URL $dl_per_url (max per path $maxpath)"
-    say "  peak RSS MiB per worker [$rss_list]; worker CPU ${cpu}s = $cpu1k s/1k images; host CPU $U_HOST_PCT% (iowait $U_IOWAIT_PCT%) of $((NCPU * 100))%; media server $U_MEDIA_PCT%; PostgreSQL ${U_PG_S}s, redis ${U_REDIS_S}s, broker ${U_BROKER_S}s"
-    say "  worker counters: consumed $consumed, already cached $cached, downloaded $downloaded, waited for another worker $waited, failed $failed"
+    say "  peak RSS MiB per worker [$rss_list]; worker CPU ${cpu}s = $cpu1k s/1k images; host CPU $U_HOST_PCT% (iowait $U_IOWAIT_PCT%) of $((NCPU * 100))%; media server $U_MEDIA_PCT%; PostgreSQL ${U_PG_S}s, redis ${U_REDIS_S}s, broker ${U_BROKER_S}s; kernel (irq, softirq, kernel threads) $U_KERNEL_PCT%; other jobs on the machine $U_OTHER_PCT%"
+    [ "${U_OTHER_PCT:-0}" -le 15 ] || warn "$name: other processes used $U_OTHER_PCT% CPU during the run (noise)"
+    say "  worker counters: consumed $consumed, already cached $cached, downloaded $downloaded, waited for another worker $waited, failed $failed; PostgreSQL transactions $pgx, Redis commands $rcmd"
     [ "$rows" = "$n" ] || warn "$name: $rows rows for $n images"
     [ "$fails" = 0 ] || warn "$name: $fails image_failures rows"
     [ "$served" = "$n" ] || warn "$name: the media server served $served requests for $n images"
     case ",$exits," in *[!0,]*) warn "$name: worker exit statuses $exits" ;; esac
 
-    J_FLEET+=("{\"name\":$(js "$name"),\"image_set\":$(js "$set"),\"workers\":$nw,\"concurrency\":$c,\"latency_ms\":$lat,\"images\":$n,\"chats_per_url\":$copies,\"events\":$(jn "$nev"),\"rows\":$rows,\"failures\":$fails,\"blobs\":$blobs,\"end_to_end_s\":$(jn "$e2e_s"),\"end_to_end_images_per_s\":$(jn "$e2e_rate"),\"curl_baseline\":$(js "$base"),\"ratio_to_curl\":$(jn "$ratio"),\"import_s\":$imp_s,\"workers_to_last_commit_s\":$(jn "$fleet_s"),\"workers_images_per_s\":$(jn "$fleet_rate"),\"first_to_last_commit_images_per_s\":$(jn "$steady"),\"group_join_s\":$(jn "$join_s"),\"latency_p50_ms\":$(jn "$p50"),\"latency_p99_ms\":$(jn "$p99"),\"latency_max_ms\":$(jn "$pmax"),\"downloads\":$(jn "$served"),\"downloads_per_url\":$(jn "$dl_per_url"),\"max_downloads_one_url\":$(jn "$maxpath"),\"peak_rss_mib\":[$rss_list],\"worker_cpu_s\":$cpu,\"worker_cpu_s_per_1k_images\":$(jn "$cpu1k"),\"host_cpu_s_per_1k_images\":$(jn "$host1k"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"postgres_cpu_s\":$(jn "$U_PG_S"),\"redis_cpu_s\":$(jn "$U_REDIS_S"),\"broker_cpu_s\":$(jn "$U_BROKER_S"),\"worker_exit\":$(js "$exits"),\"consumed\":$consumed,\"already_cached\":$cached,\"downloaded\":$downloaded,\"waited_for_other_worker\":$waited,\"failed\":$failed}")
+    J_FLEET+=("{\"name\":$(js "$name"),\"image_set\":$(js "$set"),\"workers\":$nw,\"concurrency\":$c,\"latency_ms\":$lat,\"images\":$n,\"chats_per_url\":$copies,\"events\":$(jn "$nev"),\"rows\":$rows,\"failures\":$fails,\"blobs\":$blobs,\"end_to_end_s\":$(jn "$e2e_s"),\"end_to_end_images_per_s\":$(jn "$e2e_rate"),\"curl_baseline\":$(js "$base"),\"ratio_to_curl\":$(jn "$ratio"),\"import_s\":$imp_s,\"workers_to_last_commit_s\":$(jn "$fleet_s"),\"workers_images_per_s\":$(jn "$fleet_rate"),\"first_to_last_commit_images_per_s\":$(jn "$steady"),\"group_join_s\":$(jn "$join_s"),\"latency_p50_ms\":$(jn "$p50"),\"latency_p99_ms\":$(jn "$p99"),\"latency_max_ms\":$(jn "$pmax"),\"downloads\":$(jn "$served"),\"downloads_per_url\":$(jn "$dl_per_url"),\"max_downloads_one_url\":$(jn "$maxpath"),\"peak_rss_mib\":[$rss_list],\"worker_cpu_s\":$cpu,\"worker_cpu_s_per_1k_images\":$(jn "$cpu1k"),\"host_cpu_s_per_1k_images\":$(jn "$host1k"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"postgres_cpu_s\":$(jn "$U_PG_S"),\"redis_cpu_s\":$(jn "$U_REDIS_S"),\"broker_cpu_s\":$(jn "$U_BROKER_S"),\"kernel_cpu_pct\":$(jn "$U_KERNEL_PCT"),\"other_jobs_cpu_pct\":$(jn "$U_OTHER_PCT"),\"worker_exit\":$(js "$exits"),\"consumed\":$consumed,\"already_cached\":$cached,\"downloaded\":$downloaded,\"waited_for_other_worker\":$waited,\"failed\":$failed,\"postgres_transactions\":$pgx,\"redis_commands\":$rcmd}")
     TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "$name" "$nw" "$c" "$lat" "$rows" "$e2e_s" "$e2e_rate" "$ratio" "$p50" "$p99" "$dl_per_url" "$rss_max_mib" "$cpu1k" "$fleet_rate" "$U_MEDIA_PCT")")
     LAST_FLEET_RSS=$WORK/$name.rss
     LAST_FLEET_RSS_MAX=$rss_max_mib
@@ -588,30 +620,34 @@ rss_profile() {
 }
 
 # ---- replay ---------------------------------------------------------------------------
+# replay CONFIG EVENTS KEY LABEL [WORKER ARGS...]
 replay() {
-    local name=$1 events=$2 served a d secs rate total_s consumed cpu rss ex
+    local name=$1 events=$2 key=$3 label=$4 served a d secs rate total_s consumed cpu rss ex
+    shift 4
+    settle
     media_reset
-    say "replay: 1 worker, --group bench-replay --from-beginning --drain over the $events cached events"
+    say "$label: 1 worker, --group bench-$key --from-beginning --drain over the $events cached events${*:+ ($*)}"
     local t0=$EPOCHREALTIME
-    start_worker "$name-replay" --drain --group bench-replay --from-beginning --concurrency "$CONC"
-    wait_pids 600 "$WPID" || warn "replay: the worker did not finish in 600 s"
+    start_worker "$name-$key" --drain --group "bench-$key" --from-beginning --concurrency "$CONC" "$@"
+    wait_pids 600 "$WPID" || warn "$label: the worker did not finish in 600 s"
     local t1=$EPOCHREALTIME
     served=$(media_total)
-    a=$(log_epoch "$WORK/$name-replay.log" "event=assigned")
-    d=$(log_epoch "$WORK/$name-replay.log" "event=drained")
-    consumed=$(summary_field "$WORK/$name-replay.log" consumed)
+    a=$(log_epoch "$WORK/$name-$key.log" "event=assigned")
+    d=$(log_epoch "$WORK/$name-$key.log" "event=drained")
+    consumed=$(summary_field "$WORK/$name-$key.log" consumed)
     secs=$(calc "d - a" 2 -v d="${d:-0}" -v a="${a:-0}")
     total_s=$(calc "b - a" 2 -v b="$t1" -v a="$t0")
     rate=$(calc "c / s" 0 -v c="${consumed:-0}" -v s="$secs")
-    cpu=$(worker_cpu "$WORK/$name-replay.time")
-    rss=$(calc "r / 1024" 1 -v r="$(worker_rss_kb "$WORK/$name-replay.time")")
-    ex=$(worker_exit "$WORK/$name-replay.time")
-    say "  replay: consumed $consumed events in ${secs}s from assignment to drained = $rate events/s (${total_s}s with start-up and group join); media server requests: $served (must be 0); CPU ${cpu}s; peak RSS $rss MiB; exit $ex"
-    [ "$served" = 0 ] || warn "replay downloaded $served images"
+    cpu=$(worker_cpu "$WORK/$name-$key.time")
+    rss=$(calc "r / 1024" 1 -v r="$(worker_rss_kb "$WORK/$name-$key.time")")
+    ex=$(worker_exit "$WORK/$name-$key.time")
+    say "  $label: consumed $consumed events in ${secs}s from assignment to drained = $rate events/s (${total_s}s with start-up and group join); media server requests: $served (must be 0); CPU ${cpu}s; peak RSS $rss MiB; exit $ex"
+    [ "$served" = 0 ] || warn "$label downloaded $served images"
     REPLAY_RATE=$rate
     REPLAY_SERVED=$served
-    J_EXTRA+=("\"replay\":{\"events\":$(jn "$consumed"),\"topic_events\":$(jn "$events"),\"seconds_assigned_to_drained\":$(jn "$secs"),\"seconds_total\":$(jn "$total_s"),\"events_per_s\":$(jn "$rate"),\"media_server_requests\":$(jn "$served"),\"worker_cpu_s\":$(jn "$cpu"),\"peak_rss_mib\":$(jn "$rss"),\"exit\":$(js "$ex")}")
-    TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "replay (events/s)" 1 "$CONC" "$LAT" "$consumed" "$secs" "$rate" - - - "$(calc "s / n" 3 -v s="$served" -v n="$IMAGES")" "$rss" "$(calc "c / n * 1000" 3 -v c="$cpu" -v n="${consumed:-1}")" - -)")
+    REPLAY_RSS=$rss
+    J_EXTRA+=("\"$key\":{\"worker_args\":$(js "$*"),\"events\":$(jn "$consumed"),\"topic_events\":$(jn "$events"),\"seconds_assigned_to_drained\":$(jn "$secs"),\"seconds_total\":$(jn "$total_s"),\"events_per_s\":$(jn "$rate"),\"media_server_requests\":$(jn "$served"),\"worker_cpu_s\":$(jn "$cpu"),\"peak_rss_mib\":$(jn "$rss"),\"exit\":$(js "$ex")}")
+    TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "$label (events/s)" 1 "$CONC" "$LAT" "$consumed" "$secs" "$rate" - - - "$(calc "s / n" 3 -v s="$served" -v n="$IMAGES")" "$rss" "$(calc "c / n * 1000" 3 -v c="$cpu" -v n="${consumed:-1}")" - -)")
 }
 
 # ---- live: one worker already running, chats fed at ~500/s -------------------------------
@@ -623,6 +659,7 @@ live() {
     say "$name: 1 worker running before the import${*:+ ($*)}; $n chats fed at ~500/s (IMGCACHE_BATCH_SIZE=10): per-event latency"
     fresh_env "$name"
     gen_chats "$WORK/chats-$name" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$n"
+    settle
     media_reset
     start_worker "$name-w1" --concurrency "$CONC" "$@"
     local wp=$WPID
@@ -682,6 +719,7 @@ profile() {
     if perf stat -e instructions true 2>&1 | grep -q '[0-9][0-9,]* *instructions'; then
         tool=perf
         say "profile: perf record -g on 1 worker, $n images"
+        settle
         WRAP="perf record -q -g -o $WORK/perf.data --" start_worker "$name-w1" --drain --concurrency "$CONC"
         wait_pids 600 "$WPID" || warn "profile: the worker did not finish"
         perf report -i "$WORK/perf.data" --stdio --no-children --percent-limit 0.5 2> /dev/null |
@@ -689,6 +727,7 @@ profile() {
     else
         tool=callgrind
         say "profile: hardware counters unavailable here (perf stat -e instructions: <not supported>); valgrind --tool=callgrind on 1 worker, $n images"
+        settle
         WRAP="valgrind --tool=callgrind --callgrind-out-file=$WORK/callgrind.out" start_worker "$name-w1" --drain --concurrency "$CONC"
         wait_pids 900 "$WPID" || warn "profile: the worker did not finish under callgrind"
         total=$(callgrind_annotate "$WORK/callgrind.out" 2> /dev/null | grep 'PROGRAM TOTALS' | awk '{ print $1 }')
@@ -709,6 +748,7 @@ profile() {
         gen_chats "$WORK/chats-$name-clock" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
         "$BIN/imgcache-producer" import "$WORK/chats-$name-clock-1.jsonl" > /dev/null 2> "$WORK/$name-clock.import.log"
         say "profile: perf record -e cpu-clock (software clock sampling, all threads, kernel included), 1 worker, $sn images"
+        settle
         WRAP="perf record -q -e cpu-clock -F 1999 -o $WORK/perf-clock.data --" start_worker "$name-clock-w1" --drain --concurrency "$CONC"
         wait_pids 600 "$WPID" || warn "profile: the worker did not finish under perf"
         perf report -i "$WORK/perf-clock.data" --stdio --no-children --sort dso,sym --percent-limit 0.4 2> /dev/null |
@@ -727,6 +767,7 @@ profile() {
         gen_chats "$WORK/chats-$name-strace" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
         "$BIN/imgcache-producer" import "$WORK/chats-$name-strace-1.jsonl" > /dev/null 2> "$WORK/$name-strace.import.log"
         say "profile: strace -c -w on the worker's main thread (event loop), $sn images"
+        settle
         WRAP="strace -c -w -o $WORK/strace.txt" start_worker "$name-strace-w1" --drain --concurrency "$CONC"
         wait_pids 600 "$WPID" || warn "profile: the worker did not finish under strace"
         awk 'NR > 2 && /^ *[0-9]/ && NF >= 5' "$WORK/strace.txt" | head -n 12 > "$WORK/strace.top"
@@ -756,6 +797,13 @@ for w in $WORKERS; do
     MAIN_DLPU[$w]=$LAST_FLEET_DLPU
     MAIN_RSS[$w]=$LAST_FLEET_RSS_MAX
 done
+if [ "$QUICK" = 0 ]; then
+    # 1 GiB of unrelated dirty data on the same filesystem when the worker
+    # starts (another writer: logs, a database): the worker's syncfs() waits
+    # for it too
+    FLEET_PRE_HOOK="cat $WORK/media/a/* | head -c 1073741824 > $WORK/unrelated-dirty.bin" \
+        fleet "w1-c$CONC-l$LAT-dirty1g" a 1 "$CONC" "$LAT" "$DUP" "$MAIN_BASE"
+fi
 fleet "w1-c128-l50" a 1 128 50 "$DUP" "c128-l50"
 L50_RATE=$LAST_FLEET_RATE
 L50_E2E=$LAST_FLEET_E2E
@@ -767,7 +815,11 @@ IFS='|' read -r RSS_TENTHS RSS_FIRST RSS_LAST RSS_MAX < <(rss_profile "$LAST_FLE
 say "  RSS over the $LAST_FLEET_EVENTS-event run, max per tenth of the time from first assignment to exit (MiB): $RSS_TENTHS"
 J_EXTRA+=("\"rss_over_time\":{\"config\":\"w1-c$CONC-long\",\"events\":$(jn "$LAST_FLEET_EVENTS"),\"consumed\":$(jn "$LAST_FLEET_CONSUMED"),\"sample_interval_s\":0.25,\"max_mib_per_tenth\":[$RSS_TENTHS],\"first_sample_mib\":$(jn "$RSS_FIRST"),\"last_sample_mib\":$(jn "$RSS_LAST"),\"max_mib\":$(jn "$RSS_MAX")}")
 cp "$LAST_FLEET_RSS" "$WORK/long.rss"
-replay "w1-c$CONC-long" "$LAST_FLEET_EVENTS"
+replay "w1-c$CONC-long" "$LAST_FLEET_EVENTS" replay replay
+R_RATE=$REPLAY_RATE R_SERVED=$REPLAY_SERVED R_RSS=$REPLAY_RSS
+# librdkafka prefetches up to queued.max.messages.kbytes (64 MiB by default)
+# of a backlog: the same replay with a 1 MiB prefetch shows its share of RSS
+replay "w1-c$CONC-long" "$LAST_FLEET_EVENTS" replay_prefetch_1mib "replay-q1M" -X queued.max.messages.kbytes=1024
 
 LIVE_LINES=() J_LIVE=()
 live live
@@ -795,10 +847,10 @@ target "50 ms latency, c128, 1 worker: images/s (end to end)" ">= 1500" "$L50_E2
 maxw=$(echo $WORKERS | tr ' ' '\n' | sort -n | tail -n 1)
 target "downloads per unique URL, $maxw workers, $DUP events/URL" "1.00" "${MAIN_DLPU[$maxw]}" "$(calc "d <= 1.0" 0 -v d="${MAIN_DLPU[$maxw]}")"
 target "peak RSS per worker, c256, 200 KiB images" "<= 64 MiB" "$RSS256 MiB" "$(calc "r <= 64" 0 -v r="$RSS256")"
-growth=$(calc "l - m" 1 -v l="$(echo "$RSS_TENTHS" | cut -d, -f8-10 | tr ',' '\n' | grep -v null | sort -n | tail -n 1)" \
-    -v m="$(echo "$RSS_TENTHS" | cut -d, -f3-6 | tr ',' '\n' | grep -v null | sort -n | tail -n 1)")
-target "RSS growth over $LAST_FLEET_EVENTS events (max tenths 8-10 - max tenths 3-6)" "~0 MiB" "$growth MiB" "$(calc "g <= 2" 0 -v g="$growth")"
-target "replay of $LAST_FLEET_EVENTS cached events, 1 worker: events/s" ">= 20000" "$REPLAY_RATE" "$(calc "r >= 20000" 0 -v r="${REPLAY_RATE:-0}")" "downloads: $REPLAY_SERVED"
+growth=$(calc "l - m" 1 -v l="$(echo "$RSS_TENTHS" | cut -d, -f10)" \
+    -v m="$(echo "$RSS_TENTHS" | cut -d, -f2-6 | tr ',' '\n' | grep -v null | sort -n | tail -n 1)")
+target "RSS growth over $LAST_FLEET_EVENTS events (last tenth - max of tenths 2-6)" "~0 MiB" "$growth MiB" "$(calc "g <= 2" 0 -v g="$growth")"
+target "replay of $LAST_FLEET_EVENTS cached events, 1 worker: events/s" ">= 20000" "$R_RATE" "$(calc "r >= 20000" 0 -v r="${R_RATE:-0}")" "downloads: $R_SERVED"
 
 # ---- report --------------------------------------------------------------------------------
 MACHINE_CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
