@@ -117,15 +117,25 @@ void store_path(const struct store *s, const char *key, char *out, size_t outlen
     snprintf(out, outlen, "%s/%s", s->dir, key);
 }
 
+/* The full path of a blob's temporary file. */
+static void tmp_path(const struct store_blob *b, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/.tmp/%s", b->store->dir, b->tmp_name);
+}
+
 int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen)
 {
+    char path[4200];
+
     memset(b, 0, sizeof *b);
     b->fd = -1;
-    snprintf(b->tmp_path, sizeof b->tmp_path, "%s/.tmp/%016llx-%llu.part", s->dir, s->nonce,
-             ++s->counter);
-    b->fd = open(b->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    b->store = s;
+    snprintf(b->tmp_name, sizeof b->tmp_name, "%016llx-%llu.part", s->nonce, ++s->counter);
+    tmp_path(b, path, sizeof path);
+    b->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (b->fd < 0) {
-        snprintf(err, errlen, "storage: cannot create %s: %s", b->tmp_path, strerror(errno));
+        snprintf(err, errlen, "storage: cannot create %s: %s", path, strerror(errno));
+        b->tmp_name[0] = '\0';
         return -1;
     }
     if (hash_init(&b->hash) != 0) {
@@ -174,7 +184,11 @@ const unsigned char *store_blob_map(struct store_blob *b, size_t *len)
     *len = (size_t)b->size;
     if (b->size <= 0)
         return NULL;
-    fd = open(b->tmp_path, O_RDONLY | O_CLOEXEC);
+    {
+        char path[4200];
+        tmp_path(b, path, sizeof path);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
     if (fd < 0)
         return NULL;
     p = mmap(NULL, (size_t)b->size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -207,8 +221,10 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
     b->fd = -1;
     if (stat(final, &st) == 0 && st.st_size == b->size) {
         *existed = 1;
-        unlink(b->tmp_path);
-        b->tmp_path[0] = '\0';
+        char path[4200];
+        tmp_path(b, path, sizeof path);
+        unlink(path);
+        b->tmp_name[0] = '\0';
     }
     return 0;
 }
@@ -222,7 +238,7 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
 
     memset(failed, 0, n);
     for (size_t i = 0; i < n; i++)
-        if (blobs[i]->tmp_path[0])
+        if (blobs[i]->tmp_name[0])
             pending++;
     if (pending == 0)
         return 0;
@@ -240,12 +256,13 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
     err[0] = '\0';
     for (size_t i = 0; i < n; i++) {
         struct store_blob *b = blobs[i];
-        char why[512] = "";
-        if (b->tmp_path[0] == '\0')
+        char why[512] = "", from[4200];
+        if (b->tmp_name[0] == '\0')
             continue;
+        tmp_path(b, from, sizeof from);
         snprintf(final, sizeof final, "%s/%s", s->dir, keys[i]);
         snprintf(dir, sizeof dir, "%s/%.5s", s->dir, keys[i]);
-        if (mkdir_p(dir, why, sizeof why) != 0 || rename(b->tmp_path, final) != 0) {
+        if (mkdir_p(dir, why, sizeof why) != 0 || rename(from, final) != 0) {
             if (why[0] == '\0') /* mkdir_p explains its own failures */
                 snprintf(why, sizeof why, "storage: cannot rename into %s: %s", keys[i], strerror(errno));
             if (err[0] == '\0')
@@ -253,7 +270,7 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
             failed[i] = 1;
             continue;
         }
-        b->tmp_path[0] = '\0';
+        b->tmp_name[0] = '\0';
     }
     /* ...and the names themselves, before any row points at them */
     if (syncfs(fd) != 0) {
@@ -272,9 +289,12 @@ void store_blob_discard(struct store_blob *b)
     if (b->fd >= 0)
         close(b->fd);
     b->fd = -1;
-    if (b->tmp_path[0])
-        unlink(b->tmp_path);
-    b->tmp_path[0] = '\0';
+    if (b->tmp_name[0] && b->store) {
+        char path[4200];
+        tmp_path(b, path, sizeof path);
+        unlink(path);
+    }
+    b->tmp_name[0] = '\0';
     hash_clear(&b->hash);
     free(b->head);
     b->head = NULL;

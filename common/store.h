@@ -25,7 +25,8 @@ struct store;
 
 struct store_blob {
     int fd;
-    char tmp_path[4096];
+    const struct store *store;
+    char tmp_name[48];        /* under <dir>/.tmp; "" once renamed or dropped */
     struct hash hash;
     long long size;
     unsigned char *head;      /* first bytes, up to STORE_HEAD_MAX (malloc'd) */

@@ -149,6 +149,7 @@ struct worker {
     size_t outstanding;         /* events not finished */
     size_t max_outstanding;
     int paused;                 /* every partition paused for backpressure */
+    long long over_since_ms;    /* when outstanding reached the cap; 0: below */
     int stopping;
     int closing;                /* consumer_close: no waiting in callbacks */
 
@@ -940,18 +941,31 @@ static void store_offsets(struct worker *w)
     rd_kafka_topic_partition_list_destroy(list);
 }
 
-/* Pauses what must not be fetched now and resumes the rest: everything
- * while too much is outstanding (backpressure), a partition whose window is
- * full, and a retry partition whose head is held until due. */
+/* Backpressure in two steps. At the cap the loop first just stops taking
+ * messages (consume() returns at once): librdkafka's own prefetch limit
+ * holds memory, and a backlog of quick events (a replay) drains without the
+ * cost of a pause, which drops and refetches what was prefetched. Only an
+ * overload lasting over a second pauses every partition, so that the loop
+ * can poll again and answer the group's rebalances meanwhile.
+ * Also paused: a partition whose window is full, and a retry partition
+ * whose head is held until due. */
+#define PAUSE_AFTER_MS 1000
+
 static void sync_pause(struct worker *w)
 {
     rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
     struct ptrack *t, *tmp;
+    long long now = mono_ms();
 
-    if (w->outstanding >= w->max_outstanding)
-        w->paused = 1;
-    else if (w->outstanding <= w->max_outstanding / 2)
+    if (w->outstanding >= w->max_outstanding) {
+        if (w->over_since_ms == 0)
+            w->over_since_ms = now;
+        if (now - w->over_since_ms >= PAUSE_AFTER_MS)
+            w->paused = 1;
+    } else if (w->outstanding <= w->max_outstanding / 2) {
+        w->over_since_ms = 0;
         w->paused = 0;
+    }
     HASH_ITER(hh, w->offsets.table, t, tmp) {
         int want = w->paused || t->held > 0 || offsets_full(t);
         rd_kafka_topic_partition_list_t **list = want ? &pause : &resume;
@@ -1199,6 +1213,9 @@ oom:
 
 static void consume(struct worker *w)
 {
+    /* at the cap and not yet paused: take nothing (see sync_pause) */
+    if (w->outstanding >= w->max_outstanding && !w->paused)
+        return;
     for (int i = 0; i < CONSUME_BUDGET; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 0);
         if (m == NULL)
@@ -1415,7 +1432,10 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     w->cfg = cfg;
     w->wake[0] = w->wake[1] = -1;
     w->db_backoff_ms = 250;
-    w->max_outstanding = (size_t)cfg->concurrency * 16 < 256 ? 256 : (size_t)cfg->concurrency * 16;
+    /* events are cheap (a few hundred bytes; the 16 KiB sniff head exists
+     * only while downloading), so the cap is generous: 16 per download
+     * slot, at least 4096 */
+    w->max_outstanding = (size_t)cfg->concurrency * 16 < 4096 ? 4096 : (size_t)cfg->concurrency * 16;
     offsets_init(&w->offsets, w->max_outstanding);
     if (cfg->worker_id[0]) {
         snprintf(w->worker_id, sizeof w->worker_id, "%s", cfg->worker_id);
