@@ -145,6 +145,7 @@ struct worker {
     struct job *jobs;           /* hash by url */
     size_t n_jobs;              /* also counts undecodable events' jobs */
     struct job *q_held, *q_new, *q_waiting, *q_ready, *q_breaker, *q_publish, *q_commit, *q_failed;
+    size_t n_in[JOB_FAILED + 1]; /* jobs per state */
     size_t n_fetching;
     size_t outstanding;         /* events not finished */
     size_t max_outstanding;
@@ -204,7 +205,9 @@ static void job_move(struct worker *w, struct job *j, enum job_state to)
     struct job **dest = queue_of(w, to);
     if (from)
         DL_DELETE(*from, j);
+    w->n_in[j->state]--;
     j->state = to;
+    w->n_in[to]++;
     if (dest)
         DL_APPEND(*dest, j);
 }
@@ -245,6 +248,7 @@ static void job_finish(struct worker *w, struct job *j)
     LL_FOREACH(j->events, e)
         offsets_finish(e->pt, e->seq);
     w->outstanding -= j->n_events;
+    w->n_in[j->state]--;
     if (q)
         DL_DELETE(*q, j);
     if (j->in_table)
@@ -1017,6 +1021,40 @@ static size_t revoked_in_flight(struct worker *w, rd_kafka_topic_partition_list_
     return n;
 }
 
+/* Jobs not downloading yet whose every event belongs to a revoked
+ * partition: the partition's new owner gets those events again (their
+ * offsets were not stored), so drop them here rather than hoard work the
+ * group has moved elsewhere. */
+static void drop_orphans(struct worker *w)
+{
+    struct job *j, *tmp;
+
+    HASH_ITER(hh, w->jobs, j, tmp) {
+        struct wevent *e;
+        int orphan = 1;
+
+        if (j->state != JOB_NEW && j->state != JOB_WAITING && j->state != JOB_READY &&
+            j->state != JOB_BREAKER && j->state != JOB_HELD)
+            continue;
+        LL_FOREACH(j->events, e) {
+            if (e->pt->attached) {
+                orphan = 0;
+                break;
+            }
+        }
+        if (!orphan)
+            continue;
+        if (j->leased)
+            release_leases(w, &j, 1);
+        DL_DELETE(*queue_of(w, j->state), j);
+        w->n_in[j->state]--;
+        HASH_DEL(w->jobs, j);
+        w->n_jobs--;
+        w->outstanding -= j->n_events;
+        job_free(j);
+    }
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -1056,6 +1094,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             if (t)
                 offsets_release(t);
         }
+        drop_orphans(w);
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -1168,6 +1207,7 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
         j->attempts = attempts;
         j->first_failed_ms = event_now_ms();
         j->state = JOB_PUBLISH;
+        w->n_in[JOB_PUBLISH]++;
         DL_APPEND(w->q_publish, j);
         return;
     }
@@ -1189,6 +1229,7 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
             e->held = 1;
             t->held++;
         }
+        w->n_in[j->state]++;
         DL_APPEND(*queue_of(w, j->state), j);
     }
     if (from_retry) {
@@ -1215,6 +1256,10 @@ static void consume(struct worker *w)
 {
     /* at the cap and not yet paused: take nothing (see sync_pause) */
     if (w->outstanding >= w->max_outstanding && !w->paused)
+        return;
+    /* enough work that still needs a download slot: leave the rest in
+     * Kafka, where a worker that joins the group can take it */
+    if (w->n_in[JOB_NEW] + w->n_in[JOB_READY] > 2 * (size_t)w->cfg->concurrency + BATCH_MAX)
         return;
     for (int i = 0; i < CONSUME_BUDGET; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 0);
