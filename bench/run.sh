@@ -74,12 +74,14 @@ if [ "$QUICK" = 1 ]; then
     : "${WORKERS:=1 2}"
     RSS256_IMAGES=600
     LIVE_IMAGES=1000
+    BASE_REPS=1
     [ "$PROFILE" = auto ] && PROFILE=no
 else
     : "${IMAGES:=20000}"
     : "${WORKERS:=1 2 4}"
     RSS256_IMAGES=5000
     LIVE_IMAGES=5000
+    BASE_REPS=3
     [ "$PROFILE" = auto ] && PROFILE=yes
 fi
 [ "$IMAGES" -ge 10 ] && [ "$DUP" -ge 1 ] && [ "$CONC" -ge 1 ] || { echo "$PROG: --images >= 10, --dup >= 1, --concurrency >= 1" >&2; exit 2; }
@@ -463,35 +465,50 @@ TABLE=()
 # ---- curl baseline ----------------------------------------------------------------
 # baseline NAME MANIFEST LATENCY CONCURRENCY
 baseline() {
-    local name=$1 manifest=$2 lat=$3 c=$4 n s1 s2 secs rate curlcpu mbps
+    local name=$1 manifest=$2 lat=$3 c=$4 n s1 s2 secs rate curlcpu mbps r
+    local rates=() runs=() got served bytes
     media_for "$lat"
     n=$(wc -l < "$manifest")
-    mkdir -p "$WORK/curl-$name"
-    awk -F'\t' -v u="$MEDIA_URL" -v d="$WORK/curl-$name" '{ printf "url = \"%s/%s\"\noutput = \"%s/%d\"\n", u, $1, d, NR }' \
-        "$manifest" > "$WORK/$name.curl.cfg"
-    settle
-    media_reset
-    say "baseline $name: curl --parallel --parallel-max $c, $n URLs, latency ${lat} ms"
-    s1=$(snap)
-    /usr/bin/time -f '%e %U %S' -o "$WORK/$name.curl.time" \
-        curl -sS --no-progress-meter --fail --parallel --parallel-max "$c" -K "$WORK/$name.curl.cfg" \
-        > /dev/null 2> "$WORK/$name.curl.log" || warn "baseline $name: curl reported errors: $(head -n 2 "$WORK/$name.curl.log" | tr '\n' ' ')"
-    s2=$(snap)
-    usage_between "$s1" "$s2"
-    secs=$(tail -n 1 "$WORK/$name.curl.time" | cut -d' ' -f1)
-    secs=$U_WALL
-    curlcpu=$(tail -n 1 "$WORK/$name.curl.time" | awk '{ printf "%.2f", $2 + $3 }')
-    local got served bytes
-    got=$(find "$WORK/curl-$name" -type f | wc -l)
-    bytes=$(du -sb "$WORK/curl-$name" | cut -f1)
-    served=$(media_total)
-    rate=$(calc "n / s" 0 -v n="$got" -v s="$secs")
-    mbps=$(calc "b / s / 1048576" 0 -v b="$bytes" -v s="$secs")
-    CURL_RATE[$name]=$rate
-    say "  $got files in ${secs}s = $rate images/s ($mbps MiB/s); curl CPU ${curlcpu}s ($(calc "c / s * 100" 0 -v c="$curlcpu" -v s="$secs")%), media server CPU $U_MEDIA_PCT%, host CPU $U_HOST_PCT% of $((NCPU * 100))% (kernel threads and irq $U_KERNEL_PCT%, other jobs $U_OTHER_PCT%)"
-    [ "${U_OTHER_PCT:-0}" -le 15 ] || warn "baseline $name: other processes used $U_OTHER_PCT% CPU during the run (noise)"
-    J_BASE+=("{\"name\":$(js "$name"),\"images\":$got,\"requests_served\":$(jn "$served"),\"concurrency\":$c,\"latency_ms\":$lat,\"seconds\":$secs,\"images_per_s\":$(jn "$rate"),\"mib_per_s\":$(jn "$mbps"),\"curl_cpu_s\":$(jn "$curlcpu"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"kernel_cpu_pct\":$(jn "$U_KERNEL_PCT"),\"other_jobs_cpu_pct\":$(jn "$U_OTHER_PCT")}")
-    TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "curl $name" - "$c" "$lat" "$got" "$secs" "$rate" 1.00 - - - - "$(calc "c / n * 1000" 2 -v c="$curlcpu" -v n="$got")" - "$U_MEDIA_PCT")")
+    say "baseline $name: curl --parallel --parallel-max $c, $n URLs, latency ${lat} ms, $BASE_REPS runs"
+    for r in $(seq 1 "$BASE_REPS"); do
+        mkdir -p "$WORK/curl-$name-$r"
+        awk -F'\t' -v u="$MEDIA_URL" -v d="$WORK/curl-$name-$r" '{ printf "url = \"%s/%s\"\noutput = \"%s/%d\"\n", u, $1, d, NR }' \
+            "$manifest" > "$WORK/$name-$r.curl.cfg"
+        settle
+        media_reset
+        s1=$(snap)
+        /usr/bin/time -f '%e %U %S' -o "$WORK/$name-$r.curl.time" \
+            curl -sS --no-progress-meter --fail --parallel --parallel-max "$c" -K "$WORK/$name-$r.curl.cfg" \
+            > /dev/null 2> "$WORK/$name-$r.curl.log" || warn "baseline $name: curl reported errors: $(head -n 2 "$WORK/$name-$r.curl.log" | tr '\n' ' ')"
+        s2=$(snap)
+        usage_between "$s1" "$s2"
+        secs=$U_WALL
+        curlcpu=$(tail -n 1 "$WORK/$name-$r.curl.time" | awk '{ printf "%.2f", $2 + $3 }')
+        got=$(find "$WORK/curl-$name-$r" -type f | wc -l)
+        bytes=$(du -sb "$WORK/curl-$name-$r" | cut -f1)
+        served=$(media_total)
+        rate=$(calc "n / s" 0 -v n="$got" -v s="$secs")
+        mbps=$(calc "b / s / 1048576" 0 -v b="$bytes" -v s="$secs")
+        say "  run $r: $got files in ${secs}s = $rate images/s ($mbps MiB/s); curl CPU ${curlcpu}s ($(calc "c / s * 100" 0 -v c="$curlcpu" -v s="$secs")%), media server CPU $U_MEDIA_PCT%, host CPU $U_HOST_PCT% of $((NCPU * 100))% (kernel threads and irq $U_KERNEL_PCT%, other jobs $U_OTHER_PCT%)"
+        [ "${U_OTHER_PCT:-0}" -le 15 ] || warn "baseline $name run $r: other processes used $U_OTHER_PCT% CPU during the run (noise)"
+        rates+=("$rate")
+        runs+=("{\"images\":$got,\"requests_served\":$(jn "$served"),\"seconds\":$secs,\"images_per_s\":$(jn "$rate"),\"mib_per_s\":$(jn "$mbps"),\"curl_cpu_s\":$(jn "$curlcpu"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"kernel_cpu_pct\":$(jn "$U_KERNEL_PCT"),\"other_jobs_cpu_pct\":$(jn "$U_OTHER_PCT")}")
+        BASE_LAST_ROW="$secs|$curlcpu|$got|$U_MEDIA_PCT|$rate"
+        eval "BASE_ROW_$r=\$BASE_LAST_ROW"
+    done
+    # the median run is the baseline
+    local med lo hi k
+    med=$(printf '%s\n' "${rates[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+    lo=$(printf '%s\n' "${rates[@]}" | sort -n | head -n 1)
+    hi=$(printf '%s\n' "${rates[@]}" | sort -n | tail -n 1)
+    for k in $(seq 1 "$BASE_REPS"); do
+        [ "${rates[$((k - 1))]}" = "$med" ] && { eval "BASE_LAST_ROW=\$BASE_ROW_$k"; break; }
+    done
+    IFS='|' read -r secs curlcpu got U_MEDIA_PCT rate <<< "$BASE_LAST_ROW"
+    CURL_RATE[$name]=$med
+    say "  baseline $name: median $med images/s (runs: ${rates[*]})"
+    J_BASE+=("{\"name\":$(js "$name"),\"concurrency\":$c,\"latency_ms\":$lat,\"images\":$n,\"images_per_s\":$(jn "$med"),\"images_per_s_min\":$(jn "$lo"),\"images_per_s_max\":$(jn "$hi"),\"runs\":[$(IFS=,; echo "${runs[*]}")]}")
+    TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "curl $name" - "$c" "$lat" "$got" "$secs" "$med" 1.00 - - - - "$(calc "c / n * 1000" 2 -v c="$curlcpu" -v n="$got")" "$lo-$hi" "$U_MEDIA_PCT")")
 }
 
 # ---- one fleet configuration --------------------------------------------------------
@@ -557,7 +574,7 @@ fleet() {
     maxpath=$(media_max_per_path)
     local p50 p99 pmax nl nev
     IFS='|' read -r p50 p99 pmax nl nev < <(latency_of_topic "$name")
-    local cpu=0 rss_list= rss_max=0 exits= consumed=0 cached=0 downloaded=0 waited=0 failed=0 assigned_first=
+    local cpu=0 rss_list= rss_max=0 exits= consumed=0 cached=0 downloaded=0 waited=0 failed=0 assigned_first= assigns=0
     for i in $(seq 1 "$nw"); do
         local tf=$WORK/$name-w$i.time lf=$WORK/$name-w$i.log r a
         cpu=$(calc "a + b" 2 -v a="$cpu" -v b="$(worker_cpu "$tf")")
@@ -570,6 +587,7 @@ fleet() {
         downloaded=$((downloaded + $(summary_field "$lf" downloaded || echo 0)))
         waited=$((waited + $(summary_field "$lf" waited_for_other_worker || echo 0)))
         failed=$((failed + $(summary_field "$lf" failed || echo 0)))
+        assigns=$((assigns + $(grep -c 'event=assigned' "$lf")))
         a=$(log_epoch "$lf" "event=assigned")
         [ -n "$a" ] && { [ -z "$assigned_first" ] || [ "$(calc "a < f" 0 -v a="$a" -v f="$assigned_first")" = 1 ]; } && assigned_first=$a
     done
@@ -586,7 +604,7 @@ fleet() {
     dl_per_url=$(calc "s / n" 3 -v s="$served" -v n="$n")
     local rss_max_mib
     rss_max_mib=$(calc "r / 1024" 1 -v r="$rss_max")
-    say "  workers exited (${exits}) after $(calc "a - b" 1 -v a="$t_w1" -v b="$t_w0")s; first assignment after ${join_s}s; rows $rows/$n, failures $fails, blobs $blobs"
+    say "  workers exited (${exits}) after $(calc "a - b" 1 -v a="$t_w1" -v b="$t_w0")s; first assignment after ${join_s}s, $assigns assignments over $nw worker(s); rows $rows/$n, failures $fails, blobs $blobs"
     say "  end to end ${e2e_s}s = $e2e_rate images/s (${ratio}x curl $base); workers' part ${fleet_s}s = $fleet_rate images/s; first->last commit $steady images/s"
     say "  latency produced->committed p50 ${p50} ms, p99 ${p99} ms (backlog: all events queued before the workers start); downloads/URL $dl_per_url (max per path $maxpath)"
     say "  peak RSS MiB per worker [$rss_list]; worker CPU ${cpu}s = $cpu1k s/1k images; host CPU $U_HOST_PCT% (iowait $U_IOWAIT_PCT%) of $((NCPU * 100))%; media server $U_MEDIA_PCT%; PostgreSQL ${U_PG_S}s, redis ${U_REDIS_S}s, broker ${U_BROKER_S}s; kernel (irq, softirq, kernel threads) $U_KERNEL_PCT%; other jobs on the machine $U_OTHER_PCT%"
@@ -597,7 +615,7 @@ fleet() {
     [ "$served" = "$n" ] || warn "$name: the media server served $served requests for $n images"
     case ",$exits," in *[!0,]*) warn "$name: worker exit statuses $exits" ;; esac
 
-    J_FLEET+=("{\"name\":$(js "$name"),\"image_set\":$(js "$set"),\"workers\":$nw,\"concurrency\":$c,\"latency_ms\":$lat,\"images\":$n,\"chats_per_url\":$copies,\"events\":$(jn "$nev"),\"rows\":$rows,\"failures\":$fails,\"blobs\":$blobs,\"end_to_end_s\":$(jn "$e2e_s"),\"end_to_end_images_per_s\":$(jn "$e2e_rate"),\"curl_baseline\":$(js "$base"),\"ratio_to_curl\":$(jn "$ratio"),\"import_s\":$imp_s,\"workers_to_last_commit_s\":$(jn "$fleet_s"),\"workers_images_per_s\":$(jn "$fleet_rate"),\"first_to_last_commit_images_per_s\":$(jn "$steady"),\"group_join_s\":$(jn "$join_s"),\"latency_p50_ms\":$(jn "$p50"),\"latency_p99_ms\":$(jn "$p99"),\"latency_max_ms\":$(jn "$pmax"),\"downloads\":$(jn "$served"),\"downloads_per_url\":$(jn "$dl_per_url"),\"max_downloads_one_url\":$(jn "$maxpath"),\"peak_rss_mib\":[$rss_list],\"worker_cpu_s\":$cpu,\"worker_cpu_s_per_1k_images\":$(jn "$cpu1k"),\"host_cpu_s_per_1k_images\":$(jn "$host1k"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"postgres_cpu_s\":$(jn "$U_PG_S"),\"redis_cpu_s\":$(jn "$U_REDIS_S"),\"broker_cpu_s\":$(jn "$U_BROKER_S"),\"kernel_cpu_pct\":$(jn "$U_KERNEL_PCT"),\"other_jobs_cpu_pct\":$(jn "$U_OTHER_PCT"),\"worker_exit\":$(js "$exits"),\"consumed\":$consumed,\"already_cached\":$cached,\"downloaded\":$downloaded,\"waited_for_other_worker\":$waited,\"failed\":$failed,\"postgres_transactions\":$pgx,\"redis_commands\":$rcmd}")
+    J_FLEET+=("{\"name\":$(js "$name"),\"image_set\":$(js "$set"),\"workers\":$nw,\"concurrency\":$c,\"latency_ms\":$lat,\"images\":$n,\"chats_per_url\":$copies,\"events\":$(jn "$nev"),\"rows\":$rows,\"failures\":$fails,\"blobs\":$blobs,\"end_to_end_s\":$(jn "$e2e_s"),\"end_to_end_images_per_s\":$(jn "$e2e_rate"),\"curl_baseline\":$(js "$base"),\"ratio_to_curl\":$(jn "$ratio"),\"import_s\":$imp_s,\"workers_to_last_commit_s\":$(jn "$fleet_s"),\"workers_images_per_s\":$(jn "$fleet_rate"),\"first_to_last_commit_images_per_s\":$(jn "$steady"),\"group_join_s\":$(jn "$join_s"),\"assignments\":$assigns,\"latency_p50_ms\":$(jn "$p50"),\"latency_p99_ms\":$(jn "$p99"),\"latency_max_ms\":$(jn "$pmax"),\"downloads\":$(jn "$served"),\"downloads_per_url\":$(jn "$dl_per_url"),\"max_downloads_one_url\":$(jn "$maxpath"),\"peak_rss_mib\":[$rss_list],\"worker_cpu_s\":$cpu,\"worker_cpu_s_per_1k_images\":$(jn "$cpu1k"),\"host_cpu_s_per_1k_images\":$(jn "$host1k"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"postgres_cpu_s\":$(jn "$U_PG_S"),\"redis_cpu_s\":$(jn "$U_REDIS_S"),\"broker_cpu_s\":$(jn "$U_BROKER_S"),\"kernel_cpu_pct\":$(jn "$U_KERNEL_PCT"),\"other_jobs_cpu_pct\":$(jn "$U_OTHER_PCT"),\"worker_exit\":$(js "$exits"),\"consumed\":$consumed,\"already_cached\":$cached,\"downloaded\":$downloaded,\"waited_for_other_worker\":$waited,\"failed\":$failed,\"postgres_transactions\":$pgx,\"redis_commands\":$rcmd}")
     TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "$name" "$nw" "$c" "$lat" "$rows" "$e2e_s" "$e2e_rate" "$ratio" "$p50" "$p99" "$dl_per_url" "$rss_max_mib" "$cpu1k" "$fleet_rate" "$U_MEDIA_PCT")")
     LAST_FLEET_RSS=$WORK/$name.rss
     LAST_FLEET_RSS_MAX=$rss_max_mib
@@ -751,11 +769,59 @@ profile() {
         settle
         WRAP="perf record -q -e cpu-clock -F 1999 -o $WORK/perf-clock.data --" start_worker "$name-clock-w1" --drain --concurrency "$CONC"
         wait_pids 600 "$WPID" || warn "profile: the worker did not finish under perf"
+        perf report -i "$WORK/perf-clock.data" --stdio --no-children --sort dso --percent-limit 0.5 2> /dev/null |
+            grep -E '^ +[0-9.]+%' | head -n 12 > "$WORK/profile.clock"
         perf report -i "$WORK/perf-clock.data" --stdio --no-children --sort dso,sym --percent-limit 0.4 2> /dev/null |
-            grep -E '^ +[0-9.]+%' | head -n 30 > "$WORK/profile.clock"
+            grep -E '^ +[0-9.]+%' | head -n 25 >> "$WORK/profile.clock"
         say "  top CPU time (cpu-clock samples; the ~3 s group join is idle and not sampled):"
-        head -n 15 "$WORK/profile.clock" | cut -c1-150 | sed 's/^/      /'
+        head -n 25 "$WORK/profile.clock" | cut -c1-150 | sed 's/^/      /'
         clk=$(json_lines "$WORK/profile.clock")
+    fi
+
+    # Off-CPU view with the scheduler's tracepoints (perf sched): how much of
+    # the processing time the event loop (the main thread) runs, and what it
+    # waits on when it does not (kernel stack where it went to sleep).
+    local offcpu=
+    if perf record -q -e sched:sched_switch -o "$WORK/perf-probe.data" true > /dev/null 2>&1; then
+        fresh_env "$name-sched"
+        gen_chats "$WORK/chats-$name-sched" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
+        "$BIN/imgcache-producer" import "$WORK/chats-$name-sched-1.jsonl" > /dev/null 2> "$WORK/$name-sched.import.log"
+        say "profile: perf sched record -g (off-CPU), 1 worker, $sn images"
+        settle
+        WRAP="perf sched record -q -g -o $WORK/sched.data --" start_worker "$name-sched-w1" --drain --concurrency "$CONC"
+        wait_pids 600 "$WPID" || warn "profile: the worker did not finish under perf sched"
+        local lf=$WORK/$name-sched-w1.log s0 a d wchild
+        wchild=$(grep -o 'imgcache-worker\[[0-9]*' "$lf" | head -n 1 | tr -dc 0-9)
+        s0=$(log_epoch "$lf" "event=started")
+        assigns=$((assigns + $(grep -c 'event=assigned' "$lf")))
+        a=$(log_epoch "$lf" "event=assigned")
+        d=$(log_epoch "$lf" "event=drained")
+        # timehist: one line per time slice, at its end; the stack is where the
+        # thread went to sleep, the next line's wait is how long it slept there
+        perf sched timehist -i "$WORK/sched.data" -g --state 2> /dev/null |
+            awk -v task="imgcache-worker[$wchild]" -v from="$(calc "a - s" 3 -v a="${a:-0}" -v s="${s0:-0}")" \
+                -v to="$(calc "d - s" 3 -v d="${d:-0}" -v s="${s0:-0}")" '
+            $3 != task { next }
+            { t = $1 + 0; if (t0 == "") t0 = t; rel = t - t0
+              if (rel >= from && rel <= to) {
+                  run += $6
+                  if (prev != "") { wait += $4; w[prev] += $4; n[prev]++; if ($4 > maxw) { maxw = $4; maxk = prev } }
+              }
+              chain = ""; for (i = 8; i <= NF; i++) chain = chain " " $i
+              if (chain ~ /syncfs/) k = "syncfs (whole-filesystem writeback)"
+              else if (chain ~ /fsync/) k = "fsync"
+              else if (chain ~ /poll/) k = "poll (event loop, libpq, hiredis)"
+              else if (chain ~ /futex/) k = "futex (librdkafka calls)"
+              else if ($7 == "R") k = "preempted (runnable)"
+              else { split($8, f, " "); k = $8 }
+              prev = k }
+            END {
+              span = to - from; if (span <= 0) span = 1
+              printf "main thread from assignment to drained: %.2f s, running %.2f s (%.0f%%), waiting %.2f s\n", span, run / 1000, run / 10 / span, wait / 1000
+              for (k in w) printf "  waiting in %-38s %8.0f ms in %6d waits\n", k, w[k], n[k]
+              printf "  longest single wait: %.0f ms in %s\n", maxw, maxk }' > "$WORK/offcpu.txt"
+        sed 's/^/      /' "$WORK/offcpu.txt"
+        offcpu=$(json_lines "$WORK/offcpu.txt")
     fi
 
     # Off-CPU view: where the event loop's wall time goes (system calls of the
@@ -778,7 +844,7 @@ profile() {
         sed 's/^/      /' "$WORK/strace.top"
         st=$(json_lines "$WORK/strace.top")
     fi
-    J_EXTRA+=("\"profile\":{\"tool\":$(js "$tool"),\"images\":$n,\"concurrency\":$CONC,\"total_instructions\":$(js "$total"),\"top_self\":[$(json_lines "$WORK/profile.top")],\"top_inclusive\":[$(json_lines "$WORK/profile.incl")],\"cpu_clock_images\":$sn,\"cpu_clock_top\":[$clk],\"strace_main_thread_images\":$sn,\"strace_main_thread\":[$st]}")
+    J_EXTRA+=("\"profile\":{\"tool\":$(js "$tool"),\"images\":$n,\"concurrency\":$CONC,\"total_instructions\":$(js "$total"),\"top_self\":[$(json_lines "$WORK/profile.top")],\"top_inclusive\":[$(json_lines "$WORK/profile.incl")],\"cpu_clock_images\":$sn,\"cpu_clock_top\":[$clk],\"offcpu_main_thread\":[$offcpu],\"strace_main_thread_images\":$sn,\"strace_main_thread\":[$st]}")
 }
 
 # =========================================================================================
@@ -867,7 +933,7 @@ printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s\n' config 
 for l in "${TABLE[@]}"; do echo "$l"; done
 echo "  e2e = first import start -> last row committed; xcurl = e2e img/s / the curl baseline of the same URLs;"
 echo "  p50/p99 = per URL, first produced_at -> cached_at (backlog); wkimg/s = from workers' start; cpu/1k = worker CPU s per 1,000 images;"
-echo "  med% = media server CPU (% of one core; $((NCPU * 100))% available)."
+echo "  med% = media server CPU (% of one core; $((NCPU * 100))% available); curl rows: img/s = median of the runs, wkimg/s column = min-max."
 echo "import: $(echo "${J_IMPORT[0]}" | grep -o '"chats_per_s":[0-9.]*' | cut -d: -f2) chats/s, $(echo "${J_IMPORT[0]}" | grep -o '"events_per_s":[0-9.]*' | cut -d: -f2) events/s (first configuration; the others are in results.json)"
 echo "live latency (1 worker already running, chats fed at ~500/s):"
 for l in "${LIVE_LINES[@]}"; do echo "  $l"; done
