@@ -265,7 +265,14 @@ int event_decode(const void *buf, size_t len, struct event *out, char *err, size
             goto out;
         }
     } else if (json_is_integer(v)) {
-        out->produced_at_ms = json_integer_value(v);
+        /* only times an RFC 3339 string can carry, so that what we decode we
+         * can also pass on (retry and dead-letter events are re-encoded) */
+        json_int_t ms = json_integer_value(v);
+        if (ms < EVENT_MIN_TIME_MS || ms > EVENT_MAX_TIME_MS) {
+            errmsg_set(err, errlen, "produced_at %lld is outside the years 0000-9999", (long long)ms);
+            goto out;
+        }
+        out->produced_at_ms = ms;
     } else if (v != NULL && !json_is_null(v)) {
         errmsg_set(err, errlen, "produced_at is not an RFC 3339 string or an integer of Unix ms");
         goto out;

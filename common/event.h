@@ -16,6 +16,9 @@
 #define EVENT_MAX_URL 2048      /* longer source URLs are refused: PostgreSQL's
                                    keys hold at most ~2.7 KB */
 #define EVENT_MAX_BYTES 65536   /* larger event values are refused unparsed */
+/* produced_at as Unix ms: 0000-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z */
+#define EVENT_MIN_TIME_MS (-62167219200000LL)
+#define EVENT_MAX_TIME_MS 253402300799999LL
 
 struct event {
     char *source_url;      /* required, non-empty, <= EVENT_MAX_URL bytes */

@@ -217,6 +217,12 @@ static void test_decode_errors(void **state)
                         "produced_at 'yesterday' is not an RFC 3339 time");
     expect_decode_error("{\"v\":1,\"source_url\":\"u\",\"produced_at\":1.5}",
                         "produced_at is not an RFC 3339 string or an integer of Unix ms");
+    /* found by fuzzing: a time no RFC 3339 string can carry could not be
+     * passed on to the retry or dead-letter topic */
+    expect_decode_error("{\"v\":1,\"source_url\":\"u\",\"produced_at\":16666666666666666}",
+                        "produced_at 16666666666666666 is outside the years 0000-9999");
+    expect_decode_error("{\"v\":1,\"source_url\":\"u\",\"produced_at\":-62167219200001}",
+                        "produced_at -62167219200001 is outside the years 0000-9999");
     expect_decode_error("{\"v\":1,\"source_url\":\"a\",\"source_url\":\"b\"}", "duplicate object key");
     expect_decode_error("{\"v\":1,\"source_url\":\"a\\u0000b\"}", "event is not JSON: ");
 }
