@@ -350,6 +350,11 @@ rows_at_least() { [ "$(q 'SELECT count(*) FROM cached_images')" -ge "$1" ]; }
 # others left dirty on the same filesystem (here: the generated images and the
 # curl baseline's files), so a phase must not inherit someone else's backlog.
 settle() { sync; sleep 1; }
+# release DIR...: empty the files (truncate, not delete) once measured, so the
+# page cache does not fill the machine's memory over the run (reclaim costs CPU)
+# while no inode is freed (on ext4, creating files right after many deletions
+# is slow: the inode allocator skips recently deleted inodes for a few minutes)
+release() { find "$@" -type f -exec truncate -s 0 {} + 2> /dev/null; return 0; }
 
 # ---- workers -------------------------------------------------------------------
 # start_worker LOGPREFIX ARGS...: imgcache-worker under /usr/bin/time -v (or
@@ -486,6 +491,7 @@ baseline() {
         curlcpu=$(tail -n 1 "$WORK/$name-$r.curl.time" | awk '{ printf "%.2f", $2 + $3 }')
         got=$(find "$WORK/curl-$name-$r" -type f | wc -l)
         bytes=$(du -sb "$WORK/curl-$name-$r" | cut -f1)
+        release "$WORK/curl-$name-$r"
         served=$(media_total)
         rate=$(calc "n / s" 0 -v n="$got" -v s="$secs")
         mbps=$(calc "b / s / 1048576" 0 -v b="$bytes" -v s="$secs")
@@ -569,6 +575,10 @@ fleet() {
     IFS='|' read -r rows fails first last blobs < <(q "SELECT count(*), (SELECT count(*) FROM image_failures),
         coalesce(extract(epoch FROM min(cached_at)), 0), coalesce(extract(epoch FROM max(cached_at)), 0),
         (SELECT count(*) FROM image_blobs) FROM cached_images")
+    local files tmpfiles
+    files=$(find "$IMGCACHE_STORAGE_DIR" -path "$IMGCACHE_STORAGE_DIR/.tmp" -prune -o -type f -print | wc -l)
+    tmpfiles=$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f 2> /dev/null | wc -l)
+    release "$IMGCACHE_STORAGE_DIR" "$WORK/unrelated-dirty.bin"
     local served maxpath
     served=$(media_total)
     maxpath=$(media_max_per_path)
@@ -604,7 +614,7 @@ fleet() {
     dl_per_url=$(calc "s / n" 3 -v s="$served" -v n="$n")
     local rss_max_mib
     rss_max_mib=$(calc "r / 1024" 1 -v r="$rss_max")
-    say "  workers exited (${exits}) after $(calc "a - b" 1 -v a="$t_w1" -v b="$t_w0")s; first assignment after ${join_s}s, $assigns assignments over $nw worker(s); rows $rows/$n, failures $fails, blobs $blobs"
+    say "  workers exited (${exits}) after $(calc "a - b" 1 -v a="$t_w1" -v b="$t_w0")s; first assignment after ${join_s}s, $assigns assignments over $nw worker(s); rows $rows/$n, failures $fails, blobs $blobs, stored files $files"
     say "  end to end ${e2e_s}s = $e2e_rate images/s (${ratio}x curl $base); workers' part ${fleet_s}s = $fleet_rate images/s; first->last commit $steady images/s"
     say "  latency produced->committed p50 ${p50} ms, p99 ${p99} ms (backlog: all events queued before the workers start); downloads/URL $dl_per_url (max per path $maxpath)"
     say "  peak RSS MiB per worker [$rss_list]; worker CPU ${cpu}s = $cpu1k s/1k images; host CPU $U_HOST_PCT% (iowait $U_IOWAIT_PCT%) of $((NCPU * 100))%; media server $U_MEDIA_PCT%; PostgreSQL ${U_PG_S}s, redis ${U_REDIS_S}s, broker ${U_BROKER_S}s; kernel (irq, softirq, kernel threads) $U_KERNEL_PCT%; other jobs on the machine $U_OTHER_PCT%"
@@ -612,10 +622,12 @@ fleet() {
     say "  worker counters: consumed $consumed, already cached $cached, downloaded $downloaded, waited for another worker $waited, failed $failed; PostgreSQL transactions $pgx, Redis commands $rcmd"
     [ "$rows" = "$n" ] || warn "$name: $rows rows for $n images"
     [ "$fails" = 0 ] || warn "$name: $fails image_failures rows"
+    [ "$files" = "$blobs" ] || warn "$name: $files stored files for $blobs image_blobs rows"
+    [ "$tmpfiles" = 0 ] || warn "$name: $tmpfiles temporary files left under .tmp"
     [ "$served" = "$n" ] || warn "$name: the media server served $served requests for $n images"
     case ",$exits," in *[!0,]*) warn "$name: worker exit statuses $exits" ;; esac
 
-    J_FLEET+=("{\"name\":$(js "$name"),\"image_set\":$(js "$set"),\"workers\":$nw,\"concurrency\":$c,\"latency_ms\":$lat,\"images\":$n,\"chats_per_url\":$copies,\"events\":$(jn "$nev"),\"rows\":$rows,\"failures\":$fails,\"blobs\":$blobs,\"end_to_end_s\":$(jn "$e2e_s"),\"end_to_end_images_per_s\":$(jn "$e2e_rate"),\"curl_baseline\":$(js "$base"),\"ratio_to_curl\":$(jn "$ratio"),\"import_s\":$imp_s,\"workers_to_last_commit_s\":$(jn "$fleet_s"),\"workers_images_per_s\":$(jn "$fleet_rate"),\"first_to_last_commit_images_per_s\":$(jn "$steady"),\"group_join_s\":$(jn "$join_s"),\"assignments\":$assigns,\"latency_p50_ms\":$(jn "$p50"),\"latency_p99_ms\":$(jn "$p99"),\"latency_max_ms\":$(jn "$pmax"),\"downloads\":$(jn "$served"),\"downloads_per_url\":$(jn "$dl_per_url"),\"max_downloads_one_url\":$(jn "$maxpath"),\"peak_rss_mib\":[$rss_list],\"worker_cpu_s\":$cpu,\"worker_cpu_s_per_1k_images\":$(jn "$cpu1k"),\"host_cpu_s_per_1k_images\":$(jn "$host1k"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"postgres_cpu_s\":$(jn "$U_PG_S"),\"redis_cpu_s\":$(jn "$U_REDIS_S"),\"broker_cpu_s\":$(jn "$U_BROKER_S"),\"kernel_cpu_pct\":$(jn "$U_KERNEL_PCT"),\"other_jobs_cpu_pct\":$(jn "$U_OTHER_PCT"),\"worker_exit\":$(js "$exits"),\"consumed\":$consumed,\"already_cached\":$cached,\"downloaded\":$downloaded,\"waited_for_other_worker\":$waited,\"failed\":$failed,\"postgres_transactions\":$pgx,\"redis_commands\":$rcmd}")
+    J_FLEET+=("{\"name\":$(js "$name"),\"image_set\":$(js "$set"),\"workers\":$nw,\"concurrency\":$c,\"latency_ms\":$lat,\"images\":$n,\"chats_per_url\":$copies,\"events\":$(jn "$nev"),\"rows\":$rows,\"failures\":$fails,\"blobs\":$blobs,\"stored_files\":$files,\"tmp_files_left\":$tmpfiles,\"end_to_end_s\":$(jn "$e2e_s"),\"end_to_end_images_per_s\":$(jn "$e2e_rate"),\"curl_baseline\":$(js "$base"),\"ratio_to_curl\":$(jn "$ratio"),\"import_s\":$imp_s,\"workers_to_last_commit_s\":$(jn "$fleet_s"),\"workers_images_per_s\":$(jn "$fleet_rate"),\"first_to_last_commit_images_per_s\":$(jn "$steady"),\"group_join_s\":$(jn "$join_s"),\"assignments\":$assigns,\"latency_p50_ms\":$(jn "$p50"),\"latency_p99_ms\":$(jn "$p99"),\"latency_max_ms\":$(jn "$pmax"),\"downloads\":$(jn "$served"),\"downloads_per_url\":$(jn "$dl_per_url"),\"max_downloads_one_url\":$(jn "$maxpath"),\"peak_rss_mib\":[$rss_list],\"worker_cpu_s\":$cpu,\"worker_cpu_s_per_1k_images\":$(jn "$cpu1k"),\"host_cpu_s_per_1k_images\":$(jn "$host1k"),\"host_cpu_pct\":$(jn "$U_HOST_PCT"),\"host_iowait_pct\":$(jn "$U_IOWAIT_PCT"),\"media_server_cpu_pct\":$(jn "$U_MEDIA_PCT"),\"postgres_cpu_s\":$(jn "$U_PG_S"),\"redis_cpu_s\":$(jn "$U_REDIS_S"),\"broker_cpu_s\":$(jn "$U_BROKER_S"),\"kernel_cpu_pct\":$(jn "$U_KERNEL_PCT"),\"other_jobs_cpu_pct\":$(jn "$U_OTHER_PCT"),\"worker_exit\":$(js "$exits"),\"consumed\":$consumed,\"already_cached\":$cached,\"downloaded\":$downloaded,\"waited_for_other_worker\":$waited,\"failed\":$failed,\"postgres_transactions\":$pgx,\"redis_commands\":$rcmd}")
     TABLE+=("$(printf '%-22s %3s %4s %4s %7s %7s %8s %6s %6s %6s %7s %7s %7s %7s %5s' "$name" "$nw" "$c" "$lat" "$rows" "$e2e_s" "$e2e_rate" "$ratio" "$p50" "$p99" "$dl_per_url" "$rss_max_mib" "$cpu1k" "$fleet_rate" "$U_MEDIA_PCT")")
     LAST_FLEET_RSS=$WORK/$name.rss
     LAST_FLEET_RSS_MAX=$rss_max_mib
@@ -778,50 +790,55 @@ profile() {
         clk=$(json_lines "$WORK/profile.clock")
     fi
 
-    # Off-CPU view with the scheduler's tracepoints (perf sched): how much of
-    # the processing time the event loop (the main thread) runs, and what it
-    # waits on when it does not (kernel stack where it went to sleep).
+    # Off-CPU view with the scheduler's tracepoints (perf sched, user stacks
+    # unwound with DWARF): from assignment to drained, how long the event loop
+    # (the main thread) runs, and where it sleeps (time from its switch-out
+    # to its next switch-in, by the worker's frames on the stack; state S =
+    # sleeping, D = waiting for disk I/O, R = preempted while runnable).
     local offcpu=
     if perf record -q -e sched:sched_switch -o "$WORK/perf-probe.data" true > /dev/null 2>&1; then
         fresh_env "$name-sched"
         gen_chats "$WORK/chats-$name-sched" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
         "$BIN/imgcache-producer" import "$WORK/chats-$name-sched-1.jsonl" > /dev/null 2> "$WORK/$name-sched.import.log"
-        say "profile: perf sched record -g (off-CPU), 1 worker, $sn images"
+        say "profile: perf sched record --call-graph dwarf (off-CPU), 1 worker, $sn images"
         settle
-        WRAP="perf sched record -q -g -o $WORK/sched.data --" start_worker "$name-sched-w1" --drain --concurrency "$CONC"
+        WRAP="perf sched record -q --call-graph dwarf,16384 -o $WORK/sched.data --" start_worker "$name-sched-w1" --drain --concurrency "$CONC"
         wait_pids 600 "$WPID" || warn "profile: the worker did not finish under perf sched"
         local lf=$WORK/$name-sched-w1.log s0 a d wchild
         wchild=$(grep -o 'imgcache-worker\[[0-9]*' "$lf" | head -n 1 | tr -dc 0-9)
         s0=$(log_epoch "$lf" "event=started")
-        assigns=$((assigns + $(grep -c 'event=assigned' "$lf")))
         a=$(log_epoch "$lf" "event=assigned")
         d=$(log_epoch "$lf" "event=drained")
-        # timehist: one line per time slice, at its end; the stack is where the
-        # thread went to sleep, the next line's wait is how long it slept there
-        perf sched timehist -i "$WORK/sched.data" -g --state 2> /dev/null |
-            awk -v task="imgcache-worker[$wchild]" -v from="$(calc "a - s" 3 -v a="${a:-0}" -v s="${s0:-0}")" \
+        perf script -i "$WORK/sched.data" -F time,event,trace,ip,sym 2> /dev/null |
+            awk -v P="$wchild" -v from="$(calc "a - s" 3 -v a="${a:-0}" -v s="${s0:-0}")" \
                 -v to="$(calc "d - s" 3 -v d="${d:-0}" -v s="${s0:-0}")" '
-            $3 != task { next }
-            { t = $1 + 0; if (t0 == "") t0 = t; rel = t - t0
-              if (rel >= from && rel <= to) {
-                  run += $6
-                  if (prev != "") { wait += $4; w[prev] += $4; n[prev]++; if ($4 > maxw) { maxw = $4; maxk = prev } }
-              }
-              chain = ""; for (i = 8; i <= NF; i++) chain = chain " " $i
-              if (chain ~ /syncfs/) k = "syncfs (whole-filesystem writeback)"
-              else if (chain ~ /fsync/) k = "fsync"
-              else if (chain ~ /poll/) k = "poll (event loop, libpq, hiredis)"
-              else if (chain ~ /futex/) k = "futex (librdkafka calls)"
-              else if ($7 == "R") k = "preempted (runnable)"
-              else { split($8, f, " "); k = $8 }
-              prev = k }
+            /^ *[0-9]+\.[0-9]+: / {
+                inblock = 0
+                if ($0 !~ /sched:sched_switch/) next
+                t = $1; sub(/:$/, "", t); t += 0
+                if ($0 ~ ("prev_pid=" P " ")) {
+                    if (t0 == "") t0 = t
+                    if (in_t != "" && t - t0 >= from && t - t0 <= to) RUN += t - in_t
+                    out_t = t; key = ""; n = 0; inblock = 1
+                    state = $0; sub(/.*prev_state=/, "", state); sub(/ .*/, "", state)
+                } else if ($0 ~ ("next_pid=" P " ") && out_t != "") {
+                    r = out_t - t0
+                    if (r >= from && r <= to) { k = state ": " (key == "" ? "?" : key); W[k] += t - out_t; N[k]++; TW += t - out_t }
+                    in_t = t; out_t = ""
+                }
+                next }
+            inblock && NF >= 2 { s = $2
+                if (s ~ /^rd_kafka_[a-z_]+$|^caught_up$|^PQ[a-zA-Z]+$|^redis[A-Za-z]+$|^db_[a-z_]+$|^lease_[a-z_]+$|^store_[a-z_]+$|syncfs|^fsync|^write_results$|^lookup_and_lease|^release_leases|^fetch_wait$|^curl_multi_[a-z]+$|^__libc_open64$|^rename$|^mkdir$|^worker_[a-z_]+$|^consume$|^handle_message$/)
+                    if (n++ < 3) key = key (key ? " < " : "") s }
             END {
-              span = to - from; if (span <= 0) span = 1
-              printf "main thread from assignment to drained: %.2f s, running %.2f s (%.0f%%), waiting %.2f s\n", span, run / 1000, run / 10 / span, wait / 1000
-              for (k in w) printf "  waiting in %-38s %8.0f ms in %6d waits\n", k, w[k], n[k]
-              printf "  longest single wait: %.0f ms in %s\n", maxw, maxk }' > "$WORK/offcpu.txt"
+                span = to - from; if (span <= 0) span = 1
+                printf "main thread, assignment to drained: %.2f s; running %.2f s (%.0f%%); asleep or preempted %.2f s\n", span, RUN, RUN / span * 100, TW
+                for (k in W) if (W[k] >= 0.005) printf "%8.0f ms %6d x  %s\n", W[k] * 1000, N[k], k }' |
+            { IFS= read -r head; echo "$head"; sort -rn | head -n 14; } > "$WORK/offcpu.txt"
+        say "  off-CPU time of the event loop by where it slept:"
         sed 's/^/      /' "$WORK/offcpu.txt"
         offcpu=$(json_lines "$WORK/offcpu.txt")
+        release "$WORK/sched.data"
     fi
 
     # Off-CPU view: where the event loop's wall time goes (system calls of the
