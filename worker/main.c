@@ -23,8 +23,10 @@ static const char usage[] =
     "Consumes image-needed events (a member of consumer group IMGCACHE_GROUP),\n"
     "downloads each image once across the fleet (Redis leases), checks that it\n"
     "is a JPEG, PNG, GIF or WebP, stores it by SHA-256 under IMGCACHE_STORAGE_DIR\n"
-    "and records it in PostgreSQL. SIGTERM or SIGINT: finish in-flight work\n"
-    "(at most --grace), commit offsets, exit 0.\n"
+    "and records it in PostgreSQL. Retryable failures go to TOPIC-retry (also\n"
+    "consumed, each after its delay), permanent ones to TOPIC-dlt and a row in\n"
+    "image_failures. SIGTERM or SIGINT: finish in-flight work (at most --grace),\n"
+    "commit offsets, exit 0.\n"
     "\n"
     "Exit status: 0 clean stop or drained, 1 runtime error, 2 bad configuration.";
 
