@@ -102,23 +102,9 @@ int cmd_import(const struct config *cfg)
     done = 1;
 out:
     if (have_pub) {
-        /* what was queued is delivered (or reported) even after an error */
-        int flushed = publisher_flush(&pub, err, sizeof err);
-        publisher_progress(&pub, 1);
-        if (flushed != 0)
-            producer_error("%s", err);
-        if (done) {
-            publisher_print_summary(&pub, bad_lines, stdout);
-            if (producer_stop) {
-                producer_error("interrupted after line %llu", lineno);
-                rc = PRODUCER_EXIT_FAIL;
-            } else if (flushed != 0) {
-                rc = PRODUCER_EXIT_FAIL;
-            } else {
-                rc = bad_lines > 0 ? PRODUCER_EXIT_BAD_INPUT : PRODUCER_EXIT_OK;
-            }
-        }
-        publisher_release(&pub);
+        char where[64];
+        snprintf(where, sizeof where, "after line %llu", lineno);
+        rc = publisher_finish(&pub, done, bad_lines, where);
     }
     chat_batch_release(&batch);
     free(line);

@@ -91,6 +91,13 @@ void publisher_progress(struct publisher *p, int force);
 int publisher_flush(struct publisher *p, char *err, size_t errlen);
 /* "chats=N participants=N urls=N published=N already_cached=N bad_lines=N" */
 void publisher_print_summary(const struct publisher *p, long long bad_lines, FILE *out);
+/* The end of an import or sync run: delivers what was queued (also after an
+ * error), logs the last progress line, prints the summary when the run
+ * got to the end (done), releases the publisher. Returns the exit status:
+ * 1 when interrupted or a publish was not delivered, 3 when bad > 0 input
+ * items were skipped, else 0 (1 also when !done). `interrupted` names where
+ * a stop request cut the run ("after line 17"). */
+int publisher_finish(struct publisher *p, int done, long long bad, const char *interrupted);
 void publisher_release(struct publisher *p);
 
 /* A growing array of parsed chats, cleared after each batch. */

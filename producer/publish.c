@@ -305,3 +305,23 @@ void chat_batch_release(struct chat_batch *b)
     b->items = NULL;
     b->cap = 0;
 }
+
+int publisher_finish(struct publisher *p, int done, long long bad, const char *interrupted)
+{
+    char err[512];
+    int rc = PRODUCER_EXIT_FAIL;
+    int flushed = publisher_flush(p, err, sizeof err);
+
+    publisher_progress(p, 1);
+    if (flushed != 0)
+        producer_error("%s", err);
+    if (done) {
+        publisher_print_summary(p, bad, stdout);
+        if (producer_stop)
+            producer_error("interrupted%s%s", interrupted ? " " : "", interrupted ? interrupted : "");
+        else if (flushed == 0)
+            rc = bad > 0 ? PRODUCER_EXIT_BAD_INPUT : PRODUCER_EXIT_OK;
+    }
+    publisher_release(p);
+    return rc;
+}

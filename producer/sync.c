@@ -434,24 +434,8 @@ int cmd_sync(const struct config *cfg)
     else
         done = 1;
 out:
-    if (have_pub) {
-        int flushed = publisher_flush(&pub, err, sizeof err);
-        publisher_progress(&pub, 1);
-        if (flushed != 0)
-            producer_error("%s", err);
-        if (done) {
-            publisher_print_summary(&pub, bad, stdout);
-            if (producer_stop) {
-                producer_error("interrupted");
-                rc = PRODUCER_EXIT_FAIL;
-            } else if (flushed != 0) {
-                rc = PRODUCER_EXIT_FAIL;
-            } else {
-                rc = bad > 0 ? PRODUCER_EXIT_BAD_INPUT : PRODUCER_EXIT_OK;
-            }
-        }
-        publisher_release(&pub);
-    }
+    if (have_pub)
+        rc = publisher_finish(&pub, done, bad, NULL);
     api_release(&a);
     db_close(db);
     return rc;
