@@ -4,7 +4,7 @@
 #
 #   bench/run.sh [--quick] [--images N] [--dup K] [--latency-ms L]
 #                [--concurrency C] [--workers "1 2 4"] [--seed S]
-#                [--profile | --no-profile] [--keep]
+#                [--profile | --no-profile | --profile-only] [--keep]
 #
 # What it does, all in its own folder under /tmp (removed at exit; --keep
 # leaves it), with every process it starts stopped at exit:
@@ -25,6 +25,7 @@
 #      replay of that topic under a new group; a live run (worker already
 #      running, chats fed at ~500/s) for per-event latency; a profile of the
 #      worker (perf if hardware counters work, else callgrind).
+# --profile-only runs just step 5's profile (printed, results.json untouched).
 # `make bench` builds first; run directly, it uses whatever is in bin/.
 set -u -o pipefail
 
@@ -58,6 +59,7 @@ while [ $# -gt 0 ]; do
         --workers) WORKERS=${2:?}; shift ;;
         --seed) SEED=${2:?}; shift ;;
         --profile) PROFILE=yes ;;
+        --profile-only) PROFILE=only ;;
         --no-profile) PROFILE=no ;;
         --keep) KEEP=1 ;;
         -h|--help) usage ;;
@@ -790,55 +792,59 @@ profile() {
         clk=$(json_lines "$WORK/profile.clock")
     fi
 
-    # Off-CPU view with the scheduler's tracepoints (perf sched, user stacks
-    # unwound with DWARF): from assignment to drained, how long the event loop
-    # (the main thread) runs, and where it sleeps (time from its switch-out
-    # to its next switch-in, by the worker's frames on the stack; state S =
-    # sleeping, D = waiting for disk I/O, R = preempted while runnable).
+    # Off-CPU view from the scheduler (perf record -e sched:sched_switch with
+    # DWARF user stacks, and --switch-events for the exact switch-in times):
+    # from assignment to drained, how long the event loop (the main thread)
+    # runs, and where it sleeps, by the worker's frames on its stack (state
+    # S = sleeping, D = waiting for disk I/O, R = preempted while runnable).
     local offcpu=
-    if perf record -q -e sched:sched_switch -o "$WORK/perf-probe.data" true > /dev/null 2>&1; then
+    if perf record -q -e sched:sched_switch --switch-events -o "$WORK/perf-probe.data" true > /dev/null 2>&1; then
         fresh_env "$name-sched"
         gen_chats "$WORK/chats-$name-sched" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
         "$BIN/imgcache-producer" import "$WORK/chats-$name-sched-1.jsonl" > /dev/null 2> "$WORK/$name-sched.import.log"
-        say "profile: perf sched record --call-graph dwarf (off-CPU), 1 worker, $sn images"
+        say "profile: perf record -e sched:sched_switch --call-graph dwarf --switch-events (off-CPU), 1 worker, $sn images"
         settle
-        WRAP="perf sched record -q --call-graph dwarf,16384 -o $WORK/sched.data --" start_worker "$name-sched-w1" --drain --concurrency "$CONC"
-        wait_pids 600 "$WPID" || warn "profile: the worker did not finish under perf sched"
+        WRAP="perf record -q -e sched:sched_switch --call-graph dwarf,65528 --switch-events -m 64M -o $WORK/sched.data --" \
+            start_worker "$name-sched-w1" --drain --concurrency "$CONC"
+        wait_pids 600 "$WPID" || warn "profile: the worker did not finish under perf"
         local lf=$WORK/$name-sched-w1.log s0 a d wchild
         wchild=$(grep -o 'imgcache-worker\[[0-9]*' "$lf" | head -n 1 | tr -dc 0-9)
         s0=$(log_epoch "$lf" "event=started")
         a=$(log_epoch "$lf" "event=assigned")
         d=$(log_epoch "$lf" "event=drained")
-        perf script -i "$WORK/sched.data" -F time,event,trace,ip,sym 2> /dev/null |
+        local lastc
+        lastc=$(q "SELECT extract(epoch FROM max(cached_at)) FROM cached_images")
+        perf script -i "$WORK/sched.data" --show-switch-events -F tid,time,event,trace,ip,sym 2> /dev/null |
             awk -v P="$wchild" -v from="$(calc "a - s" 3 -v a="${a:-0}" -v s="${s0:-0}")" \
-                -v to="$(calc "d - s" 3 -v d="${d:-0}" -v s="${s0:-0}")" '
-            /^ *[0-9]+\.[0-9]+: / {
+                -v to="$(calc "d - s" 3 -v d="${d:-0}" -v s="${s0:-0}")" \
+                -v lastc="$(calc "l - s" 3 -v l="${lastc:-0}" -v s="${s0:-0}")" '
+            /^ *[0-9]+ +[0-9]+\.[0-9]+: / {
                 inblock = 0
-                if ($0 !~ /sched:sched_switch/) next
-                t = $1; sub(/:$/, "", t); t += 0
-                if ($0 ~ ("prev_pid=" P " ")) {
-                    if (t0 == "") t0 = t
-                    if (in_t != "" && t - t0 >= from && t - t0 <= to) RUN += t - in_t
-                    out_t = t; key = ""; n = 0; inblock = 1
-                    state = $0; sub(/.*prev_state=/, "", state); sub(/ .*/, "", state)
-                } else if ($0 ~ ("next_pid=" P " ") && out_t != "") {
-                    r = out_t - t0
-                    if (r >= from && r <= to) { k = state ": " (key == "" ? "?" : key); W[k] += t - out_t; N[k]++; TW += t - out_t }
-                    in_t = t; out_t = ""
-                }
+                tid = $1; t = $2; sub(/:$/, "", t); t += 0
+                if (tid != P) next
+                if (t0 == "") t0 = t
+                r = t - t0
+                if ($0 ~ /sched:sched_switch/) { key = ""; n = 0; inblock = 1; state = $0; sub(/.*prev_state=/, "", state); sub(/ .*/, "", state); next }
+                if ($0 ~ /PERF_RECORD_SWITCH OUT/) { if (in_t != "" && r >= from && r <= to) RUN += t - in_t; out_t = t; out_r = r; next }
+                if ($0 ~ /PERF_RECORD_SWITCH IN/) {
+                    if (out_t != "" && out_r >= from && out_r <= to) { k = state ": " (key == "" ? "?" : key); W[k] += t - out_t; N[k]++; TW += t - out_t; if (out_r > lastc) A[k] += t - out_t }
+                    in_t = t; out_t = ""; next }
                 next }
             inblock && NF >= 2 { s = $2
                 if (s ~ /^rd_kafka_[a-z_]+$|^caught_up$|^PQ[a-zA-Z]+$|^redis[A-Za-z]+$|^db_[a-z_]+$|^lease_[a-z_]+$|^store_[a-z_]+$|syncfs|^fsync|^write_results$|^lookup_and_lease|^release_leases|^fetch_wait$|^curl_multi_[a-z]+$|^__libc_open64$|^rename$|^mkdir$|^worker_[a-z_]+$|^consume$|^handle_message$/)
                     if (n++ < 3) key = key (key ? " < " : "") s }
             END {
                 span = to - from; if (span <= 0) span = 1
-                printf "main thread, assignment to drained: %.2f s; running %.2f s (%.0f%%); asleep or preempted %.2f s\n", span, RUN, RUN / span * 100, TW
-                for (k in W) if (W[k] >= 0.005) printf "%8.0f ms %6d x  %s\n", W[k] * 1000, N[k], k }' |
+                printf "main thread, assignment to drained: %.2f s (last row committed at %.2f s); running %.2f s (%.0f%%); asleep or preempted %.2f s\n", span, lastc - from, RUN, RUN / span * 100, TW
+                for (k in W) if (W[k] >= 0.005) printf "%8.0f ms %6d x  %-58s%s\n", W[k] * 1000, N[k], k, (A[k] > 0.0005 ? sprintf(" (%.0f ms of it after the last commit)", A[k] * 1000) : "") }' |
             { IFS= read -r head; echo "$head"; sort -rn | head -n 14; } > "$WORK/offcpu.txt"
+        local lost
+        lost=$(perf report -i "$WORK/sched.data" --stats 2> /dev/null | awk '$1 ~ /^LOST/ && $2 == "events:" { s += $3 } END { print s + 0 }')
+        [ "${lost:-0}" = 0 ] || { echo "(perf lost $lost events: the figures above are incomplete)" >> "$WORK/offcpu.txt"; warn "profile: perf lost $lost events"; }
         say "  off-CPU time of the event loop by where it slept:"
         sed 's/^/      /' "$WORK/offcpu.txt"
         offcpu=$(json_lines "$WORK/offcpu.txt")
-        release "$WORK/sched.data"
+        [ "$KEEP" = 1 ] || release "$WORK/sched.data"
     fi
 
     # Off-CPU view: where the event loop's wall time goes (system calls of the
@@ -867,6 +873,11 @@ profile() {
 # =========================================================================================
 # the run
 # =========================================================================================
+if [ "$PROFILE" = only ]; then
+    profile
+    [ ${#WARNINGS[@]} -eq 0 ] || printf 'warning: %s\n' "${WARNINGS[@]}"
+    exit 0
+fi
 media_for "$LAT"
 baseline "c$CONC-l$LAT" "$WORK/manifest-a.tsv" "$LAT" "$CONC"
 MAIN_BASE="c$CONC-l$LAT"
