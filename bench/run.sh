@@ -19,12 +19,17 @@
 #      with --drain; images/s from the first import's start to the last row
 #      committed, latency produced_at -> cached_at, downloads per URL, peak
 #      RSS and CPU per worker;
-#   5. full run only (unless given): 50 ms latency with concurrency 128 and
-#      one worker; concurrency 256 with 200 KiB images (peak RSS); a run of
-#      100,000 events (5 imports of N chats) sampling RSS over time, then a
-#      replay of that topic under a new group; a live run (worker already
-#      running, chats fed at ~500/s) for per-event latency; a profile of the
-#      worker (perf if hardware counters work, else callgrind).
+#   5. then: 50 ms latency with concurrency 128 and one worker; concurrency
+#      256 with 200 KiB images (peak RSS); a run of 5 x N events (100,000 by
+#      default) sampling RSS over time, then replays of that topic under a
+#      new group (default prefetch and a 1 MiB one); live runs (a worker
+#      already running, chats fed at ~500/s) for per-event latency. The full
+#      run adds a run with 1 GiB of unrelated dirty data on the filesystem
+#      and the profile: callgrind (perf record -g instead when hardware
+#      counters work), perf cpu-clock by library, the event loop's off-CPU
+#      time by stack (perf sched_switch) and its system calls (strace).
+#      --quick: 2,000 (600 x 200 KiB) images, workers "1 2", 1 curl run per
+#      baseline instead of 3, no dirty-data run, no profile.
 # --profile-only runs just step 5's profile (printed, results.json untouched).
 # `make bench` builds first; run directly, it uses whatever is in bin/.
 set -u -o pipefail
