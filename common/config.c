@@ -135,6 +135,21 @@ int config_parse_duration(const char *s, long long *ms_out)
     return 0;
 }
 
+int config_parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v;
+
+    if (s == NULL || *s == '\0')
+        return -1;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 int config_parse_size(const char *s, long long *bytes_out)
 {
     static const struct { const char *suffix; double mult; } units[] = {

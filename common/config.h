@@ -85,6 +85,8 @@ void config_usage(FILE *out, unsigned program, const char *usage);
 
 /* "500ms", "5s", "2m", "1h", "7d" or a bare number of seconds -> ms. */
 int config_parse_duration(const char *s, long long *ms_out);
+/* A whole decimal number in [min, max] -> *out; -1 otherwise. */
+int config_parse_long(const char *s, long min, long max, long *out);
 /* "10MiB", "512KiB", "1GiB", "10MB", "10kB" or bare bytes -> bytes. */
 int config_parse_size(const char *s, long long *bytes_out);
 /* Splits "a=b,c=d" and appends to cfg->kafka_props. -1 on an item without '='. */

@@ -100,27 +100,12 @@ static void reply(const char *fmt, ...)
     fflush(stdout);
 }
 
-static int parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    long v;
-
-    if (s == NULL || *s == '\0')
-        return -1;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* -1 (all brokers) or 1..brokers */
 static int parse_broker(const struct devbroker *db, const char *s, int32_t *out, int allow_all)
 {
     long v;
 
-    if (parse_long(s, -1, INT32_MAX, &v) != 0)
+    if (config_parse_long(s, -1, INT32_MAX, &v) != 0)
         return -1;
     if (v == -1 ? !allow_all : (v < 1 || v > db->cfg.brokers))
         return -1;
@@ -138,7 +123,7 @@ static int parse_api_key(const char *s, int16_t *out)
             return 0;
         }
     }
-    if (parse_long(s, 0, 100, &v) != 0)
+    if (config_parse_long(s, 0, 100, &v) != 0)
         return -1;
     *out = (int16_t)v;
     return 0;
@@ -152,7 +137,7 @@ static int parse_err_code(const char *s, rd_kafka_resp_err_t *out)
     size_t n;
     long v;
 
-    if (parse_long(s, INT_MIN, INT_MAX, &v) == 0) {
+    if (config_parse_long(s, INT_MIN, INT_MAX, &v) == 0) {
         *out = (rd_kafka_resp_err_t)v;
         return 0;
     }
@@ -232,7 +217,7 @@ static void run_command(struct devbroker *db, char *line)
             reply("error rtt: broker '%s' is not -1 or 1..%ld", w[1], db->cfg.brokers);
             return;
         }
-        if (parse_long(w[2], 0, 3600000, &v) != 0) {
+        if (config_parse_long(w[2], 0, 3600000, &v) != 0) {
             reply("error rtt: '%s' is not a number of milliseconds", w[2]);
             return;
         }
@@ -243,7 +228,7 @@ static void run_command(struct devbroker *db, char *line)
             reply("error leader: unknown topic '%s'", w[1]);
             return;
         }
-        if (parse_long(w[2], 0, parts - 1, &v) != 0) {
+        if (config_parse_long(w[2], 0, parts - 1, &v) != 0) {
             reply("error leader: partition '%s' is not 0..%d", w[2], parts - 1);
             return;
         }
@@ -269,7 +254,7 @@ static void run_command(struct devbroker *db, char *line)
             reply("error errors: '%s' is not an api key", w[1]);
             return;
         }
-        if (parse_long(w[2], 1, 100000, &cnt) != 0) {
+        if (config_parse_long(w[2], 1, 100000, &cnt) != 0) {
             reply("error errors: count '%s' is not 1..100000", w[2]);
             return;
         }

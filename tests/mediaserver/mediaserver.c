@@ -36,6 +36,7 @@
 #include <microhttpd.h>
 #include <uthash.h>
 
+#include "config.h"
 #include "log.h"
 
 #define PROGRAM "imgcache-mediaserver"
@@ -211,21 +212,6 @@ static void sb_json_string(struct strbuf *sb, const char *s)
         }
     }
     sb_add(sb, "\"", 1);
-}
-
-static int parse_long_arg(const char *s, long min, long max, long *out)
-{
-    char *end;
-    long v;
-
-    if (s == NULL || *s == '\0')
-        return -1;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
 }
 
 /* Sleeps ms in short steps; returns early when the server shuts down. */
@@ -662,7 +648,7 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
 
     v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "count");
     if (v != NULL) {
-        if (parse_long_arg(v, -1, LONG_MAX, &n) != 0)
+        if (config_parse_long(v, -1, LONG_MAX, &n) != 0)
             return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: count is a number >= 0, or -1\n");
         f.remaining = n;
         if (n == 0)
@@ -670,19 +656,19 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
     }
     v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "status");
     if (v != NULL) {
-        if (parse_long_arg(v, 100, 599, &n) != 0)
+        if (config_parse_long(v, 100, 599, &n) != 0)
             return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: status is 100..599\n");
         f.status = (int)n;
     }
     v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "retry_after");
-    if (v != NULL && parse_long_arg(v, 0, LONG_MAX, &f.retry_after) != 0)
+    if (v != NULL && config_parse_long(v, 0, LONG_MAX, &f.retry_after) != 0)
         return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: retry_after is seconds >= 0\n");
     v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "ms");
-    if (v != NULL && parse_long_arg(v, 0, 3600000, &f.ms) != 0)
+    if (v != NULL && config_parse_long(v, 0, 3600000, &f.ms) != 0)
         return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: ms is 0..3600000\n");
     v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "length");
     if (v != NULL) {
-        if (parse_long_arg(v, 1, LONG_MAX, &n) != 0)
+        if (config_parse_long(v, 1, LONG_MAX, &n) != 0)
             return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: length is bytes >= 1\n");
         f.length = n;
     }
@@ -933,19 +919,19 @@ static int parse_options(int argc, char **argv, struct options *o, char *err, si
         case 't': o->token = optarg; break;
         case 'B': o->bearer = optarg; break;
         case 'p':
-            if (parse_long_arg(optarg, 0, 65535, &o->port) != 0) {
+            if (config_parse_long(optarg, 0, 65535, &o->port) != 0) {
                 snprintf(err, errlen, "--port: '%s' is not 0..65535", optarg);
                 return -1;
             }
             break;
         case 'l':
-            if (parse_long_arg(optarg, 0, 600000, &o->latency_ms) != 0) {
+            if (config_parse_long(optarg, 0, 600000, &o->latency_ms) != 0) {
                 snprintf(err, errlen, "--latency-ms: '%s' is not 0..600000", optarg);
                 return -1;
             }
             break;
         case 'm':
-            if (parse_long_arg(optarg, 1, 100000, &o->max_connections) != 0) {
+            if (config_parse_long(optarg, 1, 100000, &o->max_connections) != 0) {
                 snprintf(err, errlen, "--max-connections: '%s' is not 1..100000", optarg);
                 return -1;
             }
