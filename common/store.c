@@ -266,7 +266,10 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
         tmp_path(b, from, sizeof from);
         snprintf(final, sizeof final, "%s/%s", s->dir, keys[i]);
         snprintf(dir, sizeof dir, "%s/%.5s", s->dir, keys[i]);
-        if (mkdir_p(dir, why, sizeof why) != 0 || rename(from, final) != 0) {
+        /* the shard folder usually exists: one rename, and the folders are
+         * created only when it says they are missing */
+        if (rename(from, final) != 0 &&
+            (errno != ENOENT || mkdir_p(dir, why, sizeof why) != 0 || rename(from, final) != 0)) {
             if (why[0] == '\0') /* mkdir_p explains its own failures */
                 snprintf(why, sizeof why, "storage: cannot rename into %s: %s", keys[i], strerror(errno));
             if (err[0] == '\0')
