@@ -328,12 +328,6 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
                  j->res.display ? j->res.display : "-", j->error_class, j->attempts, j->error_msg);
     }
     j->due_ms = 0;
-    /* its outcome is decided: an event of the same URL arriving now (the
-     * retry itself, even before its delivery report) starts a new job */
-    if (j->in_table) {
-        HASH_DEL(w->jobs, j);
-        j->in_table = 0;
-    }
     job_move(w, j, JOB_PUBLISH);
 }
 
@@ -1212,6 +1206,15 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
         return;
     }
     HASH_FIND_STR(w->jobs, ev.source_url, j);
+    if (j && from_retry &&
+        (j->state == JOB_PUBLISH || j->state == JOB_PUBLISHING || j->state == JOB_FAILED)) {
+        /* the retry of a failure still being recorded (it can arrive before
+         * its own delivery report): it is new work, not part of that outcome.
+         * Other events of the URL do join the failing job and finish with it. */
+        HASH_DEL(w->jobs, j);
+        j->in_table = 0;
+        j = NULL;
+    }
     if (j == NULL) {
         j = job_new(w, m, ev.source_url);
         if (j == NULL) {
@@ -1664,7 +1667,8 @@ static void abandon_jobs(struct worker *w)
         w->n_jobs--;
         job_free(j);
     }
-    /* failed jobs have left the table; they are only in their queues */
+    /* jobs out of the table (undecodable events, failures whose retry
+     * started anew) are only in their queues */
     while (w->q_publish || w->q_failed) {
         struct job **q = w->q_publish ? &w->q_publish : &w->q_failed;
         j = *q;
