@@ -7,9 +7,9 @@ PKGS      := rdkafka libcurl hiredis jansson libpq libcrypto
 WARN      := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes \
              -Wshadow -Wformat=2 -Wvla
 CFLAGS    ?= -g -O2
-CFLAGS    += -std=c11 -D_GNU_SOURCE $(WARN) -Icommon -Ibuild \
+CFLAGS    += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Icommon -Ibuild \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS    += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LDLIBS    += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifneq ($(SANITIZE),)
 CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS   += -fsanitize=$(SANITIZE)

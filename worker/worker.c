@@ -36,6 +36,7 @@
 #include <uthash.h>
 
 #include "breaker.h"
+#include "committer.h"
 #include "db.h"
 #include "event.h"
 #include "fetch.h"
@@ -52,6 +53,7 @@
 #define CONSUME_BUDGET 512     /* messages taken per loop turn */
 #define MAX_RETRIES_LIST 16
 #define REVOKE_WAIT_MS 3000    /* how long a revoked partition's work may finish */
+#define DRAIN_IDLE_MS 250      /* --drain: idle this long before asking the broker */
 
 enum job_state {
     JOB_HELD,       /* from the retry topic, not due yet */
@@ -62,7 +64,8 @@ enum job_state {
     JOB_FETCHING,
     JOB_PUBLISH,    /* failed: to publish to the retry or dead-letter topic */
     JOB_PUBLISHING, /* waiting for that publish's delivery report */
-    JOB_COMMIT,     /* stored; row to write */
+    JOB_COMMIT,     /* stored; to hand to the committer */
+    JOB_COMMITTING, /* with the committer: being made durable and recorded */
     JOB_FAILED,     /* failure row to write */
 };
 
@@ -132,6 +135,8 @@ struct worker {
     struct lease *lease;
     struct store *store;
     struct fetcher *fetch;
+    struct committer *committer;
+    struct commit_batch *batch;  /* the one batch the committer may hold */
     struct netguard *guard;
     struct breaker *breaker;
     struct kafka_producer *dlq;  /* retry and dead-letter publishes */
@@ -158,6 +163,7 @@ struct worker {
     long long started_ms;
     long long next_recheck_ms;
     long long next_drain_check_ms;
+    long long idle_since_ms;    /* 0 while there is work */
     long long db_retry_ms;
     long long db_backoff_ms;
     int db_down;
@@ -194,6 +200,7 @@ static struct job **queue_of(struct worker *w, enum job_state s)
     case JOB_COMMIT: return &w->q_commit;
     case JOB_FAILED: return &w->q_failed;
     case JOB_FETCHING:
+    case JOB_COMMITTING:
     case JOB_PUBLISHING: return NULL;
     }
     return NULL;
@@ -713,81 +720,89 @@ static void release_leases(struct worker *w, struct job **batch, size_t n)
         note_redis(w, 0); /* leases expire by themselves */
 }
 
-static void write_results(struct worker *w)
+/* A batch back from the committer: its images are recorded (finish their
+ * events), refused or not durable (fail them), or waiting for PostgreSQL
+ * (back in line). */
+static void collect_commits(struct worker *w)
 {
-    struct job *batch[BATCH_MAX];
-    struct db_image imgs[BATCH_MAX];
-    struct db_failure fails[BATCH_MAX];
-    struct job *j;
-    size_t n;
-    char err[300];
+    struct commit_batch *b = committer_take(w->committer);
+    struct job *done[COMMIT_BATCH_MAX];
+    const char *down = NULL;
+    size_t n = 0;
 
-    while (w->q_commit && db_usable(w)) {
-        struct store_blob *blobs[BATCH_MAX];
-        const char *keys[BATCH_MAX];
-        unsigned char failed[BATCH_MAX];
-        size_t kept = 0;
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i < b->n; i++) {
+        struct commit_item *it = &b->items[i];
+        struct job *j = it->owner;
+        switch (it->outcome) {
+        case COMMIT_OK:
+            done[n++] = j;
+            break;
+        case COMMIT_STORAGE_FAILED:
+            job_fail(w, j, "storage", 0, 0, "%s", it->err);
+            break;
+        case COMMIT_REFUSED:
+            job_fail(w, j, "database", 1, 0, "PostgreSQL refused the row: %s", it->err);
+            break;
+        case COMMIT_DB_DOWN:
+            down = it->err;
+            job_move(w, j, JOB_COMMIT);
+            break;
+        }
+    }
+    if (down)
+        db_trouble(w, "commit", down);
+    release_leases(w, done, n);
+    for (size_t i = 0; i < n; i++) {
+        log_debug("event=cached url=\"%s\" sha256=%s bytes=%lld type=%s size=%ux%u",
+                  done[i]->res.display, done[i]->sha256, done[i]->blob.size,
+                  done[i]->sniff.content_type, done[i]->sniff.width, done[i]->sniff.height);
+        w->n_committed++;
+        job_finish(w, done[i]);
+    }
+    b->n = 0;
+}
 
-        n = 0;
-        DL_FOREACH(w->q_commit, j) {
-            if (n == BATCH_MAX)
-                break;
-            blobs[n] = &j->blob;
-            keys[n] = j->key;
-            batch[n++] = j;
-        }
-        /* blobs durable under their names before the rows that point at them */
-        if (store_publish(w->store, blobs, keys, n, failed, err, sizeof err) != 0)
-            memset(failed, 1, n);
-        for (size_t i = 0; i < n; i++) {
-            if (failed[i]) {
-                job_fail(w, batch[i], "storage", 0, 0, "%s", err);
-                continue;
-            }
-            batch[kept++] = batch[i];
-        }
-        n = kept;
-        if (n == 0)
-            continue;
-        for (size_t i = 0; i < n; i++) {
-            j = batch[i];
-            imgs[i] = (struct db_image){
+/* Everything stored since the last batch goes to the committer as the next
+ * batch, as soon as it has finished the previous one. */
+static void submit_commits(struct worker *w)
+{
+    struct commit_batch *b = w->batch;
+    struct job *j, *tmp;
+
+    if (w->q_commit == NULL || committer_busy(w->committer) || !db_usable(w))
+        return;
+    b->n = 0;
+    DL_FOREACH_SAFE(w->q_commit, j, tmp) {
+        if (b->n == COMMIT_BATCH_MAX)
+            break;
+        b->items[b->n++] = (struct commit_item){
+            .blob = &j->blob,
+            .owner = j,
+            .img = {
                 .source_url = j->url, .sha256 = j->sha256, .storage_key = j->key,
                 .public_url = j->public_url, .content_type = j->sniff.content_type,
                 .byte_size = j->blob.size, .width = j->sniff.width, .height = j->sniff.height,
                 .etag = j->etag[0] ? j->etag : NULL,
                 .last_modified = j->last_modified[0] ? j->last_modified : NULL,
-            };
-        }
-        if (db_commit_images(w->db, imgs, n, err, sizeof err) != 0) {
-            if (!db_ok(w->db)) {
-                db_trouble(w, "commit", err);
-                return;
-            }
-            /* the server is fine but refused the statement: find the image
-             * it refuses, so one bad row cannot hold up the rest forever */
-            kept = 0;
-            for (size_t i = 0; i < n; i++) {
-                if (db_commit_images(w->db, &imgs[i], 1, err, sizeof err) == 0) {
-                    batch[kept++] = batch[i];
-                } else if (!db_ok(w->db)) {
-                    db_trouble(w, "commit", err);
-                    return;
-                } else {
-                    job_fail(w, batch[i], "database", 1, 0, "PostgreSQL refused the row: %s", err);
-                }
-            }
-            n = kept;
-        }
-        release_leases(w, batch, n);
-        for (size_t i = 0; i < n; i++) {
-            log_debug("event=cached url=\"%s\" sha256=%s bytes=%lld type=%s size=%ux%u",
-                      batch[i]->res.display, batch[i]->sha256, batch[i]->blob.size,
-                      batch[i]->sniff.content_type, batch[i]->sniff.width, batch[i]->sniff.height);
-            w->n_committed++;
-            job_finish(w, batch[i]);
-        }
+            },
+        };
+        job_move(w, j, JOB_COMMITTING);
     }
+    committer_submit(w->committer, b);
+}
+
+static void write_results(struct worker *w)
+{
+    struct job *batch[BATCH_MAX];
+    struct db_failure fails[BATCH_MAX];
+    struct job *j;
+    size_t n;
+    char err[300];
+
+    collect_commits(w);
+    submit_commits(w);
     while (w->q_failed && db_usable(w)) {
         n = 0;
         DL_FOREACH(w->q_failed, j) {
@@ -1551,6 +1566,14 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     }
     if (kafka_consumer_new(w, err, errlen) != 0)
         goto out;
+    w->batch = calloc(1, sizeof *w->batch);
+    if (w->batch == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    /* after the wake pipe exists: the committer wakes the loop through it */
+    if (committer_new(cfg->database_url, w->store, w->wake[1], &w->committer, err, errlen) != 0)
+        goto out;
     *out = w;
     w = NULL;
     rc = 0;
@@ -1615,12 +1638,19 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
 
         if (w->stopping && (idle(w) || now >= grace_deadline))
             break;
+        if (!idle(w))
+            w->idle_since_ms = 0;
+        else if (w->idle_since_ms == 0)
+            w->idle_since_ms = now;
         if (w->cfg->drain && !w->stopping) {
             if (!w->assigned_once && now - w->started_ms > w->cfg->drain_wait_ms) {
                 log_info("event=drained reason=\"no partition assignment within %lld ms\"", w->cfg->drain_wait_ms);
                 break;
             }
-            if (w->assigned_once && idle(w) && now >= w->next_drain_check_ms) {
+            /* only after a while with nothing to do: a backlog's loop is
+             * idle for moments too, and the check blocks on the broker */
+            if (w->assigned_once && w->idle_since_ms && now - w->idle_since_ms >= DRAIN_IDLE_MS &&
+                now >= w->next_drain_check_ms) {
                 w->next_drain_check_ms = now + 300;
                 if (caught_up(w)) {
                     log_info("event=drained reason=\"caught up with every assigned partition\"");
@@ -1685,6 +1715,9 @@ void worker_free(struct worker *w)
     if (w == NULL)
         return;
     w->closing = 1;
+    /* first: its thread works on jobs until the batch in progress is done */
+    committer_free(w->committer);
+    w->committer = NULL;
     if (w->dlq) {
         /* delivery reports point at jobs: collect them all before the jobs
          * go (what is not delivered by now is redone after a restart) */
@@ -1731,5 +1764,6 @@ void worker_free(struct worker *w)
     for (int i = 0; i < w->seen_count; i++)
         free(w->seen[i]);
     free(w->seen);
+    free(w->batch);
     free(w);
 }

@@ -1,0 +1,183 @@
+#include "committer.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct committer {
+    struct store *store;
+    struct db *db;              /* used by the thread only, once it runs */
+    int notify_fd;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct commit_batch *todo;  /* submitted, not started */
+    struct commit_batch *done;  /* finished, not taken */
+    int quit;
+    int submitted;              /* caller's side only: a batch is out */
+};
+
+static void mark(struct commit_item *it, enum commit_outcome o, const char *why)
+{
+    it->outcome = o;
+    snprintf(it->err, sizeof it->err, "%s", why);
+}
+
+/* Every item of b gets its outcome. */
+static void commit_batch(struct committer *c, struct commit_batch *b)
+{
+    struct store_blob *blobs[COMMIT_BATCH_MAX];
+    const char *keys[COMMIT_BATCH_MAX];
+    unsigned char failed[COMMIT_BATCH_MAX];
+    struct db_image imgs[COMMIT_BATCH_MAX];
+    size_t idx[COMMIT_BATCH_MAX], m = 0;
+    char err[300] = "";
+
+    for (size_t i = 0; i < b->n; i++) {
+        blobs[i] = b->items[i].blob;
+        keys[i] = b->items[i].img.storage_key;
+        mark(&b->items[i], COMMIT_OK, "");
+    }
+    /* blobs durable under their names before the rows that point at them */
+    if (store_publish(c->store, blobs, keys, b->n, failed, err, sizeof err) != 0)
+        memset(failed, 1, b->n);
+    for (size_t i = 0; i < b->n; i++) {
+        if (failed[i]) {
+            mark(&b->items[i], COMMIT_STORAGE_FAILED, err);
+            continue;
+        }
+        imgs[m] = b->items[i].img;
+        idx[m++] = i;
+    }
+    if (m == 0)
+        return;
+    if (!db_ok(c->db) && db_reset(c->db, err, sizeof err) != 0)
+        goto down;
+    if (db_commit_images(c->db, imgs, m, err, sizeof err) == 0)
+        return;
+    if (!db_ok(c->db))
+        goto down;
+    /* the server is fine but refused the statement: find the image it
+     * refuses, so that one bad row cannot hold up the rest forever */
+    for (size_t k = 0; k < m; k++) {
+        if (db_commit_images(c->db, &imgs[k], 1, err, sizeof err) == 0)
+            continue;
+        if (!db_ok(c->db)) {
+            for (; k < m; k++)
+                mark(&b->items[idx[k]], COMMIT_DB_DOWN, err);
+            return;
+        }
+        mark(&b->items[idx[k]], COMMIT_REFUSED, err);
+    }
+    return;
+down:
+    for (size_t k = 0; k < m; k++)
+        mark(&b->items[idx[k]], COMMIT_DB_DOWN, err);
+}
+
+static void *run(void *arg)
+{
+    struct committer *c = arg;
+
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        struct commit_batch *b;
+        while (c->todo == NULL && !c->quit)
+            pthread_cond_wait(&c->wake, &c->lock);
+        if (c->todo == NULL)
+            break; /* quit, and nothing left to do */
+        b = c->todo;
+        c->todo = NULL;
+        pthread_mutex_unlock(&c->lock);
+        commit_batch(c, b);
+        pthread_mutex_lock(&c->lock);
+        c->done = b;
+        /* a full pipe already wakes the loop: a lost byte does not matter */
+        ssize_t wrote = write(c->notify_fd, "c", 1);
+        (void)wrote;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+int committer_new(const char *conninfo, struct store *store, int notify_fd, struct committer **out,
+                  char *err, size_t errlen)
+{
+    struct committer *c = calloc(1, sizeof *c);
+    int rc = -1;
+
+    *out = NULL;
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->store = store;
+    c->notify_fd = notify_fd;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->wake, NULL);
+    if (db_connect(conninfo, &c->db, err, errlen) != 0)
+        goto out;
+    if (pthread_create(&c->thread, NULL, run, c) != 0) {
+        snprintf(err, errlen, "cannot start the committer thread");
+        goto out;
+    }
+    c->started = 1;
+    *out = c;
+    c = NULL;
+    rc = 0;
+out:
+    committer_free(c);
+    return rc;
+}
+
+int committer_busy(const struct committer *c)
+{
+    return c->submitted;
+}
+
+int committer_submit(struct committer *c, struct commit_batch *b)
+{
+    if (c->submitted)
+        return -1;
+    c->submitted = 1;
+    pthread_mutex_lock(&c->lock);
+    c->todo = b;
+    pthread_cond_signal(&c->wake);
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+struct commit_batch *committer_take(struct committer *c)
+{
+    struct commit_batch *b;
+
+    if (!c->submitted)
+        return NULL;
+    pthread_mutex_lock(&c->lock);
+    b = c->done;
+    c->done = NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (b)
+        c->submitted = 0;
+    return b;
+}
+
+void committer_free(struct committer *c)
+{
+    if (c == NULL)
+        return;
+    if (c->started) {
+        pthread_mutex_lock(&c->lock);
+        c->quit = 1;
+        pthread_cond_signal(&c->wake);
+        pthread_mutex_unlock(&c->lock);
+        pthread_join(c->thread, NULL); /* after the batch in progress */
+    }
+    db_close(c->db);
+    pthread_cond_destroy(&c->wake);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
