@@ -40,6 +40,8 @@ done
 for n in stall loop to-internal r503 r429 r503ra ok after-bad; do
     unique avatar.png "$n" "$MEDIA/h/$n.png"
 done
+# the same bytes as ok.png, so a refused row leaves no file without a row
+cp "$MEDIA/h/ok.png" "$MEDIA/h/refused-row.png"
 unique avatar.png internal "$INTERNAL/x.png"
 unique avatar.png direct "$INTERNAL/direct.png"
 # the media folder: one good file; a symlink (file and folder) out of it
@@ -102,6 +104,7 @@ $M/h/loop.png|redirects|true|4
 $M/h/to-internal.png|refused_address|true|1
 $INTERNAL_URL/direct.png|refused_address|true|-
 $M/h/missing.png|http_404|true|1
+$M/h/refused-row.png|database|true|1
 $F_DOTDOT|bad_url|true|-
 $F_ENC|bad_url|true|-
 $F_ENC_MIXED|bad_url|true|-
@@ -136,6 +139,14 @@ check_eq "every event is on the topic" "$(( ${#URLS[@]} + ${#GOOD[@]} + 4 ))" \
 # bytes the media server read from its files (pread, sendfile) until now
 media_read_bytes() { sed -n 's/^rchar: //p' "/proc/$MEDIA_PID/io"; }
 read_before=$(media_read_bytes)
+
+# PostgreSQL refuses one image's row (as a constraint would): that image
+# fails alone, the others of its commit batch are cached
+q "CREATE FUNCTION test_refuse_row() RETURNS trigger LANGUAGE plpgsql AS \$\$
+   BEGIN IF NEW.source_url LIKE '%/refused-row.png' THEN RAISE EXCEPTION 'test trigger refuses this row'; END IF;
+   RETURN NEW; END \$\$;
+   CREATE TRIGGER test_refuse_row BEFORE INSERT OR UPDATE ON cached_images
+   FOR EACH ROW EXECUTE FUNCTION test_refuse_row()" > /dev/null
 
 export IMGCACHE_MAX_BYTES=64KiB IMGCACHE_FETCH_TIMEOUT=3s IMGCACHE_CONNECT_TIMEOUT=2s
 export IMGCACHE_RETRY_BACKOFF=200ms,200ms
@@ -178,6 +189,10 @@ check_eq "SVG: the reason names the script risk" "SVG is refused: it can carry s
 check_eq "text: the reason says plain text" "looks like plain text, not an image" "$(reason_of "$M/h/text.jpg")"
 check_eq "the DLT error_message is the same reason" "looks like HTML, not an image" \
     "$(dlt_of "$M/h/html.jpg" | hdr error_message)"
+check "a refused row: the reason quotes PostgreSQL" \
+    grep -qF 'PostgreSQL refused the row: ' <(reason_of "$M/h/refused-row.png")
+check "a refused row: the reason carries the server's message" \
+    grep -qF 'test trigger refuses this row' <(reason_of "$M/h/refused-row.png")
 check "too_many_pixels names the size" grep -qF '60000x60000' <(reason_of "$M/h/huge-header.png")
 
 # retryable classes: retried through the retry topic, then dead
