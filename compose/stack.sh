@@ -345,6 +345,8 @@ cmd_start() {
         stop_all
     fi
     rm -f "$DIR/stack.env"
+    # before anything starts: a folder PostgreSQL cannot use fails at once
+    pg_reach_dir
     STARTING=1
     start_redis || { say "redis-server failed to start"; stop_all; exit 1; }
     start_pg || { say "PostgreSQL failed to start"; stop_all; exit 1; }

@@ -55,4 +55,17 @@ check_eq "--token: a request without it gets 403" 403 \
 check_eq "--token: a request with it gets 200" 200 \
     "$(curl -s -o /dev/null -w '%{http_code}' "$MEDIA_URL/a/x%20y.jpg?token=s3cret")"
 
+# ---- stack.sh in a folder PostgreSQL cannot reach (as root it runs as postgres)
+if [ "$(id -u)" = 0 ]; then
+    closed=$TESTS_TMP/closed
+    mkdir -p "$closed/stack"
+    chmod 700 "$closed"
+    out=$(sh "$ROOT/compose/stack.sh" start "$closed/stack" 2>&1)
+    rc=$?
+    check_eq "stack.sh start under a closed folder fails" 1 "$rc"
+    check "and says which folder the postgres user cannot reach" grep -qF "cannot reach $closed/stack" <<< "$out"
+    check_eq "and leaves no redis-server behind" "" "$(pgrep -f "redis-server.*" -a | grep -F "$closed" || true)"
+    check "and no redis.pid (it checked before starting anything)" test ! -e "$closed/stack/redis.pid"
+fi
+
 it_done
