@@ -5,6 +5,7 @@
 #   bench/run.sh [--quick] [--images N] [--dup K] [--latency-ms L]
 #                [--concurrency C] [--workers "1 2 4"] [--seed S]
 #                [--profile | --no-profile | --profile-only] [--keep]
+#                [--fleet-only]
 #
 # What it does, all in its own folder under /tmp (removed at exit; --keep
 # leaves it), with every process it starts stopped at exit:
@@ -42,6 +43,8 @@
 #      --quick: 2,000 (600 x 200 KiB) images, workers "1 2" (backlog run: 2),
 #      1 curl run per baseline instead of 3, no dirty-data run, no profile.
 # --profile-only runs just step 6's profile (printed, results.json untouched).
+# --fleet-only runs the first baseline and step 4's live fleets, prints their
+# lines and stops (results.json untouched): for comparing two builds.
 # `make bench` builds first; run directly, it uses whatever is in bin/.
 set -u -o pipefail
 
@@ -60,6 +63,7 @@ SEED=42
 PROFILE=auto
 KEEP=0
 PARTITIONS=32
+FLEET_ONLY=0
 
 usage() {
     sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
@@ -78,6 +82,7 @@ while [ $# -gt 0 ]; do
         --profile-only) PROFILE=only ;;
         --no-profile) PROFILE=no ;;
         --keep) KEEP=1 ;;
+        --fleet-only) FLEET_ONLY=1 ;;
         -h|--help) usage ;;
         *) echo "$PROG: unknown option '$1'" >&2; usage ;;
     esac
@@ -1072,8 +1077,10 @@ fi
 media_for "$LAT"
 baseline "c$CONC-l$LAT" "$WORK/manifest-a.tsv" "$LAT" "$CONC"
 MAIN_BASE="c$CONC-l$LAT"
-[ "$MAIN_BASE" = c128-l50 ] || baseline "c128-l50" "$WORK/manifest-a.tsv" 50 128
-baseline "c256-l0-200k" "$WORK/manifest-b.tsv" 0 256
+if [ "$FLEET_ONLY" = 0 ]; then
+    [ "$MAIN_BASE" = c128-l50 ] || baseline "c128-l50" "$WORK/manifest-a.tsv" 50 128
+    baseline "c256-l0-200k" "$WORK/manifest-b.tsv" 0 256
+fi
 
 declare -A MAIN_RATE=() MAIN_RATIO=() MAIN_DLPU=() MAIN_RSS=()
 for w in $WORKERS; do
@@ -1082,6 +1089,11 @@ for w in $WORKERS; do
     MAIN_DLPU[$w]=$LAST_FLEET_DLPU
     MAIN_RSS[$w]=$LAST_FLEET_RSS_MAX
 done
+if [ "$FLEET_ONLY" = 1 ]; then
+    printf '%s\n' "${TABLE[@]}"
+    [ ${#WARNINGS[@]} -eq 0 ] || printf 'warning: %s\n' "${WARNINGS[@]}"
+    exit 0
+fi
 # the dedup target: every URL in DUP events, all queued before the largest
 # fleet starts, so several workers see the same URL at about the same time
 maxw=$(echo $WORKERS | tr ' ' '\n' | sort -n | tail -n 1)

@@ -216,12 +216,11 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
     }
     snprintf(key, STORE_KEY_MAX, "%.2s/%.2s/%s.%s", sha256, sha256 + 2, sha256, ext);
     snprintf(final, sizeof final, "%s/%s", s->dir, key);
-    if (b->fd >= 0) {
-        /* start writing it out now, without waiting: the batch's syncfs
-         * then finds little left to flush */
-        sync_file_range(b->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    /* no writeback started here: that would submit the I/O on the
+     * caller's thread; store_publish's syncfs leaves it to the kernel's
+     * flusher threads */
+    if (b->fd >= 0)
         close(b->fd);
-    }
     b->fd = -1;
     if (stat(final, &st) == 0 && st.st_size == b->size) {
         *existed = 1;
