@@ -216,6 +216,11 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
     }
     snprintf(key, STORE_KEY_MAX, "%.2s/%.2s/%s.%s", sha256, sha256 + 2, sha256, ext);
     snprintf(final, sizeof final, "%s/%s", s->dir, key);
+    /* the head served the sniffers; a sealed blob may wait a while for
+     * its batch, without holding memory */
+    free(b->head);
+    b->head = NULL;
+    b->head_len = 0;
     /* no writeback started here: that would submit the I/O on the
      * caller's thread; store_publish's syncfs leaves it to the kernel's
      * flusher threads */

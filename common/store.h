@@ -48,7 +48,8 @@ void store_unmap(const unsigned char *p, size_t len);
 /* Finishes the hash and names the blob: sha256 gets the hex digest, key
  * the storage key relative to the store's folder. *existed = 1 when that
  * content is already stored (the temporary file is dropped then). Closes
- * the fd; the temporary file stays until store_publish() or discard. */
+ * the fd and frees the head (the sniffers are done with it); the temporary
+ * file stays until store_publish() or discard. */
 int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
                     char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
                     char *err, size_t errlen);

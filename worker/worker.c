@@ -53,6 +53,7 @@
 #define CONSUME_BUDGET 512     /* messages taken per loop turn */
 #define MAX_RETRIES_LIST 16
 #define REVOKE_WAIT_MS 3000    /* how long a revoked partition's work may finish */
+#define COMMIT_PENDING_MAX (2 * COMMIT_BATCH_MAX) /* stored images waiting for the committer */
 #define DRAIN_IDLE_MS 250      /* --drain: idle this long before asking the broker */
 
 enum job_state {
@@ -514,11 +515,21 @@ static void read_local(struct worker *w, struct job *j)
     job_store(w, j);
 }
 
+/* 1 when another download may start: a free slot, and the committer not
+ * too far behind (each stored image waiting for it holds a temporary file
+ * and its job, so a slow disk or database slows the downloads down instead
+ * of piling them up) */
+static int may_start(const struct worker *w)
+{
+    return (long)w->n_fetching < w->cfg->concurrency &&
+           w->n_in[JOB_COMMIT] + w->n_in[JOB_COMMITTING] < COMMIT_PENDING_MAX;
+}
+
 static void start_ready(struct worker *w)
 {
     char err[300];
 
-    while (w->q_ready && (long)w->n_fetching < w->cfg->concurrency) {
+    while (w->q_ready && may_start(w)) {
         struct job *j = w->q_ready;
         if (j->res.kind == RESOLVE_HTTP && j->host) {
             long long until = breaker_check(w->breaker, j->host, mono_ms());
@@ -1662,7 +1673,7 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
             progress(w, "progress");
             w->next_progress_ms = now + 10000;
         }
-        if (w->q_new || (w->q_ready && (long)w->n_fetching < w->cfg->concurrency))
+        if (w->q_new || (w->q_ready && may_start(w)))
             timeout = 0;
         else if (w->db_down || w->q_waiting || w->q_held || w->q_breaker || w->q_publish ||
                  w->dlq->queued > w->dlq->delivered + w->dlq->failed)
