@@ -202,6 +202,13 @@ void store_unmap(const unsigned char *p, size_t len)
         munmap((void *)p, len);
 }
 
+static void drop_head(struct store_blob *b)
+{
+    free(b->head);
+    b->head = NULL;
+    b->head_len = 0;
+}
+
 int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
                     char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
                     char *err, size_t errlen)
@@ -218,9 +225,7 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
     snprintf(final, sizeof final, "%s/%s", s->dir, key);
     /* the head served the sniffers; a sealed blob may wait a while for
      * its batch, without holding memory */
-    free(b->head);
-    b->head = NULL;
-    b->head_len = 0;
+    drop_head(b);
     /* no writeback started here: that would submit the I/O on the
      * caller's thread; store_publish's syncfs leaves it to the kernel's
      * flusher threads */
@@ -307,7 +312,5 @@ void store_blob_discard(struct store_blob *b)
     }
     b->tmp_name[0] = '\0';
     hash_clear(&b->hash);
-    free(b->head);
-    b->head = NULL;
-    b->head_len = 0;
+    drop_head(b);
 }

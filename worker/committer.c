@@ -33,7 +33,7 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
     const char *keys[COMMIT_BATCH_MAX];
     unsigned char failed[COMMIT_BATCH_MAX];
     struct db_image imgs[COMMIT_BATCH_MAX];
-    size_t idx[COMMIT_BATCH_MAX], m = 0;
+    size_t idx[COMMIT_BATCH_MAX], m = 0, k = 0;
     char err[300] = "";
 
     for (size_t i = 0; i < b->n; i++) {
@@ -62,19 +62,17 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
         goto down;
     /* the server is fine but refused the statement: find the image it
      * refuses, so that one bad row cannot hold up the rest forever */
-    for (size_t k = 0; k < m; k++) {
+    for (; k < m; k++) {
         if (db_commit_images(c->db, &imgs[k], 1, err, sizeof err) == 0)
             continue;
-        if (!db_ok(c->db)) {
-            for (; k < m; k++)
-                mark(&b->items[idx[k]], COMMIT_DB_DOWN, err);
-            return;
-        }
+        if (!db_ok(c->db))
+            goto down;
         mark(&b->items[idx[k]], COMMIT_REFUSED, err);
     }
     return;
 down:
-    for (size_t k = 0; k < m; k++)
+    /* from the first image not recorded on */
+    for (; k < m; k++)
         mark(&b->items[idx[k]], COMMIT_DB_DOWN, err);
 }
 

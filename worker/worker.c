@@ -49,10 +49,12 @@
 #include "sniff.h"
 #include "store.h"
 
-#define BATCH_MAX 256          /* URLs per look-up, lease round trip or commit */
+#define BATCH_MAX 256          /* URLs per look-up, lease round trip or failure batch */
 #define CONSUME_BUDGET 512     /* messages taken per loop turn */
 #define MAX_RETRIES_LIST 16
 #define REVOKE_WAIT_MS 3000    /* how long a revoked partition's work may finish */
+/* release_leases() takes a committed batch */
+_Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit release_leases()");
 #define COMMIT_PENDING_MAX (2 * COMMIT_BATCH_MAX) /* stored images waiting for the committer */
 #define DRAIN_IDLE_MS 250      /* --drain: idle this long before asking the broker */
 
@@ -772,7 +774,6 @@ static void collect_commits(struct worker *w)
         w->n_committed++;
         job_finish(w, done[i]);
     }
-    b->n = 0;
 }
 
 /* Everything stored since the last batch goes to the committer as the next
