@@ -83,6 +83,16 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
         snprintf(err, errlen, "IMGCACHE_STORAGE_DIR: %s is not writable: %s", dir, strerror(errno));
         goto out;
     }
+    /* all 256 shard folders now, so a blob's publish is one rename: made
+     * on demand, each new folder cost an inode allocation on the publish
+     * path (a fifth of a worker's CPU while a store fills up) */
+    for (int shard = 0; shard < STORE_SHARDS; shard++) {
+        snprintf(tmp, sizeof tmp, "%s/%02x", dir, shard);
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+            goto out;
+        }
+    }
     remove_stale_tmp(tmp);
     s = calloc(1, sizeof *s);
     if (s == NULL || (s->dir = strdup(dir)) == NULL) {
@@ -221,7 +231,7 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
         snprintf(err, errlen, "sha256: cannot finish");
         return -1;
     }
-    snprintf(key, STORE_KEY_MAX, "%.2s/%.2s/%s.%s", sha256, sha256 + 2, sha256, ext);
+    snprintf(key, STORE_KEY_MAX, "%.2s/%s.%s", sha256, sha256, ext);
     snprintf(final, sizeof final, "%s/%s", s->dir, key);
     /* the head served the sniffers; a sealed blob may wait a while for
      * its batch, without holding memory */
@@ -274,9 +284,9 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
             continue;
         tmp_path(b, from, sizeof from);
         snprintf(final, sizeof final, "%s/%s", s->dir, keys[i]);
-        snprintf(dir, sizeof dir, "%s/%.5s", s->dir, keys[i]);
-        /* the shard folder usually exists: one rename, and the folders are
-         * created only when it says they are missing */
+        snprintf(dir, sizeof dir, "%s/%.2s", s->dir, keys[i]);
+        /* store_open made the shard folder; made again only when something
+         * removed it since */
         if (rename(from, final) != 0 &&
             (errno != ENOENT || mkdir_p(dir, why, sizeof why) != 0 || rename(from, final) != 0)) {
             if (why[0] == '\0') /* mkdir_p explains its own failures */

@@ -1,7 +1,8 @@
 #ifndef IMGCACHE_STORE_H
 #define IMGCACHE_STORE_H
 /* Content-addressed blob store on a local filesystem:
- *   <dir>/<aa>/<bb>/<sha256>.<ext>      (aa, bb: the hash's first 2+2 chars)
+ *   <dir>/<aa>/<sha256>.<ext>      (aa: the hash's first 2 hex digits; the 256
+ *                                   shard folders are made by store_open())
  * A blob is streamed into <dir>/.tmp/<unique>.part while it downloads and
  * hashed on the way. Sealing it names it by its hash; publishing a batch of
  * sealed blobs makes their bytes durable (one syncfs for the batch), renames
@@ -20,6 +21,7 @@
 
 #define STORE_HEAD_MAX 16384  /* bytes kept in memory for sniffing; the rest is mapped when needed */
 #define STORE_KEY_MAX 128
+#define STORE_SHARDS 256     /* <aa> folders, one per first byte of the hash */
 
 struct store;
 

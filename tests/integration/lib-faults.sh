@@ -199,7 +199,7 @@ storage_problems() {
         fi
         got=$(sha256sum "$dir/$key" | cut -d' ' -f1)
         [ "$got" = "$sha" ] || echo "$key hashes to $got, row says $sha"
-        case $key in "$sha".*|*/"$sha".*) ;; *) echo "$key is not named after its sha256 $sha" ;; esac
+        case $key in "${sha:0:2}/$sha".*) ;; *) echo "$key is not <first 2 hex digits>/<sha256>.<ext> for $sha" ;; esac
     done < <(q "SELECT b.sha256, b.storage_key FROM image_blobs b")
     q "SELECT c.source_url FROM cached_images c LEFT JOIN image_blobs b USING (sha256) WHERE b.sha256 IS NULL" |
         sed 's/^/cached row without an image_blobs row: /'
