@@ -45,6 +45,7 @@ struct config {
     /* worker */
     long concurrency;
     long long max_bytes;
+    long long body_memory;
     long long max_pixels;
     long long lease_ttl_ms;
     long long connect_timeout_ms;

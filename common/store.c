@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdatomic.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,7 +18,7 @@
 
 struct store {
     char *dir;
-    unsigned long long counter;
+    atomic_ullong counter;    /* temporary names, from the loop and the committer */
     unsigned long long nonce; /* tells apart workers that share the folder */
 };
 
@@ -133,14 +135,13 @@ static void tmp_path(const struct store_blob *b, char *out, size_t outlen)
     snprintf(out, outlen, "%s/.tmp/%s", b->store->dir, b->tmp_name);
 }
 
-int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen)
+/* A new temporary file for b (its name in b->tmp_name, its fd in b->fd). */
+static int open_tmp(struct store *s, struct store_blob *b, char *err, size_t errlen)
 {
     char path[4200];
 
-    memset(b, 0, sizeof *b);
-    b->fd = -1;
-    b->store = s;
-    snprintf(b->tmp_name, sizeof b->tmp_name, "%016llx-%llu.part", s->nonce, ++s->counter);
+    snprintf(b->tmp_name, sizeof b->tmp_name, "%016llx-%llu.part", s->nonce,
+             (unsigned long long)atomic_fetch_add(&s->counter, 1) + 1);
     tmp_path(b, path, sizeof path);
     b->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (b->fd < 0) {
@@ -148,6 +149,67 @@ int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t er
         b->tmp_name[0] = '\0';
         return -1;
     }
+    return 0;
+}
+
+void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[STORE_KEY_MAX])
+{
+    snprintf(key, STORE_KEY_MAX, "%.2s/%s.%s", sha256, sha256, ext);
+}
+
+int store_blob_put(struct store *s, struct store_blob *b, const char *key, const struct iovec *iov,
+                   int iovcnt, int *existed, char *err, size_t errlen)
+{
+    char final[4400];
+    struct stat st;
+    long long size = 0;
+    int rc = -1;
+
+    memset(b, 0, sizeof *b);
+    b->fd = -1;
+    b->store = s;
+    *existed = 0;
+    for (int i = 0; i < iovcnt; i++)
+        size += (long long)iov[i].iov_len;
+    b->size = size;
+    snprintf(final, sizeof final, "%s/%s", s->dir, key);
+    if (stat(final, &st) == 0 && st.st_size == size) {
+        *existed = 1;
+        return 0;
+    }
+    if (open_tmp(s, b, err, errlen) != 0)
+        return -1;
+    for (int i = 0; i < iovcnt; i++) {
+        const char *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            ssize_t w = write(b->fd, p, left);
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                snprintf(err, errlen, "storage: write failed: %s", strerror(errno));
+                goto out;
+            }
+            p += w;
+            left -= (size_t)w;
+        }
+    }
+    rc = 0;
+out:
+    close(b->fd);
+    b->fd = -1;
+    if (rc != 0)
+        store_blob_discard(b);
+    return rc;
+}
+
+int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen)
+{
+    memset(b, 0, sizeof *b);
+    b->fd = -1;
+    b->store = s;
+    if (open_tmp(s, b, err, errlen) != 0)
+        return -1;
     if (hash_init(&b->hash) != 0) {
         snprintf(err, errlen, "sha256: cannot initialise");
         store_blob_discard(b);
@@ -231,7 +293,7 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
         snprintf(err, errlen, "sha256: cannot finish");
         return -1;
     }
-    snprintf(key, STORE_KEY_MAX, "%.2s/%s.%s", sha256, sha256, ext);
+    store_key(sha256, ext, key);
     snprintf(final, sizeof final, "%s/%s", s->dir, key);
     /* the head served the sniffers; a sealed blob may wait a while for
      * its batch, without holding memory */

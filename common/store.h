@@ -16,6 +16,7 @@
  * its fd and hash, store_blob_commit() or store_blob_discard() closes them
  * (always call one of the two). */
 #include <stddef.h>
+#include <sys/uio.h>
 
 #include "hash.h"
 
@@ -55,6 +56,16 @@ void store_unmap(const unsigned char *p, size_t len);
 int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
                     char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
                     char *err, size_t errlen);
+/* The storage key of content sha256 with extension ext. */
+void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[STORE_KEY_MAX]);
+/* A whole body already in memory and already hashed (key from store_key):
+ * when key exists with that size, *existed = 1 and nothing is written;
+ * else the bytes go to a new temporary file of b, closed, to be made
+ * durable by store_publish() like a sealed blob. b is (re)initialised
+ * here; on error it is discarded. May run on another thread than
+ * store_blob_begin(): the two share only the store's name counter. */
+int store_blob_put(struct store *s, struct store_blob *b, const char *key, const struct iovec *iov,
+                   int iovcnt, int *existed, char *err, size_t errlen);
 /* Makes n sealed blobs durable under their keys (keys[i] from seal).
  * failed[i] = 1 (with the message of the first failure in err) for a blob
  * that could not be renamed; returns -1 when nothing could be made durable.

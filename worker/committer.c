@@ -26,12 +26,38 @@ static void mark(struct commit_item *it, enum commit_outcome o, const char *why)
     snprintf(it->err, sizeof it->err, "%s", why);
 }
 
+/* Writes an item held in memory into a temporary file of its blob, or
+ * finds its content already stored; an item it cannot write is marked. */
+static int put_body(struct committer *c, struct commit_item *it)
+{
+    const struct body *body = it->body;
+    struct iovec *iov = calloc(body->n_blocks ? body->n_blocks : 1, sizeof *iov);
+    int existed = 0, rc = -1;
+
+    if (iov == NULL) {
+        mark(it, COMMIT_STORAGE_FAILED, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < body->n_blocks; i++)
+        iov[i] = (struct iovec){ .iov_base = body->blocks[i], .iov_len = body_block_len(body, i) };
+    if (store_blob_put(c->store, it->blob, it->img.storage_key, iov, (int)body->n_blocks, &existed,
+                       it->err, sizeof it->err) != 0) {
+        it->outcome = COMMIT_STORAGE_FAILED;
+        goto out;
+    }
+    it->wrote = !existed;
+    rc = 0;
+out:
+    free(iov);
+    return rc;
+}
+
 /* Every item of b gets its outcome. */
 static void commit_batch(struct committer *c, struct commit_batch *b)
 {
     struct store_blob *blobs[COMMIT_BATCH_MAX];
     const char *keys[COMMIT_BATCH_MAX];
-    unsigned char failed[COMMIT_BATCH_MAX];
+    unsigned char failed[COMMIT_BATCH_MAX], unwritten[COMMIT_BATCH_MAX];
     struct db_image imgs[COMMIT_BATCH_MAX];
     size_t idx[COMMIT_BATCH_MAX], m = 0, k = 0;
     char err[300] = "";
@@ -40,11 +66,14 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
         blobs[i] = b->items[i].blob;
         keys[i] = b->items[i].img.storage_key;
         mark(&b->items[i], COMMIT_OK, "");
+        unwritten[i] = b->items[i].body && put_body(c, &b->items[i]) != 0;
     }
     /* blobs durable under their names before the rows that point at them */
     if (store_publish(c->store, blobs, keys, b->n, failed, err, sizeof err) != 0)
         memset(failed, 1, b->n);
     for (size_t i = 0; i < b->n; i++) {
+        if (unwritten[i])
+            continue; /* put_body() said why */
         if (failed[i]) {
             mark(&b->items[i], COMMIT_STORAGE_FAILED, err);
             continue;

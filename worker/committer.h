@@ -6,6 +6,9 @@
  * on the committer's own PostgreSQL connection. The flushes wait for the
  * disk and the commit for the server; neither stops a download now.
  *
+ * A download held in memory (body set) is written into the store here
+ * first (store_blob_put), so the loop never waits for the disk for it.
+ *
  * One batch at a time: the loop submits a batch, goes on, and takes it back
  * when a byte arrives on notify_fd (the loop's wake pipe). The next batch
  * is whatever completed meanwhile, so batches grow when the disk or the
@@ -18,6 +21,7 @@
  * committer reads and writes them and the caller must not touch them. */
 #include <stddef.h>
 
+#include "body.h"
 #include "db.h"
 #include "store.h"
 
@@ -31,7 +35,9 @@ enum commit_outcome {
 };
 
 struct commit_item {
-    struct store_blob *blob;    /* sealed; img.storage_key is its key */
+    struct store_blob *blob;    /* sealed, or filled here from body; img.storage_key is its key */
+    const struct body *body;    /* NULL: the blob is sealed; else its bytes, hashed */
+    int wrote;                  /* out: body written as a new file (not already stored) */
     struct db_image img;
     void *owner;                /* the caller's, untouched */
     enum commit_outcome outcome;

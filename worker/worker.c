@@ -35,6 +35,7 @@
 #include <utlist.h>
 #include <uthash.h>
 
+#include "body.h"
 #include "breaker.h"
 #include "committer.h"
 #include "db.h"
@@ -106,6 +107,8 @@ struct job {
     int resolved;
     struct store_blob blob;
     int blob_open;
+    struct body body;           /* the download so far, while in_memory */
+    int in_memory;              /* held in w->bodies, no file yet (see body.h) */
     struct sniff_result sniff;
     int sniff_done;
     /* set when the job aborts its own download */
@@ -140,6 +143,7 @@ struct worker {
     struct fetcher *fetch;
     struct committer *committer;
     struct commit_batch *batch;  /* the one batch the committer may hold */
+    struct body_pool bodies;     /* downloads held in memory for the committer */
     struct netguard *guard;
     struct breaker *breaker;
     struct kafka_producer *dlq;  /* retry and dead-letter publishes */
@@ -176,7 +180,7 @@ struct worker {
 
     /* counters for progress lines and the summary */
     long long n_consumed, n_bad_events, n_already_cached, n_downloaded, n_new_blobs,
-        n_committed, n_failed, n_waited, n_retries, n_dead_letters;
+        n_committed, n_failed, n_waited, n_retries, n_dead_letters, n_spilled;
     long long next_progress_ms;
 };
 
@@ -230,6 +234,16 @@ static void unhold(struct wevent *e)
     }
 }
 
+/* Whatever the job holds of its download: a temporary file, a body. */
+static void drop_download(struct job *j)
+{
+    if (j->blob_open)
+        store_blob_discard(&j->blob);
+    j->blob_open = 0;
+    body_release(&j->w->bodies, &j->body);
+    j->in_memory = 0;
+}
+
 static void job_free(struct job *j)
 {
     struct wevent *e, *tmp;
@@ -238,8 +252,7 @@ static void job_free(struct job *j)
         offsets_release(e->pt);
         free(e);
     }
-    if (j->blob_open)
-        store_blob_discard(&j->blob);
+    drop_download(j);
     resolved_clear(&j->res);
     free(j->public_url);
     free(j->url);
@@ -307,10 +320,7 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
     snprintf(j->error_class, sizeof j->error_class, "%s", error_class);
     j->permanent = permanent;
     j->http_status = http_status;
-    if (j->blob_open) {
-        store_blob_discard(&j->blob);
-        j->blob_open = 0;
-    }
+    drop_download(j);
     if (j->first_failed_ms == 0)
         j->first_failed_ms = event_now_ms();
     if (j->res.display == NULL && j->url) {
@@ -343,12 +353,62 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
 
 /* ----------------------------------------------------------- downloads -- */
 
+static long long job_size(const struct job *j)
+{
+    return j->in_memory ? (long long)j->body.len : j->blob.size;
+}
+
+/* The first bytes of the download, for the sniffers. */
+static const unsigned char *job_head(const struct job *j, size_t *len)
+{
+    if (j->in_memory) {
+        *len = body_block_len(&j->body, 0);
+        return *len ? j->body.blocks[0] : NULL;
+    }
+    *len = j->blob.head_len;
+    return j->blob.head;
+}
+
+/* The memory budget is spent: the body so far goes to a temporary file,
+ * and the rest of the download streams there (on the loop). */
+static int spill(struct worker *w, struct job *j, char *err, size_t errlen)
+{
+    int rc = -1;
+
+    j->in_memory = 0;
+    if (store_blob_begin(w->store, &j->blob, err, errlen) != 0)
+        goto out;
+    j->blob_open = 1;
+    for (size_t i = 0; i < j->body.n_blocks; i++)
+        if (store_blob_write(&j->blob, j->body.blocks[i], body_block_len(&j->body, i), err, errlen) != 0)
+            goto out;
+    w->n_spilled++;
+    rc = 0;
+out:
+    body_release(&w->bodies, &j->body);
+    return rc;
+}
+
+static int keep_bytes(struct worker *w, struct job *j, const void *data, size_t len, char *err,
+                      size_t errlen)
+{
+    if (j->in_memory) {
+        if (body_append(&w->bodies, &j->body, data, len) == 0)
+            return 0;
+        if (spill(w, j, err, errlen) != 0)
+            return -1;
+    }
+    return store_blob_write(&j->blob, data, len, err, errlen);
+}
+
 static int on_data(void *arg, const void *data, size_t len)
 {
     struct job *j = arg;
+    const unsigned char *head;
+    size_t head_len;
     char err[256];
 
-    if (store_blob_write(&j->blob, data, len, err, sizeof err) != 0) {
+    if (keep_bytes(j->w, j, data, len, err, sizeof err) != 0) {
         j->abort_class = "storage";
         j->abort_permanent = 0;
         snprintf(j->abort_msg, sizeof j->abort_msg, "%s", err);
@@ -356,8 +416,9 @@ static int on_data(void *arg, const void *data, size_t len)
     }
     /* decide as early as the bytes allow: no need to download a whole HTML
      * page or a 60000x60000 PNG to refuse it */
-    if (!j->sniff_done && j->blob.head_len >= 32) {
-        enum sniff_status st = sniff_image(j->blob.head, j->blob.head_len, 0, &j->sniff, err, sizeof err);
+    head = job_head(j, &head_len);
+    if (!j->sniff_done && head_len >= 32) {
+        enum sniff_status st = sniff_image(head, head_len, 0, &j->sniff, err, sizeof err);
         if (st == SNIFF_REJECT) {
             j->abort_class = "not_image";
             j->abort_permanent = 1;
@@ -378,25 +439,70 @@ static int on_data(void *arg, const void *data, size_t len)
     return 0;
 }
 
-/* After the whole body is in the blob: final sniff, pixel cap, store. */
+/* Sniffs the whole download, for a format whose size comes after the
+ * first bytes. */
+static enum sniff_status sniff_whole(struct job *j, char *err, size_t errlen)
+{
+    enum sniff_status st;
+    size_t len = 0;
+
+    if (j->in_memory) {
+        unsigned char *flat = malloc(j->body.len ? j->body.len : 1);
+        if (flat == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return SNIFF_REJECT;
+        }
+        for (size_t i = 0; i < j->body.n_blocks; i++) {
+            memcpy(flat + len, j->body.blocks[i], body_block_len(&j->body, i));
+            len += body_block_len(&j->body, i);
+        }
+        st = sniff_image(flat, len, 1, &j->sniff, err, errlen);
+        free(flat);
+        return st;
+    }
+    const unsigned char *all = store_blob_map(&j->blob, &len);
+    if (all == NULL) {
+        snprintf(err, errlen, "cannot read back the download");
+        return SNIFF_REJECT;
+    }
+    st = sniff_image(all, len, 1, &j->sniff, err, errlen);
+    store_unmap(all, len);
+    return st;
+}
+
+/* The name of a body held in memory: its SHA-256 in one pass. */
+static int hash_body(struct job *j, char *err, size_t errlen)
+{
+    struct hash h;
+
+    if (hash_init(&h) != 0) {
+        snprintf(err, errlen, "sha256: cannot initialise");
+        return -1;
+    }
+    for (size_t i = 0; i < j->body.n_blocks; i++)
+        hash_update(&h, j->body.blocks[i], body_block_len(&j->body, i));
+    if (hash_final_hex(&h, j->sha256) != 0) {
+        snprintf(err, errlen, "sha256: cannot finish");
+        return -1;
+    }
+    store_key(j->sha256, j->sniff.extension, j->key);
+    return 0;
+}
+
+/* After the whole body is in: final sniff, pixel cap, name. A body in
+ * memory is written by the committer; a file is sealed here. */
 static void job_store(struct worker *w, struct job *j)
 {
     char err[300];
     int existed = 0;
 
     if (!j->sniff_done) {
-        int complete = (long long)j->blob.head_len == j->blob.size;
-        enum sniff_status st = sniff_image(j->blob.head, j->blob.head_len, complete, &j->sniff, err, sizeof err);
-        if (st == SNIFF_NEED_MORE) {
-            size_t len = 0;
-            const unsigned char *all = store_blob_map(&j->blob, &len);
-            if (all == NULL) {
-                job_fail(w, j, "storage", 0, 0, "cannot read back the download");
-                return;
-            }
-            st = sniff_image(all, len, 1, &j->sniff, err, sizeof err);
-            store_unmap(all, len);
-        }
+        size_t head_len;
+        const unsigned char *head = job_head(j, &head_len);
+        int complete = (long long)head_len == job_size(j);
+        enum sniff_status st = sniff_image(head, head_len, complete, &j->sniff, err, sizeof err);
+        if (st == SNIFF_NEED_MORE)
+            st = sniff_whole(j, err, sizeof err);
         if (st != SNIFF_OK) {
             job_fail(w, j, "not_image", 1, 0, "%s", st == SNIFF_NEED_MORE ? "truncated image" : err);
             return;
@@ -408,14 +514,21 @@ static void job_store(struct worker *w, struct job *j)
                  j->sniff.width, j->sniff.height, w->cfg->max_pixels);
         return;
     }
-    /* named now, made durable with the rest of its commit batch */
-    if (store_blob_seal(w->store, &j->blob, j->sniff.extension, j->sha256, j->key, &existed,
-                        err, sizeof err) != 0) {
-        job_fail(w, j, "storage", 0, 0, "%s", err);
-        return;
+    if (j->in_memory) {
+        if (hash_body(j, err, sizeof err) != 0) {
+            job_fail(w, j, "internal", 0, 0, "%s", err);
+            return;
+        }
+    } else {
+        /* named now, made durable with the rest of its commit batch */
+        if (store_blob_seal(w->store, &j->blob, j->sniff.extension, j->sha256, j->key, &existed,
+                            err, sizeof err) != 0) {
+            job_fail(w, j, "storage", 0, 0, "%s", err);
+            return;
+        }
+        if (!existed)
+            w->n_new_blobs++;
     }
-    if (!existed)
-        w->n_new_blobs++;
     if (asprintf(&j->public_url, "%s/%s", w->public_base, j->key) < 0) {
         j->public_url = NULL;
         job_fail(w, j, "storage", 0, 0, "out of memory");
@@ -498,7 +611,7 @@ static void read_local(struct worker *w, struct job *j)
         return;
     }
     while ((n = read(fd, buf, sizeof buf)) > 0) {
-        if (j->blob.size + n > w->cfg->max_bytes) {
+        if (job_size(j) + n > w->cfg->max_bytes) {
             close(fd);
             job_fail(w, j, "too_large", 1, 0, "file is over the %lld-byte cap", w->cfg->max_bytes);
             return;
@@ -544,11 +657,16 @@ static void start_ready(struct worker *w)
         j->attempts++;
         j->sniff_done = 0;
         j->abort_class = NULL;
-        if (store_blob_begin(w->store, &j->blob, err, sizeof err) != 0) {
-            job_fail(w, j, "storage", 0, 0, "%s", err);
-            continue;
+        /* held in memory while the budget lasts (no pool: a file at once) */
+        if (w->bodies.max_blocks > 0) {
+            j->in_memory = 1;
+        } else {
+            if (store_blob_begin(w->store, &j->blob, err, sizeof err) != 0) {
+                job_fail(w, j, "storage", 0, 0, "%s", err);
+                continue;
+            }
+            j->blob_open = 1;
         }
-        j->blob_open = 1;
         if (j->res.kind == RESOLVE_FILE) {
             read_local(w, j);
             continue;
@@ -748,6 +866,16 @@ static void collect_commits(struct worker *w)
     for (size_t i = 0; i < b->n; i++) {
         struct commit_item *it = &b->items[i];
         struct job *j = it->owner;
+        if (it->body) {
+            /* written (or found stored): from now on a blob like any other,
+             * to discard if it goes no further, and to commit again without
+             * writing if PostgreSQL was down */
+            j->blob_open = 1;
+            body_release(&w->bodies, &j->body);
+            j->in_memory = 0;
+            if (it->wrote)
+                w->n_new_blobs++;
+        }
         switch (it->outcome) {
         case COMMIT_OK:
             done[n++] = j;
@@ -791,11 +919,12 @@ static void submit_commits(struct worker *w)
             break;
         b->items[b->n++] = (struct commit_item){
             .blob = &j->blob,
+            .body = j->in_memory ? &j->body : NULL,
             .owner = j,
             .img = {
                 .source_url = j->url, .sha256 = j->sha256, .storage_key = j->key,
                 .public_url = j->public_url, .content_type = j->sniff.content_type,
-                .byte_size = j->blob.size, .width = j->sniff.width, .height = j->sniff.height,
+                .byte_size = job_size(j), .width = j->sniff.width, .height = j->sniff.height,
                 .etag = j->etag[0] ? j->etag : NULL,
                 .last_modified = j->last_modified[0] ? j->last_modified : NULL,
             },
@@ -1579,7 +1708,7 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     if (kafka_consumer_new(w, err, errlen) != 0)
         goto out;
     w->batch = calloc(1, sizeof *w->batch);
-    if (w->batch == NULL) {
+    if (w->batch == NULL || body_pool_init(&w->bodies, (size_t)cfg->body_memory) != 0) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -1598,10 +1727,10 @@ static void progress(struct worker *w, const char *event)
 {
     log_info("event=%s consumed=%lld already_cached=%lld downloaded=%lld new_blobs=%lld committed=%lld "
              "failed=%lld retries=%lld dead_letters=%lld bad_events=%lld waited_for_other_worker=%lld "
-             "in_flight=%zu outstanding=%zu",
+             "in_flight=%zu outstanding=%zu spilled_to_disk=%lld",
              event, w->n_consumed, w->n_already_cached, w->n_downloaded, w->n_new_blobs, w->n_committed,
              w->n_failed, w->n_retries, w->n_dead_letters, w->n_bad_events, w->n_waited, w->n_fetching,
-             w->outstanding);
+             w->outstanding, w->n_spilled);
 }
 
 static void drain_wake_pipe(struct worker *w)
@@ -1777,5 +1906,6 @@ void worker_free(struct worker *w)
         free(w->seen[i]);
     free(w->seen);
     free(w->batch);
+    body_pool_release(&w->bodies); /* after the jobs: they give their blocks back */
     free(w);
 }

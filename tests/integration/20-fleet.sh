@@ -24,6 +24,11 @@ for i in $(seq 1 $N); do
     e=${exts[$((i % 4))]}
     { cat "$IMG/avatar.$e"; printf 'imgcache-test-%d' "$i"; } > "$MEDIA/a/p$i.$e"
 done
+# Two bodies over several 64 KiB blocks of the worker's memory budget.
+for i in 5 6; do
+    e=${exts[$((i % 4))]}
+    { cat "$IMG/avatar.$e"; head -c $((100000 * i)) /dev/zero | tr '\0' 'z'; printf 'imgcache-test-%d' "$i"; } > "$MEDIA/a/p$i.$e"
+done
 # Byte-identical content under two URLs.
 cp "$MEDIA/a/p1.png" "$MEDIA/a/same-as-p1.png"
 # Avatars in Beeper's media folder, named with a space and non-ASCII letters.
@@ -88,14 +93,23 @@ check_eq "byte-identical images share one blob" "1" \
 check_eq "one image_blobs row per distinct content" "$((EXPECTED_URLS - 2))" "$(q "SELECT count(*) FROM image_blobs")"
 check_eq "one stored file per blob" "$((EXPECTED_URLS - 2))" \
     "$(find "$IMGCACHE_STORAGE_DIR" -path "$IMGCACHE_STORAGE_DIR/.tmp" -prune -o -type f -print | wc -l)"
-bad=0
-while IFS='|' read -r sha key; do
-    got=$(sha256sum "$IMGCACHE_STORAGE_DIR/$key" | cut -d' ' -f1)
-    [ "$got" = "$sha" ] || { echo "  $key hashes to $got, row says $sha"; bad=$((bad + 1)); }
-done < <(q "SELECT sha256, storage_key FROM image_blobs")
-check_eq "every stored file hashes to its sha256" 0 "$bad"
-check_eq "stored bytes equal the source bytes" "$(sha256sum < "$MEDIA/a/p7.${exts[3]}" | cut -d' ' -f1)" \
-    "$(q "SELECT sha256 FROM cached_images WHERE source_url = '$MEDIA_URL/a/p7.${exts[3]}'")"
+# Stored files whose bytes do not hash to their row's sha256, one per line.
+hash_mismatches() {
+    local sha key got
+    while IFS='|' read -r sha key; do
+        got=$(sha256sum "$IMGCACHE_STORAGE_DIR/$key" | cut -d' ' -f1)
+        [ "$got" = "$sha" ] || echo "$key hashes to $got, row says $sha"
+    done < <(q "SELECT sha256, storage_key FROM image_blobs")
+}
+# The sha256 of source file $1 (under $MEDIA/a) and of its cached row.
+source_and_row_sha() {
+    echo "$(sha256sum < "$MEDIA/a/$1" | cut -d' ' -f1) $(q "SELECT sha256 FROM cached_images WHERE source_url = '$MEDIA_URL/a/$1'")"
+}
+check_eq "every stored file hashes to its sha256" "" "$(hash_mismatches)"
+sha=$(sha256sum < "$MEDIA/a/p7.${exts[3]}" | cut -d' ' -f1)
+check_eq "stored bytes equal the source bytes" "$sha $sha" "$(source_and_row_sha "p7.${exts[3]}")"
+sha=$(sha256sum < "$MEDIA/a/p6.${exts[2]}" | cut -d' ' -f1)
+check_eq "a 600 KB body held in memory is stored byte for byte" "$sha $sha" "$(source_and_row_sha "p6.${exts[2]}")"
 check_eq "public_url is IMGCACHE_PUBLIC_URL/storage_key" "0" \
     "$(q "SELECT count(*) FROM cached_images c JOIN image_blobs b USING (sha256) WHERE c.public_url <> '$IMGCACHE_PUBLIC_URL/' || b.storage_key")"
 check_eq "a percent-encoded file:// avatar was read from BEEPER_MEDIA_DIR" \
@@ -132,6 +146,25 @@ check "duplicate round: worker 3 exits 0" wait_worker d3 180
 check_eq "6 copies of each event: every URL cached" "$((EXPECTED_URLS - 1))" "$(q "SELECT count(*) FROM cached_images")"
 check_eq "6 copies of each event: each URL downloaded once" "" "$(media_stats_over 1)"
 check_eq "6 copies of each event: every http URL downloaded" "$((EXPECTED_URLS - 2))" "$(media_total)"
+
+# --- past IMGCACHE_BODY_MEMORY, downloads stream to disk ---------------------
+# One 64 KiB block for the whole worker: the 500 and 600 KB bodies go over
+# it on their own, and downloads in flight together take turns.
+q "TRUNCATE cached_images, image_blobs, image_failures"
+rm -rf "$IMGCACHE_STORAGE_DIR"
+media_reset
+start_worker s1 --drain --group spill-group --from-beginning --body-memory 64KiB
+check "one-block budget: worker exits 0" wait_worker s1 180
+check_eq "one-block budget: every URL cached" "$((EXPECTED_URLS - 1))" "$(q "SELECT count(*) FROM cached_images")"
+check_eq "one-block budget: every stored file hashes to its sha256" "" "$(hash_mismatches)"
+for f in "p5.${exts[1]}" "p6.${exts[2]}" "p7.${exts[3]}"; do
+    sha=$(sha256sum < "$MEDIA/a/$f" | cut -d' ' -f1)
+    check_eq "one-block budget: $f stored byte for byte" "$sha $sha" "$(source_and_row_sha "$f")"
+done
+spilled=$(grep -o 'event=summary .*spilled_to_disk=[0-9]*' "$TESTS_TMP/s1.log" | grep -o '[0-9]*$')
+check "one-block budget: the large bodies spilled to disk (spilled_to_disk=${spilled:-none})" \
+    test "${spilled:-0}" -ge 2
+check_eq "one-block budget: no temporary file left" "" "$(ls -A "$IMGCACHE_STORAGE_DIR/.tmp")"
 
 # --- a replay under a new group downloads nothing --------------------------
 media_reset

@@ -86,7 +86,9 @@ drain_after() {
 # ---- (a) kill -9 with downloads in flight --------------------------------------
 publish_phase a
 check_eq "(a) $N_A events published" "$N_A" "$(published_count a)"
-start_worker k1
+# streaming to temporary files (no memory budget), the path that can leave
+# half-written files behind; held in memory, a download leaves nothing
+start_worker k1 --body-memory 0
 # the progress line comes 10 s after the start: at ~27 images/s, 400 take longer
 check "(a) the worker's log shows downloads in flight" \
     wait_for 60 grep -qE 'event=progress .* in_flight=[1-9]' "$TESTS_TMP/k1.log"
