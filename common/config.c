@@ -62,7 +62,7 @@ static const struct opt_def opts[] = {
       "downloads in flight per worker" },
     { "IMGCACHE_MAX_BYTES", "max-bytes", OPT_SIZE, OFF(max_bytes), "10MiB", 1024, BIG, W,
       "largest image accepted, stopped while streaming" },
-    { "IMGCACHE_BODY_MEMORY", "body-memory", OPT_SIZE, OFF(body_memory), "24MiB", 0, BIG, W,
+    { "IMGCACHE_BODY_MEMORY", "body-memory", OPT_SIZE, OFF(body_memory), "16MiB", 0, BIG, W,
       "downloads held in memory and written by the committer thread; past it, streamed to disk (0: always)" },
     { "IMGCACHE_MAX_PIXELS", "max-pixels", OPT_LONG, OFF(max_pixels), "40000000", 1, BIG, W,
       "largest width*height accepted, read from the image header" },

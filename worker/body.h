@@ -18,7 +18,7 @@
  * blocks while the owner leaves it alone. */
 #include <stddef.h>
 
-#define BODY_BLOCK (64 * 1024)
+#define BODY_BLOCK (16 * 1024) /* libcurl hands over 16 KiB at a time */
 
 struct body {
     unsigned char **blocks;

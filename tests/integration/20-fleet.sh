@@ -24,7 +24,7 @@ for i in $(seq 1 $N); do
     e=${exts[$((i % 4))]}
     { cat "$IMG/avatar.$e"; printf 'imgcache-test-%d' "$i"; } > "$MEDIA/a/p$i.$e"
 done
-# Two bodies over several 64 KiB blocks of the worker's memory budget.
+# Two bodies over many 16 KiB blocks of the worker's memory budget.
 for i in 5 6; do
     e=${exts[$((i % 4))]}
     { cat "$IMG/avatar.$e"; head -c $((100000 * i)) /dev/zero | tr '\0' 'z'; printf 'imgcache-test-%d' "$i"; } > "$MEDIA/a/p$i.$e"
@@ -148,7 +148,7 @@ check_eq "6 copies of each event: each URL downloaded once" "" "$(media_stats_ov
 check_eq "6 copies of each event: every http URL downloaded" "$((EXPECTED_URLS - 2))" "$(media_total)"
 
 # --- past IMGCACHE_BODY_MEMORY, downloads stream to disk ---------------------
-# One 64 KiB block for the whole worker: the 500 and 600 KB bodies go over
+# 64 KiB (4 blocks) for the whole worker: the 500 and 600 KB bodies go over
 # it on their own, and downloads in flight together take turns.
 q "TRUNCATE cached_images, image_blobs, image_failures"
 rm -rf "$IMGCACHE_STORAGE_DIR"
