@@ -14,7 +14,8 @@
 #      chat files, each referencing every image once (so each URL is in K
 #      chats);
 #   2. serves them from bin/imgcache-mediaserver on 127.0.0.1 (--latency-ms);
-#   3. baseline: curl --parallel --parallel-max C over the same URLs;
+#   3. baseline: curl --parallel --parallel-max C over the same URLs (a
+#      warm-up run, not counted, then 3 runs: the median counts);
 #   4. fleet, for each worker count, in "live" mode (as in production: the
 #      fleet is up when the sync happens): fresh database, Redis (FLUSHALL),
 #      dev broker (32 partitions per topic) and storage folder; W workers
@@ -501,8 +502,11 @@ baseline() {
     local rates=() runs=() got served bytes
     media_for "$lat"
     n=$(wc -l < "$manifest")
-    say "baseline $name: curl --parallel --parallel-max $c, $n URLs, latency ${lat} ms, $BASE_REPS runs"
-    for r in $(seq 1 "$BASE_REPS"); do
+    say "baseline $name: curl --parallel --parallel-max $c, $n URLs, latency ${lat} ms, a warm-up run and $BASE_REPS measured runs"
+    # warm-up, not counted: the first curl run after the images are
+    # generated ran at 35-50 % of the next ones (its own CPU time doubled) in
+    # every recent full run; counting it would lower the baseline
+    for r in w $(seq 1 "$BASE_REPS"); do
         mkdir -p "$WORK/curl-$name-$r"
         awk -F'\t' -v u="$MEDIA_URL" -v d="$WORK/curl-$name-$r" '{ printf "url = \"%s/%s\"\noutput = \"%s/%d\"\n", u, $1, d, NR }' \
             "$manifest" > "$WORK/$name-$r.curl.cfg"
@@ -522,6 +526,10 @@ baseline() {
         served=$(media_total)
         rate=$(calc "n / s" 0 -v n="$got" -v s="$secs")
         mbps=$(calc "b / s / 1048576" 0 -v b="$bytes" -v s="$secs")
+        if [ "$r" = w ]; then
+            say "  warm-up (not counted): $got files in ${secs}s = $rate images/s; curl CPU ${curlcpu}s"
+            continue
+        fi
         say "  run $r: $got files in ${secs}s = $rate images/s ($mbps MiB/s); curl CPU ${curlcpu}s ($(calc "c / s * 100" 0 -v c="$curlcpu" -v s="$secs")%), media server CPU $U_MEDIA_PCT%, host CPU $U_HOST_PCT% of $((NCPU * 100))% (kernel threads and irq $U_KERNEL_PCT%, other jobs $U_OTHER_PCT%)"
         [ "${U_OTHER_PCT:-0}" -le 15 ] || warn "baseline $name run $r: other processes used $U_OTHER_PCT% CPU during the run (noise)"
         rates+=("$rate")
