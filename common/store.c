@@ -136,6 +136,25 @@ static void tmp_path(const struct store_blob *b, char *out, size_t outlen)
 }
 
 /* A new temporary file for b (its name in b->tmp_name, its fd in b->fd). */
+/* write() until all of it is written (a regular file may take less at once) */
+static int write_all(int fd, const void *data, size_t len, char *err, size_t errlen)
+{
+    const unsigned char *p = data;
+
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(err, errlen, "storage: write failed: %s", strerror(errno));
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 static int open_tmp(struct store *s, struct store_blob *b, char *err, size_t errlen)
 {
     char path[4200];
@@ -179,21 +198,9 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
     }
     if (open_tmp(s, b, err, errlen) != 0)
         return -1;
-    for (int i = 0; i < iovcnt; i++) {
-        const char *p = iov[i].iov_base;
-        size_t left = iov[i].iov_len;
-        while (left > 0) {
-            ssize_t w = write(b->fd, p, left);
-            if (w < 0) {
-                if (errno == EINTR)
-                    continue;
-                snprintf(err, errlen, "storage: write failed: %s", strerror(errno));
-                goto out;
-            }
-            p += w;
-            left -= (size_t)w;
-        }
-    }
+    for (int i = 0; i < iovcnt; i++)
+        if (write_all(b->fd, iov[i].iov_base, iov[i].iov_len, err, errlen) != 0)
+            goto out;
     rc = 0;
 out:
     close(b->fd);
@@ -220,9 +227,6 @@ int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t er
 
 int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen)
 {
-    const unsigned char *p = data;
-    size_t left = len;
-
     if (b->head_len < STORE_HEAD_MAX) {
         size_t take = STORE_HEAD_MAX - b->head_len < len ? STORE_HEAD_MAX - b->head_len : len;
         if (b->head == NULL && (b->head = malloc(STORE_HEAD_MAX)) == NULL) {
@@ -233,17 +237,8 @@ int store_blob_write(struct store_blob *b, const void *data, size_t len, char *e
         b->head_len += take;
     }
     hash_update(&b->hash, data, len);
-    while (left > 0) {
-        ssize_t w = write(b->fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            snprintf(err, errlen, "storage: write failed: %s", strerror(errno));
-            return -1;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
+    if (write_all(b->fd, data, len, err, errlen) != 0)
+        return -1;
     b->size += (long long)len;
     return 0;
 }
