@@ -135,7 +135,6 @@ static void tmp_path(const struct store_blob *b, char *out, size_t outlen)
     snprintf(out, outlen, "%s/.tmp/%s", b->store->dir, b->tmp_name);
 }
 
-/* A new temporary file for b (its name in b->tmp_name, its fd in b->fd). */
 /* write() until all of it is written (a regular file may take less at once) */
 static int write_all(int fd, const void *data, size_t len, char *err, size_t errlen)
 {
@@ -155,6 +154,7 @@ static int write_all(int fd, const void *data, size_t len, char *err, size_t err
     return 0;
 }
 
+/* A new temporary file for b (its name in b->tmp_name, its fd in b->fd). */
 static int open_tmp(struct store *s, struct store_blob *b, char *err, size_t errlen)
 {
     char path[4200];
@@ -176,11 +176,20 @@ void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[ST
     snprintf(key, STORE_KEY_MAX, "%.2s/%s.%s", sha256, sha256, ext);
 }
 
-int store_blob_put(struct store *s, struct store_blob *b, const char *key, const struct iovec *iov,
-                   int iovcnt, int *existed, char *err, size_t errlen)
+/* The content under key is stored already: the file exists with that size
+ * (the name is its hash; the size guards against a torn copy). */
+static int already_stored(const struct store *s, const char *key, long long size)
 {
     char final[4400];
     struct stat st;
+
+    snprintf(final, sizeof final, "%s/%s", s->dir, key);
+    return stat(final, &st) == 0 && st.st_size == size;
+}
+
+int store_blob_put(struct store *s, struct store_blob *b, const char *key, const struct iovec *iov,
+                   int iovcnt, int *existed, char *err, size_t errlen)
+{
     long long size = 0;
     int rc = -1;
 
@@ -191,8 +200,7 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
     for (int i = 0; i < iovcnt; i++)
         size += (long long)iov[i].iov_len;
     b->size = size;
-    snprintf(final, sizeof final, "%s/%s", s->dir, key);
-    if (stat(final, &st) == 0 && st.st_size == size) {
+    if (already_stored(s, key, size)) {
         *existed = 1;
         return 0;
     }
@@ -280,16 +288,12 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
                     char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
                     char *err, size_t errlen)
 {
-    char final[4400];
-    struct stat st;
-
     *existed = 0;
     if (hash_final_hex(&b->hash, sha256) != 0) {
         snprintf(err, errlen, "sha256: cannot finish");
         return -1;
     }
     store_key(sha256, ext, key);
-    snprintf(final, sizeof final, "%s/%s", s->dir, key);
     /* the head served the sniffers; a sealed blob may wait a while for
      * its batch, without holding memory */
     drop_head(b);
@@ -299,7 +303,7 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
     if (b->fd >= 0)
         close(b->fd);
     b->fd = -1;
-    if (stat(final, &st) == 0 && st.st_size == b->size) {
+    if (already_stored(s, key, b->size)) {
         *existed = 1;
         char path[4200];
         tmp_path(b, path, sizeof path);
