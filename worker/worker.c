@@ -401,6 +401,23 @@ static int keep_bytes(struct worker *w, struct job *j, const void *data, size_t 
     return store_blob_write(&j->blob, data, len, err, errlen);
 }
 
+/* 1, with the reason in msg, when the area a decoder may allocate for
+ * what was sniffed so far (every GIF frame included) is over the cap. */
+static int over_pixel_cap(const struct job *j, char *msg, size_t msglen)
+{
+    const struct sniff_result *s = &j->sniff;
+    long long cap = j->w->cfg->max_pixels;
+
+    if ((long long)s->canvas_width * s->canvas_height <= cap)
+        return 0;
+    if (s->canvas_width == s->width && s->canvas_height == s->height)
+        snprintf(msg, msglen, "%ux%u pixels is over the %lld-pixel cap", s->width, s->height, cap);
+    else
+        snprintf(msg, msglen, "a frame reaches %ux%u pixels past the %ux%u screen, over the %lld-pixel cap",
+                 s->canvas_width, s->canvas_height, s->width, s->height, cap);
+    return 1;
+}
+
 static int on_data(void *arg, const void *data, size_t len)
 {
     struct job *j = arg;
@@ -425,15 +442,14 @@ static int on_data(void *arg, const void *data, size_t len)
             snprintf(j->abort_msg, sizeof j->abort_msg, "%s", err);
             return -1;
         }
-        if (st == SNIFF_OK) {
+        if (st == SNIFF_OK)
             j->sniff_done = 1;
-            if ((long long)j->sniff.width * j->sniff.height > j->w->cfg->max_pixels) {
-                j->abort_class = "too_many_pixels";
-                j->abort_permanent = 1;
-                snprintf(j->abort_msg, sizeof j->abort_msg, "%ux%u pixels is over the %lld-pixel cap",
-                         j->sniff.width, j->sniff.height, j->w->cfg->max_pixels);
-                return -1;
-            }
+        /* also while more is needed: a GIF frame seen so far may already
+         * be over the cap */
+        if (over_pixel_cap(j, j->abort_msg, sizeof j->abort_msg)) {
+            j->abort_class = "too_many_pixels";
+            j->abort_permanent = 1;
+            return -1;
         }
     }
     return 0;
@@ -509,9 +525,8 @@ static void job_store(struct worker *w, struct job *j)
         }
         j->sniff_done = 1;
     }
-    if ((long long)j->sniff.width * j->sniff.height > w->cfg->max_pixels) {
-        job_fail(w, j, "too_many_pixels", 1, 0, "%ux%u pixels is over the %lld-pixel cap",
-                 j->sniff.width, j->sniff.height, w->cfg->max_pixels);
+    if (over_pixel_cap(j, err, sizeof err)) {
+        job_fail(w, j, "too_many_pixels", 1, 0, "%s", err);
         return;
     }
     if (j->in_memory) {
