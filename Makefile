@@ -67,8 +67,11 @@ build/tests/test_%: build/tests/unit/test_%.o build/libcommon.a
 
 unit: $(UNIT_BIN)
 
+# Debian packages, then the Apache Kafka broker's jars (once; not with
+# IMGCACHE_BROKER=dev, which needs no Java).
 deps:
 	@sh compose/deps.sh
+	@if [ "$${IMGCACHE_BROKER:-kafka}" != dev ]; then sh compose/kafka.sh fetch; fi
 
 test: deps
 	@$(MAKE) --no-print-directory all unit

@@ -1,6 +1,9 @@
 #!/bin/sh
 # Installs the Debian packages imgcache needs to build and test, if any is
 # missing. The common case (all installed) does nothing and needs no network.
+# A Java 17 runtime and Maven run the Apache Kafka broker of the local stack
+# (compose/kafka.sh, whose jars `make deps` then fetches from Maven Central
+# once).
 # Distribution services (redis, postgresql) need not run: the tests and the
 # demo start their own servers (compose/stack.sh), so their start-up during
 # installation is suppressed.
@@ -9,7 +12,7 @@ set -eu
 PACKAGES="build-essential pkg-config librdkafka-dev libcurl4-openssl-dev libhiredis-dev
 libjansson-dev libpq-dev libssl-dev libcmocka-dev libmicrohttpd-dev uthash-dev
 redis-server postgresql postgresql-client kcat valgrind curl
-clang libclang-rt-14-dev time strace linux-perf"
+clang libclang-rt-14-dev time strace linux-perf openjdk-17-jre-headless maven"
 
 missing=
 for p in $PACKAGES; do

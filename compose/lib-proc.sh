@@ -11,6 +11,10 @@
 #   pick_port                  a free 127.0.0.1 port below the ephemeral range
 #   stop_pid PID WORD [SECS]   SIGTERM, wait up to SECS (15), then SIGKILL
 #   log_tail FILE [LINES]      the last lines of FILE on stderr
+#   as_pg CMD...               CMD as the `postgres` user when root (initdb
+#                              refuses root), else as we are
+#   find_pgbin                 the folder of pg_ctl and initdb (not on PATH
+#                              on Debian)
 
 say() { echo "${PROG:-imgcache}: $*" >&2; }
 
@@ -61,4 +65,25 @@ log_tail() {
     [ -s "$1" ] || return 0
     say "last lines of $1:"
     tail -n "${2:-20}" "$1" | sed 's/^/    /' >&2
+}
+
+# Runs a PostgreSQL server program as the user that owns the data.
+as_pg() {
+    if is_root; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+find_pgbin() {
+    if [ -x /usr/lib/postgresql/15/bin/pg_ctl ]; then
+        echo /usr/lib/postgresql/15/bin
+        return 0
+    fi
+    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
+    done
+    d=$(command -v pg_ctl 2>/dev/null) && { dirname "$d"; return 0; }
+    return 1
 }

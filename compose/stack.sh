@@ -1,27 +1,37 @@
 #!/bin/sh
 # A local stack of real servers in one folder, for tests and the demo:
-# redis-server, PostgreSQL and the dev broker (bin/imgcache-devbroker), all on
-# free 127.0.0.1 ports, with their pids, logs and data in DIR.
+# redis-server, PostgreSQL and a Kafka broker, all on free 127.0.0.1 ports,
+# with their pids, logs and data in DIR.
 #
 #   compose/stack.sh start DIR [--fast]   start (or, if running, just print env)
 #   compose/stack.sh stop DIR             stop all three; safe when nothing runs
 #   compose/stack.sh env DIR              print DIR/stack.env
 #   compose/stack.sh status DIR           which servers run
 #
+# The broker is Apache Kafka (compose/kafka.sh: jars from Maven Central, data
+# in DIR/kafka) with the topics made by `imgcache-producer topics`; with
+# IMGCACHE_BROKER=dev it is the dev broker instead (bin/imgcache-devbroker,
+# librdkafka's in-memory mock cluster: no Java needed, nothing durable).
 # start writes DIR/stack.env (". DIR/stack.env" to use it):
-#   export KAFKA_BROKERS=... REDIS_URL=... DATABASE_URL=... BROKER_CTL=DIR/broker.ctl
+#   export KAFKA_BROKERS=... REDIS_URL=... DATABASE_URL=... IMGCACHE_BROKER=kafka|dev
+#          KAFKA_DIR=DIR/kafka (kafka) | BROKER_CTL=DIR/broker.ctl (dev)
 # `echo "down 1" > DIR/broker.ctl` sends a command to the dev broker; its
 # answers go to DIR/broker.out. --fast turns PostgreSQL's durability off
-# (tests only). Files in DIR: redis.{pid,log}, pg/ (data), pg.log,
+# (tests only). Files in DIR: redis.{pid,log}, pg/ (data), pg.log, kafka/ or
 # broker.{pid,out,log,ctl}. Works as root (PostgreSQL runs as the `postgres`
-# user) and as a normal user. IMGCACHE_DEVBROKER overrides the broker binary.
+# user) and as a normal user. As root, when the `postgres` user cannot reach
+# DIR (a folder under /root, which is 0700), PostgreSQL's data and log live
+# in /var/lib/postgresql/imgcache/<hash of DIR>/ instead, and DIR/pg.location
+# says where. IMGCACHE_DEVBROKER overrides the dev broker binary.
 set -u
 
 PROG=stack.sh
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/compose/lib-proc.sh"
 BROKER_BIN=${IMGCACHE_DEVBROKER:-$ROOT/bin/imgcache-devbroker}
+BROKER_KIND=${IMGCACHE_BROKER:-kafka}
+PARTITIONS=${IMGCACHE_STACK_PARTITIONS:-12}
 
-say() { echo "$PROG: $*" >&2; }
 # During start, a failure stops whatever already started.
 STARTING=0
 die() {
@@ -36,89 +46,17 @@ die() {
 usage() {
     cat >&2 <<EOF
 usage: compose/stack.sh start DIR [--fast] | stop DIR | env DIR | status DIR
-A local redis-server, PostgreSQL and dev broker on free 127.0.0.1 ports, with
-data, logs and pids in DIR. For development and tests only.
+A local redis-server, PostgreSQL and Kafka broker (IMGCACHE_BROKER=kafka, the
+default, or dev) on free 127.0.0.1 ports, with data, logs and pids in DIR.
+For development and tests only.
 EOF
     exit 2
 }
 
 # ---- helpers ---------------------------------------------------------------
 
-is_root() { [ "$(id -u)" = 0 ]; }
-
-# Runs a PostgreSQL server program as the user that owns the data.
-as_pg() {
-    if is_root; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
-
 pg_role() {
     if is_root; then echo postgres; else id -un; fi
-}
-
-find_pgbin() {
-    if [ -x /usr/lib/postgresql/15/bin/pg_ctl ]; then
-        echo /usr/lib/postgresql/15/bin
-        return 0
-    fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-        [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
-    done
-    d=$(command -v pg_ctl 2>/dev/null) && { dirname "$d"; return 0; }
-    return 1
-}
-
-# 0 when pid runs (not a zombie) and its command line contains the word.
-pid_is() {
-    [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] || return 1
-    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)
-    [ "$state" != Z ] || return 1
-    tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q -- "$2"
-}
-
-read_pid() { [ -s "$1" ] && head -n 1 "$1" | tr -dc '0-9'; }
-
-# 0 when something accepts TCP connections on 127.0.0.1:port.
-port_busy() {
-    bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
-}
-
-# A port that nothing listens on, below Linux's ephemeral range (32768+) so
-# that servers binding port 0 (mock brokers, media servers) never take it.
-pick_port() {
-    for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-        n=$(od -An -N2 -tu2 /dev/urandom | tr -dc '0-9')
-        p=$((15000 + n % 17000))
-        port_busy "$p" || { echo "$p"; return 0; }
-    done
-    return 1
-}
-
-# Waits until pid is gone: TERM, up to $3 seconds, then KILL.
-stop_pid() {
-    pid=$1 name=$2 secs=${3:-15}
-    pid_is "$pid" "$name" || return 0
-    kill -TERM "$pid" 2>/dev/null
-    i=0
-    while pid_is "$pid" "$name" && [ $i -lt $((secs * 10)) ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    if pid_is "$pid" "$name"; then
-        say "$name (pid $pid) did not stop in ${secs}s; killing it"
-        kill -KILL "$pid" 2>/dev/null
-        while pid_is "$pid" "$name"; do sleep 0.1; done
-    fi
-    return 0
-}
-
-log_tail() {
-    [ -s "$1" ] || return 0
-    say "last lines of $1:"
-    tail -n "${2:-20}" "$1" | sed 's/^/    /' >&2
 }
 
 # ---- redis -----------------------------------------------------------------
@@ -172,32 +110,60 @@ stop_redis() {
 
 # ---- PostgreSQL ------------------------------------------------------------
 
-pg_pid() { read_pid "$DIR/pg/postmaster.pid" 2>/dev/null; }
+# PostgreSQL's data and log: DIR/pg and DIR/pg.log, or, as root when the
+# postgres user cannot reach DIR (a clone under /root, which is 0700), a
+# folder of its own under its home, named by a hash of DIR. DIR/pg.location
+# remembers which, so stop and status find a stack started either way.
+PG_HOME_STACKS=/var/lib/postgresql/imgcache
+pg_locate() {
+    PGROOT=$DIR
+    [ -s "$DIR/pg.location" ] && PGROOT=$(cat "$DIR/pg.location")
+    PGDATA=$PGROOT/pg
+    PGLOG=$PGROOT/pg.log
+}
+
+pg_pid() { read_pid "$PGDATA/postmaster.pid" 2>/dev/null; }
 pg_running() { pid_is "$(pg_pid)" postgres; }
 
-# Lets the postgres user reach DIR when we are root (mktemp -d makes 0700).
+# Lets the postgres user reach its folder when we are root: DIR itself when
+# only DIR is closed (mktemp -d makes 0700), else a folder of its own.
 pg_reach_dir() {
     is_root || return 0
     id postgres >/dev/null 2>&1 || die "running as root needs the 'postgres' user (run: make deps)"
+    [ "$PGROOT" = "$DIR" ] || return 0
     runuser -u postgres -- test -x "$DIR" && return 0
     chmod a+x "$DIR"
-    runuser -u postgres -- test -x "$DIR" ||
-        die "the postgres user cannot reach $DIR (a parent folder is closed); use a folder under /tmp"
+    runuser -u postgres -- test -x "$DIR" && return 0
+    PGROOT=$PG_HOME_STACKS/$(printf '%s' "$DIR" | sha256sum | cut -c1-16)
+    PGDATA=$PGROOT/pg
+    PGLOG=$PGROOT/pg.log
+}
+
+# Makes PGROOT when it is not DIR, owned by postgres, and says where it is.
+pg_make_root() {
+    [ "$PGROOT" = "$DIR" ] && return 0
+    mkdir -p "$PGROOT" || die "cannot create $PGROOT"
+    chown postgres:postgres "$PG_HOME_STACKS" "$PGROOT" || die "cannot give $PGROOT to the postgres user"
+    chmod 700 "$PGROOT"
+    if [ ! -s "$DIR/pg.location" ]; then
+        echo "$PGROOT" > "$DIR/pg.location"
+        say "the postgres user cannot reach $DIR: PostgreSQL's data is in $PGROOT (see $DIR/pg.location)"
+    fi
 }
 
 pg_init() {
-    [ -s "$DIR/pg/PG_VERSION" ] && return 0
-    rm -rf "$DIR/pg"
-    mkdir -m 700 "$DIR/pg" || return 1
-    is_root && chown postgres:postgres "$DIR/pg"
-    set -- -D "$DIR/pg" -A trust -E UTF8 --locale=C.UTF-8
+    [ -s "$PGDATA/PG_VERSION" ] && return 0
+    rm -rf "$PGDATA"
+    mkdir -m 700 "$PGDATA" || return 1
+    is_root && chown postgres:postgres "$PGDATA"
+    set -- -D "$PGDATA" -A trust -E UTF8 --locale=C.UTF-8
     [ "$FAST" = 1 ] && set -- "$@" --no-sync
     if ! as_pg "$PGBIN/initdb" "$@" > "$DIR/pg-initdb.log" 2>&1; then
         say "initdb failed"
         log_tail "$DIR/pg-initdb.log"
         return 1
     fi
-    echo "include_if_exists = 'imgcache.conf'" >> "$DIR/pg/postgresql.conf"
+    echo "include_if_exists = 'imgcache.conf'" >> "$PGDATA/postgresql.conf"
 }
 
 pg_write_conf() {
@@ -212,23 +178,23 @@ pg_write_conf() {
             echo "synchronous_commit = off"
             echo "full_page_writes = off"
         fi
-    } > "$DIR/pg/imgcache.conf"
-    is_root && chown postgres:postgres "$DIR/pg/imgcache.conf"
+    } > "$PGDATA/imgcache.conf"
+    is_root && chown postgres:postgres "$PGDATA/imgcache.conf"
     return 0
 }
 
 start_pg() {
     PGBIN=$(find_pgbin) || die "PostgreSQL server binaries not found (run: make deps)"
-    pg_reach_dir
+    pg_make_root
     pg_init || return 1
-    : > "$DIR/pg.log"
-    is_root && chown postgres:postgres "$DIR/pg.log"
+    : > "$PGLOG"
+    is_root && chown postgres:postgres "$PGLOG"
     PG_PORT=
     for attempt in 1 2 3 4 5; do
         port=$(pick_port) || die "no free port found for PostgreSQL"
         pg_write_conf "$port"
-        : > "$DIR/pg.log"
-        if as_pg "$PGBIN/pg_ctl" -D "$DIR/pg" -l "$DIR/pg.log" -w -t 60 -s start >> "$DIR/pg.log" 2>&1; then
+        : > "$PGLOG"
+        if as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGLOG" -w -t 60 -s start >> "$PGLOG" 2>&1; then
             i=0
             while ! "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$port" -t 2; do
                 i=$((i + 1))
@@ -239,26 +205,26 @@ start_pg() {
                 PG_PORT=$port
                 break
             fi
-            as_pg "$PGBIN/pg_ctl" -D "$DIR/pg" -m immediate -w -s stop >/dev/null 2>&1
-            log_tail "$DIR/pg.log"
+            as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate -w -s stop >/dev/null 2>&1
+            log_tail "$PGLOG"
             return 1
         fi
-        grep -q "could not bind\|Address already in use" "$DIR/pg.log" || { log_tail "$DIR/pg.log"; return 1; }
+        grep -q "could not bind\|Address already in use" "$PGLOG" || { log_tail "$PGLOG"; return 1; }
         say "PostgreSQL: port $port was taken meanwhile; trying another (attempt $attempt)"
     done
-    [ -n "${PG_PORT:-}" ] || { log_tail "$DIR/pg.log"; return 1; }
+    [ -n "${PG_PORT:-}" ] || { log_tail "$PGLOG"; return 1; }
     role=$(pg_role)
     exists=$("$PGBIN/psql" -XAtq -h 127.0.0.1 -p "$PG_PORT" -U "$role" -d postgres \
-        -c "SELECT 1 FROM pg_database WHERE datname = 'imgcache'" 2>> "$DIR/pg.log") || {
+        -c "SELECT 1 FROM pg_database WHERE datname = 'imgcache'" 2>> "$PGLOG") || {
         say "cannot connect to PostgreSQL as role '$role'"
-        log_tail "$DIR/pg.log"
+        log_tail "$PGLOG"
         return 1
     }
     if [ "$exists" != 1 ]; then
         "$PGBIN/psql" -XAtq -h 127.0.0.1 -p "$PG_PORT" -U "$role" -d postgres \
-            -c "CREATE DATABASE imgcache" >> "$DIR/pg.log" 2>&1 || {
+            -c "CREATE DATABASE imgcache" >> "$PGLOG" 2>&1 || {
             say "cannot create database imgcache"
-            log_tail "$DIR/pg.log"
+            log_tail "$PGLOG"
             return 1
         }
     fi
@@ -270,7 +236,7 @@ stop_pg() {
     pid=$(pg_pid)
     if [ -n "$pid" ] && pid_is "$pid" postgres; then
         PGBIN=$(find_pgbin) || PGBIN=
-        if [ -z "$PGBIN" ] || ! as_pg "$PGBIN/pg_ctl" -D "$DIR/pg" -m fast -w -t 30 -s stop >/dev/null 2>&1; then
+        if [ -z "$PGBIN" ] || ! as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w -t 30 -s stop >/dev/null 2>&1; then
             stop_pid "$pid" postgres 30
         fi
         say "PostgreSQL stopped"
@@ -278,11 +244,23 @@ stop_pg() {
     return 0
 }
 
-# ---- dev broker ------------------------------------------------------------
+# ---- the broker: Apache Kafka, or the dev broker --------------------------------
 
-broker_running() { pid_is "$(read_pid "$DIR/broker.pid")" imgcache-devbroker; }
+# What runs in DIR (the kind a stack was started with), else what to start.
+broker_kind() {
+    if [ -s "$DIR/broker.kind" ]; then cat "$DIR/broker.kind"; else echo "$BROKER_KIND"; fi
+}
 
-start_broker() {
+dev_running() { pid_is "$(read_pid "$DIR/broker.pid")" imgcache-devbroker; }
+kafka_running() { sh "$ROOT/compose/kafka.sh" status "$DIR/kafka" > /dev/null 2>&1; }
+broker_running() {
+    case $(broker_kind) in
+        dev) dev_running ;;
+        *) kafka_running ;;
+    esac
+}
+
+start_dev_broker() {
     [ -x "$BROKER_BIN" ] || die "$BROKER_BIN is missing (run: make bin/imgcache-devbroker)"
     rm -f "$DIR/broker.ctl" "$DIR/broker.pid"
     mkfifo "$DIR/broker.ctl" || return 1
@@ -292,15 +270,15 @@ start_broker() {
     # it running like the other two. stdin is the FIFO opened read-write: it
     # never sees end-of-file, and writers never block while it runs.
     setsid sh -c 'echo $$ > "$1"; shift; exec "$@"' sh "$DIR/broker.pid" \
-        "$BROKER_BIN" <>"$DIR/broker.ctl" >"$DIR/broker.out" 2>"$DIR/broker.log" &
+        "$BROKER_BIN" --partitions "$PARTITIONS" <>"$DIR/broker.ctl" >"$DIR/broker.out" 2>"$DIR/broker.log" &
     i=0
     while [ $i -lt 300 ]; do
         KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$DIR/broker.out" | head -n 1)
         if [ -n "$KAFKA_BROKERS" ]; then
-            say "dev broker pid $(read_pid "$DIR/broker.pid") at $KAFKA_BROKERS"
+            say "dev broker (librdkafka's mock cluster, not Kafka) pid $(read_pid "$DIR/broker.pid") at $KAFKA_BROKERS"
             return 0
         fi
-        if [ $i -gt 10 ] && ! broker_running; then
+        if [ $i -gt 10 ] && ! dev_running; then
             break
         fi
         sleep 0.1
@@ -311,6 +289,31 @@ start_broker() {
     return 1
 }
 
+# Apache Kafka, then the topics, made the way a production cluster gets them.
+start_kafka() {
+    out=$(sh "$ROOT/compose/kafka.sh" start "$DIR/kafka") || return 1
+    KAFKA_BROKERS=${out#KAFKA_BROKERS=}
+    [ -x "$ROOT/bin/imgcache-producer" ] || die "$ROOT/bin/imgcache-producer is missing (run: make)"
+    if ! KAFKA_BROKERS=$KAFKA_BROKERS "$ROOT/bin/imgcache-producer" topics --partitions "$PARTITIONS" \
+            > "$DIR/topics.log" 2>&1; then
+        say "imgcache-producer topics failed"
+        log_tail "$DIR/topics.log"
+        return 1
+    fi
+    return 0
+}
+
+start_broker() {
+    case $BROKER_KIND in
+        dev) start_dev_broker ;;
+        kafka) start_kafka ;;
+        *) die "IMGCACHE_BROKER is '$BROKER_KIND'; use kafka (Apache Kafka, the default) or dev (the mock cluster)" ;;
+    esac
+    rc=$?
+    [ $rc = 0 ] && echo "$BROKER_KIND" > "$DIR/broker.kind"
+    return $rc
+}
+
 stop_broker() {
     pid=$(read_pid "$DIR/broker.pid")
     if [ -n "$pid" ] && pid_is "$pid" imgcache-devbroker; then
@@ -318,6 +321,8 @@ stop_broker() {
         say "dev broker stopped"
     fi
     rm -f "$DIR/broker.pid"
+    [ -d "$DIR/kafka" ] && sh "$ROOT/compose/kafka.sh" stop "$DIR/kafka"
+    rm -f "$DIR/broker.kind"
     return 0
 }
 
@@ -336,24 +341,30 @@ cmd_start() {
     case $DIR in
         *[!A-Za-z0-9._/+@:,=-]*) die "folder '$DIR' has characters the env file cannot carry unquoted" ;;
     esac
-    if [ -s "$DIR/stack.env" ] && redis_running && pg_running && broker_running; then
+    pg_locate
+    if [ -s "$DIR/stack.env" ] && redis_running && pg_running && broker_running &&
+       [ "$(broker_kind)" = "$BROKER_KIND" ]; then
         cat "$DIR/stack.env"
         return 0
     fi
     if redis_running || pg_running || broker_running; then
-        say "a partial stack runs in $DIR; restarting it"
+        say "a partial stack (or one with another broker) runs in $DIR; restarting it"
         stop_all
     fi
     rm -f "$DIR/stack.env"
-    # before anything starts: a folder PostgreSQL cannot use fails at once
     pg_reach_dir
     STARTING=1
     start_redis || { say "redis-server failed to start"; stop_all; exit 1; }
     start_pg || { say "PostgreSQL failed to start"; stop_all; exit 1; }
-    start_broker || { say "the dev broker failed to start"; stop_all; exit 1; }
+    start_broker || { say "the broker ($BROKER_KIND) failed to start"; stop_all; exit 1; }
+    if [ "$BROKER_KIND" = dev ]; then
+        broker_env="IMGCACHE_BROKER=dev BROKER_CTL=$DIR/broker.ctl"
+    else
+        broker_env="IMGCACHE_BROKER=kafka KAFKA_DIR=$DIR/kafka"
+    fi
     echo "export KAFKA_BROKERS=$KAFKA_BROKERS REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" \
         "DATABASE_URL=postgresql://$(pg_role)@127.0.0.1:$PG_PORT/imgcache" \
-        "BROKER_CTL=$DIR/broker.ctl" > "$DIR/stack.env.tmp" &&
+        "$broker_env" > "$DIR/stack.env.tmp" &&
         mv "$DIR/stack.env.tmp" "$DIR/stack.env" || { stop_all; die "cannot write $DIR/stack.env"; }
     STARTING=0
     cat "$DIR/stack.env"
@@ -362,6 +373,7 @@ cmd_start() {
 cmd_stop() {
     [ -d "$DIR" ] || return 0
     DIR=$(cd "$DIR" && pwd)
+    pg_locate
     stop_all
 }
 
@@ -371,10 +383,14 @@ cmd_env() {
 }
 
 cmd_status() {
+    pg_locate
     rc=0
     if redis_running; then echo "redis-server: running, pid $(read_pid "$DIR/redis.pid")"; else echo "redis-server: stopped"; rc=1; fi
     if pg_running; then echo "postgresql:   running, pid $(pg_pid)"; else echo "postgresql:   stopped"; rc=1; fi
-    if broker_running; then echo "dev broker:   running, pid $(read_pid "$DIR/broker.pid")"; else echo "dev broker:   stopped"; rc=1; fi
+    case $(broker_kind) in
+        dev) if dev_running; then echo "dev broker:   running, pid $(read_pid "$DIR/broker.pid")"; else echo "dev broker:   stopped"; rc=1; fi ;;
+        *) sh "$ROOT/compose/kafka.sh" status "$DIR/kafka" || rc=1 ;;
+    esac
     return $rc
 }
 

@@ -9,6 +9,9 @@
 #   sh tests/run.sh [FILTER...]   only units and scripts whose name contains a
 #                                 FILTER (ONLY="..." works too), e.g. `20-`
 # Environment:
+#   IMGCACHE_BROKER  kafka (default: Apache Kafka, compose/kafka.sh) or dev
+#                 (librdkafka's mock cluster, for a machine without Java);
+#                 every integration script names the broker it ran against
 #   TEST_PREFIX   wraps each unit binary, e.g. "valgrind --error-exitcode=1"
 #                 (empty: the units run plainly, then once more under
 #                 valgrind's leak check when valgrind is installed, one check
@@ -133,7 +136,10 @@ fi
 prefix stack < "$TMP/stack.log"
 . "$TMP/stack/stack.env"
 STACK_DATABASE_URL=$DATABASE_URL
-export KAFKA_BROKERS REDIS_URL DATABASE_URL BROKER_CTL STACK_DATABASE_URL ROOT BIN
+IMGCACHE_STACK_DIR=$TMP/stack
+IMGCACHE_BROKER=${IMGCACHE_BROKER:-kafka}
+export KAFKA_BROKERS REDIS_URL DATABASE_URL STACK_DATABASE_URL ROOT BIN IMGCACHE_STACK_DIR IMGCACHE_BROKER
+[ -n "${BROKER_CTL:-}" ] && export BROKER_CTL
 export CMOCKA_MESSAGE_OUTPUT=STDOUT
 
 # ---- unit tests --------------------------------------------------------------

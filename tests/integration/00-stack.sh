@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test stack itself, before anything of ours runs on it: PostgreSQL,
-# Redis, a fresh dev broker (topics, produce and consume, control commands)
-# and the media server (files, counters, faults, tokens).
+# Redis, a fresh broker (Apache Kafka: topics, produce and consume, a clean
+# restart on the same data, a start that fails half-way; or the dev broker's
+# control commands), the media server (files, counters, faults, tokens), and
+# stack.sh in a folder the postgres user cannot reach.
 . "$ROOT/tests/integration/lib.sh"
 it_setup 12
 
@@ -10,7 +12,7 @@ check_eq "PostgreSQL answers select 1" 1 "$(q 'SELECT 1')"
 check_eq "the script has a database of its own" it_00_stack "$(q 'SELECT current_database()')"
 check_eq "redis answers PING" PONG "$(redis-cli -u "$REDIS_URL" PING 2>&1)"
 
-# ---- the dev broker
+# ---- the broker
 partitions_of() {
     kcat -b "$KAFKA_BROKERS" -L -t "$1" 2>&1 |
         sed -n "s/.*topic \"$1\" with \([0-9]*\) partitions.*/\1/p"
@@ -24,9 +26,32 @@ printf '%s\n' "$msg" | timeout 30 kcat -b "$KAFKA_BROKERS" -P -t image-needed -p
 check_eq "a message produced with kcat comes back with kcat" "k1|$msg" \
     "$(timeout 30 kcat -b "$KAFKA_BROKERS" -C -t image-needed -p 5 -o beginning -c 1 -e -q -f '%k|%s\n' 2>&1)"
 
-check "broker_ctl 'down 1' answers ok" broker_ctl "down 1"
-check "broker_ctl 'up 1' answers ok" broker_ctl "up 1"
-check_eq "an unknown broker id answers error" error "$(broker_ctl 'down 99' | cut -d' ' -f1)"
+if [ "${IMGCACHE_BROKER:-kafka}" = dev ]; then
+    check "broker_ctl 'down 1' answers ok" broker_ctl "down 1"
+    check "broker_ctl 'up 1' answers ok" broker_ctl "up 1"
+    check_eq "an unknown broker id answers error" error "$(broker_ctl 'down 99' | cut -d' ' -f1)"
+else
+    check "the broker names its version: 3.9.1" test "$(broker_name)" = "Apache Kafka 3.9.1"
+    pid=$(sh "$ROOT/compose/kafka.sh" pid "$KAFKA_DIR")
+    check "the broker stops cleanly (SIGTERM)" broker_down
+    check "and leaves no process behind" bash -c "! kill -0 $pid 2>/dev/null"
+    check "a restart on the same data keeps its address" broker_up
+    check_eq "and keeps the messages" "k1|$msg" \
+        "$(timeout 30 kcat -b "$KAFKA_BROKERS" -C -t image-needed -p 5 -o beginning -c 1 -e -q -f '%k|%s\n' 2>&1)"
+    # a start that fails half-way (a heap the JVM refuses) leaves nothing
+    out=$(KAFKA_HEAP_OPTS=-Xmx1k sh "$ROOT/compose/kafka.sh" start "$TESTS_TMP/kafka-bad" 2>&1)
+    check_eq "kafka.sh start with a broken JVM option fails" 1 "$?"
+    check "and leaves no broker behind" bash -c "! pgrep -f 'kafka.Kafka $TESTS_TMP/kafka-bad/' > /dev/null"
+    bad=$TESTS_TMP/stack-bad
+    out=$(KAFKA_HEAP_OPTS=-Xmx1k sh "$ROOT/compose/stack.sh" start "$bad" 2>&1)
+    check_eq "stack.sh start whose broker fails exits 1" 1 "$?"
+    redis_pid=$(sed -n 's/^\([0-9]*\):M .*Ready to accept connections.*/\1/p' "$bad/redis.log" | tail -n 1)
+    check "its redis-server had started (pid ${redis_pid:-none}) and was stopped" \
+        bash -c "[ -n '$redis_pid' ] && ! kill -0 '$redis_pid' 2>/dev/null"
+    check "its PostgreSQL had started and was stopped" bash -c \
+        "grep -q 'database system is ready' '$bad/pg.log' && ! pgrep -f -- '-D $bad/pg' > /dev/null"
+    check "and says what failed" grep -qF "the broker (kafka) failed to start" <<< "$out"
+fi
 check_eq "the broker serves again after down and up" 12 "$(partitions_of image-needed)"
 
 # ---- the media server
@@ -55,17 +80,22 @@ check_eq "--token: a request without it gets 403" 403 \
 check_eq "--token: a request with it gets 200" 200 \
     "$(curl -s -o /dev/null -w '%{http_code}' "$MEDIA_URL/a/x%20y.jpg?token=s3cret")"
 
-# ---- stack.sh in a folder PostgreSQL cannot reach (as root it runs as postgres)
+# ---- stack.sh in a folder the postgres user cannot reach (a clone under /root)
 if [ "$(id -u)" = 0 ]; then
     closed=$TESTS_TMP/closed
     mkdir -p "$closed/stack"
     chmod 700 "$closed"
-    out=$(sh "$ROOT/compose/stack.sh" start "$closed/stack" 2>&1)
-    rc=$?
-    check_eq "stack.sh start under a closed folder fails" 1 "$rc"
-    check "and says which folder the postgres user cannot reach" grep -qF "cannot reach $closed/stack" <<< "$out"
-    check_eq "and leaves no redis-server behind" "" "$(pgrep -f "redis-server.*" -a | grep -F "$closed" || true)"
-    check "and no redis.pid (it checked before starting anything)" test ! -e "$closed/stack/redis.pid"
+    out=$(sh "$ROOT/compose/stack.sh" start "$closed/stack" --fast 2>&1)
+    check_eq "stack.sh start under a closed folder succeeds" 0 "$?"
+    pgroot=$(cat "$closed/stack/pg.location" 2>/dev/null)
+    check "PostgreSQL's data went where its user can reach it" \
+        bash -c "case '$pgroot' in /var/lib/postgresql/imgcache/?*) runuser -u postgres -- test -s '$pgroot/pg/PG_VERSION' ;; *) false ;; esac"
+    check "and the stack says so" grep -qF "PostgreSQL's data is in $pgroot" <<< "$out"
+    check "its PostgreSQL answers" bash -c ". '$closed/stack/stack.env' && psql -XAtq \"\$DATABASE_URL\" -c 'SELECT 1'"
+    sh "$ROOT/compose/stack.sh" stop "$closed/stack" > /dev/null 2>&1
+    check "stop leaves no server of it behind" bash -c \
+        "! pgrep -af 'redis-server|postgres|kafka.Kafka' | grep -qF -e '$closed/stack' -e '$pgroot/'"
+    case $pgroot in /var/lib/postgresql/imgcache/?*) rm -rf "$pgroot" ;; esac
 fi
 
 it_done

@@ -5,7 +5,8 @@
 #      final names, each hashing to its sha256, one file per image_blobs row)
 #  (b) the stack's Redis stopped mid-run and restarted on the same port
 #  (c) the stack's PostgreSQL stopped mid-run and restarted
-#  (d) the dev broker set down and up again
+#  (d) the broker stopped (Apache Kafka: a clean stop, then a start on the
+#      same data and port; the dev broker: "down 1" and "up 1")
 # "Lost" = a URL published on image-needed but neither cached nor failed.
 # The stack's servers are restarted at exit whatever happens (lib-faults.sh).
 . "$ROOT/tests/integration/lib.sh"
@@ -160,9 +161,9 @@ publish_phase d
 start_worker b1
 check "(d) the worker is caching" wait_for 60 cached_over d 20
 at_stop=$(cached_count d)
-check "(d) the broker goes down" broker_ctl "down 1"
+check "(d) the broker goes down" broker_down
 sleep 3    # the broker stays down for 3 s
-check "(d) the broker comes back" broker_ctl "up 1"
+check "(d) the broker comes back" broker_up
 check "(d) the outage began mid-run" test "$at_stop" -lt "$N_D"
 check "(d) every URL finishes" wait_for 90 all_done d "$N_D"
 stop_worker b1 30

@@ -8,9 +8,8 @@
 . "$ROOT/tests/integration/lib.sh"
 
 # the test stack's folder (its redis-server and PostgreSQL are the ones to
-# pause); it_setup points BROKER_CTL at this script's own broker
-STACK_DIR=
-[ -n "${BROKER_CTL:-}" ] && STACK_DIR=$(dirname "$BROKER_CTL")
+# pause; tests/run.sh exports it)
+STACK_DIR=${IMGCACHE_STACK_DIR:-}
 it_setup 12
 # chaos.sh stores under its own work folder and checks every blob itself
 # ("every cached row's blob matches"); it_done's store check would look at

@@ -4,10 +4,14 @@
 # tests/run.sh exports ROOT, BIN, TESTS_TMP (a fresh folder per script) and
 # the stack's KAFKA_BROKERS, REDIS_URL, DATABASE_URL, BROKER_CTL.
 #
-#   it_setup [partitions]      own database, empty Redis, own dev broker,
-#                              IMGCACHE_* settings, `imgcache-producer migrate`
+#   it_setup [partitions]      own database, empty Redis, own broker (Apache
+#                              Kafka with its topics, or the dev broker:
+#                              IMGCACHE_BROKER), IMGCACHE_* settings,
+#                              `imgcache-producer migrate`
 #   start_media DIR [args...]  media server -> MEDIA_URL, MEDIA_PID
 #   media_count PATH | media_total | media_fault PATH MODE [k=v...] | media_reset
+#   broker_name | broker_down | broker_up | broker_kill | broker_freeze |
+#   broker_thaw                the script's broker (see "the broker" below)
 #   broker_ctl "down 1"        one dev broker command; 0 when it answers ok
 #                              (the answer is printed; in $(...) it is bare)
 #   start_worker NAME [args]   imgcache-worker in the background, log NAME.log
@@ -47,6 +51,7 @@ IT_CHECKS=0
 IT_FAILED=0
 IT_MEDIA_N=0
 IT_PIDS=()
+IT_KAFKA_DIRS=()
 declare -A IT_WORKER_PID=()
 BROKER_PID=
 
@@ -100,7 +105,7 @@ _it_now_ms() {
 }
 
 _it_cleanup() {
-    local rc=$? pid all=() i alive
+    local rc=$? pid all=() i alive dir
     trap - EXIT INT TERM HUP
     for pid in "${IT_PIDS[@]}"; do
         _it_running "$pid" || continue
@@ -122,6 +127,10 @@ _it_cleanup() {
         done
     fi
     wait 2>/dev/null
+    # the brokers run in sessions of their own (setsid): stopped by name
+    for dir in "${IT_KAFKA_DIRS[@]}"; do
+        sh "$ROOT/compose/kafka.sh" stop "$dir" > /dev/null 2>&1
+    done
     [ "$IT_OWN_TMP" = 1 ] && rm -rf "$TESTS_TMP"
     exit "$rc"
 }
@@ -260,26 +269,13 @@ it_setup() {
     mkdir -p "$IMGCACHE_STORAGE_DIR"
     IT_SETUP_DONE=1
 
-    # a fresh dev broker: no offsets, groups or events from other scripts
-    if [ -n "$BROKER_PID" ] && _it_running "$BROKER_PID"; then
-        kill -TERM "$BROKER_PID"
-        _it_wait_pid "$BROKER_PID" 10 > /dev/null
-    fi
-    [ -x "$BIN/imgcache-devbroker" ] || it_bail "$BIN/imgcache-devbroker is not built"
-    rm -f "$TESTS_TMP/broker.ctl"
-    mkfifo "$TESTS_TMP/broker.ctl" || it_bail "cannot make $TESTS_TMP/broker.ctl"
-    : > "$TESTS_TMP/broker.out"
-    # stdin is the FIFO opened read-write: never end-of-file, writers never block
-    "$BIN/imgcache-devbroker" --partitions "$parts" <> "$TESTS_TMP/broker.ctl" \
-        > "$TESTS_TMP/broker.out" 2> "$TESTS_TMP/broker.log" &
-    BROKER_PID=$!
-    _it_track "$BROKER_PID"
-    wait_for 30 grep -q '^KAFKA_BROKERS=' "$TESTS_TMP/broker.out" ||
-        it_bail "the dev broker did not start" "$TESTS_TMP/broker.log"
-    KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$TESTS_TMP/broker.out")
-    BROKER_CTL=$TESTS_TMP/broker.ctl
-    BROKER_OUT=$TESTS_TMP/broker.out
-    export KAFKA_BROKERS BROKER_CTL BROKER_OUT BROKER_PID
+    # a broker of our own: no offsets, groups or events from other scripts
+    case ${IMGCACHE_BROKER:-kafka} in
+        dev) _it_dev_broker_start "$parts" ;;
+        kafka) _it_kafka_start "$parts" ;;
+        *) it_bail "IMGCACHE_BROKER is '$IMGCACHE_BROKER'; use kafka or dev" ;;
+    esac
+    echo "# broker: $(broker_name) at $KAFKA_BROKERS"
 
     if [ -x "$BIN/imgcache-producer" ]; then
         "$BIN/imgcache-producer" migrate > "$TESTS_TMP/migrate.log" 2>&1 ||
@@ -289,7 +285,127 @@ it_setup() {
     fi
 }
 
-# ---- dev broker -----------------------------------------------------------------
+# ---- the broker -----------------------------------------------------------------
+# Apache Kafka (IMGCACHE_BROKER=kafka, the default; compose/kafka.sh, data in
+# $TESTS_TMP/kafka) or the dev broker (IMGCACHE_BROKER=dev: librdkafka's
+# mock cluster, for a machine without Java). The helpers fail the broker the
+# way each allows:
+#   broker_name        "Apache Kafka 3.9.1" (read from the broker's own log)
+#                      or "dev broker (librdkafka mock cluster, not Kafka)"
+#   broker_down        Kafka: a clean stop (SIGTERM); dev: "down 1"
+#   broker_up          Kafka: a start on the same data and port; dev: "up 1"
+#   broker_kill        Kafka only: SIGKILL (then broker_up)
+#   broker_freeze / broker_thaw   Kafka only: SIGSTOP / SIGCONT
+
+_it_kafka_start() {
+    KAFKA_DIR=$TESTS_TMP/kafka
+    if [ -d "$KAFKA_DIR" ]; then
+        sh "$ROOT/compose/kafka.sh" stop "$KAFKA_DIR" > /dev/null 2>&1
+        rm -rf "$KAFKA_DIR"
+    fi
+    IT_KAFKA_DIRS+=("$KAFKA_DIR")
+    sh "$ROOT/compose/kafka.sh" start "$KAFKA_DIR" > "$TESTS_TMP/kafka.out" 2> "$TESTS_TMP/kafka.log" ||
+        it_bail "Apache Kafka did not start" "$TESTS_TMP/kafka.log"
+    KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$TESTS_TMP/kafka.out")
+    export KAFKA_BROKERS KAFKA_DIR
+    [ -x "$BIN/imgcache-producer" ] || it_bail "$BIN/imgcache-producer is not built"
+    "$BIN/imgcache-producer" topics --partitions "$1" > "$TESTS_TMP/topics.log" 2>&1 ||
+        it_bail "imgcache-producer topics failed" "$TESTS_TMP/topics.log"
+}
+
+_it_dev_broker_start() {
+    if [ -n "$BROKER_PID" ] && _it_running "$BROKER_PID"; then
+        kill -TERM "$BROKER_PID"
+        _it_wait_pid "$BROKER_PID" 10 > /dev/null
+    fi
+    [ -x "$BIN/imgcache-devbroker" ] || it_bail "$BIN/imgcache-devbroker is not built"
+    rm -f "$TESTS_TMP/broker.ctl"
+    mkfifo "$TESTS_TMP/broker.ctl" || it_bail "cannot make $TESTS_TMP/broker.ctl"
+    : > "$TESTS_TMP/broker.out"
+    # stdin is the FIFO opened read-write: never end-of-file, writers never block
+    "$BIN/imgcache-devbroker" --partitions "$1" <> "$TESTS_TMP/broker.ctl" \
+        > "$TESTS_TMP/broker.out" 2> "$TESTS_TMP/broker.log" &
+    BROKER_PID=$!
+    _it_track "$BROKER_PID"
+    wait_for 30 grep -q '^KAFKA_BROKERS=' "$TESTS_TMP/broker.out" ||
+        it_bail "the dev broker did not start" "$TESTS_TMP/broker.log"
+    KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$TESTS_TMP/broker.out")
+    BROKER_CTL=$TESTS_TMP/broker.ctl
+    BROKER_OUT=$TESTS_TMP/broker.out
+    export KAFKA_BROKERS BROKER_CTL BROKER_OUT BROKER_PID
+}
+
+broker_name() {
+    local v
+    if [ "${IMGCACHE_BROKER:-kafka}" = dev ]; then
+        echo "dev broker (librdkafka mock cluster, not Kafka)"
+        return 0
+    fi
+    v=$(sh "$ROOT/compose/kafka.sh" version "$KAFKA_DIR" 2>/dev/null) || v="(version not logged)"
+    echo "Apache Kafka $v"
+}
+
+_it_kafka_only() {
+    [ "${IMGCACHE_BROKER:-kafka}" = kafka ] && return 0
+    echo "# $1 needs Apache Kafka (IMGCACHE_BROKER=kafka)" >&2
+    return 2
+}
+
+_it_kafka_pid() {
+    sh "$ROOT/compose/kafka.sh" pid "$KAFKA_DIR"
+}
+
+broker_down() {
+    if [ "${IMGCACHE_BROKER:-kafka}" = dev ]; then
+        broker_ctl "down 1"
+        return
+    fi
+    sh "$ROOT/compose/kafka.sh" stop "$KAFKA_DIR" 2>> "$TESTS_TMP/kafka.log"
+}
+
+broker_up() {
+    local out
+    if [ "${IMGCACHE_BROKER:-kafka}" = dev ]; then
+        broker_ctl "up 1"
+        return
+    fi
+    out=$(sh "$ROOT/compose/kafka.sh" start "$KAFKA_DIR" 2>> "$TESTS_TMP/kafka.log") || return 1
+    # the same address as before, or the clients cannot find it again
+    [ "$out" = "KAFKA_BROKERS=$KAFKA_BROKERS" ] || { echo "# broker_up: $out, was $KAFKA_BROKERS" >&2; return 1; }
+}
+
+broker_kill() {
+    local pid
+    _it_kafka_only broker_kill || return
+    pid=$(_it_kafka_pid) || return 1
+    kill -KILL "$pid" && _it_wait_gone "$pid" 30
+}
+
+broker_freeze() {
+    local pid
+    _it_kafka_only broker_freeze || return
+    pid=$(_it_kafka_pid) || return 1
+    kill -STOP "$pid"
+}
+
+broker_thaw() {
+    local pid
+    _it_kafka_only broker_thaw || return
+    pid=$(_it_kafka_pid) || return 1
+    kill -CONT "$pid"
+}
+
+# Waits until pid (not necessarily our child) is gone.
+_it_wait_gone() {
+    local pid=$1 secs=${2:-30} end
+    end=$(( $(_it_now_ms) + secs * 1000 ))
+    while _it_running "$pid"; do
+        [ "$(_it_now_ms)" -lt "$end" ] || return 1
+        sleep 0.1
+    done
+}
+
+# ---- dev broker control -------------------------------------------------------------
 
 _it_lines_over() {
     [ "$(wc -l < "$1")" -gt "$2" ]
