@@ -14,8 +14,12 @@
 . "$ROOT/tests/integration/lib.sh"
 
 COMPOSE=${COMPOSE_FILE_UNDER_TEST:-$ROOT/compose/docker-compose.yml}
-python3 -c 'import yaml' 2>/dev/null ||
-    it_bail "python3 cannot import yaml (the Debian package python3-yaml; make deps installs it)"
+# Debian's python3 and its python3-yaml (make deps): a python3 earlier on
+# PATH (pyenv, a virtualenv) may have no yaml module
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+"$PY" -c 'import yaml' 2>/dev/null ||
+    it_bail "$PY cannot import yaml (the Debian package python3-yaml; make deps installs it)"
 
 # The programs' own --help is the reference for commands, flags and variables.
 "$BIN/imgcache-producer" --help > "$TESTS_TMP/imgcache-producer.help" 2>&1 ||
@@ -33,7 +37,7 @@ fi
 
 # Prints one line per problem that check $1 finds (nothing: none).
 compose_problems() {
-    python3 - "$1" "$COMPOSE" "$ROOT" "$TESTS_TMP" <<'PY'
+    "$PY" - "$1" "$COMPOSE" "$ROOT" "$TESTS_TMP" <<'PY'
 import os, re, sys
 import yaml
 
