@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -270,6 +271,14 @@ enum topics_diff topics_compare(const struct topic_spec *spec, size_t config_ind
 
 /* ---- the cluster -------------------------------------------------------------- */
 
+static long long monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* "30s" or "1500ms", for messages. */
 static void format_ms(long long ms, char *buf, size_t len)
 {
@@ -282,8 +291,9 @@ static void format_ms(long long ms, char *buf, size_t len)
 /* What the metadata says of one planned topic. */
 struct topic_state {
     int exists;
-    int partitions;
+    int partitions;    /* -1: not known yet (created by this run or a racer) */
     int replicas;      /* of partition 0 */
+    int created;       /* by this run */
 };
 
 static int read_metadata(rd_kafka_t *rk, const struct config *cfg, const struct topics_plan *plan,
@@ -315,6 +325,45 @@ static int read_metadata(rd_kafka_t *rk, const struct config *cfg, const struct 
     }
     rd_kafka_metadata_destroy(md);
     return 0;
+}
+
+/* CreateTopics answers once the controller has the topic; the broker's
+ * metadata shows it a moment later, and until then a producer, a worker
+ * or DescribeConfigs would not find it. So a topic created here (or by a
+ * racer) counts once the metadata shows its partitions. */
+static int wait_for_metadata(rd_kafka_t *rk, const struct config *cfg, const struct topics_plan *plan,
+                             long long timeout_ms, struct topic_state *state, char *err, size_t errlen)
+{
+    const struct timespec pause = { 0, 100 * 1000000L };
+    long long deadline = monotonic_ms() + timeout_ms;
+    struct topic_state now[TOPICS_COUNT];
+    int brokers, pending;
+    char t[32];
+
+    for (;;) {
+        pending = -1;
+        for (int p = 0; p < TOPICS_COUNT; p++)
+            if (state[p].exists && state[p].partitions < 0)
+                pending = p;
+        if (pending < 0)
+            return 0;
+        if (monotonic_ms() > deadline) {
+            format_ms(timeout_ms, t, sizeof t);
+            errmsg_set(err, errlen, "topic %s exists, but the metadata of the cluster at KAFKA_BROKERS=%s "
+                       "does not show it after %s (--timeout)", plan->topics[pending].name,
+                       cfg->kafka_brokers, t);
+            return -1;
+        }
+        if (read_metadata(rk, cfg, plan, timeout_ms, now, &brokers, err, errlen) != 0)
+            return -1;
+        for (int p = 0; p < TOPICS_COUNT; p++) {
+            if (state[p].exists && state[p].partitions < 0 && now[p].exists && now[p].partitions > 0) {
+                state[p].partitions = now[p].partitions;
+                state[p].replicas = now[p].replicas;
+            }
+        }
+        nanosleep(&pause, NULL);
+    }
 }
 
 /* Sets the request timeout (and the broker-side operation timeout, which
@@ -413,6 +462,9 @@ static int create_results(const struct config *cfg, const struct topics_plan *pl
             print_configs(out, &plan->topics[p], NULL);
             fprintf(out, ")\n");
             res->created++;
+            state[p].exists = 1;
+            state[p].partitions = -1;
+            state[p].created = 1;
             continue;
         }
         if (terr == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
@@ -519,22 +571,37 @@ out:
     return rc;
 }
 
-/* Reads the configs of the existing topics and reports what differs. */
-static int check_existing(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct config *cfg,
-                          const struct topics_plan *plan, long long timeout_ms,
-                          const struct topic_state *state, FILE *out, FILE *warn,
-                          struct topics_result *res, char *err, size_t errlen)
+/* 1 when the answer names a topic the broker does not know (yet). */
+static int describe_unknown_topic(rd_kafka_event_t *ev)
+{
+    size_t n = 0;
+    const rd_kafka_ConfigResource_t **rs =
+        rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n);
+
+    for (size_t i = 0; i < n; i++)
+        if (rd_kafka_ConfigResource_error(rs[i]) == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            return 1;
+    return 0;
+}
+
+/* DescribeConfigs of the existing topics; *out is the caller's. A topic
+ * created a moment ago (by this run's race or another run) is in the
+ * metadata before the broker describes it: such an answer is asked again
+ * until timeout_ms has passed. */
+static int describe_configs(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct config *cfg,
+                            const struct topics_plan *plan, long long timeout_ms,
+                            const struct topic_state *state, rd_kafka_event_t **out,
+                            char *err, size_t errlen)
 {
     rd_kafka_ConfigResource_t *cr[TOPICS_COUNT] = { NULL };
     rd_kafka_AdminOptions_t *options = NULL;
     rd_kafka_event_t *ev = NULL;
-    const rd_kafka_ConfigResource_t **described;
-    size_t n_cr = 0, n_described = 0;
-    char msg[512];
+    long long deadline = monotonic_ms() + timeout_ms;
+    size_t n_cr = 0;
     int rc = -1;
 
     for (int p = 0; p < TOPICS_COUNT; p++) {
-        if (!state[p].exists)
+        if (!state[p].exists || state[p].created)
             continue;
         cr[n_cr] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, plan->topics[p].name);
         if (cr[n_cr] == NULL) {
@@ -543,12 +610,50 @@ static int check_existing(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct conf
         }
         n_cr++;
     }
-    if (n_cr == 0)
-        return 0;
     if (admin_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, timeout_ms, &options, err, errlen) != 0)
         goto out;
-    rd_kafka_DescribeConfigs(rk, cr, n_cr, options, q);
-    if (admin_wait(q, cfg, "DescribeConfigs", timeout_ms, &ev, err, errlen) != 0)
+    for (;;) {
+        const struct timespec pause = { 0, 200 * 1000000L };
+        rd_kafka_DescribeConfigs(rk, cr, n_cr, options, q);
+        if (admin_wait(q, cfg, "DescribeConfigs", timeout_ms, &ev, err, errlen) != 0)
+            goto out;
+        if (!describe_unknown_topic(ev) || monotonic_ms() + 200 > deadline)
+            break;
+        rd_kafka_event_destroy(ev);
+        ev = NULL;
+        nanosleep(&pause, NULL);
+    }
+    *out = ev;
+    ev = NULL;
+    rc = 0;
+out:
+    for (size_t i = 0; i < n_cr; i++)
+        rd_kafka_ConfigResource_destroy(cr[i]);
+    if (options)
+        rd_kafka_AdminOptions_destroy(options);
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    return rc;
+}
+
+/* Reads the configs of the existing topics and reports what differs. */
+static int check_existing(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct config *cfg,
+                          const struct topics_plan *plan, long long timeout_ms,
+                          const struct topic_state *state, FILE *out, FILE *warn,
+                          struct topics_result *res, char *err, size_t errlen)
+{
+    rd_kafka_event_t *ev = NULL;
+    const rd_kafka_ConfigResource_t **described;
+    size_t n_described = 0;
+    char msg[512];
+    int any = 0;
+    int rc = -1;
+
+    for (int p = 0; p < TOPICS_COUNT; p++)
+        any |= state[p].exists && !state[p].created;
+    if (!any)
+        return 0;
+    if (describe_configs(rk, q, cfg, plan, timeout_ms, state, &ev, err, errlen) != 0)
         goto out;
     described = rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n_described);
 
@@ -559,7 +664,7 @@ static int check_existing(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct conf
         const char *values[TOPICS_MAX_EXTRA + 2] = { NULL };
         size_t n_entries = 0;
 
-        if (!state[p].exists)
+        if (!state[p].exists || state[p].created)
             continue;
         for (size_t d = 0; d < n_described; d++)
             if (strcmp(rd_kafka_ConfigResource_name(described[d]), spec->name) == 0)
@@ -609,10 +714,6 @@ static int check_existing(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct conf
     }
     rc = 0;
 out:
-    for (size_t i = 0; i < n_cr; i++)
-        rd_kafka_ConfigResource_destroy(cr[i]);
-    if (options)
-        rd_kafka_AdminOptions_destroy(options);
     if (ev)
         rd_kafka_event_destroy(ev);
     return rc;
@@ -626,7 +727,7 @@ int topics_ensure(const struct config *cfg, const struct topics_plan *plan, long
     rd_kafka_t *rk = NULL;
     rd_kafka_queue_t *q = NULL;
     char errstr[512];
-    int brokers = 0, raced = 0;
+    int brokers = 0;
     int rc = -1;
 
     memset(res, 0, sizeof *res);
@@ -656,16 +757,8 @@ int topics_ensure(const struct config *cfg, const struct topics_plan *plan, long
         goto out;
     if (create_missing(rk, q, cfg, plan, timeout_ms, brokers, state, out, res, err, errlen) != 0)
         goto out;
-    for (int p = 0; p < TOPICS_COUNT; p++)
-        raced |= state[p].exists && state[p].partitions < 0;
-    if (raced) {
-        struct topic_state again[TOPICS_COUNT];
-        if (read_metadata(rk, cfg, plan, timeout_ms, again, &brokers, err, errlen) != 0)
-            goto out;
-        for (int p = 0; p < TOPICS_COUNT; p++)
-            if (state[p].exists && state[p].partitions < 0 && again[p].exists)
-                state[p] = again[p];
-    }
+    if (wait_for_metadata(rk, cfg, plan, timeout_ms, state, err, errlen) != 0)
+        goto out;
     if (check_existing(rk, q, cfg, plan, timeout_ms, state, out, warn, res, err, errlen) != 0)
         goto out;
     rc = 0;
