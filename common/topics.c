@@ -354,7 +354,9 @@ static int wait_for_metadata(rd_kafka_t *rk, const struct config *cfg, const str
                        cfg->kafka_brokers, t);
             return -1;
         }
-        if (read_metadata(rk, cfg, plan, timeout_ms, now, &brokers, err, errlen) != 0)
+        /* the last look may take what is left, at least 100 ms */
+        if (read_metadata(rk, cfg, plan, deadline - monotonic_ms() > 100 ? deadline - monotonic_ms() : 100,
+                          now, &brokers, err, errlen) != 0)
             return -1;
         for (int p = 0; p < TOPICS_COUNT; p++) {
             if (state[p].exists && state[p].partitions < 0 && now[p].exists && now[p].partitions > 0) {

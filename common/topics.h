@@ -100,7 +100,10 @@ struct topics_result {
 /* Creates each topic of the plan that does not exist on the cluster of
  * cfg (KAFKA_BROKERS, -X properties) and reads back the configs of each
  * existing one. Prints one line per topic to out and each difference as a
- * "warning:" line to warn. Every request is bounded by timeout_ms.
+ * "warning:" line to warn. A validate-only CreateTopics goes first, so a
+ * refused setting creates none of the topics; a created topic counts once
+ * the broker's metadata shows it. Every request (and each wait) is bounded
+ * by timeout_ms.
  * -1 with a message (naming KAFKA_BROKERS when the cluster does not answer,
  * or the setting the cluster refused, with res->bad_setting = 1). */
 int topics_ensure(const struct config *cfg, const struct topics_plan *plan, long long timeout_ms,
