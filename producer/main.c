@@ -1,5 +1,6 @@
 /* imgcache-producer: parse the configuration, dispatch on the command, tear
- * down. The commands are in migrate.c, import.c, sync.c and backfill.c. */
+ * down. The commands are in migrate.c, import.c, sync.c, backfill.c and
+ * topics.c. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +27,10 @@ static const char usage[] =
     "                             (BEEPER_API_URL, BEEPER_API_TOKEN)\n"
     "  backfill [--retry-failed]  announce every referenced image that is not cached;\n"
     "                             --retry-failed: also those that failed permanently\n"
+    "  topics [--partitions N] [--replication-factor N] [--config KEY=VALUE]...\n"
+    "                             create the Kafka topics TOPIC (compacted), TOPIC-retry\n"
+    "                             and TOPIC-dlt that do not exist; report those that\n"
+    "                             differ (safe to repeat; see topics --help)\n"
     "\n"
     "import and sync end with one line on stdout:\n"
     "  chats=N participants=N urls=N published=N already_cached=N bad_lines=N\n"
@@ -44,6 +49,7 @@ static const struct command commands[] = {
     { "import", cmd_import },
     { "sync", cmd_sync },
     { "backfill", cmd_backfill },
+    { "topics", cmd_topics },
 };
 
 static void on_signal(int sig)
@@ -87,9 +93,9 @@ int main(int argc, char **argv)
             cmd = &commands[i];
     if (cmd == NULL) {
         if (cfg.nargs == 0)
-            producer_error("no command given: migrate, import FILE, sync or backfill (see --help)");
+            producer_error("no command given: migrate, import FILE, sync, backfill or topics (see --help)");
         else
-            producer_error("unknown command '%s': migrate, import FILE, sync or backfill (see --help)",
+            producer_error("unknown command '%s': migrate, import FILE, sync, backfill or topics (see --help)",
                            cfg.args[0]);
         config_free(&cfg);
         return PRODUCER_EXIT_USAGE;

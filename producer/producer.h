@@ -54,6 +54,10 @@ int cmd_sync(const struct config *cfg);
 /* backfill [--retry-failed]: announces every referenced URL not cached. */
 int cmd_backfill(const struct config *cfg);
 
+/* ---- topics.c ---- */
+/* topics [options]: creates the Kafka topics (common/topics.h). */
+int cmd_topics(const struct config *cfg);
+
 /* ---- publish.c ---- */
 
 struct seen_url; /* uthash set, defined in publish.c */
