@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "db.h"
 #include "log.h"
 
 enum opt_type { OPT_STRING, OPT_SECRET, OPT_LONG, OPT_DURATION, OPT_SIZE, OPT_FLAG };
@@ -397,6 +398,11 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
         snprintf(err, errlen, "IMGCACHE_TOPIC: empty");
         return -1;
     }
+    /* now, not at the first connect: libpq's own parse errors quote the
+     * conninfo, password included, and a bad URL is a configuration error */
+    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) &&
+        db_conninfo_check(cfg->database_url, err, errlen) != 0)
+        return -1;
     return 0;
 }
 

@@ -132,6 +132,58 @@ static void test_kafka_props(void **state)
     assert_int_equal(cfg.n_kafka_props, 0);
 }
 
+/* libpq quotes pieces of a conninfo it cannot parse, and reads pieces of a
+ * password with a bare '/' or '@' as host, port or database: each is a
+ * configuration error naming DATABASE_URL that shows none of it. */
+static void test_database_url_refused_without_its_values(void **state)
+{
+    static const char *const bad[] = {
+        "postgresql://u:S3cr%ZZetPw@127.0.0.1:5432/x",     /* a bad percent escape */
+        "postgresql://u:ab/S3cretPw@127.0.0.1:5432/x",     /* '/': port "ab" */
+        "postgresql://u:12/S3cretPw@127.0.0.1:5432/x",     /* '/': port 12, database "S3cretPw@..." */
+        "postgresql://u:pw@S3cretPw@127.0.0.1:5432/x",     /* '@': host "S3cretPw@127.0.0.1" */
+        "postgresql://u:pw@127.0.0.1:5432/x?S3cretPw",     /* a query parameter without '=' */
+        "host=127.0.0.1 password=S3cret Pw",               /* a space, unquoted */
+        "host=127.0.0.1 password='S3cretPw",               /* an unterminated quote */
+    };
+    char *argv[] = { "imgcache-worker", NULL };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct config cfg;
+        char err[512];
+
+        setenv("DATABASE_URL", bad[i], 1);
+        assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), -1);
+        if (strncmp(err, "DATABASE_URL: ", 14) != 0 || strstr(err, "S3cr") != NULL || strstr(err, "Pw") != NULL)
+            fail_msg("%s: err '%s'", bad[i], err);
+        config_free(&cfg);
+        assert_int_equal(load(&cfg, CONFIG_PRODUCER, ARGC(argv), argv, err, sizeof err), -1);
+        assert_null(strstr(err, "S3cr"));
+        config_free(&cfg);
+    }
+    /* what is fine stays fine: an encoded password, a quoted one with a
+     * space, a space in a URL's password, several hosts and ports */
+    {
+        static const char *const good[] = {
+            "postgresql://u:a%2Fb%40c%25d@127.0.0.1:5432/x",
+            "postgresql://u:a b@127.0.0.1:5432/x",
+            "host=127.0.0.1 password='a b\\'c'",
+            "postgresql://u@h1:5432,h2:5433/x",
+            "",
+        };
+        for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+            struct config cfg;
+            char err[512] = "";
+            setenv("DATABASE_URL", good[i], 1);
+            if (load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err) != 0)
+                fail_msg("%s refused: %s", good[i], err);
+            config_free(&cfg);
+        }
+    }
+    unsetenv("DATABASE_URL");
+}
+
 static void test_defaults(void **state)
 {
     char *argv[] = { "imgcache-worker", NULL };
@@ -353,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_kafka_props),
+        cmocka_unit_test_setup(test_database_url_refused_without_its_values, clean_env),
         cmocka_unit_test_setup(test_defaults, clean_env),
         cmocka_unit_test_setup(test_env_overrides_default, clean_env),
         cmocka_unit_test_setup(test_flag_overrides_env, clean_env),
