@@ -15,7 +15,9 @@
 
 #include "config.h"
 
-/* Sets bootstrap.servers, client.id and every cfg->kafka_props entry. */
+/* Sets bootstrap.servers, client.id and every cfg->kafka_props entry. A
+ * refused property is named in err, never with the value of a secret
+ * (config_kafka_key_is_secret()). */
 int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char *client_id,
                      char *err, size_t errlen);
 
