@@ -9,6 +9,7 @@
 
 #include "db.h"
 #include "errmsg.h"
+#include "lease.h"
 #include "log.h"
 
 enum opt_type { OPT_STRING, OPT_SECRET, OPT_LONG, OPT_DURATION, OPT_SIZE, OPT_FLAG };
@@ -533,6 +534,8 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
      * conninfo, password included, and a bad URL is a configuration error */
     if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) &&
         db_conninfo_check(cfg->database_url, err, errlen) != 0)
+        return -1;
+    if ((program & CONFIG_WORKER) && lease_url_check(cfg->redis_url, err, errlen) != 0)
         return -1;
     return 0;
 }

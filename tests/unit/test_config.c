@@ -310,6 +310,39 @@ static void test_database_url_refused_without_its_values(void **state)
     unsetenv("DATABASE_URL");
 }
 
+/* A REDIS_URL is checked at start-up too, and its refusal shows no piece of
+ * it: with a bare '/', the password's tail is the URL's path. */
+static void test_redis_url_refused_without_its_values(void **state)
+{
+    static const char *const bad[] = {
+        "redis://u:12/RedisSecret@127.0.0.1:6379/0",
+        "redis://:ab/RedisSecret@127.0.0.1:6379/0",
+        "redis://:Redis Secret@127.0.0.1:6379/0",
+        "http://:RedisSecret@127.0.0.1:6379/0",
+    };
+    char *argv[] = { "imgcache-worker", NULL };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct config cfg;
+        char err[512];
+
+        setenv("REDIS_URL", bad[i], 1);
+        assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), -1);
+        if (strncmp(err, "REDIS_URL: ", 11) != 0 || strstr(err, "Secret") != NULL)
+            fail_msg("%s: err '%s'", bad[i], err);
+        config_free(&cfg);
+    }
+    setenv("REDIS_URL", "redis://:a%2Fb%40c@127.0.0.1:6379/2", 1);
+    {
+        struct config cfg;
+        char err[512] = "";
+        assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
+        config_free(&cfg);
+    }
+    unsetenv("REDIS_URL");
+}
+
 static void test_defaults(void **state)
 {
     char *argv[] = { "imgcache-worker", NULL };
@@ -536,6 +569,7 @@ int main(void)
         cmocka_unit_test_setup(test_kafka_sources_order, clean_env),
         cmocka_unit_test(test_kafka_key_is_secret),
         cmocka_unit_test_setup(test_database_url_refused_without_its_values, clean_env),
+        cmocka_unit_test_setup(test_redis_url_refused_without_its_values, clean_env),
         cmocka_unit_test_setup(test_defaults, clean_env),
         cmocka_unit_test_setup(test_env_overrides_default, clean_env),
         cmocka_unit_test_setup(test_flag_overrides_env, clean_env),
