@@ -9,6 +9,7 @@
 
 #include "db.h"
 #include "errmsg.h"
+#include "kafka.h"
 #include "lease.h"
 #include "log.h"
 
@@ -536,6 +537,8 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
         db_conninfo_check(cfg->database_url, err, errlen) != 0)
         return -1;
     if ((program & CONFIG_WORKER) && lease_url_check(cfg->redis_url, err, errlen) != 0)
+        return -1;
+    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && kafka_conf_check(cfg, err, errlen) != 0)
         return -1;
     return 0;
 }

@@ -46,6 +46,20 @@ int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char
     return 0;
 }
 
+int kafka_conf_check(const struct config *cfg, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc;
+
+    if (conf == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    rc = kafka_conf_apply(conf, cfg, NULL, err, errlen);
+    rd_kafka_conf_destroy(conf);
+    return rc;
+}
+
 static void delivery_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     struct kafka_producer *p = opaque;

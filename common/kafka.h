@@ -21,6 +21,11 @@
 int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char *client_id,
                      char *err, size_t errlen);
 
+/* kafka_conf_apply() on a scratch configuration, for the configuration
+ * check at start-up: a property librdkafka refuses is a configuration
+ * error before anything connects. */
+int kafka_conf_check(const struct config *cfg, char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* Routes librdkafka's log lines through log.h (configuration warnings at
  * debug level). */
 void kafka_conf_set_logger(rd_kafka_conf_t *conf);

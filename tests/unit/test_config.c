@@ -218,17 +218,17 @@ static void test_kafka_file(void **state)
 static void test_kafka_sources_order(void **state)
 {
     char path[] = "/tmp/test_config_kafka.XXXXXX";
-    char *argv[] = { "imgcache-worker", "-X", "acks=x,y", NULL };
+    char *argv[] = { "imgcache-worker", "-X", "client.rack=x,y", NULL };
     int fd = mkstemp(path);
     struct config cfg;
     char err[512] = "";
     (void)state;
 
     assert_true(fd >= 0);
-    assert_int_equal(write(fd, "acks=file\n", 10), 10);
+    assert_int_equal(write(fd, "client.rack=file\n", 17), 17);
     close(fd);
     setenv("IMGCACHE_KAFKA_CONFIG_FILE", path, 1);
-    setenv("IMGCACHE_KAFKA_CONFIG", "acks=env", 1);
+    setenv("IMGCACHE_KAFKA_CONFIG", "client.rack=env", 1);
     assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
     assert_int_equal(cfg.n_kafka_props, 3);
     assert_string_equal(cfg.kafka_props[0].value, "file");
@@ -239,6 +239,17 @@ static void test_kafka_sources_order(void **state)
     unlink(path);
     expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_KAFKA_CONFIG_FILE: cannot open");
     unsetenv("IMGCACHE_KAFKA_CONFIG_FILE");
+
+    /* a property librdkafka refuses is a configuration error at start-up;
+     * here the password's tail after an unescaped comma looks like a key */
+    setenv("IMGCACHE_KAFKA_CONFIG", "sasl.password=Kafka,KSecret=Pw", 1);
+    {
+        char *plain[] = { "imgcache-producer", NULL };
+        assert_int_equal(load(&cfg, CONFIG_PRODUCER, ARGC(plain), plain, err, sizeof err), -1);
+        assert_non_null(strstr(err, "after sasl.password"));
+        assert_null(strstr(err, "KSecret"));
+        config_free(&cfg);
+    }
     unsetenv("IMGCACHE_KAFKA_CONFIG");
 }
 
