@@ -38,7 +38,6 @@ struct ptrack {
     int attached;           /* 0 once revoked */
     int refs;               /* events in flight + 1 while attached */
     int paused;             /* as last told to librdkafka; -1 unknown */
-    int held;               /* events held until due (retry topic) */
     UT_hash_handle hh;
 };
 
