@@ -981,7 +981,8 @@ static void write_results(struct worker *w)
     }
 }
 
-/* Timed states whose time has come go on. */
+/* Timed states whose time has come go on. Held retries stay held while
+ * stopping: new work would only lengthen the shutdown. */
 static void wake_timed(struct worker *w)
 {
     struct job *j, *tmp;
@@ -989,7 +990,7 @@ static void wake_timed(struct worker *w)
 
     w->next_held_due_ms = LLONG_MAX;
     DL_FOREACH_SAFE(w->q_held, j, tmp) {
-        if (j->due_ms > now) {
+        if (j->due_ms > now || w->stopping) {
             if (j->due_ms < w->next_held_due_ms)
                 w->next_held_due_ms = j->due_ms;
             continue;
@@ -1811,7 +1812,8 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         if (!w->stopping)
             sync_pause(w);
 
-        if (w->stopping && (idle(w) || now >= grace_deadline))
+        /* held retries need no grace: nothing of theirs is in flight */
+        if (w->stopping && (idle(w) || only_held(w, 0) || now >= grace_deadline))
             break;
         /* --drain does not wait for a retry due later than this worker's own
          * longest backoff (a server's long Retry-After): the next run does */
