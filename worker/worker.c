@@ -185,7 +185,7 @@ struct worker {
 
     /* counters for progress lines and the summary */
     long long n_consumed, n_bad_events, n_already_cached, n_downloaded, n_new_blobs,
-        n_committed, n_failed, n_waited, n_retries, n_dead_letters, n_spilled;
+        n_committed, n_failed, n_waited, n_retries, n_dead_letters, n_spilled, n_tombstones;
     long long next_progress_ms;
 };
 
@@ -1334,6 +1334,17 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
     }
     e->pt = t;
     w->n_consumed++;
+    if (m->payload == NULL) {
+        /* a tombstone (null value), normal on a compacted topic: nothing to
+         * fetch, nothing to dead-letter; done once the events before it are */
+        w->n_tombstones++;
+        log_debug("event=tombstone topic=%s partition=%d offset=%lld", topic, (int)m->partition,
+                  (long long)m->offset);
+        offsets_finish(t, e->seq);
+        offsets_release(t);
+        free(e);
+        return;
+    }
     w->outstanding++;
     if (from_retry) {
         long long v;
@@ -1762,10 +1773,10 @@ static void progress(struct worker *w, const char *event)
 {
     log_info("event=%s consumed=%lld already_cached=%lld downloaded=%lld new_blobs=%lld committed=%lld "
              "failed=%lld retries=%lld dead_letters=%lld bad_events=%lld waited_for_other_worker=%lld "
-             "in_flight=%zu outstanding=%zu held=%zu spilled_to_disk=%lld",
+             "in_flight=%zu outstanding=%zu held=%zu spilled_to_disk=%lld tombstones=%lld",
              event, w->n_consumed, w->n_already_cached, w->n_downloaded, w->n_new_blobs, w->n_committed,
              w->n_failed, w->n_retries, w->n_dead_letters, w->n_bad_events, w->n_waited, w->n_fetching,
-             w->outstanding, w->n_in[JOB_HELD], w->n_spilled);
+             w->outstanding, w->n_in[JOB_HELD], w->n_spilled, w->n_tombstones);
 }
 
 static void drain_wake_pipe(struct worker *w)
