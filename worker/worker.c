@@ -156,7 +156,8 @@ struct worker {
     long long retry_delays[MAX_RETRIES_LIST];
     int n_retry_delays;
     long long hold_limit_ms;    /* a retry event is held at most this long */
-    long long drain_hold_ms;    /* --drain waits for retries due within this */
+    size_t hold_max;            /* held jobs at which the retry partitions pause */
+    long long drain_hold_ms;    /* --drain waits for held retries due within this */
     long long next_held_due_ms; /* the earliest held job's due_ms */
 
     struct job *jobs;           /* hash by url */
@@ -1122,7 +1123,7 @@ static void sync_pause(struct worker *w)
         w->paused = 0;
     }
     HASH_ITER(hh, w->offsets.table, t, tmp) {
-        int holding_enough = w->n_in[JOB_HELD] >= (size_t)w->cfg->retry_hold_max &&
+        int holding_enough = w->n_in[JOB_HELD] >= w->hold_max &&
                              strcmp(t->topic, w->retry_topic) == 0;
         int want = w->paused || holding_enough || offsets_full(t);
         rd_kafka_topic_partition_list_t **list = want ? &pause : &resume;
@@ -1163,13 +1164,26 @@ static int seen_before(struct worker *w, const char *topic, int32_t partition)
     return 0;
 }
 
+/* Unfinished events of the revoked partitions, but for retries held until
+ * due: those will not finish while a revoke waits (the next owner holds them
+ * again), so waiting for them would only stall the rebalance. */
 static size_t revoked_in_flight(struct worker *w, rd_kafka_topic_partition_list_t *parts)
 {
     size_t n = 0;
+    struct job *j;
+    struct wevent *e;
+
     for (int i = 0; i < parts->cnt; i++) {
         struct ptrack *t = offsets_find(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
         if (t)
-            n += t->len;
+            n += t->len - t->n_done;
+    }
+    DL_FOREACH(w->q_held, j) {
+        LL_FOREACH(j->events, e) {
+            if (n > 0 && e->pt->attached &&
+                rd_kafka_topic_partition_list_find(parts, e->pt->topic, e->pt->partition))
+                n--;
+        }
     }
     return n;
 }
@@ -1683,6 +1697,10 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
      * slot, at least 4096 */
     w->max_outstanding = (size_t)cfg->concurrency * 16 < 4096 ? 4096 : (size_t)cfg->concurrency * 16;
     offsets_init(&w->offsets, w->max_outstanding);
+    /* held retries count as outstanding: at most half of them, so that they
+     * never stop the main topic */
+    w->hold_max = (size_t)cfg->retry_hold_max < w->max_outstanding / 2 ? (size_t)cfg->retry_hold_max
+                                                                        : w->max_outstanding / 2;
     if (cfg->worker_id[0]) {
         snprintf(w->worker_id, sizeof w->worker_id, "%s", cfg->worker_id);
     } else {
@@ -1694,8 +1712,9 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     if (parse_retry_delays(w, cfg->retry_backoff, err, errlen) != 0)
         goto out;
     w->hold_limit_ms = retry_hold_limit_ms(w->retry_delays, w->n_retry_delays, cfg->retry_after_max_ms);
-    /* the retries this worker schedules itself, not a server's long ask */
-    w->drain_hold_ms = retry_hold_limit_ms(w->retry_delays, w->n_retry_delays, 0);
+    /* the retries this worker schedules itself and short Retry-Afters, not
+     * a server's long ask */
+    w->drain_hold_ms = retry_hold_limit_ms(w->retry_delays, w->n_retry_delays, cfg->drain_wait_ms);
     w->next_held_due_ms = LLONG_MAX;
     snprintf(w->retry_topic, sizeof w->retry_topic, "%s-retry", cfg->topic);
     snprintf(w->dlt_topic, sizeof w->dlt_topic, "%s-dlt", cfg->topic);
@@ -1827,7 +1846,8 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         if (w->stopping && (idle(w) || only_held(w, 0) || now >= grace_deadline))
             break;
         /* --drain does not wait for a retry due later than this worker's own
-         * longest backoff (a server's long Retry-After): the next run does */
+         * longest backoff or IMGCACHE_DRAIN_WAIT (a server's long
+         * Retry-After): the next run does */
         if (!idle(w) && !(w->cfg->drain && only_held(w, now + w->drain_hold_ms)))
             w->idle_since_ms = 0;
         else if (w->idle_since_ms == 0)
