@@ -16,9 +16,9 @@
  * republished to <topic>-retry (due time in a header; the worker consumes
  * that topic too and holds each event in memory until it is due, at most
  * IMGCACHE_RETRY_HOLD_MAX of them, so one late event does not stop those
- * behind it), a permanent one (or the last retry) goes to <topic>-dlt; either counts as
- * finished only once the publish is acknowledged and the image_failures row
- * is committed. A per-host circuit breaker stops hammering a failing host. */
+ * behind it), a permanent one (or the last retry) goes to <topic>-dlt;
+ * either counts as finished only once the publish is acknowledged and the
+ * image_failures row is committed. A per-host circuit breaker stops hammering a failing host. */
 #include "worker.h"
 
 #include <errno.h>
