@@ -81,13 +81,18 @@ static const struct opt_def opts[] = {
     { "IMGCACHE_SHUTDOWN_GRACE", "grace", OPT_DURATION, OFF(grace_ms), "20s", 0, BIG, W,
       "on SIGTERM, how long in-flight downloads may finish" },
     { "IMGCACHE_DRAIN_WAIT", "drain-wait", OPT_DURATION, OFF(drain_wait_ms), "60s", 0, BIG, W,
-      "with --drain, how long to wait for a partition assignment" },
+      "with --drain, how long to wait for a partition assignment; also waited for: retries due within it" },
     { "IMGCACHE_RECHECK", "recheck", OPT_DURATION, OFF(recheck_ms), "500ms", 10, BIG, W,
       "how often an event whose URL another worker is fetching is checked again" },
     { "IMGCACHE_FAILURE_TTL", "failure-ttl", OPT_DURATION, OFF(failure_ttl_ms), "7d", 0, BIG, P | W,
       "a permanent failure younger than this is not tried again" },
     { "IMGCACHE_RETRY_BACKOFF", "retry-backoff", OPT_STRING, OFF(retry_backoff), "2s,8s,32s,2m,8m", 0, 0, W,
-      "delay before each retry (through the -retry topic), comma-separated; then permanent" },
+      "delay before each retry (through the -retry topic), comma-separated, each at most 7d; then permanent" },
+    { "IMGCACHE_RETRY_AFTER_MAX", "retry-after-max", OPT_DURATION, OFF(retry_after_max_ms), "1h", 0,
+      604800000LL, W,
+      "longest delay a server's Retry-After may ask for; also bounds how long a retry event is held" },
+    { "IMGCACHE_RETRY_HOLD_MAX", "retry-hold-max", OPT_LONG, OFF(retry_hold_max), "1000", 1, 1000000, W,
+      "retry events held in memory until due; at this many, the retry topic's partitions pause" },
     { "IMGCACHE_BREAKER_THRESHOLD", "breaker-threshold", OPT_LONG, OFF(breaker_threshold), "20", 1, 1000000, W,
       "consecutive retryable failures to one host that open its circuit" },
     { "IMGCACHE_BREAKER_COOLDOWN", "breaker-cooldown", OPT_DURATION, OFF(breaker_cooldown_ms), "30s", 10, BIG, W,
@@ -391,7 +396,8 @@ static int set_option(struct config *cfg, const struct opt_def *o, const char *v
             snprintf(err, errlen, "%s: '%s' is below the minimum %lld%s", origin, value, o->min,
                      o->type == OPT_DURATION ? "ms" : "");
         else
-            snprintf(err, errlen, "%s: '%s' is out of range %lld..%lld", origin, value, o->min, o->max);
+            snprintf(err, errlen, "%s: '%s' is out of range %lld..%lld%s", origin, value, o->min, o->max,
+                     o->type == OPT_DURATION ? "ms" : "");
         return -1;
     }
     if (o->type == OPT_LONG)

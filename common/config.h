@@ -56,6 +56,8 @@ struct config {
     long long recheck_ms;
     long long failure_ttl_ms;
     char *retry_backoff;
+    long long retry_after_max_ms;
+    long retry_hold_max;
     char *allow_hosts;
     long breaker_threshold;
     long long breaker_cooldown_ms;

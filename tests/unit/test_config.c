@@ -376,6 +376,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.connect_timeout_ms, 5000);
     assert_int_equal(cfg.fetch_timeout_ms, 30000);
     assert_int_equal(cfg.recheck_ms, 500);
+    assert_int_equal(cfg.retry_after_max_ms, 3600000);
+    assert_int_equal(cfg.retry_hold_max, 1000);
     assert_int_equal(cfg.drain, 0);
     assert_int_equal(cfg.from_beginning, 0);
     assert_int_equal(cfg.n_kafka_props, 0);
@@ -450,6 +452,14 @@ static void test_bad_values_name_the_variable(void **state)
 
     expect_load_error(CONFIG_WORKER, ARGC(bad_flag), bad_flag, "--concurrency: '5000' is out of range 1..4096");
     expect_load_error(CONFIG_WORKER, ARGC(bad_dur_flag), bad_dur_flag, "--fetch-timeout: 'soon' is not a duration");
+
+    setenv("IMGCACHE_RETRY_AFTER_MAX", "8d", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv,
+                      "IMGCACHE_RETRY_AFTER_MAX: '8d' is out of range 0..604800000ms");
+    unsetenv("IMGCACHE_RETRY_AFTER_MAX");
+    setenv("IMGCACHE_RETRY_HOLD_MAX", "0", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_RETRY_HOLD_MAX: '0' is out of range 1..1000000");
+    unsetenv("IMGCACHE_RETRY_HOLD_MAX");
 
     setenv("IMGCACHE_LEASE_TTL", "10ms", 1);
     expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_LEASE_TTL: '10ms' is below the minimum 1000ms");
