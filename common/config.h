@@ -56,6 +56,7 @@ struct config {
     long long failure_ttl_ms;
     char *retry_backoff;
     char *allow_hosts;
+    char *http_proxy;           /* a secret: may carry the proxy's password */
     long breaker_threshold;
     long long breaker_cooldown_ms;
     char *worker_id;
