@@ -1685,6 +1685,13 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     }
     if (parse_retry_delays(w, cfg->retry_backoff, err, errlen) != 0)
         goto out;
+    if (cfg->http_proxy[0] && check_proxy_url(cfg->http_proxy, err, errlen) != 0)
+        goto out;
+    {
+        const char *trusted[] = { cfg->beeper_media_server, cfg->beeper_api_url, NULL };
+        if (netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen) != 0)
+            goto out;
+    }
     snprintf(w->retry_topic, sizeof w->retry_topic, "%s-retry", cfg->topic);
     snprintf(w->dlt_topic, sizeof w->dlt_topic, "%s-dlt", cfg->topic);
     srandom((unsigned)getpid() ^ (unsigned)mono_ms());
@@ -1713,13 +1720,6 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     if (db_check_schema(w->db, err, errlen) != 0)
         goto out;
     if (lease_connect(cfg->redis_url, w->worker_id, cfg->lease_ttl_ms, &w->lease, err, errlen) != 0)
-        goto out;
-    {
-        const char *trusted[] = { cfg->beeper_media_server, cfg->beeper_api_url, NULL };
-        if (netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen) != 0)
-            goto out;
-    }
-    if (cfg->http_proxy[0] && check_proxy_url(cfg->http_proxy, err, errlen) != 0)
         goto out;
     fo = (struct fetch_opts){
         .connect_timeout_ms = cfg->connect_timeout_ms, .timeout_ms = cfg->fetch_timeout_ms,
