@@ -294,7 +294,7 @@ static int parse_entry(const char *entry, struct trusted *t, char *err, size_t e
         goto bad;
     return 0;
 bad:
-    errmsg_set(err, errlen, "IMGCACHE_ALLOW_HOSTS entry '%s': %s", entry, msg);
+    errmsg_set(err, errlen, "IMGCACHE_ALLOW_HOSTS (--allow-hosts) entry '%s': %s", entry, msg);
     return -1;
 }
 

@@ -66,4 +66,10 @@ answers=$(for u in "http://localhost:$INTERNAL_PORT/secret.png" "http://localhos
         sed -E 's/address [^ ]+ port [0-9]+/address A port P/'
 done | sort -u | wc -l)
 check_eq "a listening port answers like a closed one" 1 "$answers"
+
+# an allow entry that cannot be read is a configuration error naming it
+IMGCACHE_ALLOW_HOSTS="localhost:$PORT,media.lan:99999" "$BIN/imgcache-worker" --drain \
+    > "$TESTS_TMP/bad-allow.out" 2> "$TESTS_TMP/bad-allow.err" < /dev/null
+check_eq "a bad IMGCACHE_ALLOW_HOSTS entry: exit status 2" 2 "$?"
+check "...and the error names the entry" grep -q "IMGCACHE_ALLOW_HOSTS.*'media.lan:99999'" "$TESTS_TMP/bad-allow.err"
 it_done

@@ -118,7 +118,7 @@ check_eq "the proxy's password is in no log and no row" "" \
 # ---- 3. a bad IMGCACHE_HTTP_PROXY: a clear error that does not show it ------------
 IMGCACHE_HTTP_PROXY="socks9://imgcache:pw-s3cret@127.0.0.1:1" "$BIN/imgcache-worker" --drain \
     > "$TESTS_TMP/bad-proxy.out" 2> "$TESTS_TMP/bad-proxy.err" < /dev/null
-check "a bad IMGCACHE_HTTP_PROXY stops the worker" test $? -ne 0
+check_eq "a bad IMGCACHE_HTTP_PROXY stops the worker: bad configuration" 2 "$?"
 check "the error names IMGCACHE_HTTP_PROXY" grep -q "IMGCACHE_HTTP_PROXY" "$TESTS_TMP/bad-proxy.err"
 check_eq "the error does not show its password" "" "$(grep -h 'pw-s3cret' "$TESTS_TMP"/bad-proxy.*)"
 it_done
