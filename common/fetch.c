@@ -25,6 +25,8 @@ struct transfer {
     int aborted;        /* on_data said stop */
     int too_large;
     int decided;        /* res.outcome and res.error are set (refused, bad redirect...) */
+    int refused_socket; /* on_open_socket refused an address: refusal says why */
+    char refusal[160];
     int done_early;     /* decided without (more) network: reported by fetch_perform */
     struct fetch_result res;
     char errbuf[CURL_ERROR_SIZE];
@@ -204,7 +206,9 @@ static void finish_early(struct transfer *t)
     t->f->n_early++;
 }
 
-static void refuse(struct transfer *t, const struct sockaddr *sa)
+/* Says why sa is refused, in the same words for every port: whether
+ * something listens there must not show. */
+static void refusal_text(const struct transfer *t, const struct sockaddr *sa, char *out, size_t outlen)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
 
@@ -212,10 +216,8 @@ static void refuse(struct transfer *t, const struct sockaddr *sa)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof ip);
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof ip);
-    /* the same words for every refused port: whether something listens there
-     * must not show */
-    decide(t, FETCH_REFUSED, "refused to connect to internal address %s port %d (not a trusted origin)",
-           ip, t->origin.port);
+    snprintf(out, outlen, "refused to connect to internal address %s port %d (not a trusted origin)", ip,
+             t->origin.port);
 }
 
 /* Runs before curl opens each socket: the last moment before a packet.
@@ -227,7 +229,10 @@ static curl_socket_t on_open_socket(void *userp, curlsocktype purpose, struct cu
 
     (void)purpose;
     if (!netguard_allows(t->f->opts.guard, t->origin.scheme, t->origin.host, &addr->addr)) {
-        refuse(t, &addr->addr);
+        /* not decided yet: curl may go on to another address of the name
+         * that is allowed (::1 refused, then 127.0.0.1 trusted) */
+        t->refused_socket = 1;
+        refusal_text(t, &addr->addr, t->refusal, sizeof t->refusal);
         return CURL_SOCKET_BAD;
     }
     return socket(addr->family, addr->socktype, addr->protocol);
@@ -255,8 +260,11 @@ static int check_target_addresses(struct transfer *t)
         goto out;
     }
     for (struct addrinfo *a = res; a != NULL; a = a->ai_next) {
+        /* the proxy chooses among them: every one must be allowed */
         if (!netguard_allows(t->f->opts.guard, t->origin.scheme, t->origin.host, a->ai_addr)) {
-            refuse(t, a->ai_addr);
+            char why[160];
+            refusal_text(t, a->ai_addr, why, sizeof why);
+            decide(t, FETCH_REFUSED, "%s", why);
             goto out;
         }
     }
@@ -388,6 +396,12 @@ static void classify(struct transfer *t, CURLcode code)
     r->http_status = status;
     if (t->decided)
         return;
+    /* no connection was made because the guard refused the address(es) */
+    if (t->refused_socket && code == CURLE_COULDNT_CONNECT) {
+        r->outcome = FETCH_REFUSED;
+        snprintf(r->error, sizeof r->error, "%s", t->refusal);
+        return;
+    }
     snprintf(r->error, sizeof r->error, "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
     if (t->too_large || code == CURLE_FILESIZE_EXCEEDED) {
         r->outcome = FETCH_TOO_LARGE;
@@ -444,6 +458,7 @@ static int follow_redirect(struct transfer *t)
     t->url = next;
     t->hops++;
     t->res.bytes = 0;
+    t->refused_socket = 0;
     if (start_hop(t, err, sizeof err) != 0) {
         decide(t, FETCH_NETWORK, "%s", err);
         finish_early(t);

@@ -14,6 +14,9 @@ MEDIA="$TESTS_TMP/media"
 INTERNAL="$TESTS_TMP/internal"
 mkdir -p "$MEDIA" "$INTERNAL"
 unique() { { cat "$IMG/avatar.png"; printf 'imgcache-origins-%s' "$1"; } > "$2"; }
+LITERAL="$TESTS_TMP/literal"
+mkdir -p "$LITERAL"
+unique literal "$LITERAL/lit.png"
 for n in ok upper redirect; do unique "$n" "$MEDIA/$n.png"; done
 for n in secret secret-upper secret-redirect; do unique "$n" "$INTERNAL/$n.png"; done
 
@@ -21,6 +24,9 @@ for n in secret secret-upper secret-redirect; do unique "$n" "$INTERNAL/$n.png";
 start_media "$INTERNAL"
 INTERNAL_PORT=${MEDIA_URL##*:}
 INTERNAL_URL=$MEDIA_URL
+# one trusted by address: [::1]:PORT trusts that address for any name
+start_media "$LITERAL" --bind ::1
+LITERAL_PORT=${MEDIA_URL##*:}
 start_media "$MEDIA"
 PORT=${MEDIA_URL##*:}
 M=http://localhost:$PORT
@@ -30,7 +36,7 @@ check "the stack's Redis and PostgreSQL ports are known" test -n "$REDIS_PORT" -
 
 # trusted: the media server's origin, by name and port (nothing else of
 # localhost but the default BEEPER_API_URL's port 23373)
-export IMGCACHE_ALLOW_HOSTS="localhost:$PORT"
+export IMGCACHE_ALLOW_HOSTS="localhost:$PORT,[::1]:$LITERAL_PORT"
 unset BEEPER_API_URL BEEPER_MEDIA_SERVER
 export IMGCACHE_RETRY_BACKOFF=100ms IMGCACHE_CONNECT_TIMEOUT=2s IMGCACHE_FETCH_TIMEOUT=3s
 export IMGCACHE_BREAKER_THRESHOLD=100000
@@ -43,7 +49,8 @@ REFUSED=("http://localhost:$INTERNAL_PORT/secret.png"
          "http://localhost:$REDIS_PORT/x.png"
          "http://localhost:$PG_PORT/x.png"
          "http://localhost:1/x.png")
-CACHED=("$M/ok.png" "http://LOCALHOST:$PORT/upper.png")
+# (curl tries localhost's 127.0.0.1 first, refused there, then ::1, trusted)
+CACHED=("$M/ok.png" "http://LOCALHOST:$PORT/upper.png" "http://localhost:$LITERAL_PORT/lit.png")
 publish_url "${REFUSED[@]}" "${CACHED[@]}" > /dev/null
 check "events published" test $? -eq 0
 
