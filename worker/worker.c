@@ -17,7 +17,8 @@
  * that topic too and holds a partition paused until its head is due), a
  * permanent one (or the last retry) goes to <topic>-dlt; either counts as
  * finished only once the publish is acknowledged and the image_failures row
- * is committed. A per-host circuit breaker stops hammering a failing host. */
+ * is committed. A per-origin (scheme + host + port) circuit breaker stops hammering a
+ * failing service. */
 #include "worker.h"
 
 #include <errno.h>
