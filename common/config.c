@@ -98,7 +98,11 @@ static const struct opt_def opts[] = {
     { "IMGCACHE_BREAKER_COOLDOWN", "breaker-cooldown", OPT_DURATION, OFF(breaker_cooldown_ms), "30s", 10, BIG, W,
       "first pause of an open circuit; doubles on each failed probe, up to 10m" },
     { "IMGCACHE_ALLOW_HOSTS", "allow-hosts", OPT_STRING, OFF(allow_hosts), "", 0, 0, W,
-      "hosts or IPs on private/loopback networks that downloads may reach (comma-separated)" },
+      "trusted origins on private/loopback networks that downloads may reach, comma-separated "
+      "host, host:port or scheme://host:port (no port: 80/443)" },
+    { "IMGCACHE_HTTP_PROXY", NULL, OPT_SECRET, OFF(http_proxy), "", 0, 0, W,
+      "proxy for downloads, http(s)://[user:password@]host:port (environment only, never logged); "
+      "empty: none, and http_proxy/HTTPS_PROXY/ALL_PROXY are ignored" },
     { "IMGCACHE_WORKER_ID", "worker-id", OPT_STRING, OFF(worker_id), "", 0, 0, W,
       "name of this worker in leases and logs; empty: host:pid" },
     { NULL, "drain", OPT_FLAG, OFF(drain), "0", 0, 0, W,

@@ -59,6 +59,7 @@ struct config {
     long long retry_after_max_ms;
     long retry_hold_max;
     char *allow_hosts;
+    char *http_proxy;           /* a secret: may carry the proxy's password */
     long breaker_threshold;
     long long breaker_cooldown_ms;
     char *worker_id;

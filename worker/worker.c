@@ -18,7 +18,8 @@
  * IMGCACHE_RETRY_HOLD_MAX of them, so one late event does not stop those
  * behind it), a permanent one (or the last retry) goes to <topic>-dlt;
  * either counts as finished only once the publish is acknowledged and the
- * image_failures row is committed. A per-host circuit breaker stops hammering a failing host. */
+ * image_failures row is committed. A per-origin (scheme + host + port)
+ * circuit breaker stops hammering a failing service. */
 #include "worker.h"
 
 #include <errno.h>
@@ -104,7 +105,7 @@ struct job {
     long long first_failed_ms;  /* wall clock, 0 before the first failure */
     long long next_attempt_ms;  /* wall clock, for a retry */
     int dead_letter;            /* publishing to -dlt (else to -retry) */
-    char *host;                 /* for the circuit breaker */
+    char *origin;               /* "scheme://host:port", the circuit breaker's key */
     struct resolved res;
     int resolved;
     struct store_blob blob;
@@ -197,7 +198,7 @@ static long long mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static char *url_host(const char *url);
+static char *url_origin(const char *url);
 
 /* ---------------------------------------------------------------- jobs -- */
 
@@ -253,7 +254,7 @@ static void job_free(struct job *j)
     resolved_clear(&j->res);
     free(j->public_url);
     free(j->url);
-    free(j->host);
+    free(j->origin);
     free(j->msg_key);
     free(j->msg_value);
     free(j);
@@ -559,12 +560,15 @@ static void on_done(void *arg, const struct fetch_result *r)
 
     w->n_fetching--;
     j->retry_after_s = r->retry_after_s;
-    breaker_record(w->breaker, j->host,
-                   r->outcome == FETCH_TIMEOUT || r->outcome == FETCH_NETWORK ||
-                       r->outcome == FETCH_TRUNCATED ||
-                       (r->outcome == FETCH_HTTP_ERROR &&
-                        (status == 408 || status == 429 || status >= 500)),
-                   mono_ms());
+    /* a refused address or a bad URL was never sent: it says nothing about
+     * the origin's health (and must not let an outsider open its circuit) */
+    if (r->outcome != FETCH_REFUSED && r->outcome != FETCH_BAD_URL)
+        breaker_record(w->breaker, j->origin,
+                       r->outcome == FETCH_TIMEOUT || r->outcome == FETCH_NETWORK ||
+                           r->outcome == FETCH_TRUNCATED ||
+                           (r->outcome == FETCH_HTTP_ERROR &&
+                            (status == 408 || status == 429 || status >= 500)),
+                       mono_ms());
     if (r->outcome == FETCH_OK) {
         snprintf(j->etag, sizeof j->etag, "%s", r->etag);
         snprintf(j->last_modified, sizeof j->last_modified, "%s", r->last_modified);
@@ -658,8 +662,8 @@ static void start_ready(struct worker *w)
 
     while (w->q_ready && may_start(w)) {
         struct job *j = w->q_ready;
-        if (j->res.kind == RESOLVE_HTTP && j->host) {
-            long long until = breaker_check(w->breaker, j->host, mono_ms());
+        if (j->res.kind == RESOLVE_HTTP && j->origin) {
+            long long until = breaker_check(w->breaker, j->origin, mono_ms());
             if (until > 0) {
                 j->due_ms = until; /* no attempt is spent while the circuit is open */
                 job_move(w, j, JOB_BREAKER);
@@ -832,22 +836,52 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
             }
             j->resolved = 1;
             if (j->res.kind == RESOLVE_HTTP)
-                j->host = url_host(j->res.url);
+                j->origin = url_origin(j->res.url);
         }
         job_move(w, j, JOB_READY);
     }
 }
 
-static char *url_host(const char *url)
+/* IMGCACHE_HTTP_PROXY must be an http(s) proxy URL with a host. The value
+ * may carry a password: the message never quotes it. */
+static int check_proxy_url(const char *proxy, char *err, size_t errlen)
 {
     CURLU *u = curl_url();
-    char *host = NULL, *copy = NULL;
-    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
-        copy = strdup(host);
+    char *scheme = NULL, *host = NULL;
+    int rc = -1;
+
+    if (u == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    if (curl_url_set(u, CURLUPART_URL, proxy, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+        errmsg_set(err, errlen, "IMGCACHE_HTTP_PROXY is not an http:// or https:// URL with a host "
+                                "(the value is not shown: it may hold a password)");
+        goto out;
+    }
+    rc = 0;
+out:
+    curl_free(scheme);
     curl_free(host);
     curl_url_cleanup(u);
-    return copy;
+    return rc;
+}
+
+/* The breaker's key for url; NULL (no breaker) for a URL without an http(s)
+ * origin, which the fetcher refuses as a bad URL anyway. */
+static char *url_origin(const char *url)
+{
+    struct netguard_origin o;
+    char key[NETGUARD_HOST_MAX + 32];
+    char ignored[128];
+
+    if (netguard_origin_of(url, &o, ignored, sizeof ignored) != 0)
+        return NULL;
+    netguard_origin_key(&o, key, sizeof key);
+    return strdup(key);
 }
 
 static void release_leases(struct worker *w, struct job **batch, size_t n)
@@ -1731,6 +1765,13 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
      * a server's long ask */
     w->drain_hold_ms = retry_hold_limit_ms(w->retry_delays, w->n_retry_delays, cfg->drain_wait_ms);
     w->next_held_due_ms = LLONG_MAX;
+    if (cfg->http_proxy[0] && check_proxy_url(cfg->http_proxy, err, errlen) != 0)
+        goto out;
+    {
+        const char *trusted[] = { cfg->beeper_media_server, cfg->beeper_api_url, NULL };
+        if (netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen) != 0)
+            goto out;
+    }
     snprintf(w->retry_topic, sizeof w->retry_topic, "%s-retry", cfg->topic);
     snprintf(w->dlt_topic, sizeof w->dlt_topic, "%s-dlt", cfg->topic);
     srandom((unsigned)getpid() ^ (unsigned)mono_ms());
@@ -1760,15 +1801,11 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
         goto out;
     if (lease_connect(cfg->redis_url, w->worker_id, cfg->lease_ttl_ms, &w->lease, err, errlen) != 0)
         goto out;
-    {
-        const char *trusted[] = { cfg->beeper_media_server, cfg->beeper_api_url, NULL };
-        if (netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen) != 0)
-            goto out;
-    }
     fo = (struct fetch_opts){
         .connect_timeout_ms = cfg->connect_timeout_ms, .timeout_ms = cfg->fetch_timeout_ms,
         .max_bytes = cfg->max_bytes, .max_redirects = 3,
         .max_connections = cfg->concurrency, .user_agent = "imgcache/1", .guard = w->guard,
+        .proxy = cfg->http_proxy,
     };
     if (fetch_new(&fo, &cb, &w->fetch, err, errlen) != 0)
         goto out;
