@@ -16,6 +16,7 @@ struct transfer {
     int aborted;        /* on_data said stop */
     int too_large;
     int refused;        /* the guard refused an address */
+    int status_stop;    /* the final status said stop: its body is not wanted */
     struct fetch_result res;
     char errbuf[CURL_ERROR_SIZE];
     struct transfer *next, *prev;
@@ -91,6 +92,12 @@ void fetch_free(struct fetcher *f)
     free(f);
 }
 
+/* 1 for a status whose body may be an image. */
+static int status_has_image(long status)
+{
+    return status >= 200 && status <= 299;
+}
+
 static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 {
     struct transfer *t = userp;
@@ -98,8 +105,15 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
     long status = 0;
 
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (status >= 300)
-        return len; /* error bodies are not images: drop them */
+    if (!status_has_image(status)) {
+        /* a 3xx that is not followed (on_header stopped the others): its
+         * status says all, and returning 0 keeps libcurl from decoding
+         * more of a body that may be a compression bomb */
+        t->status_stop = 1;
+        return 0;
+    }
+    /* decoded bytes, checked before each piece (libcurl decodes at most
+     * CURL_MAX_WRITE_SIZE ahead of us): a 2xx gzip bomb stops at the cap */
     if (t->res.bytes + (long long)len > t->f->opts.max_bytes) {
         t->too_large = 1;
         return 0;
@@ -151,6 +165,22 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
         t->res.etag[0] = '\0';
         t->res.last_modified[0] = '\0';
         t->res.retry_after_s = -1;
+        return len;
+    }
+    if (line[0] == '\r' || line[0] == '\n') {
+        /* the end of one response's headers; 1xx, 2xx and 3xx (a redirect
+         * libcurl follows without decoding its body) go on */
+        long status = 0;
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 400) {
+            /* an error's body is never used, and may be endless or a
+             * compression bomb that libcurl would decode inside
+             * curl_multi_perform(), where no timeout is checked: stop before
+             * its first byte and classify by the status (the connection is
+             * closed, not reused) */
+            t->status_stop = 1;
+            return 0;
+        }
         return len;
     }
     /* stored as text in a JSON batch: a value with bytes outside printable
@@ -269,6 +299,13 @@ int fetch_active(const struct fetcher *f)
     return f->n_active;
 }
 
+/* A final response that is not 2xx, by its status alone. */
+static void classify_status(struct fetch_result *r, long status)
+{
+    r->outcome = FETCH_HTTP_ERROR;
+    snprintf(r->error, sizeof r->error, "HTTP %ld", status);
+}
+
 static void classify(struct transfer *t, CURLcode code)
 {
     struct fetch_result *r = &t->res;
@@ -280,18 +317,22 @@ static void classify(struct transfer *t, CURLcode code)
         r->outcome = FETCH_REFUSED; /* the message was set by the guard */
         return;
     }
+    if (t->status_stop) {
+        /* CURLE_WRITE_ERROR, because on_header or on_write said stop */
+        classify_status(r, status);
+        return;
+    }
     snprintf(r->error, sizeof r->error, "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
     if (t->too_large || code == CURLE_FILESIZE_EXCEEDED) {
         r->outcome = FETCH_TOO_LARGE;
     } else if (t->aborted) {
         r->outcome = FETCH_ABORTED;
     } else if (code == CURLE_OK) {
-        if (status >= 200 && status < 300) {
+        if (status_has_image(status)) {
             r->outcome = FETCH_OK;
             r->error[0] = '\0';
         } else {
-            r->outcome = FETCH_HTTP_ERROR;
-            snprintf(r->error, sizeof r->error, "HTTP %ld", status);
+            classify_status(r, status);
         }
     } else if (code == CURLE_OPERATION_TIMEDOUT) {
         r->outcome = FETCH_TIMEOUT;

@@ -11,8 +11,13 @@
  * before its socket is opened: no packet reaches a refused address.
  * Limits enforced here: connect timeout, total timeout, low-speed timeout
  * (a server that stalls), byte cap (Content-Length checked up front, and a
- * running count for bodies without one), at most max_redirects hops, and
+ * running count of the decoded bytes), at most max_redirects hops, and
  * http/https only (also for redirects).
+ *
+ * A final response that is not 2xx is classified by its status alone: the
+ * transfer stops at the end of its headers (a 3xx that is not followed: at
+ * its first body byte), so libcurl neither reads nor decodes its body, which
+ * may be endless or a compression bomb.
  *
  * Ownership: fetch_new() returns a fetcher freed by fetch_free(), which
  * aborts unfinished transfers without calling on_done. url and auth_header
@@ -33,7 +38,7 @@ struct fetch_opts {
 
 enum fetch_outcome {
     FETCH_OK = 0,          /* 2xx with a complete body */
-    FETCH_HTTP_ERROR,      /* final status >= 400 (http_status) */
+    FETCH_HTTP_ERROR,      /* final status 3xx-5xx (http_status) */
     FETCH_TOO_LARGE,       /* over max_bytes */
     FETCH_ABORTED,         /* on_data returned -1 (caller's reason) */
     FETCH_TIMEOUT,         /* connect, total or low-speed timeout */
