@@ -43,6 +43,7 @@ const char *fetch_outcome_name(enum fetch_outcome o)
     case FETCH_REDIRECTS: return "redirects";
     case FETCH_BAD_URL: return "bad_url";
     case FETCH_REFUSED: return "refused_address";
+    case FETCH_PROTOCOL: return "protocol";
     }
     return "unknown";
 }
@@ -173,11 +174,11 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
         long status = 0;
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 400) {
-            /* an error's body is never used, and may be endless or a
-             * compression bomb that libcurl would decode inside
-             * curl_multi_perform(), where no timeout is checked: stop before
+            /* 4xx, 5xx, 600-999: the body is never used, and may be endless
+             * or a compression bomb that libcurl would decode inside
+             * curl_multi_perform(), where no timeout is checked. Stop before
              * its first byte and classify by the status (the connection is
-             * closed, not reused) */
+             * closed, not reused). */
             t->status_stop = 1;
             return 0;
         }
@@ -302,8 +303,25 @@ int fetch_active(const struct fetcher *f)
 /* A final response that is not 2xx, by its status alone. */
 static void classify_status(struct fetch_result *r, long status)
 {
+    if (status < 100 || status > 599) {
+        /* no HTTP meaning, so nothing says a retry could help */
+        r->outcome = FETCH_PROTOCOL;
+        snprintf(r->error, sizeof r->error, "HTTP status %ld is outside 100-599", status);
+        return;
+    }
     r->outcome = FETCH_HTTP_ERROR;
     snprintf(r->error, sizeof r->error, "HTTP %ld", status);
+}
+
+/* 1 when the transfer's current URL is http(s): libcurl's "unsupported
+ * protocol" then means the server's answer (a status outside 100-999 or
+ * below 100, HTTP/0.9), not a scheme. */
+static int on_http_url(CURL *easy)
+{
+    char *url = NULL;
+
+    curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
+    return url != NULL && (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0);
 }
 
 static void classify(struct transfer *t, CURLcode code)
@@ -340,6 +358,9 @@ static void classify(struct transfer *t, CURLcode code)
         r->outcome = FETCH_TRUNCATED;
     } else if (code == CURLE_TOO_MANY_REDIRECTS) {
         r->outcome = FETCH_REDIRECTS;
+    } else if (code == CURLE_UNSUPPORTED_PROTOCOL && on_http_url(t->easy)) {
+        r->outcome = FETCH_PROTOCOL;
+        r->http_status = 0; /* unreadable; libcurl still shows an earlier hop's */
     } else if (code == CURLE_URL_MALFORMAT || code == CURLE_UNSUPPORTED_PROTOCOL) {
         r->outcome = FETCH_BAD_URL;
     } else {

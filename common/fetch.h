@@ -17,7 +17,8 @@
  * A final response that is not 2xx is classified by its status alone: the
  * transfer stops at the end of its headers (a 3xx that is not followed: at
  * its first body byte), so libcurl neither reads nor decodes its body, which
- * may be endless or a compression bomb.
+ * may be endless or a compression bomb. A status outside 100-599 is a
+ * protocol error, never an HTTP error.
  *
  * Ownership: fetch_new() returns a fetcher freed by fetch_free(), which
  * aborts unfinished transfers without calling on_done. url and auth_header
@@ -47,6 +48,8 @@ enum fetch_outcome {
     FETCH_REDIRECTS,       /* more than max_redirects hops */
     FETCH_BAD_URL,         /* malformed URL or scheme not allowed */
     FETCH_REFUSED,         /* the address is internal and not allowed */
+    FETCH_PROTOCOL,        /* not HTTP we accept: a status outside 100-599
+                              (in http_status when libcurl could read it) */
 };
 
 struct fetch_result {

@@ -538,6 +538,12 @@ static void job_store(struct worker *w, struct job *j)
     job_move(w, j, JOB_COMMIT);
 }
 
+/* 408, 429 and 5xx may pass; any other status will not. */
+static int http_status_retryable(long status)
+{
+    return status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
 /* The one place a download failure is classified. */
 static void on_done(void *arg, const struct fetch_result *r)
 {
@@ -550,8 +556,7 @@ static void on_done(void *arg, const struct fetch_result *r)
     breaker_record(w->breaker, j->host,
                    r->outcome == FETCH_TIMEOUT || r->outcome == FETCH_NETWORK ||
                        r->outcome == FETCH_TRUNCATED ||
-                       (r->outcome == FETCH_HTTP_ERROR &&
-                        (status == 408 || status == 429 || status >= 500)),
+                       (r->outcome == FETCH_HTTP_ERROR && http_status_retryable(status)),
                    mono_ms());
     if (r->outcome == FETCH_OK) {
         snprintf(j->etag, sizeof j->etag, "%s", r->etag);
@@ -566,10 +571,8 @@ static void on_done(void *arg, const struct fetch_result *r)
         break;
     case FETCH_HTTP_ERROR: {
         char cls[16];
-        /* 408, 429 and 5xx may pass; any other 4xx will not */
-        int retryable = status == 408 || status == 429 || status >= 500;
         snprintf(cls, sizeof cls, "http_%ld", status);
-        job_fail(w, j, cls, !retryable, (int)status, "HTTP %ld", status);
+        job_fail(w, j, cls, !http_status_retryable(status), (int)status, "HTTP %ld", status);
         break;
     }
     case FETCH_TOO_LARGE:
@@ -589,6 +592,9 @@ static void on_done(void *arg, const struct fetch_result *r)
         break;
     case FETCH_REFUSED:
         job_fail(w, j, "refused_address", 1, 0, "%s", r->error);
+        break;
+    case FETCH_PROTOCOL:
+        job_fail(w, j, "protocol", 1, (int)status, "%s", r->error);
         break;
     case FETCH_NETWORK:
     default:
