@@ -127,7 +127,9 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
     return len;
 }
 
-/* Copies one header value (trimmed) into out when its name matches. */
+/* Copies one header value (trimmed) into out when its name matches; a value
+ * that does not fit leaves out empty, as a cut value would mean something
+ * else (a validator that never matches, a different Retry-After). */
 static int header_value(const char *line, size_t len, const char *name, char *out, size_t outlen)
 {
     size_t nlen = strlen(name);
@@ -139,8 +141,10 @@ static int header_value(const char *line, size_t len, const char *name, char *ou
         ;
     for (j = len; j > i && (line[j - 1] == '\r' || line[j - 1] == '\n' || line[j - 1] == ' '); j--)
         ;
-    if (j - i >= outlen)
-        j = i + outlen - 1;
+    if (j - i >= outlen) {
+        out[0] = '\0';
+        return 1;
+    }
     memcpy(out, line + i, j - i);
     out[j - i] = '\0';
     return 1;

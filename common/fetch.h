@@ -52,13 +52,18 @@ enum fetch_outcome {
                               (in http_status when libcurl could read it) */
 };
 
+/* Validators are kept whole or not at all: a cut one would never match.
+ * Longer values are dropped (an HTTP-date is 29 characters). */
+#define FETCH_ETAG_MAX 255
+#define FETCH_LAST_MODIFIED_MAX 63
+
 struct fetch_result {
     enum fetch_outcome outcome;
     long http_status;
     long long bytes;
     long long retry_after_s;  /* Retry-After of the final response, -1 if none */
-    char etag[256];
-    char last_modified[64];
+    char etag[FETCH_ETAG_MAX + 1];                   /* "" when absent or too long */
+    char last_modified[FETCH_LAST_MODIFIED_MAX + 1]; /* "" when absent or too long */
     char error[256];          /* curl's message; never contains the URL */
 };
 

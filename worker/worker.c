@@ -119,8 +119,8 @@ struct job {
     char sha256[HASH_HEX_LEN + 1];
     char key[STORE_KEY_MAX];
     char *public_url;
-    char etag[256];
-    char last_modified[64];
+    char etag[FETCH_ETAG_MAX + 1];
+    char last_modified[FETCH_LAST_MODIFIED_MAX + 1];
     char error_class[32];
     char error_msg[300];
     int http_status;
