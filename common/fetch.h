@@ -7,8 +7,17 @@
  * Connections are kept alive and reused per host; HTTP/2 is multiplexed when
  * the server offers it. Bodies stream to the caller's on_data callback.
  *
- * Every connection, on every redirect hop, is checked against the netguard
- * before its socket is opened: no packet reaches a refused address.
+ * Redirects are followed here, not by libcurl, so each hop's origin
+ * (scheme + host + port) is known before its request. Every connection, on
+ * every hop, is checked against the netguard (with that origin) before its
+ * socket is opened: no packet reaches a refused address. The auth header
+ * goes to the first URL's origin only.
+ *
+ * Proxy variables of the environment (http_proxy, HTTPS_PROXY, ALL_PROXY,
+ * NO_PROXY) are ignored; only opts.proxy sets a proxy. Through a proxy,
+ * every hop's host is resolved here and each address checked before the
+ * request (a blocking look-up; the proxy resolves again, so it must enforce
+ * its own egress rules against DNS rebinding).
  * Limits enforced here: connect timeout, total timeout, low-speed timeout
  * (a server that stalls), byte cap (Content-Length checked up front, and a
  * running count of the decoded bytes), at most max_redirects hops, and
@@ -35,6 +44,7 @@ struct fetch_opts {
     long max_connections;   /* total open connections (0: no limit) */
     const char *user_agent; /* borrowed for the fetcher's life */
     const struct netguard *guard; /* borrowed; NULL: connect anywhere */
+    const char *proxy;      /* borrowed; NULL or "": no proxy */
 };
 
 enum fetch_outcome {
@@ -56,6 +66,8 @@ enum fetch_outcome {
  * Longer values are dropped (an HTTP-date is 29 characters). */
 #define FETCH_ETAG_MAX 255
 #define FETCH_LAST_MODIFIED_MAX 63
+/* a longer Location header is not followed (the 3xx ends as an HTTP error) */
+#define FETCH_LOCATION_MAX 4096
 
 struct fetch_result {
     enum fetch_outcome outcome;

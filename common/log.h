@@ -1,8 +1,11 @@
 #ifndef IMGCACHE_LOG_H
 #define IMGCACHE_LOG_H
 /* One line per event on stderr: "<UTC time> <program>[pid] <level> <message>".
- * Messages are key=value fields written by the caller. Never pass a secret:
- * print URLs through resolve_redact() first. Nothing here allocates. */
+ * Messages are key=value fields written by the caller. A %s written between
+ * quotes in the format (key="%s") is escaped ('"', '\\' and control
+ * characters), so an outside value cannot end its quotes and forge fields.
+ * Never pass a secret: print URLs through resolve_redact() first. Nothing
+ * here allocates. */
 #include <stdarg.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };

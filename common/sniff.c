@@ -68,6 +68,8 @@ static enum sniff_status finish(struct sniff_result *out, unsigned long w, unsig
     }
     out->width = (unsigned)w;
     out->height = (unsigned)h;
+    out->canvas_width = (unsigned)w;
+    out->canvas_height = (unsigned)h;
     return SNIFF_OK;
 }
 
@@ -147,13 +149,86 @@ static enum sniff_status sniff_png(const unsigned char *b, size_t len, int compl
     return finish(out, w, h, err, errlen);
 }
 
+/* Skips a GIF's data sub-blocks (a size byte, that many bytes, ... up to a
+ * zero size) from *pos. 0 when done, 1 when the input ends first. */
+static int gif_skip_sub_blocks(const unsigned char *b, size_t len, size_t *pos)
+{
+    for (;;) {
+        size_t n;
+        if (!have(len, *pos, 1))
+            return 1;
+        n = b[*pos];
+        if (!have(len, *pos, n + 1))
+            return 1;
+        *pos += n + 1;
+        if (n == 0)
+            return 0;
+    }
+}
+
+/* The size of a colour table announced by a packed-fields byte. */
+static size_t gif_color_table(unsigned packed)
+{
+    return (packed & 0x80) ? (size_t)3 << ((packed & 7) + 1) : 0;
+}
+
 static enum sniff_status sniff_gif(const unsigned char *b, size_t len, int complete,
                                    struct sniff_result *out, char *err, size_t errlen)
 {
+    size_t pos;
+    char why[96];
+
     /* signature(6) then the logical screen width and height, little-endian */
     if (!have(len, 0, 10))
         return short_body(complete, "GIF", len, err, errlen);
-    return finish(out, le16(b + 6), le16(b + 8), err, errlen);
+    if (finish(out, le16(b + 6), le16(b + 8), err, errlen) != SNIFF_OK)
+        return SNIFF_REJECT;
+    /* then screen flags(1) background(1) aspect(1), an optional global
+     * colour table, and blocks up to the trailer: every image descriptor is
+     * a frame drawn at (left, top) with a size of its own */
+    if (!have(len, 10, 3))
+        goto ran_out;
+    pos = 13 + gif_color_table(b[10]);
+    for (;;) {
+        if (!have(len, pos, 1))
+            goto ran_out;
+        if (b[pos] == 0x3b)
+            return SNIFF_OK;
+        if (b[pos] == 0x21) {           /* extension: label, sub-blocks */
+            pos += 2;
+            if (gif_skip_sub_blocks(b, len, &pos) != 0)
+                goto ran_out;
+            continue;
+        }
+        if (b[pos] != 0x2c) {
+            snprintf(why, sizeof why, "unknown block 0x%02X at byte %zu", b[pos], pos);
+            return damaged(err, errlen, "GIF", why);
+        }
+        /* image descriptor: left(2) top(2) width(2) height(2) packed(1) */
+        if (!have(len, pos, 10))
+            goto ran_out;
+        if (++out->frames > SNIFF_GIF_MAX_FRAMES) {
+            errmsg_set(err, errlen, "GIF has more than %d frames", SNIFF_GIF_MAX_FRAMES);
+            return SNIFF_REJECT;
+        }
+        unsigned right = le16(b + pos + 1) + le16(b + pos + 5);
+        unsigned bottom = le16(b + pos + 3) + le16(b + pos + 7);
+        if (right > out->canvas_width)
+            out->canvas_width = right;
+        if (bottom > out->canvas_height)
+            out->canvas_height = bottom;
+        pos += 10 + gif_color_table(b[pos + 9]) + 1; /* + LZW minimum code size */
+        if (gif_skip_sub_blocks(b, len, &pos) != 0)
+            goto ran_out;
+    }
+ran_out:
+    if (!complete)
+        return SNIFF_NEED_MORE;
+    if (out->frames == 0) {
+        errmsg_set(err, errlen, "truncated GIF: the body ends at byte %zu before the first frame", len);
+        return SNIFF_REJECT;
+    }
+    return SNIFF_OK;
 }
 
 static enum sniff_status sniff_webp(const unsigned char *b, size_t len, int complete,

@@ -14,17 +14,32 @@ enum sniff_status {
     SNIFF_REJECT = -1,   /* not an accepted image; err says why */
 };
 
+/* A GIF with more frames than this is refused: each frame is decoded in
+ * turn, so their number multiplies the decoding work of the canvas. */
+#define SNIFF_GIF_MAX_FRAMES 1000
+
 struct sniff_result {
     enum sniff_type type;
     const char *content_type; /* "image/jpeg"...; static string */
     const char *extension;    /* "jpg", "png", "gif", "webp"; static string */
-    unsigned width;
+    unsigned width;           /* the image's own size (a GIF's logical screen) */
     unsigned height;
+    /* The area a decoder may have to allocate: width x height, grown to
+     * cover every GIF frame seen (a 1x1 screen may carry a 60000x60000
+     * frame). Compare this, not width x height, with a pixel cap. */
+    unsigned canvas_width;
+    unsigned canvas_height;
+    unsigned frames;          /* GIF image descriptors seen; 0 for the rest */
 };
 
 /* Looks at buf[0..len). `complete` says buf is the whole body: then a body
  * that ends before the size is known is SNIFF_REJECT ("truncated ..."),
- * otherwise it is SNIFF_NEED_MORE. Zero width or height is refused. */
+ * otherwise it is SNIFF_NEED_MORE. Zero width or height is refused.
+ * A GIF is walked block by block to its trailer, so it is SNIFF_NEED_MORE
+ * until the whole file is seen; its width, height and canvas so far are
+ * already set then, for an early check against a cap. A GIF that ends
+ * without a trailer after at least one frame is accepted, as decoders
+ * display it. */
 enum sniff_status sniff_image(const unsigned char *buf, size_t len, int complete,
                               struct sniff_result *out, char *err, size_t errlen);
 

@@ -71,6 +71,7 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
 {
     struct store *s = NULL;
     char tmp[4200];
+    char shard_dir[4200];
     int rc = -1;
 
     *out = NULL;
@@ -89,12 +90,14 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
      * on demand, each new folder cost an inode allocation on the publish
      * path (a fifth of a worker's CPU while a store fills up) */
     for (int shard = 0; shard < STORE_SHARDS; shard++) {
-        snprintf(tmp, sizeof tmp, "%s/%02x", dir, shard);
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        snprintf(shard_dir, sizeof shard_dir, "%s/%02x", dir, shard);
+        if (mkdir(shard_dir, 0755) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", shard_dir, strerror(errno));
             goto out;
         }
     }
+    /* tmp still names <dir>/.tmp: only crashed downloads live there, never
+     * a published blob */
     remove_stale_tmp(tmp);
     s = calloc(1, sizeof *s);
     if (s == NULL || (s->dir = strdup(dir)) == NULL) {

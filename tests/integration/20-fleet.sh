@@ -94,18 +94,11 @@ check_eq "one image_blobs row per distinct content" "$((EXPECTED_URLS - 2))" "$(
 check_eq "one stored file per blob" "$((EXPECTED_URLS - 2))" \
     "$(find "$IMGCACHE_STORAGE_DIR" -path "$IMGCACHE_STORAGE_DIR/.tmp" -prune -o -type f -print | wc -l)"
 # Stored files whose bytes do not hash to their row's sha256, one per line.
-hash_mismatches() {
-    local sha key got
-    while IFS='|' read -r sha key; do
-        got=$(sha256sum "$IMGCACHE_STORAGE_DIR/$key" | cut -d' ' -f1)
-        [ "$got" = "$sha" ] || echo "$key hashes to $got, row says $sha"
-    done < <(q "SELECT sha256, storage_key FROM image_blobs")
-}
 # The sha256 of source file $1 (under $MEDIA/a) and of its cached row.
 source_and_row_sha() {
     echo "$(sha256sum < "$MEDIA/a/$1" | cut -d' ' -f1) $(q "SELECT sha256 FROM cached_images WHERE source_url = '$MEDIA_URL/a/$1'")"
 }
-check_eq "every stored file hashes to its sha256" "" "$(hash_mismatches)"
+check_eq "every stored file hashes to its sha256, one file per row" "" "$(storage_problems)"
 sha=$(sha256sum < "$MEDIA/a/p7.${exts[3]}" | cut -d' ' -f1)
 check_eq "stored bytes equal the source bytes" "$sha $sha" "$(source_and_row_sha "p7.${exts[3]}")"
 sha=$(sha256sum < "$MEDIA/a/p6.${exts[2]}" | cut -d' ' -f1)
@@ -156,7 +149,7 @@ media_reset
 start_worker s1 --drain --group spill-group --from-beginning --body-memory 64KiB
 check "one-block budget: worker exits 0" wait_worker s1 180
 check_eq "one-block budget: every URL cached" "$((EXPECTED_URLS - 1))" "$(q "SELECT count(*) FROM cached_images")"
-check_eq "one-block budget: every stored file hashes to its sha256" "" "$(hash_mismatches)"
+check_eq "one-block budget: every stored file hashes to its sha256" "" "$(storage_problems)"
 for f in "p5.${exts[1]}" "p6.${exts[2]}" "p7.${exts[3]}"; do
     sha=$(sha256sum < "$MEDIA/a/$f" | cut -d' ' -f1)
     check_eq "one-block budget: $f stored byte for byte" "$sha $sha" "$(source_and_row_sha "$f")"
@@ -172,5 +165,25 @@ start_worker r1 --drain --group replay-group --from-beginning
 check "replay worker exits 0" wait_worker r1 180
 check_eq "replay downloaded nothing" "0" "$(media_total)"
 check "replay consumed the whole topic" grep -q "event=summary consumed=$((EXPECTED_URLS * 6))" "$TESTS_TMP/r1.log"
+
+# --- a restart cleans .tmp and nothing else ------------------------------------
+# Every stored blob two hours old, an old and a new extra file in every shard
+# folder, an old (crashed) and a new (in flight) temporary file: a worker's
+# start-up removes the old temporary file alone.
+STORE=$IMGCACHE_STORAGE_DIR
+blobs_before=$(find "$STORE" -path "$STORE/.tmp" -prune -o -type f -print | sort)
+for d in "$STORE"/[0-9a-f][0-9a-f]; do
+    : > "$d/extra-old"; : > "$d/extra-new"
+done
+: > "$STORE/.tmp/crashed.part"; : > "$STORE/.tmp/in-flight.part"
+find "$STORE" -type f ! -name extra-new ! -name in-flight.part -exec touch -d '2 hours ago' {} +
+start_worker restart --drain --group replay-group
+check "restart: worker exits 0" wait_worker restart 120
+check_eq "restart: every stored blob is still there" "$blobs_before" \
+    "$(find "$STORE" -path "$STORE/.tmp" -prune -o -type f ! -name 'extra-*' -print | sort)"
+check_eq "restart: no extra file went from any of the 256 shard folders" "512" \
+    "$(find "$STORE" -path "$STORE/.tmp" -prune -o -type f -name 'extra-*' -print | wc -l)"
+check_eq "restart: the old temporary file went, the new one stayed" "in-flight.part" "$(ls -A "$STORE/.tmp")"
+rm -f "$STORE"/*/extra-old "$STORE"/*/extra-new "$STORE/.tmp/in-flight.part"
 
 it_done

@@ -12,6 +12,10 @@
 STACK_DIR=
 [ -n "${BROKER_CTL:-}" ] && STACK_DIR=$(dirname "$BROKER_CTL")
 it_setup 12
+# chaos.sh stores under its own work folder and checks every blob itself
+# ("every cached row's blob matches"); it_done's store check would look at
+# this script's empty one
+IT_STORE_CHECK=0
 
 seed=${CHAOS_SEED:-$(( $(date +%s) % 100000 ))}
 events=${CHAOS_EVENTS:-1500}

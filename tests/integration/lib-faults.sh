@@ -12,7 +12,6 @@
 #   publish_raw KEY FILE [PART]  one message whose value is FILE's bytes
 #   topic_dump TOPIC             every message as "key<TAB>headers" (kcat %h)
 #   hdr NAME                     filter: the header NAME of each dumped line
-#   storage_problems             prints every storage/row inconsistency
 #   stack_redis_stop / stack_redis_start      the shared stack's redis-server
 #   stack_pg_stop / stack_pg_start            the shared stack's PostgreSQL
 #   faults_restore               starts whatever of the two is stopped (also
@@ -182,35 +181,6 @@ hdr() {
             }
             print substr(v, 1, cut - 1)
         }'
-}
-
-# ---- storage ----------------------------------------------------------------------
-
-# Prints one line per problem: a cached row without its blob file, a file
-# whose bytes do not hash to its sha256, a stored file no row points at, a
-# .part file outside .tmp, a blob count that differs from the file count.
-storage_problems() {
-    local dir=${1:-$IMGCACHE_STORAGE_DIR} sha key got f rel files rows
-    while IFS='|' read -r sha key; do
-        [ -n "$sha" ] || continue
-        if [ ! -f "$dir/$key" ]; then
-            echo "missing blob file $key (sha256 $sha)"
-            continue
-        fi
-        got=$(sha256sum "$dir/$key" | cut -d' ' -f1)
-        [ "$got" = "$sha" ] || echo "$key hashes to $got, row says $sha"
-        case $key in "${sha:0:2}/$sha".*) ;; *) echo "$key is not <first 2 hex digits>/<sha256>.<ext> for $sha" ;; esac
-    done < <(q "SELECT b.sha256, b.storage_key FROM image_blobs b")
-    q "SELECT c.source_url FROM cached_images c LEFT JOIN image_blobs b USING (sha256) WHERE b.sha256 IS NULL" |
-        sed 's/^/cached row without an image_blobs row: /'
-    q "SELECT storage_key FROM image_blobs" | sort > "$TESTS_TMP/.keys"
-    find "$dir" -path "$dir/.tmp" -prune -o -type f -print | sed "s|^$dir/||" | sort > "$TESTS_TMP/.files"
-    comm -13 "$TESTS_TMP/.keys" "$TESTS_TMP/.files" | sed 's/^/stored file no row points at: /'
-    grep '\.part$' "$TESTS_TMP/.files" | sed 's/^/a .part file outside .tmp: /'
-    files=$(wc -l < "$TESTS_TMP/.files")
-    rows=$(wc -l < "$TESTS_TMP/.keys")
-    [ "$files" = "$rows" ] || echo "$files stored files, $rows image_blobs rows"
-    return 0
 }
 
 # ---- run directly -------------------------------------------------------------------

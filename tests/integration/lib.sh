@@ -6,7 +6,8 @@
 #
 #   it_setup [partitions]      own database, empty Redis, own dev broker,
 #                              IMGCACHE_* settings, `imgcache-producer migrate`
-#   start_media DIR [args...]  media server -> MEDIA_URL, MEDIA_PID
+#   start_media DIR [args...]  media server -> MEDIA_URL, MEDIA_PID; one on
+#                              127.0.0.1 is added to IMGCACHE_ALLOW_HOSTS
 #   media_count PATH | media_total | media_fault PATH MODE [k=v...] | media_reset
 #   broker_ctl "down 1"        one dev broker command; 0 when it answers ok
 #                              (the answer is printed; in $(...) it is bare)
@@ -19,7 +20,11 @@
 #   wait_for SECS CMD...       poll CMD every 0.2 s; 1 on timeout
 #   check NAME CMD...          "ok - NAME" or "not ok - NAME" plus CMD's output
 #   check_eq NAME EXPECTED ACTUAL
-#   it_done                    exit 1 if any check failed, else 0
+#   storage_problems [DIR]     prints every disagreement of the store and the
+#                              image_blobs/cached_images rows
+#   it_done                    checks the store against the rows (when
+#                              it_setup ran), then exits 1 if any check
+#                              failed, else 0
 #
 # Every process started here is stopped when the script exits, however it
 # exits. check runs CMD in the current shell (so wait_worker works inside it)
@@ -180,7 +185,14 @@ check_eq() {
     return 1
 }
 
+# Every script that set up a database and a store ends with this check: a
+# worker that deleted or damaged a stored blob (as store_open once did to
+# <dir>/ff on every restart) fails the script that ran it, whatever that
+# script was testing. IT_STORE_CHECK=0 skips it.
 it_done() {
+    if [ "${IT_SETUP_DONE:-0}" = 1 ] && [ "${IT_STORE_CHECK:-1}" = 1 ]; then
+        check_eq "the store agrees with image_blobs" "" "$(storage_problems)"
+    fi
     echo "# $IT_NAME: $IT_CHECKS checks, $IT_FAILED failed"
     [ "$IT_FAILED" -eq 0 ] && exit 0
     exit 1
@@ -188,6 +200,35 @@ it_done() {
 
 q() {
     psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"
+}
+
+# ---- storage ----------------------------------------------------------------------
+
+# Prints one line per problem: a cached row without its blob file, a file
+# whose bytes do not hash to its sha256, a stored file no row points at, a
+# .part file outside .tmp, a blob count that differs from the file count.
+storage_problems() {
+    local dir=${1:-$IMGCACHE_STORAGE_DIR} sha key got f rel files rows
+    while IFS='|' read -r sha key; do
+        [ -n "$sha" ] || continue
+        if [ ! -f "$dir/$key" ]; then
+            echo "missing blob file $key (sha256 $sha)"
+            continue
+        fi
+        got=$(sha256sum "$dir/$key" | cut -d' ' -f1)
+        [ "$got" = "$sha" ] || echo "$key hashes to $got, row says $sha"
+        case $key in "${sha:0:2}/$sha".*) ;; *) echo "$key is not <first 2 hex digits>/<sha256>.<ext> for $sha" ;; esac
+    done < <(q "SELECT b.sha256, b.storage_key FROM image_blobs b")
+    q "SELECT c.source_url FROM cached_images c LEFT JOIN image_blobs b USING (sha256) WHERE b.sha256 IS NULL" |
+        sed 's/^/cached row without an image_blobs row: /'
+    q "SELECT storage_key FROM image_blobs" | sort > "$TESTS_TMP/.keys"
+    find "$dir" -path "$dir/.tmp" -prune -o -type f -print | sed "s|^$dir/||" | sort > "$TESTS_TMP/.files"
+    comm -13 "$TESTS_TMP/.keys" "$TESTS_TMP/.files" | sed 's/^/stored file no row points at: /'
+    grep '\.part$' "$TESTS_TMP/.files" | sed 's/^/a .part file outside .tmp: /'
+    files=$(wc -l < "$TESTS_TMP/.files")
+    rows=$(wc -l < "$TESTS_TMP/.keys")
+    [ "$files" = "$rows" ] || echo "$files stored files, $rows image_blobs rows"
+    return 0
 }
 
 # ---- setup ----------------------------------------------------------------------
@@ -215,9 +256,11 @@ it_setup() {
     export IMGCACHE_STORAGE_DIR="$TESTS_TMP/images"
     export IMGCACHE_PUBLIC_URL=http://cdn.test/images
     export IMGCACHE_LOG_LEVEL=info
-    # the test media server listens on loopback, which workers refuse unless allowed
-    export IMGCACHE_ALLOW_HOSTS=127.0.0.1
+    # the test media servers listen on loopback, which workers refuse unless
+    # trusted: start_media trusts each one's origin (host and port) here
+    export IMGCACHE_ALLOW_HOSTS=
     mkdir -p "$IMGCACHE_STORAGE_DIR"
+    IT_SETUP_DONE=1
 
     # a fresh dev broker: no offsets, groups or events from other scripts
     if [ -n "$BROKER_PID" ] && _it_running "$BROKER_PID"; then
@@ -306,7 +349,13 @@ start_media() {
     _it_track "$MEDIA_PID"
     wait_for 15 grep -q '^MEDIA_URL=' "$out" || it_bail "the media server did not start" "$log"
     MEDIA_URL=$(sed -n 's/^MEDIA_URL=//p' "$out")
-    export MEDIA_URL MEDIA_PID
+    # workers trust scheme + host + port: add this server's port. One bound
+    # elsewhere (30-hostile's "internal" 127.0.0.2) stays untrusted.
+    case $MEDIA_URL in
+        http://127.0.0.1:*)
+            IMGCACHE_ALLOW_HOSTS=${IMGCACHE_ALLOW_HOSTS:+$IMGCACHE_ALLOW_HOSTS,}${MEDIA_URL#http://} ;;
+    esac
+    export MEDIA_URL MEDIA_PID IMGCACHE_ALLOW_HOSTS
 }
 
 media_count() {

@@ -267,6 +267,88 @@ static void test_gif_zero_size(void **state)
     expect_reject(g89, sizeof g89 - 1, "zero width or height");
 }
 
+/* A GIF: "GIF89a", a logical screen of sw x sh with no colour table, then
+ * n frames of fw x fh at (left, top), then the trailer unless cut. */
+static size_t make_gif(unsigned char *out, size_t room, unsigned sw, unsigned sh, unsigned n,
+                       unsigned left, unsigned top, unsigned fw, unsigned fh, int trailer)
+{
+    size_t len = 0;
+    unsigned char head[13] = { 'G', 'I', 'F', '8', '9', 'a', sw & 255, sw >> 8, sh & 255, sh >> 8, 0, 0, 0 };
+    /* a graphic control extension before every frame, as animations have */
+    static const unsigned char gce[8] = { 0x21, 0xf9, 4, 0, 10, 0, 0, 0 };
+
+    assert_true(room >= sizeof head + (size_t)n * 23 + 1);
+    memcpy(out, head, sizeof head);
+    len = sizeof head;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned char frame[15] = { 0x2c, left & 255, left >> 8, top & 255, top >> 8, fw & 255, fw >> 8,
+                                    fh & 255, fh >> 8, 0, 2, 2, 0x4c, 0x01, 0 };
+        memcpy(out + len, gce, sizeof gce);
+        len += sizeof gce;
+        memcpy(out + len, frame, sizeof frame);
+        len += sizeof frame;
+    }
+    if (trailer)
+        out[len++] = 0x3b;
+    return len;
+}
+
+static void test_gif_frames(void **state)
+{
+    static unsigned char g[(SNIFF_GIF_MAX_FRAMES + 2) * 23 + 16];
+    struct sniff_result r;
+    char err[256] = "";
+    size_t len;
+    (void)state;
+
+    /* the fixture: one frame inside its 20x10 screen */
+    struct blob b = load_fixture("avatar.gif");
+    assert_int_equal(sniff_image(b.data, b.len, 1, &r, err, sizeof err), SNIFF_OK);
+    assert_int_equal(r.frames, 1);
+    assert_int_equal(r.canvas_width, 20);
+    assert_int_equal(r.canvas_height, 10);
+    free(b.data);
+
+    /* a 1x1 screen with a 60000x60000 frame: the canvas is the frame's */
+    len = make_gif(g, sizeof g, 1, 1, 1, 0, 0, 60000, 60000, 1);
+    assert_int_equal(sniff_image(g, len, 1, &r, err, sizeof err), SNIFF_OK);
+    assert_int_equal(r.width, 1);
+    assert_int_equal(r.height, 1);
+    assert_int_equal(r.canvas_width, 60000);
+    assert_int_equal(r.canvas_height, 60000);
+    /* seen while the body is still arriving: the canvas so far is known */
+    assert_int_equal(sniff_image(g, len - 1, 0, &r, err, sizeof err), SNIFF_NEED_MORE);
+    assert_int_equal(r.canvas_width, 60000);
+
+    /* a frame placed far out grows the canvas by its offset too */
+    len = make_gif(g, sizeof g, 10, 10, 3, 65000, 5, 500, 7, 1);
+    assert_int_equal(sniff_image(g, len, 1, &r, err, sizeof err), SNIFF_OK);
+    assert_int_equal(r.frames, 3);
+    assert_int_equal(r.canvas_width, 65500);
+    assert_int_equal(r.canvas_height, 12);
+
+    /* the frame cap, and one frame over it */
+    len = make_gif(g, sizeof g, 2, 2, SNIFF_GIF_MAX_FRAMES, 0, 0, 1, 1, 1);
+    assert_int_equal(sniff_image(g, len, 1, &r, err, sizeof err), SNIFF_OK);
+    assert_int_equal(r.frames, SNIFF_GIF_MAX_FRAMES);
+    len = make_gif(g, sizeof g, 2, 2, SNIFF_GIF_MAX_FRAMES + 1, 0, 0, 1, 1, 1);
+    expect_reject(g, len, "GIF has more than 1000 frames");
+    /* refused as soon as the frame over the cap is seen, complete or not */
+    assert_int_equal(sniff_image(g, len - 1, 0, &r, err, sizeof err), SNIFF_REJECT);
+
+    /* no trailer: accepted once a frame was seen, as decoders show it */
+    len = make_gif(g, sizeof g, 2, 2, 2, 0, 0, 1, 1, 0);
+    assert_int_equal(sniff_image(g, len, 1, &r, err, sizeof err), SNIFF_OK);
+    assert_int_equal(r.frames, 2);
+    len = make_gif(g, sizeof g, 2, 2, 0, 0, 0, 1, 1, 0);
+    expect_reject(g, len, "truncated GIF: the body ends at byte 13 before the first frame");
+
+    /* a block that is neither extension, frame nor trailer */
+    len = make_gif(g, sizeof g, 2, 2, 1, 0, 0, 1, 1, 0);
+    g[len++] = 0x99;
+    expect_reject(g, len, "damaged GIF header: unknown block 0x99 at byte 36");
+}
+
 static void test_png_damaged(void **state)
 {
     struct blob b = load_fixture("avatar.png");
@@ -371,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_jpeg_fill_bytes_rst_and_dht),
         cmocka_unit_test(test_jpeg_damaged),
         cmocka_unit_test(test_gif_zero_size),
+        cmocka_unit_test(test_gif_frames),
         cmocka_unit_test(test_png_damaged),
         cmocka_unit_test(test_webp_damaged),
         cmocka_unit_test(test_all_prefixes),
