@@ -28,6 +28,8 @@ struct transfer {
     int refused_socket; /* on_open_socket refused an address: refusal says why */
     char refusal[160];
     int done_early;     /* decided without (more) network: reported by fetch_perform */
+    int status_stop;    /* the final status said stop: its body is not wanted */
+    char *location;     /* this hop's Location header (malloc'd), as sent */
     struct fetch_result res;
     char errbuf[CURL_ERROR_SIZE];
     struct transfer *next, *prev;
@@ -55,6 +57,7 @@ const char *fetch_outcome_name(enum fetch_outcome o)
     case FETCH_REDIRECTS: return "redirects";
     case FETCH_BAD_URL: return "bad_url";
     case FETCH_REFUSED: return "refused_address";
+    case FETCH_PROTOCOL: return "protocol";
     }
     return "unknown";
 }
@@ -95,6 +98,7 @@ static void transfer_free(struct transfer *t)
     curl_easy_cleanup(t->easy);
     curl_slist_free_all(t->headers);
     free(t->url);
+    free(t->location);
     free(t);
 }
 
@@ -108,6 +112,12 @@ void fetch_free(struct fetcher *f)
     free(f);
 }
 
+/* 1 for a status whose body may be an image. */
+static int status_has_image(long status)
+{
+    return status >= 200 && status <= 299;
+}
+
 static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 {
     struct transfer *t = userp;
@@ -115,8 +125,14 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
     long status = 0;
 
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (status >= 300)
-        return len; /* error bodies are not images: drop them */
+    if (!status_has_image(status)) {
+        /* on_header stops every status >= 300 before its body; a body
+         * without a final status is not taken either */
+        t->status_stop = 1;
+        return 0;
+    }
+    /* decoded bytes, checked before each piece (libcurl decodes at most
+     * CURL_MAX_WRITE_SIZE ahead of us): a 2xx gzip bomb stops at the cap */
     if (t->res.bytes + (long long)len > t->f->opts.max_bytes) {
         t->too_large = 1;
         return 0;
@@ -129,7 +145,9 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
     return len;
 }
 
-/* Copies one header value (trimmed) into out when its name matches. */
+/* Copies one header value (trimmed) into out when its name matches; a value
+ * that does not fit leaves out empty, as a cut value would mean something
+ * else (a validator that never matches, a different Retry-After). */
 static int header_value(const char *line, size_t len, const char *name, char *out, size_t outlen)
 {
     size_t nlen = strlen(name);
@@ -141,8 +159,10 @@ static int header_value(const char *line, size_t len, const char *name, char *ou
         ;
     for (j = len; j > i && (line[j - 1] == '\r' || line[j - 1] == '\n' || line[j - 1] == ' '); j--)
         ;
-    if (j - i >= outlen)
-        j = i + outlen - 1;
+    if (j - i >= outlen) {
+        out[0] = '\0';
+        return 1;
+    }
     memcpy(out, line + i, j - i);
     out[j - i] = '\0';
     return 1;
@@ -163,11 +183,37 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
     size_t len = size * nmemb;
     char tmp[32];
 
-    /* a new status line: headers of an earlier (redirect) response are void */
+    /* a new status line: headers of an earlier (1xx) response are void */
     if (len > 5 && strncmp(line, "HTTP/", 5) == 0) {
         t->res.etag[0] = '\0';
         t->res.last_modified[0] = '\0';
         t->res.retry_after_s = -1;
+        free(t->location);
+        t->location = NULL;
+        return len;
+    }
+    /* kept here: libcurl says where a redirect goes only once its body was
+     * read to the end, and on_header stops it before */
+    if (len > 9 && strncasecmp(line, "Location:", 9) == 0 && t->location == NULL) {
+        char value[FETCH_LOCATION_MAX];
+        if (header_value(line, len, "Location", value, sizeof value) && value[0] != '\0')
+            t->location = strdup(value);
+        return len;
+    }
+    if (line[0] == '\r' || line[0] == '\n') {
+        /* the end of one response's headers; 1xx and 2xx go on */
+        long status = 0;
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 300) {
+            /* 3xx (fetch_perform follows it from its Location, read by
+             * now), 4xx, 5xx, 600-999: the body is never used, and may be
+             * endless or a compression bomb that libcurl would decode
+             * inside curl_multi_perform(), where no timeout is checked.
+             * Stop before its first byte and go by the status (the
+             * connection is closed, not reused). */
+            t->status_stop = 1;
+            return 0;
+        }
         return len;
     }
     /* stored as text in a JSON batch: a value with bytes outside printable
@@ -387,6 +433,30 @@ int fetch_active(const struct fetcher *f)
     return f->n_active;
 }
 
+/* A final response that is not 2xx, by its status alone. */
+static void classify_status(struct fetch_result *r, long status)
+{
+    if (status < 100 || status > 599) {
+        /* no HTTP meaning, so nothing says a retry could help */
+        r->outcome = FETCH_PROTOCOL;
+        snprintf(r->error, sizeof r->error, "HTTP status %ld is outside 100-599", status);
+        return;
+    }
+    r->outcome = FETCH_HTTP_ERROR;
+    snprintf(r->error, sizeof r->error, "HTTP %ld", status);
+}
+
+/* 1 when the transfer's current URL is http(s): libcurl's "unsupported
+ * protocol" then means the server's answer (a status outside 100-999 or
+ * below 100, HTTP/0.9), not a scheme. */
+static int on_http_url(CURL *easy)
+{
+    char *url = NULL;
+
+    curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
+    return url != NULL && (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0);
+}
+
 static void classify(struct transfer *t, CURLcode code)
 {
     struct fetch_result *r = &t->res;
@@ -402,18 +472,22 @@ static void classify(struct transfer *t, CURLcode code)
         snprintf(r->error, sizeof r->error, "%s", t->refusal);
         return;
     }
+    if (t->status_stop) {
+        /* CURLE_WRITE_ERROR, because on_header or on_write said stop */
+        classify_status(r, status);
+        return;
+    }
     snprintf(r->error, sizeof r->error, "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
     if (t->too_large || code == CURLE_FILESIZE_EXCEEDED) {
         r->outcome = FETCH_TOO_LARGE;
     } else if (t->aborted) {
         r->outcome = FETCH_ABORTED;
     } else if (code == CURLE_OK) {
-        if (status >= 200 && status < 300) {
+        if (status_has_image(status)) {
             r->outcome = FETCH_OK;
             r->error[0] = '\0';
         } else {
-            r->outcome = FETCH_HTTP_ERROR;
-            snprintf(r->error, sizeof r->error, "HTTP %ld", status);
+            classify_status(r, status);
         }
     } else if (code == CURLE_OPERATION_TIMEDOUT) {
         r->outcome = FETCH_TIMEOUT;
@@ -421,6 +495,9 @@ static void classify(struct transfer *t, CURLcode code)
         r->outcome = FETCH_TRUNCATED;
     } else if (code == CURLE_TOO_MANY_REDIRECTS) {
         r->outcome = FETCH_REDIRECTS;
+    } else if (code == CURLE_UNSUPPORTED_PROTOCOL && on_http_url(t->easy)) {
+        r->outcome = FETCH_PROTOCOL;
+        r->http_status = 0; /* unreadable; libcurl still shows an earlier hop's */
     } else if (code == CURLE_URL_MALFORMAT || code == CURLE_UNSUPPORTED_PROTOCOL) {
         r->outcome = FETCH_BAD_URL;
     } else {
@@ -434,31 +511,48 @@ static int follow_redirect(struct transfer *t)
 {
     struct fetcher *f = t->f;
     long status = 0;
-    char *location = NULL, *next;
+    char *next = NULL;
     char err[128];
+    CURLU *u;
 
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308)
         return 0;
-    /* a 3xx without Location ends as an HTTP error */
-    if (curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_URL, &location) != CURLE_OK || location == NULL)
+    /* a 3xx without a Location (or with one over FETCH_LOCATION_MAX) ends
+     * as an HTTP error */
+    if (t->location == NULL)
         return 0;
     if (t->hops >= f->opts.max_redirects) {
         decide(t, FETCH_REDIRECTS, "more than %ld redirects", f->opts.max_redirects);
         return 0;
     }
-    next = strdup(location); /* location belongs to the handle */
-    if (next == NULL) {
-        decide(t, FETCH_NETWORK, "out of memory");
+    /* a relative Location is resolved against this hop's URL, as libcurl
+     * does when it follows */
+    u = curl_url();
+    if (u == NULL || curl_url_set(u, CURLUPART_URL, t->url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+        curl_url_set(u, CURLUPART_URL, t->location, CURLU_NON_SUPPORT_SCHEME | CURLU_URLENCODE) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_URL, &next, 0) != CURLUE_OK) {
+        curl_url_cleanup(u);
+        decide(t, FETCH_BAD_URL, "redirect URL: the Location header is not a URL");
         return 0;
     }
+    curl_url_cleanup(u);
     curl_multi_remove_handle(f->multi, t->easy);
     t->in_multi = 0;
     free(t->url);
-    t->url = next;
+    t->url = strdup(next); /* ours, freed with free(): next is libcurl's */
+    curl_free(next);
+    free(t->location);
+    t->location = NULL;
+    if (t->url == NULL) {
+        decide(t, FETCH_NETWORK, "out of memory");
+        finish_early(t);
+        return 1;
+    }
     t->hops++;
     t->res.bytes = 0;
     t->refused_socket = 0;
+    t->status_stop = 0;
     if (start_hop(t, err, sizeof err) != 0) {
         decide(t, FETCH_NETWORK, "%s", err);
         finish_early(t);
@@ -500,7 +594,9 @@ void fetch_perform(struct fetcher *f)
         if (msg->msg != CURLMSG_DONE)
             continue;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-        if (msg->data.result == CURLE_OK && !t->aborted && !t->too_large && follow_redirect(t))
+        /* a redirect ends in CURLE_WRITE_ERROR: on_header stopped it */
+        if ((msg->data.result == CURLE_OK || t->status_stop) && !t->aborted && !t->too_large &&
+            follow_redirect(t))
             continue;
         finish(t, msg->data.result);
     }

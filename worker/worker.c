@@ -122,8 +122,8 @@ struct job {
     char sha256[HASH_HEX_LEN + 1];
     char key[STORE_KEY_MAX];
     char *public_url;
-    char etag[256];
-    char last_modified[64];
+    char etag[FETCH_ETAG_MAX + 1];
+    char last_modified[FETCH_LAST_MODIFIED_MAX + 1];
     char error_class[32];
     char error_msg[300];
     int http_status;
@@ -551,6 +551,12 @@ static void job_store(struct worker *w, struct job *j)
     job_move(w, j, JOB_COMMIT);
 }
 
+/* 408, 429 and 5xx may pass; any other status will not. */
+static int http_status_retryable(long status)
+{
+    return status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
 /* The one place a download failure is classified. */
 static void on_done(void *arg, const struct fetch_result *r)
 {
@@ -566,8 +572,7 @@ static void on_done(void *arg, const struct fetch_result *r)
         breaker_record(w->breaker, j->origin,
                        r->outcome == FETCH_TIMEOUT || r->outcome == FETCH_NETWORK ||
                            r->outcome == FETCH_TRUNCATED ||
-                           (r->outcome == FETCH_HTTP_ERROR &&
-                            (status == 408 || status == 429 || status >= 500)),
+                           (r->outcome == FETCH_HTTP_ERROR && http_status_retryable(status)),
                        mono_ms());
     if (r->outcome == FETCH_OK) {
         snprintf(j->etag, sizeof j->etag, "%s", r->etag);
@@ -582,10 +587,8 @@ static void on_done(void *arg, const struct fetch_result *r)
         break;
     case FETCH_HTTP_ERROR: {
         char cls[16];
-        /* 408, 429 and 5xx may pass; any other 4xx will not */
-        int retryable = status == 408 || status == 429 || status >= 500;
         snprintf(cls, sizeof cls, "http_%ld", status);
-        job_fail(w, j, cls, !retryable, (int)status, "HTTP %ld", status);
+        job_fail(w, j, cls, !http_status_retryable(status), (int)status, "HTTP %ld", status);
         break;
     }
     case FETCH_TOO_LARGE:
@@ -605,6 +608,9 @@ static void on_done(void *arg, const struct fetch_result *r)
         break;
     case FETCH_REFUSED:
         job_fail(w, j, "refused_address", 1, 0, "%s", r->error);
+        break;
+    case FETCH_PROTOCOL:
+        job_fail(w, j, "protocol", 1, (int)status, "%s", r->error);
         break;
     case FETCH_NETWORK:
     default:
