@@ -60,7 +60,7 @@ bin/imgcache-devbroker: build/compose/devbroker.o build/libcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 bin/imgcache-mediaserver: build/tests/mediaserver/mediaserver.o build/libcommon.a
 	@mkdir -p bin
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs libmicrohttpd zlib 2>/dev/null)
 
 build/tests/test_%: build/tests/unit/test_%.o build/libcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)

@@ -317,6 +317,15 @@ say "machine before the run: load average $(cut -d' ' -f1-3 /proc/loadavg), othe
 [ "${U_OTHER_PCT:-0}" -le 15 ] || warn "the machine is busy before the start ($U_OTHER_PCT% CPU used by other processes): figures will be noisy"
 
 declare -A MEDIA_URLS=() MEDIA_PIDS=()
+# workers trust scheme + host + port: every media server's own port
+trust_media() {
+    local u
+    IMGCACHE_ALLOW_HOSTS=
+    for u in "${MEDIA_URLS[@]}"; do
+        IMGCACHE_ALLOW_HOSTS+=${u#http://},
+    done
+    export IMGCACHE_ALLOW_HOSTS
+}
 # media_for LATENCY: starts (once) a media server over $WORK/media with that
 # added latency; sets MEDIA_URL, MEDIA_PID.
 media_for() {
@@ -328,6 +337,7 @@ media_for() {
         track "$!"
         wait_for 15 grep -q '^MEDIA_URL=' "$out" || die "the media server did not start: $(tail -n 5 "$WORK/media-$lat.log")"
         MEDIA_URLS[$lat]=$(sed -n 's/^MEDIA_URL=//p' "$out")
+        trust_media
     fi
     MEDIA_URL=${MEDIA_URLS[$lat]}
     MEDIA_PID=${MEDIA_PIDS[$lat]}
@@ -361,7 +371,7 @@ fresh_env() {
     mkdir -p "$WORK/store-$name"
     export IMGCACHE_STORAGE_DIR=$WORK/store-$name
     export IMGCACHE_PUBLIC_URL=http://cdn.bench.invalid/images
-    export IMGCACHE_ALLOW_HOSTS=127.0.0.1
+    trust_media
     export IMGCACHE_LOG_LEVEL=info
     export REDIS_URL
     unset IMGCACHE_BATCH_SIZE

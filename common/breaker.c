@@ -90,7 +90,7 @@ void breaker_record(struct breaker *b, const char *host, int retryable_failure, 
         if (h == NULL)
             return;
         if (h->state != CLOSED)
-            log_info("event=circuit_closed host=%s", host);
+            log_info("event=circuit_closed origin=%s", host);
         drop(b, h); /* healthy hosts cost no memory */
         return;
     }
@@ -117,12 +117,12 @@ void breaker_record(struct breaker *b, const char *host, int retryable_failure, 
         h->state = OPEN;
         h->open_until = now_ms + h->cooldown;
         h->probing = 0;
-        log_debug("event=circuit_still_open host=%s cooldown_ms=%lld", host, h->cooldown);
+        log_debug("event=circuit_still_open origin=%s cooldown_ms=%lld", host, h->cooldown);
     } else if (h->state == CLOSED && h->failures >= b->threshold) {
         h->cooldown = b->base_cooldown;
         h->state = OPEN;
         h->open_until = now_ms + h->cooldown;
-        log_warn("event=circuit_open host=%s consecutive_failures=%ld cooldown_ms=%lld", host,
+        log_warn("event=circuit_open origin=%s consecutive_failures=%ld cooldown_ms=%lld", host,
                  h->failures, h->cooldown);
     }
 }

@@ -1,13 +1,17 @@
 #ifndef IMGCACHE_BREAKER_H
 #define IMGCACHE_BREAKER_H
-/* Per-host circuit breaker: after `threshold` consecutive retryable failures
- * to one host, stop sending to it for a cool-down instead of burning
+/* Per-origin circuit breaker: after `threshold` consecutive retryable
+ * failures to one origin, stop sending to it for a cool-down instead of burning
  * attempts. When the cool-down ends one probe goes through: success closes
  * the circuit, failure opens it again for twice as long (up to max). Opening
  * and closing are logged once each.
  *
- * Only failing hosts take memory, and at most BREAKER_MAX_HOSTS of them.
- * Ownership: breaker_new() returns a breaker freed by breaker_free(); host
+ * The `host` key is the caller's choice; the worker passes the origin,
+ * "scheme://host:port" (netguard_origin_key()), so that failures of one
+ * port never hold back another service on the same host.
+ *
+ * Only failing keys take memory, and at most BREAKER_MAX_HOSTS of them.
+ * Ownership: breaker_new() returns a breaker freed by breaker_free(); key
  * strings are copied. Times are the caller's monotonic milliseconds. */
 #include <stddef.h>
 
@@ -21,7 +25,9 @@ void breaker_free(struct breaker *b);
  * Otherwise the time before which nothing should be sent to host. */
 long long breaker_check(struct breaker *b, const char *host, long long now_ms);
 /* The outcome of a request to host: retryable_failure = 1 for a timeout,
- * connection error, 408, 429 or 5xx; 0 for anything the host answered. */
+ * connection error, 408, 429 or 5xx; 0 for anything the host answered.
+ * Outcomes that say nothing about the host's health (an address the guard
+ * refused, a bad URL) must not be recorded at all. */
 void breaker_record(struct breaker *b, const char *host, int retryable_failure, long long now_ms);
 /* 1 when host's circuit is open or half-open. */
 int breaker_is_open(struct breaker *b, const char *host);

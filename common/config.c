@@ -7,6 +7,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "db.h"
+#include "errmsg.h"
+#include "kafka.h"
+#include "lease.h"
 #include "log.h"
 
 enum opt_type { OPT_STRING, OPT_SECRET, OPT_LONG, OPT_DURATION, OPT_SIZE, OPT_FLAG };
@@ -35,8 +39,10 @@ static const struct opt_def opts[] = {
       "topic of image-needed events (retry and dead-letter topics add -retry, -dlt)" },
     { "IMGCACHE_GROUP", "group", OPT_STRING, OFF(group), "imgcache-workers", 0, 0, W,
       "consumer group of the workers" },
+    { "IMGCACHE_KAFKA_CONFIG_FILE", NULL, OPT_STRING, OFF(kafka_config_file), "", 0, 0, P | W,
+      "file of librdkafka properties, one key=value a line, '#' comments (as kcat -F); values verbatim" },
     { "IMGCACHE_KAFKA_CONFIG", NULL, OPT_STRING, OFF(kafka_config), "", 0, 0, P | W,
-      "extra librdkafka properties, comma-separated key=value (as -X)" },
+      "extra librdkafka properties, comma-separated key=value; in a value \\, is a comma, \\\\ a backslash" },
     { "REDIS_URL", "redis-url", OPT_STRING, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, W,
       "Redis for download leases, redis://[:password@]host:port/db" },
     { "DATABASE_URL", "database-url", OPT_STRING, OFF(database_url), "", 0, 0, P | W,
@@ -75,19 +81,28 @@ static const struct opt_def opts[] = {
     { "IMGCACHE_SHUTDOWN_GRACE", "grace", OPT_DURATION, OFF(grace_ms), "20s", 0, BIG, W,
       "on SIGTERM, how long in-flight downloads may finish" },
     { "IMGCACHE_DRAIN_WAIT", "drain-wait", OPT_DURATION, OFF(drain_wait_ms), "60s", 0, BIG, W,
-      "with --drain, how long to wait for a partition assignment" },
+      "with --drain, how long to wait for a partition assignment; also waited for: retries due within it" },
     { "IMGCACHE_RECHECK", "recheck", OPT_DURATION, OFF(recheck_ms), "500ms", 10, BIG, W,
       "how often an event whose URL another worker is fetching is checked again" },
     { "IMGCACHE_FAILURE_TTL", "failure-ttl", OPT_DURATION, OFF(failure_ttl_ms), "7d", 0, BIG, P | W,
       "a permanent failure younger than this is not tried again" },
     { "IMGCACHE_RETRY_BACKOFF", "retry-backoff", OPT_STRING, OFF(retry_backoff), "2s,8s,32s,2m,8m", 0, 0, W,
-      "delay before each retry (through the -retry topic), comma-separated; then permanent" },
+      "delay before each retry (through the -retry topic), comma-separated, each at most 7d; then permanent" },
+    { "IMGCACHE_RETRY_AFTER_MAX", "retry-after-max", OPT_DURATION, OFF(retry_after_max_ms), "1h", 0,
+      604800000LL, W,
+      "longest delay a server's Retry-After may ask for; also bounds how long a retry event is held" },
+    { "IMGCACHE_RETRY_HOLD_MAX", "retry-hold-max", OPT_LONG, OFF(retry_hold_max), "1000", 1, 1000000, W,
+      "retry events held in memory until due; at this many, the retry topic's partitions pause" },
     { "IMGCACHE_BREAKER_THRESHOLD", "breaker-threshold", OPT_LONG, OFF(breaker_threshold), "20", 1, 1000000, W,
       "consecutive retryable failures to one host that open its circuit" },
     { "IMGCACHE_BREAKER_COOLDOWN", "breaker-cooldown", OPT_DURATION, OFF(breaker_cooldown_ms), "30s", 10, BIG, W,
       "first pause of an open circuit; doubles on each failed probe, up to 10m" },
     { "IMGCACHE_ALLOW_HOSTS", "allow-hosts", OPT_STRING, OFF(allow_hosts), "", 0, 0, W,
-      "hosts or IPs on private/loopback networks that downloads may reach (comma-separated)" },
+      "trusted origins on private/loopback networks that downloads may reach, comma-separated "
+      "host, host:port or scheme://host:port (no port: 80/443)" },
+    { "IMGCACHE_HTTP_PROXY", NULL, OPT_SECRET, OFF(http_proxy), "", 0, 0, W,
+      "proxy for downloads, http(s)://[user:password@]host:port (environment only, never logged); "
+      "empty: none, and http_proxy/HTTPS_PROXY/ALL_PROXY are ignored" },
     { "IMGCACHE_WORKER_ID", "worker-id", OPT_STRING, OFF(worker_id), "", 0, 0, W,
       "name of this worker in leases and logs; empty: host:pid" },
     { NULL, "drain", OPT_FLAG, OFF(drain), "0", 0, 0, W,
@@ -179,42 +194,161 @@ int config_parse_size(const char *s, long long *bytes_out)
     return -1;
 }
 
-int config_add_kafka_props(struct config *cfg, const char *list, char *err, size_t errlen)
+/* Appends key (its first keylen bytes) and value to cfg->kafka_props. */
+static int append_kafka_prop(struct config *cfg, const char *key, size_t keylen, const char *value,
+                             char *err, size_t errlen)
 {
-    char *copy = strdup(list);
-    char *save = NULL;
+    struct config_kv kv = { strndup(key, keylen), strdup(value) };
+    struct config_kv *grown;
     int rc = -1;
 
-    if (copy == NULL) {
-        snprintf(err, errlen, "out of memory");
+    if (kv.key == NULL || kv.value == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    grown = realloc(cfg->kafka_props, (cfg->n_kafka_props + 1) * sizeof *grown);
+    if (grown == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    cfg->kafka_props = grown;
+    grown[cfg->n_kafka_props++] = kv;
+    kv.key = NULL;
+    kv.value = NULL;
+    rc = 0;
+out:
+    free(kv.key);
+    free(kv.value);
+    return rc;
+}
+
+int config_add_kafka_prop(struct config *cfg, const char *item, char *err, size_t errlen)
+{
+    const char *eq = strchr(item, '=');
+
+    if (eq == NULL || eq == item) {
+        errmsg_set(err, errlen, "not key=value (the text is not shown: it may hold a secret)");
         return -1;
     }
-    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(item, '=');
-        struct config_kv *grown;
-        if (eq == NULL || eq == item) {
-            snprintf(err, errlen, "librdkafka property '%s' is not key=value", item);
-            goto out;
+    return append_kafka_prop(cfg, item, (size_t)(eq - item), eq + 1, err, errlen);
+}
+
+int config_add_kafka_props(struct config *cfg, const char *list, char *err, size_t errlen)
+{
+    char *item = malloc(strlen(list) + 1);
+    const char *p = list;
+    size_t n_items = 0;
+    int rc = -1;
+
+    if (item == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    for (;;) {
+        size_t len = 0;
+        char *eq;
+
+        /* one item: up to the next comma that is not escaped */
+        while (*p != '\0' && *p != ',') {
+            if (p[0] == '\\' && (p[1] == ',' || p[1] == '\\'))
+                p++;
+            item[len++] = *p++;
         }
-        *eq = '\0';
-        grown = realloc(cfg->kafka_props, (cfg->n_kafka_props + 1) * sizeof *grown);
-        if (grown == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto out;
+        item[len] = '\0';
+        n_items++;
+        if (len > 0) { /* "a=1,,b=2" has always been fine */
+            eq = strchr(item, '=');
+            if (eq == NULL || eq == item) {
+                /* the item may be the tail of a password cut at an
+                 * unescaped comma: only its position is given */
+                errmsg_set(err, errlen,
+                           "item %zu is not key=value (the text is not shown: it may hold a secret; "
+                           "a comma inside a value is written \\,)", n_items);
+                goto out;
+            }
+            if (append_kafka_prop(cfg, item, (size_t)(eq - item), eq + 1, err, errlen) != 0)
+                goto out;
         }
-        cfg->kafka_props = grown;
-        grown[cfg->n_kafka_props].key = strdup(item);
-        grown[cfg->n_kafka_props].value = strdup(eq + 1);
-        cfg->n_kafka_props++;
-        if (grown[cfg->n_kafka_props - 1].key == NULL || grown[cfg->n_kafka_props - 1].value == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto out;
-        }
+        if (*p == '\0')
+            break;
+        p++; /* the comma */
     }
     rc = 0;
 out:
-    free(copy);
+    free(item);
     return rc;
+}
+
+int config_read_kafka_file(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    long lineno = 0;
+    int rc = -1;
+
+    if (f == NULL) {
+        errmsg_set(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    for (;;) {
+        ssize_t len = getline(&line, &cap, f);
+        char *key, *eq, *key_end;
+
+        if (len < 0)
+            break;
+        lineno++;
+        if (len > 0 && line[len - 1] == '\n')
+            line[--len] = '\0';
+        if (len > 0 && line[len - 1] == '\r')
+            line[--len] = '\0';
+        if (strlen(line) != (size_t)len) {
+            errmsg_set(err, errlen, "'%s' line %ld holds a NUL byte", path, lineno);
+            goto out;
+        }
+        key = line + strspn(line, " \t");
+        if (*key == '\0' || *key == '#')
+            continue;
+        eq = strchr(key, '=');
+        key_end = eq;
+        while (key_end != NULL && key_end > key && (key_end[-1] == ' ' || key_end[-1] == '\t'))
+            key_end--;
+        if (eq == NULL || key_end == key) {
+            errmsg_set(err, errlen, "'%s' line %ld is not key=value (the text is not shown: it may hold a secret)",
+                       path, lineno);
+            goto out;
+        }
+        if (append_kafka_prop(cfg, key, (size_t)(key_end - key), eq + 1, err, errlen) != 0)
+            goto out;
+    }
+    if (ferror(f)) {
+        errmsg_set(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    free(line);
+    if (f)
+        fclose(f);
+    return rc;
+}
+
+int config_kafka_key_is_secret(const char *key)
+{
+    static const char *const suffixes[] = { "password", "secret", "key", "token" };
+    /* a private key, and the OAUTHBEARER settings, which may carry a token */
+    static const char *const names[] = { "ssl.key.pem", "sasl.oauthbearer.config" };
+    size_t len = strlen(key);
+
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t n = strlen(suffixes[i]);
+        if (len >= n && strcasecmp(key + len - n, suffixes[i]) == 0)
+            return 1;
+    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcasecmp(key, names[i]) == 0)
+            return 1;
+    return 0;
 }
 
 /* Sets one option from text; `origin` names where it came from for errors. */
@@ -266,7 +400,8 @@ static int set_option(struct config *cfg, const struct opt_def *o, const char *v
             snprintf(err, errlen, "%s: '%s' is below the minimum %lld%s", origin, value, o->min,
                      o->type == OPT_DURATION ? "ms" : "");
         else
-            snprintf(err, errlen, "%s: '%s' is out of range %lld..%lld", origin, value, o->min, o->max);
+            snprintf(err, errlen, "%s: '%s' is out of range %lld..%lld%s", origin, value, o->min, o->max,
+                     o->type == OPT_DURATION ? "ms" : "");
         return -1;
     }
     if (o->type == OPT_LONG)
@@ -295,7 +430,7 @@ void config_usage(FILE *out, unsigned program, const char *usage)
     }
     if (program & (CONFIG_PRODUCER | CONFIG_WORKER))
         fprintf(out, "  %-26s %s\n", "-X key=value",
-                "any librdkafka property, repeatable (as kcat -X)");
+                "any librdkafka property, repeatable, value verbatim (as kcat -X)");
     fprintf(out, "  %-26s %s\n", "-h, --help", "this text");
 }
 
@@ -307,6 +442,7 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
     size_t n = 0;
     int c, idx;
     char origin[96];
+    char inner[384];
 
     memset(cfg, 0, sizeof *cfg);
     /* defaults, then the environment */
@@ -324,11 +460,16 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
             return -1;
         }
     }
+    /* librdkafka properties in the order they win: the file, the variable,
+     * then each -X */
+    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && cfg->kafka_config_file[0] &&
+        config_read_kafka_file(cfg, cfg->kafka_config_file, inner, sizeof inner) != 0) {
+        errmsg_set(err, errlen, "IMGCACHE_KAFKA_CONFIG_FILE: %s", inner);
+        return -1;
+    }
     if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && cfg->kafka_config[0] &&
-        config_add_kafka_props(cfg, cfg->kafka_config, err, errlen) != 0) {
-        char inner[256];
-        snprintf(inner, sizeof inner, "%s", err);
-        snprintf(err, errlen, "IMGCACHE_KAFKA_CONFIG: %s", inner);
+        config_add_kafka_props(cfg, cfg->kafka_config, inner, sizeof inner) != 0) {
+        errmsg_set(err, errlen, "IMGCACHE_KAFKA_CONFIG: %s", inner);
         return -1;
     }
 
@@ -361,8 +502,11 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
                 snprintf(err, errlen, "-X is not an option of this program");
                 return -1;
             }
-            if (config_add_kafka_props(cfg, optarg, err, errlen) != 0)
+            /* one property, its value verbatim (as kcat -X): commas too */
+            if (config_add_kafka_prop(cfg, optarg, inner, sizeof inner) != 0) {
+                errmsg_set(err, errlen, "-X: %s", inner);
                 return -1;
+            }
             continue;
         }
         if (c == '?' || c == ':') {
@@ -397,6 +541,15 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
         snprintf(err, errlen, "IMGCACHE_TOPIC: empty");
         return -1;
     }
+    /* now, not at the first connect: libpq's own parse errors quote the
+     * conninfo, password included, and a bad URL is a configuration error */
+    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) &&
+        db_conninfo_check(cfg->database_url, err, errlen) != 0)
+        return -1;
+    if ((program & CONFIG_WORKER) && lease_url_check(cfg->redis_url, err, errlen) != 0)
+        return -1;
+    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && kafka_conf_check(cfg, err, errlen) != 0)
+        return -1;
     return 0;
 }
 

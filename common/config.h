@@ -39,7 +39,8 @@ struct config {
     char *beeper_media_dir;
     char *log_level;
     char *kafka_config;             /* IMGCACHE_KAFKA_CONFIG as given */
-    struct config_kv *kafka_props;  /* IMGCACHE_KAFKA_CONFIG, then each -X */
+    char *kafka_config_file;        /* IMGCACHE_KAFKA_CONFIG_FILE */
+    struct config_kv *kafka_props;  /* the file, IMGCACHE_KAFKA_CONFIG, then each -X */
     size_t n_kafka_props;
 
     /* worker */
@@ -55,7 +56,10 @@ struct config {
     long long recheck_ms;
     long long failure_ttl_ms;
     char *retry_backoff;
+    long long retry_after_max_ms;
+    long retry_hold_max;
     char *allow_hosts;
+    char *http_proxy;           /* a secret: may carry the proxy's password */
     long breaker_threshold;
     long long breaker_cooldown_ms;
     char *worker_id;
@@ -90,7 +94,27 @@ int config_parse_duration(const char *s, long long *ms_out);
 int config_parse_long(const char *s, long min, long max, long *out);
 /* "10MiB", "512KiB", "1GiB", "10MB", "10kB" or bare bytes -> bytes. */
 int config_parse_size(const char *s, long long *bytes_out);
-/* Splits "a=b,c=d" and appends to cfg->kafka_props. -1 on an item without '='. */
-int config_add_kafka_props(struct config *cfg, const char *list, char *err, size_t errlen);
+/* librdkafka properties. None of these ever puts a value, or a piece of
+ * the text it refuses, into err: a value may be a password.
+ *
+ * Splits "a=b,c=d" and appends to cfg->kafka_props; inside an item "\,"
+ * is a comma and "\\" a backslash (any other backslash is kept), so a
+ * value can carry any byte. -1 on an item without a key or '='. */
+int config_add_kafka_props(struct config *cfg, const char *list, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Appends one "key=value" (as -X): the value is everything after the first
+ * '=', verbatim. */
+int config_add_kafka_prop(struct config *cfg, const char *item, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Appends the properties of a file in kcat -F's format: one key=value a
+ * line, blank lines and lines starting with '#' skipped, whitespace around
+ * the key trimmed, the value verbatim to the end of the line (a trailing
+ * CR dropped). */
+int config_read_kafka_file(struct config *cfg, const char *path, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* 1 when a librdkafka property holds a secret (its name ends in password,
+ * secret, key or token, or it is ssl.key.pem or sasl.oauthbearer.config):
+ * its value is never printed. */
+int config_kafka_key_is_secret(const char *key);
 
 #endif

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "errmsg.h"
 #include "log.h"
 #include "migrations.h"
 
@@ -20,15 +21,42 @@ struct db {
 #define DB_FETCH_ROWS "1000"
 
 /* Copies the first line of msg (libpq messages end in "\n" and may carry a
- * second line of detail) after prefix into err. */
-static void set_err_line(char *err, size_t errlen, const char *prefix, const char *msg)
+ * second line of detail) after prefix into err, with every occurrence of
+ * secret (may be NULL) replaced by "***". */
+static void set_err_line_redacted(char *err, size_t errlen, const char *prefix, const char *msg,
+                                  const char *secret)
 {
-    size_t len;
+    size_t len, secret_len = secret ? strlen(secret) : 0;
+    size_t used;
 
     if (msg == NULL || *msg == '\0')
         msg = "unknown error";
     len = strcspn(msg, "\r\n");
-    snprintf(err, errlen, "%s%.*s", prefix, (int)len, msg);
+    errmsg_set(err, errlen, "%s", prefix);
+    used = strlen(err);
+    for (size_t i = 0; i < len && used + 1 < errlen;) {
+        if (secret_len > 0 && len - i >= secret_len && memcmp(msg + i, secret, secret_len) == 0) {
+            errmsg_set(err + used, errlen - used, "***");
+            used = strlen(err);
+            i += secret_len;
+        } else {
+            err[used++] = msg[i++];
+            err[used] = '\0';
+        }
+    }
+}
+
+static void set_err_line(char *err, size_t errlen, const char *prefix, const char *msg)
+{
+    set_err_line_redacted(err, errlen, prefix, msg, NULL);
+}
+
+/* A connection's error message, its password (from the conninfo,
+ * PGPASSWORD or the password file) redacted: libpq is not known to print
+ * it, and this keeps it so. */
+static void set_conn_err(PGconn *conn, const char *prefix, char *err, size_t errlen)
+{
+    set_err_line_redacted(err, errlen, prefix, PQerrorMessage(conn), PQpass(conn));
 }
 
 /* "<what>: <primary message>" for a failed result (res may be NULL). */
@@ -39,10 +67,79 @@ static void set_pg_err(struct db *db, const PGresult *res, const char *what, cha
 
     if (res)
         msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    if (msg == NULL || *msg == '\0')
-        msg = PQerrorMessage(db->conn);
     snprintf(prefix, sizeof prefix, "%s: ", what);
-    set_err_line(err, errlen, prefix, msg);
+    if (msg == NULL || *msg == '\0')
+        set_conn_err(db->conn, prefix, err, errlen);
+    else
+        set_err_line(err, errlen, prefix, msg);
+}
+
+/* 1 when s (a port option: "5432" or "5432,5433" for several hosts) is
+ * comma-separated numbers or empty parts. */
+static int ports_are_numbers(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if (*s != ',' && *s != ' ' && (*s < '0' || *s > '9'))
+            return 0;
+    return 1;
+}
+
+int db_conninfo_check(const char *conninfo, char *err, size_t errlen)
+{
+    static const char url_hint[] = "percent-encode the password in a URL: % as %25, / as %2F, @ as %40, "
+                                   "space as %20";
+    static const char keyword_hint[] = "quote a value with spaces: password='a b', \\' and \\\\ inside";
+    static const char *const syntax[] = { "=", ":", "/", "]", NULL };
+    PQconninfoOption *opts = NULL;
+    char *perr = NULL;
+    char redacted[256];
+    const char *user = NULL, *dbname = NULL, *hint;
+    int is_uri, rc = -1;
+
+    if (conninfo == NULL || conninfo[0] == '\0')
+        return 0; /* libpq defaults and PG* variables */
+    is_uri = strncmp(conninfo, "postgresql://", 13) == 0 || strncmp(conninfo, "postgres://", 11) == 0;
+    hint = is_uri ? url_hint : keyword_hint;
+    opts = PQconninfoParse(conninfo, &perr);
+    if (opts == NULL) {
+        if (perr == NULL) {
+            errmsg_set(err, errlen, "out of memory");
+            goto out;
+        }
+        /* its quoted pieces are text of the conninfo, perhaps of the
+         * password; the syntax characters its messages name stay */
+        errmsg_redact_quoted(redacted, sizeof redacted, perr, syntax);
+        errmsg_set(err, errlen, "DATABASE_URL: not a valid %s: %s (values not shown; %s)",
+                   is_uri ? "URL" : "key=value conninfo", redacted, hint);
+        goto out;
+    }
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "user") == 0)
+            user = o->val;
+        else if (strcmp(o->keyword, "dbname") == 0)
+            dbname = o->val;
+        else if (strcmp(o->keyword, "host") == 0 && strchr(o->val, '@') != NULL) {
+            errmsg_set(err, errlen, "DATABASE_URL: the host holds an '@' (not shown; %s)", url_hint);
+            goto out;
+        } else if (strcmp(o->keyword, "port") == 0 && !ports_are_numbers(o->val)) {
+            errmsg_set(err, errlen, "DATABASE_URL: the port is not a number (not shown; %s)", hint);
+            goto out;
+        }
+    }
+    /* postgresql://u:12/pw@host/db: libpq reads host u, port 12 and
+     * database "pw@host/db", no user */
+    if (is_uri && user == NULL && dbname != NULL && strchr(dbname, '@') != NULL) {
+        errmsg_set(err, errlen, "DATABASE_URL: the database name holds an '@' and there is no user "
+                   "(not shown; %s)", url_hint);
+        goto out;
+    }
+    rc = 0;
+out:
+    PQfreemem(perr);
+    PQconninfoFree(opts);
+    return rc;
 }
 
 /* Runs one statement without parameters that returns no rows. */
@@ -95,21 +192,22 @@ int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    if (db_conninfo_check(conninfo, err, errlen) != 0)
+        goto out;
     db->conn = PQconnectdbParams(keys, vals, 1);
     if (db->conn == NULL) {
         snprintf(err, errlen, "cannot connect to PostgreSQL: out of memory");
         goto out;
     }
-    /* libpq's messages never contain the password; the conninfo (which
-     * may) is never printed */
+    /* the conninfo (which may hold the password) is never printed */
     if (PQstatus(db->conn) != CONNECTION_OK) {
-        set_err_line(err, errlen, "cannot connect to PostgreSQL: ", PQerrorMessage(db->conn));
+        set_conn_err(db->conn, "cannot connect to PostgreSQL: ", err, errlen);
         goto out;
     }
     PQsetNoticeProcessor(db->conn, notice_to_log, NULL);
     /* JSON parameters are UTF-8 whatever PGCLIENTENCODING says */
     if (PQsetClientEncoding(db->conn, "UTF8") != 0) {
-        set_err_line(err, errlen, "cannot set client encoding UTF8: ", PQerrorMessage(db->conn));
+        set_conn_err(db->conn, "cannot set client encoding UTF8: ", err, errlen);
         goto out;
     }
     *out = db;
@@ -132,11 +230,11 @@ int db_reset(struct db *db, char *err, size_t errlen)
 {
     PQreset(db->conn);
     if (PQstatus(db->conn) != CONNECTION_OK) {
-        set_err_line(err, errlen, "cannot reconnect to PostgreSQL: ", PQerrorMessage(db->conn));
+        set_conn_err(db->conn, "cannot reconnect to PostgreSQL: ", err, errlen);
         return -1;
     }
     if (PQsetClientEncoding(db->conn, "UTF8") != 0) {
-        set_err_line(err, errlen, "cannot set client encoding UTF8: ", PQerrorMessage(db->conn));
+        set_conn_err(db->conn, "cannot set client encoding UTF8: ", err, errlen);
         return -1;
     }
     return 0;

@@ -13,8 +13,18 @@
 
 struct db;
 
+/* Checks a conninfo (keyword string or URI) without connecting: libpq must
+ * parse it, and its host, port and database name must not show the marks
+ * of a password whose '@' or '/' was not percent-encoded (libpq would take
+ * pieces of that password for a host, port or database name and print
+ * them). -1 with "DATABASE_URL: ..." in err, which never holds a value of
+ * the conninfo: libpq's parse message is given with every quoted piece
+ * replaced by "***". */
+int db_conninfo_check(const char *conninfo, char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* conninfo: libpq keyword string or URI; "" = libpq defaults + PG* vars.
- * The message on failure never contains the password. */
+ * Checked with db_conninfo_check() first. The message on failure never
+ * contains the password (libpq's message is searched for it as well). */
 int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen);
 void db_close(struct db *db);
 /* Reconnects after the server went away; 0 when the connection is good. */

@@ -6,5 +6,11 @@
 #include <stddef.h>
 
 void errmsg_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Copies the first line of msg into out with the text of every
+ * double-quoted piece replaced by ***, except a piece equal to an entry of
+ * keep (NULL-terminated, may be NULL); an unmatched quote hides the rest.
+ * For library messages that quote what they were given (libpq's conninfo
+ * parser, librdkafka's property values), which may be a secret. */
+void errmsg_redact_quoted(char *out, size_t outlen, const char *msg, const char *const *keep);
 
 #endif

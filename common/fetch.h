@@ -7,12 +7,27 @@
  * Connections are kept alive and reused per host; HTTP/2 is multiplexed when
  * the server offers it. Bodies stream to the caller's on_data callback.
  *
- * Every connection, on every redirect hop, is checked against the netguard
- * before its socket is opened: no packet reaches a refused address.
+ * Redirects are followed here, not by libcurl, so each hop's origin
+ * (scheme + host + port) is known before its request. Every connection, on
+ * every hop, is checked against the netguard (with that origin) before its
+ * socket is opened: no packet reaches a refused address. The auth header
+ * goes to the first URL's origin only.
+ *
+ * Proxy variables of the environment (http_proxy, HTTPS_PROXY, ALL_PROXY,
+ * NO_PROXY) are ignored; only opts.proxy sets a proxy. Through a proxy,
+ * every hop's host is resolved here and each address checked before the
+ * request (a blocking look-up; the proxy resolves again, so it must enforce
+ * its own egress rules against DNS rebinding).
  * Limits enforced here: connect timeout, total timeout, low-speed timeout
  * (a server that stalls), byte cap (Content-Length checked up front, and a
- * running count for bodies without one), at most max_redirects hops, and
+ * running count of the decoded bytes), at most max_redirects hops, and
  * http/https only (also for redirects).
+ *
+ * A final response that is not 2xx is classified by its status alone: the
+ * transfer stops at the end of its headers (a 3xx that is not followed: at
+ * its first body byte), so libcurl neither reads nor decodes its body, which
+ * may be endless or a compression bomb. A status outside 100-599 is a
+ * protocol error, never an HTTP error.
  *
  * Ownership: fetch_new() returns a fetcher freed by fetch_free(), which
  * aborts unfinished transfers without calling on_done. url and auth_header
@@ -29,11 +44,12 @@ struct fetch_opts {
     long max_connections;   /* total open connections (0: no limit) */
     const char *user_agent; /* borrowed for the fetcher's life */
     const struct netguard *guard; /* borrowed; NULL: connect anywhere */
+    const char *proxy;      /* borrowed; NULL or "": no proxy */
 };
 
 enum fetch_outcome {
     FETCH_OK = 0,          /* 2xx with a complete body */
-    FETCH_HTTP_ERROR,      /* final status >= 400 (http_status) */
+    FETCH_HTTP_ERROR,      /* final status 3xx-5xx (http_status) */
     FETCH_TOO_LARGE,       /* over max_bytes */
     FETCH_ABORTED,         /* on_data returned -1 (caller's reason) */
     FETCH_TIMEOUT,         /* connect, total or low-speed timeout */
@@ -42,15 +58,24 @@ enum fetch_outcome {
     FETCH_REDIRECTS,       /* more than max_redirects hops */
     FETCH_BAD_URL,         /* malformed URL or scheme not allowed */
     FETCH_REFUSED,         /* the address is internal and not allowed */
+    FETCH_PROTOCOL,        /* not HTTP we accept: a status outside 100-599
+                              (in http_status when libcurl could read it) */
 };
+
+/* Validators are kept whole or not at all: a cut one would never match.
+ * Longer values are dropped (an HTTP-date is 29 characters). */
+#define FETCH_ETAG_MAX 255
+#define FETCH_LAST_MODIFIED_MAX 63
+/* a longer Location header is not followed (the 3xx ends as an HTTP error) */
+#define FETCH_LOCATION_MAX 4096
 
 struct fetch_result {
     enum fetch_outcome outcome;
     long http_status;
     long long bytes;
     long long retry_after_s;  /* Retry-After of the final response, -1 if none */
-    char etag[256];
-    char last_modified[64];
+    char etag[FETCH_ETAG_MAX + 1];                   /* "" when absent or too long */
+    char last_modified[FETCH_LAST_MODIFIED_MAX + 1]; /* "" when absent or too long */
     char error[256];          /* curl's message; never contains the URL */
 };
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errmsg.h"
 #include "log.h"
 
 int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char *client_id,
@@ -21,12 +22,42 @@ int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char
     }
     for (size_t i = 0; i < cfg->n_kafka_props; i++) {
         const struct config_kv *kv = &cfg->kafka_props[i];
-        if (rd_kafka_conf_set(conf, kv->key, kv->value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-            snprintf(err, errlen, "librdkafka property %s: %s", kv->key, errstr);
-            return -1;
+        rd_kafka_conf_res_t res = rd_kafka_conf_set(conf, kv->key, kv->value, errstr, sizeof errstr);
+
+        if (res == RD_KAFKA_CONF_OK)
+            continue;
+        /* an unknown key right after a secret may be the rest of that
+         * secret, cut at a comma; librdkafka's message may quote the value
+         * ("Invalid value ... for configuration property") */
+        if (res == RD_KAFKA_CONF_UNKNOWN && i > 0 && config_kafka_key_is_secret(cfg->kafka_props[i - 1].key)) {
+            const char *prev = cfg->kafka_props[i - 1].key;
+            errmsg_set(err, errlen, "librdkafka property #%zu, after %s, is unknown (not shown: it may be the "
+                       "rest of %s's value; a comma inside a value is written \\,)", i + 1, prev, prev);
+        } else if (config_kafka_key_is_secret(kv->key)) {
+            const char *keep[] = { kv->key, NULL };
+            char redacted[512];
+            errmsg_redact_quoted(redacted, sizeof redacted, errstr, keep);
+            errmsg_set(err, errlen, "librdkafka property %s: %s", kv->key, redacted);
+        } else {
+            errmsg_set(err, errlen, "librdkafka property %s: %s", kv->key, errstr);
         }
+        return -1;
     }
     return 0;
+}
+
+int kafka_conf_check(const struct config *cfg, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc;
+
+    if (conf == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    rc = kafka_conf_apply(conf, cfg, NULL, err, errlen);
+    rd_kafka_conf_destroy(conf);
+    return rc;
 }
 
 static void delivery_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)

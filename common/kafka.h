@@ -15,9 +15,16 @@
 
 #include "config.h"
 
-/* Sets bootstrap.servers, client.id and every cfg->kafka_props entry. */
+/* Sets bootstrap.servers, client.id and every cfg->kafka_props entry. A
+ * refused property is named in err, never with the value of a secret
+ * (config_kafka_key_is_secret()). */
 int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char *client_id,
                      char *err, size_t errlen);
+
+/* kafka_conf_apply() on a scratch configuration, for the configuration
+ * check at start-up: a property librdkafka refuses is a configuration
+ * error before anything connects. */
+int kafka_conf_check(const struct config *cfg, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Routes librdkafka's log lines through log.h (configuration warnings at
  * debug level). */

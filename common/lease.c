@@ -71,7 +71,9 @@ static int parse_redis_url(struct lease *l, const char *url, char *err, size_t e
         char *end;
         long db = strtol(path + 1, &end, 10);
         if (*end != '\0' || db < 0 || db > 1000000) {
-            snprintf(err, errlen, "REDIS_URL: database '%s' is not a number", path + 1);
+            /* not quoted: a password with a bare '/' would land here */
+            snprintf(err, errlen, "REDIS_URL: the database (the path after host:port) is not a number "
+                     "(not shown; percent-encode a '/' in the password as %%2F)");
             goto out;
         }
         l->db = (int)db;
@@ -91,6 +93,18 @@ out:
     curl_free(password);
     curl_free(path);
     curl_url_cleanup(u);
+    return rc;
+}
+
+int lease_url_check(const char *redis_url, char *err, size_t errlen)
+{
+    struct lease l;
+    int rc;
+
+    memset(&l, 0, sizeof l);
+    rc = parse_redis_url(&l, redis_url, err, errlen);
+    free(l.host);
+    free(l.password);
     return rc;
 }
 

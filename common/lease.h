@@ -19,9 +19,14 @@
 struct lease;
 
 /* Parses redis://[:password@]host[:port][/db]; connects lazily, so a Redis
- * that is down at start-up is not an error (-1 only for a bad URL). */
+ * that is down at start-up is not an error (-1 only for a bad URL). No
+ * message, here or later, holds the password or a piece of the URL that
+ * may be one. */
 int lease_connect(const char *redis_url, const char *owner, long long ttl_ms,
                   struct lease **out, char *err, size_t errlen);
+/* The same parse without connecting, for the configuration check: -1 with
+ * "REDIS_URL: ..." in err. */
+int lease_url_check(const char *redis_url, char *err, size_t errlen) __attribute__((warn_unused_result));
 void lease_close(struct lease *l);
 
 /* got[i] = 1 when this owner now holds the lease of urls[i] (newly taken, or

@@ -125,7 +125,11 @@ void offsets_finish(struct ptrack *t, uint64_t seq)
 {
     if (seq < t->base_seq || seq >= t->base_seq + t->len)
         return;
-    t->done[(t->head + (seq - t->base_seq)) % t->cap] = 1;
+    size_t pos = (t->head + (seq - t->base_seq)) % t->cap;
+    if (!t->done[pos]) {
+        t->done[pos] = 1;
+        t->n_done++;
+    }
 }
 
 int offsets_advance(struct ptrack *t, int64_t *store_offset)
@@ -135,6 +139,7 @@ int offsets_advance(struct ptrack *t, int64_t *store_offset)
         t->next_store = t->offsets[t->head] + 1;
         t->head = (t->head + 1) % t->cap;
         t->len--;
+        t->n_done--;
         t->base_seq++;
         moved = 1;
     }
@@ -145,7 +150,7 @@ int offsets_advance(struct ptrack *t, int64_t *store_offset)
 
 int offsets_full(const struct ptrack *t)
 {
-    return t->len >= t->window_cap;
+    return t->len - t->n_done >= t->window_cap || t->len >= t->window_cap * OFFSETS_RING_FACTOR;
 }
 
 void offsets_release(struct ptrack *t)

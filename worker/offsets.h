@@ -5,6 +5,10 @@
  * event before it in the partition is finished. Each assigned partition has
  * a window (a ring) of dispatched offsets in order, each with a done flag;
  * offsets_advance() pops the finished prefix and says what to store.
+ * An unfinished event at the head (a retry held until due) keeps the
+ * stored offset where it is but not the events behind it: the window
+ * counts unfinished events, and the ring of finished ones waiting behind
+ * that head is bounded separately (OFFSETS_RING_FACTOR).
  *
  * Events hold a reference to their partition's tracker, so a tracker whose
  * partition was revoked stays alive (detached) until its last event ends.
@@ -14,6 +18,11 @@
 #include <stdint.h>
 #include <uthash.h>
 
+/* The ring may hold this many times the window of events, most of them
+ * finished behind an unfinished head, before offsets_full() says pause:
+ * 9 bytes each, so 16 x 4096 is under 600 KiB per partition. */
+#define OFFSETS_RING_FACTOR 16
+
 struct ptrack {
     char key[300];          /* "topic\x1fpartition": the table's key */
     char *topic;
@@ -21,14 +30,14 @@ struct ptrack {
     int64_t *offsets;       /* ring of dispatched offsets */
     uint8_t *done;
     size_t cap, head, len;
-    size_t window_cap;      /* soft cap: offsets_full() says pause */
+    size_t n_done;          /* finished, in the ring behind an unfinished one */
+    size_t window_cap;      /* soft cap on unfinished: offsets_full() says pause */
     uint64_t base_seq;      /* sequence number of offsets[head] */
     int64_t next_store;     /* offset to store next time, -1 when nothing */
     int64_t last_consumed;  /* highest offset dispatched, -1 when none */
     int attached;           /* 0 once revoked */
     int refs;               /* events in flight + 1 while attached */
     int paused;             /* as last told to librdkafka; -1 unknown */
-    int held;               /* events held until due (retry topic) */
     UT_hash_handle hh;
 };
 
@@ -54,6 +63,8 @@ void offsets_finish(struct ptrack *t, uint64_t seq);
 /* Pops the finished prefix. Returns 1 and the offset to store (last
  * finished + 1) when it moved, else 0. */
 int offsets_advance(struct ptrack *t, int64_t *store_offset);
+/* 1 when window_cap events are unfinished, or the ring holds
+ * OFFSETS_RING_FACTOR windows (finished ones behind an unfinished head). */
 int offsets_full(const struct ptrack *t);
 void offsets_release(struct ptrack *t);
 

@@ -14,10 +14,12 @@
  *
  * Failures are classified once, in on_done()/job_fail(): a retryable one is
  * republished to <topic>-retry (due time in a header; the worker consumes
- * that topic too and holds a partition paused until its head is due), a
- * permanent one (or the last retry) goes to <topic>-dlt; either counts as
- * finished only once the publish is acknowledged and the image_failures row
- * is committed. A per-host circuit breaker stops hammering a failing host. */
+ * that topic too and holds each event in memory until it is due, at most
+ * IMGCACHE_RETRY_HOLD_MAX of them, so one late event does not stop those
+ * behind it), a permanent one (or the last retry) goes to <topic>-dlt;
+ * either counts as finished only once the publish is acknowledged and the
+ * image_failures row is committed. A per-origin (scheme + host + port)
+ * circuit breaker stops hammering a failing service. */
 #include "worker.h"
 
 #include <errno.h>
@@ -39,6 +41,7 @@
 #include "breaker.h"
 #include "committer.h"
 #include "db.h"
+#include "errmsg.h"
 #include "event.h"
 #include "fetch.h"
 #include "kafka.h"
@@ -47,6 +50,7 @@
 #include "netguard.h"
 #include "offsets.h"
 #include "resolve.h"
+#include "retry.h"
 #include "sniff.h"
 #include "store.h"
 
@@ -76,7 +80,6 @@ enum job_state {
 struct wevent {
     struct ptrack *pt;
     uint64_t seq;
-    int held;                   /* counted in pt->held */
     struct wevent *next;
 };
 
@@ -102,7 +105,7 @@ struct job {
     long long first_failed_ms;  /* wall clock, 0 before the first failure */
     long long next_attempt_ms;  /* wall clock, for a retry */
     int dead_letter;            /* publishing to -dlt (else to -retry) */
-    char *host;                 /* for the circuit breaker */
+    char *origin;               /* "scheme://host:port", the circuit breaker's key */
     struct resolved res;
     int resolved;
     struct store_blob blob;
@@ -119,8 +122,8 @@ struct job {
     char sha256[HASH_HEX_LEN + 1];
     char key[STORE_KEY_MAX];
     char *public_url;
-    char etag[256];
-    char last_modified[64];
+    char etag[FETCH_ETAG_MAX + 1];
+    char last_modified[FETCH_LAST_MODIFIED_MAX + 1];
     char error_class[32];
     char error_msg[300];
     int http_status;
@@ -153,6 +156,10 @@ struct worker {
     struct offsets offsets;
     long long retry_delays[MAX_RETRIES_LIST];
     int n_retry_delays;
+    long long hold_limit_ms;    /* a retry event is held at most this long */
+    size_t hold_max;            /* held jobs at which the retry partitions pause */
+    long long drain_hold_ms;    /* --drain waits for held retries due within this */
+    long long next_held_due_ms; /* the earliest held job's due_ms */
 
     struct job *jobs;           /* hash by url */
     size_t n_jobs;              /* also counts undecodable events' jobs */
@@ -180,7 +187,7 @@ struct worker {
 
     /* counters for progress lines and the summary */
     long long n_consumed, n_bad_events, n_already_cached, n_downloaded, n_new_blobs,
-        n_committed, n_failed, n_waited, n_retries, n_dead_letters, n_spilled;
+        n_committed, n_failed, n_waited, n_retries, n_dead_letters, n_spilled, n_tombstones;
     long long next_progress_ms;
 };
 
@@ -191,7 +198,7 @@ static long long mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static char *url_host(const char *url);
+static char *url_origin(const char *url);
 
 /* ---------------------------------------------------------------- jobs -- */
 
@@ -226,14 +233,6 @@ static void job_move(struct worker *w, struct job *j, enum job_state to)
         DL_APPEND(*dest, j);
 }
 
-static void unhold(struct wevent *e)
-{
-    if (e->held) {
-        e->held = 0;
-        e->pt->held--;
-    }
-}
-
 /* Whatever the job holds of its download: a temporary file, a body. */
 static void drop_download(struct job *j)
 {
@@ -248,7 +247,6 @@ static void job_free(struct job *j)
 {
     struct wevent *e, *tmp;
     LL_FOREACH_SAFE(j->events, e, tmp) {
-        unhold(e);
         offsets_release(e->pt);
         free(e);
     }
@@ -256,7 +254,7 @@ static void job_free(struct job *j)
     resolved_clear(&j->res);
     free(j->public_url);
     free(j->url);
-    free(j->host);
+    free(j->origin);
     free(j->msg_key);
     free(j->msg_value);
     free(j);
@@ -333,10 +331,10 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
     if (!permanent && j->attempts <= w->n_retry_delays) {
         /* exponential backoff from the list, +-20% jitter so that a burst
          * of failures does not come back as one burst */
-        long long delay = w->retry_delays[j->attempts - 1];
-        delay = delay * (80 + (long long)(random() % 41)) / 100;
-        if (j->retry_after_s > 0 && j->retry_after_s * 1000 > delay)
-            delay = j->retry_after_s * 1000 > 3600000 ? 3600000 : j->retry_after_s * 1000;
+        int jitter_pct = RETRY_JITTER_MIN_PCT +
+                         (int)(random() % (RETRY_JITTER_MAX_PCT - RETRY_JITTER_MIN_PCT + 1));
+        long long delay = retry_delay_ms(w->retry_delays[j->attempts - 1], jitter_pct, j->retry_after_s,
+                                         w->cfg->retry_after_max_ms);
         j->next_attempt_ms = event_now_ms() + delay;
         j->dead_letter = 0;
         log_info("event=retry_scheduled url=\"%s\" class=%s attempt=%d delay_ms=%lld reason=\"%s\"",
@@ -553,6 +551,12 @@ static void job_store(struct worker *w, struct job *j)
     job_move(w, j, JOB_COMMIT);
 }
 
+/* 408, 429 and 5xx may pass; any other status will not. */
+static int http_status_retryable(long status)
+{
+    return status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
 /* The one place a download failure is classified. */
 static void on_done(void *arg, const struct fetch_result *r)
 {
@@ -562,12 +566,14 @@ static void on_done(void *arg, const struct fetch_result *r)
 
     w->n_fetching--;
     j->retry_after_s = r->retry_after_s;
-    breaker_record(w->breaker, j->host,
-                   r->outcome == FETCH_TIMEOUT || r->outcome == FETCH_NETWORK ||
-                       r->outcome == FETCH_TRUNCATED ||
-                       (r->outcome == FETCH_HTTP_ERROR &&
-                        (status == 408 || status == 429 || status >= 500)),
-                   mono_ms());
+    /* a refused address or a bad URL was never sent: it says nothing about
+     * the origin's health (and must not let an outsider open its circuit) */
+    if (r->outcome != FETCH_REFUSED && r->outcome != FETCH_BAD_URL)
+        breaker_record(w->breaker, j->origin,
+                       r->outcome == FETCH_TIMEOUT || r->outcome == FETCH_NETWORK ||
+                           r->outcome == FETCH_TRUNCATED ||
+                           (r->outcome == FETCH_HTTP_ERROR && http_status_retryable(status)),
+                       mono_ms());
     if (r->outcome == FETCH_OK) {
         snprintf(j->etag, sizeof j->etag, "%s", r->etag);
         snprintf(j->last_modified, sizeof j->last_modified, "%s", r->last_modified);
@@ -581,10 +587,8 @@ static void on_done(void *arg, const struct fetch_result *r)
         break;
     case FETCH_HTTP_ERROR: {
         char cls[16];
-        /* 408, 429 and 5xx may pass; any other 4xx will not */
-        int retryable = status == 408 || status == 429 || status >= 500;
         snprintf(cls, sizeof cls, "http_%ld", status);
-        job_fail(w, j, cls, !retryable, (int)status, "HTTP %ld", status);
+        job_fail(w, j, cls, !http_status_retryable(status), (int)status, "HTTP %ld", status);
         break;
     }
     case FETCH_TOO_LARGE:
@@ -604,6 +608,9 @@ static void on_done(void *arg, const struct fetch_result *r)
         break;
     case FETCH_REFUSED:
         job_fail(w, j, "refused_address", 1, 0, "%s", r->error);
+        break;
+    case FETCH_PROTOCOL:
+        job_fail(w, j, "protocol", 1, (int)status, "%s", r->error);
         break;
     case FETCH_NETWORK:
     default:
@@ -661,8 +668,8 @@ static void start_ready(struct worker *w)
 
     while (w->q_ready && may_start(w)) {
         struct job *j = w->q_ready;
-        if (j->res.kind == RESOLVE_HTTP && j->host) {
-            long long until = breaker_check(w->breaker, j->host, mono_ms());
+        if (j->res.kind == RESOLVE_HTTP && j->origin) {
+            long long until = breaker_check(w->breaker, j->origin, mono_ms());
             if (until > 0) {
                 j->due_ms = until; /* no attempt is spent while the circuit is open */
                 job_move(w, j, JOB_BREAKER);
@@ -835,22 +842,52 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
             }
             j->resolved = 1;
             if (j->res.kind == RESOLVE_HTTP)
-                j->host = url_host(j->res.url);
+                j->origin = url_origin(j->res.url);
         }
         job_move(w, j, JOB_READY);
     }
 }
 
-static char *url_host(const char *url)
+/* IMGCACHE_HTTP_PROXY must be an http(s) proxy URL with a host. The value
+ * may carry a password: the message never quotes it. */
+static int check_proxy_url(const char *proxy, char *err, size_t errlen)
 {
     CURLU *u = curl_url();
-    char *host = NULL, *copy = NULL;
-    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
-        copy = strdup(host);
+    char *scheme = NULL, *host = NULL;
+    int rc = -1;
+
+    if (u == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    if (curl_url_set(u, CURLUPART_URL, proxy, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+        errmsg_set(err, errlen, "IMGCACHE_HTTP_PROXY is not an http:// or https:// URL with a host "
+                                "(the value is not shown: it may hold a password)");
+        goto out;
+    }
+    rc = 0;
+out:
+    curl_free(scheme);
     curl_free(host);
     curl_url_cleanup(u);
-    return copy;
+    return rc;
+}
+
+/* The breaker's key for url; NULL (no breaker) for a URL without an http(s)
+ * origin, which the fetcher refuses as a bad URL anyway. */
+static char *url_origin(const char *url)
+{
+    struct netguard_origin o;
+    char key[NETGUARD_HOST_MAX + 32];
+    char ignored[128];
+
+    if (netguard_origin_of(url, &o, ignored, sizeof ignored) != 0)
+        return NULL;
+    netguard_origin_key(&o, key, sizeof key);
+    return strdup(key);
 }
 
 static void release_leases(struct worker *w, struct job **batch, size_t n)
@@ -1000,17 +1037,20 @@ static void write_results(struct worker *w)
     }
 }
 
-/* Timed states whose time has come go on. */
+/* Timed states whose time has come go on. Held retries stay held while
+ * stopping: new work would only lengthen the shutdown. */
 static void wake_timed(struct worker *w)
 {
     struct job *j, *tmp;
-    struct wevent *e;
     long long now = mono_ms();
+
+    w->next_held_due_ms = LLONG_MAX;
     DL_FOREACH_SAFE(w->q_held, j, tmp) {
-        if (j->due_ms > now)
+        if (j->due_ms > now || w->stopping) {
+            if (j->due_ms < w->next_held_due_ms)
+                w->next_held_due_ms = j->due_ms;
             continue;
-        LL_FOREACH(j->events, e)
-            unhold(e);
+        }
         job_move(w, j, JOB_NEW);
     }
     DL_FOREACH_SAFE(w->q_breaker, j, tmp) {
@@ -1116,8 +1156,10 @@ static void store_offsets(struct worker *w)
  * cost of a pause, which drops and refetches what was prefetched. Only an
  * overload lasting over a second pauses every partition, so that the loop
  * can poll again and answer the group's rebalances meanwhile.
- * Also paused: a partition whose window is full, and a retry partition
- * whose head is held until due. */
+ * Also paused: a partition whose window is full, and every retry partition
+ * while IMGCACHE_RETRY_HOLD_MAX retry events are held until due (they are
+ * the memory a late retry costs; below that, events behind a held one are
+ * taken and done as they come due). */
 #define PAUSE_AFTER_MS 1000
 
 static void sync_pause(struct worker *w)
@@ -1136,7 +1178,9 @@ static void sync_pause(struct worker *w)
         w->paused = 0;
     }
     HASH_ITER(hh, w->offsets.table, t, tmp) {
-        int want = w->paused || t->held > 0 || offsets_full(t);
+        int holding_enough = w->n_in[JOB_HELD] >= w->hold_max &&
+                             strcmp(t->topic, w->retry_topic) == 0;
+        int want = w->paused || holding_enough || offsets_full(t);
         rd_kafka_topic_partition_list_t **list = want ? &pause : &resume;
         if (want == t->paused)
             continue;
@@ -1175,13 +1219,26 @@ static int seen_before(struct worker *w, const char *topic, int32_t partition)
     return 0;
 }
 
+/* Unfinished events of the revoked partitions, but for retries held until
+ * due: those will not finish while a revoke waits (the next owner holds them
+ * again), so waiting for them would only stall the rebalance. */
 static size_t revoked_in_flight(struct worker *w, rd_kafka_topic_partition_list_t *parts)
 {
     size_t n = 0;
+    struct job *j;
+    struct wevent *e;
+
     for (int i = 0; i < parts->cnt; i++) {
         struct ptrack *t = offsets_find(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
         if (t)
-            n += t->len;
+            n += t->len - t->n_done;
+    }
+    DL_FOREACH(w->q_held, j) {
+        LL_FOREACH(j->events, e) {
+            if (n > 0 && e->pt->attached &&
+                rd_kafka_topic_partition_list_find(parts, e->pt->topic, e->pt->partition))
+                n--;
+        }
     }
     return n;
 }
@@ -1346,11 +1403,28 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
     }
     e->pt = t;
     w->n_consumed++;
+    if (m->payload == NULL) {
+        /* a tombstone (null value), normal on a compacted topic: nothing to
+         * fetch, nothing to dead-letter; done once the events before it are */
+        w->n_tombstones++;
+        log_debug("event=tombstone topic=%s partition=%d offset=%lld", topic, (int)m->partition,
+                  (long long)m->offset);
+        offsets_finish(t, e->seq);
+        offsets_release(t);
+        free(e);
+        return;
+    }
     w->outstanding++;
     if (from_retry) {
         long long v;
-        if (event_parse_time(header(m, "next_attempt_at", buf, sizeof buf), &v) == 0)
-            due_wall = v;
+        if (event_parse_time(header(m, "next_attempt_at", buf, sizeof buf), &v) == 0) {
+            long long now_wall = event_now_ms();
+            due_wall = retry_due_clamp(v, now_wall, w->hold_limit_ms);
+            if (due_wall != v)
+                log_warn("event=retry_due_clamped topic=%s partition=%d offset=%lld next_attempt_at=\"%s\" "
+                         "held_ms=%lld", topic, (int)m->partition, (long long)m->offset, buf,
+                         w->hold_limit_ms);
+        }
         attempts = atoi(header(m, "attempts", buf, sizeof buf));
         if (attempts < 0 || attempts > 1000)
             attempts = 0;
@@ -1397,11 +1471,12 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
         j->in_table = 1;
         j->state = JOB_NEW;
         if (from_retry && due_wall > event_now_ms()) {
-            /* not due: hold it, and its partition, until it is */
+            /* not due: hold it in memory until it is; the partition goes on
+             * (its stored offset stays before this event until it is done) */
             j->due_ms = mono_ms() + (due_wall - event_now_ms());
             j->state = JOB_HELD;
-            e->held = 1;
-            t->held++;
+            log_debug("event=retry_held topic=%s partition=%d offset=%lld due_in_ms=%lld", topic,
+                      (int)m->partition, (long long)m->offset, due_wall - event_now_ms());
         }
         w->n_in[j->state]++;
         DL_APPEND(*queue_of(w, j->state), j);
@@ -1551,6 +1626,22 @@ static int idle(const struct worker *w)
     return w->outstanding == 0 && w->n_fetching == 0 && w->n_jobs == 0;
 }
 
+/* 1 when nothing is left but retries held until due, each due no earlier
+ * than not_before_ms (monotonic): leaving them costs nothing, their
+ * offsets stay unstored and whoever owns the partition next holds them. */
+static int only_held(const struct worker *w, long long not_before_ms)
+{
+    struct job *j;
+
+    if (w->n_fetching != 0 || w->n_jobs != w->n_in[JOB_HELD])
+        return 0;
+    DL_FOREACH(w->q_held, j) {
+        if (j->due_ms < not_before_ms)
+            return 0;
+    }
+    return 1;
+}
+
 /* ------------------------------------------------------------ lifecycle -- */
 
 static int parse_retry_delays(struct worker *w, const char *list, char *err, size_t errlen)
@@ -1565,6 +1656,11 @@ static int parse_retry_delays(struct worker *w, const char *list, char *err, siz
         if (w->n_retry_delays == MAX_RETRIES_LIST || config_parse_duration(it, &ms) != 0) {
             snprintf(err, errlen, "IMGCACHE_RETRY_BACKOFF: '%s' is not a duration list (at most %d)", list,
                      MAX_RETRIES_LIST);
+            rc = -1;
+            break;
+        }
+        if (ms > RETRY_STEP_MAX_MS) {
+            errmsg_set(err, errlen, "IMGCACHE_RETRY_BACKOFF: step '%s' is longer than 7d", it);
             rc = -1;
             break;
         }
@@ -1656,6 +1752,10 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
      * slot, at least 4096 */
     w->max_outstanding = (size_t)cfg->concurrency * 16 < 4096 ? 4096 : (size_t)cfg->concurrency * 16;
     offsets_init(&w->offsets, w->max_outstanding);
+    /* held retries count as outstanding: at most half of them, so that they
+     * never stop the main topic */
+    w->hold_max = (size_t)cfg->retry_hold_max < w->max_outstanding / 2 ? (size_t)cfg->retry_hold_max
+                                                                        : w->max_outstanding / 2;
     if (cfg->worker_id[0]) {
         snprintf(w->worker_id, sizeof w->worker_id, "%s", cfg->worker_id);
     } else {
@@ -1666,6 +1766,18 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     }
     if (parse_retry_delays(w, cfg->retry_backoff, err, errlen) != 0)
         goto out;
+    w->hold_limit_ms = retry_hold_limit_ms(w->retry_delays, w->n_retry_delays, cfg->retry_after_max_ms);
+    /* the retries this worker schedules itself and short Retry-Afters, not
+     * a server's long ask */
+    w->drain_hold_ms = retry_hold_limit_ms(w->retry_delays, w->n_retry_delays, cfg->drain_wait_ms);
+    w->next_held_due_ms = LLONG_MAX;
+    if (cfg->http_proxy[0] && check_proxy_url(cfg->http_proxy, err, errlen) != 0)
+        goto out;
+    {
+        const char *trusted[] = { cfg->beeper_media_server, cfg->beeper_api_url, NULL };
+        if (netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen) != 0)
+            goto out;
+    }
     snprintf(w->retry_topic, sizeof w->retry_topic, "%s-retry", cfg->topic);
     snprintf(w->dlt_topic, sizeof w->dlt_topic, "%s-dlt", cfg->topic);
     srandom((unsigned)getpid() ^ (unsigned)mono_ms());
@@ -1695,15 +1807,11 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
         goto out;
     if (lease_connect(cfg->redis_url, w->worker_id, cfg->lease_ttl_ms, &w->lease, err, errlen) != 0)
         goto out;
-    {
-        const char *trusted[] = { cfg->beeper_media_server, cfg->beeper_api_url, NULL };
-        if (netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen) != 0)
-            goto out;
-    }
     fo = (struct fetch_opts){
         .connect_timeout_ms = cfg->connect_timeout_ms, .timeout_ms = cfg->fetch_timeout_ms,
         .max_bytes = cfg->max_bytes, .max_redirects = 3,
         .max_connections = cfg->concurrency, .user_agent = "imgcache/1", .guard = w->guard,
+        .proxy = cfg->http_proxy,
     };
     if (fetch_new(&fo, &cb, &w->fetch, err, errlen) != 0)
         goto out;
@@ -1742,10 +1850,10 @@ static void progress(struct worker *w, const char *event)
 {
     log_info("event=%s consumed=%lld already_cached=%lld downloaded=%lld new_blobs=%lld committed=%lld "
              "failed=%lld retries=%lld dead_letters=%lld bad_events=%lld waited_for_other_worker=%lld "
-             "in_flight=%zu outstanding=%zu spilled_to_disk=%lld",
+             "in_flight=%zu outstanding=%zu held=%zu spilled_to_disk=%lld tombstones=%lld",
              event, w->n_consumed, w->n_already_cached, w->n_downloaded, w->n_new_blobs, w->n_committed,
              w->n_failed, w->n_retries, w->n_dead_letters, w->n_bad_events, w->n_waited, w->n_fetching,
-             w->outstanding, w->n_spilled);
+             w->outstanding, w->n_in[JOB_HELD], w->n_spilled, w->n_tombstones);
 }
 
 static void drain_wake_pipe(struct worker *w)
@@ -1792,9 +1900,13 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         if (!w->stopping)
             sync_pause(w);
 
-        if (w->stopping && (idle(w) || now >= grace_deadline))
+        /* held retries need no grace: nothing of theirs is in flight */
+        if (w->stopping && (idle(w) || only_held(w, 0) || now >= grace_deadline))
             break;
-        if (!idle(w))
+        /* --drain does not wait for a retry due later than this worker's own
+         * longest backoff or IMGCACHE_DRAIN_WAIT (a server's long
+         * Retry-After): the next run does */
+        if (!idle(w) && !(w->cfg->drain && only_held(w, now + w->drain_hold_ms)))
             w->idle_since_ms = 0;
         else if (w->idle_since_ms == 0)
             w->idle_since_ms = now;
@@ -1809,7 +1921,8 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
                 now >= w->next_drain_check_ms) {
                 w->next_drain_check_ms = now + 300;
                 if (caught_up(w)) {
-                    log_info("event=drained reason=\"caught up with every assigned partition\"");
+                    log_info("event=drained reason=\"caught up with every assigned partition\" held=%zu",
+                             w->n_in[JOB_HELD]);
                     break;
                 }
             }
@@ -1820,9 +1933,12 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         }
         if (w->q_new || (w->q_ready && may_start(w)))
             timeout = 0;
-        else if (w->db_down || w->q_waiting || w->q_held || w->q_breaker || w->q_publish ||
+        else if (w->db_down || w->q_waiting || w->q_breaker || w->q_publish ||
                  w->dlq->queued > w->dlq->delivered + w->dlq->failed)
             timeout = 20;
+        /* a retry held for an hour must not wake the loop 50 times a second */
+        if (w->q_held && !w->stopping && w->next_held_due_ms - now < timeout)
+            timeout = w->next_held_due_ms > now ? (int)(w->next_held_due_ms - now) : 0;
         fetch_wait(w->fetch, w->wake[0], timeout);
     }
     store_offsets(w);

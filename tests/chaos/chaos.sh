@@ -257,7 +257,6 @@ fi
 
 export IMGCACHE_STORAGE_DIR=$WORK/images
 export IMGCACHE_PUBLIC_URL=http://cdn.chaos.test/images
-export IMGCACHE_ALLOW_HOSTS=127.0.0.1
 export IMGCACHE_LOG_LEVEL=${IMGCACHE_LOG_LEVEL:-info}
 unset IMGCACHE_GROUP IMGCACHE_TOPIC IMGCACHE_WORKER_ID
 
@@ -274,6 +273,8 @@ for _ in $(seq 150); do
     sleep 0.1
 done
 MEDIA_URL=$(sed -n 's/^MEDIA_URL=//p' "$WORK/media.out")
+# workers trust scheme + host + port: the media server's own port only
+export IMGCACHE_ALLOW_HOSTS=${MEDIA_URL#http://}
 [ -n "$MEDIA_URL" ] || die "the media server did not start"
 case $MEDIA_URL in http://127.*) ;; *) die "the media server is not on 127.0.0.0/8: $MEDIA_URL" ;; esac
 

@@ -8,7 +8,8 @@
 #                              Kafka with its topics, or the dev broker:
 #                              IMGCACHE_BROKER), IMGCACHE_* settings,
 #                              `imgcache-producer migrate`
-#   start_media DIR [args...]  media server -> MEDIA_URL, MEDIA_PID
+#   start_media DIR [args...]  media server -> MEDIA_URL, MEDIA_PID; one on
+#                              127.0.0.1 is added to IMGCACHE_ALLOW_HOSTS
 #   media_count PATH | media_total | media_fault PATH MODE [k=v...] | media_reset
 #   broker_name | broker_down | broker_up | broker_kill | broker_freeze |
 #   broker_thaw                the script's broker (see "the broker" below)
@@ -264,8 +265,9 @@ it_setup() {
     export IMGCACHE_STORAGE_DIR="$TESTS_TMP/images"
     export IMGCACHE_PUBLIC_URL=http://cdn.test/images
     export IMGCACHE_LOG_LEVEL=info
-    # the test media server listens on loopback, which workers refuse unless allowed
-    export IMGCACHE_ALLOW_HOSTS=127.0.0.1
+    # the test media servers listen on loopback, which workers refuse unless
+    # trusted: start_media trusts each one's origin (host and port) here
+    export IMGCACHE_ALLOW_HOSTS=
     mkdir -p "$IMGCACHE_STORAGE_DIR"
     IT_SETUP_DONE=1
 
@@ -463,7 +465,13 @@ start_media() {
     _it_track "$MEDIA_PID"
     wait_for 15 grep -q '^MEDIA_URL=' "$out" || it_bail "the media server did not start" "$log"
     MEDIA_URL=$(sed -n 's/^MEDIA_URL=//p' "$out")
-    export MEDIA_URL MEDIA_PID
+    # workers trust scheme + host + port: add this server's port. One bound
+    # elsewhere (30-hostile's "internal" 127.0.0.2) stays untrusted.
+    case $MEDIA_URL in
+        http://127.0.0.1:*)
+            IMGCACHE_ALLOW_HOSTS=${IMGCACHE_ALLOW_HOSTS:+$IMGCACHE_ALLOW_HOSTS,}${MEDIA_URL#http://} ;;
+    esac
+    export MEDIA_URL MEDIA_PID IMGCACHE_ALLOW_HOSTS
 }
 
 media_count() {

@@ -35,6 +35,7 @@
 
 #include <microhttpd.h>
 #include <uthash.h>
+#include <zlib.h>
 
 #include "config.h"
 #include "log.h"
@@ -42,6 +43,9 @@
 #define PROGRAM "imgcache-mediaserver"
 #define BODY_BLOCK (64 * 1024)
 #define STALL_DEFAULT_LENGTH (1024 * 1024)
+#define BOMB_DEFAULT_SIZE (16LL << 30)
+#define BOMB_MAX_SIZE (1LL << 40)
+#define BOMB_UNIT (1024 * 1024)
 
 static const char usage[] =
     "usage: " PROGRAM " --root DIR [options]\n"
@@ -73,13 +77,18 @@ static const char usage[] =
     "  POST /__fault?path=/a.jpg&mode=MODE[&count=K][&...]\n"
     "       count=K: the next K requests of that exact path get the fault, then\n"
     "       normal service (default: every request); count=0 or mode=none clears.\n"
-    "       status    reply status=S (default 503); retry_after=N adds Retry-After\n"
+    "       status    reply status=S (100..999, default 503); retry_after=N adds\n"
+    "                 Retry-After\n"
     "       stall     headers with Content-Length length=N (default: the file's size,\n"
     "                 1 MiB without a file), then no body until the client leaves\n"
     "       truncate  the real Content-Length, then close after half the body\n"
     "       redirect  302 (or status=301/303/307/308) to location=URL\n"
     "       slow      wait ms=N (default 1000) before answering normally\n"
-    "       chunked   the file with chunked encoding, no Content-Length";
+    "       chunked   the file with chunked encoding, no Content-Length\n"
+    "       bomb      status=S (default 200), Content-Encoding: gzip, gzip and a body\n"
+    "                 of some 40 KB that decodes to size=BYTES zeros (default 16GiB)\n"
+    "       endless   status=S (default 200), a chunked body that never ends\n"
+    "       validators  the file, with ETag etag=E and Last-Modified last_modified=D";
 
 enum fault_mode {
     FAULT_NONE = 0,
@@ -89,10 +98,14 @@ enum fault_mode {
     FAULT_REDIRECT,
     FAULT_SLOW,
     FAULT_CHUNKED,
+    FAULT_BOMB,
+    FAULT_ENDLESS,
+    FAULT_VALIDATORS,
 };
 
 static const char *const fault_names[] = {
-    "none", "status", "stall", "truncate", "redirect", "slow", "chunked",
+    "none", "status", "stall", "truncate", "redirect", "slow", "chunked", "bomb", "endless",
+    "validators",
 };
 
 struct fault {
@@ -102,7 +115,10 @@ struct fault {
     long retry_after;           /* -1: no header */
     long ms;
     long long length;           /* stall: -1 = file size or default */
+    long long size;             /* bomb: decoded bytes */
     char *location;
+    char *etag;                 /* validators: NULL keeps the real one */
+    char *last_modified;
 };
 
 struct path_entry {
@@ -129,7 +145,7 @@ struct request {
     int called;
 };
 
-enum body_kind { BODY_CHUNKED, BODY_TRUNCATE, BODY_STALL };
+enum body_kind { BODY_CHUNKED, BODY_TRUNCATE, BODY_STALL, BODY_ENDLESS };
 
 /* Per response made from a callback; freed by body_free(). */
 struct body {
@@ -287,11 +303,13 @@ static struct path_entry *entry_get_locked(const char *path)
 static void fault_clear(struct fault *f)
 {
     free(f->location);
+    free(f->etag);
+    free(f->last_modified);
     memset(f, 0, sizeof *f);
 }
 
 /* Counts one request of path and takes one use of its fault, if any: *out
- * gets a copy (location duplicated; caller frees it with fault_clear). */
+ * gets a copy (strings duplicated; caller frees it with fault_clear). */
 static void count_and_take_fault(const char *path, struct fault *out)
 {
     struct path_entry *e;
@@ -305,6 +323,8 @@ static void count_and_take_fault(const char *path, struct fault *out)
         if (e->fault.mode != FAULT_NONE) {
             *out = e->fault;
             out->location = e->fault.location ? strdup(e->fault.location) : NULL;
+            out->etag = e->fault.etag ? strdup(e->fault.etag) : NULL;
+            out->last_modified = e->fault.last_modified ? strdup(e->fault.last_modified) : NULL;
             if (e->fault.remaining > 0 && --e->fault.remaining == 0)
                 fault_clear(&e->fault);
         }
@@ -395,6 +415,9 @@ static ssize_t body_read(void *cls, uint64_t pos, char *buf, size_t max)
         break;
     case BODY_CHUNKED:
         break;
+    case BODY_ENDLESS:
+        memset(buf, 'x', max);
+        return (ssize_t)max;
     }
     n = pread(b->fd, buf, max, (off_t)pos);
     if (n < 0)
@@ -473,8 +496,9 @@ static void http_date(time_t t, char *out, size_t outlen)
 }
 
 static enum MHD_Result serve_file(struct MHD_Connection *conn, const char *url,
-                                  const char *query, enum fault_mode mode, unsigned *status)
+                                  const char *query, const struct fault *f, unsigned *status)
 {
+    enum fault_mode mode = f->mode == FAULT_VALIDATORS ? FAULT_NONE : f->mode;
     struct MHD_Response *resp = NULL;
     struct body *b = NULL;
     struct stat st;
@@ -533,8 +557,9 @@ static enum MHD_Result serve_file(struct MHD_Connection *conn, const char *url,
     if (resp == NULL)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_LAST_MODIFIED, date);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, f->etag ? f->etag : etag);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_LAST_MODIFIED,
+                            f->last_modified ? f->last_modified : date);
     *status = MHD_HTTP_OK;
     ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
@@ -573,6 +598,184 @@ static enum MHD_Result serve_stall(struct MHD_Connection *conn, const char *url,
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             json ? "application/json" : content_type_for(url));
     ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- compression bombs and endless bodies ---- */
+
+/* A "Content-Encoding: gzip, gzip" body decoding to `size` zero bytes. Built
+ * in memory at its first request (never a file), kept until exit. */
+struct bomb {
+    long long size;
+    unsigned char *data;
+    size_t len;
+    struct bomb *next;
+};
+
+static pthread_mutex_t bomb_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct bomb *bombs;              /* guarded by bomb_lock */
+
+static void gzip_header(struct strbuf *sb)
+{
+    static const char h[10] = { 0x1f, (char)0x8b, 8, 0, 0, 0, 0, 0, 0, (char)0xff };
+    sb_add(sb, h, sizeof h);
+}
+
+static void gzip_le32(struct strbuf *sb, uint32_t v)
+{
+    char b[4] = { (char)v, (char)(v >> 8), (char)(v >> 16), (char)(v >> 24) };
+    sb_add(sb, b, sizeof b);
+}
+
+/* Appends the raw deflate of in, from a fresh compressor. With Z_FULL_FLUSH
+ * the piece ends byte-aligned, not final, and refers to nothing before it,
+ * so copies of it concatenate into one valid stream: 16 GiB of zeros costs
+ * one 1 MiB compression. 0 or -1. */
+static int deflate_piece(const void *in, size_t inlen, int flush, struct strbuf *out)
+{
+    unsigned char buf[65536];
+    z_stream z;
+    int rc = Z_STREAM_ERROR;
+
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -1;
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)inlen;
+    for (;;) {
+        z.next_out = buf;
+        z.avail_out = sizeof buf;
+        rc = deflate(&z, flush);
+        if (rc == Z_STREAM_ERROR)
+            break;
+        sb_add(out, (const char *)buf, sizeof buf - z.avail_out);
+        if (flush == Z_FINISH ? rc == Z_STREAM_END : (z.avail_out != 0 || rc == Z_BUF_ERROR))
+            break;
+    }
+    deflateEnd(&z);
+    return rc == Z_STREAM_ERROR || out->failed ? -1 : 0;
+}
+
+/* gzip(gzip(size zeros)) into b. 0 or -1. */
+static int bomb_build(long long size, struct bomb *b)
+{
+    struct strbuf unit = { 0 }, inner = { 0 }, outer = { 0 };
+    unsigned char *zeros = calloc(1, BOMB_UNIT);
+    uLong crc = crc32(0L, Z_NULL, 0), unit_crc;
+    long long rest = size % BOMB_UNIT;
+    int rc = -1;
+
+    if (zeros == NULL)
+        goto out;
+    gzip_header(&inner);
+    if (deflate_piece(zeros, BOMB_UNIT, Z_FULL_FLUSH, &unit) != 0)
+        goto out;
+    unit_crc = crc32(0L, zeros, BOMB_UNIT);
+    for (long long i = 0; i < size / BOMB_UNIT; i++) {
+        sb_add(&inner, unit.buf, unit.len);
+        crc = crc32_combine(crc, unit_crc, BOMB_UNIT);
+    }
+    if (rest > 0) {
+        if (deflate_piece(zeros, (size_t)rest, Z_FULL_FLUSH, &inner) != 0)
+            goto out;
+        crc = crc32_combine(crc, crc32(0L, zeros, (uInt)rest), (z_off_t)rest);
+    }
+    if (deflate_piece(NULL, 0, Z_FINISH, &inner) != 0)    /* the final, empty block */
+        goto out;
+    gzip_le32(&inner, (uint32_t)crc);
+    gzip_le32(&inner, (uint32_t)size);
+    if (inner.failed)
+        goto out;
+
+    gzip_header(&outer);
+    if (deflate_piece(inner.buf, inner.len, Z_FINISH, &outer) != 0)
+        goto out;
+    gzip_le32(&outer, (uint32_t)crc32(0L, (const Bytef *)inner.buf, (uInt)inner.len));
+    gzip_le32(&outer, (uint32_t)inner.len);
+    if (outer.failed)
+        goto out;
+    b->size = size;
+    b->data = (unsigned char *)outer.buf;
+    b->len = outer.len;
+    outer.buf = NULL;
+    rc = 0;
+out:
+    free(zeros);
+    free(unit.buf);
+    free(inner.buf);
+    free(outer.buf);
+    return rc;
+}
+
+/* The bomb of that size, built at the first call; NULL when out of memory. */
+static const struct bomb *bomb_get(long long size)
+{
+    struct bomb *b;
+
+    pthread_mutex_lock(&bomb_lock);
+    for (b = bombs; b != NULL && b->size != size; b = b->next)
+        ;
+    if (b == NULL && (b = calloc(1, sizeof *b)) != NULL) {
+        if (bomb_build(size, b) == 0) {
+            b->next = bombs;
+            bombs = b;
+            log_info("event=bomb_built size=%lld body_bytes=%zu", size, b->len);
+        } else {
+            free(b);
+            b = NULL;
+        }
+    }
+    pthread_mutex_unlock(&bomb_lock);
+    return b;
+}
+
+static void bombs_free(void)
+{
+    while (bombs != NULL) {
+        struct bomb *next = bombs->next;
+        free(bombs->data);
+        free(bombs);
+        bombs = next;
+    }
+}
+
+static enum MHD_Result serve_bomb(struct MHD_Connection *conn, unsigned status, long long size)
+{
+    const struct bomb *b = bomb_get(size);
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    if (b == NULL)
+        return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    resp = MHD_create_response_from_buffer(b->len, b->data, MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "image/png");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip, gzip");
+    ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result serve_endless(struct MHD_Connection *conn, unsigned status)
+{
+    struct MHD_Response *resp;
+    struct body *b = calloc(1, sizeof *b);
+    enum MHD_Result ret;
+
+    if (b == NULL)
+        return MHD_NO;
+    b->kind = BODY_ENDLESS;
+    b->fd = -1;
+    b->conn = conn;
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, BODY_BLOCK, body_read, b, body_free);
+    if (resp == NULL) {
+        body_free(b);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html");
+    ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -630,7 +833,8 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
     const char *path = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "path");
     const char *mode = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "mode");
     const char *v;
-    struct fault f = { .remaining = -1, .retry_after = -1, .ms = 1000, .length = -1 };
+    struct fault f = { .remaining = -1, .retry_after = -1, .ms = 1000, .length = -1,
+                       .size = BOMB_DEFAULT_SIZE };
     struct path_entry *e;
     char text[512];
     long n;
@@ -643,8 +847,11 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
             f.mode = (enum fault_mode)i;
     if (f.mode == FAULT_NONE && strcmp(mode, "none") != 0 && strcmp(mode, "clear") != 0)
         return queue_plain(conn, MHD_HTTP_BAD_REQUEST,
-                           "error: mode is none, status, stall, truncate, redirect, slow or chunked\n");
-    f.status = f.mode == FAULT_REDIRECT ? MHD_HTTP_FOUND : MHD_HTTP_SERVICE_UNAVAILABLE;
+                           "error: mode is none, status, stall, truncate, redirect, slow, chunked, "
+                           "bomb, endless or validators\n");
+    f.status = f.mode == FAULT_REDIRECT ? MHD_HTTP_FOUND
+             : f.mode == FAULT_BOMB || f.mode == FAULT_ENDLESS ? MHD_HTTP_OK
+             : MHD_HTTP_SERVICE_UNAVAILABLE;
 
     v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "count");
     if (v != NULL) {
@@ -656,8 +863,9 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
     }
     v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "status");
     if (v != NULL) {
-        if (config_parse_long(v, 100, 599, &n) != 0)
-            return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: status is 100..599\n");
+        /* 600..999 too: what HTTP does not define, a client must survive */
+        if (config_parse_long(v, 100, 999, &n) != 0)
+            return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: status is 100..999\n");
         f.status = (int)n;
     }
     v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "retry_after");
@@ -672,13 +880,28 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
             return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: length is bytes >= 1\n");
         f.length = n;
     }
+    v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "size");
+    if (v != NULL && (config_parse_size(v, &f.size) != 0 || f.size < 1 || f.size > BOMB_MAX_SIZE))
+        return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: size is 1 byte..1TiB\n");
+    if (f.mode == FAULT_VALIDATORS) {
+        v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "etag");
+        if (v != NULL && (f.etag = strdup(v)) == NULL)
+            return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+        v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "last_modified");
+        if (v != NULL && (f.last_modified = strdup(v)) == NULL) {
+            fault_clear(&f);
+            return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+        }
+    }
     v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "location");
     if (f.mode == FAULT_REDIRECT) {
         if (v == NULL || v[0] == '\0')
             return queue_plain(conn, MHD_HTTP_BAD_REQUEST, "error: redirect needs location=URL\n");
         f.location = strdup(v);
-        if (f.location == NULL)
+        if (f.location == NULL) {
+            fault_clear(&f);
             return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+        }
     }
 
     pthread_mutex_lock(&srv.lock);
@@ -687,11 +910,17 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
         fault_clear(&e->fault);
         if (f.mode != FAULT_NONE) {
             e->fault = f;
-            f.location = NULL;          /* owned by the table now */
+            /* owned by the table now */
+            f.location = NULL;
+            f.etag = NULL;
+            f.last_modified = NULL;
         }
     }
     pthread_mutex_unlock(&srv.lock);
+    /* not handed over (mode none, or out of memory); f.mode is still read below */
     free(f.location);
+    free(f.etag);
+    free(f.last_modified);
     if (e == NULL)
         return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
     snprintf(text, sizeof text, "ok fault path=%.300s mode=%s count=%ld\n", path,
@@ -731,7 +960,6 @@ static enum MHD_Result handle_file(struct MHD_Connection *conn, const char *url,
 {
     struct fault f;
     enum MHD_Result ret;
-    enum fault_mode serve_mode = FAULT_NONE;
     unsigned status = 0;
     char num[32] = "";
 
@@ -756,13 +984,20 @@ static enum MHD_Result handle_file(struct MHD_Connection *conn, const char *url,
         status = MHD_HTTP_OK;
         ret = serve_stall(conn, url, query, f.length);
         goto out;
+    case FAULT_BOMB:
+        status = (unsigned)f.status;
+        ret = serve_bomb(conn, status, f.size);
+        goto out;
+    case FAULT_ENDLESS:
+        status = (unsigned)f.status;
+        ret = serve_endless(conn, status);
+        goto out;
     case FAULT_SLOW:
         sleep_ms(f.ms);
         break;
     case FAULT_TRUNCATE:
     case FAULT_CHUNKED:
-        serve_mode = f.mode;
-        break;
+    case FAULT_VALIDATORS:
     case FAULT_NONE:
         break;
     }
@@ -797,7 +1032,7 @@ static enum MHD_Result handle_file(struct MHD_Connection *conn, const char *url,
         ret = queue_plain(conn, status, "forbidden: '.' or '..' in path\n");
         goto out;
     }
-    ret = serve_file(conn, url, query, serve_mode, &status);
+    ret = serve_file(conn, url, query, &f, &status);
 out:
     log_debug("event=request method=%s path=%s status=%u fault=%s", method, url, status,
               fault_names[f.mode]);
@@ -1102,6 +1337,7 @@ out:
     if (d != NULL)
         MHD_stop_daemon(d);
     table_reset();
+    bombs_free();
     if (srv.root_fd >= 0)
         close(srv.root_fd);
     pthread_mutex_destroy(&srv.lock);

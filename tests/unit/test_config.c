@@ -19,7 +19,8 @@
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])) - 1)
 
 static const char *vars[] = {
-    "KAFKA_BROKERS", "IMGCACHE_TOPIC", "IMGCACHE_GROUP", "IMGCACHE_KAFKA_CONFIG", "REDIS_URL",
+    "KAFKA_BROKERS", "IMGCACHE_TOPIC", "IMGCACHE_GROUP", "IMGCACHE_KAFKA_CONFIG",
+    "IMGCACHE_KAFKA_CONFIG_FILE", "REDIS_URL",
     "DATABASE_URL", "IMGCACHE_STORAGE_DIR", "IMGCACHE_PUBLIC_URL", "BEEPER_API_URL",
     "BEEPER_API_TOKEN", "BEEPER_MEDIA_SERVER", "BEEPER_MEDIA_TOKEN", "BEEPER_MEDIA_DIR",
     "IMGCACHE_LOG_LEVEL", "IMGCACHE_CONCURRENCY", "IMGCACHE_MAX_BYTES", "IMGCACHE_MAX_PIXELS",
@@ -124,12 +125,233 @@ static void test_kafka_props(void **state)
     assert_string_equal(cfg.kafka_props[2].value, "a=b"); /* split at the first '=' only */
 
     assert_int_equal(config_add_kafka_props(&cfg, "x=1,novalue", err, sizeof err), -1);
-    assert_string_equal(err, "librdkafka property 'novalue' is not key=value");
+    assert_non_null(strstr(err, "item 2 is not key=value"));
+    assert_null(strstr(err, "novalue"));
     assert_int_equal(config_add_kafka_props(&cfg, "=v", err, sizeof err), -1);
-    assert_string_equal(err, "librdkafka property '=v' is not key=value");
+    assert_non_null(strstr(err, "item 1 is not key=value"));
     config_free(&cfg);
     assert_null(cfg.kafka_props);
     assert_int_equal(cfg.n_kafka_props, 0);
+}
+
+/* A password can hold commas and backslashes; a comma that is not escaped
+ * splits it, and the refusal shows no piece of it. */
+static void test_kafka_props_escapes(void **state)
+{
+    struct config cfg;
+    char err[256] = "";
+    (void)state;
+
+    memset(&cfg, 0, sizeof cfg);
+    assert_int_equal(config_add_kafka_props(&cfg, "sasl.password=Kafka\\,Secret\\,Pw,acks=1", err, sizeof err), 0);
+    assert_int_equal(config_add_kafka_props(&cfg, "a=back\\\\slash\\\\,b=\\x\\", err, sizeof err), 0);
+    assert_int_equal(cfg.n_kafka_props, 4);
+    assert_string_equal(cfg.kafka_props[0].key, "sasl.password");
+    assert_string_equal(cfg.kafka_props[0].value, "Kafka,Secret,Pw");
+    assert_string_equal(cfg.kafka_props[1].value, "1");
+    assert_string_equal(cfg.kafka_props[2].value, "back\\slash\\"); /* \\ then the separating comma */
+    assert_string_equal(cfg.kafka_props[3].value, "\\x\\");        /* other backslashes are kept */
+
+    assert_int_equal(config_add_kafka_props(&cfg, "sasl.password=Kafka,Secret,Pw", err, sizeof err), -1);
+    assert_non_null(strstr(err, "item 2 is not key=value"));
+    assert_non_null(strstr(err, "\\,"));
+    assert_null(strstr(err, "Secret"));
+    assert_null(strstr(err, "Kafka"));
+
+    /* -X takes one property, its value verbatim */
+    assert_int_equal(config_add_kafka_prop(&cfg, "sasl.password=X,Y\\,Z", err, sizeof err), 0);
+    assert_string_equal(cfg.kafka_props[cfg.n_kafka_props - 1].value, "X,Y\\,Z");
+    assert_int_equal(config_add_kafka_prop(&cfg, "SecretNoEquals", err, sizeof err), -1);
+    assert_null(strstr(err, "SecretNoEquals"));
+    config_free(&cfg);
+}
+
+static void test_kafka_file(void **state)
+{
+    char path[] = "/tmp/test_config_kafka.XXXXXX";
+    int fd = mkstemp(path);
+    struct config cfg;
+    char err[512] = "";
+    FILE *f;
+    (void)state;
+
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    assert_non_null(f);
+    fputs("# a comment\n"
+          "\n"
+          "   \t\n"
+          "  sasl.username \t= user\n"
+          "sasl.password=Kafka,Secret #not a comment= \r\n"
+          "  # an indented comment\n"
+          "security.protocol=sasl_plaintext", f); /* no newline at the end */
+    fclose(f);
+
+    memset(&cfg, 0, sizeof cfg);
+    assert_int_equal(config_read_kafka_file(&cfg, path, err, sizeof err), 0);
+    assert_int_equal(cfg.n_kafka_props, 3);
+    assert_string_equal(cfg.kafka_props[0].key, "sasl.username");
+    assert_string_equal(cfg.kafka_props[0].value, " user");   /* the value is verbatim */
+    assert_string_equal(cfg.kafka_props[1].key, "sasl.password");
+    assert_string_equal(cfg.kafka_props[1].value, "Kafka,Secret #not a comment= ");
+    assert_string_equal(cfg.kafka_props[2].key, "security.protocol");
+    assert_string_equal(cfg.kafka_props[2].value, "sasl_plaintext");
+    config_free(&cfg);
+
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("acks=all\nSecretWithoutEquals\n", f);
+    fclose(f);
+    assert_int_equal(config_read_kafka_file(&cfg, path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "line 2 is not key=value"));
+    assert_null(strstr(err, "SecretWithoutEquals"));
+    config_free(&cfg);
+
+    unlink(path);
+    assert_int_equal(config_read_kafka_file(&cfg, path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "cannot open"));
+    config_free(&cfg);
+}
+
+/* The file first, then IMGCACHE_KAFKA_CONFIG, then -X: the last one wins in
+ * librdkafka. */
+static void test_kafka_sources_order(void **state)
+{
+    char path[] = "/tmp/test_config_kafka.XXXXXX";
+    char *argv[] = { "imgcache-worker", "-X", "client.rack=x,y", NULL };
+    int fd = mkstemp(path);
+    struct config cfg;
+    char err[512] = "";
+    (void)state;
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "client.rack=file\n", 17), 17);
+    close(fd);
+    setenv("IMGCACHE_KAFKA_CONFIG_FILE", path, 1);
+    setenv("IMGCACHE_KAFKA_CONFIG", "client.rack=env", 1);
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
+    assert_int_equal(cfg.n_kafka_props, 3);
+    assert_string_equal(cfg.kafka_props[0].value, "file");
+    assert_string_equal(cfg.kafka_props[1].value, "env");
+    assert_string_equal(cfg.kafka_props[2].value, "x,y");
+    config_free(&cfg);
+
+    unlink(path);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_KAFKA_CONFIG_FILE: cannot open");
+    unsetenv("IMGCACHE_KAFKA_CONFIG_FILE");
+
+    /* a property librdkafka refuses is a configuration error at start-up;
+     * here the password's tail after an unescaped comma looks like a key */
+    setenv("IMGCACHE_KAFKA_CONFIG", "sasl.password=Kafka,KSecret=Pw", 1);
+    {
+        char *plain[] = { "imgcache-producer", NULL };
+        assert_int_equal(load(&cfg, CONFIG_PRODUCER, ARGC(plain), plain, err, sizeof err), -1);
+        assert_non_null(strstr(err, "after sasl.password"));
+        assert_null(strstr(err, "KSecret"));
+        config_free(&cfg);
+    }
+    unsetenv("IMGCACHE_KAFKA_CONFIG");
+}
+
+static void test_kafka_key_is_secret(void **state)
+{
+    (void)state;
+    assert_true(config_kafka_key_is_secret("sasl.password"));
+    assert_true(config_kafka_key_is_secret("ssl.key.password"));
+    assert_true(config_kafka_key_is_secret("ssl.keystore.password"));
+    assert_true(config_kafka_key_is_secret("sasl.oauthbearer.client.secret"));
+    assert_true(config_kafka_key_is_secret("ssl.key.pem"));
+    assert_true(config_kafka_key_is_secret("sasl.oauthbearer.config"));
+    assert_true(config_kafka_key_is_secret("some.api.key"));
+    assert_true(config_kafka_key_is_secret("some.TOKEN"));
+    assert_false(config_kafka_key_is_secret("sasl.username"));
+    assert_false(config_kafka_key_is_secret("ssl.key.location"));
+    assert_false(config_kafka_key_is_secret("acks"));
+}
+
+/* libpq quotes pieces of a conninfo it cannot parse, and reads pieces of a
+ * password with a bare '/' or '@' as host, port or database: each is a
+ * configuration error naming DATABASE_URL that shows none of it. */
+static void test_database_url_refused_without_its_values(void **state)
+{
+    static const char *const bad[] = {
+        "postgresql://u:S3cr%ZZetPw@127.0.0.1:5432/x",     /* a bad percent escape */
+        "postgresql://u:ab/S3cretPw@127.0.0.1:5432/x",     /* '/': port "ab" */
+        "postgresql://u:12/S3cretPw@127.0.0.1:5432/x",     /* '/': port 12, database "S3cretPw@..." */
+        "postgresql://u:pw@S3cretPw@127.0.0.1:5432/x",     /* '@': host "S3cretPw@127.0.0.1" */
+        "postgresql://u:pw@127.0.0.1:5432/x?S3cretPw",     /* a query parameter without '=' */
+        "host=127.0.0.1 password=S3cret Pw",               /* a space, unquoted */
+        "host=127.0.0.1 password='S3cretPw",               /* an unterminated quote */
+    };
+    char *argv[] = { "imgcache-worker", NULL };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct config cfg;
+        char err[512];
+
+        setenv("DATABASE_URL", bad[i], 1);
+        assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), -1);
+        if (strncmp(err, "DATABASE_URL: ", 14) != 0 || strstr(err, "S3cr") != NULL || strstr(err, "Pw") != NULL)
+            fail_msg("%s: err '%s'", bad[i], err);
+        config_free(&cfg);
+        assert_int_equal(load(&cfg, CONFIG_PRODUCER, ARGC(argv), argv, err, sizeof err), -1);
+        assert_null(strstr(err, "S3cr"));
+        config_free(&cfg);
+    }
+    /* what is fine stays fine: an encoded password, a quoted one with a
+     * space, a space in a URL's password, several hosts and ports */
+    {
+        static const char *const good[] = {
+            "postgresql://u:a%2Fb%40c%25d@127.0.0.1:5432/x",
+            "postgresql://u:a b@127.0.0.1:5432/x",
+            "host=127.0.0.1 password='a b\\'c'",
+            "postgresql://u@h1:5432,h2:5433/x",
+            "",
+        };
+        for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+            struct config cfg;
+            char err[512] = "";
+            setenv("DATABASE_URL", good[i], 1);
+            if (load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err) != 0)
+                fail_msg("%s refused: %s", good[i], err);
+            config_free(&cfg);
+        }
+    }
+    unsetenv("DATABASE_URL");
+}
+
+/* A REDIS_URL is checked at start-up too, and its refusal shows no piece of
+ * it: with a bare '/', the password's tail is the URL's path. */
+static void test_redis_url_refused_without_its_values(void **state)
+{
+    static const char *const bad[] = {
+        "redis://u:12/RedisSecret@127.0.0.1:6379/0",
+        "redis://:ab/RedisSecret@127.0.0.1:6379/0",
+        "redis://:Redis Secret@127.0.0.1:6379/0",
+        "http://:RedisSecret@127.0.0.1:6379/0",
+    };
+    char *argv[] = { "imgcache-worker", NULL };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct config cfg;
+        char err[512];
+
+        setenv("REDIS_URL", bad[i], 1);
+        assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), -1);
+        if (strncmp(err, "REDIS_URL: ", 11) != 0 || strstr(err, "Secret") != NULL)
+            fail_msg("%s: err '%s'", bad[i], err);
+        config_free(&cfg);
+    }
+    setenv("REDIS_URL", "redis://:a%2Fb%40c@127.0.0.1:6379/2", 1);
+    {
+        struct config cfg;
+        char err[512] = "";
+        assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
+        config_free(&cfg);
+    }
+    unsetenv("REDIS_URL");
 }
 
 static void test_defaults(void **state)
@@ -154,6 +376,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.connect_timeout_ms, 5000);
     assert_int_equal(cfg.fetch_timeout_ms, 30000);
     assert_int_equal(cfg.recheck_ms, 500);
+    assert_int_equal(cfg.retry_after_max_ms, 3600000);
+    assert_int_equal(cfg.retry_hold_max, 1000);
     assert_int_equal(cfg.drain, 0);
     assert_int_equal(cfg.from_beginning, 0);
     assert_int_equal(cfg.n_kafka_props, 0);
@@ -229,6 +453,14 @@ static void test_bad_values_name_the_variable(void **state)
     expect_load_error(CONFIG_WORKER, ARGC(bad_flag), bad_flag, "--concurrency: '5000' is out of range 1..4096");
     expect_load_error(CONFIG_WORKER, ARGC(bad_dur_flag), bad_dur_flag, "--fetch-timeout: 'soon' is not a duration");
 
+    setenv("IMGCACHE_RETRY_AFTER_MAX", "8d", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv,
+                      "IMGCACHE_RETRY_AFTER_MAX: '8d' is out of range 0..604800000ms");
+    unsetenv("IMGCACHE_RETRY_AFTER_MAX");
+    setenv("IMGCACHE_RETRY_HOLD_MAX", "0", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_RETRY_HOLD_MAX: '0' is out of range 1..1000000");
+    unsetenv("IMGCACHE_RETRY_HOLD_MAX");
+
     setenv("IMGCACHE_LEASE_TTL", "10ms", 1);
     expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_LEASE_TTL: '10ms' is below the minimum 1000ms");
     unsetenv("IMGCACHE_LEASE_TTL");
@@ -246,7 +478,7 @@ static void test_bad_values_name_the_variable(void **state)
     unsetenv("KAFKA_BROKERS");
 
     setenv("IMGCACHE_KAFKA_CONFIG", "acks", 1);
-    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_KAFKA_CONFIG: librdkafka property 'acks'");
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_KAFKA_CONFIG: item 1 is not key=value");
 }
 
 static void test_options_refused(void **state)
@@ -277,7 +509,7 @@ static void test_options_refused(void **state)
     expect_load_error(CONFIG_WORKER, ARGC(unknown), unknown, "unknown or incomplete option '--no-such-thing'");
     expect_load_error(CONFIG_WORKER, ARGC(short_unknown), short_unknown, "unknown option '-q'");
     expect_load_error(CONFIG_WORKER, ARGC(x_missing), x_missing, "-X needs key=value");
-    expect_load_error(CONFIG_WORKER, ARGC(x_bad), x_bad, "librdkafka property 'acks' is not key=value");
+    expect_load_error(CONFIG_WORKER, ARGC(x_bad), x_bad, "-X: not key=value");
     /* a worker's option is not the producer's */
     expect_load_error(CONFIG_PRODUCER, ARGC(worker_flag), worker_flag, "--concurrency");
     expect_load_error(CONFIG_DEVBROKER, ARGC(x_devbroker), x_devbroker, "-X is not an option of this program");
@@ -353,6 +585,12 @@ int main(void)
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_kafka_props),
+        cmocka_unit_test(test_kafka_props_escapes),
+        cmocka_unit_test(test_kafka_file),
+        cmocka_unit_test_setup(test_kafka_sources_order, clean_env),
+        cmocka_unit_test(test_kafka_key_is_secret),
+        cmocka_unit_test_setup(test_database_url_refused_without_its_values, clean_env),
+        cmocka_unit_test_setup(test_redis_url_refused_without_its_values, clean_env),
         cmocka_unit_test_setup(test_defaults, clean_env),
         cmocka_unit_test_setup(test_env_overrides_default, clean_env),
         cmocka_unit_test_setup(test_flag_overrides_env, clean_env),

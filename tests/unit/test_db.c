@@ -187,6 +187,30 @@ static void test_connect_error_hides_password(void **state)
     db_close(NULL); /* allowed */
 }
 
+/* libpq's parse errors quote the conninfo: "invalid percent-encoded token:
+ * "S3cr%ZZetPw"". db_connect() checks it first, names DATABASE_URL and
+ * shows no value. */
+static void test_connect_refuses_bad_url_without_password(void **state)
+{
+    static const char *const bad[] = {
+        "postgresql://someone:S3cr%ZZetPw@127.0.0.1:1/nope",
+        "postgresql://someone:ab/S3cretPw@127.0.0.1:1/nope",
+        "host=127.0.0.1 port=1 password=S3cret Pw",
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct db *db = (struct db *)1;
+        char err[512] = "";
+
+        assert_int_equal(db_connect(bad[i], &db, err, sizeof err), -1);
+        assert_null(db);
+        if (strncmp(err, "DATABASE_URL: ", 14) != 0 || strstr(err, "S3cr") != NULL)
+            fail_msg("%s: %s", bad[i], err);
+        assert_int_equal(db_conninfo_check(bad[i], err, sizeof err), -1);
+    }
+}
+
 static void test_ok_and_reset(void **state)
 {
     struct fixture *fx = *state;
@@ -646,6 +670,7 @@ int main(void)
     };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connect_error_hides_password),
+        cmocka_unit_test(test_connect_refuses_bad_url_without_password),
         cmocka_unit_test_setup_teardown(test_ok_and_reset, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_migrate, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_upsert_chats, setup_migrated, teardown),

@@ -140,10 +140,23 @@ static struct netguard *guard(const char *allow, const char *const *extra)
     return g;
 }
 
-static int allows(const struct netguard *g, const char *host, const char *ip)
+/* Would a connection to ip:port for a URL scheme://host... be allowed? */
+static int allows_at(const struct netguard *g, const char *scheme, const char *host, const char *ip,
+                     int port)
 {
     struct sockaddr_storage ss = addr_of(ip);
-    return netguard_allows(g, host, (const struct sockaddr *)&ss);
+
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+    return netguard_allows(g, scheme, host, (const struct sockaddr *)&ss);
+}
+
+/* The same for https on its default port. */
+static int allows(const struct netguard *g, const char *host, const char *ip)
+{
+    return allows_at(g, "https", host, ip, 443);
 }
 
 static void test_allows_without_list(void **state)
@@ -158,6 +171,8 @@ static void test_allows_without_list(void **state)
     assert_int_equal(allows(g, "evil.test", "::ffff:10.0.0.1"), 0);
     assert_int_equal(allows(g, NULL, "10.0.0.1"), 0);
     assert_int_equal(allows(g, NULL, "1.1.1.1"), 1);
+    /* public addresses on any port */
+    assert_int_equal(allows_at(g, "http", "example.com", "93.184.216.34", 8080), 1);
     netguard_free(g);
     /* NULL guard: only public addresses */
     assert_int_equal(allows(NULL, "x", "10.0.0.1"), 0);
@@ -189,6 +204,15 @@ static void test_allows_names_and_literals(void **state)
     assert_int_equal(allows(g, "anything", "::ffff:127.0.0.1"), 0);
     /* public addresses need no entry */
     assert_int_equal(allows(g, "example.com", "1.1.1.1"), 1);
+    /* without a port an entry means the scheme's default port, no other */
+    assert_int_equal(allows_at(g, "http", "media.internal", "10.1.2.3", 80), 1);
+    assert_int_equal(allows_at(g, "http", "media.internal", "10.1.2.3", 443), 0);
+    assert_int_equal(allows_at(g, "https", "media.internal", "10.1.2.3", 80), 0);
+    assert_int_equal(allows_at(g, "http", "anything", "127.0.0.1", 6379), 0);
+    assert_int_equal(allows_at(g, "http", "anything", "::1", 5432), 0);
+    /* no scheme (or another one): no default port to match */
+    assert_int_equal(allows_at(g, NULL, "media.internal", "10.1.2.3", 443), 0);
+    assert_int_equal(allows_at(g, "ftp", "media.internal", "10.1.2.3", 21), 0);
     netguard_free(g);
 }
 
@@ -201,13 +225,133 @@ static void test_allows_extra_urls(void **state)
     struct netguard *g = guard(NULL, extra);
 
     (void)state;
-    assert_int_equal(allows(g, "media-proxy.lan", "192.168.1.20"), 1);
-    assert_int_equal(allows(g, "other.lan", "192.168.1.20"), 0);
+    assert_int_equal(allows_at(g, "http", "media-proxy.lan", "192.168.1.20", 8080), 1);
+    assert_int_equal(allows_at(g, "http", "other.lan", "192.168.1.20", 8080), 0);
     /* curl gives the host of an IPv6 URL in brackets: it must still match */
-    assert_int_equal(allows(g, "[fd00::1]", "fd00::1"), 1);
-    assert_int_equal(allows(g, "x", "fd00::1"), 1);
-    assert_int_equal(allows(g, "x", "fd00::2"), 0);
+    assert_int_equal(allows_at(g, "http", "[fd00::1]", "fd00::1", 23373), 1);
+    assert_int_equal(allows_at(g, "http", "x", "fd00::1", 23373), 1);
+    assert_int_equal(allows_at(g, "http", "x", "fd00::2", 23373), 0);
+    /* a trusted URL trusts its scheme + host + port, nothing else */
+    assert_int_equal(allows_at(g, "http", "media-proxy.lan", "192.168.1.20", 8081), 0);
+    assert_int_equal(allows_at(g, "http", "media-proxy.lan", "192.168.1.20", 80), 0);
+    assert_int_equal(allows_at(g, "https", "media-proxy.lan", "192.168.1.20", 8080), 0);
+    assert_int_equal(allows_at(g, "http", "x", "fd00::1", 80), 0);
     netguard_free(g);
+}
+
+/* The issue: the default BEEPER_API_URL made localhost trusted on every
+ * port, so Redis, PostgreSQL and internal-only services could be reached. */
+static void test_trusted_url_is_one_port(void **state)
+{
+    static const char *const extra[] = { "", "http://localhost:23373", NULL };
+    struct netguard *g = guard(NULL, extra);
+
+    (void)state;
+    assert_int_equal(allows_at(g, "http", "localhost", "127.0.0.1", 23373), 1);
+    assert_int_equal(allows_at(g, "http", "localhost", "::1", 23373), 1);
+    /* spelling of the name does not matter */
+    assert_int_equal(allows_at(g, "http", "LocalHost", "127.0.0.1", 23373), 1);
+    assert_int_equal(allows_at(g, "http", "LOCALHOST.", "127.0.0.1", 23373), 1);
+    /* every other port of the same host is refused, also a redirect's */
+    assert_int_equal(allows_at(g, "http", "localhost", "127.0.0.1", 6379), 0);
+    assert_int_equal(allows_at(g, "http", "LocalHost", "127.0.0.1", 5432), 0);
+    assert_int_equal(allows_at(g, "http", "localhost", "127.0.0.1", 80), 0);
+    assert_int_equal(allows_at(g, "https", "localhost", "127.0.0.1", 23373), 0);
+    /* the name is trusted, not the address */
+    assert_int_equal(allows_at(g, "http", "127.0.0.1", "127.0.0.1", 23373), 0);
+    netguard_free(g);
+}
+
+static void test_allow_entries_with_ports(void **state)
+{
+    struct netguard *g = guard("127.0.0.1:8080, [::1]:9000, Media.LAN:8443, https://cdn.lan, "
+                               "http://x.lan:81/ignored/path, [fd00::5]",
+                               NULL);
+
+    (void)state;
+    /* host:port: that port, http or https */
+    assert_int_equal(allows_at(g, "http", "a", "127.0.0.1", 8080), 1);
+    assert_int_equal(allows_at(g, "https", "a", "127.0.0.1", 8080), 1);
+    assert_int_equal(allows_at(g, "http", "a", "127.0.0.1", 8081), 0);
+    assert_int_equal(allows_at(g, "http", "a", "127.0.0.1", 80), 0);
+    assert_int_equal(allows_at(g, "http", "a", "::1", 9000), 1);
+    assert_int_equal(allows_at(g, "http", "a", "::1", 8080), 0);
+    assert_int_equal(allows_at(g, "https", "media.lan", "10.0.0.9", 8443), 1);
+    assert_int_equal(allows_at(g, "https", "media.lan", "10.0.0.9", 443), 0);
+    /* a URL: its scheme only, its port (or the scheme's default) only */
+    assert_int_equal(allows_at(g, "https", "cdn.lan", "10.0.0.10", 443), 1);
+    assert_int_equal(allows_at(g, "http", "cdn.lan", "10.0.0.10", 443), 0);
+    assert_int_equal(allows_at(g, "http", "cdn.lan", "10.0.0.10", 80), 0);
+    assert_int_equal(allows_at(g, "http", "x.lan", "10.0.0.11", 81), 1);
+    assert_int_equal(allows_at(g, "https", "x.lan", "10.0.0.11", 81), 0);
+    /* [v6] without a port: the default ports */
+    assert_int_equal(allows_at(g, "http", "a", "fd00::5", 80), 1);
+    assert_int_equal(allows_at(g, "http", "a", "fd00::5", 8080), 0);
+    netguard_free(g);
+}
+
+static void expect_bad_entry(const char *allow, const char *named)
+{
+    struct netguard *g = NULL;
+    char err[256] = "";
+
+    if (netguard_new(allow, NULL, &g, err, sizeof err) == 0) {
+        netguard_free(g);
+        fail_msg("netguard_new(%s) accepted it", allow);
+    }
+    assert_null(g);
+    if (strstr(err, "IMGCACHE_ALLOW_HOSTS") == NULL || strstr(err, named) == NULL)
+        fail_msg("netguard_new(%s): message '%s' does not name '%s'", allow, err, named);
+}
+
+static void test_bad_entries(void **state)
+{
+    (void)state;
+    expect_bad_entry("ok.lan,host:", "'host:'");
+    expect_bad_entry("host:0", "'host:0'");
+    expect_bad_entry("host:65536", "'host:65536'");
+    expect_bad_entry("host:8o", "'host:8o'");
+    expect_bad_entry("host:-1", "'host:-1'");
+    expect_bad_entry("[::1", "'[::1'");
+    expect_bad_entry("[::1]x", "'[::1]x'");
+    expect_bad_entry("[::1]:", "'[::1]:'");
+    expect_bad_entry("a/b", "'a/b'");
+    expect_bad_entry("user@host", "'user@host'");
+    expect_bad_entry("ftp://files.lan", "'ftp://files.lan'");
+    expect_bad_entry(":8080", "':8080'");
+}
+
+static void expect_origin(const char *url, const char *key)
+{
+    struct netguard_origin o;
+    char err[128] = "", got[NETGUARD_HOST_MAX + 32];
+
+    if (netguard_origin_of(url, &o, err, sizeof err) != 0)
+        fail_msg("netguard_origin_of(%s): %s", url, err);
+    netguard_origin_key(&o, got, sizeof got);
+    if (strcmp(got, key) != 0)
+        fail_msg("netguard_origin_of(%s) = %s, expected %s", url, got, key);
+}
+
+static void test_origins(void **state)
+{
+    struct netguard_origin o;
+    char err[128] = "";
+
+    (void)state;
+    expect_origin("http://localhost:23373/v1/x", "http://localhost:23373");
+    expect_origin("HTTP://LocalHost.:80/x?y", "http://localhost:80");
+    expect_origin("http://127.0.0.1/a.png", "http://127.0.0.1:80");
+    expect_origin("https://cdn.example/a.png", "https://cdn.example:443");
+    expect_origin("https://[::FFFF:7F00:1]:8443/", "https://[::ffff:127.0.0.1]:8443");
+    expect_origin("http://[fd00:0::1]/", "http://[fd00::1]:80");
+    /* one port, however it is written */
+    expect_origin("http://127.0.0.1:080/", "http://127.0.0.1:80");
+    assert_int_equal(netguard_origin_of("ftp://files.example/a.png", &o, err, sizeof err), -1);
+    assert_int_equal(netguard_origin_of("not a url?token=s3cret", &o, err, sizeof err), -1);
+    /* the URL may carry a token: the message never quotes it */
+    assert_null(strstr(err, "s3cret"));
+    assert_int_equal(netguard_origin_of(NULL, &o, err, sizeof err), -1);
 }
 
 int main(void)
@@ -222,6 +366,10 @@ int main(void)
         cmocka_unit_test(test_allows_without_list),
         cmocka_unit_test(test_allows_names_and_literals),
         cmocka_unit_test(test_allows_extra_urls),
+        cmocka_unit_test(test_trusted_url_is_one_port),
+        cmocka_unit_test(test_allow_entries_with_ports),
+        cmocka_unit_test(test_bad_entries),
+        cmocka_unit_test(test_origins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
