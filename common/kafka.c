@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "errmsg.h"
 #include "log.h"
@@ -152,6 +154,16 @@ out:
     return rc;
 }
 
+/* how often an unreachable cluster is asked again for metadata */
+#define KAFKA_METADATA_RETRY_MS 250
+
+static long long kafka_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int kafka_producer_prepare(struct kafka_producer *p, const char *topic, int timeout_ms,
                            char *err, size_t errlen)
 {
@@ -164,7 +176,17 @@ int kafka_producer_prepare(struct kafka_producer *p, const char *topic, int time
         snprintf(err, errlen, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
         return -1;
     }
-    e = rd_kafka_metadata(p->rk, 0, rkt, &md, timeout_ms);
+    /* a broker that is down for a moment (restarting) answers "transport
+     * failure" at once: ask again until timeout_ms, so a short outage
+     * delays the producer instead of failing it */
+    for (long long end = kafka_mono_ms() + timeout_ms;;) {
+        int left = (int)(end - kafka_mono_ms());
+        e = rd_kafka_metadata(p->rk, 0, rkt, &md, left > 0 ? left : 1);
+        if ((e != RD_KAFKA_RESP_ERR__TRANSPORT && e != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) ||
+            kafka_mono_ms() + KAFKA_METADATA_RETRY_MS >= end)
+            break;
+        usleep(KAFKA_METADATA_RETRY_MS * 1000);
+    }
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         snprintf(err, errlen, "metadata of topic %s: %s (is KAFKA_BROKERS right?)", topic, rd_kafka_err2str(e));
         goto out;

@@ -58,8 +58,9 @@ int kafka_producer_new(const struct config *cfg, const char *client_id,
                        struct kafka_producer **out, char *err, size_t errlen);
 /* Fetches the topic's metadata now (at most timeout_ms), so the first
  * message does not wait for librdkafka's once-a-second scan of topics it
- * has not seen. -1 with a message when the topic is unknown or the cluster
- * does not answer in time. */
+ * has not seen. A cluster that refuses connections (a broker restarting) is
+ * asked again until timeout_ms. -1 with a message when the topic is unknown
+ * or the cluster does not answer in time. */
 int kafka_producer_prepare(struct kafka_producer *p, const char *topic, int timeout_ms,
                            char *err, size_t errlen);
 /* Copies key, value and headers. When the local queue is full it serves

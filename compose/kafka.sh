@@ -194,7 +194,9 @@ start_once() {
     write_config "$PORT" "$CPORT"
     format_storage || return 1
     : >> "$DIR/server.log"
+    : >> "$DIR/kafka.out"
     log_start=$(wc -l < "$DIR/server.log")
+    out_start=$(wc -l < "$DIR/kafka.out")
     # its own session: a Ctrl-C in the terminal that ran `make demo` leaves
     # it running like the other servers
     # shellcheck disable=SC2086
@@ -220,9 +222,10 @@ start_once() {
         stop_pid "$(broker_pid)" kafka.Kafka 10
     fi
     tail -n +"$((log_start + 1))" "$DIR/server.log" | grep -q 'Address already in use' && return 3
-    say "the broker exited while starting"
-    log_tail "$DIR/server.log" 30
-    log_tail "$DIR/kafka.out" 10
+    say "the broker exited while starting; the JVM said:"
+    tail -n +"$((out_start + 1))" "$DIR/kafka.out" | tail -n 10 | sed 's/^/    /' >&2
+    say "the last lines it logged ($DIR/server.log):"
+    tail -n +"$((log_start + 1))" "$DIR/server.log" | grep -v '^[[:space:]]' | tail -n 15 | sed 's/^/    /' >&2
     return 1
 }
 

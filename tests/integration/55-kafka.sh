@@ -75,11 +75,12 @@ import "$(chats a 1 $((N_A / 2)))"
 check "(a) the first half is announced" test $? -eq 0
 check "(a) the workers are caching" wait_for 60 cached_over a 20
 check "(a) the broker is killed (SIGKILL)" broker_kill
-# the second half is announced while the broker is dead: the producer holds
-# its events until the broker is back and acknowledges them
+sleep 1    # the broker stays dead for a moment
+# the second half is announced while the broker is dead and restarting: the
+# producer asks for the cluster again (up to 10 s) and holds its events
+# until the broker is back and acknowledges them
 import "$(chats a $((N_A / 2 + 1)) $N_A)" &
 import_pid=$!
-sleep 2    # the broker stays dead for 2 s
 check "(a) the broker starts again on the same data and port" broker_up
 wait "$import_pid"
 check_eq "(a) the announcement made during the outage succeeds" 0 "$?"
