@@ -137,6 +137,10 @@ log.cleaner.threads=1
 # the log cleaner looks for work every second (default 15 s), so a compacted
 # topic with a small segment.ms is cleaned while a test waits
 log.cleaner.backoff.ms=1000
+# a broker killed with SIGKILL registers again once its old registration
+# expires: after 3 s instead of 9 (heartbeats every 500 ms keep a live one)
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
 # a group member frozen or killed is noticed within 6 s (tests use
 # session.timeout.ms=6000, the smallest a default broker accepts)
 group.min.session.timeout.ms=6000

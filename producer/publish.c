@@ -10,6 +10,11 @@
 #include "event.h"
 #include "log.h"
 
+/* How long the producer waits for an unreachable cluster at start (a broker
+ * restarting) before it says KAFKA_BROKERS may be wrong; Kafka's Java
+ * producer blocks up to 60 s (max.block.ms) for the same. */
+#define PUBLISH_CLUSTER_WAIT_MS 30000
+
 /* How long publisher_flush() waits for the broker's acknowledgements. */
 #define FLUSH_TIMEOUT_MS 60000
 #define PROGRESS_EVERY_MS 10000
@@ -66,7 +71,7 @@ int publisher_init(struct publisher *p, const struct config *cfg, struct db *db,
         return -1;
     /* learn the topic now: a wrong KAFKA_BROKERS or a missing topic fails
      * here, before any chat is written, and the first event goes out at once */
-    return kafka_producer_prepare(p->kp, cfg->topic, 10000, err, errlen);
+    return kafka_producer_prepare(p->kp, cfg->topic, PUBLISH_CLUSTER_WAIT_MS, err, errlen);
 }
 
 /* 1 when url was not seen before in this run (and is now), 0 when it was,
