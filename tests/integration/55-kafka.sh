@@ -26,7 +26,7 @@ fi
 IMG="$ROOT/tests/fixtures/images"
 MEDIA="$TESTS_TMP/media"
 mkdir -p "$MEDIA"/{a,b,c,d}
-N_A=240 N_B=160 N_C=600 N_D=20
+N_A=240 N_B=160 N_C=400 N_D=20
 for phase in a b c d; do
     n_var=N_${phase^^}
     for i in $(seq 1 "${!n_var}"); do
@@ -121,22 +121,34 @@ drain_finds_nothing b3 "(b)"
 M1=$MEDIA_URL
 start_media "$MEDIA" --latency-ms 200
 M2=$MEDIA_URL
-import "$(chats c 1 $N_C)"
-check "(c) the events are announced" test $? -eq 0
+# The events come in waves while the pool changes (a worker takes up to
+# thousands of events at once, so a backlog imported up front would all be
+# in the first worker's hands before the others join): each wave is spread
+# over the partitions of whoever is in the group then.
+WAVE=$((N_C / 8))
+wave=0
+next_wave() {
+    import "$(chats c $((wave * WAVE + 1)) $(((wave + 1) * WAVE)))"
+    check "(c) wave $((wave + 1)) is announced" test $? -eq 0
+    wave=$((wave + 1))
+}
+next_wave
 start_worker c1 --concurrency 2
 check "(c) worker 1 is caching" wait_for 60 cached_over c 10
 for k in 2 3 4; do
     start_worker "c$k" --concurrency 2 --log-level debug
-    check "(c) worker $k joins and gets partitions" wait_for 60 grep -q "event=assigned" "$TESTS_TMP/c$k.log"
+    check "(c) worker $k joins and gets partitions" wait_for 60 grep -q "event=assigned partitions=[1-9]" "$TESTS_TMP/c$k.log"
+    next_wave
     check "(c) worker $k caches images" wait_for 60 grep -q "event=cached" "$TESTS_TMP/c$k.log"
 done
-check "(c) not finished before the workers leave" test "$(count_rows c)" -lt "$N_C"
 for k in 4 3 2; do
+    next_wave
     at=$(count_rows c)
     check "(c) the pool makes progress before worker $k leaves" wait_for 60 cached_over c $((at + 10))
     stop_worker "c$k" 30
     check_eq "(c) SIGTERM: worker $k leaves and exits 0" 0 "$?"
 done
+next_wave
 check "(c) worker 1 finishes every image" wait_for 180 all_done c "$N_C"
 stop_worker c1 30
 check_eq "(c) SIGTERM: worker 1 exits 0" 0 "$?"
