@@ -73,7 +73,8 @@ static const char usage[] =
     "  POST /__fault?path=/a.jpg&mode=MODE[&count=K][&...]\n"
     "       count=K: the next K requests of that exact path get the fault, then\n"
     "       normal service (default: every request); count=0 or mode=none clears.\n"
-    "       status    reply status=S (default 503); retry_after=N adds Retry-After\n"
+    "       status    reply status=S (default 503); retry_after=N adds Retry-After;\n"
+    "                 body=TEXT replaces the body (JSON when it starts with {)\n"
     "       stall     headers with Content-Length length=N (default: the file's size,\n"
     "                 1 MiB without a file), then no body until the client leaves\n"
     "       truncate  the real Content-Length, then close after half the body\n"
@@ -103,6 +104,7 @@ struct fault {
     long ms;
     long long length;           /* stall: -1 = file size or default */
     char *location;
+    char *body;                 /* status: the reply body, NULL for "injected fault" */
 };
 
 struct path_entry {
@@ -287,6 +289,7 @@ static struct path_entry *entry_get_locked(const char *path)
 static void fault_clear(struct fault *f)
 {
     free(f->location);
+    free(f->body);
     memset(f, 0, sizeof *f);
 }
 
@@ -305,6 +308,7 @@ static void count_and_take_fault(const char *path, struct fault *out)
         if (e->fault.mode != FAULT_NONE) {
             *out = e->fault;
             out->location = e->fault.location ? strdup(e->fault.location) : NULL;
+            out->body = e->fault.body ? strdup(e->fault.body) : NULL;
             if (e->fault.remaining > 0 && --e->fault.remaining == 0)
                 fault_clear(&e->fault);
         }
@@ -681,6 +685,15 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
             return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
     }
 
+    v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "body");
+    if (f.mode == FAULT_STATUS && v != NULL) {
+        f.body = strdup(v);
+        if (f.body == NULL) {
+            free(f.location);
+            return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+        }
+    }
+
     pthread_mutex_lock(&srv.lock);
     e = entry_get_locked(path);
     if (e != NULL) {
@@ -688,10 +701,12 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
         if (f.mode != FAULT_NONE) {
             e->fault = f;
             f.location = NULL;          /* owned by the table now */
+            f.body = NULL;
         }
     }
     pthread_mutex_unlock(&srv.lock);
     free(f.location);
+    free(f.body);
     if (e == NULL)
         return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
     snprintf(text, sizeof text, "ok fault path=%.300s mode=%s count=%ld\n", path,
@@ -744,7 +759,9 @@ static enum MHD_Result handle_file(struct MHD_Connection *conn, const char *url,
         status = (unsigned)f.status;
         if (f.retry_after >= 0)
             snprintf(num, sizeof num, "%ld", f.retry_after);
-        ret = queue_text(conn, status, "text/plain; charset=utf-8", "injected fault\n",
+        ret = queue_text(conn, status,
+                         f.body && f.body[0] == '{' ? "application/json" : "text/plain; charset=utf-8",
+                         f.body ? f.body : "injected fault\n",
                          f.retry_after >= 0 ? MHD_HTTP_HEADER_RETRY_AFTER : NULL, num);
         goto out;
     case FAULT_REDIRECT:
