@@ -89,7 +89,8 @@ int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *e
 void publisher_progress(struct publisher *p, int force);
 /* Waits for every event to be acknowledged; -1 when some were not. */
 int publisher_flush(struct publisher *p, char *err, size_t errlen);
-/* "chats=N participants=N urls=N published=N already_cached=N bad_lines=N" */
+/* "chats=N participants=N urls=N published=N already_cached=N known_failures=N
+ * bad_lines=N"; urls = published + already_cached + known_failures */
 void publisher_print_summary(const struct publisher *p, long long bad_lines, FILE *out);
 /* The end of an import or sync run: delivers what was queued (also after an
  * error), logs the last progress line, prints the summary when the run

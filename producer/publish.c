@@ -253,8 +253,10 @@ int publisher_flush(struct publisher *p, char *err, size_t errlen)
 
 void publisher_print_summary(const struct publisher *p, long long bad_lines, FILE *out)
 {
-    fprintf(out, "chats=%lld participants=%lld urls=%lld published=%lld already_cached=%lld bad_lines=%lld\n",
-            p->chats, p->participants, p->urls, p->published, p->already_cached, bad_lines);
+    fprintf(out, "chats=%lld participants=%lld urls=%lld published=%lld already_cached=%lld "
+            "known_failures=%lld bad_lines=%lld\n",
+            p->chats, p->participants, p->urls, p->published, p->already_cached, p->known_failed,
+            bad_lines);
     fflush(out);
 }
 
