@@ -4,10 +4,14 @@
  *  - http(s)://          fetched as is;
  *  - file://.../media/X  percent-decoded; X (the part after the LAST "/media/"
  *                        segment) is read from BEEPER_MEDIA_DIR when set,
- *                        else fetched from BEEPER_MEDIA_SERVER/X?token=...;
+ *                        else fetched from BEEPER_MEDIA_SERVER/X?token=...,
+ *                        else, when BEEPER_API_TOKEN is set, from
+ *                        BEEPER_API_URL/v1/assets/serve?url=<the file:// URL>;
+ *  - /.../media/X        an absolute local path (Desktop 4.2.808+ chat
+ *                        images): exactly as the matching file:// URL;
  *  - mxc:// localmxc://  via BEEPER_API_URL/v1/assets/serve?url=<escaped>
  *                        with "Authorization: Bearer BEEPER_API_TOKEN".
- * Anything else (ftp:, javascript:, no scheme, ..) is refused with a reason.
+ * Anything else (ftp:, javascript:, a relative path, ..) is refused with a reason.
  * Uses curl's URL API and curl_easy_unescape/escape; nothing hand-parsed.
  *
  * Secrets: struct resolved.url and .auth_header may carry a token and must
@@ -34,7 +38,12 @@ struct resolved {
     char *display;      /* always: a redacted form, safe for logs and rows */
 };
 
-/* -1 with a reason (permanent: the URL itself is unusable) in err. */
+/* resolve_source() fails with -1 when the URL itself is unusable
+ * (permanent), or with RESOLVE_ERR_CONFIG when the worker's configuration
+ * lacks what the URL needs (a file:// URL without BEEPER_MEDIA_DIR,
+ * BEEPER_MEDIA_SERVER or BEEPER_API_TOKEN): not the image's fault, so
+ * retryable once the configuration is fixed. A reason is in err either way. */
+#define RESOLVE_ERR_CONFIG (-2)
 int resolve_source(const struct resolve_config *cfg, const char *source_url,
                    struct resolved *out, char *err, size_t errlen);
 void resolved_clear(struct resolved *r);

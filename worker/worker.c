@@ -342,7 +342,11 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
         log_info("event=retry_scheduled url=\"%s\" class=%s attempt=%d delay_ms=%lld reason=\"%s\"",
                  j->res.display ? j->res.display : "-", j->error_class, j->attempts, delay, j->error_msg);
     } else {
-        j->permanent = 1; /* after the last retry, a retryable failure is final too */
+        /* after the last retry, a retryable failure is final too; but a
+         * missing setting is the worker's fault, not the image's: its row
+         * stays retryable, so the next import, sync or backfill announces
+         * it again instead of skipping it for IMGCACHE_FAILURE_TTL */
+        j->permanent = strcmp(j->error_class, "config") != 0;
         j->dead_letter = 1;
         log_warn("event=image_failed url=\"%s\" class=%s attempts=%d reason=\"%s\"",
                  j->res.display ? j->res.display : "-", j->error_class, j->attempts, j->error_msg);
@@ -829,7 +833,12 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
         }
         j->leased = !w->redis_down;
         if (!j->resolved) {
-            if (resolve_source(&w->rcfg, j->url, &j->res, err, sizeof err) != 0) {
+            int rrc = resolve_source(&w->rcfg, j->url, &j->res, err, sizeof err);
+            if (rrc == RESOLVE_ERR_CONFIG) {
+                job_fail(w, j, "config", 0, 0, "%s", err);
+                continue;
+            }
+            if (rrc != 0) {
                 job_fail(w, j, "bad_url", 1, 0, "%s", err);
                 continue;
             }
@@ -1767,6 +1776,12 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
     log_info("event=started worker_id=%s group=%s topic=%s concurrency=%ld drain=%d from_beginning=%d",
              w->worker_id, w->cfg->group, w->cfg->topic, w->cfg->concurrency, w->cfg->drain,
              w->cfg->from_beginning);
+    if ((w->cfg->beeper_media_dir == NULL || w->cfg->beeper_media_dir[0] == '\0') &&
+        (w->cfg->beeper_media_server == NULL || w->cfg->beeper_media_server[0] == '\0') &&
+        (w->cfg->beeper_api_token == NULL || w->cfg->beeper_api_token[0] == '\0'))
+        log_warn("event=config_warning reason=\"file:// avatars and local paths cannot be read: set "
+                 "BEEPER_MEDIA_DIR (Beeper's media folder), BEEPER_MEDIA_SERVER or BEEPER_API_TOKEN "
+                 "(Beeper Desktop serves them); until then they fail as class config, retryable\"");
     for (;;) {
         long long now = mono_ms();
         int timeout = 100;
