@@ -8,12 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "errmsg.h"
+#include "hash.h"
 
 #define RESOLVE_MAX_URL 8192
+#define RESOLVE_MAX_DATA_URL 65536 /* an event's size: no data: URL that travels is longer */
 
 static int empty(const char *s)
 {
@@ -528,6 +531,133 @@ out:
     return ret;
 }
 
+/* ---- data: URLs ---- */
+
+int resolve_is_data_url(const char *url)
+{
+    return url != NULL && strncasecmp(url, "data:", 5) == 0;
+}
+
+int resolve_data_key(const char *data_url, char key[RESOLVE_DATA_KEY_LEN + 1])
+{
+    char hex[HASH_HEX_LEN + 1];
+
+    if (hash_sha256_hex(data_url, strlen(data_url), hex) != 0)
+        return -1;
+    snprintf(key, RESOLVE_DATA_KEY_LEN + 1, RESOLVE_DATA_KEY_PREFIX "%s", hex);
+    return 0;
+}
+
+/* 0..63 for a base64 character, -1 for anything else. */
+static int base64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Decodes base64 in place (the output is never longer than the input).
+ * Whitespace is skipped (wrapped base64 is common); '=' may only end it;
+ * a missing final padding is tolerated, a lone trailing character is not. */
+static int base64_decode_inplace(unsigned char *s, size_t len, size_t *outlen, char *err,
+                                 size_t errlen)
+{
+    size_t o = 0, i;
+    unsigned acc = 0;
+    int bits = 0, pad = 0, n = 0;
+
+    for (i = 0; i < len; i++) {
+        unsigned char c = s[i];
+        int v;
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            continue;
+        if (c == '=') {
+            pad++;
+            continue;
+        }
+        v = base64_value(c);
+        if (v < 0 || pad > 0) {
+            errmsg_set(err, errlen, "data: URL has %s at byte %zu of its base64 data",
+                       v < 0 ? "a character that is not base64" : "data after '='", i);
+            return -1;
+        }
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        n++;
+        if (bits >= 8) {
+            bits -= 8;
+            s[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (n % 4 == 1 || pad > 2 || (pad > 0 && (n + pad) % 4 != 0)) {
+        errmsg_set(err, errlen, "data: URL has truncated base64 data");
+        return -1;
+    }
+    *outlen = o;
+    return 0;
+}
+
+/* data:[<mediatype>][;base64],<data> -> out->data. The mediatype is not
+ * trusted: the worker sniffs the bytes like any download. */
+static int resolve_data(const char *source, struct resolved *out, char *err, size_t errlen)
+{
+    const char *comma = strchr(source, ',');
+    char key[RESOLVE_DATA_KEY_LEN + 1];
+    char *dec = NULL;
+    size_t hlen, n;
+    int declen = 0, is_base64;
+    int ret = -1;
+
+    if (strncasecmp(source, RESOLVE_DATA_KEY_PREFIX, strlen(RESOLVE_DATA_KEY_PREFIX)) == 0) {
+        errmsg_set(err, errlen, "a %s key without the data: URL it stands for (the event has no "
+                   "data_url; run import or sync again)", RESOLVE_DATA_KEY_PREFIX);
+        goto out;
+    }
+    if (comma == NULL) {
+        errmsg_set(err, errlen, "data: URL has no ',' before its data");
+        goto out;
+    }
+    hlen = (size_t)(comma - source);
+    is_base64 = hlen >= 12 && strncasecmp(comma - 7, ";base64", 7) == 0;
+    dec = curl_easy_unescape(NULL, comma + 1, 0, &declen);
+    if (dec == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    n = (size_t)declen;
+    if (is_base64 && base64_decode_inplace((unsigned char *)dec, n, &n, err, errlen) != 0)
+        goto out;
+    if (n == 0) {
+        errmsg_set(err, errlen, "data: URL has no data");
+        goto out;
+    }
+    if (resolve_data_key(source, key) != 0)
+        goto oom;
+    out->data = malloc(n);
+    out->display = strdup(key);
+    if (out->data == NULL || out->display == NULL)
+        goto oom;
+    memcpy(out->data, dec, n);
+    out->data_len = n;
+    out->kind = RESOLVE_DATA;
+    ret = 0;
+    goto out;
+oom:
+    errmsg_set(err, errlen, "out of memory");
+out:
+    curl_free(dec);
+    return ret;
+}
+
 int resolve_source(const struct resolve_config *cfg, const char *source_url,
                    struct resolved *out, char *err, size_t errlen)
 {
@@ -541,6 +671,17 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
     memset(out, 0, sizeof *out);
     if (empty(source_url)) {
         errmsg_set(err, errlen, "empty URL");
+        goto out;
+    }
+    if (resolve_is_data_url(source_url)) {
+        if (strlen(source_url) > RESOLVE_MAX_DATA_URL) {
+            errmsg_set(err, errlen, "data: URL is %zu bytes, over the %d-byte limit",
+                       strlen(source_url), RESOLVE_MAX_DATA_URL);
+            goto out;
+        }
+        if (resolve_data(source_url, out, err, errlen) != 0)
+            goto out;
+        ret = 0;
         goto out;
     }
     if (strlen(source_url) > RESOLVE_MAX_URL) {
@@ -626,6 +767,7 @@ void resolved_clear(struct resolved *r)
     free(r->url);
     free(r->auth_header);
     free(r->path);
+    free(r->data);
     free(r->display);
     memset(r, 0, sizeof *r);
 }

@@ -85,6 +85,7 @@ struct worker;
 struct job {
     struct worker *w;
     char *url;                  /* NULL for an undecodable event */
+    char *data_url;             /* the data: URL url is the key of, from the event */
     enum job_state state;
     struct wevent *events;
     size_t n_events;
@@ -192,6 +193,7 @@ static long long mono_ms(void)
 }
 
 static char *url_host(const char *url);
+static int resolve_job(struct worker *w, struct job *j, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- jobs -- */
 
@@ -255,6 +257,7 @@ static void job_free(struct job *j)
     drop_download(j);
     resolved_clear(&j->res);
     free(j->public_url);
+    free(j->data_url);
     free(j->url);
     free(j->host);
     free(j->msg_key);
@@ -616,6 +619,21 @@ static void on_done(void *arg, const struct fetch_result *r)
     }
 }
 
+/* A data: URL: decoded already, taken at once like a local file. */
+static void read_data(struct worker *w, struct job *j)
+{
+    if ((long long)j->res.data_len > w->cfg->max_bytes) {
+        job_fail(w, j, "too_large", 1, 0, "data: URL holds %zu bytes, over the %lld-byte cap",
+                 j->res.data_len, w->cfg->max_bytes);
+        return;
+    }
+    if (on_data(j, j->res.data, j->res.data_len) != 0) {
+        job_fail(w, j, j->abort_class, j->abort_permanent, 0, "%s", j->abort_msg);
+        return;
+    }
+    job_store(w, j);
+}
+
 /* A file from BEEPER_MEDIA_DIR: local, small, read at once. */
 static void read_local(struct worker *w, struct job *j)
 {
@@ -688,6 +706,10 @@ static void start_ready(struct worker *w)
         }
         if (j->res.kind == RESOLVE_FILE) {
             read_local(w, j);
+            continue;
+        }
+        if (j->res.kind == RESOLVE_DATA) {
+            read_data(w, j);
             continue;
         }
         job_move(w, j, JOB_FETCHING);
@@ -833,8 +855,10 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
         }
         j->leased = !w->redis_down;
         if (!j->resolved) {
-            int rrc = resolve_source(&w->rcfg, j->url, &j->res, err, sizeof err);
+            int rrc = resolve_job(w, j, err, sizeof err);
             if (rrc == RESOLVE_ERR_CONFIG) {
+                /* a try like a download: the backoff list runs its course */
+                j->attempts++;
                 job_fail(w, j, "config", 0, 0, "%s", err);
                 continue;
             }
@@ -848,6 +872,30 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
         }
         job_move(w, j, JOB_READY);
     }
+}
+
+/* resolve_source() of the job's URL; for a data: key, of the data: URL its
+ * event carried, which must hash to that key (else any event could store
+ * any bytes under any key). */
+static int resolve_job(struct worker *w, struct job *j, char *err, size_t errlen)
+{
+    char key[RESOLVE_DATA_KEY_LEN + 1];
+
+    if (j->data_url == NULL)
+        return resolve_source(&w->rcfg, j->url, &j->res, err, errlen);
+    if (!resolve_is_data_url(j->data_url)) {
+        snprintf(err, errlen, "the event's data_url is not a data: URL");
+        return -1;
+    }
+    if (resolve_data_key(j->data_url, key) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (strcmp(key, j->url) != 0) {
+        snprintf(err, errlen, "the event's data_url does not hash to its source_url");
+        return -1;
+    }
+    return resolve_source(&w->rcfg, j->data_url, &j->res, err, errlen);
 }
 
 static char *url_host(const char *url)
@@ -1423,6 +1471,10 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
         if (event_parse_time(header(m, "first_failed_at", buf, sizeof buf), &first) == 0 &&
             (j->first_failed_ms == 0 || first < j->first_failed_ms))
             j->first_failed_ms = first;
+    }
+    if (j->data_url == NULL && ev.data_url != NULL) {
+        j->data_url = ev.data_url; /* the bytes of a data: URL travel in its event */
+        ev.data_url = NULL;
     }
     LL_PREPEND(j->events, e);
     j->n_events++;

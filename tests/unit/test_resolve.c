@@ -130,7 +130,6 @@ static void test_unsupported_schemes(void **state)
     expect_fail(&server_cfg, "gopher://h/1", "unsupported URL scheme 'gopher'");
     expect_fail(&server_cfg, "javascript:alert(document.cookie)", "unsupported URL scheme 'javascript'");
     expect_fail(&server_cfg, "JavaScript://%0aalert(1)", "unsupported URL scheme 'javascript'");
-    expect_fail(&server_cfg, "data:image/png;base64,iVBORw0KGgo=", "unsupported URL scheme 'data'");
     expect_fail(&server_cfg, "avatar.jpg", "URL has no scheme");
     expect_fail(&server_cfg, "", "empty URL");
     expect_fail(&server_cfg, NULL, "empty URL");
@@ -258,6 +257,75 @@ static void test_file_via_api(void **state)
     expect_fail(&api_only, MAC_MEDIA "../../../etc/passwd", "file:// path has a '..' segment");
     expect_fail(&api_only, "file:///etc/passwd", "file:// path has no /media/ segment");
     expect_config_fail(&url_only, MAC_MEDIA "a.jpg", NO_FILE_SOURCE);
+}
+
+static void expect_data(const char *url, const void *bytes, size_t len)
+{
+    struct resolved r;
+    char err[512] = "", key[RESOLVE_DATA_KEY_LEN + 1];
+
+    if (resolve_source(&no_cfg, url, &r, err, sizeof err) != 0)
+        fail_msg("resolving %.100s: %s", url, err);
+    assert_int_equal(r.kind, RESOLVE_DATA);
+    assert_int_equal(r.data_len, len);
+    assert_memory_equal(r.data, bytes, len);
+    assert_int_equal(resolve_data_key(url, key), 0);
+    assert_string_equal(r.display, key);
+    assert_null(r.url);
+    assert_null(r.path);
+    resolved_clear(&r);
+}
+
+/* data: URLs decode without the network (base64, also wrapped or without
+ * padding, and percent-encoded), under the key "data:sha256,<hex>". */
+static void test_data_url(void **state)
+{
+    static const unsigned char png_head[] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+    char key[RESOLVE_DATA_KEY_LEN + 1];
+    char *big;
+    (void)state;
+
+    expect_data("data:image/png;base64,iVBORw0KGgo=", png_head, 8);
+    expect_data("DATA:image/png;BASE64,iVBORw0KGgo", png_head, 8);      /* no padding */
+    expect_data("data:image/png;base64,iVBO\r\nRw0K Ggo=", png_head, 8); /* wrapped */
+    expect_data("data:image/png;base64,iVBORw0K%47go%3D", png_head, 8);  /* percent-encoded base64 */
+    expect_data("data:image/png,%89PNG%0D%0A%1A%0A", png_head, 8);      /* percent-encoded bytes */
+    expect_data("data:,<svg/>", "<svg/>", 6);
+    expect_data("data:image/svg+xml;charset=utf-8;base64,PHN2Zy8+", "<svg/>", 6);
+
+    assert_int_equal(resolve_data_key("data:,x", key), 0);
+    /* sha256("data:,x"), as sha256sum prints it */
+    assert_string_equal(key, "data:sha256,"
+                             "707ce201c2f97b77e63f9ca88c081b76df5c8ee2582686405652fd8f67f61143");
+    assert_int_equal(strlen(key), RESOLVE_DATA_KEY_LEN);
+    assert_true(resolve_is_data_url("Data:x"));
+    assert_false(resolve_is_data_url("https://h/data:x"));
+
+    expect_fail(&no_cfg, "data:image/png;base64", "data: URL has no ',' before its data");
+    expect_fail(&no_cfg, "data:image/png;base64,", "data: URL has no data");
+    expect_fail(&no_cfg, "data:image/png;base64,iVBO*w0K", "data: URL has a character that is not base64 at byte 4 of its base64 data");
+    expect_fail(&no_cfg, "data:image/png;base64,iV=BO", "data: URL has data after '=' at byte 3 of its base64 data");
+    expect_fail(&no_cfg, "data:image/png;base64,iVBOR", "data: URL has truncated base64 data");
+    expect_fail(&no_cfg, key, "a data:sha256, key without the data: URL it stands for (the event has no "
+                              "data_url; run import or sync again)");
+
+    /* a 28 KB avatar (and more) is fine; over an event's size is not */
+    big = malloc(70001);
+    assert_non_null(big);
+    memcpy(big, "data:image/png;base64,", 22);
+    memset(big + 22, 'A', 70000 - 22);
+    big[22 + 39976] = '\0'; /* 39976 base64 characters: 29982 bytes */
+    {
+        struct resolved r;
+        char err[256];
+        assert_int_equal(resolve_source(&no_cfg, big, &r, err, sizeof err), 0);
+        assert_int_equal(r.data_len, 39976 / 4 * 3);
+        resolved_clear(&r);
+    }
+    big[22 + 39976] = 'A';
+    big[70000] = '\0';
+    expect_fail(&no_cfg, big, "data: URL is 70000 bytes, over the 65536-byte limit");
+    free(big);
 }
 
 static void test_mxc(void **state)
@@ -512,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_file_media_server),
         cmocka_unit_test(test_bare_path),
         cmocka_unit_test(test_file_via_api),
+        cmocka_unit_test(test_data_url),
         cmocka_unit_test(test_mxc),
         cmocka_unit_test(test_redact),
         cmocka_unit_test_setup_teardown(test_open_confined, tree_setup, tree_teardown),
