@@ -33,7 +33,7 @@ DATA_BIG="data:image/png;base64,$(base64 -w0 "$TESTS_TMP/big.png")"
 DATA_PCT="data:image/gif,$(od -An -v -tx1 "$IMG/avatar.gif" | tr -d ' \n' | sed 's/../%&/g')"
 DATA_BROKEN="data:image/png;base64,iVBORw0K*broken*"
 DATA_HUGE="data:image/png;base64,$(head -c 60000 /dev/zero | base64 -w0)"
-LONG_HTTP="https://img.test/$(printf 'x%.0s' $(seq 1 3000)).png"
+LONG_HTTP="http://127.0.0.1:9/$(printf 'x%.0s' $(seq 1 3000)).png"
 sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 KEY_BIG="data:sha256,$(sha "$DATA_BIG")"
 KEY_PCT="data:sha256,$(sha "$DATA_PCT")"
@@ -45,9 +45,9 @@ cat > "$CHATS" <<EOF
 {"id":"dm-data","accountID":"wa","title":null,"type":"single","participants":{"items":[{"id":"me","fullName":"Me","isSelf":true},{"id":"ann","fullName":"Ann Data","imgURL":"$DATA_BIG"}],"hasMore":false}}
 {"id":"grp-mixed","accountID":"wa","title":"","type":"group","imgURL":"$BARE_PATH","participants":{"items":[{"id":"me","fullName":"Me","isSelf":true},{"id":"bo","fullName":"Bo Huge","imgURL":"$DATA_HUGE"},{"id":"cy","fullName":"Cy Broken","imgURL":"$DATA_BROKEN"},{"id":"di","fullName":"Di Long","imgURL":"$LONG_HTTP"},{"id":"ed","fullName":"Ed Pct","imgURL":"$DATA_PCT"}],"hasMore":false}}
 {"id":"grp-file","accountID":"wa","title":"Files","type":"group","imgURL":"$FILE_URL"}
-{"id":"grp-failed","accountID":"wa","title":"Failed","type":"group","imgURL":"https://img.test/known-failure.png"}
+{"id":"grp-failed","accountID":"wa","title":"Failed","type":"group","imgURL":"http://127.0.0.1:9/known-failure.png"}
 EOF
-q "INSERT INTO image_failures (source_url, error_class, permanent) VALUES ('https://img.test/known-failure.png', 'http_404', true)" > /dev/null
+q "INSERT INTO image_failures (source_url, error_class, permanent) VALUES ('http://127.0.0.1:9/known-failure.png', 'http_404', true)" > /dev/null
 
 # --- the producer ------------------------------------------------------------
 out=$("$P" import "$CHATS" 2> "$TESTS_TMP/import.err")
@@ -66,7 +66,7 @@ check "the over-long data: URL is logged with its reason" grep -q \
     'event=url_dropped chat_id="grp-mixed" participant_id="bo" reason="imgURL is a data: URL of [0-9]* bytes, over the 61440-byte limit"' \
     "$TESTS_TMP/import.err"
 check "the over-long http URL is logged with its reason" grep -q \
-    'event=url_dropped chat_id="grp-mixed" participant_id="di" reason="imgURL is 3021 bytes, over the 2048-byte limit"' \
+    'event=url_dropped chat_id="grp-mixed" participant_id="di" reason="imgURL is 3023 bytes, over the 2048-byte limit"' \
     "$TESTS_TMP/import.err"
 kcat -b "$KAFKA_BROKERS" -C -t image-needed -e -q -f '%k\t%s\n' 2>/dev/null > "$TESTS_TMP/events"
 check_eq "the event of a data: URL is keyed by the key and carries the URL" 1 \
@@ -103,6 +103,17 @@ check_eq "a file:// URL is read from BEEPER_MEDIA_DIR" \
 out=$("$P" import "$CHATS" 2> /dev/null)
 check_eq "re-import summary: the cached ones, and the known failures" \
     "chats=4 participants=7 urls=8 published=0 already_cached=4 known_failures=2 dropped=2 bad_lines=0" "$out"
+
+# backfill has only the key of a data: URL: it says so instead of sending an
+# event no worker could decode
+"$P" backfill --retry-failed > "$TESTS_TMP/backfill.out" 2> "$TESTS_TMP/backfill.err"
+check_eq "backfill --retry-failed exits 0" 0 "$?"
+check "backfill names the data: key it cannot announce" grep -qF \
+    'event=url_dropped chat_id="grp-mixed" participant_id="cy" reason="a data: URL: only import or sync, which read the URL itself, can announce it"' \
+    "$TESTS_TMP/backfill.err"
+check_eq "backfill sent no event for a data: key" 0 \
+    "$(kcat -b "$KAFKA_BROKERS" -C -t image-needed -e -q -f '%k\t%s\n' 2>/dev/null |
+       awk -F'\t' -v k="$KEY_BROKEN" '$1 == k' | grep -c '"reason":"backfill"')"
 
 # --- file:// without BEEPER_MEDIA_DIR / BEEPER_MEDIA_SERVER ---------------------
 { cat "$IMG/avatar.webp"; printf 'via-api'; } > "$BEEPER/local.beeper.com/other"
