@@ -88,6 +88,7 @@ struct worker;
 struct job {
     struct worker *w;
     char *url;                  /* NULL for an undecodable event */
+    char *data_url;             /* the data: URL url is the key of, from the event */
     enum job_state state;
     struct wevent *events;
     size_t n_events;
@@ -199,6 +200,7 @@ static long long mono_ms(void)
 }
 
 static char *url_origin(const char *url);
+static int resolve_job(struct worker *w, struct job *j, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- jobs -- */
 
@@ -253,6 +255,7 @@ static void job_free(struct job *j)
     drop_download(j);
     resolved_clear(&j->res);
     free(j->public_url);
+    free(j->data_url);
     free(j->url);
     free(j->origin);
     free(j->msg_key);
@@ -340,7 +343,11 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
         log_info("event=retry_scheduled url=\"%s\" class=%s attempt=%d delay_ms=%lld reason=\"%s\"",
                  j->res.display ? j->res.display : "-", j->error_class, j->attempts, delay, j->error_msg);
     } else {
-        j->permanent = 1; /* after the last retry, a retryable failure is final too */
+        /* after the last retry, a retryable failure is final too; but a
+         * missing setting is the worker's fault, not the image's: its row
+         * stays retryable, so the next import, sync or backfill announces
+         * it again instead of skipping it for IMGCACHE_FAILURE_TTL */
+        j->permanent = strcmp(j->error_class, "config") != 0;
         j->dead_letter = 1;
         log_warn("event=image_failed url=\"%s\" class=%s attempts=%d reason=\"%s\"",
                  j->res.display ? j->res.display : "-", j->error_class, j->attempts, j->error_msg);
@@ -619,6 +626,21 @@ static void on_done(void *arg, const struct fetch_result *r)
     }
 }
 
+/* A data: URL: decoded already, taken at once like a local file. */
+static void read_data(struct worker *w, struct job *j)
+{
+    if ((long long)j->res.data_len > w->cfg->max_bytes) {
+        job_fail(w, j, "too_large", 1, 0, "data: URL holds %zu bytes, over the %lld-byte cap",
+                 j->res.data_len, w->cfg->max_bytes);
+        return;
+    }
+    if (on_data(j, j->res.data, j->res.data_len) != 0) {
+        job_fail(w, j, j->abort_class, j->abort_permanent, 0, "%s", j->abort_msg);
+        return;
+    }
+    job_store(w, j);
+}
+
 /* A file from BEEPER_MEDIA_DIR: local, small, read at once. */
 static void read_local(struct worker *w, struct job *j)
 {
@@ -691,6 +713,10 @@ static void start_ready(struct worker *w)
         }
         if (j->res.kind == RESOLVE_FILE) {
             read_local(w, j);
+            continue;
+        }
+        if (j->res.kind == RESOLVE_DATA) {
+            read_data(w, j);
             continue;
         }
         job_move(w, j, JOB_FETCHING);
@@ -836,7 +862,14 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
         }
         j->leased = !w->redis_down;
         if (!j->resolved) {
-            if (resolve_source(&w->rcfg, j->url, &j->res, err, sizeof err) != 0) {
+            int rrc = resolve_job(w, j, err, sizeof err);
+            if (rrc == RESOLVE_ERR_CONFIG) {
+                /* a try like a download: the backoff list runs its course */
+                j->attempts++;
+                job_fail(w, j, "config", 0, 0, "%s", err);
+                continue;
+            }
+            if (rrc != 0) {
                 job_fail(w, j, "bad_url", 1, 0, "%s", err);
                 continue;
             }
@@ -846,6 +879,30 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
         }
         job_move(w, j, JOB_READY);
     }
+}
+
+/* resolve_source() of the job's URL; for a data: key, of the data: URL its
+ * event carried, which must hash to that key (else any event could store
+ * any bytes under any key). */
+static int resolve_job(struct worker *w, struct job *j, char *err, size_t errlen)
+{
+    char key[RESOLVE_DATA_KEY_LEN + 1];
+
+    if (j->data_url == NULL)
+        return resolve_source(&w->rcfg, j->url, &j->res, err, errlen);
+    if (!resolve_is_data_url(j->data_url)) {
+        snprintf(err, errlen, "the event's data_url is not a data: URL");
+        return -1;
+    }
+    if (resolve_data_key(j->data_url, key) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (strcmp(key, j->url) != 0) {
+        snprintf(err, errlen, "the event's data_url does not hash to its source_url");
+        return -1;
+    }
+    return resolve_source(&w->rcfg, j->data_url, &j->res, err, errlen);
 }
 
 /* IMGCACHE_HTTP_PROXY must be an http(s) proxy URL with a host. The value
@@ -1490,6 +1547,10 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
             (j->first_failed_ms == 0 || first < j->first_failed_ms))
             j->first_failed_ms = first;
     }
+    if (j->data_url == NULL && ev.data_url != NULL) {
+        j->data_url = ev.data_url; /* the bytes of a data: URL travel in its event */
+        ev.data_url = NULL;
+    }
     LL_PREPEND(j->events, e);
     j->n_events++;
     event_clear(&ev);
@@ -1875,6 +1936,12 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
     log_info("event=started worker_id=%s group=%s topic=%s concurrency=%ld drain=%d from_beginning=%d",
              w->worker_id, w->cfg->group, w->cfg->topic, w->cfg->concurrency, w->cfg->drain,
              w->cfg->from_beginning);
+    if ((w->cfg->beeper_media_dir == NULL || w->cfg->beeper_media_dir[0] == '\0') &&
+        (w->cfg->beeper_media_server == NULL || w->cfg->beeper_media_server[0] == '\0') &&
+        (w->cfg->beeper_api_token == NULL || w->cfg->beeper_api_token[0] == '\0'))
+        log_warn("event=config_warning reason=\"file:// avatars and local paths cannot be read: set "
+                 "BEEPER_MEDIA_DIR (Beeper's media folder), BEEPER_MEDIA_SERVER or BEEPER_API_TOKEN "
+                 "(Beeper Desktop serves them); until then they fail as class config, retryable\"");
     for (;;) {
         long long now = mono_ms();
         int timeout = 100;
