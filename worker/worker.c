@@ -22,6 +22,10 @@
  * circuit breaker stops hammering a failing service. */
 #include "worker.h"
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -2081,10 +2085,16 @@ void worker_free(struct worker *w)
          * (its assignor state is still NULL; fixed upstream in 2.3.0). The
          * group is already left and the process is exiting: leave the
          * handle to the OS in that one case. */
-        if (w->assigned_once)
+        if (w->assigned_once) {
             rd_kafka_destroy(w->rk);
-        else
+        } else {
             log_debug("event=consumer_not_destroyed reason=\"never assigned (librdkafka 2.0.2 workaround)\"");
+#ifdef __SANITIZE_ADDRESS__
+            /* the leak check now, while the handle is still ours: at exit
+             * everything under it would be reported, hiding real leaks */
+            __lsan_do_leak_check();
+#endif
+        }
     } else {
         abandon_jobs(w);
     }
