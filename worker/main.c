@@ -60,8 +60,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if (worker_new(&cfg, &w, err, sizeof err) != 0) {
+        /* one line: the log goes to stderr already */
         log_error("event=start_failed reason=\"%s\"", err);
-        fprintf(stderr, "imgcache-worker: %s\n", err);
         status = strstr(err, "IMGCACHE_") || strstr(err, "REDIS_URL") ? 2 : 1;
         goto out;
     }

@@ -56,7 +56,7 @@
 
 #define BATCH_MAX 256          /* URLs per look-up, lease round trip or failure batch */
 #define CONSUME_BUDGET 512     /* messages taken per loop turn */
-#define MAX_RETRIES_LIST 16
+#define MAX_RETRIES_LIST CONFIG_RETRY_STEPS_MAX
 #define REVOKE_WAIT_MS 3000    /* how long a revoked partition's work may finish */
 /* release_leases() takes a committed batch */
 _Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit release_leases()");
@@ -1644,30 +1644,17 @@ static int only_held(const struct worker *w, long long not_before_ms)
 
 /* ------------------------------------------------------------ lifecycle -- */
 
+/* config_load() checked the list already; read it with the same parser. */
 static int parse_retry_delays(struct worker *w, const char *list, char *err, size_t errlen)
 {
-    char *copy = strdup(list), *save = NULL;
-    int rc = 0;
-    w->n_retry_delays = 0;
-    if (copy == NULL)
+    char why[256];
+
+    if (config_parse_duration_list(list, w->retry_delays, MAX_RETRIES_LIST, RETRY_STEP_MAX_MS,
+                                   &w->n_retry_delays, why, sizeof why) != 0) {
+        errmsg_set(err, errlen, "IMGCACHE_RETRY_BACKOFF: %s", why);
         return -1;
-    for (char *it = strtok_r(copy, ",", &save); it; it = strtok_r(NULL, ",", &save)) {
-        long long ms;
-        if (w->n_retry_delays == MAX_RETRIES_LIST || config_parse_duration(it, &ms) != 0) {
-            snprintf(err, errlen, "IMGCACHE_RETRY_BACKOFF: '%s' is not a duration list (at most %d)", list,
-                     MAX_RETRIES_LIST);
-            rc = -1;
-            break;
-        }
-        if (ms > RETRY_STEP_MAX_MS) {
-            errmsg_set(err, errlen, "IMGCACHE_RETRY_BACKOFF: step '%s' is longer than 7d", it);
-            rc = -1;
-            break;
-        }
-        w->retry_delays[w->n_retry_delays++] = ms;
     }
-    free(copy);
-    return rc;
+    return 0;
 }
 
 static int kafka_consumer_new(struct worker *w, char *err, size_t errlen)
