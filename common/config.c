@@ -116,9 +116,11 @@ static const struct opt_def opts[] = {
     { "IMGCACHE_WORKER_ID", "worker-id", OPT_STRING, OFF(worker_id), "", 0, 0, W,
       "name of this worker in leases and logs; empty: host:pid", NULL },
     { NULL, "drain", OPT_FLAG, OFF(drain), "0", 0, 0, W,
-      "exit 0 once caught up with every assigned partition and idle", NULL },
+      "exit 0 once caught up with every assigned partition and idle; exit 1 when no partition was "
+      "assigned within --drain-wait while the group has unconsumed events", NULL },
     { NULL, "from-beginning", OPT_FLAG, OFF(from_beginning), "0", 0, 0, W,
-      "a group without committed offsets starts at the topic's beginning (replay)", NULL },
+      "each partition first assigned to this process starts at the topic's beginning, whatever the "
+      "group committed (replay; with --drain: until that replay is read to the end)", NULL },
 
     { "IMGCACHE_BATCH_SIZE", "batch-size", OPT_LONG, OFF(batch_size), "500", 1, 100000, P,
       "chats per database transaction and cache look-up", NULL },

@@ -318,6 +318,10 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
     snprintf(j->error_class, sizeof j->error_class, "%s", error_class);
     j->permanent = permanent;
     j->http_status = http_status;
+    /* a URL refused before any download was still tried once: its header
+     * must say what its failure row counts */
+    if (j->attempts == 0)
+        j->attempts = 1;
     drop_download(j);
     if (j->first_failed_ms == 0)
         j->first_failed_ms = event_now_ms();
@@ -539,8 +543,7 @@ static void job_store(struct worker *w, struct job *j)
             job_fail(w, j, "storage", 0, 0, "%s", err);
             return;
         }
-        if (!existed)
-            w->n_new_blobs++;
+        /* a new blob is counted when the committer names it (collect_commits) */
     }
     if (asprintf(&j->public_url, "%s/%s", w->public_base, j->key) < 0) {
         j->public_url = NULL;
@@ -566,6 +569,7 @@ static void on_done(void *arg, const struct fetch_result *r)
 
     w->n_fetching--;
     j->retry_after_s = r->retry_after_s;
+
     /* a refused address or a bad URL was never sent: it says nothing about
      * the origin's health (and must not let an outsider open its circuit) */
     if (r->outcome != FETCH_REFUSED && r->outcome != FETCH_BAD_URL)
@@ -925,9 +929,11 @@ static void collect_commits(struct worker *w)
             j->blob_open = 1;
             body_release(&w->bodies, &j->body);
             j->in_memory = 0;
-            if (it->wrote)
-                w->n_new_blobs++;
         }
+        /* counted where the name is made: two jobs with the same bytes
+         * both find it missing before either is published */
+        if (it->wrote)
+            w->n_new_blobs++;
         switch (it->outcome) {
         case COMMIT_OK:
             done[n++] = j;
@@ -1287,9 +1293,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *p = &parts->elems[i];
-            offsets_assign(&w->offsets, p->topic, p->partition);
-            if (!seen_before(w, p->topic, p->partition) && w->cfg->from_beginning)
+            struct ptrack *t = offsets_assign(&w->offsets, p->topic, p->partition);
+            if (!seen_before(w, p->topic, p->partition) && w->cfg->from_beginning) {
+                /* an explicit offset overrides the group's committed one */
                 p->offset = RD_KAFKA_OFFSET_BEGINNING;
+                if (t)
+                    t->from_beginning = 1;
+            }
         }
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
@@ -1547,6 +1557,70 @@ static void io_step(struct worker *w)
 
 /* ---------------------------------------------------------------- drain -- */
 
+/* 1 when this assignment of the partition started at its beginning. */
+static int replaying(struct worker *w, const char *topic, int32_t partition)
+{
+    struct ptrack *t = offsets_find(&w->offsets, topic, partition);
+    return t != NULL && t->from_beginning;
+}
+
+/* Events of the topic the group has not consumed: its end offsets minus
+ * its committed ones (from the beginning with --from-beginning), for a
+ * drain that got no assignment. -1 with a reason when the broker cannot
+ * tell. */
+static long long group_lag(struct worker *w, char *err, size_t errlen)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->rk, w->cfg->topic, NULL);
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_resp_err_t e;
+    long long lag = -1;
+
+    if (rkt == NULL) {
+        errmsg_set(err, errlen, "cannot look up topic %s", w->cfg->topic);
+        goto out;
+    }
+    e = rd_kafka_metadata(w->rk, 0, rkt, &md, 5000);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1) {
+        errmsg_set(err, errlen, "no metadata for topic %s: %s", w->cfg->topic, rd_kafka_err2str(e));
+        goto out;
+    }
+    if (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+        lag = 0; /* no topic, no events */
+        goto out;
+    }
+    parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(parts, w->cfg->topic, md->topics[0].partitions[i].id);
+    e = rd_kafka_committed(w->rk, parts, 5000);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        errmsg_set(err, errlen, "cannot read the group's committed offsets: %s", rd_kafka_err2str(e));
+        goto out;
+    }
+    lag = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t low = 0, high = 0, pos = parts->elems[i].offset;
+        e = rd_kafka_query_watermark_offsets(w->rk, w->cfg->topic, parts->elems[i].partition, &low, &high, 5000);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            errmsg_set(err, errlen, "cannot read the end offsets of %s: %s", w->cfg->topic, rd_kafka_err2str(e));
+            lag = -1;
+            goto out;
+        }
+        if (pos < low || w->cfg->from_beginning)
+            pos = low;
+        if (high > pos)
+            lag += high - pos;
+    }
+out:
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    return lag;
+}
+
 /* 1 when every assigned partition's position is at its end. */
 static int caught_up(struct worker *w)
 {
@@ -1558,9 +1632,12 @@ static int caught_up(struct worker *w)
     if (assignment->cnt > 0)
         rd_kafka_position(w->rk, assignment);
     /* partitions with nothing consumed in this run: their committed offset
-     * tells where the group is (one request for all of them) */
+     * tells where the group is (one request for all of them), unless this
+     * run replays them from the beginning (--from-beginning): the group's
+     * offsets, at the end, say nothing about what this run has read */
     for (int i = 0; i < assignment->cnt; i++) {
-        if (assignment->elems[i].offset >= 0)
+        if (assignment->elems[i].offset >= 0 ||
+            replaying(w, assignment->elems[i].topic, assignment->elems[i].partition))
             continue;
         if (unread == NULL)
             unread = rd_kafka_topic_partition_list_new(assignment->cnt);
@@ -1583,7 +1660,7 @@ static int caught_up(struct worker *w)
     for (int i = 0; i < assignment->cnt && ok; i++) {
         rd_kafka_topic_partition_t *p = &assignment->elems[i];
         int64_t low = 0, high = 0, pos = p->offset;
-        if (pos < 0 && unread) {
+        if (pos < 0 && unread && !replaying(w, p->topic, p->partition)) {
             rd_kafka_topic_partition_t *c = rd_kafka_topic_partition_list_find(unread, p->topic, p->partition);
             pos = c ? c->offset : -1;
         }
@@ -1855,8 +1932,6 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
     long long grace_deadline = 0;
     int rc = 0;
 
-    (void)err;
-    (void)errlen;
     w->started_ms = mono_ms();
     w->next_progress_ms = w->started_ms + 10000;
     log_info("event=started worker_id=%s group=%s topic=%s concurrency=%ld drain=%d from_beginning=%d",
@@ -1899,7 +1974,24 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
             w->idle_since_ms = now;
         if (w->cfg->drain && !w->stopping) {
             if (!w->assigned_once && now - w->started_ms > w->cfg->drain_wait_ms) {
-                log_info("event=drained reason=\"no partition assignment within %lld ms\"", w->cfg->drain_wait_ms);
+                /* nothing assigned has not drained anything, unless there
+                 * was nothing to drain */
+                char why[300];
+                long long lag = group_lag(w, why, sizeof why);
+                if (lag == 0) {
+                    log_info("event=drained reason=\"no partition assignment within %lld ms, and group %s "
+                             "has no unconsumed event on %s\"", w->cfg->drain_wait_ms, w->cfg->group,
+                             w->cfg->topic);
+                    break;
+                }
+                if (lag > 0)
+                    errmsg_set(err, errlen, "not drained: no partition assignment within %lld ms "
+                               "(IMGCACHE_DRAIN_WAIT) while group %s has %lld unconsumed events on %s",
+                               w->cfg->drain_wait_ms, w->cfg->group, lag, w->cfg->topic);
+                else
+                    errmsg_set(err, errlen, "not drained: no partition assignment within %lld ms "
+                               "(IMGCACHE_DRAIN_WAIT), and %s", w->cfg->drain_wait_ms, why);
+                rc = -1;
                 break;
             }
             /* only after a while with nothing to do: a backlog's loop is
