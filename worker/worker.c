@@ -182,6 +182,12 @@ struct worker {
     long long db_backoff_ms;
     int db_down;
     int redis_down;
+    /* our own configured endpoints, whose 401/403 refuses our token, not
+     * an image: origins of BEEPER_API_URL and BEEPER_MEDIA_SERVER (NULL
+     * when unset), and whether that refusal was logged since it last
+     * answered */
+    char *api_origin, *media_origin;
+    int api_auth_logged, media_auth_logged;
     int seen_count;             /* partitions ever assigned (for --from-beginning) */
     char **seen;
 
@@ -560,16 +566,61 @@ static int http_status_retryable(long status)
     return status == 408 || status == 429 || (status >= 500 && status <= 599);
 }
 
+/* The variable whose token our own endpoint at origin refused, or NULL
+ * when origin is not one of ours; *logged is its "said once" flag. */
+static const char *our_endpoint(struct worker *w, const char *origin, int **logged)
+{
+    if (origin && w->api_origin && strcmp(origin, w->api_origin) == 0) {
+        *logged = &w->api_auth_logged;
+        return "BEEPER_API_TOKEN";
+    }
+    if (origin && w->media_origin && strcmp(origin, w->media_origin) == 0) {
+        *logged = &w->media_auth_logged;
+        return "BEEPER_MEDIA_TOKEN";
+    }
+    return NULL;
+}
+
+/* A 401/403 from BEEPER_API_URL or BEEPER_MEDIA_SERVER refuses our token,
+ * not the image: every image behind that endpoint would get the same
+ * answer. The image stays retryable and does not spend an attempt, the
+ * endpoint's circuit opens (waiting images spend none either), and the
+ * variable to fix is named once until the endpoint answers again. */
+static void fail_our_auth(struct worker *w, struct job *j, const char *variable, int *logged, long status)
+{
+    breaker_open(w->breaker, j->origin, mono_ms());
+    if (!*logged) {
+        log_error("event=auth_refused origin=%s status=%ld reason=\"%s is %s by our own endpoint: "
+                  "images from it wait (retryable, circuit open) until it is fixed\"", j->origin, status,
+                  variable, status == 401 ? "refused (missing, wrong or expired)" : "not allowed (scope)");
+        *logged = 1;
+    }
+    if (j->attempts > 0)
+        j->attempts--; /* the image was not judged */
+    job_fail(w, j, "auth_refused", 0, (int)status, "HTTP %ld from %s: %s refused, not this image's fault",
+             status, j->origin, variable);
+}
+
 /* The one place a download failure is classified. */
 static void on_done(void *arg, const struct fetch_result *r)
 {
     struct job *j = arg;
     struct worker *w = j->w;
     long status = r->http_status;
+    int *auth_logged = NULL;
+    const char *auth_variable = our_endpoint(w, j->origin, &auth_logged);
 
     w->n_fetching--;
     j->retry_after_s = r->retry_after_s;
-
+    /* only when our endpoint itself answered: a redirect's target never
+     * gets our token, so its 401 is about the image */
+    if (auth_variable && r->redirects == 0 && r->outcome == FETCH_HTTP_ERROR &&
+        (status == 401 || status == 403)) {
+        fail_our_auth(w, j, auth_variable, auth_logged, status);
+        return;
+    }
+    if (auth_variable && r->outcome == FETCH_OK)
+        *auth_logged = 0;
     /* a refused address or a bad URL was never sent: it says nothing about
      * the origin's health (and must not let an outsider open its circuit) */
     if (r->outcome != FETCH_REFUSED && r->outcome != FETCH_BAD_URL)
@@ -675,6 +726,8 @@ static void start_ready(struct worker *w)
         if (j->res.kind == RESOLVE_HTTP && j->origin) {
             long long until = breaker_check(w->breaker, j->origin, mono_ms());
             if (until > 0) {
+                log_debug("event=circuit_wait url=\"%s\" origin=%s wait_ms=%lld", j->res.display, j->origin,
+                          until - mono_ms());
                 j->due_ms = until; /* no attempt is spent while the circuit is open */
                 job_move(w, j, JOB_BREAKER);
                 continue;
@@ -1849,6 +1902,10 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    if (cfg->beeper_api_url[0])
+        w->api_origin = url_origin(cfg->beeper_api_url);
+    if (cfg->beeper_media_server[0])
+        w->media_origin = url_origin(cfg->beeper_media_server);
     if (store_open(cfg->storage_dir, &w->store, err, errlen) != 0)
         goto out;
     if (cfg->public_url[0]) {
@@ -2104,6 +2161,8 @@ void worker_free(struct worker *w)
     fetch_free(w->fetch);
     kafka_producer_free(w->dlq);
     breaker_free(w->breaker);
+    free(w->api_origin);
+    free(w->media_origin);
     netguard_free(w->guard);
     lease_close(w->lease);
     db_close(w->db);
