@@ -79,7 +79,7 @@ demo: deps
 	@sh compose/demo.sh
 
 stop:
-	@sh compose/stack.sh stop var
+	@sh compose/stack.sh stop $${IMGCACHE_DEMO_DIR:-var}
 
 bench: deps
 	@$(MAKE) --no-print-directory all

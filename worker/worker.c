@@ -60,7 +60,7 @@
 
 #define BATCH_MAX 256          /* URLs per look-up, lease round trip or failure batch */
 #define CONSUME_BUDGET 512     /* messages taken per loop turn */
-#define MAX_RETRIES_LIST 16
+#define MAX_RETRIES_LIST CONFIG_RETRY_STEPS_MAX
 #define REVOKE_WAIT_MS 3000    /* how long a revoked partition's work may finish */
 /* release_leases() takes a committed batch */
 _Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit release_leases()");
@@ -187,6 +187,12 @@ struct worker {
     long long db_backoff_ms;
     int db_down;
     int redis_down;
+    /* our own configured endpoints, whose 401/403 refuses our token, not
+     * an image: origins of BEEPER_API_URL and BEEPER_MEDIA_SERVER (NULL
+     * when unset), and whether that refusal was logged since it last
+     * answered */
+    char *api_origin, *media_origin;
+    int api_auth_logged, media_auth_logged;
     int seen_count;             /* partitions ever assigned (for --from-beginning) */
     char **seen;
 
@@ -325,6 +331,10 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
     snprintf(j->error_class, sizeof j->error_class, "%s", error_class);
     j->permanent = permanent;
     j->http_status = http_status;
+    /* a URL refused before any download was still tried once: its header
+     * must say what its failure row counts */
+    if (j->attempts == 0)
+        j->attempts = 1;
     drop_download(j);
     if (j->first_failed_ms == 0)
         j->first_failed_ms = event_now_ms();
@@ -550,8 +560,7 @@ static void job_store(struct worker *w, struct job *j)
             job_fail(w, j, "storage", 0, 0, "%s", err);
             return;
         }
-        if (!existed)
-            w->n_new_blobs++;
+        /* a new blob is counted when the committer names it (collect_commits) */
     }
     if (asprintf(&j->public_url, "%s/%s", w->public_base, j->key) < 0) {
         j->public_url = NULL;
@@ -568,15 +577,61 @@ static int http_status_retryable(long status)
     return status == 408 || status == 429 || (status >= 500 && status <= 599);
 }
 
+/* The variable whose token our own endpoint at origin refused, or NULL
+ * when origin is not one of ours; *logged is its "said once" flag. */
+static const char *our_endpoint(struct worker *w, const char *origin, int **logged)
+{
+    if (origin && w->api_origin && strcmp(origin, w->api_origin) == 0) {
+        *logged = &w->api_auth_logged;
+        return "BEEPER_API_TOKEN";
+    }
+    if (origin && w->media_origin && strcmp(origin, w->media_origin) == 0) {
+        *logged = &w->media_auth_logged;
+        return "BEEPER_MEDIA_TOKEN";
+    }
+    return NULL;
+}
+
+/* A 401/403 from BEEPER_API_URL or BEEPER_MEDIA_SERVER refuses our token,
+ * not the image: every image behind that endpoint would get the same
+ * answer. The image stays retryable and does not spend an attempt, the
+ * endpoint's circuit opens (waiting images spend none either), and the
+ * variable to fix is named once until the endpoint answers again. */
+static void fail_our_auth(struct worker *w, struct job *j, const char *variable, int *logged, long status)
+{
+    breaker_open(w->breaker, j->origin, mono_ms());
+    if (!*logged) {
+        log_error("event=auth_refused origin=%s status=%ld reason=\"%s is %s by our own endpoint: "
+                  "images from it wait (retryable, circuit open) until it is fixed\"", j->origin, status,
+                  variable, status == 401 ? "refused (missing, wrong or expired)" : "not allowed (scope)");
+        *logged = 1;
+    }
+    if (j->attempts > 0)
+        j->attempts--; /* the image was not judged */
+    job_fail(w, j, "auth_refused", 0, (int)status, "HTTP %ld from %s: %s refused, not this image's fault",
+             status, j->origin, variable);
+}
+
 /* The one place a download failure is classified. */
 static void on_done(void *arg, const struct fetch_result *r)
 {
     struct job *j = arg;
     struct worker *w = j->w;
     long status = r->http_status;
+    int *auth_logged = NULL;
+    const char *auth_variable = our_endpoint(w, j->origin, &auth_logged);
 
     w->n_fetching--;
     j->retry_after_s = r->retry_after_s;
+    /* only when our endpoint itself answered: a redirect's target never
+     * gets our token, so its 401 is about the image */
+    if (auth_variable && r->redirects == 0 && r->outcome == FETCH_HTTP_ERROR &&
+        (status == 401 || status == 403)) {
+        fail_our_auth(w, j, auth_variable, auth_logged, status);
+        return;
+    }
+    if (auth_variable && r->outcome == FETCH_OK)
+        *auth_logged = 0;
     /* a refused address or a bad URL was never sent: it says nothing about
      * the origin's health (and must not let an outsider open its circuit) */
     if (r->outcome != FETCH_REFUSED && r->outcome != FETCH_BAD_URL)
@@ -697,6 +752,8 @@ static void start_ready(struct worker *w)
         if (j->res.kind == RESOLVE_HTTP && j->origin) {
             long long until = breaker_check(w->breaker, j->origin, mono_ms());
             if (until > 0) {
+                log_debug("event=circuit_wait url=\"%s\" origin=%s wait_ms=%lld", j->res.display, j->origin,
+                          until - mono_ms());
                 j->due_ms = until; /* no attempt is spent while the circuit is open */
                 job_move(w, j, JOB_BREAKER);
                 continue;
@@ -986,9 +1043,11 @@ static void collect_commits(struct worker *w)
             j->blob_open = 1;
             body_release(&w->bodies, &j->body);
             j->in_memory = 0;
-            if (it->wrote)
-                w->n_new_blobs++;
         }
+        /* counted where the name is made: two jobs with the same bytes
+         * both find it missing before either is published */
+        if (it->wrote)
+            w->n_new_blobs++;
         switch (it->outcome) {
         case COMMIT_OK:
             done[n++] = j;
@@ -1348,9 +1407,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *p = &parts->elems[i];
-            offsets_assign(&w->offsets, p->topic, p->partition);
-            if (!seen_before(w, p->topic, p->partition) && w->cfg->from_beginning)
+            struct ptrack *t = offsets_assign(&w->offsets, p->topic, p->partition);
+            if (!seen_before(w, p->topic, p->partition) && w->cfg->from_beginning) {
+                /* an explicit offset overrides the group's committed one */
                 p->offset = RD_KAFKA_OFFSET_BEGINNING;
+                if (t)
+                    t->from_beginning = 1;
+            }
         }
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
@@ -1612,6 +1675,70 @@ static void io_step(struct worker *w)
 
 /* ---------------------------------------------------------------- drain -- */
 
+/* 1 when this assignment of the partition started at its beginning. */
+static int replaying(struct worker *w, const char *topic, int32_t partition)
+{
+    struct ptrack *t = offsets_find(&w->offsets, topic, partition);
+    return t != NULL && t->from_beginning;
+}
+
+/* Events of the topic the group has not consumed: its end offsets minus
+ * its committed ones (from the beginning with --from-beginning), for a
+ * drain that got no assignment. -1 with a reason when the broker cannot
+ * tell. */
+static long long group_lag(struct worker *w, char *err, size_t errlen)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->rk, w->cfg->topic, NULL);
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_resp_err_t e;
+    long long lag = -1;
+
+    if (rkt == NULL) {
+        errmsg_set(err, errlen, "cannot look up topic %s", w->cfg->topic);
+        goto out;
+    }
+    e = rd_kafka_metadata(w->rk, 0, rkt, &md, 5000);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1) {
+        errmsg_set(err, errlen, "no metadata for topic %s: %s", w->cfg->topic, rd_kafka_err2str(e));
+        goto out;
+    }
+    if (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+        lag = 0; /* no topic, no events */
+        goto out;
+    }
+    parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(parts, w->cfg->topic, md->topics[0].partitions[i].id);
+    e = rd_kafka_committed(w->rk, parts, 5000);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        errmsg_set(err, errlen, "cannot read the group's committed offsets: %s", rd_kafka_err2str(e));
+        goto out;
+    }
+    lag = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t low = 0, high = 0, pos = parts->elems[i].offset;
+        e = rd_kafka_query_watermark_offsets(w->rk, w->cfg->topic, parts->elems[i].partition, &low, &high, 5000);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            errmsg_set(err, errlen, "cannot read the end offsets of %s: %s", w->cfg->topic, rd_kafka_err2str(e));
+            lag = -1;
+            goto out;
+        }
+        if (pos < low || w->cfg->from_beginning)
+            pos = low;
+        if (high > pos)
+            lag += high - pos;
+    }
+out:
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    return lag;
+}
+
 /* 1 when every assigned partition's position is at its end. */
 static int caught_up(struct worker *w)
 {
@@ -1623,9 +1750,12 @@ static int caught_up(struct worker *w)
     if (assignment->cnt > 0)
         rd_kafka_position(w->rk, assignment);
     /* partitions with nothing consumed in this run: their committed offset
-     * tells where the group is (one request for all of them) */
+     * tells where the group is (one request for all of them), unless this
+     * run replays them from the beginning (--from-beginning): the group's
+     * offsets, at the end, say nothing about what this run has read */
     for (int i = 0; i < assignment->cnt; i++) {
-        if (assignment->elems[i].offset >= 0)
+        if (assignment->elems[i].offset >= 0 ||
+            replaying(w, assignment->elems[i].topic, assignment->elems[i].partition))
             continue;
         if (unread == NULL)
             unread = rd_kafka_topic_partition_list_new(assignment->cnt);
@@ -1648,7 +1778,7 @@ static int caught_up(struct worker *w)
     for (int i = 0; i < assignment->cnt && ok; i++) {
         rd_kafka_topic_partition_t *p = &assignment->elems[i];
         int64_t low = 0, high = 0, pos = p->offset;
-        if (pos < 0 && unread) {
+        if (pos < 0 && unread && !replaying(w, p->topic, p->partition)) {
             rd_kafka_topic_partition_t *c = rd_kafka_topic_partition_list_find(unread, p->topic, p->partition);
             pos = c ? c->offset : -1;
         }
@@ -1709,30 +1839,17 @@ static int only_held(const struct worker *w, long long not_before_ms)
 
 /* ------------------------------------------------------------ lifecycle -- */
 
+/* config_load() checked the list already; read it with the same parser. */
 static int parse_retry_delays(struct worker *w, const char *list, char *err, size_t errlen)
 {
-    char *copy = strdup(list), *save = NULL;
-    int rc = 0;
-    w->n_retry_delays = 0;
-    if (copy == NULL)
+    char why[256];
+
+    if (config_parse_duration_list(list, w->retry_delays, MAX_RETRIES_LIST, RETRY_STEP_MAX_MS,
+                                   &w->n_retry_delays, why, sizeof why) != 0) {
+        errmsg_set(err, errlen, "IMGCACHE_RETRY_BACKOFF: %s", why);
         return -1;
-    for (char *it = strtok_r(copy, ",", &save); it; it = strtok_r(NULL, ",", &save)) {
-        long long ms;
-        if (w->n_retry_delays == MAX_RETRIES_LIST || config_parse_duration(it, &ms) != 0) {
-            snprintf(err, errlen, "IMGCACHE_RETRY_BACKOFF: '%s' is not a duration list (at most %d)", list,
-                     MAX_RETRIES_LIST);
-            rc = -1;
-            break;
-        }
-        if (ms > RETRY_STEP_MAX_MS) {
-            errmsg_set(err, errlen, "IMGCACHE_RETRY_BACKOFF: step '%s' is longer than 7d", it);
-            rc = -1;
-            break;
-        }
-        w->retry_delays[w->n_retry_delays++] = ms;
     }
-    free(copy);
-    return rc;
+    return 0;
 }
 
 static int kafka_consumer_new(struct worker *w, char *err, size_t errlen)
@@ -1850,6 +1967,10 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    if (cfg->beeper_api_url[0])
+        w->api_origin = url_origin(cfg->beeper_api_url);
+    if (cfg->beeper_media_server[0])
+        w->media_origin = url_origin(cfg->beeper_media_server);
     if (store_open(cfg->storage_dir, &w->store, err, errlen) != 0)
         goto out;
     if (cfg->public_url[0]) {
@@ -1933,8 +2054,6 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
     long long grace_deadline = 0;
     int rc = 0;
 
-    (void)err;
-    (void)errlen;
     w->started_ms = mono_ms();
     w->next_progress_ms = w->started_ms + 10000;
     log_info("event=started worker_id=%s group=%s topic=%s concurrency=%ld drain=%d from_beginning=%d",
@@ -1983,7 +2102,24 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
             w->idle_since_ms = now;
         if (w->cfg->drain && !w->stopping) {
             if (!w->assigned_once && now - w->started_ms > w->cfg->drain_wait_ms) {
-                log_info("event=drained reason=\"no partition assignment within %lld ms\"", w->cfg->drain_wait_ms);
+                /* nothing assigned has not drained anything, unless there
+                 * was nothing to drain */
+                char why[300];
+                long long lag = group_lag(w, why, sizeof why);
+                if (lag == 0) {
+                    log_info("event=drained reason=\"no partition assignment within %lld ms, and group %s "
+                             "has no unconsumed event on %s\"", w->cfg->drain_wait_ms, w->cfg->group,
+                             w->cfg->topic);
+                    break;
+                }
+                if (lag > 0)
+                    errmsg_set(err, errlen, "not drained: no partition assignment within %lld ms "
+                               "(IMGCACHE_DRAIN_WAIT) while group %s has %lld unconsumed events on %s",
+                               w->cfg->drain_wait_ms, w->cfg->group, lag, w->cfg->topic);
+                else
+                    errmsg_set(err, errlen, "not drained: no partition assignment within %lld ms "
+                               "(IMGCACHE_DRAIN_WAIT), and %s", w->cfg->drain_wait_ms, why);
+                rc = -1;
                 break;
             }
             /* only after a while with nothing to do: a backlog's loop is
@@ -2102,6 +2238,8 @@ void worker_free(struct worker *w)
     fetch_free(w->fetch);
     kafka_producer_free(w->dlq);
     breaker_free(w->breaker);
+    free(w->api_origin);
+    free(w->media_origin);
     netguard_free(w->guard);
     lease_close(w->lease);
     db_close(w->db);
