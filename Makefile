@@ -82,7 +82,7 @@ demo: deps
 	@sh compose/demo.sh
 
 stop:
-	@sh compose/stack.sh stop var
+	@sh compose/stack.sh stop $${IMGCACHE_DEMO_DIR:-var}
 
 bench: deps
 	@$(MAKE) --no-print-directory all
@@ -103,7 +103,10 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS    ?= 1
 FUZZ_CFLAGS  ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_LIBS    ?= $(shell pkg-config --libs jansson libcurl 2>/dev/null)
+FUZZ_LIBS    ?= $(shell pkg-config --libs jansson libcurl libcrypto 2>/dev/null)
+# beeper keys data: URLs by their SHA-256 (resolve.c, hash.c)
+FUZZ_SRC_beeper  := common/beeper.c common/resolve.c common/hash.c
+FUZZ_SRC_resolve := common/resolve.c common/hash.c
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 

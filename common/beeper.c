@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "errmsg.h"
+#include "resolve.h"
 
 /* Copies untrusted text for an error message: at most 80 bytes, control
  * characters as '?', so a chat id cannot forge log lines. */
@@ -52,6 +53,61 @@ static int opt_string(const json_t *obj, const char *key, int empty_is_null, cha
     return 0;
 }
 
+/* An image URL field (imgURL): like opt_string with "" as NULL, except
+ * that a URL which cannot be kept is dropped, not the chat: *dropped gets
+ * the reason and *dst stays NULL. A data: URL is kept under its key, the
+ * URL itself in *data_url. */
+static int opt_image_url(const json_t *obj, const char *key, char **dst, char **data_url,
+                         char **dropped, const char *where, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    char why[160] = "";
+    char data_key[RESOLVE_DATA_KEY_LEN + 1];
+    size_t len;
+    const char *url;
+    int is_data;
+
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v)) {
+        errmsg_set(err, errlen, "%s%s is not a string", where, key);
+        return -1;
+    }
+    len = json_string_length(v);
+    url = json_string_value(v);
+    if (len == 0)
+        return 0;
+    is_data = resolve_is_data_url(url);
+    if (strlen(url) != len)
+        snprintf(why, sizeof why, "%s contains a NUL character", key);
+    else if (is_data && len > BEEPER_MAX_DATA_URL)
+        snprintf(why, sizeof why, "%s is a data: URL of %zu bytes, over the %d-byte limit", key, len,
+                 BEEPER_MAX_DATA_URL);
+    else if (!is_data && len > BEEPER_MAX_FIELD)
+        snprintf(why, sizeof why, "%s is %zu bytes, over the %d-byte limit", key, len,
+                 BEEPER_MAX_FIELD);
+    if (why[0] != '\0') {
+        *dropped = strdup(why);
+        if (*dropped == NULL)
+            goto oom;
+        return 0;
+    }
+    if (is_data) {
+        if (resolve_data_key(url, data_key) != 0)
+            goto oom;
+        *data_url = strdup(url);
+        *dst = strdup(data_key);
+    } else {
+        *dst = strdup(url);
+    }
+    if (*dst == NULL || (is_data && *data_url == NULL))
+        goto oom;
+    return 0;
+oom:
+    errmsg_set(err, errlen, "%sout of memory", where);
+    return -1;
+}
+
 static int opt_bool(const json_t *obj, const char *key, int *dst, const char *where, char *err,
                     size_t errlen)
 {
@@ -86,7 +142,8 @@ static int participant_from_json(const json_t *item, size_t idx, const char *cha
     }
     if (opt_string(item, "id", 0, &p->id, where, err, errlen) != 0 ||
         opt_string(item, "fullName", 0, &p->full_name, where, err, errlen) != 0 ||
-        opt_string(item, "imgURL", 1, &p->img_url, where, err, errlen) != 0 ||
+        opt_image_url(item, "imgURL", &p->img_url, &p->img_data_url, &p->img_dropped, where, err,
+                      errlen) != 0 ||
         opt_bool(item, "isSelf", &p->is_self, where, err, errlen) != 0)
         return -1;
     return 0;
@@ -182,7 +239,8 @@ int beeper_chat_from_json(const json_t *obj, struct beeper_chat *out, char *err,
         opt_string(obj, "accountID", 0, &out->account_id, where, err, errlen) != 0 ||
         opt_string(obj, "title", 0, &out->title, where, err, errlen) != 0 ||
         opt_string(obj, "network", 0, &out->network, where, err, errlen) != 0 ||
-        opt_string(obj, "imgURL", 1, &out->img_url, where, err, errlen) != 0 ||
+        opt_image_url(obj, "imgURL", &out->img_url, &out->img_data_url, &out->img_dropped, where,
+                      err, errlen) != 0 ||
         opt_string(obj, "lastActivity", 0, &out->last_activity, where, err, errlen) != 0)
         goto out;
     if (participants_from_json(json_object_get(obj, "participants"), chat, out, err, errlen) != 0)
@@ -223,11 +281,15 @@ void beeper_chat_clear(struct beeper_chat *chat)
     free(chat->type);
     free(chat->network);
     free(chat->img_url);
+    free(chat->img_data_url);
+    free(chat->img_dropped);
     free(chat->last_activity);
     for (size_t i = 0; i < chat->n_participants; i++) {
         free(chat->participants[i].id);
         free(chat->participants[i].full_name);
         free(chat->participants[i].img_url);
+        free(chat->participants[i].img_data_url);
+        free(chat->participants[i].img_dropped);
     }
     free(chat->participants);
     memset(chat, 0, sizeof *chat);

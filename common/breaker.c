@@ -79,6 +79,51 @@ long long breaker_check(struct breaker *b, const char *host, long long now_ms)
     return 0;
 }
 
+/* host's state, made (closed) when missing; NULL when out of memory or
+ * at BREAKER_MAX_HOSTS with every circuit open. */
+static struct host_state *find_or_add(struct breaker *b, const char *host)
+{
+    struct host_state *h = find(b, host);
+
+    if (h != NULL)
+        return h;
+    if (HASH_COUNT(b->hosts) >= BREAKER_MAX_HOSTS) {
+        struct host_state *x, *tmp;
+        HASH_ITER(hh, b->hosts, x, tmp)
+            if (x->state == CLOSED)
+                drop(b, x);
+        if (HASH_COUNT(b->hosts) >= BREAKER_MAX_HOSTS)
+            return NULL;
+    }
+    h = calloc(1, sizeof *h);
+    if (h == NULL || (h->host = strdup(host)) == NULL) {
+        free(h);
+        return NULL;
+    }
+    h->state = CLOSED;
+    HASH_ADD_KEYPTR(hh, b->hosts, h->host, strlen(h->host), h);
+    return h;
+}
+
+void breaker_open(struct breaker *b, const char *host, long long now_ms)
+{
+    struct host_state *h;
+
+    if (host == NULL)
+        return;
+    h = find_or_add(b, host);
+    if (h == NULL)
+        return;
+    h->failures++;
+    if (h->state == CLOSED)
+        h->cooldown = b->base_cooldown;
+    else
+        h->cooldown = h->cooldown * 2 > b->max_cooldown ? b->max_cooldown : h->cooldown * 2;
+    h->state = OPEN;
+    h->open_until = now_ms + h->cooldown;
+    h->probing = 0;
+}
+
 void breaker_record(struct breaker *b, const char *host, int retryable_failure, long long now_ms)
 {
     struct host_state *h;
@@ -94,23 +139,10 @@ void breaker_record(struct breaker *b, const char *host, int retryable_failure, 
         drop(b, h); /* healthy hosts cost no memory */
         return;
     }
-    if (h == NULL) {
-        if (HASH_COUNT(b->hosts) >= BREAKER_MAX_HOSTS) {
-            struct host_state *x, *tmp;
-            HASH_ITER(hh, b->hosts, x, tmp)
-                if (x->state == CLOSED)
-                    drop(b, x);
-            if (HASH_COUNT(b->hosts) >= BREAKER_MAX_HOSTS)
-                return;
-        }
-        h = calloc(1, sizeof *h);
-        if (h == NULL || (h->host = strdup(host)) == NULL) {
-            free(h);
-            return;
-        }
-        h->state = CLOSED;
-        HASH_ADD_KEYPTR(hh, b->hosts, h->host, strlen(h->host), h);
-    }
+    if (h == NULL)
+        h = find_or_add(b, host);
+    if (h == NULL)
+        return;
     h->failures++;
     if (h->state == HALF_OPEN) {
         h->cooldown = h->cooldown * 2 > b->max_cooldown ? b->max_cooldown : h->cooldown * 2;

@@ -29,6 +29,11 @@ long long breaker_check(struct breaker *b, const char *host, long long now_ms);
  * Outcomes that say nothing about the host's health (an address the guard
  * refused, a bad URL) must not be recorded at all. */
 void breaker_record(struct breaker *b, const char *host, int retryable_failure, long long now_ms);
+/* Opens host's circuit now, whatever its count: for a failure that is
+ * certain to repeat for every request (our own credentials refused). An
+ * open circuit's cool-down doubles (up to max), as after a failed probe.
+ * Logged by the caller, which knows why. */
+void breaker_open(struct breaker *b, const char *host, long long now_ms);
 /* 1 when host's circuit is open or half-open. */
 int breaker_is_open(struct breaker *b, const char *host);
 

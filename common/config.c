@@ -24,7 +24,15 @@ struct opt_def {
     long long min, max;     /* for numbers, durations and sizes */
     unsigned programs;
     const char *help;
+    /* optional: 0 when the final value is usable, else -1 with a reason
+     * (without the option's name: the caller adds the one the user typed) */
+    int (*check)(const char *value, char *why, size_t whylen);
 };
+
+static int check_log_level(const char *value, char *why, size_t whylen);
+static int check_not_empty(const char *value, char *why, size_t whylen);
+static int check_public_url(const char *value, char *why, size_t whylen);
+static int check_retry_backoff(const char *value, char *why, size_t whylen);
 
 #define P CONFIG_PRODUCER
 #define W CONFIG_WORKER
@@ -34,91 +42,95 @@ struct opt_def {
 
 static const struct opt_def opts[] = {
     { "KAFKA_BROKERS", "brokers", OPT_STRING, OFF(kafka_brokers), "localhost:9092", 0, 0, P | W,
-      "Kafka bootstrap servers, host:port[,host:port]" },
+      "Kafka bootstrap servers, host:port[,host:port]", check_not_empty },
     { "IMGCACHE_TOPIC", "topic", OPT_STRING, OFF(topic), "image-needed", 0, 0, P | W,
-      "topic of image-needed events (retry and dead-letter topics add -retry, -dlt)" },
+      "topic of image-needed events (retry and dead-letter topics add -retry, -dlt)", check_not_empty },
     { "IMGCACHE_GROUP", "group", OPT_STRING, OFF(group), "imgcache-workers", 0, 0, W,
-      "consumer group of the workers" },
+      "consumer group of the workers", NULL },
     { "IMGCACHE_KAFKA_CONFIG_FILE", NULL, OPT_STRING, OFF(kafka_config_file), "", 0, 0, P | W,
-      "file of librdkafka properties, one key=value a line, '#' comments (as kcat -F); values verbatim" },
+      "file of librdkafka properties, one key=value a line, '#' comments (as kcat -F); values verbatim", NULL },
     { "IMGCACHE_KAFKA_CONFIG", NULL, OPT_STRING, OFF(kafka_config), "", 0, 0, P | W,
-      "extra librdkafka properties, comma-separated key=value; in a value \\, is a comma, \\\\ a backslash" },
+      "extra librdkafka properties, comma-separated key=value; in a value \\, is a comma, \\\\ a backslash", NULL },
     { "REDIS_URL", "redis-url", OPT_STRING, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, W,
-      "Redis for download leases, redis://[:password@]host:port/db" },
+      "Redis for download leases, redis://[:password@]host:port/db", NULL },
     { "DATABASE_URL", "database-url", OPT_STRING, OFF(database_url), "", 0, 0, P | W,
-      "PostgreSQL conninfo or URI; empty: libpq defaults and PG* variables" },
+      "PostgreSQL conninfo or URI; empty: libpq defaults and PG* variables", NULL },
     { "IMGCACHE_STORAGE_DIR", "storage-dir", OPT_STRING, OFF(storage_dir), "./var/images", 0, 0, W,
-      "folder of stored image blobs" },
+      "folder of stored image blobs", NULL },
     { "IMGCACHE_PUBLIC_URL", "public-url", OPT_STRING, OFF(public_url), "", 0, 0, W,
-      "base URL the storage folder is served under; empty: file://<storage dir>" },
+      "base URL the storage folder is served under, http(s)://host[:port][/path]; empty: file://<storage dir>",
+      check_public_url },
     { "BEEPER_API_URL", "beeper-api-url", OPT_STRING, OFF(beeper_api_url), "http://localhost:23373", 0, 0, P | W,
-      "Beeper Desktop API (sync, and mxc:// images)" },
+      "Beeper Desktop API (sync, mxc:// images, and file:// images without a media dir or server)", NULL },
     { "BEEPER_API_TOKEN", NULL, OPT_SECRET, OFF(beeper_api_token), "", 0, 0, P | W,
-      "Beeper Desktop API token (environment only, never logged)" },
+      "Beeper Desktop API token, from Beeper Desktop > Settings > Developers (environment only, never logged)", NULL },
     { "BEEPER_MEDIA_SERVER", "beeper-media-server", OPT_STRING, OFF(beeper_media_server), "", 0, 0, W,
-      "media proxy that serves Beeper's media folder (file:// images)" },
+      "media proxy that serves Beeper's media folder (file:// images)", NULL },
     { "BEEPER_MEDIA_TOKEN", NULL, OPT_SECRET, OFF(beeper_media_token), "", 0, 0, W,
-      "token for BEEPER_MEDIA_SERVER (environment only, never logged)" },
+      "token for BEEPER_MEDIA_SERVER (environment only, never logged)", NULL },
     { "BEEPER_MEDIA_DIR", "beeper-media-dir", OPT_STRING, OFF(beeper_media_dir), "", 0, 0, W,
-      "Beeper's media folder on this machine; file:// images are read from it" },
+      "Beeper's media folder on this machine; file:// images are read from it", NULL },
     { "IMGCACHE_LOG_LEVEL", "log-level", OPT_STRING, OFF(log_level), "info", 0, 0, P | W | B,
-      "debug, info, warn or error" },
+      "debug, info, warn or error", check_log_level },
 
     { "IMGCACHE_CONCURRENCY", "concurrency", OPT_LONG, OFF(concurrency), "64", 1, 4096, W,
-      "downloads in flight per worker" },
+      "downloads in flight per worker", NULL },
     { "IMGCACHE_MAX_BYTES", "max-bytes", OPT_SIZE, OFF(max_bytes), "10MiB", 1024, BIG, W,
-      "largest image accepted, stopped while streaming" },
+      "largest image accepted, stopped while streaming", NULL },
     { "IMGCACHE_BODY_MEMORY", "body-memory", OPT_SIZE, OFF(body_memory), "16MiB", 0, BIG, W,
-      "downloads held in memory and written by the committer thread; past it, streamed to disk (0: always)" },
+      "downloads held in memory and written by the committer thread; past it, streamed to disk (0: always)", NULL },
     { "IMGCACHE_MAX_PIXELS", "max-pixels", OPT_LONG, OFF(max_pixels), "40000000", 1, BIG, W,
-      "largest width*height accepted, read from the image header" },
+      "largest width*height accepted, read from the image header", NULL },
     { "IMGCACHE_LEASE_TTL", "lease-ttl", OPT_DURATION, OFF(lease_ttl_ms), "2m", 1000, BIG, W,
-      "how long a Redis download lease lives if its holder dies" },
+      "how long a Redis download lease lives if its holder dies", NULL },
     { "IMGCACHE_CONNECT_TIMEOUT", "connect-timeout", OPT_DURATION, OFF(connect_timeout_ms), "5s", 100, BIG, W,
-      "connect timeout per download" },
+      "connect timeout per download", NULL },
     { "IMGCACHE_FETCH_TIMEOUT", "fetch-timeout", OPT_DURATION, OFF(fetch_timeout_ms), "30s", 100, BIG, W,
-      "total time allowed per download" },
+      "total time allowed per download", NULL },
     { "IMGCACHE_SHUTDOWN_GRACE", "grace", OPT_DURATION, OFF(grace_ms), "20s", 0, BIG, W,
-      "on SIGTERM, how long in-flight downloads may finish" },
+      "on SIGTERM, how long in-flight downloads may finish", NULL },
     { "IMGCACHE_DRAIN_WAIT", "drain-wait", OPT_DURATION, OFF(drain_wait_ms), "60s", 0, BIG, W,
-      "with --drain, how long to wait for a partition assignment; also waited for: retries due within it" },
+      "with --drain, how long to wait for a partition assignment; also waited for: retries due within it", NULL },
     { "IMGCACHE_RECHECK", "recheck", OPT_DURATION, OFF(recheck_ms), "500ms", 10, BIG, W,
-      "how often an event whose URL another worker is fetching is checked again" },
+      "how often an event whose URL another worker is fetching is checked again", NULL },
     { "IMGCACHE_FAILURE_TTL", "failure-ttl", OPT_DURATION, OFF(failure_ttl_ms), "7d", 0, BIG, P | W,
-      "a permanent failure younger than this is not tried again" },
+      "a permanent failure younger than this is not tried again", NULL },
     { "IMGCACHE_RETRY_BACKOFF", "retry-backoff", OPT_STRING, OFF(retry_backoff), "2s,8s,32s,2m,8m", 0, 0, W,
-      "delay before each retry (through the -retry topic), comma-separated, each at most 7d; then permanent" },
+      "delay before each retry (through the -retry topic), comma-separated, 1 to 16 of them, each at most 7d; "
+      "then permanent", check_retry_backoff },
     { "IMGCACHE_RETRY_AFTER_MAX", "retry-after-max", OPT_DURATION, OFF(retry_after_max_ms), "1h", 0,
       604800000LL, W,
-      "longest delay a server's Retry-After may ask for; also bounds how long a retry event is held" },
+      "longest delay a server's Retry-After may ask for; also bounds how long a retry event is held", NULL },
     { "IMGCACHE_RETRY_HOLD_MAX", "retry-hold-max", OPT_LONG, OFF(retry_hold_max), "1000", 1, 1000000, W,
-      "retry events held in memory until due; at this many, the retry topic's partitions pause" },
+      "retry events held in memory until due; at this many, the retry topic's partitions pause", NULL },
     { "IMGCACHE_BREAKER_THRESHOLD", "breaker-threshold", OPT_LONG, OFF(breaker_threshold), "20", 1, 1000000, W,
-      "consecutive retryable failures to one host that open its circuit" },
+      "consecutive retryable failures to one host that open its circuit", NULL },
     { "IMGCACHE_BREAKER_COOLDOWN", "breaker-cooldown", OPT_DURATION, OFF(breaker_cooldown_ms), "30s", 10, BIG, W,
-      "first pause of an open circuit; doubles on each failed probe, up to 10m" },
+      "first pause of an open circuit; doubles on each failed probe, up to 10m", NULL },
     { "IMGCACHE_ALLOW_HOSTS", "allow-hosts", OPT_STRING, OFF(allow_hosts), "", 0, 0, W,
       "trusted origins on private/loopback networks that downloads may reach, comma-separated "
-      "host, host:port or scheme://host:port (no port: 80/443)" },
+      "host, host:port or scheme://host:port (no port: 80/443)", NULL },
     { "IMGCACHE_HTTP_PROXY", NULL, OPT_SECRET, OFF(http_proxy), "", 0, 0, W,
       "proxy for downloads, http(s)://[user:password@]host:port (environment only, never logged); "
-      "empty: none, and http_proxy/HTTPS_PROXY/ALL_PROXY are ignored" },
+      "empty: none, and http_proxy/HTTPS_PROXY/ALL_PROXY are ignored", NULL },
     { "IMGCACHE_WORKER_ID", "worker-id", OPT_STRING, OFF(worker_id), "", 0, 0, W,
-      "name of this worker in leases and logs; empty: host:pid" },
+      "name of this worker in leases and logs; empty: host:pid", NULL },
     { NULL, "drain", OPT_FLAG, OFF(drain), "0", 0, 0, W,
-      "exit 0 once caught up with every assigned partition and idle" },
+      "exit 0 once caught up with every assigned partition and idle; exit 1 when no partition was "
+      "assigned within --drain-wait while the group has unconsumed events", NULL },
     { NULL, "from-beginning", OPT_FLAG, OFF(from_beginning), "0", 0, 0, W,
-      "a group without committed offsets starts at the topic's beginning (replay)" },
+      "each partition first assigned to this process starts at the topic's beginning, whatever the "
+      "group committed (replay; with --drain: until that replay is read to the end)", NULL },
 
     { "IMGCACHE_BATCH_SIZE", "batch-size", OPT_LONG, OFF(batch_size), "500", 1, 100000, P,
-      "chats per database transaction and cache look-up" },
+      "chats per database transaction and cache look-up", NULL },
     { "IMGCACHE_SYNC_TIMEOUT", "sync-timeout", OPT_DURATION, OFF(sync_timeout_ms), "30s", 100, BIG, P,
-      "timeout of one request to the Beeper Desktop API" },
+      "timeout of one request to the Beeper Desktop API", NULL },
 
     { NULL, "partitions", OPT_LONG, OFF(partitions), "12", 1, 1000, B,
-      "partitions of each topic" },
+      "partitions of each topic", NULL },
     { NULL, "brokers-count", OPT_LONG, OFF(brokers), "1", 1, 9, B,
-      "number of mock brokers" },
+      "number of mock brokers", NULL },
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
@@ -192,6 +204,111 @@ int config_parse_size(const char *s, long long *bytes_out)
         }
     }
     return -1;
+}
+
+int config_parse_duration_list(const char *s, long long *steps, int max_steps, long long step_max_ms,
+                               int *n_out, char *why, size_t whylen)
+{
+    const char *p = s;
+    int n = 0;
+
+    *n_out = 0;
+    if (s == NULL || *s == '\0') {
+        /* it used to mean "no retries" silently: every retryable failure
+         * would become permanent at once */
+        errmsg_set(why, whylen, "empty; give at least one delay, e.g. 2s,8s,32s");
+        return -1;
+    }
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char item[32];
+        long long ms;
+
+        if (len == 0) {
+            errmsg_set(why, whylen, "'%s' has an empty step (delay %d)", s, n + 1);
+            return -1;
+        }
+        if (n == max_steps) {
+            errmsg_set(why, whylen, "'%s' has more than %d steps", s, max_steps);
+            return -1;
+        }
+        if (len >= sizeof item) {
+            errmsg_set(why, whylen, "step '%.*s...' is not a duration", 16, p);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (config_parse_duration(item, &ms) != 0) {
+            errmsg_set(why, whylen, "step '%s' is not a duration (500ms, 5s, 2m, 1h, 7d or seconds)", item);
+            return -1;
+        }
+        if (ms > step_max_ms) {
+            errmsg_set(why, whylen, "step '%s' is longer than %lldms", item, step_max_ms);
+            return -1;
+        }
+        steps[n++] = ms;
+        p += len;
+        if (*p == '\0')
+            break;
+        p++; /* the comma */
+    }
+    *n_out = n;
+    return 0;
+}
+
+static int check_log_level(const char *value, char *why, size_t whylen)
+{
+    if (log_level_parse(value) >= 0)
+        return 0;
+    errmsg_set(why, whylen, "'%s' is not debug, info, warn or error", value);
+    return -1;
+}
+
+static int check_not_empty(const char *value, char *why, size_t whylen)
+{
+    if (value[0] != '\0')
+        return 0;
+    errmsg_set(why, whylen, "empty");
+    return -1;
+}
+
+/* The public base ends up in every cached_images row: a typo there would
+ * be stored thousands of times before anyone notices. */
+static int check_public_url(const char *value, char *why, size_t whylen)
+{
+    static const char *const schemes[] = { "http://", "https://", "file://" };
+    const char *rest = NULL;
+
+    if (value[0] == '\0')
+        return 0; /* file://<storage dir> */
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
+        if (strncasecmp(value, schemes[i], strlen(schemes[i])) == 0)
+            rest = value + strlen(schemes[i]);
+    if (rest == NULL) {
+        errmsg_set(why, whylen, "'%s' is not a URL (give http://host[:port][/path], https://... or file:///path)",
+                   value);
+        return -1;
+    }
+    for (const char *c = value; *c; c++) {
+        if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+            errmsg_set(why, whylen, "'%s' holds a space or control character", value);
+            return -1;
+        }
+    }
+    if (strncasecmp(value, "file://", 7) != 0 && (rest[0] == '\0' || rest[0] == '/')) {
+        errmsg_set(why, whylen, "'%s' has no host", value);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_retry_backoff(const char *value, char *why, size_t whylen)
+{
+    long long steps[CONFIG_RETRY_STEPS_MAX];
+    int n;
+
+    return config_parse_duration_list(value, steps, CONFIG_RETRY_STEPS_MAX, CONFIG_RETRY_STEP_MAX_MS, &n,
+                                      why, whylen);
 }
 
 /* Appends key (its first keylen bytes) and value to cfg->kafka_props. */
@@ -439,6 +556,8 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
 {
     struct option longopts[N_OPTS + 2];
     int map[N_OPTS + 2];
+    /* where each value came from, so an error names what the user typed */
+    enum { FROM_DEFAULT, FROM_ENV, FROM_FLAG } from[N_OPTS];
     size_t n = 0;
     int c, idx;
     char origin[96];
@@ -449,10 +568,12 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
     for (size_t i = 0; i < N_OPTS; i++) {
         const struct opt_def *o = &opts[i];
         const char *env = o->env ? getenv(o->env) : NULL;
+        from[i] = FROM_DEFAULT;
         if (set_option(cfg, o, o->def, "default", err, errlen) != 0)
             return -1;
         if (!(o->programs & program) || env == NULL)
             continue;
+        from[i] = FROM_ENV;
         snprintf(origin, sizeof origin, "%s", o->env);
         if (o->type == OPT_FLAG || set_option(cfg, o, env, origin, err, errlen) != 0) {
             if (o->type == OPT_FLAG)
@@ -510,7 +631,11 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
             continue;
         }
         if (c == '?' || c == ':') {
-            if (optopt == 'X')
+            /* optopt is getopt_long's val of a long option missing its
+             * argument: our 1000+n, not a character to print */
+            if (optopt >= 1000 && optopt < 1000 + (int)n)
+                snprintf(err, errlen, "--%s needs a value", opts[map[optopt - 1000]].flag);
+            else if (optopt == 'X')
                 snprintf(err, errlen, "-X needs key=value");
             else if (optopt)
                 snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
@@ -524,22 +649,27 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
             snprintf(origin, sizeof origin, "--%s", o->flag);
             if (set_option(cfg, o, o->type == OPT_FLAG ? "1" : optarg, origin, err, errlen) != 0)
                 return -1;
+            from[map[c - 1000]] = FROM_FLAG;
         }
     }
     cfg->args = argv + optind;
     cfg->nargs = argc - optind;
 
-    if (log_level_parse(cfg->log_level) < 0) {
-        snprintf(err, errlen, "IMGCACHE_LOG_LEVEL: '%s' is not debug, info, warn or error", cfg->log_level);
-        return -1;
-    }
-    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && cfg->kafka_brokers[0] == '\0') {
-        snprintf(err, errlen, "KAFKA_BROKERS: empty; give host:port");
-        return -1;
-    }
-    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && cfg->topic[0] == '\0') {
-        snprintf(err, errlen, "IMGCACHE_TOPIC: empty");
-        return -1;
+    /* the final values, each named as the user gave it */
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const struct opt_def *o = &opts[i];
+        if (!(o->programs & program) || o->check == NULL)
+            continue;
+        if (o->check(*(char **)((char *)cfg + o->offset), inner, sizeof inner) != 0) {
+            if (from[i] == FROM_FLAG)
+                errmsg_set(err, errlen, "--%s: %s", o->flag, inner);
+            else if (from[i] == FROM_ENV || o->flag == NULL)
+                errmsg_set(err, errlen, "%s: %s", o->env, inner);
+            else
+                errmsg_set(err, errlen, "%s (default, set by env %s or --%s): %s", o->env, o->env, o->flag,
+                           inner);
+            return -1;
+        }
     }
     /* now, not at the first connect: libpq's own parse errors quote the
      * conninfo, password included, and a bad URL is a configuration error */

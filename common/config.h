@@ -94,6 +94,14 @@ int config_parse_duration(const char *s, long long *ms_out);
 int config_parse_long(const char *s, long min, long max, long *out);
 /* "10MiB", "512KiB", "1GiB", "10MB", "10kB" or bare bytes -> bytes. */
 int config_parse_size(const char *s, long long *bytes_out);
+/* IMGCACHE_RETRY_BACKOFF's bounds: how many steps, and the longest one. */
+#define CONFIG_RETRY_STEPS_MAX 16
+#define CONFIG_RETRY_STEP_MAX_MS (7LL * 24 * 3600 * 1000)
+/* "2s,8s,32s": at least one step, none empty, each a duration of at most
+ * step_max_ms; at most max_steps of them into steps[]. 0, or -1 with a
+ * reason in why (the list is quoted: it holds no secret). */
+int config_parse_duration_list(const char *s, long long *steps, int max_steps, long long step_max_ms,
+                               int *n_out, char *why, size_t whylen) __attribute__((warn_unused_result));
 /* librdkafka properties. None of these ever puts a value, or a piece of
  * the text it refuses, into err: a value may be a password.
  *

@@ -163,9 +163,20 @@ char *event_encode(const struct event *ev, char *err, size_t errlen)
     event_format_time(ev->produced_at_ms, when, sizeof when);
     if (json_object_set_new(obj, "produced_at", json_string(when)) != 0)
         goto oom;
+    if (ev->data_url != NULL && json_object_set_new(obj, "data_url", json_string(ev->data_url)) != 0) {
+        errmsg_set(err, errlen, "data_url is not valid UTF-8");
+        goto out;
+    }
     text = json_dumps(obj, JSON_COMPACT);
     if (text == NULL)
         goto oom;
+    /* what a worker would refuse unread is not sent */
+    if (strlen(text) > EVENT_MAX_BYTES) {
+        errmsg_set(err, errlen, "the event would be %zu bytes, over the %d-byte limit%s",
+                   strlen(text), EVENT_MAX_BYTES, ev->data_url ? " (a data: URL too long)" : "");
+        free(text);
+        text = NULL;
+    }
     goto out;
 oom:
     errmsg_set(err, errlen, "out of memory encoding the event");
@@ -255,7 +266,8 @@ int event_decode(const void *buf, size_t len, struct event *out, char *err, size
         take_string(root, "chat_id", &out->chat_id, err, errlen) != 0 ||
         take_string(root, "participant_id", &out->participant_id, err, errlen) != 0 ||
         take_string(root, "account_id", &out->account_id, err, errlen) != 0 ||
-        take_string(root, "reason", &out->reason, err, errlen) != 0)
+        take_string(root, "reason", &out->reason, err, errlen) != 0 ||
+        take_string(root, "data_url", &out->data_url, err, errlen) != 0)
         goto out;
 
     v = json_object_get(root, "produced_at");
@@ -292,5 +304,6 @@ void event_clear(struct event *ev)
     free(ev->participant_id);
     free(ev->account_id);
     free(ev->reason);
+    free(ev->data_url);
     memset(ev, 0, sizeof *ev);
 }

@@ -4,7 +4,10 @@
  *   {"v":1,"source_url":"...","chat_id":"...","participant_id":"...",
  *    "account_id":"...","reason":"import|sync|backfill",
  *    "produced_at":"2026-11-21T13:00:00.123Z"}
- * participant_id is null for a chat's own image. Unknown fields are ignored
+ * participant_id is null for a chat's own image. For a data: URL,
+ * source_url is its key "data:sha256,<hex>" (see resolve.h) and the URL
+ * itself follows as "data_url":"data:..." (absent otherwise): the bytes
+ * travel in the event, the short key everywhere else. Unknown fields are ignored
  * on decode (forward compatible); v other than 1 is refused.
  *
  * Ownership: every char * in struct event is owned by the struct once
@@ -15,7 +18,8 @@
 #define EVENT_VERSION 1
 #define EVENT_MAX_URL 2048      /* longer source URLs are refused: PostgreSQL's
                                    keys hold at most ~2.7 KB */
-#define EVENT_MAX_BYTES 65536   /* larger event values are refused unparsed */
+#define EVENT_MAX_BYTES 65536   /* larger event values are refused unparsed,
+                                   and not encoded */
 /* produced_at as Unix ms: 0000-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z */
 #define EVENT_MIN_TIME_MS (-62167219200000LL)
 #define EVENT_MAX_TIME_MS 253402300799999LL
@@ -26,6 +30,7 @@ struct event {
     char *participant_id;  /* may be NULL */
     char *account_id;      /* may be NULL */
     char *reason;          /* may be NULL */
+    char *data_url;        /* may be NULL; the data: URL whose key is source_url */
     long long produced_at_ms; /* Unix ms; 0 when absent */
 };
 

@@ -570,6 +570,7 @@ static void finish(struct transfer *t, CURLcode code)
     classify(t, code);
     /* copy out first: on_done may start new transfers */
     res = t->res;
+    res.redirects = t->hops;
     job = t->job;
     transfer_free(t);
     f->cb.on_done(job, &res);

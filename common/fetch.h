@@ -74,6 +74,7 @@ struct fetch_result {
     long http_status;
     long long bytes;
     long long retry_after_s;  /* Retry-After of the final response, -1 if none */
+    long redirects;           /* redirects followed: 0 when the first URL's origin answered */
     char etag[FETCH_ETAG_MAX + 1];                   /* "" when absent or too long */
     char last_modified[FETCH_LAST_MODIFIED_MAX + 1]; /* "" when absent or too long */
     char error[256];          /* curl's message; never contains the URL */

@@ -8,12 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "errmsg.h"
+#include "hash.h"
 
 #define RESOLVE_MAX_URL 8192
+#define RESOLVE_MAX_DATA_URL 65536 /* an event's size: no data: URL that travels is longer */
 
 static int empty(const char *s)
 {
@@ -343,67 +346,19 @@ oom:
     return -1;
 }
 
-static int resolve_file(const struct resolve_config *cfg, CURLU *h, struct resolved *out,
-                        char *err, size_t errlen)
-{
-    char *raw = NULL, *dec = NULL;
-    const char *rel;
-    struct sbuf b = { 0 };
-    int declen = 0;
-    int ret = -1;
-
-    if (curl_url_get(h, CURLUPART_PATH, &raw, 0) != CURLUE_OK) {
-        errmsg_set(err, errlen, "file:// URL has no path");
-        goto out;
-    }
-    dec = curl_easy_unescape(NULL, raw, 0, &declen);
-    if (dec == NULL) {
-        errmsg_set(err, errlen, "out of memory");
-        goto out;
-    }
-    rel = media_relative(dec, (size_t)declen, err, errlen);
-    if (rel == NULL)
-        goto out;
-
-    if (!empty(cfg->media_dir)) {
-        if (add_base(&b, cfg->media_dir) != 0 || sbuf_add(&b, "/", 1) != 0 || sbuf_str(&b, rel) != 0)
-            goto oom;
-        out->kind = RESOLVE_FILE;
-        out->path = sbuf_take(&b);
-    } else if (!empty(cfg->media_server)) {
-        if (media_server_url(cfg, rel, &b, err, errlen) != 0)
-            goto out;
-        out->kind = RESOLVE_HTTP;
-        out->url = sbuf_take(&b);
-    } else {
-        errmsg_set(err, errlen, "file:// URL needs BEEPER_MEDIA_DIR or BEEPER_MEDIA_SERVER");
-        goto out;
-    }
-    if (out->kind == RESOLVE_FILE) {
-        if (sbuf_str(&b, "file:") != 0 || sbuf_str(&b, rel) != 0)
-            goto oom;
-        out->display = sbuf_take(&b);
-    }
-    ret = 0;
-    goto out;
-oom:
-    errmsg_set(err, errlen, "out of memory");
-out:
-    free(b.p);
-    curl_free(dec);
-    curl_free(raw);
-    return ret;
-}
-
-static int resolve_mxc(const struct resolve_config *cfg, const char *source, struct resolved *out,
-                       char *err, size_t errlen)
+/* GET api_url/v1/assets/serve?url=<escaped source> with the bearer token:
+ * Beeper Desktop serves mxc://, localmxc:// and (4.2.509 and later)
+ * file:// URLs there. `what` names the source kind for messages. */
+static int resolve_via_api(const struct resolve_config *cfg, const char *source, const char *what,
+                           struct resolved *out, char *err, size_t errlen)
 {
     struct sbuf b = { 0 };
     char *esc = NULL;
     int ret = -1;
 
     if (empty(cfg->api_url)) {
-        errmsg_set(err, errlen, "mxc:// URL needs BEEPER_API_URL");
+        errmsg_set(err, errlen, "%s needs BEEPER_API_URL", what);
+        ret = RESOLVE_ERR_CONFIG;
         goto out;
     }
     if (check_base(cfg->api_url, "BEEPER_API_URL", err, errlen) != 0)
@@ -430,6 +385,119 @@ oom:
 out:
     curl_free(esc);
     free(b.p);
+    return ret;
+}
+
+/* "file://" + path with every segment percent-encoded: the file:// URL
+ * matching a bare local path, for the Beeper API. NULL when out of memory. */
+static char *file_url_of_path(const char *path)
+{
+    struct sbuf b = { 0 };
+    const char *seg = path;
+
+    if (sbuf_str(&b, "file://") != 0)
+        goto oom;
+    for (;;) {
+        size_t n = strcspn(seg, "/");
+        char *esc = n > 0 ? curl_easy_escape(NULL, seg, (int)n) : NULL;
+        int rc;
+        if (n > 0 && esc == NULL)
+            goto oom;
+        rc = (esc && sbuf_str(&b, esc) != 0) || (seg[n] == '/' && sbuf_add(&b, "/", 1) != 0);
+        curl_free(esc);
+        if (rc)
+            goto oom;
+        if (seg[n] == '\0')
+            break;
+        seg += n + 1;
+    }
+    return b.p;
+oom:
+    free(b.p);
+    return NULL;
+}
+
+/* A local file, as a decoded path (from a file:// URL, or an absolute path
+ * as Beeper Desktop 4.2.808+ gives chat images): BEEPER_MEDIA_DIR, else
+ * BEEPER_MEDIA_SERVER, else the Beeper API's assets/serve with file_url. */
+static int resolve_local(const struct resolve_config *cfg, const char *path, size_t len,
+                         const char *file_url, struct resolved *out, char *err, size_t errlen)
+{
+    const char *rel = media_relative(path, len, err, errlen);
+    struct sbuf b = { 0 };
+    int ret = -1;
+
+    if (rel == NULL)
+        goto out;
+    if (!empty(cfg->media_dir)) {
+        if (add_base(&b, cfg->media_dir) != 0 || sbuf_add(&b, "/", 1) != 0 || sbuf_str(&b, rel) != 0)
+            goto oom;
+        out->kind = RESOLVE_FILE;
+        out->path = sbuf_take(&b);
+        if (sbuf_str(&b, "file:") != 0 || sbuf_str(&b, rel) != 0)
+            goto oom;
+        out->display = sbuf_take(&b);
+    } else if (!empty(cfg->media_server)) {
+        if (media_server_url(cfg, rel, &b, err, errlen) != 0)
+            goto out;
+        out->kind = RESOLVE_HTTP;
+        out->url = sbuf_take(&b);
+    } else if (!empty(cfg->api_token)) {
+        ret = resolve_via_api(cfg, file_url, "a file:// URL", out, err, errlen);
+        goto out;
+    } else {
+        /* the worker's configuration, not the image: retryable once set */
+        errmsg_set(err, errlen, "a file:// URL or local path needs BEEPER_MEDIA_DIR (the media "
+                   "folder), BEEPER_MEDIA_SERVER or BEEPER_API_TOKEN (Beeper Desktop serves it) "
+                   "set on the worker");
+        ret = RESOLVE_ERR_CONFIG;
+        goto out;
+    }
+    ret = 0;
+    goto out;
+oom:
+    errmsg_set(err, errlen, "out of memory");
+out:
+    free(b.p);
+    return ret;
+}
+
+static int resolve_file(const struct resolve_config *cfg, CURLU *h, const char *source,
+                        struct resolved *out, char *err, size_t errlen)
+{
+    char *raw = NULL, *dec = NULL;
+    int declen = 0;
+    int ret = -1;
+
+    if (curl_url_get(h, CURLUPART_PATH, &raw, 0) != CURLUE_OK) {
+        errmsg_set(err, errlen, "file:// URL has no path");
+        goto out;
+    }
+    dec = curl_easy_unescape(NULL, raw, 0, &declen);
+    if (dec == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    ret = resolve_local(cfg, dec, (size_t)declen, source, out, err, errlen);
+out:
+    curl_free(dec);
+    curl_free(raw);
+    return ret;
+}
+
+/* An absolute local path: the matching file:// URL, same confinement. */
+static int resolve_bare_path(const struct resolve_config *cfg, const char *path,
+                             struct resolved *out, char *err, size_t errlen)
+{
+    char *file_url = file_url_of_path(path);
+    int ret;
+
+    if (file_url == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    ret = resolve_local(cfg, path, strlen(path), file_url, out, err, errlen);
+    free(file_url);
     return ret;
 }
 
@@ -463,6 +531,133 @@ out:
     return ret;
 }
 
+/* ---- data: URLs ---- */
+
+int resolve_is_data_url(const char *url)
+{
+    return url != NULL && strncasecmp(url, "data:", 5) == 0;
+}
+
+int resolve_data_key(const char *data_url, char key[RESOLVE_DATA_KEY_LEN + 1])
+{
+    char hex[HASH_HEX_LEN + 1];
+
+    if (hash_sha256_hex(data_url, strlen(data_url), hex) != 0)
+        return -1;
+    snprintf(key, RESOLVE_DATA_KEY_LEN + 1, RESOLVE_DATA_KEY_PREFIX "%s", hex);
+    return 0;
+}
+
+/* 0..63 for a base64 character, -1 for anything else. */
+static int base64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Decodes base64 in place (the output is never longer than the input).
+ * Whitespace is skipped (wrapped base64 is common); '=' may only end it;
+ * a missing final padding is tolerated, a lone trailing character is not. */
+static int base64_decode_inplace(unsigned char *s, size_t len, size_t *outlen, char *err,
+                                 size_t errlen)
+{
+    size_t o = 0, i;
+    unsigned acc = 0;
+    int bits = 0, pad = 0, n = 0;
+
+    for (i = 0; i < len; i++) {
+        unsigned char c = s[i];
+        int v;
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            continue;
+        if (c == '=') {
+            pad++;
+            continue;
+        }
+        v = base64_value(c);
+        if (v < 0 || pad > 0) {
+            errmsg_set(err, errlen, "data: URL has %s at byte %zu of its base64 data",
+                       v < 0 ? "a character that is not base64" : "data after '='", i);
+            return -1;
+        }
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        n++;
+        if (bits >= 8) {
+            bits -= 8;
+            s[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (n % 4 == 1 || pad > 2 || (pad > 0 && (n + pad) % 4 != 0)) {
+        errmsg_set(err, errlen, "data: URL has truncated base64 data");
+        return -1;
+    }
+    *outlen = o;
+    return 0;
+}
+
+/* data:[<mediatype>][;base64],<data> -> out->data. The mediatype is not
+ * trusted: the worker sniffs the bytes like any download. */
+static int resolve_data(const char *source, struct resolved *out, char *err, size_t errlen)
+{
+    const char *comma = strchr(source, ',');
+    char key[RESOLVE_DATA_KEY_LEN + 1];
+    char *dec = NULL;
+    size_t hlen, n;
+    int declen = 0, is_base64;
+    int ret = -1;
+
+    if (strncasecmp(source, RESOLVE_DATA_KEY_PREFIX, strlen(RESOLVE_DATA_KEY_PREFIX)) == 0) {
+        errmsg_set(err, errlen, "a %s key without the data: URL it stands for (the event has no "
+                   "data_url; run import or sync again)", RESOLVE_DATA_KEY_PREFIX);
+        goto out;
+    }
+    if (comma == NULL) {
+        errmsg_set(err, errlen, "data: URL has no ',' before its data");
+        goto out;
+    }
+    hlen = (size_t)(comma - source);
+    is_base64 = hlen >= 12 && strncasecmp(comma - 7, ";base64", 7) == 0;
+    dec = curl_easy_unescape(NULL, comma + 1, 0, &declen);
+    if (dec == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    n = (size_t)declen;
+    if (is_base64 && base64_decode_inplace((unsigned char *)dec, n, &n, err, errlen) != 0)
+        goto out;
+    if (n == 0) {
+        errmsg_set(err, errlen, "data: URL has no data");
+        goto out;
+    }
+    if (resolve_data_key(source, key) != 0)
+        goto oom;
+    out->data = malloc(n);
+    out->display = strdup(key);
+    if (out->data == NULL || out->display == NULL)
+        goto oom;
+    memcpy(out->data, dec, n);
+    out->data_len = n;
+    out->kind = RESOLVE_DATA;
+    ret = 0;
+    goto out;
+oom:
+    errmsg_set(err, errlen, "out of memory");
+out:
+    curl_free(dec);
+    return ret;
+}
+
 int resolve_source(const struct resolve_config *cfg, const char *source_url,
                    struct resolved *out, char *err, size_t errlen)
 {
@@ -470,6 +665,7 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
     char *scheme = NULL;
     char shown[40];
     CURLUcode rc;
+    int sub;
     int ret = -1;
 
     memset(out, 0, sizeof *out);
@@ -477,10 +673,29 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
         errmsg_set(err, errlen, "empty URL");
         goto out;
     }
+    if (resolve_is_data_url(source_url)) {
+        if (strlen(source_url) > RESOLVE_MAX_DATA_URL) {
+            errmsg_set(err, errlen, "data: URL is %zu bytes, over the %d-byte limit",
+                       strlen(source_url), RESOLVE_MAX_DATA_URL);
+            goto out;
+        }
+        if (resolve_data(source_url, out, err, errlen) != 0)
+            goto out;
+        ret = 0;
+        goto out;
+    }
     if (strlen(source_url) > RESOLVE_MAX_URL) {
         errmsg_set(err, errlen, "URL is %zu bytes, over the %d-byte limit", strlen(source_url),
                 RESOLVE_MAX_URL);
         goto out;
+    }
+    if (source_url[0] == '/') {
+        sub = resolve_bare_path(cfg, source_url, out, err, errlen);
+        if (sub != 0) {
+            ret = sub;
+            goto out;
+        }
+        goto display;
     }
     h = curl_url();
     if (h == NULL) {
@@ -514,16 +729,23 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
         if (resolve_http(h, out, err, errlen) != 0)
             goto out;
     } else if (strcmp(scheme, "file") == 0) {
-        if (resolve_file(cfg, h, out, err, errlen) != 0)
+        sub = resolve_file(cfg, h, source_url, out, err, errlen);
+        if (sub != 0) {
+            ret = sub;
             goto out;
+        }
     } else if (strcmp(scheme, "mxc") == 0 || strcmp(scheme, "localmxc") == 0) {
-        if (resolve_mxc(cfg, source_url, out, err, errlen) != 0)
+        sub = resolve_via_api(cfg, source_url, "an mxc:// URL", out, err, errlen);
+        if (sub != 0) {
+            ret = sub;
             goto out;
+        }
     } else {
         errmsg_set(err, errlen, "unsupported URL scheme '%.32s'", scheme);
         goto out;
     }
 
+display:
     if (out->display == NULL) {
         out->display = redact_dup(out->url);
         if (out->display == NULL) {
@@ -545,6 +767,7 @@ void resolved_clear(struct resolved *r)
     free(r->url);
     free(r->auth_header);
     free(r->path);
+    free(r->data);
     free(r->display);
     memset(r, 0, sizeof *r);
 }

@@ -316,14 +316,48 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
     return 0;
 }
 
+/* Gives the temporary file `from` the name `final` unless that name exists:
+ * 1 when it made the name, 0 when the content was there already (from is
+ * removed), -1 with errno. link() never replaces, so of two writers of the
+ * same bytes (in one batch, or two workers) exactly one makes the name. */
+static int name_blob(const char *from, const char *final)
+{
+    struct stat have, mine;
+
+    if (link(from, final) == 0) {
+        unlink(from);
+        return 1;
+    }
+    if (errno == EPERM || errno == ENOTSUP || errno == EOPNOTSUPP || errno == ENOSYS) {
+        /* a filesystem without hard links: look, then rename (two writers
+         * of the same bytes may then both count it new) */
+        if (stat(final, &have) == 0 && stat(from, &mine) == 0 && have.st_size == mine.st_size) {
+            unlink(from);
+            return 0;
+        }
+        return rename(from, final) == 0 ? 1 : -1;
+    }
+    if (errno != EEXIST)
+        return -1;
+    /* a content address: same name, same bytes, unless a crash once left
+     * a short file there (then ours replaces it) */
+    if (stat(final, &have) == 0 && stat(from, &mine) == 0 && have.st_size == mine.st_size) {
+        unlink(from);
+        return 0;
+    }
+    return rename(from, final) == 0 ? 1 : -1;
+}
+
 int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
-                  unsigned char *failed, char *err, size_t errlen)
+                  unsigned char *failed, unsigned char *created, char *err, size_t errlen)
 {
     char tmpdir[4200], final[4400], dir[4400];
     int fd, rc = -1;
     size_t pending = 0;
 
     memset(failed, 0, n);
+    if (created)
+        memset(created, 0, n);
     for (size_t i = 0; i < n; i++)
         if (blobs[i]->tmp_name[0])
             pending++;
@@ -344,15 +378,18 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
     for (size_t i = 0; i < n; i++) {
         struct store_blob *b = blobs[i];
         char why[512] = "", from[4200];
+        int made;
         if (b->tmp_name[0] == '\0')
             continue;
         tmp_path(b, from, sizeof from);
         snprintf(final, sizeof final, "%s/%s", s->dir, keys[i]);
         snprintf(dir, sizeof dir, "%s/%.2s", s->dir, keys[i]);
+        made = name_blob(from, final);
         /* store_open made the shard folder; made again only when something
          * removed it since */
-        if (rename(from, final) != 0 &&
-            (errno != ENOENT || mkdir_p(dir, why, sizeof why) != 0 || rename(from, final) != 0)) {
+        if (made < 0 && errno == ENOENT && mkdir_p(dir, why, sizeof why) == 0)
+            made = name_blob(from, final);
+        if (made < 0) {
             if (why[0] == '\0') /* mkdir_p explains its own failures */
                 snprintf(why, sizeof why, "storage: cannot rename into %s: %s", keys[i], strerror(errno));
             if (err[0] == '\0')
@@ -360,6 +397,8 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
             failed[i] = 1;
             continue;
         }
+        if (created)
+            created[i] = (unsigned char)made;
         b->tmp_name[0] = '\0';
     }
     /* ...and the names themselves, before any row points at them */

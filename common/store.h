@@ -69,9 +69,12 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
 /* Makes n sealed blobs durable under their keys (keys[i] from seal).
  * failed[i] = 1 (with the message of the first failure in err) for a blob
  * that could not be renamed; returns -1 when nothing could be made durable.
- * Published blobs need no discard (calling it is harmless). */
+ * created (NULL: not wanted): created[i] = 1 when this call made blob i's
+ * name, 0 when the same content was stored already, by an earlier blob of
+ * the same batch too (its temporary file is then dropped): the count of
+ * new files. Published blobs need no discard (calling it is harmless). */
 int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
-                  unsigned char *failed, char *err, size_t errlen);
+                  unsigned char *failed, unsigned char *created, char *err, size_t errlen);
 void store_blob_discard(struct store_blob *b);
 
 /* Full path of key into out. */

@@ -2,10 +2,12 @@
 # make demo: a local stack under ./var (Apache Kafka, redis-server, PostgreSQL),
 # the schema, the bundled sample chats (or a sync from your Beeper Desktop
 # when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars.
+# IMGCACHE_DEMO_DIR moves ./var elsewhere (the test of the demo uses a temp
+# folder).
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-VAR=$ROOT/var
+VAR=${IMGCACHE_DEMO_DIR:-$ROOT/var}
 BIN=$ROOT/bin
 
 sh compose/stack.sh start "$VAR"
@@ -13,6 +15,10 @@ sh compose/stack.sh start "$VAR"
 export KAFKA_BROKERS REDIS_URL DATABASE_URL
 export IMGCACHE_STORAGE_DIR="${IMGCACHE_STORAGE_DIR:-$VAR/images}"
 export IMGCACHE_LOG_LEVEL="${IMGCACHE_LOG_LEVEL:-warn}"
+# A missing media file stays retryable (Beeper fills its media folder
+# lazily), but the default schedule (2s,8s,32s,2m,8m) would keep a drain
+# waiting 11 minutes for the sample's deliberately missing one.
+export IMGCACHE_RETRY_BACKOFF="${IMGCACHE_RETRY_BACKOFF:-1s,2s}"
 mkdir -p "$VAR/logs"
 
 "$BIN/imgcache-producer" migrate
@@ -24,17 +30,42 @@ if [ -n "${BEEPER_API_TOKEN:-}" ]; then
             [ -d "$d" ] && export BEEPER_MEDIA_DIR="$d" && break
         done
     fi
-    "$BIN/imgcache-producer" sync
+    "$BIN/imgcache-producer" sync > "$VAR/logs/producer.out"
+    cat "$VAR/logs/producer.out"
 else
     echo "== import of the bundled sample (compose/sample/chats.jsonl)"
     export BEEPER_MEDIA_DIR="$ROOT/compose/sample/media"
-    "$BIN/imgcache-producer" import compose/sample/chats.jsonl
+    "$BIN/imgcache-producer" import compose/sample/chats.jsonl > "$VAR/logs/producer.out"
+    cat "$VAR/logs/producer.out"
     # A contact image, as a CRM's contacts system would fill it in.
     psql -XAtq "$DATABASE_URL" -c \
         "UPDATE chats SET contact_image_url = 'https://contacts.example/dan-okafor.jpg' WHERE chat_id = '!dan:beeper.local'"
 fi
 
-echo "== two workers, --drain (logs in var/logs)"
+PUBLISHED=$(sed -n 's/.* published=\([0-9]*\).*/\1/p' "$VAR/logs/producer.out" | tail -n 1)
+
+# One line whenever the counts change (and every 5 s while they do not):
+# what the workers have done so far, read from the database.
+progress() {
+    local start last="" line now shown=0
+    start=$(date +%s)
+    while :; do
+        line=$(psql -XAtq -F ' ' "$DATABASE_URL" -c "
+            SELECT (SELECT count(*) FROM cached_images),
+                   (SELECT count(*) FROM image_failures WHERE NOT permanent),
+                   (SELECT count(*) FROM image_failures WHERE permanent)" 2>/dev/null) || line=""
+        now=$(date +%s)
+        if [ -n "$line" ] && { [ "$line" != "$last" ] || [ $((now - shown)) -ge 5 ]; }; then
+            set -- $line
+            echo "   ${PUBLISHED:-?} to fetch: $1 cached, $2 waiting for a retry, $3 failed ($((now - start))s)"
+            last=$line
+            shown=$now
+        fi
+        sleep 1
+    done
+}
+
+echo "== two workers, --drain (logs in ${VAR#$ROOT/}/logs)"
 # A short session timeout: a member that dies is noticed in 6 s, not 45 s
 # (and the dev broker, IMGCACHE_BROKER=dev, waits it out on every join).
 GROUP_OPTS="-X session.timeout.ms=6000 -X heartbeat.interval.ms=1000"
@@ -42,11 +73,15 @@ GROUP_OPTS="-X session.timeout.ms=6000 -X heartbeat.interval.ms=1000"
 w1=$!
 "$BIN/imgcache-worker" --drain --worker-id demo-2 $GROUP_OPTS 2> "$VAR/logs/worker-2.log" &
 w2=$!
+progress &
+p=$!
 rc=0
 wait $w1 || rc=$?
 wait $w2 || rc=$?
+kill $p 2>/dev/null || :
+wait $p 2>/dev/null || :
 if [ $rc -ne 0 ]; then
-    echo "a worker failed (exit $rc); see var/logs/worker-*.log" >&2
+    echo "a worker failed (exit $rc); see $VAR/logs/worker-*.log" >&2
     tail -5 "$VAR/logs/worker-1.log" "$VAR/logs/worker-2.log" >&2
     exit $rc
 fi
@@ -64,4 +99,4 @@ psql -X -P pager=off "$DATABASE_URL" -c "
 psql -X -P pager=off "$DATABASE_URL" -c \
     "SELECT source_url, error_class, last_error FROM image_failures"
 echo "Images are under $IMGCACHE_STORAGE_DIR. The stack keeps running: 'make stop' stops it;"
-echo "'. var/stack.env && psql \"\$DATABASE_URL\"' opens the database."
+echo "'. ${VAR#$ROOT/}/stack.env && psql \"\$DATABASE_URL\"' opens the database."

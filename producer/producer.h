@@ -75,7 +75,8 @@ struct publisher {
     long long published;        /* events queued */
     long long already_cached;   /* URLs with a cached_images row */
     long long known_failed;     /* URLs known to fail (or being retried): not announced */
-    long long skipped;          /* URLs that cannot be an event (too long, bad UTF-8) */
+    long long dropped;          /* URLs left out, with a log line: over a limit, not
+                                   UTF-8, or a data: key backfill cannot announce */
     long long last_progress_ms; /* of the last progress log line */
 };
 
@@ -93,7 +94,9 @@ int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *e
 void publisher_progress(struct publisher *p, int force);
 /* Waits for every event to be acknowledged; -1 when some were not. */
 int publisher_flush(struct publisher *p, char *err, size_t errlen);
-/* "chats=N participants=N urls=N published=N already_cached=N bad_lines=N" */
+/* "chats=N participants=N urls=N published=N already_cached=N known_failures=N
+ * dropped=N bad_lines=N"; urls = published + already_cached + known_failures
+ * + dropped */
 void publisher_print_summary(const struct publisher *p, long long bad_lines, FILE *out);
 /* The end of an import or sync run: delivers what was queued (also after an
  * error), logs the last progress line, prints the summary when the run

@@ -9,6 +9,7 @@
 
 #include "event.h"
 #include "log.h"
+#include "resolve.h"
 
 /* How long the producer waits for an unreachable cluster at start (a broker
  * restarting) before it says KAFKA_BROKERS may be wrong; Kafka's Java
@@ -92,13 +93,25 @@ static int mark_seen(struct publisher *p, const char *url)
     return 1;
 }
 
-/* Queues one image-needed event. A URL that cannot be an event (over
- * EVENT_MAX_URL, not UTF-8) is skipped with a warning, not fatal. */
-static int produce_event(struct publisher *p, const char *url, const char *chat_id,
-                         const char *participant_id, const char *account_id, char *err, size_t errlen)
+/* Counts and logs an image URL that is left out: its chat stays. */
+static void drop_url(struct publisher *p, const char *chat_id, const char *participant_id,
+                     const char *why)
+{
+    p->dropped++;
+    log_warn("event=url_dropped chat_id=\"%.80s\" participant_id=\"%.80s\" reason=\"%s\"",
+             chat_id ? chat_id : "", participant_id ? participant_id : "", why);
+}
+
+/* Queues one image-needed event; data_url: the data: URL that url is the
+ * key of, or NULL. A URL that cannot be an event (over EVENT_MAX_URL or
+ * EVENT_MAX_BYTES, not UTF-8) is dropped with a warning, not fatal. */
+static int produce_event(struct publisher *p, const char *url, const char *data_url,
+                         const char *chat_id, const char *participant_id, const char *account_id,
+                         char *err, size_t errlen)
 {
     struct event ev = {
         .source_url = (char *)url,
+        .data_url = (char *)data_url,
         .chat_id = (char *)chat_id,
         .participant_id = (char *)participant_id,
         .account_id = (char *)account_id,
@@ -110,8 +123,7 @@ static int produce_event(struct publisher *p, const char *url, const char *chat_
     int rc = -1;
 
     if (value == NULL) {
-        p->skipped++;
-        log_warn("event=url_skipped chat_id=\"%.80s\" reason=\"%s\"", chat_id ? chat_id : "", why);
+        drop_url(p, chat_id, participant_id, why);
         rc = 0;
         goto out;
     }
@@ -168,11 +180,21 @@ int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, si
         goto oom;
     for (size_t i = 0; i < n; i++) {
         const struct beeper_chat *c = &chats[i];
+        if (c->img_dropped) {
+            p->urls++;
+            drop_url(p, c->id, NULL, c->img_dropped);
+        }
         if (consider(p, cands, &nc, c->img_url, c, NULL) != 0)
             goto oom;
-        for (size_t j = 0; j < c->n_participants; j++)
-            if (consider(p, cands, &nc, c->participants[j].img_url, c, &c->participants[j]) != 0)
+        for (size_t j = 0; j < c->n_participants; j++) {
+            const struct beeper_participant *pt = &c->participants[j];
+            if (pt->img_dropped) {
+                p->urls++;
+                drop_url(p, c->id, pt->id, pt->img_dropped);
+            }
+            if (consider(p, cands, &nc, pt->img_url, c, pt) != 0)
                 goto oom;
+        }
     }
     p->urls += (long long)nc;
     if (nc == 0) {
@@ -201,7 +223,9 @@ int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, si
             p->known_failed++;
             continue;
         }
-        if (produce_event(p, cd->url, cd->chat->id, cd->participant ? cd->participant->id : NULL,
+        if (produce_event(p, cd->url,
+                          cd->participant ? cd->participant->img_data_url : cd->chat->img_data_url,
+                          cd->chat->id, cd->participant ? cd->participant->id : NULL,
                           cd->chat->account_id, err, errlen) != 0)
             goto out;
     }
@@ -228,8 +252,14 @@ int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *e
     if (fresh == 0)
         return 0;
     p->urls++;
-    if (produce_event(p, ref->source_url, ref->chat_id, ref->participant_id, ref->account_id, err,
-                      errlen) != 0)
+    if (strncmp(ref->source_url, RESOLVE_DATA_KEY_PREFIX, strlen(RESOLVE_DATA_KEY_PREFIX)) == 0) {
+        /* the database keeps a data: URL's key, not its bytes */
+        drop_url(p, ref->chat_id, ref->participant_id,
+                 "a data: URL: only import or sync, which read the URL itself, can announce it");
+        return 0;
+    }
+    if (produce_event(p, ref->source_url, NULL, ref->chat_id, ref->participant_id, ref->account_id,
+                      err, errlen) != 0)
         return -1;
     if (p->published % 1000 == 0)
         kafka_producer_poll(p->kp);
@@ -244,9 +274,9 @@ void publisher_progress(struct publisher *p, int force)
         return;
     p->last_progress_ms = now;
     log_info("event=progress reason=%s chats=%lld participants=%lld urls=%lld published=%lld "
-             "already_cached=%lld known_failed=%lld delivered=%lld",
+             "already_cached=%lld known_failures=%lld dropped=%lld delivered=%lld",
              p->reason, p->chats, p->participants, p->urls, p->published, p->already_cached,
-             p->known_failed, p->kp ? p->kp->delivered : 0);
+             p->known_failed, p->dropped, p->kp ? p->kp->delivered : 0);
 }
 
 int publisher_flush(struct publisher *p, char *err, size_t errlen)
@@ -258,8 +288,10 @@ int publisher_flush(struct publisher *p, char *err, size_t errlen)
 
 void publisher_print_summary(const struct publisher *p, long long bad_lines, FILE *out)
 {
-    fprintf(out, "chats=%lld participants=%lld urls=%lld published=%lld already_cached=%lld bad_lines=%lld\n",
-            p->chats, p->participants, p->urls, p->published, p->already_cached, bad_lines);
+    fprintf(out, "chats=%lld participants=%lld urls=%lld published=%lld already_cached=%lld "
+            "known_failures=%lld dropped=%lld bad_lines=%lld\n",
+            p->chats, p->participants, p->urls, p->published, p->already_cached, p->known_failed,
+            p->dropped, bad_lines);
     fflush(out);
 }
 

@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <uthash.h>
 
+#include "errmsg.h"
 #include "log.h"
 
 #define API_MAX_BODY (64L * 1024 * 1024) /* one response; a page of chats is far smaller */
@@ -16,6 +17,7 @@
 #define API_BACKOFF_MAX_MS 30000
 #define API_RETRY_AFTER_MAX_S 60          /* a longer Retry-After is waited this long */
 #define PATH_SHOWN 200                    /* of a request path in messages */
+#define API_MESSAGE_SHOWN 200             /* of the server's own error message */
 
 /* The Beeper Desktop API client: one easy handle reused for every request
  * (keeps the connection). The token lives only in the header list. */
@@ -24,6 +26,7 @@ struct api {
     struct curl_slist *headers;
     char errbuf[CURL_ERROR_SIZE];
     char *base;             /* BEEPER_API_URL without a trailing '/' */
+    const char *token;      /* borrowed from the config: only to keep it out of messages */
     char *body;             /* response of the last request */
     size_t len, cap;
     int too_big;
@@ -79,6 +82,7 @@ static int api_init(struct api *a, const struct config *cfg, char *err, size_t e
     int rc = -1;
 
     memset(a, 0, sizeof *a);
+    a->token = cfg->beeper_api_token;
     a->base = strdup(cfg->beeper_api_url);
     auth = malloc(hlen);
     a->curl = curl_easy_init();
@@ -133,6 +137,65 @@ static int nap(long long ms)
     return producer_stop ? 1 : 0;
 }
 
+/* The server's own words from an error body: the "message" (else "error")
+ * string of a JSON object, else the first line of a text body. At most
+ * API_MESSAGE_SHOWN bytes, control characters as '?', and the token (should
+ * a server echo it) as REDACTED. Empty when the body says nothing. */
+static void server_message(const struct api *a, char *out, size_t outlen)
+{
+    json_t *root = NULL;
+    const char *text = a->body ? a->body : "";
+    size_t n;
+    char *tok;
+
+    out[0] = '\0';
+    if (outlen == 0)
+        return;
+    root = json_loadb(text, a->len, 0, NULL);
+    if (root != NULL) {
+        const json_t *m = json_object_get(root, "message");
+        if (!json_is_string(m) || json_string_length(m) == 0)
+            m = json_object_get(root, "error");
+        text = json_is_string(m) ? json_string_value(m) : "";
+    }
+    n = strcspn(text, "\r\n");
+    if (n > API_MESSAGE_SHOWN)
+        n = API_MESSAGE_SHOWN;
+    snprintf(out, outlen, "%.*s", (int)n, text);
+    json_decref(root);
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+    if (a->token[0] != '\0') {
+        while ((tok = strstr(out, a->token)) != NULL) {
+            size_t toklen = strlen(a->token);
+            memset(tok, '*', toklen);
+        }
+    }
+}
+
+/* The message for a non-2xx answer: status, what it usually means for the
+ * Beeper Desktop API, and the server's own message. */
+static void describe_status(const struct api *a, const char *path, long status, char *err,
+                            size_t errlen)
+{
+    char said[API_MESSAGE_SHOWN + 1];
+    const char *hint = "";
+
+    server_message(a, said, sizeof said);
+    if (status == 401)
+        hint = "BEEPER_API_TOKEN was refused (wrong or expired); create a token in "
+               "Beeper Desktop → Settings → Developers";
+    else if (status == 403)
+        hint = "BEEPER_API_TOKEN lacks the permission (scope) to read chats; create a token "
+               "with read access in Beeper Desktop → Settings → Developers";
+    else if (status == 404)
+        hint = "no such endpoint: a Beeper Desktop older than the /v1 API? Update Beeper "
+               "Desktop, or check BEEPER_API_URL";
+    errmsg_set(err, errlen, "GET %.*s: HTTP %ld%s%s%s%s", PATH_SHOWN, path, status,
+             said[0] ? ": " : "", said, hint[0] ? "; " : "", hint);
+}
+
 /* GET base+path and parse the JSON answer into *out (caller decrefs).
  * HTTP 429 is retried: Retry-After seconds when given, else exponential
  * back-off from 1 s, capped at 30 s, API_MAX_TRIES tries in all. Any other
@@ -171,6 +234,10 @@ static int api_get(struct api *a, const char *path, json_t **out, long *status, 
             if (a->too_big)
                 snprintf(err, errlen, "GET %.*s: response larger than %ld bytes", PATH_SHOWN, path,
                          API_MAX_BODY);
+            else if (cc == CURLE_COULDNT_CONNECT)
+                errmsg_set(err, errlen, "GET %.*s: %s; is Beeper Desktop running, with its API "
+                         "enabled (Settings → Developers), at BEEPER_API_URL?", PATH_SHOWN, path,
+                         a->errbuf[0] ? a->errbuf : curl_easy_strerror(cc));
             else
                 snprintf(err, errlen, "GET %.*s: %s", PATH_SHOWN, path,
                          a->errbuf[0] ? a->errbuf : curl_easy_strerror(cc));
@@ -200,8 +267,7 @@ static int api_get(struct api *a, const char *path, json_t **out, long *status, 
             continue;
         }
         if (*status < 200 || *status > 299) {
-            snprintf(err, errlen, "GET %.*s: HTTP %ld%s", PATH_SHOWN, path, *status,
-                     *status == 401 || *status == 403 ? " (is BEEPER_API_TOKEN right?)" : "");
+            describe_status(a, path, *status, err, errlen);
             goto out;
         }
         *out = json_loadb(a->body ? a->body : "", a->len, 0, &jerr);
@@ -414,7 +480,8 @@ int cmd_sync(const struct config *cfg)
         return PRODUCER_EXIT_USAGE;
     }
     if (cfg->beeper_api_token == NULL || cfg->beeper_api_token[0] == '\0') {
-        producer_error("BEEPER_API_TOKEN is not set");
+        producer_error("BEEPER_API_TOKEN is not set; create a token in Beeper Desktop → "
+                       "Settings → Developers");
         return PRODUCER_EXIT_USAGE;
     }
     if (api_init(&a, cfg, err, sizeof err) != 0) {

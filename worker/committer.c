@@ -45,7 +45,6 @@ static int put_body(struct committer *c, struct commit_item *it)
         it->outcome = COMMIT_STORAGE_FAILED;
         goto out;
     }
-    it->wrote = !existed;
     rc = 0;
 out:
     free(iov);
@@ -57,7 +56,7 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
 {
     struct store_blob *blobs[COMMIT_BATCH_MAX];
     const char *keys[COMMIT_BATCH_MAX];
-    unsigned char failed[COMMIT_BATCH_MAX], unwritten[COMMIT_BATCH_MAX];
+    unsigned char failed[COMMIT_BATCH_MAX], unwritten[COMMIT_BATCH_MAX], created[COMMIT_BATCH_MAX];
     struct db_image imgs[COMMIT_BATCH_MAX];
     size_t idx[COMMIT_BATCH_MAX], m = 0, k = 0;
     char err[300] = "";
@@ -69,9 +68,10 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
         unwritten[i] = b->items[i].body && put_body(c, &b->items[i]) != 0;
     }
     /* blobs durable under their names before the rows that point at them */
-    if (store_publish(c->store, blobs, keys, b->n, failed, err, sizeof err) != 0)
+    if (store_publish(c->store, blobs, keys, b->n, failed, created, err, sizeof err) != 0)
         memset(failed, 1, b->n);
     for (size_t i = 0; i < b->n; i++) {
+        b->items[i].wrote = !unwritten[i] && !failed[i] && created[i];
         if (unwritten[i])
             continue; /* put_body() said why */
         if (failed[i]) {

@@ -37,7 +37,7 @@ enum commit_outcome {
 struct commit_item {
     struct store_blob *blob;    /* sealed, or filled here from body; img.storage_key is its key */
     const struct body *body;    /* NULL: the blob is sealed; else its bytes, hashed */
-    int wrote;                  /* out: body written as a new file (not already stored) */
+    int wrote;                  /* out: its blob is a new file (its content was not stored yet) */
     struct db_image img;
     void *owner;                /* the caller's, untouched */
     enum commit_outcome outcome;

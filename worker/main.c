@@ -28,7 +28,8 @@ static const char usage[] =
     "image_failures. SIGTERM or SIGINT: finish in-flight work (at most --grace),\n"
     "commit offsets, exit 0.\n"
     "\n"
-    "Exit status: 0 clean stop or drained, 1 runtime error, 2 bad configuration.";
+    "Exit status: 0 clean stop or drained, 1 runtime error or not drained (no assignment\n"
+    "within --drain-wait while the group has unconsumed events), 2 bad configuration.";
 
 int main(int argc, char **argv)
 {
@@ -60,8 +61,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if (worker_new(&cfg, &w, err, sizeof err) != 0) {
+        /* one line: the log goes to stderr already */
         log_error("event=start_failed reason=\"%s\"", err);
-        fprintf(stderr, "imgcache-worker: %s\n", err);
         status = strstr(err, "IMGCACHE_") || strstr(err, "REDIS_URL") ? 2 : 1;
         goto out;
     }

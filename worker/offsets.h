@@ -38,6 +38,9 @@ struct ptrack {
     int attached;           /* 0 once revoked */
     int refs;               /* events in flight + 1 while attached */
     int paused;             /* as last told to librdkafka; -1 unknown */
+    int from_beginning;     /* this assignment starts at the partition's
+                             * beginning, not at the group's committed offset
+                             * (--from-beginning): the owner sets it */
     UT_hash_handle hh;
 };
 

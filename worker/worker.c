@@ -22,6 +22,10 @@
  * circuit breaker stops hammering a failing service. */
 #include "worker.h"
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -56,7 +60,7 @@
 
 #define BATCH_MAX 256          /* URLs per look-up, lease round trip or failure batch */
 #define CONSUME_BUDGET 512     /* messages taken per loop turn */
-#define MAX_RETRIES_LIST 16
+#define MAX_RETRIES_LIST CONFIG_RETRY_STEPS_MAX
 #define REVOKE_WAIT_MS 3000    /* how long a revoked partition's work may finish */
 /* release_leases() takes a committed batch */
 _Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit release_leases()");
@@ -88,6 +92,7 @@ struct worker;
 struct job {
     struct worker *w;
     char *url;                  /* NULL for an undecodable event */
+    char *data_url;             /* the data: URL url is the key of, from the event */
     enum job_state state;
     struct wevent *events;
     size_t n_events;
@@ -182,6 +187,12 @@ struct worker {
     long long db_backoff_ms;
     int db_down;
     int redis_down;
+    /* our own configured endpoints, whose 401/403 refuses our token, not
+     * an image: origins of BEEPER_API_URL and BEEPER_MEDIA_SERVER (NULL
+     * when unset), and whether that refusal was logged since it last
+     * answered */
+    char *api_origin, *media_origin;
+    int api_auth_logged, media_auth_logged;
     int seen_count;             /* partitions ever assigned (for --from-beginning) */
     char **seen;
 
@@ -199,6 +210,7 @@ static long long mono_ms(void)
 }
 
 static char *url_origin(const char *url);
+static int resolve_job(struct worker *w, struct job *j, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- jobs -- */
 
@@ -253,6 +265,7 @@ static void job_free(struct job *j)
     drop_download(j);
     resolved_clear(&j->res);
     free(j->public_url);
+    free(j->data_url);
     free(j->url);
     free(j->origin);
     free(j->msg_key);
@@ -318,6 +331,10 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
     snprintf(j->error_class, sizeof j->error_class, "%s", error_class);
     j->permanent = permanent;
     j->http_status = http_status;
+    /* a URL refused before any download was still tried once: its header
+     * must say what its failure row counts */
+    if (j->attempts == 0)
+        j->attempts = 1;
     drop_download(j);
     if (j->first_failed_ms == 0)
         j->first_failed_ms = event_now_ms();
@@ -340,7 +357,11 @@ static void job_fail(struct worker *w, struct job *j, const char *error_class, i
         log_info("event=retry_scheduled url=\"%s\" class=%s attempt=%d delay_ms=%lld reason=\"%s\"",
                  j->res.display ? j->res.display : "-", j->error_class, j->attempts, delay, j->error_msg);
     } else {
-        j->permanent = 1; /* after the last retry, a retryable failure is final too */
+        /* after the last retry, a retryable failure is final too; but a
+         * missing setting is the worker's fault, not the image's: its row
+         * stays retryable, so the next import, sync or backfill announces
+         * it again instead of skipping it for IMGCACHE_FAILURE_TTL */
+        j->permanent = strcmp(j->error_class, "config") != 0;
         j->dead_letter = 1;
         log_warn("event=image_failed url=\"%s\" class=%s attempts=%d reason=\"%s\"",
                  j->res.display ? j->res.display : "-", j->error_class, j->attempts, j->error_msg);
@@ -539,8 +560,7 @@ static void job_store(struct worker *w, struct job *j)
             job_fail(w, j, "storage", 0, 0, "%s", err);
             return;
         }
-        if (!existed)
-            w->n_new_blobs++;
+        /* a new blob is counted when the committer names it (collect_commits) */
     }
     if (asprintf(&j->public_url, "%s/%s", w->public_base, j->key) < 0) {
         j->public_url = NULL;
@@ -557,15 +577,61 @@ static int http_status_retryable(long status)
     return status == 408 || status == 429 || (status >= 500 && status <= 599);
 }
 
+/* The variable whose token our own endpoint at origin refused, or NULL
+ * when origin is not one of ours; *logged is its "said once" flag. */
+static const char *our_endpoint(struct worker *w, const char *origin, int **logged)
+{
+    if (origin && w->api_origin && strcmp(origin, w->api_origin) == 0) {
+        *logged = &w->api_auth_logged;
+        return "BEEPER_API_TOKEN";
+    }
+    if (origin && w->media_origin && strcmp(origin, w->media_origin) == 0) {
+        *logged = &w->media_auth_logged;
+        return "BEEPER_MEDIA_TOKEN";
+    }
+    return NULL;
+}
+
+/* A 401/403 from BEEPER_API_URL or BEEPER_MEDIA_SERVER refuses our token,
+ * not the image: every image behind that endpoint would get the same
+ * answer. The image stays retryable and does not spend an attempt, the
+ * endpoint's circuit opens (waiting images spend none either), and the
+ * variable to fix is named once until the endpoint answers again. */
+static void fail_our_auth(struct worker *w, struct job *j, const char *variable, int *logged, long status)
+{
+    breaker_open(w->breaker, j->origin, mono_ms());
+    if (!*logged) {
+        log_error("event=auth_refused origin=%s status=%ld reason=\"%s is %s by our own endpoint: "
+                  "images from it wait (retryable, circuit open) until it is fixed\"", j->origin, status,
+                  variable, status == 401 ? "refused (missing, wrong or expired)" : "not allowed (scope)");
+        *logged = 1;
+    }
+    if (j->attempts > 0)
+        j->attempts--; /* the image was not judged */
+    job_fail(w, j, "auth_refused", 0, (int)status, "HTTP %ld from %s: %s refused, not this image's fault",
+             status, j->origin, variable);
+}
+
 /* The one place a download failure is classified. */
 static void on_done(void *arg, const struct fetch_result *r)
 {
     struct job *j = arg;
     struct worker *w = j->w;
     long status = r->http_status;
+    int *auth_logged = NULL;
+    const char *auth_variable = our_endpoint(w, j->origin, &auth_logged);
 
     w->n_fetching--;
     j->retry_after_s = r->retry_after_s;
+    /* only when our endpoint itself answered: a redirect's target never
+     * gets our token, so its 401 is about the image */
+    if (auth_variable && r->redirects == 0 && r->outcome == FETCH_HTTP_ERROR &&
+        (status == 401 || status == 403)) {
+        fail_our_auth(w, j, auth_variable, auth_logged, status);
+        return;
+    }
+    if (auth_variable && r->outcome == FETCH_OK)
+        *auth_logged = 0;
     /* a refused address or a bad URL was never sent: it says nothing about
      * the origin's health (and must not let an outsider open its circuit) */
     if (r->outcome != FETCH_REFUSED && r->outcome != FETCH_BAD_URL)
@@ -617,6 +683,21 @@ static void on_done(void *arg, const struct fetch_result *r)
         job_fail(w, j, "network", 0, 0, "%s", r->error);
         break;
     }
+}
+
+/* A data: URL: decoded already, taken at once like a local file. */
+static void read_data(struct worker *w, struct job *j)
+{
+    if ((long long)j->res.data_len > w->cfg->max_bytes) {
+        job_fail(w, j, "too_large", 1, 0, "data: URL holds %zu bytes, over the %lld-byte cap",
+                 j->res.data_len, w->cfg->max_bytes);
+        return;
+    }
+    if (on_data(j, j->res.data, j->res.data_len) != 0) {
+        job_fail(w, j, j->abort_class, j->abort_permanent, 0, "%s", j->abort_msg);
+        return;
+    }
+    job_store(w, j);
 }
 
 /* A file from BEEPER_MEDIA_DIR: local, small, read at once. */
@@ -671,6 +752,8 @@ static void start_ready(struct worker *w)
         if (j->res.kind == RESOLVE_HTTP && j->origin) {
             long long until = breaker_check(w->breaker, j->origin, mono_ms());
             if (until > 0) {
+                log_debug("event=circuit_wait url=\"%s\" origin=%s wait_ms=%lld", j->res.display, j->origin,
+                          until - mono_ms());
                 j->due_ms = until; /* no attempt is spent while the circuit is open */
                 job_move(w, j, JOB_BREAKER);
                 continue;
@@ -691,6 +774,10 @@ static void start_ready(struct worker *w)
         }
         if (j->res.kind == RESOLVE_FILE) {
             read_local(w, j);
+            continue;
+        }
+        if (j->res.kind == RESOLVE_DATA) {
+            read_data(w, j);
             continue;
         }
         job_move(w, j, JOB_FETCHING);
@@ -836,7 +923,14 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
         }
         j->leased = !w->redis_down;
         if (!j->resolved) {
-            if (resolve_source(&w->rcfg, j->url, &j->res, err, sizeof err) != 0) {
+            int rrc = resolve_job(w, j, err, sizeof err);
+            if (rrc == RESOLVE_ERR_CONFIG) {
+                /* a try like a download: the backoff list runs its course */
+                j->attempts++;
+                job_fail(w, j, "config", 0, 0, "%s", err);
+                continue;
+            }
+            if (rrc != 0) {
                 job_fail(w, j, "bad_url", 1, 0, "%s", err);
                 continue;
             }
@@ -846,6 +940,30 @@ static void lookup_and_lease(struct worker *w, struct job **q, size_t limit)
         }
         job_move(w, j, JOB_READY);
     }
+}
+
+/* resolve_source() of the job's URL; for a data: key, of the data: URL its
+ * event carried, which must hash to that key (else any event could store
+ * any bytes under any key). */
+static int resolve_job(struct worker *w, struct job *j, char *err, size_t errlen)
+{
+    char key[RESOLVE_DATA_KEY_LEN + 1];
+
+    if (j->data_url == NULL)
+        return resolve_source(&w->rcfg, j->url, &j->res, err, errlen);
+    if (!resolve_is_data_url(j->data_url)) {
+        snprintf(err, errlen, "the event's data_url is not a data: URL");
+        return -1;
+    }
+    if (resolve_data_key(j->data_url, key) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (strcmp(key, j->url) != 0) {
+        snprintf(err, errlen, "the event's data_url does not hash to its source_url");
+        return -1;
+    }
+    return resolve_source(&w->rcfg, j->data_url, &j->res, err, errlen);
 }
 
 /* IMGCACHE_HTTP_PROXY must be an http(s) proxy URL with a host. The value
@@ -925,9 +1043,11 @@ static void collect_commits(struct worker *w)
             j->blob_open = 1;
             body_release(&w->bodies, &j->body);
             j->in_memory = 0;
-            if (it->wrote)
-                w->n_new_blobs++;
         }
+        /* counted where the name is made: two jobs with the same bytes
+         * both find it missing before either is published */
+        if (it->wrote)
+            w->n_new_blobs++;
         switch (it->outcome) {
         case COMMIT_OK:
             done[n++] = j;
@@ -1287,9 +1407,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *p = &parts->elems[i];
-            offsets_assign(&w->offsets, p->topic, p->partition);
-            if (!seen_before(w, p->topic, p->partition) && w->cfg->from_beginning)
+            struct ptrack *t = offsets_assign(&w->offsets, p->topic, p->partition);
+            if (!seen_before(w, p->topic, p->partition) && w->cfg->from_beginning) {
+                /* an explicit offset overrides the group's committed one */
                 p->offset = RD_KAFKA_OFFSET_BEGINNING;
+                if (t)
+                    t->from_beginning = 1;
+            }
         }
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
@@ -1490,6 +1614,10 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
             (j->first_failed_ms == 0 || first < j->first_failed_ms))
             j->first_failed_ms = first;
     }
+    if (j->data_url == NULL && ev.data_url != NULL) {
+        j->data_url = ev.data_url; /* the bytes of a data: URL travel in its event */
+        ev.data_url = NULL;
+    }
     LL_PREPEND(j->events, e);
     j->n_events++;
     event_clear(&ev);
@@ -1547,6 +1675,70 @@ static void io_step(struct worker *w)
 
 /* ---------------------------------------------------------------- drain -- */
 
+/* 1 when this assignment of the partition started at its beginning. */
+static int replaying(struct worker *w, const char *topic, int32_t partition)
+{
+    struct ptrack *t = offsets_find(&w->offsets, topic, partition);
+    return t != NULL && t->from_beginning;
+}
+
+/* Events of the topic the group has not consumed: its end offsets minus
+ * its committed ones (from the beginning with --from-beginning), for a
+ * drain that got no assignment. -1 with a reason when the broker cannot
+ * tell. */
+static long long group_lag(struct worker *w, char *err, size_t errlen)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->rk, w->cfg->topic, NULL);
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_resp_err_t e;
+    long long lag = -1;
+
+    if (rkt == NULL) {
+        errmsg_set(err, errlen, "cannot look up topic %s", w->cfg->topic);
+        goto out;
+    }
+    e = rd_kafka_metadata(w->rk, 0, rkt, &md, 5000);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1) {
+        errmsg_set(err, errlen, "no metadata for topic %s: %s", w->cfg->topic, rd_kafka_err2str(e));
+        goto out;
+    }
+    if (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+        lag = 0; /* no topic, no events */
+        goto out;
+    }
+    parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(parts, w->cfg->topic, md->topics[0].partitions[i].id);
+    e = rd_kafka_committed(w->rk, parts, 5000);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        errmsg_set(err, errlen, "cannot read the group's committed offsets: %s", rd_kafka_err2str(e));
+        goto out;
+    }
+    lag = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t low = 0, high = 0, pos = parts->elems[i].offset;
+        e = rd_kafka_query_watermark_offsets(w->rk, w->cfg->topic, parts->elems[i].partition, &low, &high, 5000);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            errmsg_set(err, errlen, "cannot read the end offsets of %s: %s", w->cfg->topic, rd_kafka_err2str(e));
+            lag = -1;
+            goto out;
+        }
+        if (pos < low || w->cfg->from_beginning)
+            pos = low;
+        if (high > pos)
+            lag += high - pos;
+    }
+out:
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    return lag;
+}
+
 /* 1 when every assigned partition's position is at its end. */
 static int caught_up(struct worker *w)
 {
@@ -1558,9 +1750,12 @@ static int caught_up(struct worker *w)
     if (assignment->cnt > 0)
         rd_kafka_position(w->rk, assignment);
     /* partitions with nothing consumed in this run: their committed offset
-     * tells where the group is (one request for all of them) */
+     * tells where the group is (one request for all of them), unless this
+     * run replays them from the beginning (--from-beginning): the group's
+     * offsets, at the end, say nothing about what this run has read */
     for (int i = 0; i < assignment->cnt; i++) {
-        if (assignment->elems[i].offset >= 0)
+        if (assignment->elems[i].offset >= 0 ||
+            replaying(w, assignment->elems[i].topic, assignment->elems[i].partition))
             continue;
         if (unread == NULL)
             unread = rd_kafka_topic_partition_list_new(assignment->cnt);
@@ -1583,7 +1778,7 @@ static int caught_up(struct worker *w)
     for (int i = 0; i < assignment->cnt && ok; i++) {
         rd_kafka_topic_partition_t *p = &assignment->elems[i];
         int64_t low = 0, high = 0, pos = p->offset;
-        if (pos < 0 && unread) {
+        if (pos < 0 && unread && !replaying(w, p->topic, p->partition)) {
             rd_kafka_topic_partition_t *c = rd_kafka_topic_partition_list_find(unread, p->topic, p->partition);
             pos = c ? c->offset : -1;
         }
@@ -1644,30 +1839,17 @@ static int only_held(const struct worker *w, long long not_before_ms)
 
 /* ------------------------------------------------------------ lifecycle -- */
 
+/* config_load() checked the list already; read it with the same parser. */
 static int parse_retry_delays(struct worker *w, const char *list, char *err, size_t errlen)
 {
-    char *copy = strdup(list), *save = NULL;
-    int rc = 0;
-    w->n_retry_delays = 0;
-    if (copy == NULL)
+    char why[256];
+
+    if (config_parse_duration_list(list, w->retry_delays, MAX_RETRIES_LIST, RETRY_STEP_MAX_MS,
+                                   &w->n_retry_delays, why, sizeof why) != 0) {
+        errmsg_set(err, errlen, "IMGCACHE_RETRY_BACKOFF: %s", why);
         return -1;
-    for (char *it = strtok_r(copy, ",", &save); it; it = strtok_r(NULL, ",", &save)) {
-        long long ms;
-        if (w->n_retry_delays == MAX_RETRIES_LIST || config_parse_duration(it, &ms) != 0) {
-            snprintf(err, errlen, "IMGCACHE_RETRY_BACKOFF: '%s' is not a duration list (at most %d)", list,
-                     MAX_RETRIES_LIST);
-            rc = -1;
-            break;
-        }
-        if (ms > RETRY_STEP_MAX_MS) {
-            errmsg_set(err, errlen, "IMGCACHE_RETRY_BACKOFF: step '%s' is longer than 7d", it);
-            rc = -1;
-            break;
-        }
-        w->retry_delays[w->n_retry_delays++] = ms;
     }
-    free(copy);
-    return rc;
+    return 0;
 }
 
 static int kafka_consumer_new(struct worker *w, char *err, size_t errlen)
@@ -1785,6 +1967,10 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    if (cfg->beeper_api_url[0])
+        w->api_origin = url_origin(cfg->beeper_api_url);
+    if (cfg->beeper_media_server[0])
+        w->media_origin = url_origin(cfg->beeper_media_server);
     if (store_open(cfg->storage_dir, &w->store, err, errlen) != 0)
         goto out;
     if (cfg->public_url[0]) {
@@ -1868,13 +2054,17 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
     long long grace_deadline = 0;
     int rc = 0;
 
-    (void)err;
-    (void)errlen;
     w->started_ms = mono_ms();
     w->next_progress_ms = w->started_ms + 10000;
     log_info("event=started worker_id=%s group=%s topic=%s concurrency=%ld drain=%d from_beginning=%d",
              w->worker_id, w->cfg->group, w->cfg->topic, w->cfg->concurrency, w->cfg->drain,
              w->cfg->from_beginning);
+    if ((w->cfg->beeper_media_dir == NULL || w->cfg->beeper_media_dir[0] == '\0') &&
+        (w->cfg->beeper_media_server == NULL || w->cfg->beeper_media_server[0] == '\0') &&
+        (w->cfg->beeper_api_token == NULL || w->cfg->beeper_api_token[0] == '\0'))
+        log_warn("event=config_warning reason=\"file:// avatars and local paths cannot be read: set "
+                 "BEEPER_MEDIA_DIR (Beeper's media folder), BEEPER_MEDIA_SERVER or BEEPER_API_TOKEN "
+                 "(Beeper Desktop serves them); until then they fail as class config, retryable\"");
     for (;;) {
         long long now = mono_ms();
         int timeout = 100;
@@ -1912,7 +2102,24 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
             w->idle_since_ms = now;
         if (w->cfg->drain && !w->stopping) {
             if (!w->assigned_once && now - w->started_ms > w->cfg->drain_wait_ms) {
-                log_info("event=drained reason=\"no partition assignment within %lld ms\"", w->cfg->drain_wait_ms);
+                /* nothing assigned has not drained anything, unless there
+                 * was nothing to drain */
+                char why[300];
+                long long lag = group_lag(w, why, sizeof why);
+                if (lag == 0) {
+                    log_info("event=drained reason=\"no partition assignment within %lld ms, and group %s "
+                             "has no unconsumed event on %s\"", w->cfg->drain_wait_ms, w->cfg->group,
+                             w->cfg->topic);
+                    break;
+                }
+                if (lag > 0)
+                    errmsg_set(err, errlen, "not drained: no partition assignment within %lld ms "
+                               "(IMGCACHE_DRAIN_WAIT) while group %s has %lld unconsumed events on %s",
+                               w->cfg->drain_wait_ms, w->cfg->group, lag, w->cfg->topic);
+                else
+                    errmsg_set(err, errlen, "not drained: no partition assignment within %lld ms "
+                               "(IMGCACHE_DRAIN_WAIT), and %s", w->cfg->drain_wait_ms, why);
+                rc = -1;
                 break;
             }
             /* only after a while with nothing to do: a backlog's loop is
@@ -2014,10 +2221,16 @@ void worker_free(struct worker *w)
          * (its assignor state is still NULL; fixed upstream in 2.3.0). The
          * group is already left and the process is exiting: leave the
          * handle to the OS in that one case. */
-        if (w->assigned_once)
+        if (w->assigned_once) {
             rd_kafka_destroy(w->rk);
-        else
+        } else {
             log_debug("event=consumer_not_destroyed reason=\"never assigned (librdkafka 2.0.2 workaround)\"");
+#ifdef __SANITIZE_ADDRESS__
+            /* the leak check now, while the handle is still ours: at exit
+             * everything under it would be reported, hiding real leaks */
+            __lsan_do_leak_check();
+#endif
+        }
     } else {
         abandon_jobs(w);
     }
@@ -2025,6 +2238,8 @@ void worker_free(struct worker *w)
     fetch_free(w->fetch);
     kafka_producer_free(w->dlq);
     breaker_free(w->breaker);
+    free(w->api_origin);
+    free(w->media_origin);
     netguard_free(w->guard);
     lease_close(w->lease);
     db_close(w->db);

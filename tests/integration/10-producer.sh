@@ -33,9 +33,9 @@ absent() {
 # it_setup migrated once already.
 out=$("$P" migrate 2> "$TESTS_TMP/migrate.err")
 check_eq "migrate again exits 0" 0 $?
-check_eq "migrate again applies nothing" "applied=0 version=1" "$out"
-check_eq "schema version recorded once" "1|001_init" \
-    "$(q "SELECT string_agg(version || '|' || name, ',') FROM imgcache_schema_migrations")"
+check_eq "migrate again applies nothing" "applied=0 version=2" "$out"
+check_eq "schema version recorded once" "1|001_init,2|002_chat_names" \
+    "$(q "SELECT string_agg(version || '|' || name, ',' ORDER BY version) FROM imgcache_schema_migrations")"
 
 # --- import ----------------------------------------------------------------
 # 5 single chats (me + u$i), 2 groups with their own image and u1, u2 (the
@@ -60,7 +60,7 @@ URLS_ALL=$(printf '%s\n' "$IMG/g1.png" "$IMG/g2.png" "$IMG/me.png" "$IMG/u1.png"
 out=$("$P" import "$CHATS" 2> "$TESTS_TMP/import.err")
 rc=$?
 check_eq "import with a bad line exits 3" 3 "$rc"
-check_eq "import summary" "chats=8 participants=17 urls=8 published=8 already_cached=0 bad_lines=1" "$out"
+check_eq "import summary" "chats=8 participants=17 urls=8 published=8 already_cached=0 known_failures=0 dropped=0 bad_lines=1" "$out"
 check "the bad line is reported with its number" grep -q '^imgcache-producer: line 9: ' "$TESTS_TMP/import.err"
 check_eq "only the bad line is reported" 1 "$(grep -c '^imgcache-producer: line ' "$TESTS_TMP/import.err")"
 check_eq "chats stored" 8 "$(q "SELECT count(*) FROM chats")"
@@ -81,7 +81,7 @@ q "INSERT INTO image_blobs (sha256, storage_key, content_type, byte_size)
    INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)
    VALUES ('$IMG/u1.png', repeat('a', 64), 'http://cdn.test/aa/aa/x.png', 'image/png', 1)" > /dev/null
 out=$("$P" import "$CHATS" 2> /dev/null)
-check_eq "re-import summary" "chats=8 participants=17 urls=8 published=7 already_cached=1 bad_lines=1" "$out"
+check_eq "re-import summary" "chats=8 participants=17 urls=8 published=7 already_cached=1 known_failures=0 dropped=0 bad_lines=1" "$out"
 check_eq "the cached URL was not published again" 1 \
     "$(events | awk -F'\t' -v u="$IMG/u1.png" '$1 == u' | wc -l)"
 check_eq "every uncached URL was published again" 15 "$(event_keys import | wc -l)"
@@ -118,7 +118,7 @@ BEEPER_API_URL="$MEDIA_URL" BEEPER_API_TOKEN="$TOKEN" IMGCACHE_LOG_LEVEL=debug \
     "$P" sync > "$TESTS_TMP/sync.out" 2> "$TESTS_TMP/sync.err"
 check_eq "sync exits 0" 0 "$?"
 # me.png is not cached either: every run announces each uncached URL it sees
-check_eq "sync summary" "chats=3 participants=6 urls=6 published=6 already_cached=0 bad_lines=0" \
+check_eq "sync summary" "chats=3 participants=6 urls=6 published=6 already_cached=0 known_failures=0 dropped=0 bad_lines=0" \
     "$(cat "$TESTS_TMP/sync.out")"
 check_eq "sync stored both pages" "sync-big|sync-s1|sync-s2" \
     "$(q "SELECT string_agg(chat_id, '|' ORDER BY chat_id) FROM chats WHERE chat_id LIKE 'sync-%'")"
@@ -178,7 +178,7 @@ for cmd in "import $CHATS" "backfill" "sync"; do
     rc=$?
     check_eq "${cmd%% *} against an unmigrated database exits 1" 1 "$rc"
     check "${cmd%% *} against an unmigrated database says to migrate" \
-        grep -qF 'database schema is at version 0, this program needs 1: run `imgcache-producer migrate`' \
+        grep -qF 'database schema is at version 0, this program needs 2: run `imgcache-producer migrate`' \
         "$TESTS_TMP/unmigrated.err"
 done
 check_eq "nothing was written to the unmigrated schema" 0 \

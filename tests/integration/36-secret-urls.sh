@@ -188,7 +188,9 @@ check_eq "SASL settings from IMGCACHE_KAFKA_CONFIG_FILE are accepted (no exit 2)
 check "... and librdkafka tried SASL" grep -qi 'sasl\|authentication' "$OUT/kafka-file.err"
 IMGCACHE_DRAIN_WAIT=1s IMGCACHE_KAFKA_CONFIG_FILE="$SECRET_DIR/kafka.properties" \
     start_worker kafka-worker --drain
-check "a worker with SASL settings from the file starts and gives up draining" wait_worker kafka-worker 60
+wait_worker kafka-worker 60
+check_eq "a worker with SASL settings from the file starts (no exit 2) and reports it could not drain" 1 "$?"
+check "... as 'not drained'" grep -q 'not drained: no partition assignment' "$TESTS_TMP/kafka-worker.log"
 check "... after librdkafka tried SASL" grep -qi 'sasl\|authentication' "$TESTS_TMP/kafka-worker.log"
 
 refused kafka-bad-comma "$(IMGCACHE_KAFKA_CONFIG="$SASL,sasl.password=$KAFKA_PW" status kafka-bad-comma "$P" backfill)" \

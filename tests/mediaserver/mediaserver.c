@@ -78,7 +78,8 @@ static const char usage[] =
     "       count=K: the next K requests of that exact path get the fault, then\n"
     "       normal service (default: every request); count=0 or mode=none clears.\n"
     "       status    reply status=S (100..999, default 503); retry_after=N adds\n"
-    "                 Retry-After\n"
+    "                 Retry-After; body=TEXT replaces the body (JSON when it\n"
+    "                 starts with {)\n"
     "       stall     headers with Content-Length length=N (default: the file's size,\n"
     "                 1 MiB without a file), then no body until the client leaves\n"
     "       truncate  the real Content-Length, then close after half the body\n"
@@ -119,6 +120,7 @@ struct fault {
     char *location;
     char *etag;                 /* validators: NULL keeps the real one */
     char *last_modified;
+    char *body;                 /* status: the reply body, NULL for "injected fault" */
 };
 
 struct path_entry {
@@ -305,6 +307,7 @@ static void fault_clear(struct fault *f)
     free(f->location);
     free(f->etag);
     free(f->last_modified);
+    free(f->body);
     memset(f, 0, sizeof *f);
 }
 
@@ -325,6 +328,7 @@ static void count_and_take_fault(const char *path, struct fault *out)
             out->location = e->fault.location ? strdup(e->fault.location) : NULL;
             out->etag = e->fault.etag ? strdup(e->fault.etag) : NULL;
             out->last_modified = e->fault.last_modified ? strdup(e->fault.last_modified) : NULL;
+            out->body = e->fault.body ? strdup(e->fault.body) : NULL;
             if (e->fault.remaining > 0 && --e->fault.remaining == 0)
                 fault_clear(&e->fault);
         }
@@ -904,6 +908,15 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
         }
     }
 
+    v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "body");
+    if (f.mode == FAULT_STATUS && v != NULL) {
+        f.body = strdup(v);
+        if (f.body == NULL) {
+            fault_clear(&f);
+            return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+        }
+    }
+
     pthread_mutex_lock(&srv.lock);
     e = entry_get_locked(path);
     if (e != NULL) {
@@ -914,6 +927,7 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
             f.location = NULL;
             f.etag = NULL;
             f.last_modified = NULL;
+            f.body = NULL;
         }
     }
     pthread_mutex_unlock(&srv.lock);
@@ -921,6 +935,7 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
     free(f.location);
     free(f.etag);
     free(f.last_modified);
+    free(f.body);
     if (e == NULL)
         return queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
     snprintf(text, sizeof text, "ok fault path=%.300s mode=%s count=%ld\n", path,
@@ -972,7 +987,9 @@ static enum MHD_Result handle_file(struct MHD_Connection *conn, const char *url,
         status = (unsigned)f.status;
         if (f.retry_after >= 0)
             snprintf(num, sizeof num, "%ld", f.retry_after);
-        ret = queue_text(conn, status, "text/plain; charset=utf-8", "injected fault\n",
+        ret = queue_text(conn, status,
+                         f.body && f.body[0] == '{' ? "application/json" : "text/plain; charset=utf-8",
+                         f.body ? f.body : "injected fault\n",
                          f.retry_after >= 0 ? MHD_HTTP_HEADER_RETRY_AFTER : NULL, num);
         goto out;
     case FAULT_REDIRECT:

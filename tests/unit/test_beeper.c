@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "beeper.h"
+#include "resolve.h"
 
 /* Shaped like a Beeper Desktop API chat, with fields we do not keep. */
 static const char group_chat[] =
@@ -178,7 +179,18 @@ static void test_field_limits(void **state)
     memset(url, 'a', 2049);
     url[2049] = '\0';
     snprintf(line, 4000, "{\"id\":\"abc\",\"type\":\"group\",\"imgURL\":\"http://x/%s\"}", url);
-    expect_error(line, "chat abc: imgURL is 2058 bytes, over the 2048-byte limit");
+    {
+        /* an image URL over the limit drops that URL, never the chat */
+        struct beeper_chat c;
+        char err[256];
+        assert_int_equal(beeper_chat_parse(line, strlen(line), &c, err, sizeof err), 0);
+        assert_null(c.img_url);
+        assert_string_equal(c.img_dropped, "imgURL is 2058 bytes, over the 2048-byte limit");
+        beeper_chat_clear(&c);
+    }
+    snprintf(line, 4000, "{\"id\":\"%s\",\"type\":\"group\"}", url);
+    expect_error(line, "chat aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: "
+                       "id is 2049 bytes, over the 2048-byte limit");
     url[2048 - 9] = '\0'; /* "http://x/" + 2039 = exactly 2048 */
     snprintf(line, 4000, "{\"id\":\"abc\",\"type\":\"group\",\"imgURL\":\"http://x/%s\"}", url);
     {
@@ -199,6 +211,58 @@ static void test_field_limits(void **state)
         json_decref(obj);
     }
     free(line);
+}
+
+/* A data: URL (the Desktop API's participant imgURL may be one) is kept
+ * under its key, whatever its length up to BEEPER_MAX_DATA_URL; a longer
+ * one is dropped with a reason, and the chat and its participants stay. */
+static void test_data_url(void **state)
+{
+    size_t cap = 2 * BEEPER_MAX_DATA_URL + 4096;
+    char *line = malloc(cap), *url = malloc(cap);
+    char key[RESOLVE_DATA_KEY_LEN + 1];
+    struct beeper_chat c;
+    char err[256];
+    (void)state;
+
+    assert_non_null(line);
+    assert_non_null(url);
+    /* a 28 KB PNG, as in the report that dropped a whole chat */
+    memcpy(url, "data:image/png;base64,", 22);
+    memset(url + 22, 'A', 37934 - 22);
+    url[37934] = '\0';
+    snprintf(line, cap,
+             "{\"id\":\"g\",\"type\":\"group\",\"title\":\"T\",\"participants\":{\"items\":["
+             "{\"id\":\"p1\",\"fullName\":\"Ann\",\"imgURL\":\"%s\"},"
+             "{\"id\":\"p2\",\"fullName\":\"Bo\",\"imgURL\":\"mxc://x/y\"}]}}", url);
+    assert_int_equal(beeper_chat_parse(line, strlen(line), &c, err, sizeof err), 0);
+    assert_int_equal(c.n_participants, 2);
+    assert_int_equal(resolve_data_key(url, key), 0);
+    assert_string_equal(c.participants[0].img_url, key);
+    assert_string_equal(c.participants[0].img_data_url, url);
+    assert_null(c.participants[0].img_dropped);
+    assert_string_equal(c.participants[1].img_url, "mxc://x/y");
+    assert_null(c.participants[1].img_data_url);
+    beeper_chat_clear(&c);
+
+    /* over the limit: that URL only is dropped, with a reason */
+    memset(url + 22, 'A', BEEPER_MAX_DATA_URL + 1 - 22);
+    url[BEEPER_MAX_DATA_URL + 1] = '\0';
+    snprintf(line, cap,
+             "{\"id\":\"g\",\"type\":\"group\",\"imgURL\":\"%s\",\"participants\":{\"items\":["
+             "{\"id\":\"p1\",\"fullName\":\"Ann\",\"imgURL\":\"%s\"}]}}", url, url);
+    assert_int_equal(beeper_chat_parse(line, strlen(line), &c, err, sizeof err), 0);
+    assert_int_equal(c.n_participants, 1);
+    assert_null(c.img_url);
+    assert_null(c.img_data_url);
+    assert_string_equal(c.img_dropped, "imgURL is a data: URL of 61441 bytes, over the 61440-byte limit");
+    assert_null(c.participants[0].img_url);
+    assert_string_equal(c.participants[0].img_dropped,
+                        "imgURL is a data: URL of 61441 bytes, over the 61440-byte limit");
+    assert_string_equal(c.participants[0].full_name, "Ann");
+    beeper_chat_clear(&c);
+    free(line);
+    free(url);
 }
 
 static void test_errors(void **state)
@@ -259,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_not_json),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_field_limits),
+        cmocka_unit_test(test_data_url),
         cmocka_unit_test(test_error_text_is_one_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -132,6 +132,27 @@ static void test_failed_probe_doubles_up_to_max(void **state)
     assert_int_equal(breaker_check(b, HOST, now), now + 1000);
 }
 
+/* breaker_open: one refused credential opens the circuit at once, below the
+ * threshold; a refused probe doubles the pause; an answer closes it. */
+static void test_open_at_once(void **state)
+{
+    struct breaker *b = *state;
+    long long now = T0;
+
+    breaker_open(b, HOST, now);
+    assert_int_equal(breaker_is_open(b, HOST), 1);
+    assert_int_equal(breaker_check(b, HOST, now), now + 1000);
+    assert_int_equal(breaker_check(b, "other.example", now), 0);
+    now += 1000;
+    assert_int_equal(breaker_check(b, HOST, now), 0); /* the probe */
+    breaker_open(b, HOST, now);                        /* ...refused again */
+    assert_int_equal(breaker_check(b, HOST, now), now + 2000);
+    now += 2000;
+    assert_int_equal(breaker_check(b, HOST, now), 0);
+    breaker_record(b, HOST, 0, now);
+    assert_int_equal(breaker_is_open(b, HOST), 0);
+}
+
 static void test_non_retryable_resets(void **state)
 {
     struct breaker *b = *state;
@@ -193,6 +214,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_closed_until_threshold, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hosts_are_independent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_open_single_probe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probe_success_closes, setup, teardown),

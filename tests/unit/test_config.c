@@ -26,7 +26,7 @@ static const char *vars[] = {
     "IMGCACHE_LOG_LEVEL", "IMGCACHE_CONCURRENCY", "IMGCACHE_MAX_BYTES", "IMGCACHE_MAX_PIXELS",
     "IMGCACHE_LEASE_TTL", "IMGCACHE_CONNECT_TIMEOUT", "IMGCACHE_FETCH_TIMEOUT",
     "IMGCACHE_SHUTDOWN_GRACE", "IMGCACHE_DRAIN_WAIT", "IMGCACHE_RECHECK", "IMGCACHE_WORKER_ID",
-    "IMGCACHE_BATCH_SIZE", "IMGCACHE_SYNC_TIMEOUT",
+    "IMGCACHE_BATCH_SIZE", "IMGCACHE_SYNC_TIMEOUT", "IMGCACHE_RETRY_BACKOFF",
 };
 
 static int clean_env(void **state)
@@ -515,6 +515,66 @@ static void test_options_refused(void **state)
     expect_load_error(CONFIG_DEVBROKER, ARGC(x_devbroker), x_devbroker, "-X is not an option of this program");
 }
 
+/* A flag's error names the flag; a missing value says so (it printed a
+ * garbage byte, getopt_long's val of the option, as '-\357'). */
+static void test_errors_name_what_the_user_typed(void **state)
+{
+    char *level[] = { "imgcache-worker", "--log-level", "loud", NULL };
+    char *no_value[] = { "imgcache-producer", "--sync-timeout", NULL };
+    char *no_value_w[] = { "imgcache-worker", "--concurrency", NULL };
+    char *empty_step[] = { "imgcache-worker", "--retry-backoff", "2s,,5s", NULL };
+    char *no_steps[] = { "imgcache-worker", "--retry-backoff", "", NULL };
+    char *bad_step[] = { "imgcache-worker", "--retry-backoff=2s,soon", NULL };
+    char *long_step[] = { "imgcache-worker", "--retry-backoff=2s,8d", NULL };
+    char *not_url[] = { "imgcache-worker", "--public-url", "not a url", NULL };
+    char *no_host[] = { "imgcache-worker", "--public-url", "https:///x", NULL };
+    char *good[] = { "imgcache-worker", "--public-url", "https://cdn.example/avatars", "--retry-backoff",
+                     "1s,2s", NULL };
+    char *argv[] = { "imgcache-worker", NULL };
+    struct config cfg;
+    char err[512];
+    (void)state;
+
+    expect_load_error(CONFIG_WORKER, ARGC(level), level, "--log-level: 'loud' is not debug, info, warn or error");
+    expect_load_error(CONFIG_PRODUCER, ARGC(no_value), no_value, "--sync-timeout needs a value");
+    expect_load_error(CONFIG_WORKER, ARGC(no_value_w), no_value_w, "--concurrency needs a value");
+    expect_load_error(CONFIG_WORKER, ARGC(empty_step), empty_step, "--retry-backoff: '2s,,5s' has an empty step");
+    expect_load_error(CONFIG_WORKER, ARGC(no_steps), no_steps, "--retry-backoff: empty");
+    expect_load_error(CONFIG_WORKER, ARGC(bad_step), bad_step, "--retry-backoff: step 'soon' is not a duration");
+    expect_load_error(CONFIG_WORKER, ARGC(long_step), long_step, "--retry-backoff: step '8d' is longer");
+    expect_load_error(CONFIG_WORKER, ARGC(not_url), not_url, "--public-url: 'not a url' is not a URL");
+    expect_load_error(CONFIG_WORKER, ARGC(no_host), no_host, "--public-url: 'https:///x' has no host");
+
+    /* the same values from the environment name the variable */
+    setenv("IMGCACHE_LOG_LEVEL", "loud", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_LOG_LEVEL: 'loud'");
+    unsetenv("IMGCACHE_LOG_LEVEL");
+    setenv("IMGCACHE_RETRY_BACKOFF", "", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_RETRY_BACKOFF: empty");
+    /* ...unless a flag overrides it */
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(good), good, err, sizeof err), 0);
+    assert_string_equal(cfg.retry_backoff, "1s,2s");
+    config_free(&cfg);
+    unsetenv("IMGCACHE_RETRY_BACKOFF");
+}
+
+static void test_duration_list(void **state)
+{
+    long long steps[4];
+    int n = -1;
+    char why[256];
+    (void)state;
+
+    assert_int_equal(config_parse_duration_list("2s,8s,2m", steps, 4, 1000000, &n, why, sizeof why), 0);
+    assert_int_equal(n, 3);
+    assert_true(steps[0] == 2000 && steps[1] == 8000 && steps[2] == 120000);
+    assert_int_equal(config_parse_duration_list("1s,1s,1s,1s,1s", steps, 4, 1000000, &n, why, sizeof why), -1);
+    assert_non_null(strstr(why, "more than 4 steps"));
+    assert_int_equal(config_parse_duration_list("2s,", steps, 4, 1000000, &n, why, sizeof why), -1);
+    assert_int_equal(config_parse_duration_list(",2s", steps, 4, 1000000, &n, why, sizeof why), -1);
+    assert_int_equal(config_parse_duration_list("", steps, 4, 1000000, &n, why, sizeof why), -1);
+}
+
 static void test_secret_from_env(void **state)
 {
     char *argv[] = { "imgcache-producer", NULL };
@@ -596,6 +656,8 @@ int main(void)
         cmocka_unit_test_setup(test_flag_overrides_env, clean_env),
         cmocka_unit_test_setup(test_bad_values_name_the_variable, clean_env),
         cmocka_unit_test_setup(test_options_refused, clean_env),
+        cmocka_unit_test_setup(test_errors_name_what_the_user_typed, clean_env),
+        cmocka_unit_test(test_duration_list),
         cmocka_unit_test_setup(test_secret_from_env, clean_env),
         cmocka_unit_test_setup(test_help, clean_env),
         cmocka_unit_test_setup(test_usage_text, clean_env),

@@ -243,7 +243,7 @@ static void test_migrate(void **state)
     migrate_ok(fx->db, 0);
     assert_int_equal(db_check_schema(fx->db, err, sizeof err), 0);
     assert_sql("SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM imgcache_schema_migrations",
-               "1:001_init");
+               "1:001_init,2:002_chat_names");
     assert_sql("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
                " AND tablename IN ('chats','chat_participants','image_blobs','cached_images','image_failures')",
                "5");
@@ -654,6 +654,64 @@ static void test_chat_avatars(void **state)
                " WHERE chat_id = 'n' AND participant_id = 'ann'", "- AL");
 }
 
+/* A chat without a title (Beeper sends null or "") is named after the
+ * other participant (single) or the participants (group). */
+static void test_chat_names(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    struct beeper_participant one[] = {
+        { .id = "me", .full_name = "Me Myself", .is_self = 1 },
+        { .id = "zoe", .full_name = "Zoë Ölander" },
+    };
+    struct beeper_participant many[] = {
+        { .id = "me", .full_name = "Me Myself", .is_self = 1 },
+        { .id = "p1", .full_name = "Carol King" },
+        { .id = "p2", .full_name = "ann lee" },
+        { .id = "p3", .full_name = "Bo Diddley" },
+        { .id = "p4", .full_name = "Dan" },
+        { .id = "p5", .full_name = "Eve" },
+        { .id = "p6", .full_name = NULL },
+    };
+    struct beeper_participant two[] = {
+        { .id = "me", .full_name = "Me Myself", .is_self = 1 },
+        { .id = "b", .full_name = "Bo Diddley" },
+        { .id = "a", .full_name = "  " },
+        { .id = "c", .full_name = "Carol King" },
+    };
+    struct beeper_participant alone[] = {
+        { .id = "me", .full_name = "Me Myself", .is_self = 1 },
+    };
+    struct beeper_chat chats[] = {
+        { .id = "s", .title = NULL, .type = "single", .participants = one, .n_participants = 2 },
+        { .id = "s-blank", .title = "  ", .type = "single", .participants = one, .n_participants = 2 },
+        { .id = "g", .title = NULL, .type = "group", .participants = many, .n_participants = 7 },
+        { .id = "g2", .title = "", .type = "group", .participants = two, .n_participants = 4 },
+        { .id = "t", .title = "Kept Title", .type = "group", .participants = two, .n_participants = 4 },
+        { .id = "alone", .title = NULL, .type = "single", .participants = alone, .n_participants = 1 },
+    };
+    const char *row = "SELECT coalesce(title, '-') || '|' || initials FROM chat_avatars WHERE chat_id = $1";
+    char *v;
+
+#define NAME_IS(id, want)                 \
+    do {                                  \
+        v = sql_value1(row, id);          \
+        assert_string_equal(v, want);     \
+        free(v);                          \
+    } while (0)
+
+    assert_int_equal(db_upsert_chats(fx->db, chats, 6, err, sizeof err), 0);
+    NAME_IS("s", "Zoë Ölander|ZÖ");
+    NAME_IS("s-blank", "Zoë Ölander|ZÖ");
+    NAME_IS("g", "ann lee, Bo Diddley, Carol King +2|AL");
+    NAME_IS("g2", "Bo Diddley, Carol King|BD");
+    NAME_IS("t", "Kept Title|KT");
+    NAME_IS("alone", "-|?");
+#undef NAME_IS
+    /* the stored title stays what Beeper sent */
+    assert_sql("SELECT count(*) FROM chats WHERE title IS NULL", "3");
+}
+
 /* Without a server these tests cannot run, and must not look as if they
  * passed. */
 static void test_database_url_is_set(void **state)
@@ -681,6 +739,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_each_uncached, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_initials, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_chat_avatars, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_chat_names, setup_migrated, teardown),
     };
     log_init("test_db", LOG_WARN);
     dburl = getenv("DATABASE_URL");

@@ -93,6 +93,52 @@ static void test_round_trip(void **state)
     free(text);
 }
 
+/* A 28 KB data: URL travels in the event under its short key. */
+static void test_data_url(void **state)
+{
+    struct event in = {
+        .source_url = "data:sha256,0000000000000000000000000000000000000000000000000000000000000000",
+        .chat_id = "c",
+        .reason = "import",
+    };
+    struct event out;
+    char err[256] = "";
+    char *big = malloc(70001), *text;
+    (void)state;
+
+    assert_non_null(big);
+    memcpy(big, "data:image/png;base64,", 22);
+    memset(big + 22, 'A', 70000 - 22);
+    big[28000] = '\0';
+    in.data_url = big;
+    text = event_encode(&in, err, sizeof err);
+    assert_non_null(text);
+    assert_true(strlen(text) > 28000 && strlen(text) <= EVENT_MAX_BYTES);
+    assert_int_equal(decode_exact(text, strlen(text), &out, err, sizeof err), 0);
+    assert_string_equal(out.source_url, in.source_url);
+    assert_string_equal(out.data_url, big);
+    event_clear(&out);
+    free(text);
+
+    /* without one, no data_url field at all */
+    in.data_url = NULL;
+    text = event_encode(&in, err, sizeof err);
+    assert_non_null(text);
+    assert_null(strstr(text, "data_url"));
+    assert_int_equal(decode_exact(text, strlen(text), &out, err, sizeof err), 0);
+    assert_null(out.data_url);
+    event_clear(&out);
+    free(text);
+
+    /* an event a worker would refuse unread is not encoded */
+    big[28000] = 'A';
+    big[70000] = '\0';
+    in.data_url = big;
+    assert_null(event_encode(&in, err, sizeof err));
+    assert_non_null(strstr(err, "over the 65536-byte limit (a data: URL too long)"));
+    free(big);
+}
+
 static void test_round_trip_minimal(void **state)
 {
     struct event in = { .source_url = "mxc://beeper.com/abc" };
@@ -353,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_encode_exact_json),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_round_trip_minimal),
+        cmocka_unit_test(test_data_url),
         cmocka_unit_test(test_encode_errors),
         cmocka_unit_test(test_decode_unknown_fields_ignored),
         cmocka_unit_test(test_decode_time_forms),

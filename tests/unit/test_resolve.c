@@ -16,6 +16,9 @@
 #include "resolve.h"
 
 #define MAC_MEDIA "file:///Users/a/Library/Application%20Support/BeeperTexts/media/"
+#define MAC_MEDIA_PATH "/Users/a/Library/Application Support/BeeperTexts/media/"
+#define NO_FILE_SOURCE "a file:// URL or local path needs BEEPER_MEDIA_DIR (the media folder), " \
+    "BEEPER_MEDIA_SERVER or BEEPER_API_TOKEN (Beeper Desktop serves it) set on the worker"
 
 static const struct resolve_config no_cfg = { 0 };
 static const struct resolve_config dir_cfg = { .media_dir = "/srv/beeper/media" };
@@ -26,19 +29,32 @@ static const struct resolve_config server_cfg = {
     .api_token = "api-T0KEN",
 };
 
-static void expect_fail(const struct resolve_config *cfg, const char *url, const char *want)
+static void expect_fail_rc(const struct resolve_config *cfg, const char *url, const char *want,
+                           int want_rc)
 {
     struct resolved r;
     char err[512] = "";
 
     memset(&r, 0x5a, sizeof r); /* garbage in: must not be freed */
-    assert_int_equal(resolve_source(cfg, url, &r, err, sizeof err), -1);
+    assert_int_equal(resolve_source(cfg, url, &r, err, sizeof err), want_rc);
     if (strcmp(err, want) != 0)
         fail_msg("resolving %.100s: err '%s', expected '%s'", url, err, want);
     assert_null(r.url);
     assert_null(r.path);
     assert_null(r.display);
     assert_null(r.auth_header);
+}
+
+/* The URL itself is unusable: -1. */
+static void expect_fail(const struct resolve_config *cfg, const char *url, const char *want)
+{
+    expect_fail_rc(cfg, url, want, -1);
+}
+
+/* The configuration lacks what the URL needs: RESOLVE_ERR_CONFIG. */
+static void expect_config_fail(const struct resolve_config *cfg, const char *url, const char *want)
+{
+    expect_fail_rc(cfg, url, want, RESOLVE_ERR_CONFIG);
 }
 
 static void expect_file(const struct resolve_config *cfg, const char *url, const char *path,
@@ -114,8 +130,6 @@ static void test_unsupported_schemes(void **state)
     expect_fail(&server_cfg, "gopher://h/1", "unsupported URL scheme 'gopher'");
     expect_fail(&server_cfg, "javascript:alert(document.cookie)", "unsupported URL scheme 'javascript'");
     expect_fail(&server_cfg, "JavaScript://%0aalert(1)", "unsupported URL scheme 'javascript'");
-    expect_fail(&server_cfg, "data:image/png;base64,iVBORw0KGgo=", "unsupported URL scheme 'data'");
-    expect_fail(&server_cfg, "/Users/a/avatar.jpg", "URL has no scheme");
     expect_fail(&server_cfg, "avatar.jpg", "URL has no scheme");
     expect_fail(&server_cfg, "", "empty URL");
     expect_fail(&server_cfg, NULL, "empty URL");
@@ -169,7 +183,7 @@ static void test_file_refused(void **state)
     expect_fail(&dir_cfg, MAC_MEDIA "a//b", "file:// path has an empty segment after /media/");
     expect_fail(&dir_cfg, MAC_MEDIA "a/", "file:// path has an empty segment after /media/");
     expect_fail(&dir_cfg, "file://evil.example/a/media/x", "bad file URL: Bad file:// URL");
-    expect_fail(&no_cfg, MAC_MEDIA "x", "file:// URL needs BEEPER_MEDIA_DIR or BEEPER_MEDIA_SERVER");
+    expect_config_fail(&no_cfg, MAC_MEDIA "x", NO_FILE_SOURCE);
 }
 
 static void test_file_media_server(void **state)
@@ -199,6 +213,121 @@ static void test_file_media_server(void **state)
     }
 }
 
+/* Desktop 4.2.808+ gives a chat's imgURL as an absolute local path: the
+ * same as the matching file:// URL, with the same confinement. */
+static void test_bare_path(void **state)
+{
+    static const struct resolve_config api_only = { .api_url = "http://localhost:23373/",
+                                                     .api_token = "api-T0KEN" };
+    (void)state;
+
+    expect_file(&dir_cfg, MAC_MEDIA_PATH "local-whatsapp/J\xc3\xbcrgen (1).jpg",
+                "/srv/beeper/media/local-whatsapp/J\xc3\xbcrgen (1).jpg", "file:local-whatsapp/J\xc3\xbcrgen (1).jpg");
+    expect_file(&dir_cfg, "/a/media/b/media/c.jpg", "/srv/beeper/media/c.jpg", "file:c.jpg");
+    /* a path is not percent-decoded: %2e is a name, not a dot */
+    expect_file(&dir_cfg, "/a/media/%2e%2e", "/srv/beeper/media/%2e%2e", "file:%2e%2e");
+    expect_http(&server_cfg, MAC_MEDIA_PATH "x y.jpg", "http://127.0.0.1:8787/x%20y.jpg?token=s3cr%2Bt%2Ftok%26en",
+                NULL, "http://127.0.0.1:8787/x%20y.jpg?token=REDACTED");
+    expect_http(&api_only, MAC_MEDIA_PATH "x y.jpg",
+                "http://localhost:23373/v1/assets/serve?url=file%3A%2F%2F%2FUsers%2Fa%2FLibrary%2FApplication%2520Support%2FBeeperTexts%2Fmedia%2Fx%2520y.jpg",
+                "Authorization: Bearer api-T0KEN", "http://localhost:23373/v1/assets/serve?url=REDACTED");
+    expect_fail(&dir_cfg, "/Users/a/avatar.jpg", "file:// path has no /media/ segment");
+    expect_fail(&dir_cfg, MAC_MEDIA_PATH "../../../etc/passwd", "file:// path has a '..' segment");
+    expect_fail(&dir_cfg, MAC_MEDIA_PATH "x/./y", "file:// path has a '.' segment");
+    expect_fail(&dir_cfg, MAC_MEDIA_PATH "a//b", "file:// path has an empty segment after /media/");
+    expect_fail(&dir_cfg, MAC_MEDIA_PATH "x\ny", "file:// path has a control character");
+    expect_config_fail(&no_cfg, MAC_MEDIA_PATH "x", NO_FILE_SOURCE);
+    expect_fail(&dir_cfg, "Users/a/media/x", "URL has no scheme"); /* relative: never */
+}
+
+/* Neither BEEPER_MEDIA_DIR nor BEEPER_MEDIA_SERVER: Beeper Desktop 4.2.509+
+ * serves file:// URLs at /v1/assets/serve when a token is set; without one
+ * it is the configuration's fault (retryable), not the image's. */
+static void test_file_via_api(void **state)
+{
+    static const struct resolve_config api_only = { .api_url = "http://localhost:23373",
+                                                     .api_token = "api-T0KEN" };
+    static const struct resolve_config url_only = { .api_url = "http://localhost:23373" };
+    (void)state;
+
+    expect_http(&api_only, MAC_MEDIA "a%20b.jpg",
+                "http://localhost:23373/v1/assets/serve?url=file%3A%2F%2F%2FUsers%2Fa%2FLibrary%2FApplication%2520Support%2FBeeperTexts%2Fmedia%2Fa%2520b.jpg",
+                "Authorization: Bearer api-T0KEN", "http://localhost:23373/v1/assets/serve?url=REDACTED");
+    /* still confined: what Desktop would serve is only the media folder */
+    expect_fail(&api_only, MAC_MEDIA "../../../etc/passwd", "file:// path has a '..' segment");
+    expect_fail(&api_only, "file:///etc/passwd", "file:// path has no /media/ segment");
+    expect_config_fail(&url_only, MAC_MEDIA "a.jpg", NO_FILE_SOURCE);
+}
+
+static void expect_data(const char *url, const void *bytes, size_t len)
+{
+    struct resolved r;
+    char err[512] = "", key[RESOLVE_DATA_KEY_LEN + 1];
+
+    if (resolve_source(&no_cfg, url, &r, err, sizeof err) != 0)
+        fail_msg("resolving %.100s: %s", url, err);
+    assert_int_equal(r.kind, RESOLVE_DATA);
+    assert_int_equal(r.data_len, len);
+    assert_memory_equal(r.data, bytes, len);
+    assert_int_equal(resolve_data_key(url, key), 0);
+    assert_string_equal(r.display, key);
+    assert_null(r.url);
+    assert_null(r.path);
+    resolved_clear(&r);
+}
+
+/* data: URLs decode without the network (base64, also wrapped or without
+ * padding, and percent-encoded), under the key "data:sha256,<hex>". */
+static void test_data_url(void **state)
+{
+    static const unsigned char png_head[] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+    char key[RESOLVE_DATA_KEY_LEN + 1];
+    char *big;
+    (void)state;
+
+    expect_data("data:image/png;base64,iVBORw0KGgo=", png_head, 8);
+    expect_data("DATA:image/png;BASE64,iVBORw0KGgo", png_head, 8);      /* no padding */
+    expect_data("data:image/png;base64,iVBO\r\nRw0K Ggo=", png_head, 8); /* wrapped */
+    expect_data("data:image/png;base64,iVBORw0K%47go%3D", png_head, 8);  /* percent-encoded base64 */
+    expect_data("data:image/png,%89PNG%0D%0A%1A%0A", png_head, 8);      /* percent-encoded bytes */
+    expect_data("data:,<svg/>", "<svg/>", 6);
+    expect_data("data:image/svg+xml;charset=utf-8;base64,PHN2Zy8+", "<svg/>", 6);
+
+    assert_int_equal(resolve_data_key("data:,x", key), 0);
+    /* sha256("data:,x"), as sha256sum prints it */
+    assert_string_equal(key, "data:sha256,"
+                             "707ce201c2f97b77e63f9ca88c081b76df5c8ee2582686405652fd8f67f61143");
+    assert_int_equal(strlen(key), RESOLVE_DATA_KEY_LEN);
+    assert_true(resolve_is_data_url("Data:x"));
+    assert_false(resolve_is_data_url("https://h/data:x"));
+
+    expect_fail(&no_cfg, "data:image/png;base64", "data: URL has no ',' before its data");
+    expect_fail(&no_cfg, "data:image/png;base64,", "data: URL has no data");
+    expect_fail(&no_cfg, "data:image/png;base64,iVBO*w0K", "data: URL has a character that is not base64 at byte 4 of its base64 data");
+    expect_fail(&no_cfg, "data:image/png;base64,iV=BO", "data: URL has data after '=' at byte 3 of its base64 data");
+    expect_fail(&no_cfg, "data:image/png;base64,iVBOR", "data: URL has truncated base64 data");
+    expect_fail(&no_cfg, key, "a data:sha256, key without the data: URL it stands for (the event has no "
+                              "data_url; run import or sync again)");
+
+    /* a 28 KB avatar (and more) is fine; over an event's size is not */
+    big = malloc(70001);
+    assert_non_null(big);
+    memcpy(big, "data:image/png;base64,", 22);
+    memset(big + 22, 'A', 70000 - 22);
+    big[22 + 39976] = '\0'; /* 39976 base64 characters: 29982 bytes */
+    {
+        struct resolved r;
+        char err[256];
+        assert_int_equal(resolve_source(&no_cfg, big, &r, err, sizeof err), 0);
+        assert_int_equal(r.data_len, 39976 / 4 * 3);
+        resolved_clear(&r);
+    }
+    big[22 + 39976] = 'A';
+    big[70000] = '\0';
+    expect_fail(&no_cfg, big, "data: URL is 70000 bytes, over the 65536-byte limit");
+    free(big);
+}
+
 static void test_mxc(void **state)
 {
     static const struct resolve_config no_token = { .api_url = "http://localhost:23373" };
@@ -210,7 +339,7 @@ static void test_mxc(void **state)
     expect_http(&no_token, "localmxc://local-whatsapp/3aa8b1c",
                 "http://localhost:23373/v1/assets/serve?url=localmxc%3A%2F%2Flocal-whatsapp%2F3aa8b1c", NULL,
                 "http://localhost:23373/v1/assets/serve?url=REDACTED");
-    expect_fail(&dir_cfg, "mxc://beeper.com/x", "mxc:// URL needs BEEPER_API_URL");
+    expect_config_fail(&dir_cfg, "mxc://beeper.com/x", "an mxc:// URL needs BEEPER_API_URL");
     {
         struct resolve_config bad = { .api_url = "localhost:23373" };
         expect_fail(&bad, "mxc://beeper.com/x",
@@ -449,6 +578,9 @@ int main(void)
         cmocka_unit_test(test_file_last_media_segment),
         cmocka_unit_test(test_file_refused),
         cmocka_unit_test(test_file_media_server),
+        cmocka_unit_test(test_bare_path),
+        cmocka_unit_test(test_file_via_api),
+        cmocka_unit_test(test_data_url),
         cmocka_unit_test(test_mxc),
         cmocka_unit_test(test_redact),
         cmocka_unit_test_setup_teardown(test_open_confined, tree_setup, tree_teardown),

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make demo`'s flow (compose/demo.sh) on the bundled sample, from a fresh
+# state folder, as a newcomer runs it: it must finish within 90 s (the
+# sample's deliberately missing file once kept its drain waiting through the
+# whole default backoff, 11 minutes), show progress on screen while the
+# workers run, and print what the README says it prints.
+. "$ROOT/tests/integration/lib.sh"
+
+DEMO_DIR="$TESTS_TMP/demo"
+OUT="$TESTS_TMP/demo.out"
+mkdir -p "$DEMO_DIR"
+LIMIT=90
+
+# a fresh clone's environment: none of the test stack's settings
+start=$(_it_now_ms)
+env -u KAFKA_BROKERS -u REDIS_URL -u DATABASE_URL -u IMGCACHE_STORAGE_DIR -u IMGCACHE_PUBLIC_URL \
+    -u IMGCACHE_LOG_LEVEL -u IMGCACHE_ALLOW_HOSTS -u IMGCACHE_RETRY_BACKOFF -u BEEPER_API_TOKEN \
+    -u BEEPER_MEDIA_DIR -u BEEPER_MEDIA_SERVER IMGCACHE_DEMO_DIR="$DEMO_DIR" \
+    sh "$ROOT/compose/demo.sh" < /dev/null > "$OUT" 2>&1 &
+demo=$!
+_it_track "$demo"
+_it_wait_pid "$demo" "$LIMIT"
+rc=$?
+elapsed=$(( ($(_it_now_ms) - start) / 1000 ))
+if [ $rc -eq 124 ]; then
+    # cleanup kills the demo's workers; its stack is stopped below
+    kill -TERM "$demo" $(_it_descendants "$demo") 2>/dev/null
+fi
+sh "$ROOT/compose/stack.sh" stop "$DEMO_DIR" > "$TESTS_TMP/stack-stop.log" 2>&1
+
+check_eq "the demo finished within ${LIMIT}s (took ${elapsed}s; 124: still running)" 0 "$rc"
+check "the demo showed its workers' progress on screen" grep -Eq '^   7 to fetch: [0-9]+ cached' "$OUT"
+check "the progress reached every image" grep -Eq '^   7 to fetch: 6 cached, 0 waiting for a retry, 1 failed' "$OUT"
+check "the deliberately missing file ended as file_missing" grep -q 'deleted-long-ago | file_missing' "$OUT"
+
+# the README's examples are the demo's real output
+readme_line=$(sed -n '/^chats=[0-9]* participants=/{p;q}' "$ROOT/README.md")
+check "README's producer line is what the demo printed ($readme_line)" grep -qxF "$readme_line" "$OUT"
+readme_row=$(sed -n '/^ chats | participants | cached_images/{n;n;p;q}' "$ROOT/README.md")
+check "README's summary row is what the demo printed ($readme_row)" grep -qxF "$readme_row" "$OUT"
+tail -n 40 "$OUT" | sed 's/^/#   /'
+it_done
