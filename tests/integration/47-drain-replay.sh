@@ -60,14 +60,37 @@ check_eq "the replay consumed every event of the topic" "$EVENTS" "$(summary d2 
 check_eq "...and found the images cached (nothing downloaded)" "0 $(( CONTENTS * COPIES ))" \
     "$(summary d2 | field downloaded) $(summary d2 | field already_cached)"
 
-# 4. no assignment within the wait: drained only if nothing was left
-start_worker d3 --drain --drain-wait 0 --group never-assigned
+# 4. no assignment within the wait: drained only if nothing was left.
+# A member that holds every partition and is frozen (SIGSTOP) keeps a new
+# member waiting until its session expires (30 s here): a real broker
+# assigns a free group in milliseconds. The holder is a kcat consumer with
+# the workers' assignor that reads the topic without committing anything.
+hold_group() {
+    local out=$TESTS_TMP/holder-$1.out
+    kcat -b "$KAFKA_BROKERS" -G "$1" -X partition.assignment.strategy=cooperative-sticky \
+        -X enable.auto.commit=false -X auto.offset.reset=earliest -X session.timeout.ms=30000 \
+        -q -f '%k\n' image-needed > "$out" 2> "$out.err" &
+    HOLDER=$!
+    _it_track "$HOLDER"
+    # holding all partitions once it has read every event
+    wait_for 30 bash -c "[ \$(wc -l < '$out') -ge $EVENTS ]" || echo "# hold_group $1: the holder read $(wc -l < "$out") events"
+    kill -STOP "$HOLDER"
+}
+release_group() {
+    kill -KILL "$HOLDER" 2>/dev/null
+    wait "$HOLDER" 2>/dev/null
+}
+hold_group never-assigned
+start_worker d3 --drain --drain-wait 1s --group never-assigned
 wait_worker d3 60
 check_eq "a drain of a group with unconsumed events and no assignment exits 1" 1 "$?"
 check "its reason names the wait and the unconsumed events" \
-    grep -q "not drained: no partition assignment within 0 ms (IMGCACHE_DRAIN_WAIT) while group never-assigned has $EVENTS unconsumed events on image-needed" "$TESTS_TMP/d3.log"
-start_worker d4 --drain --drain-wait 0
+    grep -q "not drained: no partition assignment within 1000 ms (IMGCACHE_DRAIN_WAIT) while group never-assigned has $EVENTS unconsumed events on image-needed" "$TESTS_TMP/d3.log"
+release_group
+hold_group imgcache-workers
+start_worker d4 --drain --drain-wait 1s
 wait_worker d4 60
 check_eq "the same for a group that consumed everything exits 0" 0 "$?"
-check "it says there was nothing to drain" grep -q 'event=drained reason="no partition assignment within 0 ms, and group imgcache-workers has no unconsumed event' "$TESTS_TMP/d4.log"
+check "it says there was nothing to drain" grep -q 'event=drained reason="no partition assignment within 1000 ms, and group imgcache-workers has no unconsumed event' "$TESTS_TMP/d4.log"
+release_group
 it_done

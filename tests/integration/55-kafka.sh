@@ -171,10 +171,13 @@ topic_keys() {
     kcat -b "$KAFKA_BROKERS" -C -t "$1" -o beginning -e -q -f '%k\n' 2>/dev/null
 }
 d_chats=$(chats d 1 $N_D)
+announced=0
 for round in $(seq 25); do
-    IMGCACHE_TOPIC=compact-test import "$d_chats" || break
+    IMGCACHE_TOPIC=compact-test import "$d_chats" && announced=$((announced + 1))
 done
-check_eq "(d) the same $N_D URLs announced 25 times" $((25 * N_D)) "$(topic_keys compact-test | wc -l)"
+# (the cleaner may already be at work meanwhile: the topic's count is no
+# measure of what was announced)
+check_eq "(d) the same $N_D URLs announced 25 times" 25 "$announced"
 IMGCACHE_TOPIC=compact-test start_worker d1 --drain --group compact-first
 check "(d) a first drain caches them (and reads every copy)" wait_worker d1 120
 check_eq "(d) each of them downloaded once" "$N_D" "$(served d)"
@@ -183,9 +186,10 @@ check_eq "(d) and not twice" "" "$(served_twice d)"
 # the last, rolls it. The producer would not announce a cached URL again, so
 # the last event goes in once more as it is (the same URL: dirty too).
 sleep 0.2
-kcat -b "$KAFKA_BROKERS" -C -t compact-test -o -1 -c 1 -e -q -f '%k\t%s\n' 2>/dev/null |
-    kcat -b "$KAFKA_BROKERS" -P -t compact-test -K '\t' 2>/dev/null
-check_eq "(d) one event more rolls the segment" $((25 * N_D + 1)) "$(topic_keys compact-test | wc -l)"
+last=$(kcat -b "$KAFKA_BROKERS" -C -t compact-test -o -1 -c 1 -e -q -f '%k\t%s\n' 2>/dev/null)
+check "(d) the last event is read back" test -n "$last"
+printf '%s\n' "$last" | kcat -b "$KAFKA_BROKERS" -P -t compact-test -K '\t' 2>/dev/null
+check_eq "(d) and produced once more, to roll the segment" 0 "$?"
 compacted() { [ "$(topic_keys compact-test | wc -l)" -le $((N_D + 1)) ]; }
 check "(d) the log cleaner compacts the topic to one event per URL (polled)" wait_for 90 compacted
 check_eq "(d) every URL is still there after compaction" "$N_D" "$(topic_keys compact-test | sort -u | wc -l)"
