@@ -66,6 +66,7 @@
 _Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit release_leases()");
 #define COMMIT_PENDING_MAX (2 * COMMIT_BATCH_MAX) /* stored images waiting for the committer */
 #define DRAIN_IDLE_MS 250      /* --drain: idle this long before asking the broker */
+#define DRAIN_OFFSETS_TIMEOUT_MS 5000 /* --drain without assignment: the group's offsets */
 
 enum job_state {
     JOB_HELD,       /* from the retry topic, not due yet */
@@ -1682,6 +1683,47 @@ static int replaying(struct worker *w, const char *topic, int32_t partition)
     return t != NULL && t->from_beginning;
 }
 
+/* The group's committed offsets of parts, asked through a handle of its
+ * own that never joins the group: this worker's own consumer, a member
+ * waiting in a rebalance (as when it got no assignment), has its OffsetFetch
+ * held until the rebalance ends. */
+static int group_committed(struct worker *w, rd_kafka_topic_partition_list_t *parts, char *err,
+                           size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk = NULL;
+    rd_kafka_resp_err_t e;
+    char errstr[512];
+    int rc = -1;
+
+    kafka_conf_set_logger(conf);
+    if (kafka_conf_apply(conf, w->cfg, w->worker_id, err, errlen) != 0)
+        goto out;
+    if (rd_kafka_conf_set(conf, "group.id", w->cfg->group, errstr, sizeof errstr) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        errmsg_set(err, errlen, "cannot configure the offsets reader: %s", errstr);
+        goto out;
+    }
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (rk == NULL) {
+        errmsg_set(err, errlen, "cannot create the offsets reader: %s", errstr);
+        goto out;
+    }
+    conf = NULL; /* the handle owns it */
+    e = rd_kafka_committed(rk, parts, DRAIN_OFFSETS_TIMEOUT_MS);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        errmsg_set(err, errlen, "cannot read the group's committed offsets: %s", rd_kafka_err2str(e));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rk != NULL)
+        rd_kafka_destroy(rk); /* never subscribed: no group to leave */
+    if (conf != NULL)
+        rd_kafka_conf_destroy(conf);
+    return rc;
+}
+
 /* Events of the topic the group has not consumed: its end offsets minus
  * its committed ones (from the beginning with --from-beginning), for a
  * drain that got no assignment. -1 with a reason when the broker cannot
@@ -1710,11 +1752,8 @@ static long long group_lag(struct worker *w, char *err, size_t errlen)
     parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
     for (int i = 0; i < md->topics[0].partition_cnt; i++)
         rd_kafka_topic_partition_list_add(parts, w->cfg->topic, md->topics[0].partitions[i].id);
-    e = rd_kafka_committed(w->rk, parts, 5000);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        errmsg_set(err, errlen, "cannot read the group's committed offsets: %s", rd_kafka_err2str(e));
+    if (group_committed(w, parts, err, errlen) != 0)
         goto out;
-    }
     lag = 0;
     for (int i = 0; i < parts->cnt; i++) {
         int64_t low = 0, high = 0, pos = parts->elems[i].offset;

@@ -65,29 +65,30 @@ check_eq "...and found the images cached (nothing downloaded)" "0 $(( CONTENTS *
 # member waiting until its session expires (30 s here): a real broker
 # assigns a free group in milliseconds. The holder is a kcat consumer with
 # the workers' assignor that reads the topic without committing anything.
+# hold_group GROUP N: a holder that has its assignment and has read N events
 hold_group() {
     local out=$TESTS_TMP/holder-$1.out
     kcat -b "$KAFKA_BROKERS" -G "$1" -X partition.assignment.strategy=cooperative-sticky \
         -X enable.auto.commit=false -X auto.offset.reset=earliest -X session.timeout.ms=30000 \
-        -q -f '%k\n' image-needed > "$out" 2> "$out.err" &
+        -u -f '%k\n' image-needed > "$out" 2> "$out.err" &
     HOLDER=$!
     _it_track "$HOLDER"
-    # holding all partitions once it has read every event
-    wait_for 30 bash -c "[ \$(wc -l < '$out') -ge $EVENTS ]" || echo "# hold_group $1: the holder read $(wc -l < "$out") events"
+    wait_for 30 grep -q 'rebalanced: .*assignment of [1-9]' "$out.err" || echo "# hold_group $1: no assignment: $(tail -n 3 "$out.err")"
+    wait_for 30 bash -c "[ \$(wc -l < '$out') -ge $2 ]" || echo "# hold_group $1: the holder read $(wc -l < "$out") events"
     kill -STOP "$HOLDER"
 }
 release_group() {
     kill -KILL "$HOLDER" 2>/dev/null
     wait "$HOLDER" 2>/dev/null
 }
-hold_group never-assigned
+hold_group never-assigned "$EVENTS"
 start_worker d3 --drain --drain-wait 1s --group never-assigned
 wait_worker d3 60
 check_eq "a drain of a group with unconsumed events and no assignment exits 1" 1 "$?"
 check "its reason names the wait and the unconsumed events" \
     grep -q "not drained: no partition assignment within 1000 ms (IMGCACHE_DRAIN_WAIT) while group never-assigned has $EVENTS unconsumed events on image-needed" "$TESTS_TMP/d3.log"
 release_group
-hold_group imgcache-workers
+hold_group imgcache-workers 0
 start_worker d4 --drain --drain-wait 1s
 wait_worker d4 60
 check_eq "the same for a group that consumed everything exits 0" 0 "$?"
