@@ -33,7 +33,10 @@ check "retries are scheduled" wait_for 30 grep -q "event=retry_scheduled" "$TEST
 # would reach the host within it; with it they wait for the 3 s cool-down.
 sleep 1.5
 before=$(media_total)
-check_eq "only the first attempts reached the failing host" "$N" "$before"
+# at most each image's first attempt: on a real broker the events arrive in
+# several fetches, and those after the circuit opened were not even tried
+check "only first attempts reached the failing host ($before requests for $N images)" \
+    test "$before" -ge 3 -a "$before" -le "$N"
 # the host recovers while the circuit is open
 media_reset
 check "the worker drains and exits 0" wait_worker w 120
