@@ -106,9 +106,10 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-for v in IMAGES DUP LAT CONC SEED FETCH_WAIT; do
-    val=${!v}
-    [ -z "$val" ] || [[ $val =~ ^[0-9]+$ ]] || { echo "$PROG: $v must be a number" >&2; exit 2; }
+for v in IMAGES:--images DUP:--dup LAT:--latency-ms CONC:--concurrency SEED:--seed FETCH_WAIT:--fetch-wait; do
+    var=${v%%:*}
+    val=${!var}
+    [ -z "$val" ] || [[ $val =~ ^[0-9]+$ ]] || { echo "$PROG: ${v#*:} must be a number (got '$val')" >&2; exit 2; }
 done
 case $BROKER_KIND in
     kafka|dev) ;;
