@@ -1071,7 +1071,7 @@ profile() {
             grep -E '^ +[0-9.]+%' | head -n 12 > "$WORK/profile.clock"
         perf report -i "$WORK/perf-clock.data" --stdio --no-children --sort dso,sym --percent-limit 0.4 2> /dev/null |
             grep -E '^ +[0-9.]+%' | head -n 25 >> "$WORK/profile.clock"
-        say "  top CPU time (cpu-clock samples; the ~3 s group join is idle and not sampled):"
+        say "  top CPU time (cpu-clock samples; the group join is idle and not sampled):"
         head -n 25 "$WORK/profile.clock" | cut -c1-150 | sed 's/^/      /'
         clk=$(json_lines "$WORK/profile.clock")
     fi
@@ -1147,7 +1147,7 @@ profile() {
         local a d
         a=$(log_epoch "$WORK/$name-strace-w1.log" "event=assigned")
         d=$(log_epoch "$WORK/$name-strace-w1.log" "event=drained")
-        say "  main thread, $(calc "d - a" 1 -v d="${d:-0}" -v a="${a:-0}")s from assignment to drained (plus ~3 s of group join spent in poll):"
+        say "  main thread, $(calc "d - a" 1 -v d="${d:-0}" -v a="${a:-0}")s from assignment to drained (plus the group join, spent in poll):"
         sed 's/^/      /' "$WORK/strace.top"
         st=$(json_lines "$WORK/strace.top")
     fi
