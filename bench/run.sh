@@ -5,7 +5,13 @@
 #   bench/run.sh [--quick] [--images N] [--dup K] [--latency-ms L]
 #                [--concurrency C] [--workers "1 2 4"] [--seed S]
 #                [--profile | --no-profile | --profile-only] [--keep]
-#                [--fleet-only]
+#                [--fleet-only] [--fetch-wait MS] [--worker-bin PATH]
+#
+# The broker: Apache Kafka (IMGCACHE_BROKER=kafka, the default;
+# compose/kafka.sh, a fresh one-node broker per configuration, its data in
+# the work folder, topics made by `imgcache-producer topics`) or, with
+# IMGCACHE_BROKER=dev, the dev broker (librdkafka's mock cluster, for a
+# machine without Java). The results name the one that ran.
 #
 # What it does, all in its own folder under /tmp (removed at exit; --keep
 # leaves it), with every process it starts stopped at exit:
@@ -18,7 +24,7 @@
 #      warm-up run, not counted, then 3 runs: the median counts);
 #   4. fleet, for each worker count, in "live" mode (as in production: the
 #      fleet is up when the sync happens): fresh database, Redis (FLUSHALL),
-#      dev broker (32 partitions per topic) and storage folder; W workers
+#      broker (32 partitions per topic) and storage folder; W workers
 #      started (no --drain) and left to settle (every worker assigned, all
 #      64 partitions of image-needed and image-needed-retry held); then ONE
 #      import of the K chat files concatenated (K x N chats; the producer
@@ -47,6 +53,11 @@
 # --profile-only runs just step 6's profile (printed, results.json untouched).
 # --fleet-only runs the first baseline and step 4's live fleets, prints their
 # lines and stops (results.json untouched): for comparing two builds.
+# --fetch-wait MS gives the live fleets -X fetch.wait.max.ms=MS (default: the
+# broker's own 500 ms on Kafka; 10 on the dev broker, whose empty fetch waits
+# the whole time even when data arrives).
+# --worker-bin PATH runs that imgcache-worker (another build) instead of
+# bin/imgcache-worker; the producer and media server stay this tree's.
 # `make bench` builds first; run directly, it uses whatever is in bin/.
 set -u -o pipefail
 
@@ -66,6 +77,9 @@ PROFILE=auto
 KEEP=0
 PARTITIONS=32
 FLEET_ONLY=0
+FETCH_WAIT=
+WORKER_BIN=$ROOT/bin/imgcache-worker
+BROKER_KIND=${IMGCACHE_BROKER:-kafka}
 
 usage() {
     sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
@@ -85,15 +99,29 @@ while [ $# -gt 0 ]; do
         --no-profile) PROFILE=no ;;
         --keep) KEEP=1 ;;
         --fleet-only) FLEET_ONLY=1 ;;
+        --fetch-wait) FETCH_WAIT=${2:?}; shift ;;
+        --worker-bin) WORKER_BIN=${2:?}; shift ;;
         -h|--help) usage ;;
         *) echo "$PROG: unknown option '$1'" >&2; usage ;;
     esac
     shift
 done
-for v in IMAGES DUP LAT CONC SEED; do
-    val=${!v}
-    [ -z "$val" ] || [[ $val =~ ^[0-9]+$ ]] || { echo "$PROG: $v must be a number" >&2; exit 2; }
+for v in IMAGES:--images DUP:--dup LAT:--latency-ms CONC:--concurrency SEED:--seed FETCH_WAIT:--fetch-wait; do
+    var=${v%%:*}
+    val=${!var}
+    [ -z "$val" ] || [[ $val =~ ^[0-9]+$ ]] || { echo "$PROG: ${v#*:} must be a number (got '$val')" >&2; exit 2; }
 done
+case $BROKER_KIND in
+    kafka|dev) ;;
+    *) echo "$PROG: IMGCACHE_BROKER is '$BROKER_KIND'; use kafka (Apache Kafka, the default) or dev (the mock cluster)" >&2; exit 2 ;;
+esac
+[ -x "$WORKER_BIN" ] || { echo "$PROG: --worker-bin '$WORKER_BIN' is not an executable file" >&2; exit 2; }
+# The mock holds an empty fetch for the whole fetch.wait.max.ms (500 ms by
+# default) even when data arrives meanwhile, so an idle worker saw the first
+# events late; a real broker answers as soon as data arrives.
+[ -z "$FETCH_WAIT" ] && [ "$BROKER_KIND" = dev ] && FETCH_WAIT=10
+LIVE_FLEET_ARGS=()
+[ -n "$FETCH_WAIT" ] && LIVE_FLEET_ARGS=(-X "fetch.wait.max.ms=$FETCH_WAIT")
 if [ "$QUICK" = 1 ]; then
     : "${IMAGES:=2000}"
     : "${WORKERS:=1 2}"
@@ -154,12 +182,16 @@ need_pkg cc build-essential
 for b in imgcache-producer imgcache-worker imgcache-devbroker imgcache-mediaserver; do
     [ -x "$ROOT/bin/$b" ] || die "bin/$b is missing: run make bench (or make all)"
 done
+if [ "$BROKER_KIND" = kafka ]; then
+    command -v java > /dev/null 2>&1 || die "java is not installed: run make deps, or IMGCACHE_BROKER=dev for the mock cluster"
+fi
 
 # ---- work folder, process tracking, cleanup --------------------------------------
 WORK=$(mktemp -d /tmp/imgcache-bench.XXXXXX) || die "mktemp failed"
 chmod 755 "$WORK"               # PostgreSQL runs as 'postgres' and must reach it
 PIDS=()
 STACK_UP=0
+KAFKA_DIR=
 
 running() {
     local st
@@ -193,6 +225,7 @@ cleanup() {
     local rc=$? p
     trap - EXIT INT TERM HUP
     for p in "${PIDS[@]}"; do stop_tree "$p" 5; done
+    [ -n "$KAFKA_DIR" ] && sh "$ROOT/compose/kafka.sh" stop "$KAFKA_DIR" > /dev/null 2>&1
     [ "$STACK_UP" = 1 ] && sh "$ROOT/compose/stack.sh" stop "$WORK/stack" > /dev/null 2>&1
     if [ "$KEEP" = 1 ]; then
         echo "$PROG: kept $WORK" >&2
@@ -218,15 +251,18 @@ wait_for() { # secs cmd...: poll every 0.2 s
 
 # ---- snapshot of the programs under test ----------------------------------------
 mkdir -p "$WORK/bin"
-cp "$ROOT"/bin/imgcache-{producer,worker,devbroker,mediaserver} "$WORK/bin/"
+cp "$ROOT"/bin/imgcache-{producer,devbroker,mediaserver} "$WORK/bin/"
+cp "$WORKER_BIN" "$WORK/bin/imgcache-worker" || die "cannot copy $WORKER_BIN"
 BIN=$WORK/bin
 COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 DIRTY=false
 [ -n "$(git -C "$ROOT" status --porcelain -- common worker producer compose tests/mediaserver 2>/dev/null)" ] && DIRTY=true
-BIN_MTIME=$(stat -c %y "$ROOT/bin/imgcache-worker" | cut -d. -f1)
+BIN_MTIME=$(stat -c %y "$WORKER_BIN" | cut -d. -f1)
 
 say "imgcache benchmark: $([ $QUICK = 1 ] && echo quick || echo full) run, commit ${COMMIT:0:12}$([ $DIRTY = true ] && echo ' (+ uncommitted changes)'), worker binary built $BIN_MTIME"
 say "work folder $WORK"
+[ "$WORKER_BIN" = "$ROOT/bin/imgcache-worker" ] || say "worker binary: $WORKER_BIN"
+say "broker: $([ "$BROKER_KIND" = kafka ] && echo "Apache Kafka (compose/kafka.sh), a fresh one per configuration" || echo "dev broker (librdkafka's mock cluster, not Kafka)"); live fleets' fetch.wait.max.ms: ${FETCH_WAIT:-500, the default}"
 
 # ---- the load generator -------------------------------------------------------
 mkdir -p "$ROOT/build/bench"
@@ -303,11 +339,13 @@ usage_between() {
 # ---- servers ------------------------------------------------------------------
 say "starting PostgreSQL and redis-server (compose/stack.sh, durable settings)"
 STACK_UP=1
-IMGCACHE_DEVBROKER=$BIN/imgcache-devbroker sh "$ROOT/compose/stack.sh" start "$WORK/stack" > "$WORK/stack.out" 2> "$WORK/stack.log" ||
+# The stack's own broker is not used (each configuration gets its own, below):
+# the dev one starts in no time and is stopped at once.
+IMGCACHE_BROKER=dev IMGCACHE_DEVBROKER=$BIN/imgcache-devbroker sh "$ROOT/compose/stack.sh" start "$WORK/stack" > "$WORK/stack.out" 2> "$WORK/stack.log" ||
     { cat "$WORK/stack.log" >&2; die "compose/stack.sh start failed"; }
 . "$WORK/stack/stack.env"
 STACK_DATABASE_URL=$DATABASE_URL
-# Each configuration gets its own dev broker: the stack's one is not used.
+# Each configuration gets its own broker: the stack's one is not used.
 sb=$(head -n 1 "$WORK/stack/broker.pid" 2>/dev/null | tr -dc 0-9)
 [ -n "$sb" ] && running "$sb" && { kill -TERM "$sb"; wait_for 10 bash -c "! kill -0 $sb"; }
 PG_VERSION=$(psql -XAtq "$STACK_DATABASE_URL" -c "SHOW server_version" 2>/dev/null | cut -d' ' -f1)
@@ -347,7 +385,41 @@ media_max_per_path() { curl -fsS "$MEDIA_URL/__stats" | grep -o '"/[^"]*":[0-9]*
 media_reset() { curl -fsS -X POST "$MEDIA_URL/__reset" > /dev/null; }
 
 BROKER_PID=
-# fresh_env NAME: own database, empty Redis, a new dev broker, an empty
+BROKER_DESC=
+# start_broker NAME: stops the previous configuration's broker and starts a
+# fresh one (no topics, offsets or groups carried over); sets BROKER_PID (the
+# JVM or the dev broker, for the CPU accounting), exports KAFKA_BROKERS.
+start_broker() {
+    local name=$1
+    if [ "$BROKER_KIND" = dev ]; then
+        if [ -n "$BROKER_PID" ] && running "$BROKER_PID"; then stop_tree "$BROKER_PID" 10; fi
+        rm -f "$WORK/broker.ctl"
+        mkfifo "$WORK/broker.ctl"
+        "$BIN/imgcache-devbroker" --partitions "$PARTITIONS" <> "$WORK/broker.ctl" \
+            > "$WORK/$name.broker.out" 2> "$WORK/$name.broker.log" &
+        BROKER_PID=$!
+        track "$BROKER_PID"
+        wait_for 30 grep -q '^KAFKA_BROKERS=' "$WORK/$name.broker.out" || die "the dev broker did not start"
+        export KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$WORK/$name.broker.out")
+        BROKER_DESC="dev broker (librdkafka's mock cluster, not Kafka)"
+        return 0
+    fi
+    if [ -n "$KAFKA_DIR" ]; then
+        sh "$ROOT/compose/kafka.sh" stop "$KAFKA_DIR" > /dev/null 2>> "$WORK/$name.broker.log"
+        # its log is no longer needed and would fill the disk over a full run
+        rm -rf "$KAFKA_DIR/data"
+    fi
+    KAFKA_DIR=$WORK/kafka-$name
+    sh "$ROOT/compose/kafka.sh" start "$KAFKA_DIR" > "$WORK/$name.broker.out" 2>> "$WORK/$name.broker.log" ||
+        die "Apache Kafka did not start: $(tail -n 5 "$WORK/$name.broker.log")"
+    export KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$WORK/$name.broker.out")
+    BROKER_PID=$(sh "$ROOT/compose/kafka.sh" pid "$KAFKA_DIR") || die "no broker pid in $KAFKA_DIR"
+    "$BIN/imgcache-producer" topics --partitions "$PARTITIONS" > "$WORK/$name.topics.log" 2>&1 ||
+        die "imgcache-producer topics failed: $(tail -n 3 "$WORK/$name.topics.log")"
+    BROKER_DESC="Apache Kafka $(sh "$ROOT/compose/kafka.sh" version "$KAFKA_DIR" || echo '(version not logged)') (KRaft, one node; heap ${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m})"
+}
+
+# fresh_env NAME: own database, empty Redis, a new broker, an empty
 # storage folder, schema migrated. Exports what the programs read.
 fresh_env() {
     local name=$1 db base
@@ -357,15 +429,7 @@ fresh_env() {
     base=${STACK_DATABASE_URL%%\?*}
     export DATABASE_URL="${base%/*}/$db"
     [ "$(redis-cli -u "$REDIS_URL" FLUSHALL 2>&1)" = OK ] || die "redis FLUSHALL failed"
-    if [ -n "$BROKER_PID" ] && running "$BROKER_PID"; then stop_tree "$BROKER_PID" 10; fi
-    rm -f "$WORK/broker.ctl"
-    mkfifo "$WORK/broker.ctl"
-    "$BIN/imgcache-devbroker" --partitions "$PARTITIONS" <> "$WORK/broker.ctl" \
-        > "$WORK/$name.broker.out" 2> "$WORK/$name.broker.log" &
-    BROKER_PID=$!
-    track "$BROKER_PID"
-    wait_for 30 grep -q '^KAFKA_BROKERS=' "$WORK/$name.broker.out" || die "the dev broker did not start"
-    export KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$WORK/$name.broker.out")
+    start_broker "$name"
     # nothing is deleted before the end: on ext4, creating files right after
     # deleting many is slow (the inode allocator skips recently deleted ones)
     mkdir -p "$WORK/store-$name"
@@ -703,12 +767,8 @@ fleet() {
     }
 
     if [ "$mode" = live ]; then
-        # The dev broker (librdkafka's mock) holds a fetch that finds no data
-        # for the whole fetch.wait.max.ms (500 ms by default), even when data
-        # arrives meanwhile; a real broker answers as soon as there is data.
-        # A 10 ms wait makes an idle worker see the first events as soon as
-        # it would on Kafka (see "live latency" for both settings).
-        start_fleet -X fetch.wait.max.ms=10
+        # LIVE_FLEET_ARGS: the fetch wait (--fetch-wait; see the options)
+        start_fleet "${LIVE_FLEET_ARGS[@]}"
         WAIT_GROUP_PIDS="${wchildren[*]}" wait_group 60 "${wlogs[@]}"
         case $? in
             1) warn "$name: the group did not settle in 60 s ($GROUP_STATE); importing anyway" ;;
@@ -1011,7 +1071,7 @@ profile() {
             grep -E '^ +[0-9.]+%' | head -n 12 > "$WORK/profile.clock"
         perf report -i "$WORK/perf-clock.data" --stdio --no-children --sort dso,sym --percent-limit 0.4 2> /dev/null |
             grep -E '^ +[0-9.]+%' | head -n 25 >> "$WORK/profile.clock"
-        say "  top CPU time (cpu-clock samples; the ~3 s group join is idle and not sampled):"
+        say "  top CPU time (cpu-clock samples; the group join is idle and not sampled):"
         head -n 25 "$WORK/profile.clock" | cut -c1-150 | sed 's/^/      /'
         clk=$(json_lines "$WORK/profile.clock")
     fi
@@ -1087,7 +1147,7 @@ profile() {
         local a d
         a=$(log_epoch "$WORK/$name-strace-w1.log" "event=assigned")
         d=$(log_epoch "$WORK/$name-strace-w1.log" "event=drained")
-        say "  main thread, $(calc "d - a" 1 -v d="${d:-0}" -v a="${a:-0}")s from assignment to drained (plus ~3 s of group join spent in poll):"
+        say "  main thread, $(calc "d - a" 1 -v d="${d:-0}" -v a="${a:-0}")s from assignment to drained (plus the group join, spent in poll):"
         sed 's/^/      /' "$WORK/strace.top"
         st=$(json_lines "$WORK/strace.top")
     fi
@@ -1118,6 +1178,7 @@ for w in $WORKERS; do
     MAIN_RSS[$w]=$LAST_FLEET_RSS_MAX
 done
 if [ "$FLEET_ONLY" = 1 ]; then
+    echo "broker: $BROKER_DESC; live fleets' fetch.wait.max.ms: ${FETCH_WAIT:-default}; worker: $WORKER_BIN"
     printf '%s\n' "${TABLE[@]}"
     [ ${#WARNINGS[@]} -eq 0 ] || printf 'warning: %s\n' "${WARNINGS[@]}"
     exit 0
@@ -1163,9 +1224,8 @@ replay "w1-c$CONC-long" "$LAST_FLEET_EVENTS" replay_prefetch_1mib "replay-q1M" -
 
 LIVE_LINES=() J_LIVE=()
 live live
-# the mock broker answers an empty fetch only after fetch.wait.max.ms (500 ms
-# by default): the same run with a short wait shows how much of the latency
-# that is
+# the same with a 10 ms fetch wait (the dev broker's workaround): on Kafka,
+# side by side, whether it still helps
 live live-fetchwait10 -X fetch.wait.max.ms=10
 J_EXTRA+=("\"live\":[$(IFS=,; echo "${J_LIVE[*]}")]")
 [ "$PROFILE" = yes ] && profile
@@ -1205,6 +1265,7 @@ TOTAL=$(elapsed)
 
 echo
 echo "imgcache benchmark — commit ${COMMIT:0:12}$([ $DIRTY = true ] && echo '+dirty'), $NCPU x $MACHINE_CPU, $MEM_GIB GiB, $OS, $FS, total $TOTAL"
+echo "broker: $BROKER_DESC; live fleets' fetch.wait.max.ms: ${FETCH_WAIT:-500, the default}"
 printf "$ROWFMT\n" config W C lat_ms mode images e2e_s img/s xcurl imp_s stdy/s p50ms p99ms dl/URL rssMiB cpu/1k med%
 for l in "${TABLE[@]}"; do echo "$l"; done
 echo "  mode live: the workers run (group settled) before ONE import of all the chats (each URL in $DUP chats, one event per URL);"
@@ -1237,6 +1298,7 @@ cat > "$ROOT/bench/results.json.tmp" <<EOF
   "worker_binary_built": "$BIN_MTIME",
   "run": "$([ $QUICK = 1 ] && echo quick || echo full)",
   "total_time": "$TOTAL",
+  "broker": {"kind": $(js "$BROKER_KIND"), "description": $(js "$BROKER_DESC"), "live_fleet_fetch_wait_max_ms": $(jn "${FETCH_WAIT:-null}")},
   "machine": {"cpus": $NCPU, "cpu": $(js "$MACHINE_CPU"), "memory_gib": $MEM_GIB, "os": $(js "$OS"), "kernel": "$(uname -r)", "filesystem": "$FS", "postgresql": "$PG_VERSION", "librdkafka": "$RDKAFKA", "curl": "$CURLV"},
   "options": {"images": $IMAGES, "chats_per_url": $DUP, "latency_ms": $LAT, "concurrency": $CONC, "workers": [$(echo $WORKERS | tr ' ' ',')], "seed": $SEED, "partitions": $PARTITIONS, "image_bytes": $BYTES_A, "rss256_images": $RSS256_IMAGES, "long_run_events": $LONG_EVENTS, "dedup_config": $(js "$DEDUP_CONFIG")},
   "baselines": [$(join "${J_BASE[@]}")],
