@@ -180,6 +180,11 @@ struct worker {
     int closing;                /* consumer_close: no waiting in callbacks */
 
     int assigned_once;
+    /* a cooperative revoke is followed by an assignment (maybe empty):
+     * until it comes, and for DRAIN_IDLE_MS after any rebalance call, the
+     * assignment is not the one the drain check must judge */
+    int rebalance_pending;
+    long long last_rebalance_ms;
     long long started_ms;
     long long next_recheck_ms;
     long long next_drain_check_ms;
@@ -1405,6 +1410,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     rd_kafka_error_t *error = NULL;
 
+    w->last_rebalance_ms = mono_ms();
+    w->rebalance_pending = err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *p = &parts->elems[i];
@@ -1725,10 +1732,10 @@ out:
 }
 
 /* Events of the topic the group has not consumed: its end offsets minus
- * its committed ones (from the beginning with --from-beginning), for a
- * drain that got no assignment. -1 with a reason when the broker cannot
- * tell. */
-static long long group_lag(struct worker *w, char *err, size_t errlen)
+ * its committed ones (from the beginning with --from-beginning when
+ * honour_from_beginning: this run replays them), for a drain that has no
+ * partition of its own. -1 with a reason when the broker cannot tell. */
+static long long group_lag(struct worker *w, int honour_from_beginning, char *err, size_t errlen)
 {
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->rk, w->cfg->topic, NULL);
@@ -1763,7 +1770,7 @@ static long long group_lag(struct worker *w, char *err, size_t errlen)
             lag = -1;
             goto out;
         }
-        if (pos < low || w->cfg->from_beginning)
+        if (pos < low || (honour_from_beginning && w->cfg->from_beginning))
             pos = low;
         if (high > pos)
             lag += high - pos;
@@ -1786,8 +1793,15 @@ static int caught_up(struct worker *w)
 
     if (rd_kafka_assignment(w->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return 0;
-    if (assignment->cnt > 0)
-        rd_kafka_position(w->rk, assignment);
+    if (assignment->cnt == 0) {
+        /* nothing of its own to read (more workers than partitions, or a
+         * member between the two steps of a cooperative rebalance): done
+         * only when the group as a whole has read everything */
+        char why[300];
+        rd_kafka_topic_partition_list_destroy(assignment);
+        return group_lag(w, 0, why, sizeof why) == 0;
+    }
+    rd_kafka_position(w->rk, assignment);
     /* partitions with nothing consumed in this run: their committed offset
      * tells where the group is (one request for all of them), unless this
      * run replays them from the beginning (--from-beginning): the group's
@@ -2144,7 +2158,7 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
                 /* nothing assigned has not drained anything, unless there
                  * was nothing to drain */
                 char why[300];
-                long long lag = group_lag(w, why, sizeof why);
+                long long lag = group_lag(w, 1, why, sizeof why);
                 if (lag == 0) {
                     log_info("event=drained reason=\"no partition assignment within %lld ms, and group %s "
                              "has no unconsumed event on %s\"", w->cfg->drain_wait_ms, w->cfg->group,
@@ -2164,7 +2178,8 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
             /* only after a while with nothing to do: a backlog's loop is
              * idle for moments too, and the check blocks on the broker */
             if (w->assigned_once && w->idle_since_ms && now - w->idle_since_ms >= DRAIN_IDLE_MS &&
-                now >= w->next_drain_check_ms) {
+                now >= w->next_drain_check_ms && !w->rebalance_pending &&
+                now - w->last_rebalance_ms >= DRAIN_IDLE_MS) {
                 w->next_drain_check_ms = now + 300;
                 if (caught_up(w)) {
                     log_info("event=drained reason=\"caught up with every assigned partition\" held=%zu",

@@ -14,6 +14,8 @@
 #  (d) a compacted topic: the same URLs announced 25 times, the log cleaner
 #      runs (polled, not waited for), and a replay from the beginning under a
 #      new group sees each URL once and downloads nothing
+#  (f) four draining workers started together on a backlog all read it to
+#      its end before they exit
 #  (e) a replay after a broker restart sees the same set of URLs as before
 . "$ROOT/tests/integration/lib.sh"
 it_setup 12
@@ -25,9 +27,9 @@ fi
 
 IMG="$ROOT/tests/fixtures/images"
 MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"/{a,b,c,d}
-N_A=240 N_B=160 N_C=400 N_D=20
-for phase in a b c d; do
+mkdir -p "$MEDIA"/{a,b,c,d,f}
+N_A=240 N_B=160 N_C=400 N_D=20 N_F=400
+for phase in a b c d f; do
     n_var=N_${phase^^}
     for i in $(seq 1 "${!n_var}"); do
         { cat "$IMG/avatar.webp"; printf 'kafka-%s-%d' "$phase" "$i"; } > "$MEDIA/$phase/i$i.webp"
@@ -201,9 +203,25 @@ check "(d) the replay sees each URL once (consumed=${consumed:-?}, at most $((N_
     test "${consumed:-0}" -ge "$N_D" -a "${consumed:-0}" -le $((N_D + 1))
 check_eq "(d) and downloads nothing" 0 "$(media_total)"
 
+# ---- (f) four draining workers on a backlog, three joining the first ----------------------
+# Each joins while the others hold the partitions: on a real broker its
+# first cooperative step may assign it nothing, which once read as "caught
+# up" (the workers exited 0 with most of the backlog unread).
+import "$(chats f 1 $N_F)"
+check "(f) the backlog is announced" test $? -eq 0
+start_worker f1 --drain --group drain-together --concurrency 2
+check "(f) the first draining worker is caching" wait_for 60 cached_over f 10
+# the others join while it holds every partition and has downloads in flight
+for k in 2 3 4; do start_worker "f$k" --drain --group drain-together --concurrency 2; done
+for k in 1 2 3 4; do
+    check "(f) draining worker $k exits 0" wait_worker "f$k" 180
+done
+check_eq "(f) every URL of the backlog is cached when the drains end" "$N_F" \
+    "$(q "SELECT count(*) FROM cached_images WHERE source_url LIKE '$MEDIA_URL/f/%'")"
+
 # ---- (e) a replay after a broker restart ---------------------------------------------
 before=$(topic_keys image-needed | sort -u)
-check "(e) the main topic holds the URLs of (a) to (c)" test "$(printf '%s\n' "$before" | wc -l)" -ge $((N_A + N_B + N_C))
+check "(e) the main topic holds the URLs of (a) to (c) and (f)" test "$(printf '%s\n' "$before" | wc -l)" -ge $((N_A + N_B + N_C + N_F))
 check "(e) the broker stops cleanly" broker_down
 check "(e) and starts again on the same data" broker_up
 check_eq "(e) the topic holds the same URLs after the restart" "$before" "$(topic_keys image-needed | sort -u)"
@@ -213,6 +231,6 @@ start_worker e1 --drain --group replay-after-restart --from-beginning
 check "(e) a replay under a new group exits 0" wait_worker e1 180
 consumed=$(sed -n 's/.*event=summary consumed=\([0-9]*\) .*/\1/p' "$TESTS_TMP/e1.log")
 check "(e) the replay consumes every URL (consumed=${consumed:-?})" \
-    test "${consumed:-0}" -ge $((N_A + N_B + N_C))
+    test "${consumed:-0}" -ge $((N_A + N_B + N_C + N_F))
 check_eq "(e) and downloads nothing (all cached)" "0 0" "$(media_total) $(MEDIA_URL=$M2 media_total)"
 it_done
