@@ -29,6 +29,9 @@ fi
 
 # ---- the shared stack -------------------------------------------------------------
 
+# find_pgbin and as_pg, as compose/stack.sh uses them
+. "$ROOT/compose/lib-proc.sh"
+
 _faults_stack_dir() {
     local d
     for d in "${IMGCACHE_STACK_DIR:-}" "$(dirname "${BROKER_CTL:-/nonexistent/x}")" \
@@ -46,22 +49,6 @@ now_ms() {
     echo $(( t / 1000 ))
 }
 
-_faults_pgbin() {
-    local d
-    for d in /usr/lib/postgresql/15/bin $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-        [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
-    done
-    d=$(command -v pg_ctl 2>/dev/null) && { dirname "$d"; return 0; }
-    return 1
-}
-
-_faults_as_pg() {
-    if [ "$(id -u)" = 0 ]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
 
 # The port of the stack's redis (REDIS_URL is the stack's: it_setup keeps it).
 _faults_redis_port() {
@@ -107,9 +94,9 @@ _faults_pg_ready() {
 stack_pg_stop() {
     local bin
     [ -n "$FAULTS_STACK_DIR" ] || { echo "# no stack folder known" >&2; return 1; }
-    bin=$(_faults_pgbin) || { echo "# pg_ctl not found" >&2; return 1; }
+    bin=$(find_pgbin) || { echo "# pg_ctl not found" >&2; return 1; }
     FAULTS_PG_DOWN=1
-    _faults_as_pg "$bin/pg_ctl" -D "$FAULTS_STACK_DIR/pg" -m "${1:-fast}" -w -t 30 -s stop > /dev/null 2>&1
+    as_pg "$bin/pg_ctl" -D "$FAULTS_STACK_DIR/pg" -m "${1:-fast}" -w -t 30 -s stop > /dev/null 2>&1
     ! _faults_pg_ready
 }
 
@@ -117,8 +104,8 @@ stack_pg_start() {
     local bin
     [ -n "$FAULTS_STACK_DIR" ] || { echo "# no stack folder known" >&2; return 1; }
     _faults_pg_ready && { FAULTS_PG_DOWN=0; return 0; }
-    bin=$(_faults_pgbin) || { echo "# pg_ctl not found" >&2; return 1; }
-    _faults_as_pg "$bin/pg_ctl" -D "$FAULTS_STACK_DIR/pg" -l "$FAULTS_STACK_DIR/pg.log" -w -t 60 -s start \
+    bin=$(find_pgbin) || { echo "# pg_ctl not found" >&2; return 1; }
+    as_pg "$bin/pg_ctl" -D "$FAULTS_STACK_DIR/pg" -l "$FAULTS_STACK_DIR/pg.log" -w -t 60 -s start \
         > /dev/null 2>&1
     wait_for 30 _faults_pg_ready || { echo "# PostgreSQL did not come back" >&2; return 1; }
     FAULTS_PG_DOWN=0
@@ -189,7 +176,7 @@ if [ "$FAULTS_SELF_TEST" = 1 ]; then
     check "the shared stack's folder is found (redis.pid, pg/)" test -n "$FAULTS_STACK_DIR"
     check "its redis answers on REDIS_URL" _faults_redis_up
     check "its PostgreSQL answers" _faults_pg_ready
-    check "pg_ctl is installed" _faults_pgbin
-    check "pg_ctl knows the stack's cluster" _faults_as_pg "$(_faults_pgbin)/pg_ctl" -D "$FAULTS_STACK_DIR/pg" status
+    check "pg_ctl is installed" find_pgbin
+    check "pg_ctl knows the stack's cluster" as_pg "$(find_pgbin)/pg_ctl" -D "$FAULTS_STACK_DIR/pg" status
     it_done
 fi
