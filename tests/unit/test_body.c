@@ -4,7 +4,7 @@
  * spills what it has to disk); released blocks are reused, not allocated
  * again (run under valgrind: a block lost or freed twice shows).
  *
- * body.c is not part of libcommon, so it is compiled into this test. */
+ * body.c is in build/libworker.a, which this test links. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../worker/body.c"
+#include "body.h"
 
 static unsigned char *pattern(size_t len, unsigned seed)
 {

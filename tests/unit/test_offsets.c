@@ -3,7 +3,7 @@
  * cap; a revoked tracker lives until its last event releases it (run under
  * valgrind: an early free is a read after free, a late one a leak).
  *
- * offsets.c is not part of libcommon, so it is compiled into this test. */
+ * offsets.c is in build/libworker.a, which this test links. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../worker/offsets.c"
+#include "offsets.h"
 
 /* gcc 12 sees that offsets_release() may free the tracker and flags every
  * later use; here the reference counts say it does not (valgrind checks). */

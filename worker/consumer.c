@@ -1,0 +1,458 @@
+/* The Kafka consumer (see consumer.h). */
+#include "consumer.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <utlist.h>
+#include <uthash.h>
+#include <fcntl.h>
+
+#include "errmsg.h"
+#include "event.h"
+#include "hash.h"
+#include "log.h"
+#include "netguard.h"
+#include "retry.h"
+#include "dedup.h"
+#include "job.h"
+
+void consumer_store_offsets(struct worker *w)
+{
+    rd_kafka_topic_partition_list_t *list = NULL;
+    struct ptrack *t, *tmp;
+    int64_t off;
+
+    HASH_ITER(hh, w->offsets.table, t, tmp) {
+        if (!offsets_advance(t, &off))
+            continue;
+        if (list == NULL)
+            list = rd_kafka_topic_partition_list_new(8);
+        rd_kafka_topic_partition_list_add(list, t->topic, t->partition)->offset = off;
+    }
+    if (list == NULL)
+        return;
+    /* a partition revoked meanwhile answers _STATE: harmless */
+    rd_kafka_offsets_store(w->rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Backpressure in two steps. At the cap the loop first just stops taking
+ * messages (consumer_poll() returns at once): librdkafka's own prefetch limit
+ * holds memory, and a backlog of quick events (a replay) drains without the
+ * cost of a pause, which drops and refetches what was prefetched. Only an
+ * overload lasting over a second pauses every partition, so that the loop
+ * can poll again and answer the group's rebalances meanwhile.
+ * Also paused: a partition whose window is full, and every retry partition
+ * while IMGCACHE_RETRY_HOLD_MAX retry events are held until due (they are
+ * the memory a late retry costs; below that, events behind a held one are
+ * taken and done as they come due). */
+#define PAUSE_AFTER_MS 1000
+
+void consumer_sync_pause(struct worker *w)
+{
+    rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
+    struct ptrack *t, *tmp;
+    long long now = mono_ms();
+
+    if (w->outstanding >= w->max_outstanding) {
+        if (w->over_since_ms == 0)
+            w->over_since_ms = now;
+        if (now - w->over_since_ms >= PAUSE_AFTER_MS)
+            w->paused = 1;
+    } else if (w->outstanding <= w->max_outstanding / 2) {
+        w->over_since_ms = 0;
+        w->paused = 0;
+    }
+    HASH_ITER(hh, w->offsets.table, t, tmp) {
+        int holding_enough = w->n_in_state[JOB_HELD] >= w->hold_max &&
+                             strcmp(t->topic, w->retry_topic) == 0;
+        int want = w->paused || holding_enough || offsets_full(t);
+        rd_kafka_topic_partition_list_t **list = want ? &pause : &resume;
+        if (want == t->paused)
+            continue;
+        if (*list == NULL)
+            *list = rd_kafka_topic_partition_list_new(8);
+        rd_kafka_topic_partition_list_add(*list, t->topic, t->partition);
+        t->paused = want;
+    }
+    if (pause) {
+        rd_kafka_pause_partitions(w->rk, pause);
+        rd_kafka_topic_partition_list_destroy(pause);
+    }
+    if (resume) {
+        rd_kafka_resume_partitions(w->rk, resume);
+        rd_kafka_topic_partition_list_destroy(resume);
+    }
+}
+
+static int seen_before(struct worker *w, const char *topic, int32_t partition)
+{
+    char key[300];
+    char **grown;
+    snprintf(key, sizeof key, "%s\x1f%d", topic, (int)partition);
+    for (int i = 0; i < w->seen_count; i++)
+        if (strcmp(w->seen[i], key) == 0)
+            return 1;
+    grown = realloc(w->seen, (size_t)(w->seen_count + 1) * sizeof *grown);
+    if (grown == NULL)
+        return 1;
+    w->seen = grown;
+    w->seen[w->seen_count] = strdup(key);
+    if (w->seen[w->seen_count])
+        w->seen_count++;
+    return 0;
+}
+
+/* Unfinished events of the revoked partitions, but for retries held until
+ * due: those will not finish while a revoke waits (the next owner holds them
+ * again), so waiting for them would only stall the rebalance. */
+static size_t revoked_in_flight(struct worker *w, rd_kafka_topic_partition_list_t *parts)
+{
+    size_t n = 0;
+    struct job *j;
+    struct job_event *e;
+
+    for (int i = 0; i < parts->cnt; i++) {
+        struct ptrack *t = offsets_find(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        if (t)
+            n += t->len - t->n_done;
+    }
+    DL_FOREACH(w->q_held, j) {
+        LL_FOREACH(j->events, e) {
+            if (n > 0 && e->pt->attached &&
+                rd_kafka_topic_partition_list_find(parts, e->pt->topic, e->pt->partition))
+                n--;
+        }
+    }
+    return n;
+}
+
+/* Jobs not downloading yet whose every event belongs to a revoked
+ * partition: the partition's new owner gets those events again (their
+ * offsets were not stored), so drop them here rather than hoard work the
+ * group has moved elsewhere. */
+static void drop_orphans(struct worker *w)
+{
+    struct job *j, *tmp;
+
+    HASH_ITER(hh, w->jobs, j, tmp) {
+        struct job_event *e;
+        int orphan = 1;
+
+        if (j->state != JOB_NEW && j->state != JOB_WAITING && j->state != JOB_READY &&
+            j->state != JOB_BREAKER && j->state != JOB_HELD)
+            continue;
+        LL_FOREACH(j->events, e) {
+            if (e->pt->attached) {
+                orphan = 0;
+                break;
+            }
+        }
+        if (!orphan)
+            continue;
+        if (j->leased)
+            dedup_release_leases(w, &j, 1);
+        DL_DELETE(*job_queue(w, j->state), j);
+        w->n_in_state[j->state]--;
+        HASH_DEL(w->jobs, j);
+        w->n_jobs--;
+        w->outstanding -= j->n_events;
+        job_free(j);
+    }
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct worker *w = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+
+    w->last_rebalance_ms = mono_ms();
+    w->rebalance_pending = err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *p = &parts->elems[i];
+            struct ptrack *t = offsets_assign(&w->offsets, p->topic, p->partition);
+            if (!seen_before(w, p->topic, p->partition) && w->cfg->from_beginning) {
+                /* an explicit offset overrides the group's committed one */
+                p->offset = RD_KAFKA_OFFSET_BEGINNING;
+                if (t)
+                    t->from_beginning = 1;
+            }
+        }
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        /* librdkafka 2.0.2 keeps a partition paused across a rebalance:
+         * the new trackers' state is unknown (-1), so consumer_sync_pause sets it */
+        consumer_sync_pause(w);
+        w->assigned_once = 1;
+        log_info("event=assigned partitions=%d protocol=%s", parts->cnt, cooperative ? "cooperative" : "eager");
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        int lost = rd_kafka_assignment_lost(rk);
+        long long deadline = mono_ms() + (w->cfg->grace_ms < REVOKE_WAIT_MS ? w->cfg->grace_ms : REVOKE_WAIT_MS);
+        /* let the revoked partitions' work finish briefly, so the next owner
+         * does not redo it; what is left is redone there (at-least-once) */
+        while (!lost && !w->closing && revoked_in_flight(w, parts) > 0 && mono_ms() < deadline) {
+            worker_io_step(w);
+            fetch_wait(w->fetch, -1, 20);
+        }
+        if (!lost)
+            consumer_store_offsets(w);
+        for (int i = 0; i < parts->cnt; i++) {
+            struct ptrack *t = offsets_revoke(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+            if (t)
+                offsets_release(t);
+        }
+        drop_orphans(w);
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+        log_info("event=revoked partitions=%d lost=%d", parts->cnt, lost);
+    } else {
+        log_warn("event=rebalance_error reason=\"%s\"", rd_kafka_err2str(err));
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        log_warn("event=assign_failed reason=\"%s\"", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+/* A header's value as a NUL-terminated string in buf; "" when absent. */
+static const char *header(rd_kafka_message_t *m, const char *name, char *buf, size_t len)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+
+    buf[0] = '\0';
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(hdrs, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR && v) {
+        if (n >= len)
+            n = len - 1;
+        memcpy(buf, v, n);
+        buf[n] = '\0';
+    }
+    return buf;
+}
+
+static void handle_message(struct worker *w, rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    struct ptrack *t = offsets_find(&w->offsets, topic, m->partition);
+    int from_retry = strcmp(topic, w->retry_topic) == 0;
+    struct job_event *e;
+    struct event ev;
+    struct job *j = NULL;
+    char err[300], buf[64];
+    long long due_wall = 0;
+    int attempts = 0;
+
+    if (t == NULL)
+        return; /* not ours (any more): the owner gets it */
+    e = calloc(1, sizeof *e);
+    if (e == NULL || offsets_push(t, m->offset, &e->seq) != 0) {
+        free(e);
+        log_error("event=out_of_memory");
+        return;
+    }
+    e->pt = t;
+    w->n_consumed++;
+    if (m->payload == NULL) {
+        /* a tombstone (null value), normal on a compacted topic: nothing to
+         * fetch, nothing to dead-letter; done once the events before it are */
+        w->n_tombstones++;
+        log_debug("event=tombstone topic=%s partition=%d offset=%lld", topic, (int)m->partition,
+                  (long long)m->offset);
+        offsets_finish(t, e->seq);
+        offsets_release(t);
+        free(e);
+        return;
+    }
+    w->outstanding++;
+    if (from_retry) {
+        long long v;
+        if (event_parse_time(header(m, "next_attempt_at", buf, sizeof buf), &v) == 0) {
+            long long now_wall = event_now_ms();
+            due_wall = retry_due_clamp(v, now_wall, w->hold_limit_ms);
+            if (due_wall != v)
+                log_warn("event=retry_due_clamped topic=%s partition=%d offset=%lld next_attempt_at=\"%s\" "
+                         "held_ms=%lld", topic, (int)m->partition, (long long)m->offset, buf,
+                         w->hold_limit_ms);
+        }
+        attempts = atoi(header(m, "attempts", buf, sizeof buf));
+        if (attempts < 0 || attempts > 1000)
+            attempts = 0;
+    }
+    if (event_decode(m->payload, m->len, &ev, err, sizeof err) != 0) {
+        /* nothing to fetch: the event goes to the dead-letter topic */
+        w->n_bad_events++;
+        log_warn("event=bad_event topic=%s partition=%d offset=%lld reason=\"%s\"", topic,
+                 (int)m->partition, (long long)m->offset, err);
+        j = job_new(w, m, NULL);
+        if (j == NULL)
+            goto oom;
+        LL_PREPEND(j->events, e);
+        j->n_events = 1;
+        snprintf(j->error_class, sizeof j->error_class, "bad_event");
+        snprintf(j->error_msg, sizeof j->error_msg, "%s", err);
+        j->permanent = 1;
+        j->dead_letter = 1;
+        j->attempts = attempts;
+        j->first_failed_ms = event_now_ms();
+        j->state = JOB_PUBLISH;
+        w->n_in_state[JOB_PUBLISH]++;
+        DL_APPEND(w->q_publish, j);
+        return;
+    }
+    HASH_FIND_STR(w->jobs, ev.source_url, j);
+    if (j && from_retry &&
+        (j->state == JOB_PUBLISH || j->state == JOB_PUBLISHING || j->state == JOB_FAILURE_ROW)) {
+        /* the retry of a failure still being recorded (it can arrive before
+         * its own delivery report): it is new work, not part of that outcome.
+         * Other events of the URL do join the failing job and finish with it. */
+        HASH_DEL(w->jobs, j);
+        j->in_table = 0;
+        j = NULL;
+    }
+    if (j == NULL) {
+        j = job_new(w, m, ev.source_url);
+        if (j == NULL) {
+            event_clear(&ev);
+            goto oom;
+        }
+        ev.source_url = NULL; /* owned by the job now */
+        HASH_ADD_KEYPTR(hh, w->jobs, j->url, strlen(j->url), j);
+        j->in_table = 1;
+        j->state = JOB_NEW;
+        if (from_retry && due_wall > event_now_ms()) {
+            /* not due: hold it in memory until it is; the partition goes on
+             * (its stored offset stays before this event until it is done) */
+            j->due_ms = mono_ms() + (due_wall - event_now_ms());
+            j->state = JOB_HELD;
+            log_debug("event=retry_held topic=%s partition=%d offset=%lld due_in_ms=%lld", topic,
+                      (int)m->partition, (long long)m->offset, due_wall - event_now_ms());
+        }
+        w->n_in_state[j->state]++;
+        DL_APPEND(*job_queue(w, j->state), j);
+    }
+    if (from_retry) {
+        long long first;
+        j->from_retry = 1;
+        if (attempts > j->attempts)
+            j->attempts = attempts;
+        if (event_parse_time(header(m, "first_failed_at", buf, sizeof buf), &first) == 0 &&
+            (j->first_failed_ms == 0 || first < j->first_failed_ms))
+            j->first_failed_ms = first;
+    }
+    if (j->data_url == NULL && ev.data_url != NULL) {
+        j->data_url = ev.data_url; /* the bytes of a data: URL travel in its event */
+        ev.data_url = NULL;
+    }
+    LL_PREPEND(j->events, e);
+    j->n_events++;
+    event_clear(&ev);
+    return;
+oom:
+    log_error("event=out_of_memory");
+    offsets_release(t);
+    w->outstanding--;
+    free(e);
+}
+
+void consumer_poll(struct worker *w)
+{
+    /* at the cap and not yet paused: take nothing (see consumer_sync_pause) */
+    if (w->outstanding >= w->max_outstanding && !w->paused)
+        return;
+    /* enough work that still needs a download slot: leave the rest in
+     * Kafka, where a worker that joins the group can take it */
+    if (w->n_in_state[JOB_NEW] + w->n_in_state[JOB_READY] > 2 * (size_t)w->cfg->concurrency + BATCH_MAX)
+        return;
+    for (int i = 0; i < CONSUME_BUDGET; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 0);
+        if (m == NULL)
+            break;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_warn("event=consume_error reason=\"%s\"", rd_kafka_message_errstr(m));
+        } else {
+            handle_message(w, m);
+        }
+        rd_kafka_message_destroy(m);
+        if (w->outstanding >= w->max_outstanding)
+            break;
+    }
+}
+
+int consumer_open(struct worker *w, char *err, size_t errlen)
+{
+    static const char *const defaults[][2] = {
+        { "partition.assignment.strategy", "cooperative-sticky" },
+        { "enable.auto.commit", "true" },
+        { "enable.auto.offset.store", "false" },
+        { "auto.commit.interval.ms", "1000" },
+        /* a new group must not miss events produced before it existed */
+        { "auto.offset.reset", "earliest" },
+        /* bound what librdkafka prefetches: memory stays flat */
+        { "queued.max.messages.kbytes", "8192" },
+    };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    char errstr[512];
+    rd_kafka_resp_err_t e;
+    int rc = -1;
+
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof errstr);
+    if (rd_kafka_conf_set(conf, "group.id", w->cfg->group, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "IMGCACHE_GROUP: %s", errstr);
+        goto out;
+    }
+    if (kafka_conf_apply(conf, w->cfg, w->worker_id, err, errlen) != 0)
+        goto out;
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    kafka_conf_set_logger(conf);
+    rd_kafka_conf_set_opaque(conf, w);
+    w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (w->rk == NULL) {
+        snprintf(err, errlen, "kafka consumer: %s", errstr);
+        goto out;
+    }
+    conf = NULL; /* owned by w->rk */
+    rd_kafka_poll_set_consumer(w->rk);
+    w->queue = rd_kafka_queue_get_consumer(w->rk);
+    if (pipe2(w->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    /* librdkafka writes a byte when its queue becomes non-empty: the loop
+     * sleeps in curl_multi_poll on both the sockets and this pipe */
+    rd_kafka_queue_io_event_enable(w->queue, w->wake[1], "1", 1);
+    topics = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(topics, w->cfg->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, w->retry_topic, RD_KAFKA_PARTITION_UA);
+    e = rd_kafka_subscribe(w->rk, topics);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "subscribe to %s and %s: %s", w->cfg->topic, w->retry_topic, rd_kafka_err2str(e));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (topics)
+        rd_kafka_topic_partition_list_destroy(topics);
+    return rc;
+}

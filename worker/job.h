@@ -1,0 +1,32 @@
+#ifndef IMGCACHE_JOB_H
+#define IMGCACHE_JOB_H
+/* The job lifecycle: one job per distinct URL in flight in this process,
+ * standing for every event of that URL not yet finished. A job is in
+ * exactly one state (worker_private.h) and in that state's queue, when the
+ * state has one. This is the only code that creates, moves or removes a
+ * job.
+ *
+ * Ownership: job_new() returns a job counted in w->n_jobs but in no queue
+ * and not in w->jobs; it owns url (taken) and a copy of the message's key
+ * and value. job_finish() and job_remove() free the job. */
+#include "worker_private.h"
+
+/* The queue of state s, or NULL for a state without one (FETCHING,
+ * PUBLISHING, COMMITTING: the job is with libcurl, librdkafka or the
+ * committer). */
+struct job **job_queue(struct worker *w, enum job_state s);
+void job_move(struct worker *w, struct job *j, enum job_state to);
+/* Drops whatever the job holds of its download: a temporary file, a body. */
+void job_drop_download(struct job *j);
+void job_free(struct job *j);
+/* Every event of the job is finished: marks their offsets, frees the job. */
+void job_finish(struct worker *w, struct job *j);
+/* Bytes downloaded so far. */
+long long job_size(const struct job *j);
+/* Timed states whose time has come go on. */
+void job_wake_timed(struct worker *w);
+/* A job for url (taken on success; NULL: an undecodable event) from the
+ * message at topic/partition/offset. NULL when out of memory. */
+struct job *job_new(struct worker *w, rd_kafka_message_t *m, char *url);
+
+#endif
