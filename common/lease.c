@@ -9,6 +9,7 @@
 
 #include "hash.h"
 #include "log.h"
+#include "outage.h"
 
 /* compare-and-delete: only the owner that set the lease may remove it */
 static const char release_script[] =
@@ -22,9 +23,7 @@ struct lease {
     char *owner;
     long long ttl_ms;
     redisContext *ctx;
-    long long next_attempt_ms; /* monotonic; reconnect backoff */
-    long long backoff_ms;
-    int down_logged;           /* outage already reported */
+    struct outage outage;      /* reconnect backoff */
 };
 
 static long long mono_ms(void)
@@ -123,7 +122,7 @@ int lease_connect(const char *redis_url, const char *owner, long long ttl_ms,
     }
     l->owner = strdup(owner);
     l->ttl_ms = ttl_ms;
-    l->backoff_ms = 250;
+    outage_init(&l->outage);
     *out = l;
     return 0;
 }
@@ -146,13 +145,9 @@ static void mark_down(struct lease *l, const char *why)
         redisFree(l->ctx);
         l->ctx = NULL;
     }
-    if (!l->down_logged) {
+    if (outage_failed(&l->outage, mono_ms()))
         log_warn("event=redis_down host=%s port=%d reason=\"%s\" action=\"continuing without leases\"",
                  l->host, l->port, why);
-        l->down_logged = 1;
-    }
-    l->next_attempt_ms = mono_ms() + l->backoff_ms;
-    l->backoff_ms = l->backoff_ms * 2 > 10000 ? 10000 : l->backoff_ms * 2;
 }
 
 static int ensure_connected(struct lease *l, char *err, size_t errlen)
@@ -162,7 +157,7 @@ static int ensure_connected(struct lease *l, char *err, size_t errlen)
 
     if (l->ctx)
         return 0;
-    if (mono_ms() < l->next_attempt_ms) {
+    if (!outage_may_try(&l->outage, mono_ms())) {
         snprintf(err, errlen, "redis unavailable (retrying later)");
         return -1;
     }
@@ -189,10 +184,8 @@ static int ensure_connected(struct lease *l, char *err, size_t errlen)
         }
         freeReplyObject(r);
     }
-    if (l->down_logged)
+    if (outage_recovered(&l->outage))
         log_info("event=redis_up host=%s port=%d", l->host, l->port);
-    l->down_logged = 0;
-    l->backoff_ms = 250;
     return 0;
 fail:
     if (r)

@@ -84,6 +84,7 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
     }
     if (access(tmp, W_OK) != 0) {
         snprintf(err, errlen, "IMGCACHE_STORAGE_DIR: %s is not writable: %s", dir, strerror(errno));
+        rc = STORE_ERR_NOT_WRITABLE;
         goto out;
     }
     /* all 256 shard folders now, so a blob's publish is one rename: made

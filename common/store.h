@@ -36,9 +36,13 @@ struct store_blob {
     size_t head_len;
 };
 
-/* Creates dir and dir/.tmp when missing; fails when not writable. Removes
- * temporary files older than an hour (left by a crash). */
-int store_open(const char *dir, struct store **out, char *err, size_t errlen);
+/* Creates dir and dir/.tmp when missing. Removes temporary files older
+ * than an hour (left by a crash). -1 with a message, or
+ * STORE_ERR_NOT_WRITABLE when the folder exists but may not be written
+ * (a setting to fix, not a failure of the moment). */
+#define STORE_ERR_NOT_WRITABLE (-2)
+int store_open(const char *dir, struct store **out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 void store_close(struct store *s);
 const char *store_dir(const struct store *s);
 

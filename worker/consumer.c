@@ -1,5 +1,6 @@
 /* The Kafka consumer (see consumer.h). */
 #include "consumer.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -417,7 +418,8 @@ int consumer_open(struct worker *w, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
         rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof errstr);
     if (rd_kafka_conf_set(conf, "group.id", w->cfg->group, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        snprintf(err, errlen, "IMGCACHE_GROUP: %s", errstr);
+        errmsg_set(err, errlen, "IMGCACHE_GROUP: %s", errstr);
+        rc = WORKER_ERR_CONFIG;
         goto out;
     }
     if (kafka_conf_apply(conf, w->cfg, w->worker_id, err, errlen) != 0)

@@ -8,7 +8,8 @@
  * wake pipe), which worker_free() closes. */
 #include "worker_private.h"
 
-int consumer_open(struct worker *w, char *err, size_t errlen);
+/* -1 with a message, or WORKER_ERR_CONFIG for a bad IMGCACHE_GROUP. */
+int consumer_open(struct worker *w, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Takes up to a budget of messages (none at the cap; see consumer.c). */
 void consumer_poll(struct worker *w);
 /* Stores each partition's finished prefix with librdkafka (auto-committed). */

@@ -14,6 +14,7 @@
 #include "event.h"
 #include "hash.h"
 #include "log.h"
+#include "outage.h"
 #include "netguard.h"
 #include "retry.h"
 #include "download.h"
@@ -22,28 +23,25 @@
 
 void dedup_db_trouble(struct worker *w, const char *what, const char *err)
 {
-    if (!w->db_down)
+    if (outage_failed(&w->db_outage, mono_ms()))
         log_warn("event=db_down during=%s reason=\"%s\" action=\"holding offsets, retrying\"", what, err);
-    w->db_down = 1;
-    w->db_retry_ms = mono_ms() + w->db_backoff_ms;
-    w->db_backoff_ms = w->db_backoff_ms * 2 > 10000 ? 10000 : w->db_backoff_ms * 2;
 }
 
 /* 1 when the database may be used now (reconnecting when it was down). */
 int dedup_db_usable(struct worker *w)
 {
     char err[300];
-    if (!w->db_down)
+
+    if (!w->db_outage.down)
         return 1;
-    if (mono_ms() < w->db_retry_ms)
+    if (!outage_may_try(&w->db_outage, mono_ms()))
         return 0;
     if (db_reset(w->db, err, sizeof err) != 0) {
         dedup_db_trouble(w, "reconnect", err);
         return 0;
     }
-    log_info("event=db_up");
-    w->db_down = 0;
-    w->db_backoff_ms = 250;
+    if (outage_recovered(&w->db_outage))
+        log_info("event=db_up");
     return 1;
 }
 

@@ -102,20 +102,14 @@ static int parse_retry_delays(struct worker *w, const char *list, char *err, siz
     return 0;
 }
 
-int worker_new(const struct config *cfg, struct worker **out, char *err, size_t errlen)
+/* Sizes and names that follow from the configuration alone. */
+static void worker_init_limits(struct worker *w, const struct config *cfg)
 {
-    struct worker *w = calloc(1, sizeof *w);
-    char host[128], real[PATH_MAX];
-    int rc = -1;
+    char host[128];
 
-    *out = NULL;
-    if (w == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     w->cfg = cfg;
     w->wake[0] = w->wake[1] = -1;
-    w->db_backoff_ms = 250;
+    outage_init(&w->db_outage);
     /* events are cheap (a few hundred bytes; the 16 KiB sniff head exists
      * only while downloading), so the cap is generous: 16 per download
      * slot, at least 4096 */
@@ -133,33 +127,43 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
         host[sizeof host - 1] = '\0';
         snprintf(w->worker_id, sizeof w->worker_id, "%s:%d", host, (int)getpid());
     }
+    snprintf(w->retry_topic, sizeof w->retry_topic, "%s-retry", cfg->topic);
+    snprintf(w->dlt_topic, sizeof w->dlt_topic, "%s-dlt", cfg->topic);
+    w->next_held_due_ms = LLONG_MAX;
+    w->resolve_cfg = (struct resolve_config){
+        .media_dir = cfg->beeper_media_dir, .media_server = cfg->beeper_media_server,
+        .media_token = cfg->beeper_media_token, .api_url = cfg->beeper_api_url,
+        .api_token = cfg->beeper_api_token,
+    };
+}
+
+/* The settings config_load() could not judge alone; every failure here is
+ * the configuration's. */
+static int worker_check_settings(struct worker *w, char *err, size_t errlen)
+{
+    const struct config *cfg = w->cfg;
+    const char *trusted[] = { cfg->beeper_media_server, cfg->beeper_api_url, NULL };
+
     if (parse_retry_delays(w, cfg->retry_backoff, err, errlen) != 0)
-        goto out;
+        return -1;
     w->hold_limit_ms = retry_hold_limit_ms(w->retry_delays, w->n_retry_delays, cfg->retry_after_max_ms);
     /* the retries this worker schedules itself and short Retry-Afters, not
      * a server's long ask */
     w->drain_hold_ms = retry_hold_limit_ms(w->retry_delays, w->n_retry_delays, cfg->drain_wait_ms);
-    w->next_held_due_ms = LLONG_MAX;
     if (cfg->http_proxy[0] && download_check_proxy(cfg->http_proxy, err, errlen) != 0)
-        goto out;
-    {
-        const char *trusted[] = { cfg->beeper_media_server, cfg->beeper_api_url, NULL };
-        if (netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen) != 0)
-            goto out;
-    }
-    snprintf(w->retry_topic, sizeof w->retry_topic, "%s-retry", cfg->topic);
-    snprintf(w->dlt_topic, sizeof w->dlt_topic, "%s-dlt", cfg->topic);
-    srandom((unsigned)getpid() ^ (unsigned)mono_ms());
-    if (breaker_new(cfg->breaker_threshold, cfg->breaker_cooldown_ms, 600000, &w->breaker) != 0) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    if (cfg->beeper_api_url[0])
-        w->api_origin = download_origin_of(cfg->beeper_api_url);
-    if (cfg->beeper_media_server[0])
-        w->media_origin = download_origin_of(cfg->beeper_media_server);
-    if (store_open(cfg->storage_dir, &w->store, err, errlen) != 0)
-        goto out;
+        return -1;
+    return netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen);
+}
+
+/* The store, and the base of the public URLs of what it holds. */
+static int worker_open_store(struct worker *w, char *err, size_t errlen)
+{
+    const struct config *cfg = w->cfg;
+    char real[PATH_MAX];
+    int rc = store_open(cfg->storage_dir, &w->store, err, errlen);
+
+    if (rc != 0)
+        return rc == STORE_ERR_NOT_WRITABLE ? WORKER_ERR_CONFIG : -1;
     if (cfg->public_url[0]) {
         snprintf(w->public_base, sizeof w->public_base, "%s", cfg->public_url);
     } else {
@@ -169,26 +173,58 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     }
     while (w->public_base[0] && w->public_base[strlen(w->public_base) - 1] == '/')
         w->public_base[strlen(w->public_base) - 1] = '\0';
-    w->resolve_cfg = (struct resolve_config){
-        .media_dir = cfg->beeper_media_dir, .media_server = cfg->beeper_media_server,
-        .media_token = cfg->beeper_media_token, .api_url = cfg->beeper_api_url,
-        .api_token = cfg->beeper_api_token,
-    };
-    if (db_connect(cfg->database_url, &w->db, err, errlen) != 0)
+    return 0;
+}
+
+/* Builds the worker in a fixed order: the checks that need no server
+ * first (a wrong setting fails at once), then the store, PostgreSQL,
+ * Redis, the fetcher, the retry/dead-letter producer, the consumer (and
+ * with it the wake pipe), and last the committer, which writes to that
+ * pipe. worker_free() undoes it in reverse. */
+int worker_new(const struct config *cfg, struct worker **out, char *err, size_t errlen)
+{
+    struct worker *w = calloc(1, sizeof *w);
+    int rc = -1;
+
+    *out = NULL;
+    if (w == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    worker_init_limits(w, cfg);
+    if (worker_check_settings(w, err, errlen) != 0) {
+        rc = WORKER_ERR_CONFIG;
         goto out;
-    if (db_check_schema(w->db, err, errlen) != 0)
+    }
+    srandom((unsigned)getpid() ^ (unsigned)mono_ms());
+    if (breaker_new(cfg->breaker_threshold, cfg->breaker_cooldown_ms, BREAKER_MAX_COOLDOWN_MS, &w->breaker) != 0) {
+        errmsg_set(err, errlen, "out of memory");
         goto out;
-    if (lease_connect(cfg->redis_url, w->worker_id, cfg->lease_ttl_ms, &w->lease, err, errlen) != 0)
+    }
+    if (cfg->beeper_api_url[0])
+        w->api_origin = download_origin_of(cfg->beeper_api_url);
+    if (cfg->beeper_media_server[0])
+        w->media_origin = download_origin_of(cfg->beeper_media_server);
+    rc = worker_open_store(w, err, errlen);
+    if (rc != 0)
         goto out;
-    if (download_open(w, err, errlen) != 0)
+    rc = -1;
+    if (db_connect(cfg->database_url, &w->db, err, errlen) != 0 || db_check_schema(w->db, err, errlen) != 0)
         goto out;
-    if (failure_open(w, err, errlen) != 0)
+    /* fails only for a REDIS_URL it cannot parse: Redis itself may be down */
+    if (lease_connect(cfg->redis_url, w->worker_id, cfg->lease_ttl_ms, &w->lease, err, errlen) != 0) {
+        rc = WORKER_ERR_CONFIG;
         goto out;
-    if (consumer_open(w, err, errlen) != 0)
+    }
+    if (download_open(w, err, errlen) != 0 || failure_open(w, err, errlen) != 0)
         goto out;
+    rc = consumer_open(w, err, errlen);
+    if (rc != 0)
+        goto out;
+    rc = -1;
     w->batch = calloc(1, sizeof *w->batch);
     if (w->batch == NULL || body_pool_init(&w->bodies, (size_t)cfg->body_memory) != 0) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     /* after the wake pipe exists: the committer wakes the loop through it */
@@ -311,7 +347,7 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         }
         if (w->q_new || (w->q_ready && download_may_start(w)))
             timeout = 0;
-        else if (w->db_down || w->q_waiting || w->q_breaker || w->q_publish ||
+        else if (w->db_outage.down || w->q_waiting || w->q_breaker || w->q_publish ||
                  w->publisher->queued > w->publisher->delivered + w->publisher->failed)
             timeout = 20;
         /* a retry held for an hour must not wake the loop 50 times a second */

@@ -34,6 +34,7 @@
 #include "kafka.h"
 #include "lease.h"
 #include "offsets.h"
+#include "outage.h"
 #include "resolve.h"
 #include "sniff.h"
 #include "store.h"
@@ -46,7 +47,9 @@
 _Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit dedup_release_leases()");
 #define COMMIT_PENDING_MAX (2 * COMMIT_BATCH_MAX) /* stored images waiting for the committer */
 #define DRAIN_IDLE_MS 250      /* --drain: idle this long before asking the broker */
-#define DRAIN_OFFSETS_TIMEOUT_MS 5000 /* --drain without assignment: the group's offsets */
+#define DRAIN_OFFSETS_TIMEOUT_MS 5000
+/* an open circuit's cooldown grows, on each failed probe, up to this */
+#define BREAKER_MAX_COOLDOWN_MS (10 * 60 * 1000) /* --drain without assignment: the group's offsets */
 
 enum job_state {
     JOB_HELD,       /* from the retry topic, not due yet */
@@ -169,9 +172,7 @@ struct worker {
     long long next_recheck_ms;
     long long next_drain_check_ms;
     long long idle_since_ms;    /* 0 while there is work */
-    long long db_retry_ms;
-    long long db_backoff_ms;
-    int db_down;
+    struct outage db_outage;    /* PostgreSQL unreachable: hold offsets, retry */
     int redis_down;
     /* our own configured endpoints, whose 401/403 refuses our token, not
      * an image: origins of BEEPER_API_URL and BEEPER_MEDIA_SERVER (NULL
