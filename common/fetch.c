@@ -44,31 +44,13 @@ struct fetcher {
     int n_early;             /* of them, done_early */
 };
 
-const char *fetch_outcome_name(enum fetch_outcome o)
-{
-    switch (o) {
-    case FETCH_OK: return "ok";
-    case FETCH_HTTP_ERROR: return "http_error";
-    case FETCH_TOO_LARGE: return "too_large";
-    case FETCH_ABORTED: return "aborted";
-    case FETCH_TIMEOUT: return "timeout";
-    case FETCH_NETWORK: return "network";
-    case FETCH_TRUNCATED: return "truncated";
-    case FETCH_REDIRECTS: return "redirects";
-    case FETCH_BAD_URL: return "bad_url";
-    case FETCH_REFUSED: return "refused_address";
-    case FETCH_PROTOCOL: return "protocol";
-    }
-    return "unknown";
-}
-
 int fetch_new(const struct fetch_opts *opts, const struct fetch_callbacks *cb,
               struct fetcher **out, char *err, size_t errlen)
 {
     struct fetcher *f = calloc(1, sizeof *f);
     *out = NULL;
     if (f == NULL || (f->multi = curl_multi_init()) == NULL) {
-        snprintf(err, errlen, "libcurl: cannot create a multi handle");
+        errmsg_set(err, errlen, "libcurl: cannot create a multi handle");
         free(f);
         return -1;
     }
@@ -366,7 +348,7 @@ int fetch_start(struct fetcher *f, const char *url, const char *auth_header, voi
     CURL *e;
 
     if (t == NULL || (t->easy = curl_easy_init()) == NULL || (t->url = strdup(url)) == NULL) {
-        snprintf(err, errlen, "libcurl: cannot create a transfer");
+        errmsg_set(err, errlen, "libcurl: cannot create a transfer");
         if (t != NULL)
             curl_easy_cleanup(t->easy);
         free(t);
@@ -377,7 +359,7 @@ int fetch_start(struct fetcher *f, const char *url, const char *auth_header, voi
     t->job = job;
     t->res.retry_after_s = -1;
     if (auth_header && (t->headers = curl_slist_append(NULL, auth_header)) == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         curl_easy_cleanup(e);
         free(t->url);
         free(t);
@@ -426,11 +408,6 @@ int fetch_start(struct fetcher *f, const char *url, const char *auth_header, voi
         return -1;
     }
     return 0;
-}
-
-int fetch_active(const struct fetcher *f)
-{
-    return f->n_active;
 }
 
 /* A final response that is not 2xx, by its status alone. */

@@ -95,8 +95,6 @@ void fetch_free(struct fetcher *f);
 
 int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
                 char *err, size_t errlen);
-/* Transfers in progress. */
-int fetch_active(const struct fetcher *f);
 /* Drives transfers; calls on_data/on_done. */
 void fetch_perform(struct fetcher *f);
 /* Waits at most timeout_ms for network activity or extra_fd (-1: none)
@@ -104,7 +102,5 @@ void fetch_perform(struct fetcher *f);
 void fetch_wait(struct fetcher *f, int extra_fd, int timeout_ms);
 /* Aborts the transfer of `job` (no on_done). */
 void fetch_cancel(struct fetcher *f, void *job);
-
-const char *fetch_outcome_name(enum fetch_outcome o);
 
 #endif

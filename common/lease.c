@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "errmsg.h"
 #include "hash.h"
 #include "log.h"
 #include "outage.h"
@@ -48,16 +49,16 @@ static int parse_redis_url(struct lease *l, const char *url, char *err, size_t e
     int rc = -1;
 
     if (u == NULL || curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
-        snprintf(err, errlen, "REDIS_URL: not a URL (expected redis://host:port/db)");
+        errmsg_set(err, errlen, "REDIS_URL: not a URL (expected redis://host:port/db)");
         goto out;
     }
     curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
     if (scheme == NULL || strcmp(scheme, "redis") != 0) {
-        snprintf(err, errlen, "REDIS_URL: scheme must be redis://");
+        errmsg_set(err, errlen, "REDIS_URL: scheme must be redis://");
         goto out;
     }
     if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        snprintf(err, errlen, "REDIS_URL: no host");
+        errmsg_set(err, errlen, "REDIS_URL: no host");
         goto out;
     }
     l->port = 6379;
@@ -71,7 +72,7 @@ static int parse_redis_url(struct lease *l, const char *url, char *err, size_t e
         long db = strtol(path + 1, &end, 10);
         if (*end != '\0' || db < 0 || db > 1000000) {
             /* not quoted: a password with a bare '/' would land here */
-            snprintf(err, errlen, "REDIS_URL: the database (the path after host:port) is not a number "
+            errmsg_set(err, errlen, "REDIS_URL: the database (the path after host:port) is not a number "
                      "(not shown; percent-encode a '/' in the password as %%2F)");
             goto out;
         }
@@ -113,7 +114,7 @@ int lease_connect(const char *redis_url, const char *owner, long long ttl_ms,
     struct lease *l = calloc(1, sizeof *l);
     *out = NULL;
     if (l == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     if (parse_redis_url(l, redis_url, err, errlen) != 0) {
@@ -158,12 +159,12 @@ static int ensure_connected(struct lease *l, char *err, size_t errlen)
     if (l->ctx)
         return 0;
     if (!outage_may_try(&l->outage, mono_ms())) {
-        snprintf(err, errlen, "redis unavailable (retrying later)");
+        errmsg_set(err, errlen, "redis unavailable (retrying later)");
         return -1;
     }
     l->ctx = redisConnectWithTimeout(l->host, l->port, tv);
     if (l->ctx == NULL || l->ctx->err) {
-        snprintf(err, errlen, "redis %s:%d: %s", l->host, l->port, l->ctx ? l->ctx->errstr : "out of memory");
+        errmsg_set(err, errlen, "redis %s:%d: %s", l->host, l->port, l->ctx ? l->ctx->errstr : "out of memory");
         mark_down(l, err);
         return -1;
     }
@@ -171,7 +172,7 @@ static int ensure_connected(struct lease *l, char *err, size_t errlen)
     if (l->password) {
         r = redisCommand(l->ctx, "AUTH %s", l->password);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "redis AUTH failed");
+            errmsg_set(err, errlen, "redis AUTH failed");
             goto fail;
         }
         freeReplyObject(r);
@@ -179,7 +180,7 @@ static int ensure_connected(struct lease *l, char *err, size_t errlen)
     if (l->db) {
         r = redisCommand(l->ctx, "SELECT %d", l->db);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "redis SELECT %d failed", l->db);
+            errmsg_set(err, errlen, "redis SELECT %d failed", l->db);
             goto fail;
         }
         freeReplyObject(r);
@@ -216,7 +217,7 @@ int lease_acquire(struct lease *l, const char *const *urls, size_t n, uint8_t *g
         redisReply *set = NULL, *get = NULL;
         if (redisGetReply(l->ctx, (void **)&set) != REDIS_OK ||
             redisGetReply(l->ctx, (void **)&get) != REDIS_OK) {
-            snprintf(err, errlen, "redis: %s", l->ctx->errstr);
+            errmsg_set(err, errlen, "redis: %s", l->ctx->errstr);
             if (set)
                 freeReplyObject(set);
             mark_down(l, err);
@@ -245,7 +246,7 @@ int lease_release(struct lease *l, const char *const *urls, size_t n, char *err,
     for (size_t i = 0; i < n; i++) {
         redisReply *r = NULL;
         if (redisGetReply(l->ctx, (void **)&r) != REDIS_OK) {
-            snprintf(err, errlen, "redis: %s", l->ctx->errstr);
+            errmsg_set(err, errlen, "redis: %s", l->ctx->errstr);
             mark_down(l, err);
             return -1;
         }

@@ -13,8 +13,9 @@
  *
  * Ownership: store_open() returns a struct store freed by store_close().
  * A struct store_blob lives in the caller's memory; store_blob_begin() opens
- * its fd and hash, store_blob_commit() or store_blob_discard() closes them
- * (always call one of the two). */
+ * its fd and hash; store_publish() (after store_blob_seal) or
+ * store_blob_discard() ends it (always one of the two; discarding a
+ * published blob is harmless). */
 #include <stddef.h>
 #include <sys/uio.h>
 
@@ -44,7 +45,6 @@ struct store_blob {
 int store_open(const char *dir, struct store **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void store_close(struct store *s);
-const char *store_dir(const struct store *s);
 
 int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen);
 int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen);
@@ -80,8 +80,5 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
 int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
                   unsigned char *failed, unsigned char *created, char *err, size_t errlen);
 void store_blob_discard(struct store_blob *b);
-
-/* Full path of key into out. */
-void store_path(const struct store *s, const char *key, char *out, size_t outlen);
 
 #endif

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "errmsg.h"
+
 struct committer {
     struct store *store;
     struct db *db;              /* used by the thread only, once it runs */
@@ -138,7 +140,7 @@ int committer_new(const char *conninfo, struct store *store, int notify_fd, stru
 
     *out = NULL;
     if (c == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     c->store = store;
@@ -148,7 +150,7 @@ int committer_new(const char *conninfo, struct store *store, int notify_fd, stru
     if (db_connect(conninfo, &c->db, err, errlen) != 0)
         goto out;
     if (pthread_create(&c->thread, NULL, run, c) != 0) {
-        snprintf(err, errlen, "cannot start the committer thread");
+        errmsg_set(err, errlen, "cannot start the committer thread");
         goto out;
     }
     c->started = 1;

@@ -429,14 +429,14 @@ int consumer_open(struct worker *w, char *err, size_t errlen)
     rd_kafka_conf_set_opaque(conf, w);
     w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (w->rk == NULL) {
-        snprintf(err, errlen, "kafka consumer: %s", errstr);
+        errmsg_set(err, errlen, "kafka consumer: %s", errstr);
         goto out;
     }
     conf = NULL; /* owned by w->rk */
     rd_kafka_poll_set_consumer(w->rk);
     w->queue = rd_kafka_queue_get_consumer(w->rk);
     if (pipe2(w->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
-        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        errmsg_set(err, errlen, "pipe: %s", strerror(errno));
         goto out;
     }
     /* librdkafka writes a byte when its queue becomes non-empty: the loop
@@ -447,7 +447,7 @@ int consumer_open(struct worker *w, char *err, size_t errlen)
     rd_kafka_topic_partition_list_add(topics, w->retry_topic, RD_KAFKA_PARTITION_UA);
     e = rd_kafka_subscribe(w->rk, topics);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, errlen, "subscribe to %s and %s: %s", w->cfg->topic, w->retry_topic, rd_kafka_err2str(e));
+        errmsg_set(err, errlen, "subscribe to %s and %s: %s", w->cfg->topic, w->retry_topic, rd_kafka_err2str(e));
         goto out;
     }
     rc = 0;

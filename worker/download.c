@@ -127,7 +127,7 @@ static enum sniff_status sniff_whole(struct job *j, char *err, size_t errlen)
     if (j->in_memory) {
         unsigned char *flat = malloc(j->body.len ? j->body.len : 1);
         if (flat == NULL) {
-            snprintf(err, errlen, "out of memory");
+            errmsg_set(err, errlen, "out of memory");
             return SNIFF_REJECT;
         }
         for (size_t i = 0; i < j->body.n_blocks; i++) {
@@ -140,7 +140,7 @@ static enum sniff_status sniff_whole(struct job *j, char *err, size_t errlen)
     }
     const unsigned char *all = store_blob_map(&j->blob, &len);
     if (all == NULL) {
-        snprintf(err, errlen, "cannot read back the download");
+        errmsg_set(err, errlen, "cannot read back the download");
         return SNIFF_REJECT;
     }
     st = sniff_image(all, len, 1, &j->sniff, err, errlen);
@@ -154,13 +154,13 @@ static int hash_body(struct job *j, char *err, size_t errlen)
     struct hash h;
 
     if (hash_init(&h) != 0) {
-        snprintf(err, errlen, "sha256: cannot initialise");
+        errmsg_set(err, errlen, "sha256: cannot initialise");
         return -1;
     }
     for (size_t i = 0; i < j->body.n_blocks; i++)
         hash_update(&h, j->body.blocks[i], body_block_len(&j->body, i));
     if (hash_final_hex(&h, j->sha256) != 0) {
-        snprintf(err, errlen, "sha256: cannot finish");
+        errmsg_set(err, errlen, "sha256: cannot finish");
         return -1;
     }
     store_key(j->sha256, j->sniff.extension, j->key);
@@ -442,15 +442,15 @@ int download_resolve(struct worker *w, struct job *j, char *err, size_t errlen)
     if (j->data_url == NULL)
         return resolve_source(&w->resolve_cfg, j->url, &j->res, err, errlen);
     if (!resolve_is_data_url(j->data_url)) {
-        snprintf(err, errlen, "the event's data_url is not a data: URL");
+        errmsg_set(err, errlen, "the event's data_url is not a data: URL");
         return -1;
     }
     if (resolve_data_key(j->data_url, key) != 0) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     if (strcmp(key, j->url) != 0) {
-        snprintf(err, errlen, "the event's data_url does not hash to its source_url");
+        errmsg_set(err, errlen, "the event's data_url does not hash to its source_url");
         return -1;
     }
     return resolve_source(&w->resolve_cfg, j->data_url, &j->res, err, errlen);
