@@ -90,11 +90,11 @@ struct fetch_callbacks {
 struct fetcher;
 
 int fetch_new(const struct fetch_opts *opts, const struct fetch_callbacks *cb,
-              struct fetcher **out, char *err, size_t errlen);
+              struct fetcher **out, char *err, size_t errlen) __attribute__((warn_unused_result));
 void fetch_free(struct fetcher *f);
 
 int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
-                char *err, size_t errlen);
+                char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Drives transfers; calls on_data/on_done. */
 void fetch_perform(struct fetcher *f);
 /* Waits at most timeout_ms for network activity or extra_fd (-1: none)

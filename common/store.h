@@ -46,8 +46,10 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void store_close(struct store *s);
 
-int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen);
-int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen);
+int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* Maps the whole temporary file read-only (for sniffers that need more than
  * the head). *len gets its size; unmap with store_unmap(). NULL on error. */
 const unsigned char *store_blob_map(struct store_blob *b, size_t *len);
@@ -59,7 +61,7 @@ void store_unmap(const unsigned char *p, size_t len);
  * file stays until store_publish() or discard. */
 int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
                     char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
-                    char *err, size_t errlen);
+                    char *err, size_t errlen) __attribute__((warn_unused_result));
 /* The storage key of content sha256 with extension ext. */
 void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[STORE_KEY_MAX]);
 /* A whole body already in memory and already hashed (key from store_key):
@@ -69,7 +71,7 @@ void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[ST
  * here; on error it is discarded. May run on another thread than
  * store_blob_begin(): the two share only the store's name counter. */
 int store_blob_put(struct store *s, struct store_blob *b, const char *key, const struct iovec *iov,
-                   int iovcnt, int *existed, char *err, size_t errlen);
+                   int iovcnt, int *existed, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Makes n sealed blobs durable under their keys (keys[i] from seal).
  * failed[i] = 1 (with the message of the first failure in err) for a blob
  * that could not be renamed; returns -1 when nothing could be made durable.
@@ -78,7 +80,8 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
  * the same batch too (its temporary file is then dropped): the count of
  * new files. Published blobs need no discard (calling it is harmless). */
 int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
-                  unsigned char *failed, unsigned char *created, char *err, size_t errlen);
+                  unsigned char *failed, unsigned char *created, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 void store_blob_discard(struct store_blob *b);
 
 #endif

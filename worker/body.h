@@ -34,11 +34,12 @@ struct body_pool {
 };
 
 /* budget_bytes rounds down to whole blocks; 0 disables the pool. */
-int body_pool_init(struct body_pool *p, size_t budget_bytes);
+int body_pool_init(struct body_pool *p, size_t budget_bytes) __attribute__((warn_unused_result));
 void body_pool_release(struct body_pool *p);
 /* Appends len bytes; -1 (nothing appended) when the budget or memory is
  * spent: the caller spills the body and releases it. */
-int body_append(struct body_pool *p, struct body *b, const void *data, size_t len);
+int body_append(struct body_pool *p, struct body *b, const void *data, size_t len)
+    __attribute__((warn_unused_result));
 /* The bytes of block i (the last one may be partly filled). */
 size_t body_block_len(const struct body *b, size_t i);
 void body_release(struct body_pool *p, struct body *b);

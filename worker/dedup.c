@@ -51,121 +51,179 @@ static void dedup_note_redis(struct worker *w, int ok)
     w->redis_down = !ok;
 }
 
-/* Jobs from `q` (NEW or WAITING): look up, then lease the rest. */
-void dedup_lookup_and_lease(struct worker *w, struct job **q, size_t limit)
-{
-    struct job *batch[BATCH_MAX];
-    const char *urls[BATCH_MAX];
-    uint8_t state[BATCH_MAX], got[BATCH_MAX];
-    struct job *j, *tmp;
-    size_t n = 0, m = 0;
-    char err[300];
-    long long now = mono_ms();
+/* What the look-ups and the lease left for each job of a batch. */
+enum verdict {
+    VERDICT_WAIT = 0,  /* another worker holds the lease */
+    VERDICT_MINE,      /* leased (or Redis down): download it */
+    VERDICT_KNOWN,     /* cached or failed meanwhile: finish it */
+};
 
-    if (!dedup_db_usable(w))
-        return;
+/* 1 when the database's answer leaves the URL to this job: nothing known,
+ * or a scheduled retry and this is the retry event (other events of that
+ * URL are finished by the retry's work). */
+static int is_ours(uint8_t state, const struct job *j)
+{
+    return state == DB_URL_NONE || (state == DB_URL_RETRYING && j->from_retry);
+}
+
+/* Up to limit jobs of q that may be looked up now. */
+static size_t take_due(struct job **q, size_t limit, long long now, struct job **jobs, const char **urls)
+{
+    struct job *j, *tmp;
+    size_t n = 0;
+
     DL_FOREACH_SAFE(*q, j, tmp) {
         if (n == BATCH_MAX || n == limit)
             break;
         if (j->state == JOB_WAITING && j->due_ms > now)
             continue;
-        batch[n] = j;
+        jobs[n] = j;
         urls[n] = j->url;
         n++;
     }
-    if (n == 0)
-        return;
-    if (db_lookup_urls(w->db, urls, n, w->cfg->failure_ttl_ms, state, err, sizeof err) != 0) {
-        dedup_db_trouble(w, "lookup", err);
-        return;
-    }
+    return n;
+}
+
+/* Finishes the jobs whose URL the database knows; keeps the rest in
+ * order and returns how many. */
+static size_t finish_known(struct worker *w, struct job **jobs, const char **urls, const uint8_t *state,
+                           size_t n)
+{
+    size_t m = 0;
+
     for (size_t i = 0; i < n; i++) {
-        /* a scheduled retry is the retry event's work; other events of
-         * that URL are finished by it */
-        if (state[i] == DB_URL_NONE || (state[i] == DB_URL_RETRYING && batch[i]->from_retry)) {
-            batch[m] = batch[i];
+        if (is_ours(state[i], jobs[i])) {
+            jobs[m] = jobs[i];
             urls[m] = urls[i];
             m++;
             continue;
         }
         if (state[i] == DB_URL_CACHED)
             w->n_already_cached++;
-        job_finish(w, batch[i]);
+        job_finish(w, jobs[i]);
     }
+    return m;
+}
+
+/* Looks the leased URLs up once more: a worker may have committed the row
+ * and released its lease between our look-up and our SET NX. A URL known
+ * now gives its lease back (all in one round trip) and is VERDICT_KNOWN.
+ * -1 when the database failed (every lease given back). */
+static int recheck_leased(struct worker *w, struct job **jobs, const char **urls, size_t m,
+                          uint8_t *verdict)
+{
+    const char *leased[BATCH_MAX], *known[BATCH_MAX];
+    uint8_t state[BATCH_MAX];
+    size_t k = 0, n_known = 0;
+    char err[300], why[300];
+
+    for (size_t i = 0; i < m; i++)
+        if (verdict[i] == VERDICT_MINE)
+            leased[k++] = urls[i];
+    if (k > 0 && db_lookup_urls(w->db, leased, k, w->cfg->failure_ttl_ms, state, err, sizeof err) != 0) {
+        /* leases expire by themselves when this fails too */
+        if (lease_release(w->lease, leased, k, why, sizeof why) != 0)
+            log_debug("event=lease_release_failed reason=\"%s\"", why);
+        dedup_db_trouble(w, "lookup", err);
+        return -1;
+    }
+    k = 0;
+    for (size_t i = 0; i < m; i++) {
+        if (verdict[i] != VERDICT_MINE)
+            continue;
+        if (!is_ours(state[k], jobs[i])) {
+            known[n_known++] = urls[i];
+            if (state[k] == DB_URL_CACHED)
+                w->n_already_cached++;
+            verdict[i] = VERDICT_KNOWN;
+        }
+        k++;
+    }
+    if (n_known > 0 && lease_release(w->lease, known, n_known, why, sizeof why) != 0)
+        log_debug("event=lease_release_failed reason=\"%s\"", why);
+    return 0;
+}
+
+/* A job leased to us: resolved (once) and ready to download, or failed
+ * when its URL cannot be resolved. */
+static void make_ready(struct worker *w, struct job *j)
+{
+    char err[300];
+
+    j->leased = !w->redis_down;
+    if (!j->resolved) {
+        int rrc = download_resolve(w, j, err, sizeof err);
+        if (rrc == RESOLVE_ERR_CONFIG) {
+            /* a try like a download: the backoff list runs its course */
+            j->attempts++;
+            failure_record(w, j, "config", 0, 0, "%s", err);
+            return;
+        }
+        if (rrc != 0) {
+            failure_record(w, j, "bad_url", 1, 0, "%s", err);
+            return;
+        }
+        j->resolved = 1;
+        if (j->res.kind == RESOLVE_HTTP)
+            j->origin = download_origin_of(j->res.url);
+    }
+    job_move(w, j, JOB_READY);
+}
+
+/* Another worker holds the job's lease: check again after IMGCACHE_RECHECK,
+ * behind the others that wait. */
+static void wait_for_other(struct worker *w, struct job *j, long long now)
+{
+    if (j->state != JOB_WAITING)
+        w->n_waited++;
+    j->due_ms = now + w->cfg->recheck_ms;
+    if (j->state == JOB_WAITING) { /* to the back of the queue */
+        DL_DELETE(w->q_waiting, j);
+        DL_APPEND(w->q_waiting, j);
+    } else {
+        job_move(w, j, JOB_WAITING);
+    }
+}
+
+void dedup_lookup_and_lease(struct worker *w, struct job **q, size_t limit)
+{
+    struct job *jobs[BATCH_MAX];
+    const char *urls[BATCH_MAX];
+    uint8_t state[BATCH_MAX], verdict[BATCH_MAX];
+    size_t n, m;
+    char err[300];
+    long long now = mono_ms();
+
+    if (!dedup_db_usable(w))
+        return;
+    n = take_due(q, limit, now, jobs, urls);
+    if (n == 0)
+        return;
+    if (db_lookup_urls(w->db, urls, n, w->cfg->failure_ttl_ms, state, err, sizeof err) != 0) {
+        dedup_db_trouble(w, "lookup", err);
+        return;
+    }
+    m = finish_known(w, jobs, urls, state, n);
     if (m == 0)
         return;
-    if (lease_acquire(w->lease, urls, m, got, err, sizeof err) != 0) {
+    _Static_assert(VERDICT_WAIT == 0 && VERDICT_MINE == 1, "lease_acquire's got[] is a verdict");
+    if (lease_acquire(w->lease, urls, m, verdict, err, sizeof err) != 0) {
         /* Redis down: go on without leases; rows stay unique in PostgreSQL
          * and the store is content-addressed, at worst a URL is fetched twice */
         dedup_note_redis(w, 0);
-        memset(got, 1, m);
+        memset(verdict, VERDICT_MINE, m);
     } else {
         dedup_note_redis(w, 1);
     }
-    /* double check under the lease: a worker may have committed the row and
-     * released its lease between our look-up and our SET NX */
-    if (!w->redis_down) {
-        const char *leased[BATCH_MAX];
-        size_t k = 0;
-        for (size_t i = 0; i < m; i++)
-            if (got[i])
-                leased[k++] = urls[i];
-        if (k > 0 && db_lookup_urls(w->db, leased, k, w->cfg->failure_ttl_ms, state, err, sizeof err) != 0) {
-            lease_release(w->lease, leased, k, err, sizeof err);
-            dedup_db_trouble(w, "lookup", err);
-            return;
-        }
-        k = 0;
-        for (size_t i = 0; i < m; i++) {
-            if (!got[i])
-                continue;
-            if (state[k] == DB_URL_NONE || (state[k] == DB_URL_RETRYING && batch[i]->from_retry)) {
-                k++;
-                continue;
-            }
-            lease_release(w->lease, &urls[i], 1, err, sizeof err);
-            if (state[k] == DB_URL_CACHED)
-                w->n_already_cached++;
-            k++;
-            got[i] = 2; /* finished below */
-        }
-    }
+    if (!w->redis_down && recheck_leased(w, jobs, urls, m, verdict) != 0)
+        return;
     for (size_t i = 0; i < m; i++) {
-        j = batch[i];
-        if (got[i] == 2) {
-            job_finish(w, j);
-            continue;
-        }
-        if (!got[i]) {
-            if (j->state != JOB_WAITING)
-                w->n_waited++;
-            j->due_ms = now + w->cfg->recheck_ms;
-            if (j->state == JOB_WAITING) { /* to the back of the queue */
-                DL_DELETE(w->q_waiting, j);
-                DL_APPEND(w->q_waiting, j);
-            } else {
-                job_move(w, j, JOB_WAITING);
-            }
-            continue;
-        }
-        j->leased = !w->redis_down;
-        if (!j->resolved) {
-            int rrc = download_resolve(w, j, err, sizeof err);
-            if (rrc == RESOLVE_ERR_CONFIG) {
-                /* a try like a download: the backoff list runs its course */
-                j->attempts++;
-                failure_record(w, j, "config", 0, 0, "%s", err);
-                continue;
-            }
-            if (rrc != 0) {
-                failure_record(w, j, "bad_url", 1, 0, "%s", err);
-                continue;
-            }
-            j->resolved = 1;
-            if (j->res.kind == RESOLVE_HTTP)
-                j->origin = download_origin_of(j->res.url);
-        }
-        job_move(w, j, JOB_READY);
+        if (verdict[i] == VERDICT_KNOWN)
+            job_finish(w, jobs[i]);
+        else if (verdict[i] == VERDICT_WAIT)
+            wait_for_other(w, jobs[i], now);
+        else
+            make_ready(w, jobs[i]);
     }
 }
 

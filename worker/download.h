@@ -10,7 +10,7 @@
 #include "worker_private.h"
 
 /* Creates w->fetch (freed by worker_free), its callbacks this module's. */
-int download_open(struct worker *w, char *err, size_t errlen);
+int download_open(struct worker *w, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* 1 when another download may start: a free slot, and the committer not
  * too far behind. */
 int download_may_start(const struct worker *w);
@@ -18,9 +18,10 @@ int download_may_start(const struct worker *w);
 void download_start_ready(struct worker *w);
 /* resolve_source() of the job's URL (into j->res); RESOLVE_ERR_CONFIG for
  * a missing setting, -1 for a bad URL, with the reason in err. */
-int download_resolve(struct worker *w, struct job *j, char *err, size_t errlen);
+int download_resolve(struct worker *w, struct job *j, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* IMGCACHE_HTTP_PROXY must be an http(s) proxy URL with a host. */
-int download_check_proxy(const char *proxy, char *err, size_t errlen);
+int download_check_proxy(const char *proxy, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* The circuit breaker's key for url ("scheme://host:port", malloc'd), NULL
  * when url has no http(s) origin. */
 char *download_origin_of(const char *url);

@@ -102,5 +102,11 @@ void handoff_submit(struct worker *w)
         };
         job_move(w, j, JOB_COMMITTING);
     }
-    committer_submit(w->committer, b);
+    if (committer_submit(w->committer, b) != 0) {
+        /* committer_busy() said no batch is out: not reached; if it were,
+         * the jobs wait for the next turn rather than be lost */
+        log_error("event=commit_not_submitted reason=\"the committer holds a batch already\"");
+        for (size_t i = 0; i < b->n; i++)
+            job_move(w, b->items[i].owner, JOB_COMMIT);
+    }
 }

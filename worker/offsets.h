@@ -61,7 +61,7 @@ struct ptrack *offsets_revoke(struct offsets *o, const char *topic, int32_t part
 
 /* Records a dispatched offset; *seq identifies it for offsets_finish.
  * -1 only when out of memory. */
-int offsets_push(struct ptrack *t, int64_t offset, uint64_t *seq);
+int offsets_push(struct ptrack *t, int64_t offset, uint64_t *seq) __attribute__((warn_unused_result));
 void offsets_finish(struct ptrack *t, uint64_t seq);
 /* Pops the finished prefix. Returns 1 and the offset to store (last
  * finished + 1) when it moved, else 0. */
