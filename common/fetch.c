@@ -328,11 +328,14 @@ static int start_hop(struct transfer *t, char *err, size_t errlen)
         finish_early(t);
         return 0;
     }
-    curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
     /* credentials are for the origin they were given for, not for wherever
      * it redirects (what curl does when it follows redirects itself) */
-    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER,
-                     same_origin(&t->origin, &t->first_origin) ? t->headers : NULL);
+    if (curl_easy_setopt(t->easy, CURLOPT_URL, t->url) != CURLE_OK ||
+        curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER,
+                         same_origin(&t->origin, &t->first_origin) ? t->headers : NULL) != CURLE_OK) {
+        errmsg_set(err, errlen, "libcurl: cannot set the URL of a hop");
+        return -1;
+    }
     if (curl_multi_add_handle(f->multi, t->easy) != CURLM_OK) {
         errmsg_set(err, errlen, "libcurl: cannot add a transfer");
         return -1;
@@ -341,10 +344,58 @@ static int start_hop(struct transfer *t, char *err, size_t errlen)
     return 0;
 }
 
+/* A server that sends headers and then stalls fails after this long (or
+ * the total timeout, if shorter) below 1 byte/s. */
+#define FETCH_LOW_SPEED_TIME_MAX_MS 10000
+
+/* Every option of a new transfer; CURLE_OK or the first refusal. */
+static CURLcode set_options(const struct fetcher *f, struct transfer *t)
+{
+    CURL *e = t->easy;
+    long long low_speed_ms = f->opts.timeout_ms < FETCH_LOW_SPEED_TIME_MAX_MS ? f->opts.timeout_ms
+                                                                              : FETCH_LOW_SPEED_TIME_MAX_MS;
+    CURLcode c = CURLE_OK;
+
+#define SET(opt, val) do { if (c == CURLE_OK) c = curl_easy_setopt(e, opt, val); } while (0)
+    SET(CURLOPT_PRIVATE, t);
+    SET(CURLOPT_ERRORBUFFER, t->errbuf);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    /* fetch_perform() follows redirects, so that each hop's origin is known
+     * (and checked, through a proxy too) before its request */
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    /* "" also ignores http_proxy, HTTPS_PROXY, ALL_PROXY and NO_PROXY from
+     * the environment: only IMGCACHE_HTTP_PROXY chooses a proxy */
+    SET(CURLOPT_PROXY, f->opts.proxy ? f->opts.proxy : "");
+    SET(CURLOPT_NOPROXY, "");
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)f->opts.connect_timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, (long)f->opts.timeout_ms);
+    SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
+    SET(CURLOPT_LOW_SPEED_TIME, (long)((low_speed_ms + 999) / 1000));
+    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->opts.max_bytes);
+    SET(CURLOPT_FAILONERROR, 0L);
+    SET(CURLOPT_ACCEPT_ENCODING, "");
+    SET(CURLOPT_USERAGENT, f->opts.user_agent ? f->opts.user_agent : "imgcache");
+    SET(CURLOPT_WRITEFUNCTION, on_write);
+    SET(CURLOPT_WRITEDATA, t);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, t);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    /* through a proxy every socket goes to the proxy: the target is checked
+     * by check_target_addresses() instead */
+    if (f->opts.guard && (f->opts.proxy == NULL || f->opts.proxy[0] == '\0')) {
+        SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+        SET(CURLOPT_OPENSOCKETDATA, t);
+    }
+#undef SET
+    return c;
+}
+
 int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
                 char *err, size_t errlen)
 {
     struct transfer *t = calloc(1, sizeof *t);
+    CURLcode code;
     CURL *e;
 
     if (t == NULL || (t->easy = curl_easy_init()) == NULL || (t->url = strdup(url)) == NULL) {
@@ -365,38 +416,14 @@ int fetch_start(struct fetcher *f, const char *url, const char *auth_header, voi
         free(t);
         return -1;
     }
-    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    /* fetch_perform() follows redirects, so that each hop's origin is known
-     * (and checked, through a proxy too) before its request */
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    /* "" also ignores http_proxy, HTTPS_PROXY, ALL_PROXY and NO_PROXY from
-     * the environment: only IMGCACHE_HTTP_PROXY chooses a proxy */
-    curl_easy_setopt(e, CURLOPT_PROXY, f->opts.proxy ? f->opts.proxy : "");
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)f->opts.connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)f->opts.timeout_ms);
-    /* a server that sends headers and then stalls: fail after 10 s (or the
-     * total timeout, if shorter) below 1 byte/s */
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
-                     (long)(f->opts.timeout_ms < 10000 ? (f->opts.timeout_ms + 999) / 1000 : 10));
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->opts.max_bytes);
-    curl_easy_setopt(e, CURLOPT_FAILONERROR, 0L);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, f->opts.user_agent ? f->opts.user_agent : "imgcache");
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    /* through a proxy every socket goes to the proxy: the target is checked
-     * by check_target_addresses() instead */
-    if (f->opts.guard && (f->opts.proxy == NULL || f->opts.proxy[0] == '\0')) {
-        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+    code = set_options(f, t);
+    if (code != CURLE_OK) {
+        errmsg_set(err, errlen, "libcurl: %s", curl_easy_strerror(code));
+        curl_slist_free_all(t->headers);
+        curl_easy_cleanup(e);
+        free(t->url);
+        free(t);
+        return -1;
     }
     t->next = f->active;
     if (f->active)

@@ -49,6 +49,9 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* a temporary file this old (in seconds) was left by a crash */
+#define STORE_STALE_TMP_S 3600
+
 static void remove_stale_tmp(const char *tmpdir)
 {
     DIR *d = opendir(tmpdir);
@@ -62,7 +65,7 @@ static void remove_stale_tmp(const char *tmpdir)
         if (e->d_name[0] == '.')
             continue;
         if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            S_ISREG(st.st_mode) && now - st.st_mtime > 3600)
+            S_ISREG(st.st_mode) && now - st.st_mtime > STORE_STALE_TMP_S)
             unlinkat(dirfd(d), e->d_name, 0);
     }
     closedir(d);

@@ -81,7 +81,7 @@ long long drain_group_lag(struct worker *w, int honour_from_beginning, char *err
         errmsg_set(err, errlen, "cannot look up topic %s", w->cfg->topic);
         goto out;
     }
-    e = rd_kafka_metadata(w->rk, 0, rkt, &md, 5000);
+    e = rd_kafka_metadata(w->rk, 0, rkt, &md, BROKER_ASK_TIMEOUT_MS);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1) {
         errmsg_set(err, errlen, "no metadata for topic %s: %s", w->cfg->topic, rd_kafka_err2str(e));
         goto out;
@@ -98,7 +98,7 @@ long long drain_group_lag(struct worker *w, int honour_from_beginning, char *err
     lag = 0;
     for (int i = 0; i < parts->cnt; i++) {
         int64_t low = 0, high = 0, pos = parts->elems[i].offset;
-        e = rd_kafka_query_watermark_offsets(w->rk, w->cfg->topic, parts->elems[i].partition, &low, &high, 5000);
+        e = rd_kafka_query_watermark_offsets(w->rk, w->cfg->topic, parts->elems[i].partition, &low, &high, BROKER_ASK_TIMEOUT_MS);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
             errmsg_set(err, errlen, "cannot read the end offsets of %s: %s", w->cfg->topic, rd_kafka_err2str(e));
             lag = -1;
@@ -148,7 +148,7 @@ int drain_caught_up(struct worker *w)
             unread = rd_kafka_topic_partition_list_new(assignment->cnt);
         rd_kafka_topic_partition_list_add(unread, assignment->elems[i].topic, assignment->elems[i].partition);
     }
-    if (unread && rd_kafka_committed(w->rk, unread, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (unread && rd_kafka_committed(w->rk, unread, BROKER_ASK_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
         ok = 0;
     /* the cached end offsets of the retry topic may predate a retry just
      * published (by us or by another worker into a partition we own): ask
@@ -159,7 +159,7 @@ int drain_caught_up(struct worker *w)
             if (strcmp(assignment->elems[i].topic, w->retry_topic) == 0)
                 rd_kafka_topic_partition_list_add(ends, assignment->elems[i].topic,
                                                   assignment->elems[i].partition)->offset = RD_KAFKA_OFFSET_END;
-        if (ends->cnt > 0 && rd_kafka_offsets_for_times(w->rk, ends, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        if (ends->cnt > 0 && rd_kafka_offsets_for_times(w->rk, ends, BROKER_ASK_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
             ok = 0;
     }
     for (int i = 0; i < assignment->cnt && ok; i++) {
@@ -173,7 +173,7 @@ int drain_caught_up(struct worker *w)
          * broker waits behind the fetcher's long poll, so only when unknown */
         if ((rd_kafka_get_watermark_offsets(w->rk, p->topic, p->partition, &low, &high) !=
                  RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 || low < 0) &&
-            rd_kafka_query_watermark_offsets(w->rk, p->topic, p->partition, &low, &high, 2000) !=
+            rd_kafka_query_watermark_offsets(w->rk, p->topic, p->partition, &low, &high, WATERMARK_ASK_TIMEOUT_MS) !=
                 RD_KAFKA_RESP_ERR_NO_ERROR) {
             ok = 0;
             break;

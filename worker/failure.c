@@ -153,7 +153,7 @@ static void on_published(void *opaque, int ok, const char *errstr, void *ctx)
         /* not finished: publish again shortly (nothing is lost meanwhile) */
         log_warn("event=publish_failed topic=%s reason=\"%s\"", j->dead_letter ? w->dlt_topic : w->retry_topic,
                  errstr ? errstr : "?");
-        j->due_ms = mono_ms() + 1000;
+        j->due_ms = mono_ms() + PUBLISH_RETRY_MS;
         job_move(w, j, JOB_PUBLISH);
         return;
     }
@@ -204,7 +204,7 @@ void failure_publish(struct worker *w)
         if (kafka_produce(w->publisher, j->dead_letter ? w->dlt_topic : w->retry_topic, j->msg_key,
                           j->msg_keylen, j->msg_value, j->msg_valuelen, h, nh, j, err, sizeof err) != 0) {
             log_warn("event=publish_failed reason=\"%s\"", err);
-            j->due_ms = now + 1000;
+            j->due_ms = now + PUBLISH_RETRY_MS;
             continue;
         }
         job_move(w, j, JOB_PUBLISHING);
@@ -222,7 +222,7 @@ int failure_open(struct worker *w, char *err, size_t errlen)
     for (size_t i = 0; i < 2; i++) {
         char why[300];
         /* not fatal: publishes wait for the topic; but say so now */
-        if (kafka_producer_prepare(w->publisher, topics[i], 5000, why, sizeof why) != 0)
+        if (kafka_producer_prepare(w->publisher, topics[i], BROKER_ASK_TIMEOUT_MS, why, sizeof why) != 0)
             log_warn("event=topic_unavailable reason=\"%s\"", why);
     }
     return 0;
@@ -235,7 +235,7 @@ void failure_settle(struct worker *w)
     if (w->publisher == NULL)
         return;
     /* what is not delivered by now is redone after a restart */
-    if (kafka_producer_flush(w->publisher, 5000, err, sizeof err) != 0)
+    if (kafka_producer_flush(w->publisher, BROKER_ASK_TIMEOUT_MS, err, sizeof err) != 0)
         log_warn("event=publish_incomplete reason=\"%s\"", err);
     rd_kafka_purge(w->publisher->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_poll(w->publisher->rk, 0);

@@ -54,7 +54,7 @@ void worker_io_step(struct worker *w)
         dedup_lookup_and_lease(w, &w->q_new, BATCH_MAX);
     if (w->q_waiting && mono_ms() >= w->next_recheck_ms) {
         dedup_lookup_and_lease(w, &w->q_waiting, BATCH_MAX);
-        w->next_recheck_ms = mono_ms() + w->cfg->recheck_ms / 4;
+        w->next_recheck_ms = mono_ms() + w->cfg->recheck_ms / RECHECK_SCANS;
     }
     job_wake_timed(w);
     download_start_ready(w);
@@ -261,7 +261,7 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
     int rc = 0;
 
     w->started_ms = mono_ms();
-    w->next_progress_ms = w->started_ms + 10000;
+    w->next_progress_ms = w->started_ms + PROGRESS_EVERY_MS;
     log_info("event=started worker_id=%s group=%s topic=%s concurrency=%ld drain=%d from_beginning=%d",
              w->worker_id, w->cfg->group, w->cfg->topic, w->cfg->concurrency, w->cfg->drain,
              w->cfg->from_beginning);
@@ -273,7 +273,7 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
                  "(Beeper Desktop serves them); until then they fail as class config, retryable\"");
     for (;;) {
         long long now = mono_ms();
-        int timeout = 100;
+        int timeout = LOOP_WAIT_MS;
 
         if (*stop && !w->stopping) {
             /* keep partitions whose events we will not finish from being
@@ -333,7 +333,7 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
             if (w->assigned_once && w->idle_since_ms && now - w->idle_since_ms >= DRAIN_IDLE_MS &&
                 now >= w->next_drain_check_ms && !w->rebalance_pending &&
                 now - w->last_rebalance_ms >= DRAIN_IDLE_MS) {
-                w->next_drain_check_ms = now + 300;
+                w->next_drain_check_ms = now + DRAIN_CHECK_EVERY_MS;
                 if (drain_caught_up(w)) {
                     log_info("event=drained reason=\"caught up with every assigned partition\" held=%zu",
                              w->n_in_state[JOB_HELD]);
@@ -343,13 +343,13 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         }
         if (now >= w->next_progress_ms) {
             progress(w, "progress");
-            w->next_progress_ms = now + 10000;
+            w->next_progress_ms = now + PROGRESS_EVERY_MS;
         }
         if (w->q_new || (w->q_ready && download_may_start(w)))
             timeout = 0;
         else if (w->db_outage.down || w->q_waiting || w->q_breaker || w->q_publish ||
                  w->publisher->queued > w->publisher->delivered + w->publisher->failed)
-            timeout = 20;
+            timeout = LOOP_POLL_MS;
         /* a retry held for an hour must not wake the loop 50 times a second */
         if (w->q_held && !w->stopping && w->next_held_due_ms - now < timeout)
             timeout = w->next_held_due_ms > now ? (int)(w->next_held_due_ms - now) : 0;

@@ -47,6 +47,16 @@
 _Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit dedup_release_leases()");
 #define COMMIT_PENDING_MAX (2 * COMMIT_BATCH_MAX) /* stored images waiting for the committer */
 #define DRAIN_IDLE_MS 250      /* --drain: idle this long before asking the broker */
+#define DRAIN_CHECK_EVERY_MS 300 /* --drain: at most one caught-up check this often */
+#define BROKER_ASK_TIMEOUT_MS 5000 /* metadata, offsets and flushes asked of the broker */
+#define WATERMARK_ASK_TIMEOUT_MS 2000 /* an end offset the consumer has not cached */
+#define PROGRESS_EVERY_MS 10000 /* a progress line this often */
+#define LOOP_WAIT_MS 100       /* longest sleep of the loop: a stop is seen this fast */
+#define LOOP_POLL_MS 20        /* sleep while something timed or unacknowledged waits */
+#define PUBLISH_RETRY_MS 1000  /* a publish that failed is tried again after this */
+/* jobs waiting for another worker's lease are looked at this many times
+ * per IMGCACHE_RECHECK, so each is rechecked at most a quarter late */
+#define RECHECK_SCANS 4
 #define DRAIN_OFFSETS_TIMEOUT_MS 5000
 /* an open circuit's cooldown grows, on each failed probe, up to this */
 #define BREAKER_MAX_COOLDOWN_MS (10 * 60 * 1000) /* --drain without assignment: the group's offsets */
