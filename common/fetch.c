@@ -44,6 +44,51 @@ struct fetcher {
     int n_early;             /* of them, done_early */
 };
 
+int fetch_status_retryable(long status)
+{
+    return status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
+void fetch_judge(const struct fetch_result *r, struct fetch_verdict *v)
+{
+    static const char *const names[] = {
+        [FETCH_OK] = "ok", [FETCH_HTTP_ERROR] = "http", [FETCH_TOO_LARGE] = "too_large",
+        [FETCH_ABORTED] = "aborted", [FETCH_TIMEOUT] = "timeout", [FETCH_NETWORK] = "network",
+        [FETCH_TRUNCATED] = "truncated", [FETCH_REDIRECTS] = "redirects", [FETCH_BAD_URL] = "bad_url",
+        [FETCH_REFUSED] = "refused_address", [FETCH_PROTOCOL] = "protocol",
+    };
+    enum fetch_outcome o = r->outcome;
+
+    memset(v, 0, sizeof *v);
+    if ((size_t)o >= sizeof names / sizeof names[0] || names[o] == NULL)
+        o = FETCH_NETWORK;
+    if (o == FETCH_HTTP_ERROR)
+        snprintf(v->error_class, sizeof v->error_class, "http_%ld", r->http_status);
+    else
+        snprintf(v->error_class, sizeof v->error_class, "%s", names[o]);
+    switch (o) {
+    case FETCH_HTTP_ERROR:
+        v->permanent = !fetch_status_retryable(r->http_status);
+        break;
+    case FETCH_TOO_LARGE:
+    case FETCH_REDIRECTS:
+    case FETCH_BAD_URL:
+    case FETCH_REFUSED:
+    case FETCH_PROTOCOL:
+        v->permanent = 1;
+        break;
+    default:
+        v->permanent = 0;
+        break;
+    }
+    /* the server's status, where its answer is what failed */
+    v->http_status = o == FETCH_BAD_URL || o == FETCH_REFUSED || o == FETCH_NETWORK || o == FETCH_ABORTED
+                         ? 0 : r->http_status;
+    v->sent = o != FETCH_REFUSED && o != FETCH_BAD_URL;
+    v->origin_failing = o == FETCH_TIMEOUT || o == FETCH_NETWORK || o == FETCH_TRUNCATED ||
+                        (o == FETCH_HTTP_ERROR && fetch_status_retryable(r->http_status));
+}
+
 int fetch_new(const struct fetch_opts *opts, const struct fetch_callbacks *cb,
               struct fetcher **out, char *err, size_t errlen)
 {

@@ -80,10 +80,31 @@ struct fetch_result {
     char error[256];          /* curl's message; never contains the URL */
 };
 
+/* How a finished transfer counts, decided here once for every user. */
+#define FETCH_CLASS_MAX 24
+struct fetch_verdict {
+    char error_class[FETCH_CLASS_MAX]; /* "timeout", "http_503", ...; "ok" for FETCH_OK,
+                                          "aborted" for FETCH_ABORTED (on_data knows why) */
+    int permanent;          /* retrying cannot help */
+    long http_status;       /* the status to record with the failure; 0 when the
+                               failure is not the server's answer */
+    int sent;               /* the request went out: the outcome says something of
+                               the origin's health (a refused address or a bad URL
+                               was never sent, and must not open an origin's circuit) */
+    int origin_failing;     /* sent, and the origin (or the way to it) is failing:
+                               a timeout, a network error, a cut body, 408/429/5xx */
+};
+
+/* The verdict on a finished transfer. */
+void fetch_judge(const struct fetch_result *r, struct fetch_verdict *v);
+/* 408, 429 and 5xx may pass on a later try; any other status will not. */
+int fetch_status_retryable(long status);
+
 struct fetch_callbacks {
     /* Body bytes in order; return -1 to abort the transfer (FETCH_ABORTED). */
     int (*on_data)(void *job, const void *data, size_t len);
-    /* Called once per transfer from fetch_perform(). */
+    /* Called once per transfer from fetch_perform(); result is valid during
+     * the call only. */
     void (*on_done)(void *job, const struct fetch_result *result);
 };
 

@@ -80,6 +80,31 @@ static int over_pixel_cap(const struct job *j, char *msg, size_t msglen)
     return 1;
 }
 
+/* The verdict on the bytes sniffed so far: 0 when they may go on
+ * (j->sniff_done once the format and size are known), else -1 with the
+ * failure's class in *cls (permanent either way) and the reason in msg.
+ * complete: the whole body was sniffed, so a sniffer that still needs more
+ * bytes means a truncated image. Run while streaming and, when the format
+ * was not settled by then, once at the end. */
+static int judge_sniff(struct job *j, enum sniff_status st, int complete, const char *why, const char **cls,
+                       char *msg, size_t msglen)
+{
+    if (st == SNIFF_REJECT || (complete && st == SNIFF_NEED_MORE)) {
+        *cls = "not_image";
+        snprintf(msg, msglen, "%s", st == SNIFF_NEED_MORE ? "truncated image" : why);
+        return -1;
+    }
+    if (st == SNIFF_OK)
+        j->sniff_done = 1;
+    /* also while more is needed: a GIF frame seen so far may already be
+     * over the cap */
+    if (over_pixel_cap(j, msg, msglen)) {
+        *cls = "too_many_pixels";
+        return -1;
+    }
+    return 0;
+}
+
 static int on_data(void *arg, const void *data, size_t len)
 {
     struct job *j = arg;
@@ -98,18 +123,7 @@ static int on_data(void *arg, const void *data, size_t len)
     head = job_head(j, &head_len);
     if (!j->sniff_done && head_len >= 32) {
         enum sniff_status st = sniff_image(head, head_len, 0, &j->sniff, err, sizeof err);
-        if (st == SNIFF_REJECT) {
-            j->abort_class = "not_image";
-            j->abort_permanent = 1;
-            snprintf(j->abort_msg, sizeof j->abort_msg, "%s", err);
-            return -1;
-        }
-        if (st == SNIFF_OK)
-            j->sniff_done = 1;
-        /* also while more is needed: a GIF frame seen so far may already
-         * be over the cap */
-        if (over_pixel_cap(j, j->abort_msg, sizeof j->abort_msg)) {
-            j->abort_class = "too_many_pixels";
+        if (judge_sniff(j, st, 0, err, &j->abort_class, j->abort_msg, sizeof j->abort_msg) != 0) {
             j->abort_permanent = 1;
             return -1;
         }
@@ -167,29 +181,28 @@ static int hash_body(struct job *j, char *err, size_t errlen)
     return 0;
 }
 
-/* After the whole body is in: final sniff, pixel cap, name. A body in
- * memory is written by the committer; a file is sealed here. */
+/* After the whole body is in: the last sniff and pixel cap when the
+ * stream did not settle them, then the name (SHA-256). A body in memory is
+ * written by the committer; a file is sealed here. */
 static void download_finish(struct worker *w, struct job *j)
 {
     char err[300];
     int existed = 0;
 
+    /* settled while streaming (the pixel cap included), or now */
     if (!j->sniff_done) {
         size_t head_len;
         const unsigned char *head = job_head(j, &head_len);
         int complete = (long long)head_len == job_size(j);
         enum sniff_status st = sniff_image(head, head_len, complete, &j->sniff, err, sizeof err);
+        const char *cls = NULL;
+        char msg[300];
         if (st == SNIFF_NEED_MORE)
             st = sniff_whole(j, err, sizeof err);
-        if (st != SNIFF_OK) {
-            failure_record(w, j, "not_image", 1, 0, "%s", st == SNIFF_NEED_MORE ? "truncated image" : err);
+        if (judge_sniff(j, st, 1, err, &cls, msg, sizeof msg) != 0) {
+            failure_record(w, j, cls, 1, 0, "%s", msg);
             return;
         }
-        j->sniff_done = 1;
-    }
-    if (over_pixel_cap(j, err, sizeof err)) {
-        failure_record(w, j, "too_many_pixels", 1, 0, "%s", err);
-        return;
     }
     if (j->in_memory) {
         if (hash_body(j, err, sizeof err) != 0) {
@@ -212,12 +225,6 @@ static void download_finish(struct worker *w, struct job *j)
     }
     w->n_downloaded++;
     job_move(w, j, JOB_COMMIT);
-}
-
-/* 408, 429 and 5xx may pass; any other status will not. */
-static int http_status_retryable(long status)
-{
-    return status == 408 || status == 429 || (status >= 500 && status <= 599);
 }
 
 /* The variable whose token our own endpoint at origin refused, or NULL
@@ -255,11 +262,50 @@ static void fail_our_auth(struct worker *w, struct job *j, const char *variable,
              status, j->origin, variable);
 }
 
-/* The one place a download failure is classified. */
+/* libcurl finished a transfer (inside fetch_perform): only note it; the
+ * loop settles it right after, in download_settle_finished(). */
 static void on_done(void *arg, const struct fetch_result *r)
 {
     struct job *j = arg;
     struct worker *w = j->w;
+
+    /* at most one per transfer started, and at most concurrency of those */
+    if (w->n_finished == w->cap_finished) {
+        log_error("event=internal reason=\"more finished transfers than download slots\"");
+        return;
+    }
+    w->finished[w->n_finished].job = j;
+    w->finished[w->n_finished].result = *r;
+    w->n_finished++;
+}
+
+/* The message of a failed transfer. */
+static void fail_transfer(struct worker *w, struct job *j, const struct fetch_result *r,
+                          const struct fetch_verdict *v)
+{
+    switch (r->outcome) {
+    case FETCH_ABORTED:
+        failure_record(w, j, j->abort_class ? j->abort_class : v->error_class, j->abort_permanent, 0, "%s",
+                       j->abort_msg);
+        break;
+    case FETCH_HTTP_ERROR:
+        failure_record(w, j, v->error_class, v->permanent, (int)v->http_status, "HTTP %ld", r->http_status);
+        break;
+    case FETCH_TOO_LARGE:
+        failure_record(w, j, v->error_class, v->permanent, (int)v->http_status, "body is over the %lld-byte cap",
+                       w->cfg->max_bytes);
+        break;
+    default:
+        failure_record(w, j, v->error_class, v->permanent, (int)v->http_status, "%s", r->error);
+        break;
+    }
+}
+
+/* A finished transfer: classified once (fetch_judge), counted by the
+ * origin's circuit breaker, then stored or failed. */
+static void settle(struct worker *w, struct job *j, const struct fetch_result *r)
+{
+    struct fetch_verdict v;
     long status = r->http_status;
     int *auth_logged = NULL;
     const char *auth_variable = our_endpoint(w, j->origin, &auth_logged);
@@ -275,57 +321,23 @@ static void on_done(void *arg, const struct fetch_result *r)
     }
     if (auth_variable && r->outcome == FETCH_OK)
         *auth_logged = 0;
-    /* a refused address or a bad URL was never sent: it says nothing about
-     * the origin's health (and must not let an outsider open its circuit) */
-    if (r->outcome != FETCH_REFUSED && r->outcome != FETCH_BAD_URL)
-        breaker_record(w->breaker, j->origin,
-                       r->outcome == FETCH_TIMEOUT || r->outcome == FETCH_NETWORK ||
-                           r->outcome == FETCH_TRUNCATED ||
-                           (r->outcome == FETCH_HTTP_ERROR && http_status_retryable(status)),
-                       mono_ms());
-    if (r->outcome == FETCH_OK) {
-        snprintf(j->etag, sizeof j->etag, "%s", r->etag);
-        snprintf(j->last_modified, sizeof j->last_modified, "%s", r->last_modified);
-        download_finish(w, j);
+    fetch_judge(r, &v);
+    if (v.sent)
+        breaker_record(w->breaker, j->origin, v.origin_failing, mono_ms());
+    if (r->outcome != FETCH_OK) {
+        fail_transfer(w, j, r, &v);
         return;
     }
-    switch (r->outcome) {
-    case FETCH_ABORTED:
-        failure_record(w, j, j->abort_class ? j->abort_class : "aborted", j->abort_permanent, 0, "%s",
-                 j->abort_msg);
-        break;
-    case FETCH_HTTP_ERROR: {
-        char cls[16];
-        snprintf(cls, sizeof cls, "http_%ld", status);
-        failure_record(w, j, cls, !http_status_retryable(status), (int)status, "HTTP %ld", status);
-        break;
-    }
-    case FETCH_TOO_LARGE:
-        failure_record(w, j, "too_large", 1, (int)status, "body is over the %lld-byte cap", w->cfg->max_bytes);
-        break;
-    case FETCH_TIMEOUT:
-        failure_record(w, j, "timeout", 0, (int)status, "%s", r->error);
-        break;
-    case FETCH_TRUNCATED:
-        failure_record(w, j, "truncated", 0, (int)status, "%s", r->error);
-        break;
-    case FETCH_REDIRECTS:
-        failure_record(w, j, "redirects", 1, (int)status, "%s", r->error);
-        break;
-    case FETCH_BAD_URL:
-        failure_record(w, j, "bad_url", 1, 0, "%s", r->error);
-        break;
-    case FETCH_REFUSED:
-        failure_record(w, j, "refused_address", 1, 0, "%s", r->error);
-        break;
-    case FETCH_PROTOCOL:
-        failure_record(w, j, "protocol", 1, (int)status, "%s", r->error);
-        break;
-    case FETCH_NETWORK:
-    default:
-        failure_record(w, j, "network", 0, 0, "%s", r->error);
-        break;
-    }
+    snprintf(j->etag, sizeof j->etag, "%s", r->etag);
+    snprintf(j->last_modified, sizeof j->last_modified, "%s", r->last_modified);
+    download_finish(w, j);
+}
+
+void download_settle_finished(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_finished; i++)
+        settle(w, w->finished[i].job, &w->finished[i].result);
+    w->n_finished = 0;
 }
 
 /* A data: URL: decoded already, taken at once like a local file. */
@@ -509,5 +521,11 @@ int download_open(struct worker *w, char *err, size_t errlen)
         .proxy = cfg->http_proxy,
     };
 
+    w->cap_finished = cfg->concurrency > 0 ? (size_t)cfg->concurrency : 1;
+    w->finished = calloc(w->cap_finished, sizeof *w->finished);
+    if (w->finished == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
     return fetch_new(&options, &cb, &w->fetch, err, errlen);
 }

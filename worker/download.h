@@ -9,13 +9,18 @@
  * strings returned by download_origin_of() are the caller's to free. */
 #include "worker_private.h"
 
-/* Creates w->fetch (freed by worker_free), its callbacks this module's. */
+/* Creates w->fetch and w->finished (freed by worker_free); the fetcher's
+ * callbacks are this module's: on_data streams and sniffs, on_done only
+ * queues the finished transfer. */
 int download_open(struct worker *w, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* 1 when another download may start: a free slot, and the committer not
  * too far behind. */
 int download_may_start(const struct worker *w);
 /* Starts the ready jobs while download_may_start() says so. */
 void download_start_ready(struct worker *w);
+/* Settles the transfers fetch_perform() finished: classified, then
+ * stored (JOB_COMMIT) or failed. Call right after fetch_perform(). */
+void download_settle_finished(struct worker *w);
 /* resolve_source() of the job's URL (into j->res); RESOLVE_ERR_CONFIG for
  * a missing setting, -1 for a bad URL, with the reason in err. */
 int download_resolve(struct worker *w, struct job *j, char *err, size_t errlen)

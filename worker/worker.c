@@ -59,6 +59,7 @@ void worker_io_step(struct worker *w)
     job_wake_timed(w);
     download_start_ready(w);
     fetch_perform(w->fetch);
+    download_settle_finished(w);
     failure_publish(w);
     kafka_producer_poll(w->publisher);
     handoff_collect(w);
@@ -435,6 +436,7 @@ void worker_free(struct worker *w)
     }
     offsets_clear(&w->offsets);
     fetch_free(w->fetch);
+    free(w->finished);
     kafka_producer_free(w->publisher);
     breaker_free(w->breaker);
     free(w->api_origin);

@@ -132,6 +132,12 @@ struct job {
     UT_hash_handle hh;          /* by url */
 };
 
+/* A transfer libcurl finished, until the loop settles it. */
+struct finished_transfer {
+    struct job *job;
+    struct fetch_result result;
+};
+
 struct worker {
     const struct config *cfg;
     char worker_id[256];
@@ -143,6 +149,8 @@ struct worker {
     struct lease *lease;
     struct store *store;
     struct fetcher *fetch;
+    struct finished_transfer *finished; /* queued by on_done, settled after fetch_perform */
+    size_t n_finished, cap_finished;    /* cap: concurrency, the most transfers at once */
     struct committer *committer;
     struct commit_batch *batch;  /* the one batch the committer may hold */
     struct body_pool bodies;     /* downloads held in memory for the committer */
