@@ -157,12 +157,7 @@ static void drop_orphans(struct worker *w)
             continue;
         if (j->leased)
             dedup_release_leases(w, &j, 1);
-        DL_DELETE(*job_queue(w, j->state), j);
-        w->n_in_state[j->state]--;
-        HASH_DEL(w->jobs, j);
-        w->n_jobs--;
-        w->outstanding -= j->n_events;
-        job_free(j);
+        job_remove(w, j);
     }
 }
 
@@ -248,17 +243,129 @@ static const char *header(rd_kafka_message_t *m, const char *name, char *buf, si
     return buf;
 }
 
+/* What a message of the retry topic says in its headers. */
+struct retry_info {
+    long long due_wall;     /* when it is due (wall clock, clamped); 0: now */
+    int attempts;           /* downloads tried so far */
+};
+
+static void read_retry_headers(struct worker *w, rd_kafka_message_t *m, const char *topic,
+                               struct retry_info *ri)
+{
+    char buf[64];
+    long long v;
+
+    if (event_parse_time(header(m, "next_attempt_at", buf, sizeof buf), &v) == 0) {
+        long long now_wall = event_now_ms();
+        ri->due_wall = retry_due_clamp(v, now_wall, w->hold_limit_ms);
+        if (ri->due_wall != v)
+            log_warn("event=retry_due_clamped topic=%s partition=%d offset=%lld next_attempt_at=\"%s\" "
+                     "held_ms=%lld", topic, (int)m->partition, (long long)m->offset, buf, w->hold_limit_ms);
+    }
+    ri->attempts = atoi(header(m, "attempts", buf, sizeof buf));
+    if (ri->attempts < 0 || ri->attempts > 1000)
+        ri->attempts = 0;
+}
+
+/* An event that does not decode: nothing to fetch, its job goes straight
+ * to the dead-letter topic. -1 when out of memory. */
+static int take_bad_event(struct worker *w, rd_kafka_message_t *m, struct job_event *e, int attempts,
+                          const char *why)
+{
+    struct job *j;
+
+    w->n_bad_events++;
+    log_warn("event=bad_event topic=%s partition=%d offset=%lld reason=\"%s\"", rd_kafka_topic_name(m->rkt),
+             (int)m->partition, (long long)m->offset, why);
+    j = job_new(w, m, NULL);
+    if (j == NULL)
+        return -1;
+    LL_PREPEND(j->events, e);
+    j->n_events = 1;
+    snprintf(j->error_class, sizeof j->error_class, "bad_event");
+    snprintf(j->error_msg, sizeof j->error_msg, "%s", why);
+    j->permanent = 1;
+    j->dead_letter = 1;
+    j->attempts = attempts;
+    j->first_failed_ms = event_now_ms();
+    job_add(w, j, JOB_PUBLISH);
+    return 0;
+}
+
+/* The job the event of ev's URL joins: the URL's job in flight, or a new
+ * one (held until due for a retry that is not). NULL when out of memory. */
+static struct job *job_for_event(struct worker *w, rd_kafka_message_t *m, struct event *ev, int from_retry,
+                                 long long due_wall)
+{
+    struct job *j = job_find(w, ev->source_url);
+
+    if (j && from_retry &&
+        (j->state == JOB_PUBLISH || j->state == JOB_PUBLISHING || j->state == JOB_FAILURE_ROW)) {
+        /* the retry of a failure still being recorded (it can arrive before
+         * its own delivery report): it is new work, not part of that outcome.
+         * Other events of the URL do join the failing job and finish with it. */
+        job_unindex(w, j);
+        j = NULL;
+    }
+    if (j != NULL)
+        return j;
+    j = job_new(w, m, ev->source_url);
+    if (j == NULL)
+        return NULL;
+    ev->source_url = NULL; /* owned by the job now */
+    job_index(w, j);
+    if (from_retry && due_wall > event_now_ms()) {
+        /* not due: hold it in memory until it is; the partition goes on
+         * (its stored offset stays before this event until it is done) */
+        j->due_ms = mono_ms() + (due_wall - event_now_ms());
+        log_debug("event=retry_held topic=%s partition=%d offset=%lld due_in_ms=%lld",
+                  rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+                  due_wall - event_now_ms());
+        job_add(w, j, JOB_HELD);
+    } else {
+        job_add(w, j, JOB_NEW);
+    }
+    return j;
+}
+
+/* A retry event's history joins its job: attempts so far and the first
+ * failure's time. */
+static void join_retry(struct job *j, rd_kafka_message_t *m, int attempts)
+{
+    char buf[64];
+    long long first;
+
+    j->from_retry = 1;
+    if (attempts > j->attempts)
+        j->attempts = attempts;
+    if (event_parse_time(header(m, "first_failed_at", buf, sizeof buf), &first) == 0 &&
+        (j->first_failed_ms == 0 || first < j->first_failed_ms))
+        j->first_failed_ms = first;
+}
+
+/* A tombstone (null value), normal on a compacted topic: nothing to fetch,
+ * nothing to dead-letter; done once the events before it are. */
+static void take_tombstone(struct worker *w, rd_kafka_message_t *m, struct ptrack *t, struct job_event *e)
+{
+    w->n_tombstones++;
+    log_debug("event=tombstone topic=%s partition=%d offset=%lld", rd_kafka_topic_name(m->rkt),
+              (int)m->partition, (long long)m->offset);
+    offsets_finish(t, e->seq);
+    offsets_release(t);
+    free(e);
+}
+
+/* One message: an event, tracked for its offset, joins the job of its URL. */
 static void handle_message(struct worker *w, rd_kafka_message_t *m)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
     struct ptrack *t = offsets_find(&w->offsets, topic, m->partition);
     int from_retry = strcmp(topic, w->retry_topic) == 0;
+    struct retry_info ri = { 0, 0 };
     struct job_event *e;
     struct event ev;
-    struct job *j = NULL;
-    char err[300], buf[64];
-    long long due_wall = 0;
-    int attempts = 0;
+    struct job *j;
+    char err[300];
 
     if (t == NULL)
         return; /* not ours (any more): the owner gets it */
@@ -271,92 +378,24 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
     e->pt = t;
     w->n_consumed++;
     if (m->payload == NULL) {
-        /* a tombstone (null value), normal on a compacted topic: nothing to
-         * fetch, nothing to dead-letter; done once the events before it are */
-        w->n_tombstones++;
-        log_debug("event=tombstone topic=%s partition=%d offset=%lld", topic, (int)m->partition,
-                  (long long)m->offset);
-        offsets_finish(t, e->seq);
-        offsets_release(t);
-        free(e);
+        take_tombstone(w, m, t, e);
         return;
     }
     w->outstanding++;
-    if (from_retry) {
-        long long v;
-        if (event_parse_time(header(m, "next_attempt_at", buf, sizeof buf), &v) == 0) {
-            long long now_wall = event_now_ms();
-            due_wall = retry_due_clamp(v, now_wall, w->hold_limit_ms);
-            if (due_wall != v)
-                log_warn("event=retry_due_clamped topic=%s partition=%d offset=%lld next_attempt_at=\"%s\" "
-                         "held_ms=%lld", topic, (int)m->partition, (long long)m->offset, buf,
-                         w->hold_limit_ms);
-        }
-        attempts = atoi(header(m, "attempts", buf, sizeof buf));
-        if (attempts < 0 || attempts > 1000)
-            attempts = 0;
-    }
+    if (from_retry)
+        read_retry_headers(w, m, topic, &ri);
     if (event_decode(m->payload, m->len, &ev, err, sizeof err) != 0) {
-        /* nothing to fetch: the event goes to the dead-letter topic */
-        w->n_bad_events++;
-        log_warn("event=bad_event topic=%s partition=%d offset=%lld reason=\"%s\"", topic,
-                 (int)m->partition, (long long)m->offset, err);
-        j = job_new(w, m, NULL);
-        if (j == NULL)
+        if (take_bad_event(w, m, e, ri.attempts, err) != 0)
             goto oom;
-        LL_PREPEND(j->events, e);
-        j->n_events = 1;
-        snprintf(j->error_class, sizeof j->error_class, "bad_event");
-        snprintf(j->error_msg, sizeof j->error_msg, "%s", err);
-        j->permanent = 1;
-        j->dead_letter = 1;
-        j->attempts = attempts;
-        j->first_failed_ms = event_now_ms();
-        j->state = JOB_PUBLISH;
-        w->n_in_state[JOB_PUBLISH]++;
-        DL_APPEND(w->q_publish, j);
         return;
     }
-    HASH_FIND_STR(w->jobs, ev.source_url, j);
-    if (j && from_retry &&
-        (j->state == JOB_PUBLISH || j->state == JOB_PUBLISHING || j->state == JOB_FAILURE_ROW)) {
-        /* the retry of a failure still being recorded (it can arrive before
-         * its own delivery report): it is new work, not part of that outcome.
-         * Other events of the URL do join the failing job and finish with it. */
-        HASH_DEL(w->jobs, j);
-        j->in_table = 0;
-        j = NULL;
-    }
+    j = job_for_event(w, m, &ev, from_retry, ri.due_wall);
     if (j == NULL) {
-        j = job_new(w, m, ev.source_url);
-        if (j == NULL) {
-            event_clear(&ev);
-            goto oom;
-        }
-        ev.source_url = NULL; /* owned by the job now */
-        HASH_ADD_KEYPTR(hh, w->jobs, j->url, strlen(j->url), j);
-        j->in_table = 1;
-        j->state = JOB_NEW;
-        if (from_retry && due_wall > event_now_ms()) {
-            /* not due: hold it in memory until it is; the partition goes on
-             * (its stored offset stays before this event until it is done) */
-            j->due_ms = mono_ms() + (due_wall - event_now_ms());
-            j->state = JOB_HELD;
-            log_debug("event=retry_held topic=%s partition=%d offset=%lld due_in_ms=%lld", topic,
-                      (int)m->partition, (long long)m->offset, due_wall - event_now_ms());
-        }
-        w->n_in_state[j->state]++;
-        DL_APPEND(*job_queue(w, j->state), j);
+        event_clear(&ev);
+        goto oom;
     }
-    if (from_retry) {
-        long long first;
-        j->from_retry = 1;
-        if (attempts > j->attempts)
-            j->attempts = attempts;
-        if (event_parse_time(header(m, "first_failed_at", buf, sizeof buf), &first) == 0 &&
-            (j->first_failed_ms == 0 || first < j->first_failed_ms))
-            j->first_failed_ms = first;
-    }
+    if (from_retry)
+        join_retry(j, m, ri.attempts);
     if (j->data_url == NULL && ev.data_url != NULL) {
         j->data_url = ev.data_url; /* the bytes of a data: URL travel in its event */
         ev.data_url = NULL;

@@ -77,22 +77,58 @@ void job_free(struct job *j)
     free(j);
 }
 
-/* Every event of the job is finished: mark their offsets, drop the job. */
 void job_finish(struct worker *w, struct job *j)
 {
     struct job_event *e;
-    struct job **q = job_queue(w, j->state);
 
     LL_FOREACH(j->events, e)
         offsets_finish(e->pt, e->seq);
-    w->outstanding -= j->n_events;
-    w->n_in_state[j->state]--;
+    job_remove(w, j);
+}
+
+void job_remove(struct worker *w, struct job *j)
+{
+    struct job **q = job_queue(w, j->state);
+
     if (q)
         DL_DELETE(*q, j);
+    w->n_in_state[j->state]--;
     if (j->in_table)
         HASH_DEL(w->jobs, j);
     w->n_jobs--;
+    w->outstanding -= j->n_events;
     job_free(j);
+}
+
+void job_add(struct worker *w, struct job *j, enum job_state state)
+{
+    struct job **q = job_queue(w, state);
+
+    j->state = state;
+    w->n_in_state[state]++;
+    if (q)
+        DL_APPEND(*q, j);
+}
+
+struct job *job_find(struct worker *w, const char *url)
+{
+    struct job *j = NULL;
+
+    HASH_FIND_STR(w->jobs, url, j);
+    return j;
+}
+
+void job_index(struct worker *w, struct job *j)
+{
+    HASH_ADD_KEYPTR(hh, w->jobs, j->url, strlen(j->url), j);
+    j->in_table = 1;
+}
+
+void job_unindex(struct worker *w, struct job *j)
+{
+    if (j->in_table)
+        HASH_DEL(w->jobs, j);
+    j->in_table = 0;
 }
 
 long long job_size(const struct job *j)
