@@ -24,10 +24,10 @@
 void consumer_store_offsets(struct worker *w)
 {
     rd_kafka_topic_partition_list_t *list = NULL;
-    struct ptrack *t, *tmp;
+    struct ptrack *t = NULL;
     int64_t off;
 
-    HASH_ITER(hh, w->offsets.table, t, tmp) {
+    while ((t = offsets_next(&w->offsets, t)) != NULL) {
         if (!offsets_advance(t, &off))
             continue;
         if (list == NULL)
@@ -56,7 +56,7 @@ void consumer_store_offsets(struct worker *w)
 void consumer_sync_pause(struct worker *w)
 {
     rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
-    struct ptrack *t, *tmp;
+    struct ptrack *t = NULL;
     long long now = mono_ms();
 
     if (w->outstanding >= w->max_outstanding) {
@@ -68,17 +68,16 @@ void consumer_sync_pause(struct worker *w)
         w->over_since_ms = 0;
         w->paused = 0;
     }
-    HASH_ITER(hh, w->offsets.table, t, tmp) {
+    while ((t = offsets_next(&w->offsets, t)) != NULL) {
         int holding_enough = w->n_in_state[JOB_HELD] >= w->hold_max &&
                              strcmp(t->topic, w->retry_topic) == 0;
         int want = w->paused || holding_enough || offsets_full(t);
         rd_kafka_topic_partition_list_t **list = want ? &pause : &resume;
-        if (want == t->paused)
+        if (!offsets_set_paused(t, want))
             continue;
         if (*list == NULL)
             *list = rd_kafka_topic_partition_list_new(8);
         rd_kafka_topic_partition_list_add(*list, t->topic, t->partition);
-        t->paused = want;
     }
     if (pause) {
         rd_kafka_pause_partitions(w->rk, pause);
@@ -88,24 +87,6 @@ void consumer_sync_pause(struct worker *w)
         rd_kafka_resume_partitions(w->rk, resume);
         rd_kafka_topic_partition_list_destroy(resume);
     }
-}
-
-static int seen_before(struct worker *w, const char *topic, int32_t partition)
-{
-    char key[300];
-    char **grown;
-    snprintf(key, sizeof key, "%s\x1f%d", topic, (int)partition);
-    for (int i = 0; i < w->seen_count; i++)
-        if (strcmp(w->seen[i], key) == 0)
-            return 1;
-    grown = realloc(w->seen, (size_t)(w->seen_count + 1) * sizeof *grown);
-    if (grown == NULL)
-        return 1;
-    w->seen = grown;
-    w->seen[w->seen_count] = strdup(key);
-    if (w->seen[w->seen_count])
-        w->seen_count++;
-    return 0;
 }
 
 /* Unfinished events of the revoked partitions, but for retries held until
@@ -120,7 +101,7 @@ static size_t revoked_in_flight(struct worker *w, rd_kafka_topic_partition_list_
     for (int i = 0; i < parts->cnt; i++) {
         struct ptrack *t = offsets_find(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
         if (t)
-            n += t->len - t->n_done;
+            n += offsets_unfinished(t);
     }
     DL_FOREACH(w->q_held, j) {
         LL_FOREACH(j->events, e) {
@@ -161,68 +142,113 @@ static void drop_orphans(struct worker *w)
     }
 }
 
-static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+/* New partitions: tracked from now on; with --from-beginning, one this
+ * process never had starts at its beginning (an explicit offset overrides
+ * the group's committed one). */
+static void track_assigned(struct worker *w, rd_kafka_topic_partition_list_t *parts)
 {
-    struct worker *w = opaque;
-    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    rd_kafka_error_t *error = NULL;
-
-    w->last_rebalance_ms = mono_ms();
-    w->rebalance_pending = err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS;
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++) {
-            rd_kafka_topic_partition_t *p = &parts->elems[i];
-            struct ptrack *t = offsets_assign(&w->offsets, p->topic, p->partition);
-            if (!seen_before(w, p->topic, p->partition) && w->cfg->from_beginning) {
-                /* an explicit offset overrides the group's committed one */
-                p->offset = RD_KAFKA_OFFSET_BEGINNING;
-                if (t)
-                    t->from_beginning = 1;
-            }
-        }
-        if (cooperative)
-            error = rd_kafka_incremental_assign(rk, parts);
-        else
-            rd_kafka_assign(rk, parts);
-        /* librdkafka 2.0.2 keeps a partition paused across a rebalance:
-         * the new trackers' state is unknown (-1), so consumer_sync_pause sets it */
-        consumer_sync_pause(w);
-        w->assigned_once = 1;
-        log_info("event=assigned partitions=%d protocol=%s", parts->cnt, cooperative ? "cooperative" : "eager");
-    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        int lost = rd_kafka_assignment_lost(rk);
-        long long deadline = mono_ms() + (w->cfg->grace_ms < REVOKE_WAIT_MS ? w->cfg->grace_ms : REVOKE_WAIT_MS);
-        /* let the revoked partitions' work finish briefly, so the next owner
-         * does not redo it; what is left is redone there (at-least-once) */
-        while (!lost && !w->closing && revoked_in_flight(w, parts) > 0 && mono_ms() < deadline) {
-            worker_io_step(w);
-            fetch_wait(w->fetch, -1, 20);
-        }
-        if (!lost)
-            consumer_store_offsets(w);
-        for (int i = 0; i < parts->cnt; i++) {
-            struct ptrack *t = offsets_revoke(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        struct ptrack *t = offsets_assign(&w->offsets, p->topic, p->partition);
+        if (offsets_first_assignment(&w->offsets, p->topic, p->partition) && w->cfg->from_beginning) {
+            p->offset = RD_KAFKA_OFFSET_BEGINNING;
             if (t)
-                offsets_release(t);
+                t->from_beginning = 1;
         }
-        drop_orphans(w);
-        if (cooperative)
-            error = rd_kafka_incremental_unassign(rk, parts);
-        else
-            rd_kafka_assign(rk, NULL);
-        log_info("event=revoked partitions=%d lost=%d", parts->cnt, lost);
+    }
+}
+
+/* After the assignment is applied. */
+static void assigned(struct worker *w, rd_kafka_topic_partition_list_t *parts, const char *protocol)
+{
+    /* librdkafka 2.0.2 keeps a partition paused across a rebalance: the new
+     * trackers' state is unknown (-1), so consumer_sync_pause sets it */
+    consumer_sync_pause(w);
+    w->assigned_once = 1;
+    log_info("event=assigned partitions=%d protocol=%s", parts->cnt, protocol);
+}
+
+/* Partitions going away: their work may finish briefly (so the next owner
+ * does not redo it; what is left is redone there, at-least-once), their
+ * finished offsets are stored, and the jobs only they had are dropped.
+ *
+ * The loop's work runs here, inside rd_kafka_consumer_poll (from
+ * consumer_poll, between two messages, never inside worker_io_step): the
+ * queues are consistent there, and librdkafka wants the partitions given
+ * up before the callback returns. */
+static void give_up_revoked(struct worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
+{
+    int lost = rd_kafka_assignment_lost(rk);
+    long long deadline = mono_ms() + (w->cfg->grace_ms < REVOKE_WAIT_MS ? w->cfg->grace_ms : REVOKE_WAIT_MS);
+
+    while (!lost && !w->closing && revoked_in_flight(w, parts) > 0 && mono_ms() < deadline) {
+        worker_io_step(w);
+        fetch_wait(w->fetch, -1, LOOP_POLL_MS);
+    }
+    if (!lost)
+        consumer_store_offsets(w);
+    for (int i = 0; i < parts->cnt; i++) {
+        struct ptrack *t = offsets_revoke(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        if (t)
+            offsets_release(t);
+    }
+    drop_orphans(w);
+    log_info("event=revoked partitions=%d lost=%d", parts->cnt, lost);
+}
+
+/* The cooperative protocol (cooperative-sticky): partitions come and go
+ * a few at a time, incrementally. */
+static void rebalance_cooperative(struct worker *w, rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                  rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_error_t *error;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        track_assigned(w, parts);
+        error = rd_kafka_incremental_assign(rk, parts);
+        assigned(w, parts, "cooperative");
     } else {
-        log_warn("event=rebalance_error reason=\"%s\"", rd_kafka_err2str(err));
-        if (cooperative)
-            error = rd_kafka_incremental_unassign(rk, parts);
+        if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+            give_up_revoked(w, rk, parts);
         else
-            rd_kafka_assign(rk, NULL);
+            log_warn("event=rebalance_error reason=\"%s\"", rd_kafka_err2str(err));
+        error = rd_kafka_incremental_unassign(rk, parts);
     }
     if (error) {
         log_warn("event=assign_failed reason=\"%s\"", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
+}
+
+/* The eager protocol (range, roundrobin; -X partition.assignment.strategy):
+ * every rebalance revokes everything, then assigns anew. */
+static void rebalance_eager(struct worker *w, rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts)
+{
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        track_assigned(w, parts);
+        rd_kafka_assign(rk, parts);
+        assigned(w, parts, "eager");
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+        give_up_revoked(w, rk, parts);
+    else
+        log_warn("event=rebalance_error reason=\"%s\"", rd_kafka_err2str(err));
+    rd_kafka_assign(rk, NULL);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct worker *w = opaque;
+
+    w->last_rebalance_ms = mono_ms();
+    w->rebalance_pending = err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS;
+    if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+        rebalance_cooperative(w, rk, err, parts);
+    else
+        rebalance_eager(w, rk, err, parts);
 }
 
 /* A header's value as a NUL-terminated string in buf; "" when absent. */

@@ -6,12 +6,12 @@
  * Ownership: nothing is returned that the caller must free. */
 #include "worker_private.h"
 
-/* Events of the topic the group has not consumed: its end offsets minus
- * its committed ones (from the beginning with --from-beginning when
- * honour_from_beginning). -1 with a reason when the broker cannot tell. */
-long long drain_group_lag(struct worker *w, int honour_from_beginning, char *err, size_t errlen);
-/* 1 when every assigned partition's position is at its end (with no
- * assignment: when the group has consumed everything). */
-int drain_caught_up(struct worker *w);
+/* One --drain check of the loop (idle since w->idle_since_ms): 1 when
+ * drained (every assigned partition read to its end, or no assignment
+ * and nothing left to read in the group), -1 with a message when no
+ * assignment came within IMGCACHE_DRAIN_WAIT while the group has events
+ * left (or the broker cannot tell), 0 to go on. May block on the broker
+ * for a few seconds. */
+int drain_check(struct worker *w, long long now, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -241,3 +241,15 @@ void failure_settle(struct worker *w)
     rd_kafka_poll(w->publisher->rk, 0);
     w->publisher->on_delivery = NULL;
 }
+
+void failure_serve_reports(struct worker *w)
+{
+    kafka_producer_poll(w->publisher);
+}
+
+int failure_publishing(const struct worker *w)
+{
+    const struct kafka_producer *p = w->publisher;
+
+    return p->queued > p->delivered + p->failed;
+}

@@ -15,6 +15,10 @@ int failure_open(struct worker *w, char *err, size_t errlen) __attribute__((warn
 /* Before the jobs go: waits a while for every outstanding delivery
  * report, purges the rest and detaches the reports from the jobs. */
 void failure_settle(struct worker *w);
+/* Serves the delivery reports that arrived (on_published moves their jobs on). */
+void failure_serve_reports(struct worker *w);
+/* 1 while a publish waits for its delivery report. */
+int failure_publishing(const struct worker *w);
 /* Records why j failed (a printf message, scrubbed to UTF-8), decides
  * retry or dead letter and moves j to JOB_PUBLISH. Drops its download. */
 void failure_record(struct worker *w, struct job *j, const char *error_class, int permanent,

@@ -8,6 +8,8 @@ void offsets_init(struct offsets *o, size_t window_cap)
 {
     o->table = NULL;
     o->window_cap = window_cap;
+    o->seen = NULL;
+    o->n_seen = 0;
 }
 
 static void tracker_free(struct ptrack *t)
@@ -26,11 +28,54 @@ void offsets_clear(struct offsets *o)
         t->attached = 0;
         offsets_release(t);
     }
+    for (size_t i = 0; i < o->n_seen; i++)
+        free(o->seen[i]);
+    free(o->seen);
+    o->seen = NULL;
+    o->n_seen = 0;
 }
 
 static void make_key(char *key, size_t len, const char *topic, int32_t partition)
 {
     snprintf(key, len, "%s\x1f%d", topic, (int)partition);
+}
+
+int offsets_first_assignment(struct offsets *o, const char *topic, int32_t partition)
+{
+    char key[300];
+    char **grown;
+
+    make_key(key, sizeof key, topic, partition);
+    for (size_t i = 0; i < o->n_seen; i++)
+        if (strcmp(o->seen[i], key) == 0)
+            return 0;
+    /* out of memory: taken as seen, so a replay never starts twice */
+    grown = realloc(o->seen, (o->n_seen + 1) * sizeof *grown);
+    if (grown == NULL)
+        return 0;
+    o->seen = grown;
+    o->seen[o->n_seen] = strdup(key);
+    if (o->seen[o->n_seen])
+        o->n_seen++;
+    return 1;
+}
+
+struct ptrack *offsets_next(struct offsets *o, struct ptrack *t)
+{
+    return t == NULL ? o->table : t->hh.next;
+}
+
+size_t offsets_unfinished(const struct ptrack *t)
+{
+    return t->len - t->n_done;
+}
+
+int offsets_set_paused(struct ptrack *t, int paused)
+{
+    if (t->paused == paused)
+        return 0;
+    t->paused = paused;
+    return 1;
 }
 
 struct ptrack *offsets_find(struct offsets *o, const char *topic, int32_t partition)

@@ -47,6 +47,8 @@ struct ptrack {
 struct offsets {
     struct ptrack *table;   /* attached trackers */
     size_t window_cap;      /* max events in flight per partition */
+    char **seen;            /* keys of every partition ever assigned */
+    size_t n_seen;
 };
 
 void offsets_init(struct offsets *o, size_t window_cap);
@@ -54,6 +56,17 @@ void offsets_init(struct offsets *o, size_t window_cap);
 void offsets_clear(struct offsets *o);
 
 struct ptrack *offsets_find(struct offsets *o, const char *topic, int32_t partition);
+/* The attached trackers in turn: offsets_next(o, NULL) is the first, NULL
+ * follows the last. The table must not change meanwhile. */
+struct ptrack *offsets_next(struct offsets *o, struct ptrack *t);
+/* 1 the first time this process is assigned the partition (when
+ * --from-beginning replays it), else 0; also 0 when out of memory. */
+int offsets_first_assignment(struct offsets *o, const char *topic, int32_t partition);
+/* Events dispatched and not finished. */
+size_t offsets_unfinished(const struct ptrack *t);
+/* Records whether the partition is paused (as told to librdkafka); 1 when
+ * that changes it, so the caller tells librdkafka. */
+int offsets_set_paused(struct ptrack *t, int paused);
 struct ptrack *offsets_assign(struct offsets *o, const char *topic, int32_t partition);
 /* Removes the tracker from the table; returns it still referenced by its
  * events (the caller drops the table's reference with offsets_release). */

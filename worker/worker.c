@@ -61,7 +61,7 @@ void worker_io_step(struct worker *w)
     fetch_perform(w->fetch);
     download_settle_finished(w);
     failure_publish(w);
-    kafka_producer_poll(w->publisher);
+    failure_serve_reports(w);
     handoff_collect(w);
     handoff_submit(w);
     failure_write_rows(w);
@@ -256,6 +256,62 @@ static void drain_wake_pipe(struct worker *w)
         ;
 }
 
+static void log_start(const struct worker *w)
+{
+    const struct config *cfg = w->cfg;
+
+    log_info("event=started worker_id=%s group=%s topic=%s concurrency=%ld drain=%d from_beginning=%d",
+             w->worker_id, cfg->group, cfg->topic, cfg->concurrency, cfg->drain, cfg->from_beginning);
+    if ((cfg->beeper_media_dir == NULL || cfg->beeper_media_dir[0] == '\0') &&
+        (cfg->beeper_media_server == NULL || cfg->beeper_media_server[0] == '\0') &&
+        (cfg->beeper_api_token == NULL || cfg->beeper_api_token[0] == '\0'))
+        log_warn("event=config_warning reason=\"file:// avatars and local paths cannot be read: set "
+                 "BEEPER_MEDIA_DIR (Beeper's media folder), BEEPER_MEDIA_SERVER or BEEPER_API_TOKEN "
+                 "(Beeper Desktop serves them); until then they fail as class config, retryable\"");
+}
+
+/* New messages while running; while stopping, only the group's events
+ * (a message is not ours to finish: it is redelivered later). */
+static void take_messages(struct worker *w)
+{
+    rd_kafka_message_t *m;
+
+    if (!w->stopping) {
+        consumer_poll(w);
+        return;
+    }
+    m = rd_kafka_consumer_poll(w->rk, 0);
+    if (m)
+        rd_kafka_message_destroy(m);
+}
+
+/* idle_since_ms: since when there is nothing to do. --drain does not wait
+ * for a retry due later than this worker's own longest backoff or
+ * IMGCACHE_DRAIN_WAIT (a server's long Retry-After): the next run does. */
+static void note_idle(struct worker *w, long long now)
+{
+    if (!idle(w) && !(w->cfg->drain && only_held(w, now + w->drain_hold_ms)))
+        w->idle_since_ms = 0;
+    else if (w->idle_since_ms == 0)
+        w->idle_since_ms = now;
+}
+
+/* How long the loop may sleep: not at all with work at hand, briefly while
+ * something timed or unacknowledged waits, until the first held retry is
+ * due (a retry held for an hour must not wake the loop 50 times a second). */
+static int loop_timeout(struct worker *w, long long now)
+{
+    int timeout = LOOP_WAIT_MS;
+
+    if (w->q_new || (w->q_ready && download_may_start(w)))
+        timeout = 0;
+    else if (w->db_outage.down || w->q_waiting || w->q_breaker || w->q_publish || failure_publishing(w))
+        timeout = LOOP_POLL_MS;
+    if (w->q_held && !w->stopping && w->next_held_due_ms - now < timeout)
+        timeout = w->next_held_due_ms > now ? (int)(w->next_held_due_ms - now) : 0;
+    return timeout;
+}
+
 int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
     long long grace_deadline = 0;
@@ -263,18 +319,10 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
 
     w->started_ms = mono_ms();
     w->next_progress_ms = w->started_ms + PROGRESS_EVERY_MS;
-    log_info("event=started worker_id=%s group=%s topic=%s concurrency=%ld drain=%d from_beginning=%d",
-             w->worker_id, w->cfg->group, w->cfg->topic, w->cfg->concurrency, w->cfg->drain,
-             w->cfg->from_beginning);
-    if ((w->cfg->beeper_media_dir == NULL || w->cfg->beeper_media_dir[0] == '\0') &&
-        (w->cfg->beeper_media_server == NULL || w->cfg->beeper_media_server[0] == '\0') &&
-        (w->cfg->beeper_api_token == NULL || w->cfg->beeper_api_token[0] == '\0'))
-        log_warn("event=config_warning reason=\"file:// avatars and local paths cannot be read: set "
-                 "BEEPER_MEDIA_DIR (Beeper's media folder), BEEPER_MEDIA_SERVER or BEEPER_API_TOKEN "
-                 "(Beeper Desktop serves them); until then they fail as class config, retryable\"");
+    log_start(w);
     for (;;) {
         long long now = mono_ms();
-        int timeout = LOOP_WAIT_MS;
+        int drained;
 
         if (*stop && !w->stopping) {
             /* keep partitions whose events we will not finish from being
@@ -285,76 +333,24 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
                      w->outstanding, w->cfg->grace_ms);
         }
         drain_wake_pipe(w);
-        if (!w->stopping) {
-            consumer_poll(w);
-        } else {
-            /* keep serving group events, take no new work */
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 0);
-            if (m)
-                rd_kafka_message_destroy(m); /* not ours to finish: redelivered later */
-        }
+        take_messages(w);
         worker_io_step(w);
         if (!w->stopping)
             consumer_sync_pause(w);
-
         /* held retries need no grace: nothing of theirs is in flight */
         if (w->stopping && (idle(w) || only_held(w, 0) || now >= grace_deadline))
             break;
-        /* --drain does not wait for a retry due later than this worker's own
-         * longest backoff or IMGCACHE_DRAIN_WAIT (a server's long
-         * Retry-After): the next run does */
-        if (!idle(w) && !(w->cfg->drain && only_held(w, now + w->drain_hold_ms)))
-            w->idle_since_ms = 0;
-        else if (w->idle_since_ms == 0)
-            w->idle_since_ms = now;
-        if (w->cfg->drain && !w->stopping) {
-            if (!w->assigned_once && now - w->started_ms > w->cfg->drain_wait_ms) {
-                /* nothing assigned has not drained anything, unless there
-                 * was nothing to drain */
-                char why[300];
-                long long lag = drain_group_lag(w, 1, why, sizeof why);
-                if (lag == 0) {
-                    log_info("event=drained reason=\"no partition assignment within %lld ms, and group %s "
-                             "has no unconsumed event on %s\"", w->cfg->drain_wait_ms, w->cfg->group,
-                             w->cfg->topic);
-                    break;
-                }
-                if (lag > 0)
-                    errmsg_set(err, errlen, "not drained: no partition assignment within %lld ms "
-                               "(IMGCACHE_DRAIN_WAIT) while group %s has %lld unconsumed events on %s",
-                               w->cfg->drain_wait_ms, w->cfg->group, lag, w->cfg->topic);
-                else
-                    errmsg_set(err, errlen, "not drained: no partition assignment within %lld ms "
-                               "(IMGCACHE_DRAIN_WAIT), and %s", w->cfg->drain_wait_ms, why);
-                rc = -1;
-                break;
-            }
-            /* only after a while with nothing to do: a backlog's loop is
-             * idle for moments too, and the check blocks on the broker */
-            if (w->assigned_once && w->idle_since_ms && now - w->idle_since_ms >= DRAIN_IDLE_MS &&
-                now >= w->next_drain_check_ms && !w->rebalance_pending &&
-                now - w->last_rebalance_ms >= DRAIN_IDLE_MS) {
-                w->next_drain_check_ms = now + DRAIN_CHECK_EVERY_MS;
-                if (drain_caught_up(w)) {
-                    log_info("event=drained reason=\"caught up with every assigned partition\" held=%zu",
-                             w->n_in_state[JOB_HELD]);
-                    break;
-                }
-            }
+        note_idle(w, now);
+        drained = w->cfg->drain && !w->stopping ? drain_check(w, now, err, errlen) : 0;
+        if (drained != 0) {
+            rc = drained < 0 ? -1 : 0;
+            break;
         }
         if (now >= w->next_progress_ms) {
             progress(w, "progress");
             w->next_progress_ms = now + PROGRESS_EVERY_MS;
         }
-        if (w->q_new || (w->q_ready && download_may_start(w)))
-            timeout = 0;
-        else if (w->db_outage.down || w->q_waiting || w->q_breaker || w->q_publish ||
-                 w->publisher->queued > w->publisher->delivered + w->publisher->failed)
-            timeout = LOOP_POLL_MS;
-        /* a retry held for an hour must not wake the loop 50 times a second */
-        if (w->q_held && !w->stopping && w->next_held_due_ms - now < timeout)
-            timeout = w->next_held_due_ms > now ? (int)(w->next_held_due_ms - now) : 0;
-        fetch_wait(w->fetch, w->wake[0], timeout);
+        fetch_wait(w->fetch, w->wake[0], loop_timeout(w, now));
     }
     consumer_store_offsets(w);
     progress(w, "summary");
@@ -466,9 +462,6 @@ void worker_free(struct worker *w)
         close(w->wake[0]);
     if (w->wake[1] >= 0)
         close(w->wake[1]);
-    for (int i = 0; i < w->seen_count; i++)
-        free(w->seen[i]);
-    free(w->seen);
     free(w->batch);
     body_pool_release(&w->bodies); /* after the jobs: they give their blocks back */
     free(w);

@@ -198,8 +198,6 @@ struct worker {
      * answered */
     char *api_origin, *media_origin;
     int api_auth_logged, media_auth_logged;
-    int seen_count;             /* partitions ever assigned (for --from-beginning) */
-    char **seen;
 
     /* counters for progress lines and the summary */
     long long n_consumed, n_bad_events, n_already_cached, n_downloaded, n_new_blobs,

@@ -369,6 +369,80 @@ static void test_clear_leaves_busy_trackers_to_their_events(void **state)
     finish(busy, &e[1]);               /* freed here */
 }
 
+/* Each attached tracker once, in turn; a revoked one no more. */
+static void test_next_walks_the_attached(void **state)
+{
+    struct offsets o;
+    struct ptrack *t = NULL, *gone;
+    int seen_a = 0, seen_b = 0, n = 0;
+
+    (void)state;
+    offsets_init(&o, 8);
+    assert_non_null(offsets_assign(&o, "a", 0));
+    assert_non_null(offsets_assign(&o, "b", 1));
+    while ((t = offsets_next(&o, t)) != NULL) {
+        seen_a += strcmp(t->topic, "a") == 0;
+        seen_b += strcmp(t->topic, "b") == 0;
+        n++;
+    }
+    assert_int_equal(n, 2);
+    assert_int_equal(seen_a, 1);
+    assert_int_equal(seen_b, 1);
+    gone = offsets_revoke(&o, "a", 0);
+    offsets_release(gone);
+    t = offsets_next(&o, NULL);
+    assert_non_null(t);
+    assert_string_equal(t->topic, "b");
+    assert_null(offsets_next(&o, t));
+    offsets_clear(&o);
+}
+
+/* --from-beginning replays a partition the first time only, also after it
+ * was revoked and assigned again. */
+static void test_first_assignment_once_per_partition(void **state)
+{
+    struct offsets o;
+
+    (void)state;
+    offsets_init(&o, 8);
+    assert_int_equal(offsets_first_assignment(&o, "t", 0), 1);
+    assert_int_equal(offsets_first_assignment(&o, "t", 0), 0);
+    assert_int_equal(offsets_first_assignment(&o, "t", 1), 1);
+    assert_int_equal(offsets_first_assignment(&o, "t-retry", 0), 1);
+    assert_int_equal(offsets_first_assignment(&o, "t-retry", 0), 0);
+    offsets_clear(&o);
+    assert_int_equal(offsets_first_assignment(&o, "t", 0), 1); /* cleared: a new start */
+    offsets_clear(&o);
+}
+
+/* The paused flag starts unknown, and says when it changes; the
+ * unfinished count follows pushes and finishes. */
+static void test_paused_and_unfinished(void **state)
+{
+    struct offsets o;
+    struct ptrack *t;
+    uint64_t s1, s2;
+
+    (void)state;
+    offsets_init(&o, 8);
+    t = offsets_assign(&o, "t", 0);
+    assert_non_null(t);
+    assert_int_equal(offsets_set_paused(t, 0), 1); /* unknown -> resumed */
+    assert_int_equal(offsets_set_paused(t, 0), 0);
+    assert_int_equal(offsets_set_paused(t, 1), 1);
+    assert_int_equal(offsets_unfinished(t), 0);
+    assert_int_equal(offsets_push(t, 10, &s1), 0);
+    assert_int_equal(offsets_push(t, 11, &s2), 0);
+    assert_int_equal(offsets_unfinished(t), 2);
+    offsets_finish(t, s2);
+    assert_int_equal(offsets_unfinished(t), 1);
+    offsets_finish(t, s1);
+    assert_int_equal(offsets_unfinished(t), 0);
+    offsets_release(t); /* each event's reference */
+    offsets_release(t);
+    offsets_clear(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +456,9 @@ int main(void)
         cmocka_unit_test(test_window_grows_past_cap),
         cmocka_unit_test(test_revoke_with_events_in_flight),
         cmocka_unit_test(test_clear_leaves_busy_trackers_to_their_events),
+        cmocka_unit_test(test_next_walks_the_attached),
+        cmocka_unit_test(test_first_assignment_once_per_partition),
+        cmocka_unit_test(test_paused_and_unfinished),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
