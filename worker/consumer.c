@@ -24,7 +24,7 @@
 void consumer_store_offsets(struct worker *w)
 {
     rd_kafka_topic_partition_list_t *list = NULL;
-    struct ptrack *t = NULL;
+    struct offsets_partition *t = NULL;
     int64_t off;
 
     while ((t = offsets_next(&w->offsets, t)) != NULL) {
@@ -56,7 +56,7 @@ void consumer_store_offsets(struct worker *w)
 void consumer_sync_pause(struct worker *w)
 {
     rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
-    struct ptrack *t = NULL;
+    struct offsets_partition *t = NULL;
     long long now = mono_ms();
 
     if (w->outstanding >= w->max_outstanding) {
@@ -99,14 +99,14 @@ static size_t revoked_in_flight(struct worker *w, rd_kafka_topic_partition_list_
     struct job_event *e;
 
     for (int i = 0; i < parts->cnt; i++) {
-        struct ptrack *t = offsets_find(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        struct offsets_partition *t = offsets_find(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
         if (t)
             n += offsets_unfinished(t);
     }
     DL_FOREACH(w->q_held, j) {
         LL_FOREACH(j->events, e) {
-            if (n > 0 && e->pt->attached &&
-                rd_kafka_topic_partition_list_find(parts, e->pt->topic, e->pt->partition))
+            if (n > 0 && e->partition->attached &&
+                rd_kafka_topic_partition_list_find(parts, e->partition->topic, e->partition->partition))
                 n--;
         }
     }
@@ -129,7 +129,7 @@ static void drop_orphans(struct worker *w)
             j->state != JOB_BREAKER && j->state != JOB_HELD)
             continue;
         LL_FOREACH(j->events, e) {
-            if (e->pt->attached) {
+            if (e->partition->attached) {
                 orphan = 0;
                 break;
             }
@@ -149,7 +149,7 @@ static void track_assigned(struct worker *w, rd_kafka_topic_partition_list_t *pa
 {
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *p = &parts->elems[i];
-        struct ptrack *t = offsets_assign(&w->offsets, p->topic, p->partition);
+        struct offsets_partition *t = offsets_assign(&w->offsets, p->topic, p->partition);
         if (offsets_first_assignment(&w->offsets, p->topic, p->partition) && w->cfg->from_beginning) {
             p->offset = RD_KAFKA_OFFSET_BEGINNING;
             if (t)
@@ -188,7 +188,7 @@ static void give_up_revoked(struct worker *w, rd_kafka_t *rk, rd_kafka_topic_par
     if (!lost)
         consumer_store_offsets(w);
     for (int i = 0; i < parts->cnt; i++) {
-        struct ptrack *t = offsets_revoke(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        struct offsets_partition *t = offsets_revoke(&w->offsets, parts->elems[i].topic, parts->elems[i].partition);
         if (t)
             offsets_release(t);
     }
@@ -371,7 +371,7 @@ static void join_retry(struct job *j, rd_kafka_message_t *m, int attempts)
 
 /* A tombstone (null value), normal on a compacted topic: nothing to fetch,
  * nothing to dead-letter; done once the events before it are. */
-static void take_tombstone(struct worker *w, rd_kafka_message_t *m, struct ptrack *t, struct job_event *e)
+static void take_tombstone(struct worker *w, rd_kafka_message_t *m, struct offsets_partition *t, struct job_event *e)
 {
     w->n_tombstones++;
     log_debug("event=tombstone topic=%s partition=%d offset=%lld", rd_kafka_topic_name(m->rkt),
@@ -385,7 +385,7 @@ static void take_tombstone(struct worker *w, rd_kafka_message_t *m, struct ptrac
 static void handle_message(struct worker *w, rd_kafka_message_t *m)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
-    struct ptrack *t = offsets_find(&w->offsets, topic, m->partition);
+    struct offsets_partition *t = offsets_find(&w->offsets, topic, m->partition);
     int from_retry = strcmp(topic, w->retry_topic) == 0;
     struct retry_info ri = { 0, 0 };
     struct job_event *e;
@@ -401,7 +401,7 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
         log_error("event=out_of_memory");
         return;
     }
-    e->pt = t;
+    e->partition = t;
     w->n_consumed++;
     if (m->payload == NULL) {
         take_tombstone(w, m, t, e);

@@ -20,7 +20,7 @@
 /* 1 when this assignment of the partition started at its beginning. */
 static int replaying(struct worker *w, const char *topic, int32_t partition)
 {
-    struct ptrack *t = offsets_find(&w->offsets, topic, partition);
+    struct offsets_partition *t = offsets_find(&w->offsets, topic, partition);
     return t != NULL && t->from_beginning;
 }
 

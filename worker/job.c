@@ -63,7 +63,7 @@ void job_free(struct job *j)
 {
     struct job_event *e, *tmp;
     LL_FOREACH_SAFE(j->events, e, tmp) {
-        offsets_release(e->pt);
+        offsets_release(e->partition);
         free(e);
     }
     job_drop_download(j);
@@ -82,7 +82,7 @@ void job_finish(struct worker *w, struct job *j)
     struct job_event *e;
 
     LL_FOREACH(j->events, e)
-        offsets_finish(e->pt, e->seq);
+        offsets_finish(e->partition, e->seq);
     job_remove(w, j);
 }
 

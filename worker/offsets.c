@@ -12,7 +12,7 @@ void offsets_init(struct offsets *o, size_t window_cap)
     o->n_seen = 0;
 }
 
-static void tracker_free(struct ptrack *t)
+static void tracker_free(struct offsets_partition *t)
 {
     free(t->topic);
     free(t->offsets);
@@ -22,7 +22,7 @@ static void tracker_free(struct ptrack *t)
 
 void offsets_clear(struct offsets *o)
 {
-    struct ptrack *t, *tmp;
+    struct offsets_partition *t, *tmp;
     HASH_ITER(hh, o->table, t, tmp) {
         HASH_DEL(o->table, t);
         t->attached = 0;
@@ -60,17 +60,17 @@ int offsets_first_assignment(struct offsets *o, const char *topic, int32_t parti
     return 1;
 }
 
-struct ptrack *offsets_next(struct offsets *o, struct ptrack *t)
+struct offsets_partition *offsets_next(struct offsets *o, struct offsets_partition *t)
 {
     return t == NULL ? o->table : t->hh.next;
 }
 
-size_t offsets_unfinished(const struct ptrack *t)
+size_t offsets_unfinished(const struct offsets_partition *t)
 {
     return t->len - t->n_done;
 }
 
-int offsets_set_paused(struct ptrack *t, int paused)
+int offsets_set_paused(struct offsets_partition *t, int paused)
 {
     if (t->paused == paused)
         return 0;
@@ -78,18 +78,18 @@ int offsets_set_paused(struct ptrack *t, int paused)
     return 1;
 }
 
-struct ptrack *offsets_find(struct offsets *o, const char *topic, int32_t partition)
+struct offsets_partition *offsets_find(struct offsets *o, const char *topic, int32_t partition)
 {
     char key[300];
-    struct ptrack *t = NULL;
+    struct offsets_partition *t = NULL;
     make_key(key, sizeof key, topic, partition);
     HASH_FIND_STR(o->table, key, t);
     return t;
 }
 
-struct ptrack *offsets_assign(struct offsets *o, const char *topic, int32_t partition)
+struct offsets_partition *offsets_assign(struct offsets *o, const char *topic, int32_t partition)
 {
-    struct ptrack *t = offsets_find(o, topic, partition);
+    struct offsets_partition *t = offsets_find(o, topic, partition);
     if (t)
         return t;
     t = calloc(1, sizeof *t);
@@ -115,9 +115,9 @@ struct ptrack *offsets_assign(struct offsets *o, const char *topic, int32_t part
     return t;
 }
 
-struct ptrack *offsets_revoke(struct offsets *o, const char *topic, int32_t partition)
+struct offsets_partition *offsets_revoke(struct offsets *o, const char *topic, int32_t partition)
 {
-    struct ptrack *t = offsets_find(o, topic, partition);
+    struct offsets_partition *t = offsets_find(o, topic, partition);
     if (t == NULL)
         return NULL;
     HASH_DEL(o->table, t);
@@ -127,7 +127,7 @@ struct ptrack *offsets_revoke(struct offsets *o, const char *topic, int32_t part
 
 /* The window cap is soft (the caller pauses the partition at it); the ring
  * still grows, because messages fetched before a pause may still arrive. */
-static int grow(struct ptrack *t)
+static int grow(struct offsets_partition *t)
 {
     size_t ncap = t->cap * 2;
     int64_t *off = malloc(ncap * sizeof *off);
@@ -150,7 +150,7 @@ static int grow(struct ptrack *t)
     return 0;
 }
 
-int offsets_push(struct ptrack *t, int64_t offset, uint64_t *seq)
+int offsets_push(struct offsets_partition *t, int64_t offset, uint64_t *seq)
 {
     size_t pos;
     if (t->len == t->cap && grow(t) != 0)
@@ -166,7 +166,7 @@ int offsets_push(struct ptrack *t, int64_t offset, uint64_t *seq)
     return 0;
 }
 
-void offsets_finish(struct ptrack *t, uint64_t seq)
+void offsets_finish(struct offsets_partition *t, uint64_t seq)
 {
     if (seq < t->base_seq || seq >= t->base_seq + t->len)
         return;
@@ -177,7 +177,7 @@ void offsets_finish(struct ptrack *t, uint64_t seq)
     }
 }
 
-int offsets_advance(struct ptrack *t, int64_t *store_offset)
+int offsets_advance(struct offsets_partition *t, int64_t *store_offset)
 {
     int moved = 0;
     while (t->len > 0 && t->done[t->head]) {
@@ -193,12 +193,12 @@ int offsets_advance(struct ptrack *t, int64_t *store_offset)
     return moved;
 }
 
-int offsets_full(const struct ptrack *t)
+int offsets_full(const struct offsets_partition *t)
 {
     return t->len - t->n_done >= t->window_cap || t->len >= t->window_cap * OFFSETS_RING_FACTOR;
 }
 
-void offsets_release(struct ptrack *t)
+void offsets_release(struct offsets_partition *t)
 {
     if (--t->refs == 0)
         tracker_free(t);

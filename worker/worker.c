@@ -48,6 +48,17 @@
 #include "worker_private.h"
 
 /* Everything but taking new messages: used by the loop and during revoke. */
+/* One turn of work, in the order a job moves: look-up and lease, wake
+ * what is due, start downloads, move transfers, settle the finished ones,
+ * publish failures and serve their reports, take back and hand over
+ * commit batches, write failure rows, start downloads again, store the
+ * offsets of what finished.
+ *
+ * download_start_ready() runs twice on purpose: the first fills the slots
+ * before fetch_perform, so new transfers start moving in this very turn;
+ * the second refills the slots the settled transfers and the collected
+ * commit batch (COMMIT_PENDING_MAX) freed, instead of leaving them empty
+ * until the next turn, which may come after a sleep in fetch_wait. */
 void worker_io_step(struct worker *w)
 {
     if (w->q_new)

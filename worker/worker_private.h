@@ -76,7 +76,7 @@ enum job_state {
 };
 
 struct job_event {
-    struct ptrack *pt;
+    struct offsets_partition *partition; /* its partition's tracker (a reference) */
     uint64_t seq;
     struct job_event *next;
 };
@@ -212,7 +212,8 @@ static inline long long mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* One loop turn but taking new messages (worker.c). */
+/* One loop turn but taking new messages (worker.c); also run by the
+ * consumer while a revoke waits for the revoked partitions' work. */
 void worker_io_step(struct worker *w);
 
 #endif

@@ -28,21 +28,21 @@ struct ev {
     uint64_t seq;
 };
 
-static void push(struct ptrack *t, struct ev *e, int64_t offset)
+static void push(struct offsets_partition *t, struct ev *e, int64_t offset)
 {
     e->offset = offset;
     assert_int_equal(offsets_push(t, offset, &e->seq), 0);
 }
 
 /* Finishes one event as the worker does: mark it, then drop its reference. */
-static void finish(struct ptrack *t, const struct ev *e)
+static void finish(struct offsets_partition *t, const struct ev *e)
 {
     offsets_finish(t, e->seq);
     offsets_release(t);
 }
 
 /* offsets_advance() must say `expected` (-1: nothing to store). */
-static void expect_store(struct ptrack *t, int64_t expected)
+static void expect_store(struct offsets_partition *t, int64_t expected)
 {
     int64_t store = -12345;
     int moved = offsets_advance(t, &store);
@@ -61,7 +61,7 @@ static void expect_store(struct ptrack *t, int64_t expected)
 static void test_assign_find(void **state)
 {
     struct offsets o;
-    struct ptrack *a, *b, *c;
+    struct offsets_partition *a, *b, *c;
 
     (void)state;
     offsets_init(&o, 8);
@@ -93,7 +93,7 @@ static void test_assign_find(void **state)
 static void test_in_order(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[5];
 
     (void)state;
@@ -120,7 +120,7 @@ static void test_in_order(void **state)
 static void test_out_of_order_stores_prefix(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[6];
 
     (void)state;
@@ -146,7 +146,7 @@ static void test_out_of_order_stores_prefix(void **state)
 static void test_gaps_in_offsets(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[3];
 
     (void)state;
@@ -174,7 +174,7 @@ static void test_gaps_in_offsets(void **state)
 static void test_stale_and_unknown_seq_ignored(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[3];
 
     (void)state;
@@ -206,7 +206,7 @@ static void test_stale_and_unknown_seq_ignored(void **state)
 static void test_full_is_the_soft_cap(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[3];
 
     (void)state;
@@ -236,7 +236,7 @@ static void test_full_is_the_soft_cap(void **state)
 static void test_unfinished_head_holds_only_the_store(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev head, e;
     size_t behind = 0;
 
@@ -262,7 +262,7 @@ static void test_unfinished_head_holds_only_the_store(void **state)
 static void test_window_grows_past_cap(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[40];
     int64_t off = 1000;
 
@@ -318,7 +318,7 @@ static void test_window_grows_past_cap(void **state)
 static void test_revoke_with_events_in_flight(void **state)
 {
     struct offsets o;
-    struct ptrack *t, *again;
+    struct offsets_partition *t, *again;
     struct ev e[3];
 
     (void)state;
@@ -350,7 +350,7 @@ static void test_revoke_with_events_in_flight(void **state)
 static void test_clear_leaves_busy_trackers_to_their_events(void **state)
 {
     struct offsets o;
-    struct ptrack *busy, *idle_t;
+    struct offsets_partition *busy, *idle_t;
     struct ev e[2];
 
     (void)state;
@@ -373,7 +373,7 @@ static void test_clear_leaves_busy_trackers_to_their_events(void **state)
 static void test_next_walks_the_attached(void **state)
 {
     struct offsets o;
-    struct ptrack *t = NULL, *gone;
+    struct offsets_partition *t = NULL, *gone;
     int seen_a = 0, seen_b = 0, n = 0;
 
     (void)state;
@@ -420,7 +420,7 @@ static void test_first_assignment_once_per_partition(void **state)
 static void test_paused_and_unfinished(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     uint64_t s1, s2;
 
     (void)state;
