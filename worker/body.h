@@ -40,6 +40,10 @@ void body_pool_release(struct body_pool *p);
  * spent: the caller spills the body and releases it. */
 int body_append(struct body_pool *p, struct body *b, const void *data, size_t len)
     __attribute__((warn_unused_result));
+/* Block i: its bytes in *data and their count in *len (the last block may
+ * be partly filled); 0 past the last block. The way to read a body:
+ *   for (size_t i = 0; body_block(b, i, &data, &len); i++) ...  */
+int body_block(const struct body *b, size_t i, const unsigned char **data, size_t *len);
 /* The bytes of block i (the last one may be partly filled). */
 size_t body_block_len(const struct body *b, size_t i);
 void body_release(struct body_pool *p, struct body *b);

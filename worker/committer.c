@@ -40,8 +40,11 @@ static int put_body(struct committer *c, struct commit_item *it)
         mark(it, COMMIT_STORAGE_FAILED, "out of memory");
         return -1;
     }
-    for (size_t i = 0; i < body->n_blocks; i++)
-        iov[i] = (struct iovec){ .iov_base = body->blocks[i], .iov_len = body_block_len(body, i) };
+    const unsigned char *data;
+    size_t len;
+
+    for (size_t i = 0; body_block(body, i, &data, &len); i++)
+        iov[i] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
     if (store_blob_put(c->store, it->blob, it->img.storage_key, iov, (int)body->n_blocks, &existed,
                        it->err, sizeof it->err) != 0) {
         it->outcome = COMMIT_STORAGE_FAILED;

@@ -24,8 +24,8 @@
 static const unsigned char *job_head(const struct job *j, size_t *len)
 {
     if (j->in_memory) {
-        *len = body_block_len(&j->body, 0);
-        return *len ? j->body.blocks[0] : NULL;
+        const unsigned char *data;
+        return body_block(&j->body, 0, &data, len) && *len > 0 ? data : NULL;
     }
     *len = j->blob.head_len;
     return j->blob.head;
@@ -41,8 +41,11 @@ static int spill(struct worker *w, struct job *j, char *err, size_t errlen)
     if (store_blob_begin(w->store, &j->blob, err, errlen) != 0)
         goto out;
     j->blob_open = 1;
-    for (size_t i = 0; i < j->body.n_blocks; i++)
-        if (store_blob_write(&j->blob, j->body.blocks[i], body_block_len(&j->body, i), err, errlen) != 0)
+    const unsigned char *data;
+    size_t len;
+
+    for (size_t i = 0; body_block(&j->body, i, &data, &len); i++)
+        if (store_blob_write(&j->blob, data, len, err, errlen) != 0)
             goto out;
     w->n_spilled++;
     rc = 0;
@@ -144,9 +147,11 @@ static enum sniff_status sniff_whole(struct job *j, char *err, size_t errlen)
             errmsg_set(err, errlen, "out of memory");
             return SNIFF_REJECT;
         }
-        for (size_t i = 0; i < j->body.n_blocks; i++) {
-            memcpy(flat + len, j->body.blocks[i], body_block_len(&j->body, i));
-            len += body_block_len(&j->body, i);
+        const unsigned char *data;
+        size_t n;
+        for (size_t i = 0; body_block(&j->body, i, &data, &n); i++) {
+            memcpy(flat + len, data, n);
+            len += n;
         }
         st = sniff_image(flat, len, 1, &j->sniff, err, errlen);
         free(flat);
@@ -171,8 +176,11 @@ static int hash_body(struct job *j, char *err, size_t errlen)
         errmsg_set(err, errlen, "sha256: cannot initialise");
         return -1;
     }
-    for (size_t i = 0; i < j->body.n_blocks; i++)
-        hash_update(&h, j->body.blocks[i], body_block_len(&j->body, i));
+    const unsigned char *data;
+    size_t len;
+
+    for (size_t i = 0; body_block(&j->body, i, &data, &len); i++)
+        hash_update(&h, data, len);
     if (hash_final_hex(&h, j->sha256) != 0) {
         errmsg_set(err, errlen, "sha256: cannot finish");
         return -1;
