@@ -12,14 +12,18 @@
  * event whose URL another worker holds the lease for waits and is checked
  * again every IMGCACHE_RECHECK.
  *
- * Failures are classified once, in on_done()/failure_record(): a retryable one is
+ * Downloads are classified once, in download.c (fetch_judge, judge_sniff),
+ * and failures in failure.c (failure_record): a retryable one is
  * republished to <topic>-retry (due time in a header; the worker consumes
  * that topic too and holds each event in memory until it is due, at most
  * IMGCACHE_RETRY_HOLD_MAX of them, so one late event does not stop those
  * behind it), a permanent one (or the last retry) goes to <topic>-dlt;
  * either counts as finished only once the publish is acknowledged and the
  * image_failures row is committed. A per-origin (scheme + host + port)
- * circuit breaker stops hammering a failing service. */
+ * circuit breaker stops hammering a failing service.
+ *
+ * This file builds the modules (worker_private.h says which does what),
+ * runs the loop and tears down; the work itself is in the modules. */
 #include "worker.h"
 
 #ifdef __SANITIZE_ADDRESS__
