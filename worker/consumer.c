@@ -1,25 +1,20 @@
 /* The Kafka consumer (see consumer.h). */
 #include "consumer.h"
+#include "dedup.h"
+#include "errmsg.h"
+#include "event.h"
+#include "job.h"
+#include "log.h"
+#include "retry.h"
 #include "worker.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <utlist.h>
 #include <uthash.h>
 #include <fcntl.h>
-
-#include "errmsg.h"
-#include "event.h"
-#include "hash.h"
-#include "log.h"
-#include "netguard.h"
-#include "retry.h"
-#include "dedup.h"
-#include "job.h"
 
 void consumer_store_offsets(struct worker *w)
 {

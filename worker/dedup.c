@@ -1,25 +1,13 @@
 /* Cache look-up and leases (see dedup.h). */
 #include "dedup.h"
 
-#include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <utlist.h>
-#include <uthash.h>
 
-#include "errmsg.h"
-#include "event.h"
-#include "hash.h"
-#include "log.h"
-#include "outage.h"
-#include "netguard.h"
-#include "retry.h"
 #include "download.h"
 #include "failure.h"
 #include "job.h"
+#include "log.h"
 
 void dedup_db_trouble(struct worker *w, const char *what, const char *err)
 {

@@ -2,23 +2,16 @@
 #include "download.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <utlist.h>
-#include <uthash.h>
 #include <curl/curl.h>
 
 #include "errmsg.h"
-#include "event.h"
-#include "hash.h"
-#include "log.h"
-#include "netguard.h"
-#include "retry.h"
 #include "failure.h"
 #include "job.h"
+#include "log.h"
 
 /* The first bytes of the download, for the sniffers. */
 static const unsigned char *job_head(const struct job *j, size_t *len)

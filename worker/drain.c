@@ -1,21 +1,10 @@
 /* The --drain checks (see drain.h). */
 #include "drain.h"
 
-#include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <utlist.h>
-#include <uthash.h>
 
 #include "errmsg.h"
-#include "event.h"
-#include "hash.h"
 #include "log.h"
-#include "netguard.h"
-#include "retry.h"
 
 /* 1 when this assignment of the partition started at its beginning. */
 static int replaying(struct worker *w, const char *topic, int32_t partition)

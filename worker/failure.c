@@ -1,23 +1,17 @@
 /* Retry, dead letter and failure rows (see failure.h). */
 #include "failure.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <utlist.h>
-#include <uthash.h>
 
-#include "errmsg.h"
-#include "event.h"
-#include "hash.h"
-#include "log.h"
-#include "netguard.h"
-#include "retry.h"
 #include "dedup.h"
+#include "event.h"
 #include "job.h"
+#include "log.h"
+#include "retry.h"
 
 /* Bytes that do not form UTF-8 become '?'. A reason can carry a decoded
  * file:// path ("%ff") or be cut inside a character, and the failure row

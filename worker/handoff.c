@@ -1,24 +1,12 @@
 /* The hand-off to the committer (see handoff.h). */
 #include "handoff.h"
 
-#include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 #include <utlist.h>
-#include <uthash.h>
 
-#include "errmsg.h"
-#include "event.h"
-#include "hash.h"
-#include "log.h"
-#include "netguard.h"
-#include "retry.h"
 #include "dedup.h"
 #include "failure.h"
 #include "job.h"
+#include "log.h"
 
 /* A batch back from the committer: its images are recorded (finish their
  * events), refused or not durable (fail them), or waiting for PostgreSQL

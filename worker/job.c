@@ -1,22 +1,11 @@
 /* The job lifecycle (see job.h). */
 #include "job.h"
 
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <utlist.h>
 #include <uthash.h>
-
-#include "errmsg.h"
-#include "event.h"
-#include "hash.h"
-#include "log.h"
-#include "netguard.h"
-#include "retry.h"
-#include "failure.h"
 
 struct job **job_queue(struct worker *w, enum job_state s)
 {

@@ -30,7 +30,6 @@
 #include <sanitizer/lsan_interface.h>
 #endif
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,9 +46,7 @@
 #include "handoff.h"
 #include "job.h"
 #include "log.h"
-#include "netguard.h"
 #include "retry.h"
-#include "worker_private.h"
 
 /* Everything but taking new messages: used by the loop and during revoke. */
 /* One turn of work, in the order a job moves: look-up and lease, wake
