@@ -45,7 +45,7 @@ static int put_body(struct committer *c, struct commit_item *it)
 
     for (size_t i = 0; body_block(body, i, &data, &len); i++)
         iov[i] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
-    if (store_blob_put(c->store, it->blob, it->img.storage_key, iov, (int)body->n_blocks, &existed,
+    if (store_blob_put(c->store, &it->blob, it->img.storage_key, iov, (int)body->n_blocks, &existed,
                        it->err, sizeof it->err) != 0) {
         it->outcome = COMMIT_STORAGE_FAILED;
         goto out;
@@ -67,7 +67,7 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
     char err[300] = "";
 
     for (size_t i = 0; i < b->n; i++) {
-        blobs[i] = b->items[i].blob;
+        blobs[i] = &b->items[i].blob;
         keys[i] = b->items[i].img.storage_key;
         mark(&b->items[i], COMMIT_OK, "");
         unwritten[i] = b->items[i].body && put_body(c, &b->items[i]) != 0;

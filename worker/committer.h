@@ -18,7 +18,9 @@
  * committer_free(), which waits for a batch in progress. The batch and
  * everything its items point to belong to the caller, but between
  * committer_submit() and the committer_take() that returns it the
- * committer reads and writes them and the caller must not touch them. */
+ * committer reads the items' bodies and writes the items (their blob and
+ * outcome: nothing outside the batch), and the caller must not touch
+ * them. */
 #include <stddef.h>
 
 #include "body.h"
@@ -35,7 +37,9 @@ enum commit_outcome {
 };
 
 struct commit_item {
-    struct store_blob *blob;    /* sealed, or filled here from body; img.storage_key is its key */
+    struct store_blob blob;     /* in: the sealed blob, moved here (unused with body); out:
+                                   the blob as published, or filled here from body, for the
+                                   caller to move back; img.storage_key is its key */
     const struct body *body;    /* NULL: the blob is sealed; else its bytes, hashed */
     int wrote;                  /* out: its blob is a new file (its content was not stored yet) */
     struct db_image img;

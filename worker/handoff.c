@@ -23,6 +23,7 @@ void handoff_collect(struct worker *w)
     for (size_t i = 0; i < b->n; i++) {
         struct commit_item *it = &b->items[i];
         struct job *j = it->owner;
+        j->blob = it->blob; /* as the committer left it */
         if (it->body) {
             /* written (or found stored): from now on a blob like any other,
              * to discard if it goes no further, and to commit again without
@@ -77,7 +78,7 @@ void handoff_submit(struct worker *w)
         if (b->n == COMMIT_BATCH_MAX)
             break;
         b->items[b->n++] = (struct commit_item){
-            .blob = &j->blob,
+            .blob = j->blob, /* moved: back in handoff_collect */
             .body = j->in_memory ? &j->body : NULL,
             .owner = j,
             .img = {
