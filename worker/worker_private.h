@@ -57,9 +57,9 @@ _Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit dedup_rel
 /* jobs waiting for another worker's lease are looked at this many times
  * per IMGCACHE_RECHECK, so each is rechecked at most a quarter late */
 #define RECHECK_SCANS 4
-#define DRAIN_OFFSETS_TIMEOUT_MS 5000
+#define DRAIN_OFFSETS_TIMEOUT_MS 5000 /* --drain without assignment: the group's offsets */
 /* an open circuit's cooldown grows, on each failed probe, up to this */
-#define BREAKER_MAX_COOLDOWN_MS (10 * 60 * 1000) /* --drain without assignment: the group's offsets */
+#define BREAKER_MAX_COOLDOWN_MS (10 * 60 * 1000)
 
 enum job_state {
     JOB_HELD,       /* from the retry topic, not due yet */
@@ -67,12 +67,12 @@ enum job_state {
     JOB_WAITING,    /* another worker holds the lease: check again later */
     JOB_READY,      /* lease held (or Redis down): may download */
     JOB_BREAKER,    /* its host's circuit is open: waits, no attempt used */
-    JOB_FETCHING,
+    JOB_FETCHING,   /* with libcurl (or settled this turn) */
     JOB_PUBLISH,    /* failed: to publish to the retry or dead-letter topic */
     JOB_PUBLISHING, /* waiting for that publish's delivery report */
     JOB_COMMIT,     /* stored; to hand to the committer */
     JOB_COMMITTING, /* with the committer: being made durable and recorded */
-    JOB_FAILURE_ROW,     /* failure row to write */
+    JOB_FAILURE_ROW, /* published: its image_failures row still to write */
 };
 
 struct job_event {
@@ -83,7 +83,10 @@ struct job_event {
 
 struct worker;
 
+/* One URL in flight. The groups of fields below are each written by the
+ * module named above them (job.c moves any job between states). */
 struct job {
+    /* job.c, consumer.c: identity, events, the message retries carry on */
     struct worker *w;
     char *url;                  /* NULL for an undecodable event */
     char *data_url;             /* the data: URL url is the key of, from the event */
@@ -104,6 +107,7 @@ struct job {
     long long first_failed_ms;  /* wall clock, 0 before the first failure */
     long long next_attempt_ms;  /* wall clock, for a retry */
     int dead_letter;            /* publishing to -dlt (else to -retry) */
+    /* dedup.c, download.c: the lease, the source, the download */
     char *origin;               /* "scheme://host:port", the circuit breaker's key */
     struct resolved res;
     int resolved;
@@ -117,7 +121,7 @@ struct job {
     const char *abort_class;
     int abort_permanent;
     char abort_msg[256];
-    /* outcome */
+    /* download.c (a stored image), failure.c (a failure): the outcome */
     char sha256[HASH_HEX_LEN + 1];
     char key[STORE_KEY_MAX];
     char *public_url;
@@ -144,7 +148,7 @@ struct worker {
     char public_base[4200];
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
-    int wake[2];
+    int wake[2];                /* the loop's wake pipe: librdkafka and the committer write */
     struct db *db;
     struct lease *lease;
     struct store *store;
