@@ -1,5 +1,9 @@
 /* The Kafka consumer (see consumer.h). */
 #include "consumer.h"
+
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 #include "dedup.h"
 #include "errmsg.h"
 #include "event.h"
@@ -517,4 +521,34 @@ out:
     if (topics)
         rd_kafka_topic_partition_list_destroy(topics);
     return rc;
+}
+
+void consumer_close(struct worker *w)
+{
+    if (w->rk == NULL)
+        return;
+    if (w->queue)
+        rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
+    consumer_store_offsets(w);
+    /* commits the stored offsets and leaves the group */
+    rd_kafka_consumer_close(w->rk);
+    if (w->queue)
+        rd_kafka_queue_destroy(w->queue);
+    w->queue = NULL;
+    /* librdkafka 2.0.2 asserts when destroying a cooperative-sticky
+     * consumer that joined but never received its first assignment (its
+     * assignor state is still NULL; fixed upstream in 2.3.0). The group is
+     * already left and the process is exiting: leave the handle to the OS
+     * in that one case. */
+    if (w->assigned_once) {
+        rd_kafka_destroy(w->rk);
+    } else {
+        log_debug("event=consumer_not_destroyed reason=\"never assigned (librdkafka 2.0.2 workaround)\"");
+#ifdef __SANITIZE_ADDRESS__
+        /* the leak check now, while the handle is still ours: at exit
+         * everything under it would be reported, hiding real leaks */
+        __lsan_do_leak_check();
+#endif
+    }
+    w->rk = NULL;
 }

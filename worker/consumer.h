@@ -16,5 +16,9 @@ void consumer_poll(struct worker *w);
 void consumer_store_offsets(struct worker *w);
 /* Pauses or resumes partitions for backpressure. */
 void consumer_sync_pause(struct worker *w);
+/* At shutdown, after the jobs are gone: stores the finished offsets,
+ * commits them, leaves the group and destroys the consumer (w->rk NULL
+ * after). Nothing without a consumer. */
+void consumer_close(struct worker *w);
 
 #endif

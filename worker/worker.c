@@ -26,10 +26,6 @@
  * runs the loop and tears down; the work itself is in the modules. */
 #include "worker.h"
 
-#ifdef __SANITIZE_ADDRESS__
-#include <sanitizer/lsan_interface.h>
-#endif
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -432,33 +428,10 @@ void worker_free(struct worker *w)
     w->committer = NULL;
     /* delivery reports point at jobs: collect them all before the jobs go */
     failure_settle(w);
-    if (w->rk) {
-        if (w->queue)
-            rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
-        abandon_jobs(w);
-        consumer_store_offsets(w);
-        /* commits the stored offsets and leaves the group */
-        rd_kafka_consumer_close(w->rk);
-        if (w->queue)
-            rd_kafka_queue_destroy(w->queue);
-        /* librdkafka 2.0.2 asserts when destroying a cooperative-sticky
-         * consumer that joined but never received its first assignment
-         * (its assignor state is still NULL; fixed upstream in 2.3.0). The
-         * group is already left and the process is exiting: leave the
-         * handle to the OS in that one case. */
-        if (w->assigned_once) {
-            rd_kafka_destroy(w->rk);
-        } else {
-            log_debug("event=consumer_not_destroyed reason=\"never assigned (librdkafka 2.0.2 workaround)\"");
-#ifdef __SANITIZE_ADDRESS__
-            /* the leak check now, while the handle is still ours: at exit
-             * everything under it would be reported, hiding real leaks */
-            __lsan_do_leak_check();
-#endif
-        }
-    } else {
-        abandon_jobs(w);
-    }
+    /* unfinished jobs go (their offsets unstored), then the consumer
+     * stores what finished and leaves the group */
+    abandon_jobs(w);
+    consumer_close(w);
     offsets_clear(&w->offsets);
     fetch_free(w->fetch);
     free(w->finished);
