@@ -523,6 +523,32 @@ out:
     return rc;
 }
 
+/* librdkafka 2.0.2 hangs in rd_kafka_consumer_close() when a cooperative
+ * assignment arrives while it closes (librdkafka #4527, fixed in 2.4.0; a
+ * --drain worker whose group rebalanced as it finished never exited). As
+ * its maintainers advise: leave the group first (unsubscribe), serve the
+ * rebalance until nothing is assigned, at most LEAVE_WAIT_MS, then close.
+ * The revoke goes through on_rebalance as in a close: offsets stored,
+ * partitions given up. */
+static void leave_group(struct worker *w)
+{
+    long long deadline = mono_ms() + LEAVE_WAIT_MS;
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+    int n;
+
+    if (rd_kafka_unsubscribe(w->rk) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    do {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, LOOP_POLL_MS);
+        if (m)
+            rd_kafka_message_destroy(m); /* not ours to finish: redelivered later */
+        if (rd_kafka_assignment(w->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            return;
+        n = assignment->cnt;
+        rd_kafka_topic_partition_list_destroy(assignment);
+    } while (n > 0 && mono_ms() < deadline);
+}
+
 void consumer_close(struct worker *w)
 {
     if (w->rk == NULL)
@@ -530,6 +556,7 @@ void consumer_close(struct worker *w)
     if (w->queue)
         rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
     consumer_store_offsets(w);
+    leave_group(w);
     /* commits the stored offsets and leaves the group */
     rd_kafka_consumer_close(w->rk);
     if (w->queue)

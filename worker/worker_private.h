@@ -43,6 +43,7 @@
 #define CONSUME_BUDGET 512     /* messages taken per loop turn */
 #define MAX_RETRIES_LIST CONFIG_RETRY_STEPS_MAX
 #define REVOKE_WAIT_MS 3000    /* how long a revoked partition's work may finish */
+#define LEAVE_WAIT_MS 5000     /* at shutdown, how long leaving the group may take */
 /* dedup_release_leases() takes a committed batch */
 _Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit dedup_release_leases()");
 #define COMMIT_PENDING_MAX (2 * COMMIT_BATCH_MAX) /* stored images waiting for the committer */
