@@ -2,6 +2,7 @@
 #include "dedup.h"
 
 #include <string.h>
+#include <uthash.h>
 #include <utlist.h>
 
 #include "download.h"
@@ -226,4 +227,39 @@ void dedup_release_leases(struct worker *w, struct job **batch, size_t n)
             urls[m++] = batch[i]->url;
     if (m > 0 && lease_release(w->lease, urls, m, err, sizeof err) != 0)
         dedup_note_redis(w, 0); /* leases expire by themselves */
+}
+
+/* Adds j to the batch of leases to give back when it holds one; a full
+ * batch goes at once. */
+static void batch_lease(struct worker *w, struct job **batch, size_t *n, struct job *j)
+{
+    if (!j->leased)
+        return;
+    batch[(*n)++] = j;
+    if (*n == BATCH_MAX) {
+        dedup_release_leases(w, batch, *n);
+        *n = 0;
+    }
+}
+
+/* Gives back the lease of every job, in batches. */
+void dedup_release_all_leases(struct worker *w)
+{
+    struct job *batch[BATCH_MAX];
+    struct job *lists[] = { w->q_publish, w->q_failure_row };
+    struct job *j, *tmp;
+    size_t n = 0;
+
+    HASH_ITER(hh, w->jobs, j, tmp)
+        batch_lease(w, batch, &n, j);
+    /* jobs out of the table (undecodable events, failures whose retry
+     * started anew) are only in their queues */
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        DL_FOREACH(lists[i], j) {
+            if (!j->in_table)
+                batch_lease(w, batch, &n, j);
+        }
+    }
+    if (n > 0)
+        dedup_release_leases(w, batch, n);
 }

@@ -21,5 +21,7 @@ void dedup_lookup_and_lease(struct worker *w, struct job **q, size_t limit);
 /* Releases the leases this worker holds among batch[0..n), in one round
  * trip. n is at most BATCH_MAX. */
 void dedup_release_leases(struct worker *w, struct job **batch, size_t n);
+/* At shutdown: releases the lease of every job, in batches. */
+void dedup_release_all_leases(struct worker *w);
 
 #endif

@@ -365,41 +365,6 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
     return rc;
 }
 
-/* Adds j to the batch of leases to give back when it holds one; a full
- * batch goes at once. */
-static void batch_lease(struct worker *w, struct job **batch, size_t *n, struct job *j)
-{
-    if (!j->leased)
-        return;
-    batch[(*n)++] = j;
-    if (*n == BATCH_MAX) {
-        dedup_release_leases(w, batch, *n);
-        *n = 0;
-    }
-}
-
-/* Gives back the lease of every job, in batches. */
-static void release_all_leases(struct worker *w)
-{
-    struct job *batch[BATCH_MAX];
-    struct job *lists[] = { w->q_publish, w->q_failure_row };
-    struct job *j, *tmp;
-    size_t n = 0;
-
-    HASH_ITER(hh, w->jobs, j, tmp)
-        batch_lease(w, batch, &n, j);
-    /* jobs out of the table (undecodable events, failures whose retry
-     * started anew) are only in their queues */
-    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
-        DL_FOREACH(lists[i], j) {
-            if (!j->in_table)
-                batch_lease(w, batch, &n, j);
-        }
-    }
-    if (n > 0)
-        dedup_release_leases(w, batch, n);
-}
-
 /* Unfinished work at shutdown: its offsets stay unstored, so it is
  * redelivered; its leases go back so that another worker may take it. */
 static void abandon_jobs(struct worker *w)
@@ -411,7 +376,7 @@ static void abandon_jobs(struct worker *w)
             fetch_cancel(w->fetch, j);
     }
     if (w->lease)
-        release_all_leases(w);
+        dedup_release_all_leases(w);
     HASH_ITER(hh, w->jobs, j, tmp)
         job_remove(w, j);
     while (w->q_publish || w->q_failure_row)
