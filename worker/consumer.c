@@ -292,17 +292,28 @@ static void read_retry_headers(struct worker *w, rd_kafka_message_t *m, const ch
         ri->attempts = 0;
 }
 
+/* m as job_new() takes it. */
+static struct job_message message_of(const rd_kafka_message_t *m)
+{
+    return (struct job_message){
+        .topic = rd_kafka_topic_name(m->rkt), .partition = m->partition, .offset = m->offset,
+        .key = m->key, .value = m->payload, .keylen = m->key_len, .valuelen = m->len,
+    };
+}
+
 /* An event that does not decode: nothing to fetch, its job goes straight
  * to the dead-letter topic. -1 when out of memory. */
 static int take_bad_event(struct worker *w, rd_kafka_message_t *m, struct job_event *e, int attempts,
                           const char *why)
 {
+    struct job_message msg;
     struct job *j;
 
     w->n_bad_events++;
     log_warn("event=bad_event topic=%s partition=%d offset=%lld reason=\"%s\"", rd_kafka_topic_name(m->rkt),
              (int)m->partition, (long long)m->offset, why);
-    j = job_new(w, m, NULL);
+    msg = message_of(m);
+    j = job_new(w, &msg, NULL);
     if (j == NULL)
         return -1;
     LL_PREPEND(j->events, e);
@@ -323,6 +334,7 @@ static struct job *job_for_event(struct worker *w, rd_kafka_message_t *m, struct
                                  long long due_wall)
 {
     struct job *j = job_find(w, ev->source_url);
+    struct job_message msg;
 
     if (j && from_retry &&
         (j->state == JOB_PUBLISH || j->state == JOB_PUBLISHING || j->state == JOB_FAILURE_ROW)) {
@@ -334,7 +346,8 @@ static struct job *job_for_event(struct worker *w, rd_kafka_message_t *m, struct
     }
     if (j != NULL)
         return j;
-    j = job_new(w, m, ev->source_url);
+    msg = message_of(m);
+    j = job_new(w, &msg, ev->source_url);
     if (j == NULL)
         return NULL;
     ev->source_url = NULL; /* owned by the job now */

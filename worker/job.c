@@ -147,30 +147,30 @@ void job_wake_timed(struct worker *w)
     }
 }
 
-struct job *job_new(struct worker *w, rd_kafka_message_t *m, char *url)
+struct job *job_new(struct worker *w, const struct job_message *m, char *url)
 {
     struct job *j = calloc(1, sizeof *j);
     if (j == NULL)
         return NULL;
     j->w = w;
     j->url = url;
-    snprintf(j->src_topic, sizeof j->src_topic, "%s", rd_kafka_topic_name(m->rkt));
+    snprintf(j->src_topic, sizeof j->src_topic, "%s", m->topic);
     j->src_partition = m->partition;
     j->src_offset = m->offset;
     /* keep the message as received: retry and dead letter carry it on */
-    j->msg_keylen = m->key_len;
-    j->msg_valuelen = m->len;
-    j->msg_key = malloc(m->key_len ? m->key_len : 1);
-    j->msg_value = malloc(m->len ? m->len : 1);
+    j->msg_keylen = m->keylen;
+    j->msg_valuelen = m->valuelen;
+    j->msg_key = malloc(m->keylen ? m->keylen : 1);
+    j->msg_value = malloc(m->valuelen ? m->valuelen : 1);
     if (j->msg_key == NULL || j->msg_value == NULL) {
         j->url = NULL;
         job_free(j);
         return NULL;
     }
-    if (m->key_len)
-        memcpy(j->msg_key, m->key, m->key_len);
-    if (m->len)
-        memcpy(j->msg_value, m->payload, m->len);
+    if (m->keylen)
+        memcpy(j->msg_key, m->key, m->keylen);
+    if (m->valuelen)
+        memcpy(j->msg_value, m->value, m->valuelen);
     w->n_jobs++;
     return j;
 }

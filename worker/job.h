@@ -39,8 +39,17 @@ void job_unindex(struct worker *w, struct job *j);
 long long job_size(const struct job *j);
 /* Timed states whose time has come go on. */
 void job_wake_timed(struct worker *w);
-/* A job for url (taken on success; NULL: an undecodable event) from the
- * message at topic/partition/offset. NULL when out of memory. */
-struct job *job_new(struct worker *w, rd_kafka_message_t *m, char *url);
+/* The message an event came in (borrowed: job_new copies what it keeps). */
+struct job_message {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const void *key, *value;
+    size_t keylen, valuelen;
+};
+
+/* A job for url (taken on success; NULL: an undecodable event) from
+ * message m. NULL when out of memory. */
+struct job *job_new(struct worker *w, const struct job_message *m, char *url);
 
 #endif
