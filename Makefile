@@ -3,7 +3,7 @@
 #   make SANITIZE=address,undefined   build (and test) with sanitizers
 #   make test TEST_PREFIX="valgrind --leak-check=full --error-exitcode=1"
 CC        ?= cc
-PKGS      := rdkafka libcurl hiredis jansson libpq libcrypto
+PKGS      := rdkafka libcurl hiredis jansson libpq libcrypto libmicrohttpd
 WARN      := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes \
              -Wshadow -Wformat=2 -Wvla
 CFLAGS    ?= -g -O2
@@ -34,7 +34,17 @@ build/.flags: FORCE
 	@mkdir -p build
 	@echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $@
 
-build/%.o: %.c build/.flags
+# build/version.h: IMGCACHE_VERSION and IMGCACHE_COMMIT for the build-info
+# metric, from git ("unknown" outside a git checkout). Rewritten only when
+# they change, so a commit rebuilds only the files that include it.
+IMGCACHE_VERSION := $(or $(shell git describe --tags --always --dirty 2>/dev/null),unknown)
+IMGCACHE_COMMIT  := $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
+build/version.h: FORCE
+	@mkdir -p build
+	@printf '#define IMGCACHE_VERSION "%s"\n#define IMGCACHE_COMMIT "%s"\n' '$(IMGCACHE_VERSION)' '$(IMGCACHE_COMMIT)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+build/%.o: %.c build/.flags | build/version.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -61,6 +71,11 @@ bin/imgcache-devbroker: build/compose/devbroker.o build/libcommon.a
 bin/imgcache-mediaserver: build/tests/mediaserver/mediaserver.o build/libcommon.a
 	@mkdir -p bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs libmicrohttpd zlib 2>/dev/null)
+
+# A stand-in worker for the metrics endpoint's tests (tests/metricsd/).
+bin/imgcache-metricsd: build/tests/metricsd/metricsd.o build/libcommon.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 build/tests/test_%: build/tests/unit/test_%.o build/libcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
