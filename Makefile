@@ -24,7 +24,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 MIGRATIONS := $(sort $(wildcard common/migrations/*.sql))
 
 PROGRAMS := bin/imgcache-producer bin/imgcache-worker bin/imgcache-devbroker
-TOOLS    := bin/imgcache-mediaserver
+TOOLS    := bin/imgcache-mediaserver bin/imgcache-metricsd
 
 .PHONY: all deps test unit demo stop bench fuzz clean FORCE
 all: $(PROGRAMS) $(TOOLS)
