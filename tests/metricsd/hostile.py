@@ -79,7 +79,9 @@ def flood(port, count, stop, report, started):
         socks.append(s)
         sel.register(s, selectors.EVENT_WRITE)
     started.set()
+    opened_at = time.monotonic()
     closed = 0
+    closed_early = 0   # within 3 s: before the server's idle timeout could act
     sent = 0
     open_socks = len(socks)
     while not stop.is_set() and open_socks > 0:
@@ -105,9 +107,12 @@ def flood(port, count, stop, report, started):
                 s.close()
                 closed += 1
                 open_socks -= 1
+                if time.monotonic() - opened_at < 3:
+                    closed_early += 1
     report["flood_opened"] = len(socks)
     report["flood_connect_failed"] = failed
     report["flood_closed_by_server"] = closed
+    report["flood_closed_within_3s"] = closed_early
     report["flood_open_at_end"] = open_socks
     sel.close()
     for s in socks:
