@@ -122,6 +122,8 @@ FUZZ_LIBS    ?= $(shell pkg-config --libs jansson libcurl libcrypto 2>/dev/null)
 # beeper keys data: URLs by their SHA-256 (resolve.c, hash.c)
 FUZZ_SRC_beeper  := common/beeper.c common/resolve.c common/hash.c
 FUZZ_SRC_resolve := common/resolve.c common/hash.c
+# kafka_stats publishes into a metrics gauge
+FUZZ_SRC_kafka_stats := common/kafka_stats.c common/metrics.c
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 
