@@ -280,6 +280,39 @@ static void test_port_in_use(void **state)
     assert_non_null(strstr(err, "no port"));
 }
 
+/* [::1]:0 serves on IPv6 loopback (skipped where this host has none). */
+static void test_ipv6(void **state)
+{
+    struct server *s = *state;
+    struct metrics_http *h6 = NULL;
+    struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+    const char *req = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char err[256] = "", buf[256] = "";
+    struct pollfd pfd;
+    int fd;
+    ssize_t n = 0;
+
+    if (metrics_http_start("[::1]:0", s->m, NULL, &h6, err, sizeof err) != 0) {
+        if (strstr(err, "Cannot assign requested address") != NULL || strstr(err, "not supported") != NULL)
+            skip();
+        fail_msg("%s", err);
+    }
+    assert_true(metrics_http_port(h6) > 0);
+    sin6.sin6_port = htons((uint16_t)metrics_http_port(h6));
+    fd = socket(AF_INET6, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sin6, sizeof sin6), 0);
+    assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    pfd = (struct pollfd){ .fd = fd, .events = POLLIN };
+    if (poll(&pfd, 1, 5000) == 1)
+        n = recv(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    metrics_http_stop(h6);
+    assert_true(n > 0);
+    /* no checks given: ready at once */
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +322,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_readiness, server_up, server_down),
         cmocka_unit_test_setup_teardown(test_refusals, server_up, server_down),
         cmocka_unit_test_setup_teardown(test_port_in_use, server_up, server_down),
+        cmocka_unit_test_setup_teardown(test_ipv6, server_up, server_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
