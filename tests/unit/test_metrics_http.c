@@ -280,6 +280,19 @@ static void test_port_in_use(void **state)
     assert_non_null(strstr(err, "no port"));
 }
 
+static void test_too_many_checks(void **state)
+{
+    static const char *const nine[] = { "a", "b", "c", "d", "e", "f", "g", "h", "i", NULL };
+    struct server *s = *state;
+    struct metrics_http_options opt = { .checks = nine };
+    struct metrics_http *other = NULL;
+    char err[256] = "";
+
+    assert_int_equal(metrics_http_start("127.0.0.1:0", s->m, &opt, &other, err, sizeof err), -1);
+    assert_non_null(strstr(err, "more than 8 readiness checks"));
+    assert_null(other);
+}
+
 /* [::1]:0 serves on IPv6 loopback (skipped where this host has none). */
 static void test_ipv6(void **state)
 {
@@ -323,6 +336,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refusals, server_up, server_down),
         cmocka_unit_test_setup_teardown(test_port_in_use, server_up, server_down),
         cmocka_unit_test_setup_teardown(test_ipv6, server_up, server_down),
+        cmocka_unit_test_setup_teardown(test_too_many_checks, server_up, server_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
