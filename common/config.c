@@ -491,21 +491,21 @@ static int set_option(struct config *cfg, const struct opt_def *o, const char *v
         errno = 0;
         n = strtoll(value, &end, 10);
         if (errno != 0 || end == value || *end != '\0') {
-            snprintf(err, errlen, "%s: '%s' is not a whole number", origin, value);
+            errmsg_set(err, errlen, "%s: '%s' is not a whole number", origin, value);
             return -1;
         }
         break;
     case OPT_DURATION:
         if (config_parse_duration(value, &n) != 0) {
-            snprintf(err, errlen, "%s: '%s' is not a duration (500ms, 5s, 2m, 1h, 7d or seconds)",
-                     origin, value);
+            errmsg_set(err, errlen, "%s: '%s' is not a duration (500ms, 5s, 2m, 1h, 7d or seconds)",
+                       origin, value);
             return -1;
         }
         break;
     case OPT_SIZE:
         if (config_parse_size(value, &n) != 0) {
-            snprintf(err, errlen, "%s: '%s' is not a size (bytes, or with kB, KiB, MB, MiB, GiB)",
-                     origin, value);
+            errmsg_set(err, errlen, "%s: '%s' is not a size (bytes, or with kB, KiB, MB, MiB, GiB)",
+                       origin, value);
             return -1;
         }
         break;
@@ -514,11 +514,11 @@ static int set_option(struct config *cfg, const struct opt_def *o, const char *v
     }
     if (n < o->min || n > o->max) {
         if (o->max == BIG)
-            snprintf(err, errlen, "%s: '%s' is below the minimum %lld%s", origin, value, o->min,
-                     o->type == OPT_DURATION ? "ms" : "");
+            errmsg_set(err, errlen, "%s: '%s' is below the minimum %lld%s", origin, value, o->min,
+                       o->type == OPT_DURATION ? "ms" : "");
         else
-            snprintf(err, errlen, "%s: '%s' is out of range %lld..%lld%s", origin, value, o->min, o->max,
-                     o->type == OPT_DURATION ? "ms" : "");
+            errmsg_set(err, errlen, "%s: '%s' is out of range %lld..%lld%s", origin, value, o->min, o->max,
+                       o->type == OPT_DURATION ? "ms" : "");
         return -1;
     }
     if (o->type == OPT_LONG)
@@ -577,7 +577,7 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
         snprintf(origin, sizeof origin, "%s", o->env);
         if (o->type == OPT_FLAG || set_option(cfg, o, env, origin, err, errlen) != 0) {
             if (o->type == OPT_FLAG)
-                snprintf(err, errlen, "%s cannot be set from the environment", o->env);
+                errmsg_set(err, errlen, "%s cannot be set from the environment", o->env);
             return -1;
         }
     }
@@ -620,7 +620,7 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
         }
         if (c == 'X') {
             if (!(program & (CONFIG_PRODUCER | CONFIG_WORKER))) {
-                snprintf(err, errlen, "-X is not an option of this program");
+                errmsg_set(err, errlen, "-X is not an option of this program");
                 return -1;
             }
             /* one property, its value verbatim (as kcat -X): commas too */
@@ -634,14 +634,14 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
             /* optopt is getopt_long's val of a long option missing its
              * argument: our 1000+n, not a character to print */
             if (optopt >= 1000 && optopt < 1000 + (int)n)
-                snprintf(err, errlen, "--%s needs a value", opts[map[optopt - 1000]].flag);
+                errmsg_set(err, errlen, "--%s needs a value", opts[map[optopt - 1000]].flag);
             else if (optopt == 'X')
-                snprintf(err, errlen, "-X needs key=value");
+                errmsg_set(err, errlen, "-X needs key=value");
             else if (optopt)
-                snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
+                errmsg_set(err, errlen, "unknown option '-%c' (see --help)", optopt);
             else /* never echo a value: "--some-token=SECRET" is shown up to '=' */
-                snprintf(err, errlen, "unknown or incomplete option '%.*s' (see --help)",
-                         (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+                errmsg_set(err, errlen, "unknown or incomplete option '%.*s' (see --help)",
+                           (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
             return -1;
         }
         if (c >= 1000 && c < 1000 + (int)n) {

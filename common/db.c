@@ -189,14 +189,14 @@ int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 
     *out = NULL;
     if (db == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     if (db_conninfo_check(conninfo, err, errlen) != 0)
         goto out;
     db->conn = PQconnectdbParams(keys, vals, 1);
     if (db->conn == NULL) {
-        snprintf(err, errlen, "cannot connect to PostgreSQL: out of memory");
+        errmsg_set(err, errlen, "cannot connect to PostgreSQL: out of memory");
         goto out;
     }
     /* the conninfo (which may hold the password) is never printed */
@@ -282,13 +282,13 @@ out:
 static void set_version_err(int have, int want, char *err, size_t errlen)
 {
     if (have > want)
-        snprintf(err, errlen,
-                 "database schema is at version %d, which is newer than this program "
-                 "(it needs %d): upgrade imgcache", have, want);
+        errmsg_set(err, errlen,
+                   "database schema is at version %d, which is newer than this program "
+                   "(it needs %d): upgrade imgcache", have, want);
     else
-        snprintf(err, errlen,
-                 "database schema is at version %d, this program needs %d: "
-                 "run `imgcache-producer migrate`", have, want);
+        errmsg_set(err, errlen,
+                   "database schema is at version %d, this program needs %d: "
+                   "run `imgcache-producer migrate`", have, want);
 }
 
 int db_check_schema(struct db *db, char *err, size_t errlen)
@@ -422,7 +422,7 @@ static char *dump(json_t *arr, char *err, size_t errlen)
     char *s = json_dumps(arr, JSON_COMPACT);
 
     if (s == NULL)
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
     return s;
 }
 
@@ -438,7 +438,7 @@ static int chats_to_json(const struct beeper_chat *chats, size_t n, json_t *jcha
         json_t *o;
 
         if (c->id == NULL || c->type == NULL) {
-            snprintf(err, errlen, "chat #%zu has no id or type", i);
+            errmsg_set(err, errlen, "chat #%zu has no id or type", i);
             return -1;
         }
         o = json_pack("{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:b}",
@@ -452,13 +452,13 @@ static int chats_to_json(const struct beeper_chat *chats, size_t n, json_t *jcha
                       "last_activity", c->last_activity,
                       "complete", c->participants_has_more ? 0 : 1);
         if (append_obj(jchats, o) != 0) {
-            snprintf(err, errlen, "chat #%zu: not valid UTF-8, or out of memory", i);
+            errmsg_set(err, errlen, "chat #%zu: not valid UTF-8, or out of memory", i);
             return -1;
         }
         for (size_t j = 0; j < c->n_participants; j++) {
             const struct beeper_participant *p = &c->participants[j];
             if (p->id == NULL) {
-                snprintf(err, errlen, "chat #%zu: participant #%zu has no id", i, j);
+                errmsg_set(err, errlen, "chat #%zu: participant #%zu has no id", i, j);
                 return -1;
             }
             o = json_pack("{s:I, s:I, s:s?, s:s?, s:s?, s:s?, s:b}",
@@ -470,8 +470,8 @@ static int chats_to_json(const struct beeper_chat *chats, size_t n, json_t *jcha
                           "img_source_url", p->img_url,
                           "is_self", p->is_self ? 1 : 0);
             if (append_obj(jparts, o) != 0) {
-                snprintf(err, errlen, "chat #%zu: participant #%zu: not valid UTF-8, or out of memory",
-                         i, j);
+                errmsg_set(err, errlen, "chat #%zu: participant #%zu: not valid UTF-8, or out of memory",
+                           i, j);
                 return -1;
             }
         }
@@ -551,7 +551,7 @@ int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
         goto out;
     }
     if (jchats == NULL || jparts == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     if (chats_to_json(chats, n, jchats, jparts, err, errlen) != 0)
@@ -613,13 +613,13 @@ int db_lookup_urls(struct db *db, const char *const *urls, size_t n, long long f
         goto out;
     }
     if (arr == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         json_t *s = urls[i] ? json_string(urls[i]) : NULL;
         if (s == NULL || json_array_append_new(arr, s) != 0) {
-            snprintf(err, errlen, "URL #%zu is NULL or not valid UTF-8", i);
+            errmsg_set(err, errlen, "URL #%zu is NULL or not valid UTF-8", i);
             goto out;
         }
     }
@@ -638,7 +638,7 @@ int db_lookup_urls(struct db *db, const char *const *urls, size_t n, long long f
         long ord = strtol(PQgetvalue(res, r, 0), NULL, 10); /* 1-based */
         int st = atoi(PQgetvalue(res, r, 1));
         if (ord < 1 || (size_t)ord > n) {
-            snprintf(err, errlen, "look up URLs: unexpected row %ld", ord);
+            errmsg_set(err, errlen, "look up URLs: unexpected row %ld", ord);
             goto out;
         }
         state[ord - 1] = (uint8_t)st;
@@ -713,7 +713,7 @@ int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed
                 .account_id = value_or_null(res, r, 3),
             };
             if (fn(&ref, arg) != 0) {
-                snprintf(err, errlen, "uncached URLs: stopped by the caller");
+                errmsg_set(err, errlen, "uncached URLs: stopped by the caller");
                 goto out;
             }
         }
@@ -777,7 +777,7 @@ int db_commit_images(struct db *db, const struct db_image *imgs, size_t n, char 
         goto out;
     }
     if (arr == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
@@ -785,7 +785,7 @@ int db_commit_images(struct db *db, const struct db_image *imgs, size_t n, char 
         json_t *o;
         if (m->source_url == NULL || m->sha256 == NULL || m->storage_key == NULL ||
             m->public_url == NULL || m->content_type == NULL) {
-            snprintf(err, errlen, "image #%zu lacks a required field", i);
+            errmsg_set(err, errlen, "image #%zu lacks a required field", i);
             goto out;
         }
         o = json_pack("{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:s?, s:s?}",
@@ -801,7 +801,7 @@ int db_commit_images(struct db *db, const struct db_image *imgs, size_t n, char 
                       "etag", m->etag,
                       "last_modified", m->last_modified);
         if (append_obj(arr, o) != 0) {
-            snprintf(err, errlen, "image #%zu: not valid UTF-8, or out of memory", i);
+            errmsg_set(err, errlen, "image #%zu: not valid UTF-8, or out of memory", i);
             goto out;
         }
     }
@@ -878,13 +878,13 @@ int db_record_failures(struct db *db, const struct db_failure *f, size_t n, char
         goto out;
     }
     if (arr == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         json_t *o;
         if (f[i].source_url == NULL || f[i].error_class == NULL) {
-            snprintf(err, errlen, "failure #%zu has no source_url or error_class", i);
+            errmsg_set(err, errlen, "failure #%zu has no source_url or error_class", i);
             goto out;
         }
         o = json_pack("{s:I, s:s?, s:s?, s:s?, s:I, s:b, s:I, s:I}",
@@ -897,7 +897,7 @@ int db_record_failures(struct db *db, const struct db_failure *f, size_t n, char
                       "attempts", (json_int_t)(f[i].attempts >= 1 ? f[i].attempts : 1),
                       "next_retry_ms", (json_int_t)f[i].next_retry_ms);
         if (append_obj(arr, o) != 0) {
-            snprintf(err, errlen, "failure #%zu: not valid UTF-8, or out of memory", i);
+            errmsg_set(err, errlen, "failure #%zu: not valid UTF-8, or out of memory", i);
             goto out;
         }
     }

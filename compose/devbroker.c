@@ -23,6 +23,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "config.h"
+#include "errmsg.h"
 #include "log.h"
 
 #define PROGRAM "imgcache-devbroker"
@@ -369,7 +370,7 @@ static int devbroker_start(struct devbroker *db, char *err, size_t errlen)
         size_t len = strlen(base) + strlen(suffix[i]) + 1;
         db->topics[i] = malloc(len);
         if (db->topics[i] == NULL) {
-            snprintf(err, errlen, "out of memory");
+            errmsg_set(err, errlen, "out of memory");
             goto out;
         }
         snprintf(db->topics[i], len, "%s%s", base, suffix[i]);
@@ -377,25 +378,25 @@ static int devbroker_start(struct devbroker *db, char *err, size_t errlen)
 
     rd_kafka_conf_set_log_cb(conf, kafka_log);
     if (rd_kafka_conf_set(conf, "client.id", PROGRAM, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        snprintf(err, errlen, "librdkafka conf: %s", errstr);
+        errmsg_set(err, errlen, "librdkafka conf: %s", errstr);
         goto out;
     }
     db->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (db->rk == NULL) {
-        snprintf(err, errlen, "rd_kafka_new: %s", errstr);
+        errmsg_set(err, errlen, "rd_kafka_new: %s", errstr);
         goto out;
     }
     conf = NULL; /* owned by db->rk now */
 
     db->mcluster = rd_kafka_mock_cluster_new(db->rk, (int)db->cfg.brokers);
     if (db->mcluster == NULL) {
-        snprintf(err, errlen, "could not create a mock cluster of %ld brokers", db->cfg.brokers);
+        errmsg_set(err, errlen, "could not create a mock cluster of %ld brokers", db->cfg.brokers);
         goto out;
     }
     for (int i = 0; i < N_TOPICS; i++) {
         kerr = rd_kafka_mock_topic_create(db->mcluster, db->topics[i], (int)db->cfg.partitions, 1);
         if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            snprintf(err, errlen, "creating topic '%s': %s", db->topics[i], rd_kafka_err2str(kerr));
+            errmsg_set(err, errlen, "creating topic '%s': %s", db->topics[i], rd_kafka_err2str(kerr));
             goto out;
         }
     }
