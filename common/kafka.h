@@ -3,13 +3,13 @@
 /* librdkafka set-up shared by the producer and the worker: configuration
  * from struct config (bootstrap servers, then IMGCACHE_KAFKA_CONFIG and -X
  * properties, which win), an idempotent producer with checked delivery
- * reports, and the consumer's base configuration. Nothing here knows the
- * development broker: the same code runs against a real Kafka.
+ * reports, and the configuration check at start-up. Nothing here knows
+ * the development broker: the same code runs against a real Kafka.
  *
  * Ownership: kafka_producer_new() returns a producer freed by
  * kafka_producer_free() (which flushes nothing: call kafka_producer_flush()
- * first). kafka_consumer_conf() returns an rd_kafka_conf_t the caller owns
- * until rd_kafka_new() succeeds with it. */
+ * first). kafka_conf_apply() only sets properties: the rd_kafka_conf_t stays
+ * the caller's until rd_kafka_new() succeeds with it. */
 #include <stddef.h>
 #include <librdkafka/rdkafka.h>
 
