@@ -686,7 +686,7 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
     }
     if (strlen(source_url) > RESOLVE_MAX_URL) {
         errmsg_set(err, errlen, "URL is %zu bytes, over the %d-byte limit", strlen(source_url),
-                RESOLVE_MAX_URL);
+                   RESOLVE_MAX_URL);
         goto out;
     }
     if (source_url[0] == '/') {
