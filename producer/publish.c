@@ -7,6 +7,7 @@
 
 #include <uthash.h>
 
+#include "errmsg.h"
 #include "event.h"
 #include "log.h"
 #include "resolve.h"
@@ -18,7 +19,6 @@
 
 /* How long publisher_flush() waits for the broker's acknowledgements. */
 #define FLUSH_TIMEOUT_MS 60000
-#define PROGRESS_EVERY_MS 10000
 
 struct seen_url {
     UT_hash_handle hh;
@@ -40,6 +40,7 @@ void producer_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    progress_break();
     fprintf(stderr, PRODUCER_NAME ": %s\n", msg);
 }
 
@@ -61,18 +62,24 @@ int producer_open_db(const struct config *cfg, int check_schema, struct db **out
 }
 
 int publisher_init(struct publisher *p, const struct config *cfg, struct db *db, const char *reason,
-                   char *err, size_t errlen)
+                   int quiet, char *err, size_t errlen)
 {
+    int backfill = strcmp(reason, "backfill") == 0;
+
     memset(p, 0, sizeof *p);
     p->cfg = cfg;
     p->db = db;
     p->reason = reason;
-    p->last_progress_ms = event_now_ms();
+    progress_start(&p->progress, reason, backfill ? "urls" : "chats", quiet);
     if (kafka_producer_new(cfg, PRODUCER_NAME, &p->kp, err, errlen) != 0)
         return -1;
     /* learn the topic now: a wrong KAFKA_BROKERS or a missing topic fails
      * here, before any chat is written, and the first event goes out at once */
-    return kafka_producer_prepare(p->kp, cfg->topic, PUBLISH_CLUSTER_WAIT_MS, err, errlen);
+    if (kafka_producer_prepare(p->kp, cfg->topic, PUBLISH_CLUSTER_WAIT_MS, err, errlen) != 0) {
+        publisher_release(p);
+        return -1;
+    }
+    return 0;
 }
 
 /* 1 when url was not seen before in this run (and is now), 0 when it was,
@@ -233,7 +240,7 @@ int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, si
     rc = 0;
     goto out;
 oom:
-    snprintf(err, errlen, "out of memory");
+    errmsg_set(err, errlen, "out of memory");
 out:
     free(cands);
     free(urls);
@@ -246,7 +253,7 @@ int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *e
     int fresh = mark_seen(p, ref->source_url);
 
     if (fresh < 0) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     if (fresh == 0)
@@ -266,13 +273,25 @@ int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *e
     return 0;
 }
 
+/* What the live line counts: URLs for backfill, chats for import and sync. */
+static long long progress_count(const struct publisher *p)
+{
+    return strcmp(p->reason, "backfill") == 0 ? p->urls : p->chats;
+}
+
 void publisher_progress(struct publisher *p, int force)
 {
-    long long now = event_now_ms();
+    char published[32], cached[32], detail[96];
 
-    if (!force && now - p->last_progress_ms < PROGRESS_EVERY_MS)
+    if (!progress_due(&p->progress, force))
         return;
-    p->last_progress_ms = now;
+    if (progress_on_terminal(&p->progress)) {
+        progress_thousands(p->published, published, sizeof published);
+        progress_thousands(p->already_cached, cached, sizeof cached);
+        snprintf(detail, sizeof detail, "%s published, %s already cached", published, cached);
+        progress_line(&p->progress, progress_count(p), detail);
+        return;
+    }
     log_info("event=progress reason=%s chats=%lld participants=%lld urls=%lld published=%lld "
              "already_cached=%lld known_failures=%lld dropped=%lld delivered=%lld",
              p->reason, p->chats, p->participants, p->urls, p->published, p->already_cached,
@@ -350,6 +369,7 @@ int publisher_finish(struct publisher *p, int done, long long bad, const char *i
     int flushed = publisher_flush(p, err, sizeof err);
 
     publisher_progress(p, 1);
+    progress_end(&p->progress);
     if (flushed != 0)
         producer_error("%s", err);
     if (done) {
