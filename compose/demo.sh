@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: a local stack under ./var (Apache Kafka, redis-server, PostgreSQL),
 # the schema, the bundled sample chats (or a sync from your Beeper Desktop
-# when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars.
+# when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars
+# and `imgcache-producer stats`.
 # IMGCACHE_DEMO_DIR moves ./var elsewhere (the test of the demo uses a temp
 # folder).
 set -eu
@@ -89,14 +90,9 @@ fi
 echo "== chat_avatars"
 psql -X -P pager=off "$DATABASE_URL" -c \
     "SELECT title, image_source, initials, image_url FROM chat_avatars ORDER BY title"
-echo "== summary"
-psql -X -P pager=off "$DATABASE_URL" -c "
-    SELECT (SELECT count(*) FROM chats) AS chats,
-           (SELECT count(*) FROM chat_participants) AS participants,
-           (SELECT count(*) FROM cached_images) AS cached_images,
-           (SELECT count(*) FROM image_blobs) AS stored_blobs,
-           (SELECT count(*) FROM image_failures) AS failures"
 psql -X -P pager=off "$DATABASE_URL" -c \
     "SELECT source_url, error_class, last_error FROM image_failures"
+echo "== imgcache-producer stats"
+"$BIN/imgcache-producer" stats
 echo "Images are under $IMGCACHE_STORAGE_DIR. The stack keeps running: 'make stop' stops it;"
 echo "'. ${VAR#$ROOT/}/stack.env && psql \"\$DATABASE_URL\"' opens the database."

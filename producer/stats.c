@@ -24,6 +24,20 @@ struct stats {
 
 /* ---- human-readable ---- */
 
+/* n with thousands separators, in one of NUM_SLOTS rotating buffers: a
+ * printf may take up to that many (stats is single-threaded). */
+#define NUM_SLOTS 8
+static const char *num(long long n)
+{
+    static char slots[NUM_SLOTS][32];
+    static int next;
+    char *out = slots[next];
+
+    next = (next + 1) % NUM_SLOTS;
+    progress_thousands(n, out, sizeof slots[0]);
+    return out;
+}
+
 static double percent(long long part, long long whole)
 {
     return whole > 0 ? 100.0 * (double)part / (double)whole : 0.0;
@@ -50,21 +64,16 @@ static void format_bytes(long long n, char *out, size_t outlen)
 static void print_coverage(const char *label, long long cached, long long contact, long long initials,
                            long long chats, FILE *out)
 {
-    char n[32];
-
-    progress_thousands(chats, n, sizeof n);
-    fprintf(out, "%-*s %s chats: cached %lld (%.1f%%), contact %lld (%.1f%%), initials %lld (%.1f%%)\n",
-            LABEL_WIDTH, label, n, cached, percent(cached, chats), contact, percent(contact, chats), initials,
-            percent(initials, chats));
+    fprintf(out, "%-*s %s chat%s: cached %s (%.1f%%), contact %s (%.1f%%), initials %s (%.1f%%)\n",
+            LABEL_WIDTH, label, num(chats), chats == 1 ? "" : "s", num(cached), percent(cached, chats),
+            num(contact), percent(contact, chats), num(initials), percent(initials, chats));
 }
 
 static void print_db_human(const struct db_stats *s, FILE *out)
 {
-    char a[32], b[32], c[32], d[32];
+    char stored[32], saved[32];
 
-    progress_thousands(s->chats, a, sizeof a);
-    progress_thousands(s->participants, b, sizeof b);
-    fprintf(out, "%-*s %s (%s participants)\n", LABEL_WIDTH, "chats", a, b);
+    fprintf(out, "%-*s %s (%s participants)\n", LABEL_WIDTH, "chats", num(s->chats), num(s->participants));
     print_coverage("avatars", s->avatars_cached, s->avatars_contact, s->avatars_initials, s->chats, out);
     for (size_t i = 0; i < s->n_networks; i++) {
         const struct db_stats_network *nw = &s->networks[i];
@@ -72,18 +81,17 @@ static void print_db_human(const struct db_stats *s, FILE *out)
         snprintf(label, sizeof label, "  %s", nw->network ? nw->network : "(no network)");
         print_coverage(label, nw->cached, nw->contact, nw->initials, nw->chats, out);
     }
-    progress_thousands(s->cached_images, a, sizeof a);
-    progress_thousands(s->blobs, b, sizeof b);
-    format_bytes(s->stored_bytes, c, sizeof c);
-    fprintf(out, "%-*s %s URLs, %s blobs, %s stored\n", LABEL_WIDTH, "cached images", a, b, c);
-    format_bytes(s->url_bytes - s->stored_bytes, d, sizeof d);
+    format_bytes(s->stored_bytes, stored, sizeof stored);
+    fprintf(out, "%-*s %s URLs, %s blobs, %s stored\n", LABEL_WIDTH, "cached images", num(s->cached_images),
+            num(s->blobs), stored);
+    format_bytes(s->url_bytes - s->stored_bytes, saved, sizeof saved);
     fprintf(out, "%-*s %.2f URLs per blob, %s not stored twice\n", LABEL_WIDTH, "dedup",
-            s->blobs > 0 ? (double)s->cached_images / (double)s->blobs : 0.0, d);
-    fprintf(out, "%-*s %lld permanent, %lld pending retry\n", LABEL_WIDTH, "failures", s->failures_permanent,
-            s->failures_pending_retry);
+            s->blobs > 0 ? (double)s->cached_images / (double)s->blobs : 0.0, saved);
+    fprintf(out, "%-*s %s permanent, %s pending retry\n", LABEL_WIDTH, "failures", num(s->failures_permanent),
+            num(s->failures_pending_retry));
     for (size_t i = 0; i < s->n_failures; i++)
-        fprintf(out, "  %-*s %lld permanent, %lld pending retry\n", LABEL_WIDTH - 2, s->failures[i].error_class,
-                s->failures[i].permanent, s->failures[i].pending_retry);
+        fprintf(out, "  %-*s %s permanent, %s pending retry\n", LABEL_WIDTH - 2, s->failures[i].error_class,
+                num(s->failures[i].permanent), num(s->failures[i].pending_retry));
     fprintf(out, "%-*s %s\n", LABEL_WIDTH, "oldest refresh",
             s->oldest_refreshed_at[0] ? s->oldest_refreshed_at : "(nothing cached)");
 }
@@ -92,14 +100,14 @@ static void print_kafka_human(const struct backlog *k, FILE *out)
 {
     const struct backlog_topic *t = k->topics;
 
-    fprintf(out, "%-*s %s %lld, %s %lld, %s %lld (dead letters: no group consumes them)\n", LABEL_WIDTH,
-            "kafka events", t[BACKLOG_MAIN].name, t[BACKLOG_MAIN].events, t[BACKLOG_RETRY].name,
-            t[BACKLOG_RETRY].events, t[BACKLOG_DLT].name, t[BACKLOG_DLT].events);
+    fprintf(out, "%-*s %s %s, %s %s, %s %s (dead letters: no group consumes them)\n", LABEL_WIDTH,
+            "kafka events", t[BACKLOG_MAIN].name, num(t[BACKLOG_MAIN].events), t[BACKLOG_RETRY].name,
+            num(t[BACKLOG_RETRY].events), t[BACKLOG_DLT].name, num(t[BACKLOG_DLT].events));
     for (size_t i = 0; i < k->n_groups; i++) {
         const struct backlog_group *g = &k->groups[i];
-        fprintf(out, "%-*s %s %lld (%s %lld, %s %lld)\n", LABEL_WIDTH, i == 0 ? "backlog" : "", g->id, g->total,
-                t[BACKLOG_MAIN].name, g->backlog[BACKLOG_MAIN], t[BACKLOG_RETRY].name,
-                g->backlog[BACKLOG_RETRY]);
+        fprintf(out, "%-*s %s %s (%s %s, %s %s)\n", LABEL_WIDTH, i == 0 ? "backlog" : "", g->id, num(g->total),
+                t[BACKLOG_MAIN].name, num(g->backlog[BACKLOG_MAIN]), t[BACKLOG_RETRY].name,
+                num(g->backlog[BACKLOG_RETRY]));
     }
     if (k->groups_note[0])
         fprintf(out, "%-*s %s\n", LABEL_WIDTH, "", k->groups_note);
