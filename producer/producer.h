@@ -17,6 +17,7 @@
 #include "config.h"
 #include "db.h"
 #include "kafka.h"
+#include "log.h"
 #include "progress.h"
 
 #define PRODUCER_NAME "imgcache-producer"
@@ -32,7 +33,16 @@ enum {
 /* Set by SIGINT/SIGTERM; loops stop at the next line, page or URL. */
 extern volatile sig_atomic_t producer_stop;
 
-/* Prints "imgcache-producer: <message>" on stderr. */
+/* log_warn()/log_info() for what is logged while a live progress line may
+ * be on screen: when the level lets the line through, the live line is
+ * ended first, so the log line starts a line of its own. */
+#define producer_warn(...) \
+    do { if (log_min_level <= LOG_WARN) { progress_break(); log_msg(LOG_WARN, __VA_ARGS__); } } while (0)
+#define producer_info(...) \
+    do { if (log_min_level <= LOG_INFO) { progress_break(); log_msg(LOG_INFO, __VA_ARGS__); } } while (0)
+
+/* Prints "imgcache-producer: <message>" on stderr (ending a live progress
+ * line first). */
 void producer_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Connects to DATABASE_URL and, when check_schema, refuses a schema at

@@ -105,8 +105,8 @@ static void drop_url(struct publisher *p, const char *chat_id, const char *parti
                      const char *why)
 {
     p->dropped++;
-    log_warn("event=url_dropped chat_id=\"%.80s\" participant_id=\"%.80s\" reason=\"%s\"",
-             chat_id ? chat_id : "", participant_id ? participant_id : "", why);
+    producer_warn("event=url_dropped chat_id=\"%.80s\" participant_id=\"%.80s\" reason=\"%s\"",
+                  chat_id ? chat_id : "", participant_id ? participant_id : "", why);
 }
 
 /* Queues one image-needed event; data_url: the data: URL that url is the

@@ -234,8 +234,8 @@ static int wait_rate_limited(struct api *a, const char *path, int attempt, long 
         wait_ms = *backoff_ms;
         *backoff_ms = *backoff_ms * 2 > API_BACKOFF_MAX_MS ? API_BACKOFF_MAX_MS : *backoff_ms * 2;
     }
-    log_warn("event=api_rate_limited path=\"%.*s\" attempt=%d wait_ms=%lld", PATH_SHOWN,
-             path, attempt, wait_ms);
+    producer_warn("event=api_rate_limited path=\"%.*s\" attempt=%d wait_ms=%lld", PATH_SHOWN,
+                  path, attempt, wait_ms);
     if (nap(wait_ms)) {
         errmsg_set(err, errlen, "GET %.*s: interrupted", PATH_SHOWN, path);
         return -1;
@@ -330,13 +330,13 @@ static int fetch_full_chat(struct api *a, struct beeper_chat *chat, char *err, s
     snprintf(path, plen, "/v1/chats/%s?maxParticipantCount=-1", id);
     if (api_get(a, path, &obj, &status, err, errlen) != 0) {
         if (status == 404) {
-            log_warn("event=chat_vanished path=\"%.*s\"", PATH_SHOWN, path);
+            producer_warn("event=chat_vanished path=\"%.*s\"", PATH_SHOWN, path);
             rc = 0;
         }
         goto out;
     }
     if (beeper_chat_from_json(obj, &full, why, sizeof why) != 0) {
-        log_warn("event=full_chat_refused path=\"%.*s\" reason=\"%s\"", PATH_SHOWN, path, why);
+        producer_warn("event=full_chat_refused path=\"%.*s\" reason=\"%s\"", PATH_SHOWN, path, why);
         rc = 0;
         goto out;
     }
@@ -489,7 +489,7 @@ static int sync_all(const struct config *cfg, struct api *a, struct publisher *p
     if (publisher_add_chats(pub, batch.items, batch.n, err, errlen) != 0)
         goto out;
     chat_batch_clear(&batch);
-    log_info("event=sync_pages pages=%d", pages);
+    producer_info("event=sync_pages pages=%d", pages);
     rc = 0;
 out:
     cursors_release(&cursors);

@@ -144,8 +144,8 @@ check_eq "stats with PostgreSQL down exits 1" 1 "$?"
 check "it still prints the backlog" grep -Eq "^backlog +$group 0" "$TESTS_TMP/nopg.out"
 check "it says PostgreSQL is unavailable" grep -Eq '^postgresql +unavailable: ' "$TESTS_TMP/nopg.out"
 check "its error is on stderr" grep -q '^imgcache-producer: ' "$TESTS_TMP/nopg.err"
-check "no secret in any stats output" \
-    sh -c "! grep -l -e '$SECRET_PW' -e '$SECRET_TOKEN' '$TESTS_TMP'/nokafka.* '$TESTS_TMP'/nopg.*"
+no_secret() { ! grep -l -e "$SECRET_PW" -e "$SECRET_TOKEN" "$@"; }
+check "no secret in any stats output" no_secret "$TESTS_TMP"/nokafka.* "$TESTS_TMP"/nopg.*
 
 "$P" stats --bogus > /dev/null 2> "$TESTS_TMP/bogus.err"
 check_eq "stats with an unknown option exits 2" 2 "$?"
