@@ -322,6 +322,10 @@ static int read_group(struct reader *r, const struct backlog *b, struct backlog_
 
     *committed_any = 0;
     *busy = 0;
+    if (parts == NULL || req == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
     for (int k = 0; k < BACKLOG_CONSUMED_TOPICS; k++) {
         free(g->committed[k]); /* from an earlier try */
         g->committed[k] = malloc(((size_t)b->topics[k].n_partitions + 1) * sizeof *g->committed[k]);
@@ -331,6 +335,12 @@ static int read_group(struct reader *r, const struct backlog *b, struct backlog_
         }
         for (int p = 0; p < b->topics[k].n_partitions; p++)
             g->committed[k][p] = -1;
+    }
+    if (parts->cnt == 0) {
+        /* neither topic exists: nothing to be behind on (and an empty
+         * list is refused) */
+        rc = 0;
+        goto out;
     }
     rd_kafka_ListConsumerGroupOffsets(r->rk, &req, 1, opts, r->queue);
     ev = await_admin(r, RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT, "reading a group's offsets", &code,
@@ -352,8 +362,10 @@ static int read_group(struct reader *r, const struct backlog *b, struct backlog_
 out:
     if (ev != NULL)
         rd_kafka_event_destroy(ev);
-    rd_kafka_ListConsumerGroupOffsets_destroy(req);
-    rd_kafka_topic_partition_list_destroy(parts);
+    if (req != NULL)
+        rd_kafka_ListConsumerGroupOffsets_destroy(req);
+    if (parts != NULL)
+        rd_kafka_topic_partition_list_destroy(parts);
     if (opts != NULL)
         rd_kafka_AdminOptions_destroy(opts);
     return rc;

@@ -45,20 +45,33 @@ fi
 
 PUBLISHED=$(sed -n 's/.* published=\([0-9]*\).*/\1/p' "$VAR/logs/producer.out" | tail -n 1)
 
-# One line whenever the counts change (and every 5 s while they do not):
-# what the workers have done so far, read from the database.
+# What the workers have done so far, read from the database: "cached
+# waiting failed".
+counts() {
+    psql -XAtq -F ' ' "$DATABASE_URL" -c "
+        SELECT (SELECT count(*) FROM cached_images),
+               (SELECT count(*) FROM image_failures WHERE NOT permanent),
+               (SELECT count(*) FROM image_failures WHERE permanent)" 2>/dev/null
+}
+show_counts() { # "cached waiting failed" seconds
+    set -- $1 "$2"
+    echo "   ${PUBLISHED:-?} to fetch: $1 cached, $2 waiting for a retry, $3 failed (${4}s)"
+}
+
+# One line whenever the counts change (and every 5 s while they do not).
+# The last line shown is kept in $LAST_SHOWN, so that the final counts can
+# be shown once after the workers exit should this loop have missed them.
+START=$(date +%s)
+LAST_SHOWN="$VAR/logs/progress.last"
+: > "$LAST_SHOWN"
 progress() {
-    local start last="" line now shown=0
-    start=$(date +%s)
+    local last="" line now shown=0
     while :; do
-        line=$(psql -XAtq -F ' ' "$DATABASE_URL" -c "
-            SELECT (SELECT count(*) FROM cached_images),
-                   (SELECT count(*) FROM image_failures WHERE NOT permanent),
-                   (SELECT count(*) FROM image_failures WHERE permanent)" 2>/dev/null) || line=""
+        line=$(counts) || line=""
         now=$(date +%s)
         if [ -n "$line" ] && { [ "$line" != "$last" ] || [ $((now - shown)) -ge 5 ]; }; then
-            set -- $line
-            echo "   ${PUBLISHED:-?} to fetch: $1 cached, $2 waiting for a retry, $3 failed ($((now - start))s)"
+            show_counts "$line" $((now - START))
+            echo "$line" > "$LAST_SHOWN"
             last=$line
             shown=$now
         fi
@@ -81,6 +94,10 @@ wait $w1 || rc=$?
 wait $w2 || rc=$?
 kill $p 2>/dev/null || :
 wait $p 2>/dev/null || :
+line=$(counts) || line=""
+if [ -n "$line" ] && [ "$line" != "$(cat "$LAST_SHOWN")" ]; then
+    show_counts "$line" $(($(date +%s) - START))
+fi
 if [ $rc -ne 0 ]; then
     echo "a worker failed (exit $rc); see $VAR/logs/worker-*.log" >&2
     tail -5 "$VAR/logs/worker-1.log" "$VAR/logs/worker-2.log" >&2

@@ -164,58 +164,51 @@ static int consider(struct publisher *p, struct candidate *cands, size_t *nc, co
     return 0;
 }
 
-int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, size_t n,
-                        char *err, size_t errlen)
+/* The batch's image URLs this run has not handled yet, into cands (room
+ * for every chat and participant image); dropped ones are counted and
+ * logged. -1 when out of memory. */
+static int collect_candidates(struct publisher *p, const struct beeper_chat *chats, size_t n,
+                              struct candidate *cands, size_t *nc)
 {
-    struct candidate *cands = NULL;
-    const char **urls = NULL;
-    uint8_t *state = NULL;
-    size_t max = 0, nc = 0;
-    int rc = -1;
-
-    if (n == 0)
-        return 0;
-    if (db_upsert_chats(p->db, chats, n, err, errlen) != 0)
-        goto out;
-    p->chats += (long long)n;
-    for (size_t i = 0; i < n; i++) {
-        p->participants += (long long)chats[i].n_participants;
-        max += 1 + chats[i].n_participants;
-    }
-    cands = calloc(max, sizeof *cands);
-    if (cands == NULL)
-        goto oom;
     for (size_t i = 0; i < n; i++) {
         const struct beeper_chat *c = &chats[i];
         if (c->img_dropped) {
             p->urls++;
             drop_url(p, c->id, NULL, c->img_dropped);
         }
-        if (consider(p, cands, &nc, c->img_url, c, NULL) != 0)
-            goto oom;
+        if (consider(p, cands, nc, c->img_url, c, NULL) != 0)
+            return -1;
         for (size_t j = 0; j < c->n_participants; j++) {
             const struct beeper_participant *pt = &c->participants[j];
             if (pt->img_dropped) {
                 p->urls++;
                 drop_url(p, c->id, pt->id, pt->img_dropped);
             }
-            if (consider(p, cands, &nc, pt->img_url, c, pt) != 0)
-                goto oom;
+            if (consider(p, cands, nc, pt->img_url, c, pt) != 0)
+                return -1;
         }
     }
-    p->urls += (long long)nc;
-    if (nc == 0) {
-        rc = 0;
+    p->urls += (long long)*nc;
+    return 0;
+}
+
+/* Looks the candidates up (one round trip) and announces those neither
+ * cached nor known to fail. */
+static int announce_candidates(struct publisher *p, const struct candidate *cands, size_t nc, char *err,
+                               size_t errlen)
+{
+    const char **urls = calloc(nc, sizeof *urls);
+    uint8_t *state = calloc(nc, sizeof *state);
+    int rc = -1;
+
+    if (urls == NULL || state == NULL) {
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
-    urls = calloc(nc, sizeof *urls);
-    state = calloc(nc, sizeof *state);
-    if (urls == NULL || state == NULL)
-        goto oom;
     for (size_t i = 0; i < nc; i++)
         urls[i] = cands[i].url;
-    /* one round trip for the batch; a permanent failure younger than
-     * IMGCACHE_FAILURE_TTL is not announced again */
+    /* a permanent failure younger than IMGCACHE_FAILURE_TTL is not
+     * announced again */
     if (db_lookup_urls(p->db, urls, nc, p->cfg->failure_ttl_ms, state, err, errlen) != 0)
         goto out;
     for (size_t i = 0; i < nc; i++) {
@@ -238,13 +231,36 @@ int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, si
     }
     kafka_producer_poll(p->kp);
     rc = 0;
-    goto out;
-oom:
-    errmsg_set(err, errlen, "out of memory");
 out:
-    free(cands);
     free(urls);
     free(state);
+    return rc;
+}
+
+int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, size_t n,
+                        char *err, size_t errlen)
+{
+    struct candidate *cands = NULL;
+    size_t max = 0, nc = 0;
+    int rc = -1;
+
+    if (n == 0)
+        return 0;
+    if (db_upsert_chats(p->db, chats, n, err, errlen) != 0)
+        goto out;
+    p->chats += (long long)n;
+    for (size_t i = 0; i < n; i++) {
+        p->participants += (long long)chats[i].n_participants;
+        max += 1 + chats[i].n_participants;
+    }
+    cands = calloc(max, sizeof *cands);
+    if (cands == NULL || collect_candidates(p, chats, n, cands, &nc) != 0) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    rc = nc == 0 ? 0 : announce_candidates(p, cands, nc, err, errlen);
+out:
+    free(cands);
     return rc;
 }
 

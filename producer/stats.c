@@ -96,19 +96,27 @@ static void print_db_human(const struct db_stats *s, FILE *out)
             s->oldest_refreshed_at[0] ? s->oldest_refreshed_at : "(nothing cached)");
 }
 
+/* "12,345", or "missing" for a topic the cluster does not have. */
+static const char *events_of(const struct backlog_topic *t)
+{
+    return t->exists ? num(t->events) : "missing";
+}
+
 static void print_kafka_human(const struct backlog *k, FILE *out)
 {
     const struct backlog_topic *t = k->topics;
 
     fprintf(out, "%-*s %s %s, %s %s, %s %s (dead letters: no group consumes them)\n", LABEL_WIDTH,
-            "kafka events", t[BACKLOG_MAIN].name, num(t[BACKLOG_MAIN].events), t[BACKLOG_RETRY].name,
-            num(t[BACKLOG_RETRY].events), t[BACKLOG_DLT].name, num(t[BACKLOG_DLT].events));
+            "kafka events", t[BACKLOG_MAIN].name, events_of(&t[BACKLOG_MAIN]), t[BACKLOG_RETRY].name,
+            events_of(&t[BACKLOG_RETRY]), t[BACKLOG_DLT].name, events_of(&t[BACKLOG_DLT]));
     for (size_t i = 0; i < k->n_groups; i++) {
         const struct backlog_group *g = &k->groups[i];
         fprintf(out, "%-*s %s %s (%s %s, %s %s)\n", LABEL_WIDTH, i == 0 ? "backlog" : "", g->id, num(g->total),
                 t[BACKLOG_MAIN].name, num(g->backlog[BACKLOG_MAIN]), t[BACKLOG_RETRY].name,
                 num(g->backlog[BACKLOG_RETRY]));
     }
+    if (!t[BACKLOG_MAIN].exists || !t[BACKLOG_RETRY].exists || !t[BACKLOG_DLT].exists)
+        fprintf(out, "%-*s a missing topic is created by `imgcache-producer topics`\n", LABEL_WIDTH, "");
     if (k->groups_note[0])
         fprintf(out, "%-*s %s\n", LABEL_WIDTH, "", k->groups_note);
 }

@@ -147,6 +147,11 @@ check "its error is on stderr" grep -q '^imgcache-producer: ' "$TESTS_TMP/nopg.e
 no_secret() { ! grep -l -e "$SECRET_PW" -e "$SECRET_TOKEN" "$@"; }
 check "no secret in any stats output" no_secret "$TESTS_TMP"/nokafka.* "$TESTS_TMP"/nopg.*
 
+# topics that do not exist: no backlog, said so, not an error
+"$P" --topic nosuch stats > "$TESTS_TMP/notopic.out" 2> "$TESTS_TMP/notopic.err"
+check_eq "stats on a topic that does not exist exits 0" 0 "$?"
+check "it says the topics are missing" grep -Eq '^kafka events +nosuch missing, nosuch-retry missing' "$TESTS_TMP/notopic.out"
+
 "$P" stats --bogus > /dev/null 2> "$TESTS_TMP/bogus.err"
 check_eq "stats with an unknown option exits 2" 2 "$?"
 check "and names it" grep -q "stats: unknown option '--bogus'" "$TESTS_TMP/bogus.err"
