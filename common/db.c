@@ -7,13 +7,10 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "db_private.h"
 #include "errmsg.h"
 #include "log.h"
 #include "migrations.h"
-
-struct db {
-    PGconn *conn;
-};
 
 /* Key of the advisory lock that serializes migrations ("imgcach"). */
 #define DB_MIGRATE_LOCK "31093368184218472"
