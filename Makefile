@@ -50,7 +50,11 @@ build/%.o: %.c build/.flags | build/version.h
 
 # The SQL migrations are compiled into the programs, so a binary never runs
 # against files from another version.
-build/migrations.c: $(MIGRATIONS) common/embed-sql.sh
+# build/.migrations names the files, so a removed one (a branch switch) rebuilds too.
+build/.migrations: FORCE
+	@mkdir -p build
+	@echo '$(MIGRATIONS)' | cmp -s - $@ || echo '$(MIGRATIONS)' > $@
+build/migrations.c: $(MIGRATIONS) build/.migrations common/embed-sql.sh
 	@mkdir -p build
 	sh common/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 build/migrations.o: build/migrations.c build/.flags
