@@ -34,6 +34,7 @@
  * are copied. `job` is the caller's, passed back untouched. */
 #include <stddef.h>
 
+#include "errmsg.h"
 #include "netguard.h"
 
 struct fetch_opts {
@@ -111,11 +112,11 @@ struct fetch_callbacks {
 struct fetcher;
 
 int fetch_new(const struct fetch_opts *opts, const struct fetch_callbacks *cb,
-              struct fetcher **out, char *err, size_t errlen) __attribute__((warn_unused_result));
+              struct fetcher **out, char *err, size_t errlen) MUST_CHECK;
 void fetch_free(struct fetcher *f);
 
 int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
-                char *err, size_t errlen) __attribute__((warn_unused_result));
+                char *err, size_t errlen) MUST_CHECK;
 /* Drives transfers; calls on_data/on_done. */
 void fetch_perform(struct fetcher *f);
 /* Waits at most timeout_ms for network activity or extra_fd (-1: none)

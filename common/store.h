@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <sys/uio.h>
 
+#include "errmsg.h"
 #include "hash.h"
 
 #define STORE_HEAD_MAX 16384  /* bytes kept in memory for sniffing; the rest is mapped when needed */
@@ -43,13 +44,13 @@ struct store_blob {
  * (a setting to fix, not a failure of the moment). */
 #define STORE_ERR_NOT_WRITABLE (-2)
 int store_open(const char *dir, struct store **out, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 void store_close(struct store *s);
 
 int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 /* Maps the whole temporary file read-only (for sniffers that need more than
  * the head). *len gets its size; unmap with store_unmap(). NULL on error. */
 const unsigned char *store_blob_map(struct store_blob *b, size_t *len);
@@ -61,7 +62,7 @@ void store_unmap(const unsigned char *p, size_t len);
  * file stays until store_publish() or discard. */
 int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
                     char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
-                    char *err, size_t errlen) __attribute__((warn_unused_result));
+                    char *err, size_t errlen) MUST_CHECK;
 /* The storage key of content sha256 with extension ext. */
 void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[STORE_KEY_MAX]);
 /* A whole body already in memory and already hashed (key from store_key):
@@ -71,7 +72,7 @@ void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[ST
  * here; on error it is discarded. May run on another thread than
  * store_blob_begin(): the two share only the store's name counter. */
 int store_blob_put(struct store *s, struct store_blob *b, const char *key, const struct iovec *iov,
-                   int iovcnt, int *existed, char *err, size_t errlen) __attribute__((warn_unused_result));
+                   int iovcnt, int *existed, char *err, size_t errlen) MUST_CHECK;
 /* Makes n sealed blobs durable under their keys (keys[i] from seal).
  * failed[i] = 1 (with the message of the first failure in err) for a blob
  * that could not be renamed; returns -1 when nothing could be made durable.
@@ -81,7 +82,7 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
  * new files. Published blobs need no discard (calling it is harmless). */
 int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
                   unsigned char *failed, unsigned char *created, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 void store_blob_discard(struct store_blob *b);
 
 #endif

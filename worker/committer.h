@@ -25,6 +25,7 @@
 
 #include "body.h"
 #include "db.h"
+#include "errmsg.h"
 #include "store.h"
 
 #define COMMIT_BATCH_MAX 256
@@ -58,11 +59,11 @@ struct committer;
 /* Connects to conninfo (failing here, not later, when it cannot) and
  * starts the thread. notify_fd gets one byte per finished batch. */
 int committer_new(const char *conninfo, struct store *store, int notify_fd, struct committer **out,
-                  char *err, size_t errlen) __attribute__((warn_unused_result));
+                  char *err, size_t errlen) MUST_CHECK;
 /* 1 while a batch is submitted and not yet taken back. */
 int committer_busy(const struct committer *c);
 /* Hands over batch b; -1 when one is already submitted. */
-int committer_submit(struct committer *c, struct commit_batch *b) __attribute__((warn_unused_result));
+int committer_submit(struct committer *c, struct commit_batch *b) MUST_CHECK;
 /* The submitted batch once it is finished (outcome set on every item);
  * NULL while it is still being worked on or when none is submitted. */
 struct commit_batch *committer_take(struct committer *c);

@@ -6,10 +6,11 @@
  *
  * Ownership: consumer_open() sets w->rk, w->queue and w->wake (the loop's
  * wake pipe), which worker_free() closes. */
+#include "errmsg.h"
 #include "worker_private.h"
 
 /* -1 with a message, or WORKER_ERR_CONFIG for a bad IMGCACHE_GROUP. */
-int consumer_open(struct worker *w, char *err, size_t errlen) __attribute__((warn_unused_result));
+int consumer_open(struct worker *w, char *err, size_t errlen) MUST_CHECK;
 /* Takes up to a budget of messages (none at the cap; see consumer.c). */
 void consumer_poll(struct worker *w);
 /* Stores each partition's finished prefix with librdkafka (auto-committed). */

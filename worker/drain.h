@@ -4,6 +4,7 @@
  * These calls ask the broker and block for up to a few seconds.
  *
  * Ownership: nothing is returned that the caller must free. */
+#include "errmsg.h"
 #include "worker_private.h"
 
 /* One --drain check of the loop (idle since w->idle_since_ms): 1 when
@@ -12,6 +13,6 @@
  * assignment came within IMGCACHE_DRAIN_WAIT while the group has events
  * left (or the broker cannot tell), 0 to go on. May block on the broker
  * for a few seconds. */
-int drain_check(struct worker *w, long long now, char *err, size_t errlen) __attribute__((warn_unused_result));
+int drain_check(struct worker *w, long long now, char *err, size_t errlen) MUST_CHECK;
 
 #endif

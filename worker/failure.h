@@ -7,11 +7,12 @@
  *
  * Ownership: nothing here allocates what it returns; the jobs stay the
  * worker's. */
+#include "errmsg.h"
 #include "worker_private.h"
 
 /* Creates w->publisher (freed by worker_free) for -retry and -dlt, whose
  * delivery reports move jobs on; asks for both topics' metadata now. */
-int failure_open(struct worker *w, char *err, size_t errlen) __attribute__((warn_unused_result));
+int failure_open(struct worker *w, char *err, size_t errlen) MUST_CHECK;
 /* Before the jobs go: waits a while for every outstanding delivery
  * report, purges the rest and detaches the reports from the jobs. */
 void failure_settle(struct worker *w);

@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <uthash.h>
 
+#include "errmsg.h"
+
 /* The ring may hold this many times the window of events, most of them
  * finished behind an unfinished head, before offsets_full() says pause:
  * 9 bytes each, so 16 x 4096 is under 600 KiB per partition. */
@@ -74,7 +76,7 @@ struct offsets_partition *offsets_revoke(struct offsets *o, const char *topic, i
 
 /* Records a dispatched offset; *seq identifies it for offsets_finish.
  * -1 only when out of memory. */
-int offsets_push(struct offsets_partition *t, int64_t offset, uint64_t *seq) __attribute__((warn_unused_result));
+int offsets_push(struct offsets_partition *t, int64_t offset, uint64_t *seq) MUST_CHECK;
 void offsets_finish(struct offsets_partition *t, uint64_t seq);
 /* Pops the finished prefix. Returns 1 and the offset to store (last
  * finished + 1) when it moved, else 0. */

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "errmsg.h"
 
 struct worker;
 
@@ -16,12 +17,12 @@ struct worker;
  * message names it; imgcache-worker exits 2), else with -1. */
 #define WORKER_ERR_CONFIG (-2)
 int worker_new(const struct config *cfg, struct worker **out, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 /* Runs until *stop is set (then shuts down gracefully) or, with --drain,
  * until caught up and idle. 0 on a clean exit; -1 with a message when
  * --drain could not drain. */
 int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 void worker_free(struct worker *w);
 
 #endif
