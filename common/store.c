@@ -242,7 +242,10 @@ int store_blob_write(struct store_blob *b, const void *data, size_t len, char *e
         memcpy(b->head + b->head_len, data, take);
         b->head_len += take;
     }
-    hash_update(&b->hash, data, len);
+    if (hash_update(&b->hash, data, len) != 0) {
+        errmsg_set(err, errlen, "sha256: cannot update");
+        return -1;
+    }
     if (write_all(b->fd, data, len, err, errlen) != 0)
         return -1;
     b->size += (long long)len;

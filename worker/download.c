@@ -163,17 +163,21 @@ static enum sniff_status sniff_whole(struct job *j, char *err, size_t errlen)
 /* The name of a body held in memory: its SHA-256 in one pass. */
 static int hash_body(struct job *j, char *err, size_t errlen)
 {
+    const unsigned char *data;
+    size_t len;
     struct hash h;
 
     if (hash_init(&h) != 0) {
         errmsg_set(err, errlen, "sha256: cannot initialise");
         return -1;
     }
-    const unsigned char *data;
-    size_t len;
-
-    for (size_t i = 0; body_block(&j->body, i, &data, &len); i++)
-        hash_update(&h, data, len);
+    for (size_t i = 0; body_block(&j->body, i, &data, &len); i++) {
+        if (hash_update(&h, data, len) != 0) {
+            hash_clear(&h);
+            errmsg_set(err, errlen, "sha256: cannot update");
+            return -1;
+        }
+    }
     if (hash_final_hex(&h, j->sha256) != 0) {
         errmsg_set(err, errlen, "sha256: cannot finish");
         return -1;
