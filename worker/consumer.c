@@ -112,33 +112,50 @@ static size_t revoked_in_flight(struct worker *w, rd_kafka_topic_partition_list_
     return n;
 }
 
-/* Jobs not downloading yet whose every event belongs to a revoked
- * partition: the partition's new owner gets those events again (their
- * offsets were not stored), so drop them here rather than hoard work the
- * group has moved elsewhere. */
+/* 1 for a job not downloading yet whose every event belongs to a revoked
+ * partition. */
+static int is_orphan(const struct job *j)
+{
+    const struct job_event *e;
+
+    if (j->state != JOB_NEW && j->state != JOB_WAITING && j->state != JOB_READY &&
+        j->state != JOB_BREAKER && j->state != JOB_HELD)
+        return 0;
+    LL_FOREACH(j->events, e) {
+        if (e->partition->attached)
+            return 0;
+    }
+    return 1;
+}
+
+/* Gives back the leases of the batch (one round trip) and drops its jobs. */
+static void drop_batch(struct worker *w, struct job **batch, size_t n)
+{
+    dedup_release_leases(w, batch, n);
+    for (size_t i = 0; i < n; i++)
+        job_remove(w, batch[i]);
+}
+
+/* The orphans' events go to the partition's new owner again (their
+ * offsets were not stored): drop the jobs here rather than hoard work the
+ * group has moved elsewhere, their leases given back in batches. */
 static void drop_orphans(struct worker *w)
 {
+    struct job *batch[BATCH_MAX];
     struct job *j, *tmp;
+    size_t n = 0;
 
     HASH_ITER(hh, w->jobs, j, tmp) {
-        struct job_event *e;
-        int orphan = 1;
-
-        if (j->state != JOB_NEW && j->state != JOB_WAITING && j->state != JOB_READY &&
-            j->state != JOB_BREAKER && j->state != JOB_HELD)
+        if (!is_orphan(j))
             continue;
-        LL_FOREACH(j->events, e) {
-            if (e->partition->attached) {
-                orphan = 0;
-                break;
-            }
+        batch[n++] = j;
+        if (n == BATCH_MAX) {
+            drop_batch(w, batch, n);
+            n = 0;
         }
-        if (!orphan)
-            continue;
-        if (j->leased)
-            dedup_release_leases(w, &j, 1);
-        job_remove(w, j);
     }
+    if (n > 0)
+        drop_batch(w, batch, n);
 }
 
 /* New partitions: tracked from now on; with --from-beginning, one this
