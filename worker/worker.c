@@ -44,8 +44,8 @@
 #include "log.h"
 #include "retry.h"
 
-/* Everything but taking new messages: used by the loop and during revoke. */
-/* One turn of work, in the order a job moves: look-up and lease, wake
+/* One turn of work (everything but taking new messages; also run while a
+ * revoke waits), in the order a job moves: look-up and lease, wake
  * what is due, start downloads, move transfers, settle the finished ones,
  * publish failures and serve their reports, take back and hand over
  * commit batches, write failure rows, start downloads again, store the
