@@ -8,12 +8,9 @@ it_setup 12
 
 # Paths the media server served more than $1 times, one per line.
 media_stats_over() {
-    curl -fsS "$MEDIA_URL/__stats" | grep -o '"/[^"]*":[0-9]*' |
-        awk -F: -v max="$1" '$NF > max { print }'
+    media_counts | awk -F'\t' -v max="$1" '$2 > max { print }'
 }
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 BEEPER="$TESTS_TMP/beeper/BeeperTexts/media"
 mkdir -p "$MEDIA/a" "$BEEPER/local.beeper.com"
 
@@ -22,7 +19,7 @@ exts=(jpg png gif webp)
 N=60
 for i in $(seq 1 $N); do
     e=${exts[$((i % 4))]}
-    { cat "$IMG/avatar.$e"; printf 'imgcache-test-%d' "$i"; } > "$MEDIA/a/p$i.$e"
+    media_image "$MEDIA/a/p$i.$e" "imgcache-test-$i"
 done
 # Two bodies over many 16 KiB blocks of the worker's memory budget.
 for i in 5 6; do

@@ -4,14 +4,11 @@
 . "$ROOT/tests/integration/lib.sh"
 it_setup 12
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"
 N=600
 CHATS="$TESTS_TMP/chats.jsonl"
 : > "$CHATS"
 for i in $(seq 1 $N); do
-    { cat "$IMG/avatar.webp"; printf 'scale-%d' "$i"; } > "$MEDIA/s$i.webp"
+    media_image "$MEDIA/s$i.webp" "scale-$i"
 done
 # 100 ms per request at 2 downloads per worker: about 30 s for one worker,
 # long enough to change the pool under load.

@@ -9,8 +9,6 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 12
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 INTERNAL="$TESTS_TMP/internal"
 BEEPER="$TESTS_TMP/beeper/BeeperTexts/media"
 OUTSIDE="$TESTS_TMP/outside"

@@ -9,11 +9,9 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 INTERNAL="$TESTS_TMP/internal"
 mkdir -p "$MEDIA" "$INTERNAL"
-unique() { { cat "$IMG/avatar.png"; printf 'imgcache-origins-%s' "$1"; } > "$2"; }
+unique() { media_image "$2" "imgcache-origins-$1"; }
 LITERAL="$TESTS_TMP/literal"
 mkdir -p "$LITERAL"
 unique literal "$LITERAL/lit.png"

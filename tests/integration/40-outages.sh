@@ -15,8 +15,6 @@ it_setup 12
 
 [ -n "$FAULTS_STACK_DIR" ] || it_bail "the shared stack's folder is unknown (run through tests/run.sh)"
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 exts=(jpg png gif webp)
 for phase in a b c d; do
     mkdir -p "$MEDIA/$phase"
@@ -30,7 +28,7 @@ make_images() {
     local phase=$1 n=$2 i e
     for i in $(seq 1 "$n"); do
         e=${exts[$((i % 4))]}
-        { cat "$IMG/avatar.$e"; printf 'outage-%s-%d' "$phase" "$i"; } > "$MEDIA/$phase/i$i.$e"
+        media_image "$MEDIA/$phase/i$i.$e" "outage-$phase-$i"
     done
 }
 for phase in a b c d; do

@@ -14,11 +14,8 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 1
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"
 for n in far late a1 a2 a3 a4; do
-    { cat "$IMG/avatar.png"; printf 'imgcache-late-%s' "$n"; } > "$MEDIA/$n.png"
+    media_image "$MEDIA/$n.png" "imgcache-late-$n"
 done
 start_media "$MEDIA"
 M=$MEDIA_URL

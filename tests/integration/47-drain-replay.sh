@@ -15,13 +15,10 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"
 CONTENTS=8 COPIES=4
 urls=()
 for c in $(seq $CONTENTS); do
-    { cat "$IMG/avatar.png"; printf 'imgcache-drain-%s' "$c"; } > "$MEDIA/c$c-1.png"
+    media_image "$MEDIA/c$c-1.png" "imgcache-drain-$c"
     for k in $(seq 2 $COPIES); do cp "$MEDIA/c$c-1.png" "$MEDIA/c$c-$k.png"; done
 done
 start_media "$MEDIA"

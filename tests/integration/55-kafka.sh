@@ -25,14 +25,12 @@ if [ "${IMGCACHE_BROKER:-kafka}" != kafka ]; then
     it_done
 fi
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 mkdir -p "$MEDIA"/{a,b,c,d,f}
 N_A=240 N_B=160 N_C=400 N_D=20 N_F=400
 for phase in a b c d f; do
     n_var=N_${phase^^}
     for i in $(seq 1 "${!n_var}"); do
-        { cat "$IMG/avatar.webp"; printf 'kafka-%s-%d' "$phase" "$i"; } > "$MEDIA/$phase/i$i.webp"
+        media_image "$MEDIA/$phase/i$i.webp" "kafka-$phase-$i"
     done
 done
 # 40 ms per request: a phase lasts long enough to fail the broker under load

@@ -1,0 +1,104 @@
+# tests/lib-fleet.sh: starting the programs under test, and the test media
+# server's files and counters, shared by tests/integration/lib.sh, tests/chaos/chaos.sh and
+# bench/run.sh (bash: all three are bash scripts). Each caller keeps its own
+# bookkeeping (which pids to stop, where logs go); this file only knows how
+# the programs are started, what the media server serves and how it
+# answers. Source it after compose/lib-proc.sh, with ROOT (the repository)
+# and BIN (the binaries' folder) set.
+#
+#   worker_spawn NAME LOG [args]  imgcache-worker --worker-id NAME in the
+#                                 background with the tests' short group
+#                                 timeouts, output to LOG; WORKER_PID. With
+#                                 WORKER_WRAP set, that command line runs it
+#                                 (/usr/bin/time, perf, strace...)
+#   media_start OUT LOG [args]    imgcache-mediaserver in the background,
+#                                 stdout to OUT; MEDIA_PID, and MEDIA_URL once
+#                                 it listens (1 when it did not within 15 s)
+#   media_total                   requests the media server has served
+#   media_counts                  "path<TAB>requests", one line per path
+#   media_count PATH              requests for PATH
+#   media_fault PATH MODE [k=v...]  e.g. media_fault /a.jpg status status=503
+#                                 count=2; 1 (and the answer on stderr) when
+#                                 the server refuses it
+#   media_reset                   counters and faults back to nothing
+#   media_image FILE TAG          FILE (its folder made) = the fixture
+#                                 tests/fixtures/images/avatar.<FILE's
+#                                 extension> with TAG appended: still that
+#                                 image, with bytes (a sha256) of its own
+#   urlencode STR                 STR percent-encoded for a query ('/' kept)
+
+worker_spawn() {
+    local name=$1 log=$2
+    shift 2
+    # shellcheck disable=SC2086
+    ${WORKER_WRAP:-} "$BIN/imgcache-worker" -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 \
+        --worker-id "$name" "$@" < /dev/null > "$log" 2>&1 &
+    WORKER_PID=$!
+}
+
+media_start() {
+    local out=$1 log=$2
+    shift 2
+    MEDIA_URL=
+    "$BIN/imgcache-mediaserver" "$@" < /dev/null > "$out" 2> "$log" &
+    MEDIA_PID=$!
+    wait_for 15 media_listening "$out" || return 1
+    MEDIA_URL=$(sed -n 's/^MEDIA_URL=//p' "$out")
+}
+
+# 0 once OUT has the server's address; 1 also when the server has exited.
+media_listening() {
+    grep -q '^MEDIA_URL=' "$1" && return 0
+    pid_alive "$MEDIA_PID" || return 0
+    return 1
+}
+
+media_total() {
+    curl -fsS "$MEDIA_URL/__stats" | sed -n 's/^{"total":\([0-9]*\).*/\1/p'
+}
+
+media_counts() {
+    local stats
+    stats=$(curl -fsS "$MEDIA_URL/__stats") || return 1
+    printf '%s\n' "$stats" | grep -o '"/[^"]*":[0-9]*' | sed 's/^"\(.*\)":\([0-9]*\)$/\1\t\2/'
+    return 0
+}
+
+media_count() {
+    curl -fsS "$MEDIA_URL/__count?path=$(urlencode "$1")"
+}
+
+media_fault() {
+    local url="$MEDIA_URL/__fault?path=$(urlencode "$1")&mode=$(urlencode "$2")" kv answer
+    shift 2
+    for kv in "$@"; do
+        url+="&$(urlencode "${kv%%=*}")=$(urlencode "${kv#*=}")"
+    done
+    answer=$(curl -sS -X POST "$url" 2>&1)
+    case $answer in
+        "ok "*) return 0 ;;
+        *) echo "# media_fault: $answer" >&2; return 1 ;;
+    esac
+}
+
+media_reset() {
+    curl -fsS -X POST "$MEDIA_URL/__reset" > /dev/null
+}
+
+media_image() {
+    # [ -d ] is a builtin: no process per file (chaos.sh writes thousands)
+    [ -d "${1%/*}" ] || mkdir -p "${1%/*}"
+    { cat "$ROOT/tests/fixtures/images/avatar.${1##*.}" && printf '%s' "$2"; } > "$1"
+}
+
+urlencode() {
+    local LC_ALL=C s=$1 out= c i
+    for ((i = 0; i < ${#s}; i++)); do
+        c=${s:i:1}
+        case $c in
+            [a-zA-Z0-9./_~-]) out+=$c ;;
+            *) out+=$(printf '%%%02X' "'$c") ;;
+        esac
+    done
+    printf '%s' "$out"
+}
