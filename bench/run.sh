@@ -211,10 +211,7 @@ cleanup() {
     fi
     exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+exit_trap cleanup
 
 # ---- snapshot of the programs under test ----------------------------------------
 mkdir -p "$WORK/bin"
@@ -355,17 +352,14 @@ BROKER_DESC=
 # fresh one (no topics, offsets or groups carried over); sets BROKER_PID (the
 # JVM or the dev broker, for the CPU accounting), exports KAFKA_BROKERS.
 start_broker() {
-    local name=$1
+    local name=$1 ok=1
     if [ "$BROKER_KIND" = dev ]; then
         stop_tree 10 "$BROKER_PID"
-        rm -f "$WORK/broker.ctl"
-        mkfifo "$WORK/broker.ctl"
-        "$BIN/imgcache-devbroker" --partitions "$PARTITIONS" <> "$WORK/broker.ctl" \
-            > "$WORK/$name.broker.out" 2> "$WORK/$name.broker.log" &
-        BROKER_PID=$!
-        track "$BROKER_PID"
-        wait_for 30 grep -q '^KAFKA_BROKERS=' "$WORK/$name.broker.out" || die "the dev broker did not start"
-        export KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$WORK/$name.broker.out")
+        BROKER_PID=
+        devbroker_start "$WORK/broker.ctl" "$WORK/$name.broker.out" "$WORK/$name.broker.log" "$PARTITIONS" || ok=0
+        [ -n "$BROKER_PID" ] && track "$BROKER_PID"
+        [ $ok = 1 ] || die "the dev broker did not start"
+        export KAFKA_BROKERS
         BROKER_DESC="dev broker (librdkafka's mock cluster, not Kafka)"
         return 0
     fi

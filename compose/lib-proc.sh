@@ -21,9 +21,16 @@
 #   stop_tree SECS PID...      SIGTERM to each PID and its descendants, wait up
 #                              to SECS, then SIGKILL what is left
 #   now_ms                     wall clock in milliseconds
+#   exit_trap FUNC             FUNC runs at exit however the script ends:
+#                              SIGINT, SIGTERM, SIGHUP exit 130, 143, 129
+#                              (FUNC sees that status in $?); FUNC should
+#                              begin with `trap - EXIT INT TERM HUP`
 #   wait_for SECS CMD...       runs CMD every 0.2 s until it succeeds: 0, or 1
 #                              after SECS (whole seconds), 2 on bad SECS
 #   read_pid FILE              the pid in FILE (digits only), or nothing
+#   stop_pidfile FILE WORD SECS WHAT   stop_pid on the pid in FILE when it is
+#                              WORD (resumed first, if SIGSTOPped), say "WHAT
+#                              stopped", remove FILE
 #   port_busy PORT             0 when something accepts TCP on 127.0.0.1:PORT
 #   pick_port                  a free 127.0.0.1 port below the ephemeral range
 #   stop_pid PID WORD [SECS]   SIGTERM, wait up to SECS (15), then SIGKILL
@@ -70,6 +77,13 @@ now_ms() {
     else
         date +%s%3N
     fi
+}
+
+exit_trap() {
+    trap "$1" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
 }
 
 wait_gone() {
@@ -121,6 +135,17 @@ wait_for() {
 }
 
 read_pid() { [ -s "$1" ] && head -n 1 "$1" | tr -dc '0-9'; }
+
+stop_pidfile() {
+    _sf_pid=$(read_pid "$1")
+    if pid_is "$_sf_pid" "$2"; then
+        # a stopped (SIGSTOP) process cannot take the SIGTERM
+        kill -CONT "$_sf_pid" 2>/dev/null
+        stop_pid "$_sf_pid" "$2" "$3"
+        say "$4 stopped"
+    fi
+    rm -f "$1"
+}
 
 port_busy() {
     bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null

@@ -11,6 +11,12 @@
 #                                 timeouts, output to LOG; WORKER_PID. With
 #                                 WORKER_WRAP set, that command line runs it
 #                                 (/usr/bin/time, perf, strace...)
+#   devbroker_start CTL OUT LOG PARTITIONS  imgcache-devbroker (librdkafka's
+#                                 mock cluster) in the background, commands
+#                                 read from the FIFO CTL (made here), answers
+#                                 and its address to OUT; BROKER_PID, and
+#                                 KAFKA_BROKERS once it serves (1 when it did
+#                                 not within 30 s)
 #   media_start OUT LOG [args]    imgcache-mediaserver in the background,
 #                                 stdout to OUT; MEDIA_PID, and MEDIA_URL once
 #                                 it listens (1 when it did not within 15 s)
@@ -34,6 +40,17 @@ worker_spawn() {
     ${WORKER_WRAP:-} "$BIN/imgcache-worker" -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 \
         --worker-id "$name" "$@" < /dev/null > "$log" 2>&1 &
     WORKER_PID=$!
+}
+
+devbroker_start() {
+    KAFKA_BROKERS=
+    rm -f "$1"
+    mkfifo "$1" || return 1
+    # stdin is the FIFO opened read-write: never end-of-file, writers never block
+    "$BIN/imgcache-devbroker" --partitions "$4" <> "$1" > "$2" 2> "$3" &
+    BROKER_PID=$!
+    wait_for 30 grep -q '^KAFKA_BROKERS=' "$2" || return 1
+    KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$2")
 }
 
 media_start() {

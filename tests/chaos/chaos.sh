@@ -177,10 +177,7 @@ cleanup() {
     fi
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+exit_trap cleanup
 
 for b in imgcache-worker imgcache-producer imgcache-mediaserver; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is not built (run: make)"

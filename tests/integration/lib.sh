@@ -88,10 +88,7 @@ _it_cleanup() {
     [ "$IT_OWN_TMP" = 1 ] && rm -rf "$TESTS_TMP"
     exit "$rc"
 }
-trap _it_cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+exit_trap _it_cleanup
 
 # Ends the script: a failed prerequisite, not a test result.
 it_bail() {
@@ -257,22 +254,16 @@ _it_kafka_start() {
 }
 
 _it_dev_broker_start() {
+    local ok=1
     if pid_alive "$BROKER_PID"; then
         kill -TERM "$BROKER_PID"
         wait_pid "$BROKER_PID" 10 > /dev/null
     fi
     [ -x "$BIN/imgcache-devbroker" ] || it_bail "$BIN/imgcache-devbroker is not built"
-    rm -f "$TESTS_TMP/broker.ctl"
-    mkfifo "$TESTS_TMP/broker.ctl" || it_bail "cannot make $TESTS_TMP/broker.ctl"
-    : > "$TESTS_TMP/broker.out"
-    # stdin is the FIFO opened read-write: never end-of-file, writers never block
-    "$BIN/imgcache-devbroker" --partitions "$1" <> "$TESTS_TMP/broker.ctl" \
-        > "$TESTS_TMP/broker.out" 2> "$TESTS_TMP/broker.log" &
-    BROKER_PID=$!
-    _it_track "$BROKER_PID"
-    wait_for 30 grep -q '^KAFKA_BROKERS=' "$TESTS_TMP/broker.out" ||
-        it_bail "the dev broker did not start" "$TESTS_TMP/broker.log"
-    KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$TESTS_TMP/broker.out")
+    BROKER_PID=
+    devbroker_start "$TESTS_TMP/broker.ctl" "$TESTS_TMP/broker.out" "$TESTS_TMP/broker.log" "$1" || ok=0
+    [ -n "$BROKER_PID" ] && _it_track "$BROKER_PID"
+    [ $ok = 1 ] || it_bail "the dev broker did not start" "$TESTS_TMP/broker.log"
     BROKER_CTL=$TESTS_TMP/broker.ctl
     BROKER_OUT=$TESTS_TMP/broker.out
     export KAFKA_BROKERS BROKER_CTL BROKER_OUT BROKER_PID
