@@ -26,7 +26,8 @@
 #                              (FUNC sees that status in $?); FUNC should
 #                              begin with `trap - EXIT INT TERM HUP`
 #   wait_for SECS CMD...       runs CMD every 0.2 s until it succeeds: 0, or 1
-#                              after SECS (whole seconds), 2 on bad SECS
+#                              after SECS (its whole seconds, + 1 s), 2 when
+#                              SECS is not a number
 #   read_pid FILE              the pid in FILE (digits only), or nothing
 #   stop_pidfile FILE WORD SECS WHAT   stop_pid on the pid in FILE when it is
 #                              WORD (resumed first, if SIGSTOPped), say "WHAT
@@ -125,8 +126,8 @@ stop_tree() {
 wait_for() {
     _wf_secs=${1%%.*}
     shift
-    case ${_wf_secs:-x} in *[!0-9]*) echo "wait_for: '$_wf_secs' is not seconds" >&2; return 2 ;; esac
-    _wf_end=$(( $(now_ms) + _wf_secs * 1000 + 999 ))
+    case ${_wf_secs:-0} in *[!0-9]*) echo "wait_for: '$_wf_secs' is not seconds" >&2; return 2 ;; esac
+    _wf_end=$(( $(now_ms) + ${_wf_secs:-0} * 1000 + 999 ))
     while :; do
         "$@" > /dev/null 2>&1 && return 0
         [ "$(now_ms)" -lt "$_wf_end" ] || return 1
