@@ -65,7 +65,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROG=bench/run.sh
 # pid_alive, descendants, stop_tree, wait_gone, wait_for, read_pid...
 . "$ROOT/compose/lib-proc.sh"
-# worker_spawn, media_start, media_total, media_counts, media_reset
+# worker_spawn, devbroker_start, fresh_database, q, media_start, media_total...
 . "$ROOT/tests/lib-fleet.sh"
 START_EPOCH=$EPOCHREALTIME
 
@@ -381,12 +381,9 @@ start_broker() {
 # fresh_env NAME: own database, empty Redis, a new broker, an empty
 # storage folder, schema migrated. Exports what the programs read.
 fresh_env() {
-    local name=$1 db base
+    local name=$1 db
     db=bench_$(echo "$name" | tr -c 'a-zA-Z0-9_\n' _)
-    psql -XAtq -v ON_ERROR_STOP=1 "$STACK_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
-        -c "CREATE DATABASE $db" > "$WORK/$name.setup.log" 2>&1 || die "cannot create database $db"
-    base=${STACK_DATABASE_URL%%\?*}
-    export DATABASE_URL="${base%/*}/$db"
+    fresh_database "$db" "$WORK/$name.setup.log" || die "cannot create database $db"
     [ "$(redis-cli -u "$REDIS_URL" FLUSHALL 2>&1)" = OK ] || die "redis FLUSHALL failed"
     start_broker "$name"
     # nothing is deleted before the end: on ext4, creating files right after
@@ -400,7 +397,6 @@ fresh_env() {
     unset IMGCACHE_BATCH_SIZE
     "$BIN/imgcache-producer" migrate > "$WORK/$name.migrate.log" 2>&1 || die "migrate failed: $(tail -n 3 "$WORK/$name.migrate.log")"
 }
-q() { psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 rows_at_least() { [ "$(q 'SELECT count(*) FROM cached_images')" -ge "$1" ]; }
 
 # settle: write back every dirty page first (outside the measured time). The

@@ -1,10 +1,11 @@
-# tests/lib-fleet.sh: starting the programs under test, and the test media
-# server's files and counters, shared by tests/integration/lib.sh, tests/chaos/chaos.sh and
-# bench/run.sh (bash: all three are bash scripts). Each caller keeps its own
-# bookkeeping (which pids to stop, where logs go); this file only knows how
-# the programs are started, what the media server serves and how it
-# answers. Source it after compose/lib-proc.sh, with ROOT (the repository)
-# and BIN (the binaries' folder) set.
+# tests/lib-fleet.sh: what a test run of the fleet needs around it, shared
+# by tests/integration/lib.sh, tests/chaos/chaos.sh and bench/run.sh (bash:
+# all three are bash scripts): starting the programs under test (worker, dev
+# broker, media server), a fresh database, and the media server's files and
+# counters. Each caller keeps its own bookkeeping (which pids to stop, where
+# logs go, how to fail). Source it after compose/lib-proc.sh (its wait_for
+# and pid_alive), with ROOT (the repository) and BIN (the binaries' folder)
+# set.
 #
 #   worker_spawn NAME LOG [args]  imgcache-worker --worker-id NAME in the
 #                                 background with the tests' short group
@@ -17,6 +18,10 @@
 #                                 and its address to OUT; BROKER_PID, and
 #                                 KAFKA_BROKERS once it serves (1 when it did
 #                                 not within 30 s)
+#   fresh_database DB LOG         drops and makes database DB on the server of
+#                                 STACK_DATABASE_URL (psql's output to LOG)
+#                                 and exports DATABASE_URL naming it
+#   q SQL                         one statement on DATABASE_URL, bare output
 #   media_start OUT LOG [args]    imgcache-mediaserver in the background,
 #                                 stdout to OUT; MEDIA_PID, and MEDIA_URL once
 #                                 it listens (1 when it did not within 15 s)
@@ -51,6 +56,20 @@ devbroker_start() {
     BROKER_PID=$!
     wait_for 30 grep -q '^KAFKA_BROKERS=' "$2" || return 1
     KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$2")
+}
+
+fresh_database() {
+    local base=${STACK_DATABASE_URL%%\?*}
+    psql -XAtq -v ON_ERROR_STOP=1 "$STACK_DATABASE_URL" \
+        -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" > "$2" 2>&1 || return 1
+    DATABASE_URL="${base%/*}/$1"
+    # the stack's parameters (sslmode...) too
+    [ "$base" != "$STACK_DATABASE_URL" ] && DATABASE_URL="$DATABASE_URL?${STACK_DATABASE_URL#*\?}"
+    export DATABASE_URL
+}
+
+q() {
+    psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"
 }
 
 media_start() {

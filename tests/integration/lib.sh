@@ -23,6 +23,7 @@
 #   wait_worker NAME [secs]    wait for exit (default 60 s); its exit status,
 #                              124 on timeout
 #   q "SQL"                    psql one statement on the script's database
+#                              (tests/lib-fleet.sh)
 #   wait_for SECS CMD...       poll CMD every 0.2 s; 1 on timeout
 #                              (compose/lib-proc.sh, with pid_alive,
 #                              descendants, wait_pid, now_ms...)
@@ -145,10 +146,6 @@ it_done() {
     exit 1
 }
 
-q() {
-    psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"
-}
-
 # ---- storage ----------------------------------------------------------------------
 
 # Prints one line per problem: a cached row without its blob file, a file
@@ -181,7 +178,7 @@ storage_problems() {
 # ---- setup ----------------------------------------------------------------------
 
 it_setup() {
-    local parts=${1:-12} db base
+    local parts=${1:-12} db
     if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
         it_bail "no stack: run through tests/run.sh (sh tests/run.sh $IT_NAME), or source a stack.env"
     fi
@@ -190,13 +187,7 @@ it_setup() {
 
     # a database of our own, named after the script
     db=it_$(printf '%s' "$IT_NAME" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9_' '_' | cut -c1-60)
-    psql -XAtq -v ON_ERROR_STOP=1 "$STACK_DATABASE_URL" \
-        -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" \
-        > "$TESTS_TMP/setup.log" 2>&1 || it_bail "cannot create database $db" "$TESTS_TMP/setup.log"
-    base=${STACK_DATABASE_URL%%\?*}
-    DATABASE_URL="${base%/*}/$db"
-    [ "$base" != "$STACK_DATABASE_URL" ] && DATABASE_URL="$DATABASE_URL?${STACK_DATABASE_URL#*\?}"
-    export DATABASE_URL
+    fresh_database "$db" "$TESTS_TMP/setup.log" || it_bail "cannot create database $db" "$TESTS_TMP/setup.log"
 
     [ "$(redis-cli -u "$REDIS_URL" FLUSHALL 2>&1)" = OK ] || it_bail "redis FLUSHALL failed at $REDIS_URL"
 
