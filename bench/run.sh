@@ -344,7 +344,7 @@ media_for() {
     MEDIA_URL=${MEDIA_URLS[$lat]}
     MEDIA_PID=${MEDIA_PIDS[$lat]}
 }
-media_max_per_path() { media_counts | awk -F'\t' 'BEGIN { m = 0 } $2 > m { m = $2 } END { print m }'; }
+media_max_per_path() { media_served_over 0 | awk -F'\t' 'BEGIN { m = 0 } $2 > m { m = $2 } END { print m }'; }
 
 BROKER_PID=
 BROKER_DESC=
@@ -448,8 +448,6 @@ time_field() { sed -n "s/^[[:space:]]*$2: //p" "$1" 2>/dev/null | head -n 1; }
 worker_cpu() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$1" 2>/dev/null; }
 worker_rss_kb() { time_field "$1" "Maximum resident set size (kbytes)"; }
 worker_exit() { time_field "$1" "Exit status" | grep . || echo signal; }
-# summary_field LOG NAME: a counter from the worker's event=summary line
-summary_field() { grep 'event=summary' "$1" | tail -n 1 | grep -o " $2=[0-9]*" | cut -d= -f2; }
 log_epoch() { # LOG PATTERN: the time of the first matching line, as epoch seconds
     local ts
     ts=$(grep -m 1 -- "$2" "$1" | cut -d' ' -f1)

@@ -28,10 +28,14 @@
 #   media_total                   requests the media server has served
 #   media_counts                  "path<TAB>requests", one line per path
 #   media_count PATH              requests for PATH
+#   media_served_over N [PREFIX]  media_counts' lines of the paths (beginning
+#                                 with PREFIX) served more than N times
 #   media_fault PATH MODE [k=v...]  e.g. media_fault /a.jpg status status=503
 #                                 count=2; 1 (and the answer on stderr) when
 #                                 the server refuses it
 #   media_reset                   counters and faults back to nothing
+#   summary_field LOG NAME        counter NAME of the worker's last
+#                                 event=summary line in LOG
 #   media_image FILE TAG          FILE (its folder made) = the fixture
 #                                 tests/fixtures/images/avatar.<FILE's
 #                                 extension> with TAG appended: still that
@@ -100,6 +104,10 @@ media_counts() {
     return 0
 }
 
+media_served_over() {
+    media_counts | awk -F'\t' -v n="$1" -v prefix="${2:-}" 'index($1, prefix) == 1 && $2 > n'
+}
+
 media_count() {
     curl -fsS "$MEDIA_URL/__count?path=$(urlencode "$1")"
 }
@@ -119,6 +127,10 @@ media_fault() {
 
 media_reset() {
     curl -fsS -X POST "$MEDIA_URL/__reset" > /dev/null
+}
+
+summary_field() {
+    grep 'event=summary' "$1" | tail -n 1 | grep -o " $2=[0-9]*" | cut -d= -f2
 }
 
 media_image() {

@@ -67,9 +67,7 @@ lost_urls() {
     comm -23 "$TESTS_TMP/.published" "$TESTS_TMP/.finished"
 }
 # Paths of phase $1 the media server served more than once.
-served_twice() {
-    curl -fsS "$MEDIA_URL/__stats" | grep -o "\"/$1/[^\"]*\":[0-9]*" | awk -F: '$NF > 1'
-}
+served_twice() { media_served_over 1 "/$1/"; }
 published_count() {
     kcat -b "$KAFKA_BROKERS" -C -t image-needed -e -q -f '%k\n' 2>/dev/null | grep -cF "$M/$1/"
 }
@@ -167,7 +165,7 @@ check "(d) every URL finishes" wait_for 90 all_done d "$N_D"
 stop_worker b1 30
 check_eq "(d) SIGTERM: the worker exits 0" 0 "$?"
 # at least once: a rebalance after the outage may deliver some events again
-consumed=$(sed -n 's/.*event=summary consumed=\([0-9]*\) .*/\1/p' "$TESTS_TMP/b1.log")
+consumed=$(worker_counter b1 consumed)
 echo "# (d) the worker consumed ${consumed:-?} events"
 check "(d) the worker consumed every event (at least once)" test "${consumed:-0}" -ge "$N_D"
 check_eq "(d) no URL lost" "" "$(lost_urls d)"

@@ -20,6 +20,7 @@
 #   start_worker NAME [args]   imgcache-worker in the background, log NAME.log
 #   stop_worker NAME [secs]    SIGTERM, wait; returns the worker's exit status
 #   kill_worker NAME           SIGKILL
+#   worker_counter NAME FIELD  FIELD of the worker's event=summary line
 #   wait_worker NAME [secs]    wait for exit (default 60 s); its exit status,
 #                              124 on timeout
 #   q "SQL"                    psql one statement on the script's database
@@ -29,6 +30,8 @@
 #                              descendants, wait_pid, now_ms...)
 #   check NAME CMD...          "ok - NAME" or "not ok - NAME" plus CMD's output
 #   check_eq NAME EXPECTED ACTUAL
+#   absent STR FILE...         0 when the fixed string STR is in none of the
+#                              FILEs (check "..." absent "$TOKEN" out.log)
 #   storage_problems [DIR]     prints every disagreement of the store and the
 #                              image_blobs/cached_images rows
 #   it_done                    checks the store against the rows (when
@@ -118,6 +121,12 @@ check() {
         head -n 40 "$out" | sed 's/^/#   /'
     fi
     return $rc
+}
+
+absent() {
+    local s=$1
+    shift
+    ! grep -qF -- "$s" "$@"
 }
 
 check_eq() {
@@ -410,6 +419,10 @@ kill_worker() {
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     return 0
+}
+
+worker_counter() {
+    summary_field "$TESTS_TMP/$1.log" "$2"
 }
 
 wait_worker() {
