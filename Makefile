@@ -3,7 +3,7 @@
 #   make SANITIZE=address,undefined   build (and test) with sanitizers
 #   make test TEST_PREFIX="valgrind --leak-check=full --error-exitcode=1"
 CC        ?= cc
-PKGS      := rdkafka libcurl hiredis jansson libpq libcrypto
+PKGS      := rdkafka libcurl hiredis jansson libpq libcrypto libmicrohttpd
 WARN      := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes \
              -Wshadow -Wformat=2 -Wvla
 CFLAGS    ?= -g -O2
@@ -24,7 +24,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 MIGRATIONS := $(sort $(wildcard common/migrations/*.sql))
 
 PROGRAMS := bin/imgcache-producer bin/imgcache-worker bin/imgcache-devbroker
-TOOLS    := bin/imgcache-mediaserver
+TOOLS    := bin/imgcache-mediaserver bin/imgcache-metricsd
 
 .PHONY: all deps test unit demo stop bench fuzz clean FORCE
 all: $(PROGRAMS) $(TOOLS)
@@ -34,13 +34,27 @@ build/.flags: FORCE
 	@mkdir -p build
 	@echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $@
 
-build/%.o: %.c build/.flags
+# build/version.h: IMGCACHE_VERSION and IMGCACHE_COMMIT for the build-info
+# metric, from git ("unknown" outside a git checkout). Rewritten only when
+# they change, so a commit rebuilds only the files that include it.
+IMGCACHE_VERSION := $(or $(shell git describe --tags --always --dirty 2>/dev/null),unknown)
+IMGCACHE_COMMIT  := $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
+build/version.h: FORCE
+	@mkdir -p build
+	@printf '#define IMGCACHE_VERSION "%s"\n#define IMGCACHE_COMMIT "%s"\n' '$(IMGCACHE_VERSION)' '$(IMGCACHE_COMMIT)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+build/%.o: %.c build/.flags | build/version.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # The SQL migrations are compiled into the programs, so a binary never runs
 # against files from another version.
-build/migrations.c: $(MIGRATIONS) common/embed-sql.sh
+# build/.migrations names the files, so a removed one (a branch switch) rebuilds too.
+build/.migrations: FORCE
+	@mkdir -p build
+	@echo '$(MIGRATIONS)' | cmp -s - $@ || echo '$(MIGRATIONS)' > $@
+build/migrations.c: $(MIGRATIONS) build/.migrations common/embed-sql.sh
 	@mkdir -p build
 	sh common/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 build/migrations.o: build/migrations.c build/.flags
@@ -61,6 +75,11 @@ bin/imgcache-devbroker: build/compose/devbroker.o build/libcommon.a
 bin/imgcache-mediaserver: build/tests/mediaserver/mediaserver.o build/libcommon.a
 	@mkdir -p bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs libmicrohttpd zlib 2>/dev/null)
+
+# A stand-in worker for the metrics endpoint's tests (tests/metricsd/).
+bin/imgcache-metricsd: build/tests/metricsd/metricsd.o build/libcommon.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 build/tests/test_%: build/tests/unit/test_%.o build/libcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -107,6 +126,8 @@ FUZZ_LIBS    ?= $(shell pkg-config --libs jansson libcurl libcrypto 2>/dev/null)
 # beeper keys data: URLs by their SHA-256 (resolve.c, hash.c)
 FUZZ_SRC_beeper  := common/beeper.c common/resolve.c common/hash.c
 FUZZ_SRC_resolve := common/resolve.c common/hash.c
+# kafka_stats publishes into a metrics gauge
+FUZZ_SRC_kafka_stats := common/kafka_stats.c common/metrics.c
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 

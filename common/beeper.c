@@ -38,7 +38,7 @@ static int opt_string(const json_t *obj, const char *key, int empty_is_null, cha
     /* keys and indexed columns in PostgreSQL hold at most ~2.7 KB */
     if (json_string_length(v) > BEEPER_MAX_FIELD) {
         errmsg_set(err, errlen, "%s%s is %zu bytes, over the %d-byte limit", where, key,
-                json_string_length(v), BEEPER_MAX_FIELD);
+                   json_string_length(v), BEEPER_MAX_FIELD);
         return -1;
     }
     if (strlen(json_string_value(v)) != json_string_length(v)) {

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <jansson.h>
 
+#include "errmsg.h"
+
 /* Longest string field accepted (ids, names): PostgreSQL keys and indexes
  * hold at most ~2.7 KB; longer fields make the line refused. An image URL
  * over the limit drops only that URL (see img_dropped), never the chat. */
@@ -44,9 +46,10 @@ struct beeper_chat {
 };
 
 /* From a parsed JSON object; obj is borrowed. On -1, out holds nothing. */
-int beeper_chat_from_json(const json_t *obj, struct beeper_chat *out, char *err, size_t errlen);
+int beeper_chat_from_json(const json_t *obj, struct beeper_chat *out, char *err, size_t errlen) MUST_CHECK;
 /* From one line of text (an import file line). */
-int beeper_chat_parse(const char *text, size_t len, struct beeper_chat *out, char *err, size_t errlen);
+int beeper_chat_parse(const char *text, size_t len, struct beeper_chat *out, char *err, size_t errlen)
+    MUST_CHECK;
 void beeper_chat_clear(struct beeper_chat *chat);
 
 #endif

@@ -15,11 +15,14 @@
  * strings are copied. Times are the caller's monotonic milliseconds. */
 #include <stddef.h>
 
+#include "errmsg.h"
+
 #define BREAKER_MAX_HOSTS 10000
 
 struct breaker;
 
-int breaker_new(long threshold, long long cooldown_ms, long long max_cooldown_ms, struct breaker **out);
+int breaker_new(long threshold, long long cooldown_ms, long long max_cooldown_ms, struct breaker **out)
+    MUST_CHECK;
 void breaker_free(struct breaker *b);
 /* 0: send now (circuit closed, or this caller is the half-open probe).
  * Otherwise the time before which nothing should be sent to host. */

@@ -491,21 +491,21 @@ static int set_option(struct config *cfg, const struct opt_def *o, const char *v
         errno = 0;
         n = strtoll(value, &end, 10);
         if (errno != 0 || end == value || *end != '\0') {
-            snprintf(err, errlen, "%s: '%s' is not a whole number", origin, value);
+            errmsg_set(err, errlen, "%s: '%s' is not a whole number", origin, value);
             return -1;
         }
         break;
     case OPT_DURATION:
         if (config_parse_duration(value, &n) != 0) {
-            snprintf(err, errlen, "%s: '%s' is not a duration (500ms, 5s, 2m, 1h, 7d or seconds)",
-                     origin, value);
+            errmsg_set(err, errlen, "%s: '%s' is not a duration (500ms, 5s, 2m, 1h, 7d or seconds)",
+                       origin, value);
             return -1;
         }
         break;
     case OPT_SIZE:
         if (config_parse_size(value, &n) != 0) {
-            snprintf(err, errlen, "%s: '%s' is not a size (bytes, or with kB, KiB, MB, MiB, GiB)",
-                     origin, value);
+            errmsg_set(err, errlen, "%s: '%s' is not a size (bytes, or with kB, KiB, MB, MiB, GiB)",
+                       origin, value);
             return -1;
         }
         break;
@@ -514,11 +514,11 @@ static int set_option(struct config *cfg, const struct opt_def *o, const char *v
     }
     if (n < o->min || n > o->max) {
         if (o->max == BIG)
-            snprintf(err, errlen, "%s: '%s' is below the minimum %lld%s", origin, value, o->min,
-                     o->type == OPT_DURATION ? "ms" : "");
+            errmsg_set(err, errlen, "%s: '%s' is below the minimum %lld%s", origin, value, o->min,
+                       o->type == OPT_DURATION ? "ms" : "");
         else
-            snprintf(err, errlen, "%s: '%s' is out of range %lld..%lld%s", origin, value, o->min, o->max,
-                     o->type == OPT_DURATION ? "ms" : "");
+            errmsg_set(err, errlen, "%s: '%s' is out of range %lld..%lld%s", origin, value, o->min, o->max,
+                       o->type == OPT_DURATION ? "ms" : "");
         return -1;
     }
     if (o->type == OPT_LONG)
@@ -551,48 +551,63 @@ void config_usage(FILE *out, unsigned program, const char *usage)
     fprintf(out, "  %-26s %s\n", "-h, --help", "this text");
 }
 
-int config_load(struct config *cfg, unsigned program, const char *usage,
-                int argc, char **argv, char *err, size_t errlen)
-{
-    struct option longopts[N_OPTS + 2];
-    int map[N_OPTS + 2];
-    /* where each value came from, so an error names what the user typed */
-    enum { FROM_DEFAULT, FROM_ENV, FROM_FLAG } from[N_OPTS];
-    size_t n = 0;
-    int c, idx;
-    char origin[96];
-    char inner[384];
+/* Where each value came from, so an error names what the user typed. */
+enum opt_origin { FROM_DEFAULT, FROM_ENV, FROM_FLAG };
 
-    memset(cfg, 0, sizeof *cfg);
-    /* defaults, then the environment */
+/* The programs that talk to Kafka take librdkafka properties. */
+#define KAFKA_PROGRAMS (CONFIG_PRODUCER | CONFIG_WORKER)
+
+/* Every option's default, then its variable when `program` has it. */
+static int load_defaults_and_env(struct config *cfg, unsigned program, enum opt_origin *from,
+                                 char *err, size_t errlen)
+{
     for (size_t i = 0; i < N_OPTS; i++) {
         const struct opt_def *o = &opts[i];
         const char *env = o->env ? getenv(o->env) : NULL;
+
         from[i] = FROM_DEFAULT;
         if (set_option(cfg, o, o->def, "default", err, errlen) != 0)
             return -1;
         if (!(o->programs & program) || env == NULL)
             continue;
-        from[i] = FROM_ENV;
-        snprintf(origin, sizeof origin, "%s", o->env);
-        if (o->type == OPT_FLAG || set_option(cfg, o, env, origin, err, errlen) != 0) {
-            if (o->type == OPT_FLAG)
-                snprintf(err, errlen, "%s cannot be set from the environment", o->env);
+        if (o->type == OPT_FLAG) {
+            errmsg_set(err, errlen, "%s cannot be set from the environment", o->env);
             return -1;
         }
+        from[i] = FROM_ENV;
+        if (set_option(cfg, o, env, o->env, err, errlen) != 0)
+            return -1;
     }
-    /* librdkafka properties in the order they win: the file, the variable,
-     * then each -X */
-    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && cfg->kafka_config_file[0] &&
+    return 0;
+}
+
+/* librdkafka properties from the environment, in the order they win: the
+ * file, then the variable (each -X comes later, from the flags). */
+static int load_kafka_env(struct config *cfg, unsigned program, char *err, size_t errlen)
+{
+    char inner[384];
+
+    if (!(program & KAFKA_PROGRAMS))
+        return 0;
+    if (cfg->kafka_config_file[0] &&
         config_read_kafka_file(cfg, cfg->kafka_config_file, inner, sizeof inner) != 0) {
         errmsg_set(err, errlen, "IMGCACHE_KAFKA_CONFIG_FILE: %s", inner);
         return -1;
     }
-    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && cfg->kafka_config[0] &&
-        config_add_kafka_props(cfg, cfg->kafka_config, inner, sizeof inner) != 0) {
+    if (cfg->kafka_config[0] && config_add_kafka_props(cfg, cfg->kafka_config, inner, sizeof inner) != 0) {
         errmsg_set(err, errlen, "IMGCACHE_KAFKA_CONFIG: %s", inner);
         return -1;
     }
+    return 0;
+}
+
+/* getopt_long's table of `program`'s flags plus --help, ended by a zero
+ * entry. Flag n has val FLAG_VAL_BASE + n and stands for opts[map[n]].
+ * Returns how many flags (--help included) there are. */
+#define FLAG_VAL_BASE 1000
+static size_t build_longopts(unsigned program, struct option *longopts, int *map)
+{
+    size_t n = 0;
 
     for (size_t i = 0; i < N_OPTS; i++) {
         if (!(opts[i].programs & program) || opts[i].flag == NULL)
@@ -600,7 +615,7 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
         longopts[n].name = opts[i].flag;
         longopts[n].has_arg = opts[i].type == OPT_FLAG ? no_argument : required_argument;
         longopts[n].flag = NULL;
-        longopts[n].val = 1000 + (int)n;
+        longopts[n].val = FLAG_VAL_BASE + (int)n;
         map[n] = (int)i;
         n++;
     }
@@ -610,6 +625,36 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
     longopts[n].val = 'h';
     n++;
     memset(&longopts[n], 0, sizeof longopts[n]);
+    return n;
+}
+
+/* The message for getopt_long's '?' or ':' on argv[optind - 1]. */
+static void set_getopt_error(const int *map, size_t n, char **argv, char *err, size_t errlen)
+{
+    /* optopt is getopt_long's val of a long option missing its argument:
+     * our FLAG_VAL_BASE + n, not a character to print */
+    if (optopt >= FLAG_VAL_BASE && optopt < FLAG_VAL_BASE + (int)n)
+        errmsg_set(err, errlen, "--%s needs a value", opts[map[optopt - FLAG_VAL_BASE]].flag);
+    else if (optopt == 'X')
+        errmsg_set(err, errlen, "-X needs key=value");
+    else if (optopt)
+        errmsg_set(err, errlen, "unknown option '-%c' (see --help)", optopt);
+    else /* never echo a value: "--some-token=SECRET" is shown up to '=' */
+        errmsg_set(err, errlen, "unknown or incomplete option '%.*s' (see --help)",
+                   (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+}
+
+/* The command line over what the environment set: 0, 1 when --help was
+ * printed, -1 with a message. Leaves optind at the first argument. */
+static int load_flags(struct config *cfg, unsigned program, const char *usage, int argc, char **argv,
+                      enum opt_origin *from, char *err, size_t errlen)
+{
+    struct option longopts[N_OPTS + 2];
+    int map[N_OPTS + 2];
+    size_t n = build_longopts(program, longopts, map);
+    char origin[96];
+    char inner[384];
+    int c, idx;
 
     optind = 1;
     opterr = 0;
@@ -619,8 +664,8 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
             return 1;
         }
         if (c == 'X') {
-            if (!(program & (CONFIG_PRODUCER | CONFIG_WORKER))) {
-                snprintf(err, errlen, "-X is not an option of this program");
+            if (!(program & KAFKA_PROGRAMS)) {
+                errmsg_set(err, errlen, "-X is not an option of this program");
                 return -1;
             }
             /* one property, its value verbatim (as kcat -X): commas too */
@@ -631,54 +676,79 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
             continue;
         }
         if (c == '?' || c == ':') {
-            /* optopt is getopt_long's val of a long option missing its
-             * argument: our 1000+n, not a character to print */
-            if (optopt >= 1000 && optopt < 1000 + (int)n)
-                snprintf(err, errlen, "--%s needs a value", opts[map[optopt - 1000]].flag);
-            else if (optopt == 'X')
-                snprintf(err, errlen, "-X needs key=value");
-            else if (optopt)
-                snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
-            else /* never echo a value: "--some-token=SECRET" is shown up to '=' */
-                snprintf(err, errlen, "unknown or incomplete option '%.*s' (see --help)",
-                         (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+            set_getopt_error(map, n, argv, err, errlen);
             return -1;
         }
-        if (c >= 1000 && c < 1000 + (int)n) {
-            const struct opt_def *o = &opts[map[c - 1000]];
+        if (c >= FLAG_VAL_BASE && c < FLAG_VAL_BASE + (int)n) {
+            int i = map[c - FLAG_VAL_BASE];
+            const struct opt_def *o = &opts[i];
+
             snprintf(origin, sizeof origin, "--%s", o->flag);
             if (set_option(cfg, o, o->type == OPT_FLAG ? "1" : optarg, origin, err, errlen) != 0)
                 return -1;
-            from[map[c - 1000]] = FROM_FLAG;
+            from[i] = FROM_FLAG;
         }
     }
-    cfg->args = argv + optind;
-    cfg->nargs = argc - optind;
+    return 0;
+}
 
-    /* the final values, each named as the user gave it */
+/* Runs each option's check on its final value, naming it as the user gave
+ * it: the flag, the variable, or the default and both ways to change it. */
+static int check_final_values(const struct config *cfg, unsigned program, const enum opt_origin *from,
+                              char *err, size_t errlen)
+{
+    char inner[384];
+
     for (size_t i = 0; i < N_OPTS; i++) {
         const struct opt_def *o = &opts[i];
+
         if (!(o->programs & program) || o->check == NULL)
             continue;
-        if (o->check(*(char **)((char *)cfg + o->offset), inner, sizeof inner) != 0) {
-            if (from[i] == FROM_FLAG)
-                errmsg_set(err, errlen, "--%s: %s", o->flag, inner);
-            else if (from[i] == FROM_ENV || o->flag == NULL)
-                errmsg_set(err, errlen, "%s: %s", o->env, inner);
-            else
-                errmsg_set(err, errlen, "%s (default, set by env %s or --%s): %s", o->env, o->env, o->flag,
-                           inner);
-            return -1;
-        }
+        if (o->check(*(char *const *)((const char *)cfg + o->offset), inner, sizeof inner) == 0)
+            continue;
+        if (from[i] == FROM_FLAG)
+            errmsg_set(err, errlen, "--%s: %s", o->flag, inner);
+        else if (from[i] == FROM_ENV || o->flag == NULL)
+            errmsg_set(err, errlen, "%s: %s", o->env, inner);
+        else
+            errmsg_set(err, errlen, "%s (default, set by env %s or --%s): %s", o->env, o->env, o->flag,
+                       inner);
+        return -1;
     }
-    /* now, not at the first connect: libpq's own parse errors quote the
-     * conninfo, password included, and a bad URL is a configuration error */
-    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) &&
-        db_conninfo_check(cfg->database_url, err, errlen) != 0)
+    return 0;
+}
+
+/* The servers' addresses and librdkafka's properties, checked now, not at
+ * the first connect: libpq's own parse errors quote the conninfo, password
+ * included, and a bad URL is a configuration error. */
+static int check_connections(const struct config *cfg, unsigned program, char *err, size_t errlen)
+{
+    if ((program & KAFKA_PROGRAMS) && db_conninfo_check(cfg->database_url, err, errlen) != 0)
         return -1;
     if ((program & CONFIG_WORKER) && lease_url_check(cfg->redis_url, err, errlen) != 0)
         return -1;
-    if ((program & (CONFIG_PRODUCER | CONFIG_WORKER)) && kafka_conf_check(cfg, err, errlen) != 0)
+    if ((program & KAFKA_PROGRAMS) && kafka_conf_check(cfg, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+int config_load(struct config *cfg, unsigned program, const char *usage,
+                int argc, char **argv, char *err, size_t errlen)
+{
+    enum opt_origin from[N_OPTS];
+    int rc;
+
+    memset(cfg, 0, sizeof *cfg);
+    if (load_defaults_and_env(cfg, program, from, err, errlen) != 0 ||
+        load_kafka_env(cfg, program, err, errlen) != 0)
+        return -1;
+    rc = load_flags(cfg, program, usage, argc, argv, from, err, errlen);
+    if (rc != 0)
+        return rc;
+    cfg->args = argv + optind;
+    cfg->nargs = argc - optind;
+    if (check_final_values(cfg, program, from, err, errlen) != 0 ||
+        check_connections(cfg, program, err, errlen) != 0)
         return -1;
     return 0;
 }

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "errmsg.h"
+
 enum config_program {
     CONFIG_PRODUCER = 1u << 0,
     CONFIG_WORKER = 1u << 1,
@@ -84,16 +86,16 @@ struct config {
  * with a one-line message naming the variable or flag in err (exit 2).
  * Call config_free() afterwards in every case. */
 int config_load(struct config *cfg, unsigned program, const char *usage,
-                int argc, char **argv, char *err, size_t errlen);
+                int argc, char **argv, char *err, size_t errlen) MUST_CHECK;
 void config_free(struct config *cfg);
 void config_usage(FILE *out, unsigned program, const char *usage);
 
 /* "500ms", "5s", "2m", "1h", "7d" or a bare number of seconds -> ms. */
-int config_parse_duration(const char *s, long long *ms_out);
+int config_parse_duration(const char *s, long long *ms_out) MUST_CHECK;
 /* A whole decimal number in [min, max] -> *out; -1 otherwise. */
-int config_parse_long(const char *s, long min, long max, long *out);
+int config_parse_long(const char *s, long min, long max, long *out) MUST_CHECK;
 /* "10MiB", "512KiB", "1GiB", "10MB", "10kB" or bare bytes -> bytes. */
-int config_parse_size(const char *s, long long *bytes_out);
+int config_parse_size(const char *s, long long *bytes_out) MUST_CHECK;
 /* IMGCACHE_RETRY_BACKOFF's bounds: how many steps, and the longest one. */
 #define CONFIG_RETRY_STEPS_MAX 16
 #define CONFIG_RETRY_STEP_MAX_MS (7LL * 24 * 3600 * 1000)
@@ -101,7 +103,7 @@ int config_parse_size(const char *s, long long *bytes_out);
  * step_max_ms; at most max_steps of them into steps[]. 0, or -1 with a
  * reason in why (the list is quoted: it holds no secret). */
 int config_parse_duration_list(const char *s, long long *steps, int max_steps, long long step_max_ms,
-                               int *n_out, char *why, size_t whylen) __attribute__((warn_unused_result));
+                               int *n_out, char *why, size_t whylen) MUST_CHECK;
 /* librdkafka properties. None of these ever puts a value, or a piece of
  * the text it refuses, into err: a value may be a password.
  *
@@ -109,17 +111,17 @@ int config_parse_duration_list(const char *s, long long *steps, int max_steps, l
  * is a comma and "\\" a backslash (any other backslash is kept), so a
  * value can carry any byte. -1 on an item without a key or '='. */
 int config_add_kafka_props(struct config *cfg, const char *list, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 /* Appends one "key=value" (as -X): the value is everything after the first
  * '=', verbatim. */
 int config_add_kafka_prop(struct config *cfg, const char *item, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 /* Appends the properties of a file in kcat -F's format: one key=value a
  * line, blank lines and lines starting with '#' skipped, whitespace around
  * the key trimmed, the value verbatim to the end of the line (a trailing
  * CR dropped). */
 int config_read_kafka_file(struct config *cfg, const char *path, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 /* 1 when a librdkafka property holds a secret (its name ends in password,
  * secret, key or token, or it is ssl.key.pem or sasl.oauthbearer.config):
  * its value is never printed. */

@@ -7,13 +7,10 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "db_private.h"
 #include "errmsg.h"
 #include "log.h"
 #include "migrations.h"
-
-struct db {
-    PGconn *conn;
-};
 
 /* Key of the advisory lock that serializes migrations ("imgcach"). */
 #define DB_MIGRATE_LOCK "31093368184218472"
@@ -189,14 +186,14 @@ int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 
     *out = NULL;
     if (db == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     if (db_conninfo_check(conninfo, err, errlen) != 0)
         goto out;
     db->conn = PQconnectdbParams(keys, vals, 1);
     if (db->conn == NULL) {
-        snprintf(err, errlen, "cannot connect to PostgreSQL: out of memory");
+        errmsg_set(err, errlen, "cannot connect to PostgreSQL: out of memory");
         goto out;
     }
     /* the conninfo (which may hold the password) is never printed */
@@ -282,13 +279,13 @@ out:
 static void set_version_err(int have, int want, char *err, size_t errlen)
 {
     if (have > want)
-        snprintf(err, errlen,
-                 "database schema is at version %d, which is newer than this program "
-                 "(it needs %d): upgrade imgcache", have, want);
+        errmsg_set(err, errlen,
+                   "database schema is at version %d, which is newer than this program "
+                   "(it needs %d): upgrade imgcache", have, want);
     else
-        snprintf(err, errlen,
-                 "database schema is at version %d, this program needs %d: "
-                 "run `imgcache-producer migrate`", have, want);
+        errmsg_set(err, errlen,
+                   "database schema is at version %d, this program needs %d: "
+                   "run `imgcache-producer migrate`", have, want);
 }
 
 int db_check_schema(struct db *db, char *err, size_t errlen)
@@ -422,8 +419,54 @@ static char *dump(json_t *arr, char *err, size_t errlen)
     char *s = json_dumps(arr, JSON_COMPACT);
 
     if (s == NULL)
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
     return s;
+}
+
+/* Row i of a batch as a JSON object (the caller appends it), or NULL with
+ * a message naming the row. */
+typedef json_t *(*db_row_to_json)(const void *rows, size_t i, char *err, size_t errlen);
+
+/* Runs sql with $1 the JSON array of rows 0..n-1 (each packed by to_json)
+ * and $2 param2 (NULL: no $2). Returns the result when its status is want,
+ * else NULL with "<what>: <message>" in err. The caller PQclear()s it. */
+static PGresult *exec_json_batch(struct db *db, const char *sql, const void *rows, size_t n,
+                                 db_row_to_json to_json, const char *param2, ExecStatusType want,
+                                 const char *what, char *err, size_t errlen)
+{
+    json_t *arr = json_array();
+    char *text = NULL;
+    const char *params[2];
+    PGresult *res = NULL;
+
+    if (arr == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = to_json(rows, i, err, errlen);
+        if (o == NULL)
+            goto out;
+        if (json_array_append_new(arr, o) != 0) {
+            errmsg_set(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    text = dump(arr, err, errlen);
+    if (text == NULL)
+        goto out;
+    params[0] = text;
+    params[1] = param2;
+    res = PQexecParams(db->conn, sql, param2 ? 2 : 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != want) {
+        set_pg_err(db, res, what, err, errlen);
+        PQclear(res);
+        res = NULL;
+    }
+out:
+    free(text);
+    json_decref(arr);
+    return res;
 }
 
 /* Builds the chats and participants arrays for db_upsert_chats. Each chat
@@ -438,7 +481,7 @@ static int chats_to_json(const struct beeper_chat *chats, size_t n, json_t *jcha
         json_t *o;
 
         if (c->id == NULL || c->type == NULL) {
-            snprintf(err, errlen, "chat #%zu has no id or type", i);
+            errmsg_set(err, errlen, "chat #%zu has no id or type", i);
             return -1;
         }
         o = json_pack("{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:b}",
@@ -452,13 +495,13 @@ static int chats_to_json(const struct beeper_chat *chats, size_t n, json_t *jcha
                       "last_activity", c->last_activity,
                       "complete", c->participants_has_more ? 0 : 1);
         if (append_obj(jchats, o) != 0) {
-            snprintf(err, errlen, "chat #%zu: not valid UTF-8, or out of memory", i);
+            errmsg_set(err, errlen, "chat #%zu: not valid UTF-8, or out of memory", i);
             return -1;
         }
         for (size_t j = 0; j < c->n_participants; j++) {
             const struct beeper_participant *p = &c->participants[j];
             if (p->id == NULL) {
-                snprintf(err, errlen, "chat #%zu: participant #%zu has no id", i, j);
+                errmsg_set(err, errlen, "chat #%zu: participant #%zu has no id", i, j);
                 return -1;
             }
             o = json_pack("{s:I, s:I, s:s?, s:s?, s:s?, s:s?, s:b}",
@@ -470,8 +513,8 @@ static int chats_to_json(const struct beeper_chat *chats, size_t n, json_t *jcha
                           "img_source_url", p->img_url,
                           "is_self", p->is_self ? 1 : 0);
             if (append_obj(jparts, o) != 0) {
-                snprintf(err, errlen, "chat #%zu: participant #%zu: not valid UTF-8, or out of memory",
-                         i, j);
+                errmsg_set(err, errlen, "chat #%zu: participant #%zu: not valid UTF-8, or out of memory",
+                           i, j);
                 return -1;
             }
         }
@@ -551,7 +594,7 @@ int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
         goto out;
     }
     if (jchats == NULL || jparts == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     if (chats_to_json(chats, n, jchats, jparts, err, errlen) != 0)
@@ -596,13 +639,20 @@ static const char lookup_sql[] =
     "  ELSE 0 END AS state"
     " FROM jsonb_array_elements_text($1::jsonb) WITH ORDINALITY AS u(url, ord)";
 
+static json_t *url_to_json(const void *rows, size_t i, char *err, size_t errlen)
+{
+    const char *url = ((const char *const *)rows)[i];
+    json_t *s = url ? json_string(url) : NULL;
+
+    if (s == NULL)
+        errmsg_set(err, errlen, "URL #%zu is NULL or not valid UTF-8", i);
+    return s;
+}
+
 int db_lookup_urls(struct db *db, const char *const *urls, size_t n, long long failure_ttl_ms,
                    uint8_t *state, char *err, size_t errlen)
 {
-    json_t *arr = json_array();
-    char *surls = NULL;
     char ttl[32];
-    const char *params[2];
     PGresult *res = NULL;
     int rc = -1;
 
@@ -612,25 +662,12 @@ int db_lookup_urls(struct db *db, const char *const *urls, size_t n, long long f
         rc = 0;
         goto out;
     }
-    if (arr == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *s = urls[i] ? json_string(urls[i]) : NULL;
-        if (s == NULL || json_array_append_new(arr, s) != 0) {
-            snprintf(err, errlen, "URL #%zu is NULL or not valid UTF-8", i);
-            goto out;
-        }
-    }
-    surls = dump(arr, err, errlen);
-    if (surls == NULL)
-        goto out;
     snprintf(ttl, sizeof ttl, "%lld", failure_ttl_ms);
-    params[0] = surls;
-    params[1] = ttl;
-    res = PQexecParams(db->conn, lookup_sql, 2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || (size_t)PQntuples(res) != n) {
+    res = exec_json_batch(db, lookup_sql, urls, n, url_to_json, ttl, PGRES_TUPLES_OK, "look up URLs", err,
+                          errlen);
+    if (res == NULL)
+        goto out;
+    if ((size_t)PQntuples(res) != n) {
         set_pg_err(db, res, "look up URLs", err, errlen);
         goto out;
     }
@@ -638,7 +675,7 @@ int db_lookup_urls(struct db *db, const char *const *urls, size_t n, long long f
         long ord = strtol(PQgetvalue(res, r, 0), NULL, 10); /* 1-based */
         int st = atoi(PQgetvalue(res, r, 1));
         if (ord < 1 || (size_t)ord > n) {
-            snprintf(err, errlen, "look up URLs: unexpected row %ld", ord);
+            errmsg_set(err, errlen, "look up URLs: unexpected row %ld", ord);
             goto out;
         }
         state[ord - 1] = (uint8_t)st;
@@ -646,8 +683,6 @@ int db_lookup_urls(struct db *db, const char *const *urls, size_t n, long long f
     rc = 0;
 out:
     PQclear(res);
-    free(surls);
-    json_decref(arr);
     return rc;
 }
 
@@ -713,7 +748,7 @@ int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed
                 .account_id = value_or_null(res, r, 3),
             };
             if (fn(&ref, arg) != 0) {
-                snprintf(err, errlen, "uncached URLs: stopped by the caller");
+                errmsg_set(err, errlen, "uncached URLs: stopped by the caller");
                 goto out;
             }
         }
@@ -764,64 +799,52 @@ static const char commit_sql[] =
     ")"
     " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM c), (SELECT count(*) FROM f)";
 
+static json_t *image_to_json(const void *rows, size_t i, char *err, size_t errlen)
+{
+    const struct db_image *m = (const struct db_image *)rows + i;
+    json_t *o;
+
+    if (m->source_url == NULL || m->sha256 == NULL || m->storage_key == NULL || m->public_url == NULL ||
+        m->content_type == NULL) {
+        errmsg_set(err, errlen, "image #%zu lacks a required field", i);
+        return NULL;
+    }
+    o = json_pack("{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:s?, s:s?}",
+                  "ord", (json_int_t)i,
+                  "source_url", m->source_url,
+                  "sha256", m->sha256,
+                  "storage_key", m->storage_key,
+                  "public_url", m->public_url,
+                  "content_type", m->content_type,
+                  "byte_size", (json_int_t)m->byte_size,
+                  "width", (json_int_t)m->width,
+                  "height", (json_int_t)m->height,
+                  "etag", m->etag,
+                  "last_modified", m->last_modified);
+    if (o == NULL)
+        errmsg_set(err, errlen, "image #%zu: not valid UTF-8, or out of memory", i);
+    return o;
+}
+
 int db_commit_images(struct db *db, const struct db_image *imgs, size_t n, char *err, size_t errlen)
 {
-    json_t *arr = json_array();
-    char *simgs = NULL;
-    const char *params[1];
-    PGresult *res = NULL;
-    int rc = -1;
+    PGresult *res;
 
-    if (n == 0) {
-        rc = 0;
-        goto out;
-    }
-    if (arr == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const struct db_image *m = &imgs[i];
-        json_t *o;
-        if (m->source_url == NULL || m->sha256 == NULL || m->storage_key == NULL ||
-            m->public_url == NULL || m->content_type == NULL) {
-            snprintf(err, errlen, "image #%zu lacks a required field", i);
-            goto out;
-        }
-        o = json_pack("{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:s?, s:s?}",
-                      "ord", (json_int_t)i,
-                      "source_url", m->source_url,
-                      "sha256", m->sha256,
-                      "storage_key", m->storage_key,
-                      "public_url", m->public_url,
-                      "content_type", m->content_type,
-                      "byte_size", (json_int_t)m->byte_size,
-                      "width", (json_int_t)m->width,
-                      "height", (json_int_t)m->height,
-                      "etag", m->etag,
-                      "last_modified", m->last_modified);
-        if (append_obj(arr, o) != 0) {
-            snprintf(err, errlen, "image #%zu: not valid UTF-8, or out of memory", i);
-            goto out;
-        }
-    }
-    simgs = dump(arr, err, errlen);
-    if (simgs == NULL)
-        goto out;
-    params[0] = simgs;
-    res = PQexecParams(db->conn, commit_sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    if (n == 0)
+        return 0;
+    res = exec_json_batch(db, commit_sql, imgs, n, image_to_json, NULL, PGRES_TUPLES_OK, "commit images", err,
+                          errlen);
+    if (res == NULL)
+        return -1;
+    if (PQntuples(res) != 1) {
         set_pg_err(db, res, "commit images", err, errlen);
-        goto out;
+        PQclear(res);
+        return -1;
     }
     log_debug("event=images_committed blobs_new=%s images=%s failures_cleared=%s",
               PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
-    rc = 0;
-out:
     PQclear(res);
-    free(simgs);
-    json_decref(arr);
-    return rc;
+    return 0;
 }
 
 int db_reopen_failures(struct db *db, long long *n, char *err, size_t errlen)
@@ -865,55 +888,39 @@ static const char failures_sql[] =
     "   permanent = EXCLUDED.permanent, last_failed_at = now(),"
     "   next_retry_at = EXCLUDED.next_retry_at";
 
+static json_t *failure_to_json(const void *rows, size_t i, char *err, size_t errlen)
+{
+    const struct db_failure *f = (const struct db_failure *)rows + i;
+    json_t *o;
+
+    if (f->source_url == NULL || f->error_class == NULL) {
+        errmsg_set(err, errlen, "failure #%zu has no source_url or error_class", i);
+        return NULL;
+    }
+    o = json_pack("{s:I, s:s?, s:s?, s:s?, s:I, s:b, s:I, s:I}",
+                  "ord", (json_int_t)i,
+                  "source_url", f->source_url,
+                  "error_class", f->error_class,
+                  "last_error", f->last_error,
+                  "http_status", (json_int_t)f->http_status,
+                  "permanent", f->permanent ? 1 : 0,
+                  "attempts", (json_int_t)(f->attempts >= 1 ? f->attempts : 1),
+                  "next_retry_ms", (json_int_t)f->next_retry_ms);
+    if (o == NULL)
+        errmsg_set(err, errlen, "failure #%zu: not valid UTF-8, or out of memory", i);
+    return o;
+}
+
 int db_record_failures(struct db *db, const struct db_failure *f, size_t n, char *err, size_t errlen)
 {
-    json_t *arr = json_array();
-    char *sfail = NULL;
-    const char *params[1];
-    PGresult *res = NULL;
-    int rc = -1;
+    PGresult *res;
 
-    if (n == 0) {
-        rc = 0;
-        goto out;
-    }
-    if (arr == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *o;
-        if (f[i].source_url == NULL || f[i].error_class == NULL) {
-            snprintf(err, errlen, "failure #%zu has no source_url or error_class", i);
-            goto out;
-        }
-        o = json_pack("{s:I, s:s?, s:s?, s:s?, s:I, s:b, s:I, s:I}",
-                      "ord", (json_int_t)i,
-                      "source_url", f[i].source_url,
-                      "error_class", f[i].error_class,
-                      "last_error", f[i].last_error,
-                      "http_status", (json_int_t)f[i].http_status,
-                      "permanent", f[i].permanent ? 1 : 0,
-                      "attempts", (json_int_t)(f[i].attempts >= 1 ? f[i].attempts : 1),
-                      "next_retry_ms", (json_int_t)f[i].next_retry_ms);
-        if (append_obj(arr, o) != 0) {
-            snprintf(err, errlen, "failure #%zu: not valid UTF-8, or out of memory", i);
-            goto out;
-        }
-    }
-    sfail = dump(arr, err, errlen);
-    if (sfail == NULL)
-        goto out;
-    params[0] = sfail;
-    res = PQexecParams(db->conn, failures_sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        set_pg_err(db, res, "record failures", err, errlen);
-        goto out;
-    }
-    rc = 0;
-out:
+    if (n == 0)
+        return 0;
+    res = exec_json_batch(db, failures_sql, f, n, failure_to_json, NULL, PGRES_COMMAND_OK, "record failures",
+                          err, errlen);
+    if (res == NULL)
+        return -1;
     PQclear(res);
-    free(sfail);
-    json_decref(arr);
-    return rc;
+    return 0;
 }

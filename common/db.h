@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "beeper.h"
+#include "errmsg.h"
 
 struct db;
 
@@ -20,15 +21,15 @@ struct db;
  * them). -1 with "DATABASE_URL: ..." in err, which never holds a value of
  * the conninfo: libpq's parse message is given with every quoted piece
  * replaced by "***". */
-int db_conninfo_check(const char *conninfo, char *err, size_t errlen) __attribute__((warn_unused_result));
+int db_conninfo_check(const char *conninfo, char *err, size_t errlen) MUST_CHECK;
 
 /* conninfo: libpq keyword string or URI; "" = libpq defaults + PG* vars.
  * Checked with db_conninfo_check() first. The message on failure never
  * contains the password (libpq's message is searched for it as well). */
-int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen);
+int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen) MUST_CHECK;
 void db_close(struct db *db);
 /* Reconnects after the server went away; 0 when the connection is good. */
-int db_reset(struct db *db, char *err, size_t errlen);
+int db_reset(struct db *db, char *err, size_t errlen) MUST_CHECK;
 /* 1 when the connection is up. */
 int db_ok(const struct db *db);
 
@@ -37,10 +38,10 @@ int db_expected_version(void);
 /* 0 when the schema is exactly at db_expected_version(); -1 otherwise, with
  * "database schema is at version N, this program needs M: run
  * `imgcache-producer migrate`" (or "is newer than this program"). */
-int db_check_schema(struct db *db, char *err, size_t errlen);
+int db_check_schema(struct db *db, char *err, size_t errlen) MUST_CHECK;
 /* Applies every missing migration, each in its own transaction, under an
  * advisory lock so concurrent runs are safe. *applied gets how many ran. */
-int db_migrate(struct db *db, int *applied, char *err, size_t errlen);
+int db_migrate(struct db *db, int *applied, char *err, size_t errlen) MUST_CHECK;
 
 /* --- producer --- */
 
@@ -48,7 +49,7 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen);
  * participant list is complete (participants_has_more == 0) loses
  * participants no longer listed. Never touches chats.contact_image_url. */
 int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
-                    char *err, size_t errlen);
+                    char *err, size_t errlen) MUST_CHECK;
 
 /* --- shared look-up --- */
 
@@ -63,7 +64,7 @@ enum db_url_state {
  * permanent failure older than that counts as DB_URL_NONE (try again);
  * 0: every permanent failure counts. */
 int db_lookup_urls(struct db *db, const char *const *urls, size_t n, long long failure_ttl_ms,
-                   uint8_t *state, char *err, size_t errlen);
+                   uint8_t *state, char *err, size_t errlen) MUST_CHECK;
 
 /* Calls fn for every distinct image URL referenced by chats or participants
  * that has no cached_images row (and, unless include_failed, no permanent
@@ -78,12 +79,12 @@ struct db_url_ref {
 };
 int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed,
                      int (*fn)(const struct db_url_ref *ref, void *arg), void *arg,
-                     char *err, size_t errlen);
+                     char *err, size_t errlen) MUST_CHECK;
 
 /* Turns every permanent failure back into an ordinary one (permanent =
  * false, no retry time), so workers try those URLs again when asked:
  * `backfill --retry-failed`. The rows keep their history. *n = rows. */
-int db_reopen_failures(struct db *db, long long *n, char *err, size_t errlen);
+int db_reopen_failures(struct db *db, long long *n, char *err, size_t errlen) MUST_CHECK;
 
 /* --- worker --- */
 
@@ -101,7 +102,8 @@ struct db_image {
 /* One transaction: image_blobs (insert, keep existing) and cached_images
  * (upsert; refreshed_at = now on conflict) for all n; clears any
  * image_failures row of those URLs. */
-int db_commit_images(struct db *db, const struct db_image *imgs, size_t n, char *err, size_t errlen);
+int db_commit_images(struct db *db, const struct db_image *imgs, size_t n, char *err, size_t errlen)
+    MUST_CHECK;
 
 struct db_failure {
     const char *source_url;
@@ -114,6 +116,7 @@ struct db_failure {
 };
 /* One transaction: upsert image_failures (attempts accumulate,
  * first_failed_at kept, last_failed_at = now). */
-int db_record_failures(struct db *db, const struct db_failure *f, size_t n, char *err, size_t errlen);
+int db_record_failures(struct db *db, const struct db_failure *f, size_t n, char *err, size_t errlen)
+    MUST_CHECK;
 
 #endif

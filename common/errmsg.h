@@ -2,8 +2,16 @@
 #define IMGCACHE_ERRMSG_H
 /* The house error convention: a function returns -1 and writes one line
  * into the caller's err buffer. errmsg_set() is that write, tolerating a
- * NULL or empty buffer. Nothing is allocated. */
+ * NULL or empty buffer. Nothing is allocated. A message is lower case,
+ * without a full stop, and quotes what it is about: "cannot open 'x': ...".
+ *
+ * MUST_CHECK marks a function whose result a caller may not ignore (an
+ * error status, or something to free), as curl's WARN_UNUSED_RESULT does:
+ * with -Werror, ignoring it does not build. A (void) cast does not silence
+ * it on GCC; handle the result. */
 #include <stddef.h>
+
+#define MUST_CHECK __attribute__((warn_unused_result))
 
 void errmsg_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Copies the first line of msg into out with the text of every

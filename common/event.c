@@ -143,7 +143,7 @@ char *event_encode(const struct event *ev, char *err, size_t errlen)
     }
     if (strlen(ev->source_url) > EVENT_MAX_URL) {
         errmsg_set(err, errlen, "source_url is %zu bytes, over the %d-byte limit",
-                strlen(ev->source_url), EVENT_MAX_URL);
+                   strlen(ev->source_url), EVENT_MAX_URL);
         goto out;
     }
     obj = json_object();
@@ -204,77 +204,86 @@ static int take_string(json_t *obj, const char *key, char **dst, char *err, size
     return 0;
 }
 
-int event_decode(const void *buf, size_t len, struct event *out, char *err, size_t errlen)
+/* The event's JSON object, or NULL with a message. */
+static json_t *load_object(const void *buf, size_t len, char *err, size_t errlen)
 {
-    json_t *root = NULL;
-    json_t *v;
+    json_t *root;
     json_error_t jerr;
-    int rc = -1;
 
-    memset(out, 0, sizeof *out);
     if (len > EVENT_MAX_BYTES) {
         /* refused before parsing: a huge value costs nothing but this check */
         errmsg_set(err, errlen, "event is %zu bytes, over the %d-byte limit", len, EVENT_MAX_BYTES);
-        goto out;
+        return NULL;
     }
     /* duplicate keys would make two readers disagree on what the event says */
     root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
         errmsg_set(err, errlen, "event is not JSON: %s at line %d column %d", jerr.text, jerr.line,
-                jerr.column);
-        goto out;
+                   jerr.column);
+        return NULL;
     }
     if (!json_is_object(root)) {
         errmsg_set(err, errlen, "event is not a JSON object");
-        goto out;
+        json_decref(root);
+        return NULL;
     }
+    return root;
+}
 
-    v = json_object_get(root, "v");
+static int check_version(const json_t *root, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(root, "v");
+
     if (v == NULL || json_is_null(v)) {
         errmsg_set(err, errlen, "event has no version (v)");
-        goto out;
+        return -1;
     }
     if (!json_is_integer(v)) {
         errmsg_set(err, errlen, "event version (v) is not an integer");
-        goto out;
+        return -1;
     }
     if (json_integer_value(v) != EVENT_VERSION) {
         errmsg_set(err, errlen, "event version %" JSON_INTEGER_FORMAT " is not supported",
-                json_integer_value(v));
-        goto out;
+                   json_integer_value(v));
+        return -1;
     }
+    return 0;
+}
 
-    v = json_object_get(root, "source_url");
+/* source_url is required: a non-empty string of at most EVENT_MAX_URL. */
+static int check_source_url(const json_t *root, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(root, "source_url");
+
     if (v == NULL || json_is_null(v)) {
         errmsg_set(err, errlen, "event has no source_url");
-        goto out;
+        return -1;
     }
     if (!json_is_string(v)) {
         errmsg_set(err, errlen, "source_url is not a string");
-        goto out;
+        return -1;
     }
     if (json_string_length(v) == 0) {
         errmsg_set(err, errlen, "source_url is empty");
-        goto out;
+        return -1;
     }
     if (json_string_length(v) > EVENT_MAX_URL) {
         errmsg_set(err, errlen, "source_url is %zu bytes, over the %d-byte limit",
-                json_string_length(v), EVENT_MAX_URL);
-        goto out;
+                   json_string_length(v), EVENT_MAX_URL);
+        return -1;
     }
-    if (take_string(root, "source_url", &out->source_url, err, errlen) != 0 ||
-        take_string(root, "chat_id", &out->chat_id, err, errlen) != 0 ||
-        take_string(root, "participant_id", &out->participant_id, err, errlen) != 0 ||
-        take_string(root, "account_id", &out->account_id, err, errlen) != 0 ||
-        take_string(root, "reason", &out->reason, err, errlen) != 0 ||
-        take_string(root, "data_url", &out->data_url, err, errlen) != 0)
-        goto out;
+    return 0;
+}
 
-    v = json_object_get(root, "produced_at");
+/* produced_at: absent, null, an RFC 3339 string or an integer of Unix ms. */
+static int take_produced_at(json_t *root, long long *ms_out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(root, "produced_at");
+
     if (json_is_string(v)) {
-        if (event_parse_time(json_string_value(v), &out->produced_at_ms) != 0) {
+        if (event_parse_time(json_string_value(v), ms_out) != 0) {
             errmsg_set(err, errlen, "produced_at '%.40s' is not an RFC 3339 time", json_string_value(v));
-            goto out;
+            return -1;
         }
     } else if (json_is_integer(v)) {
         /* only times an RFC 3339 string can carry, so that what we decode we
@@ -282,13 +291,36 @@ int event_decode(const void *buf, size_t len, struct event *out, char *err, size
         json_int_t ms = json_integer_value(v);
         if (ms < EVENT_MIN_TIME_MS || ms > EVENT_MAX_TIME_MS) {
             errmsg_set(err, errlen, "produced_at %lld is outside the years 0000-9999", (long long)ms);
-            goto out;
+            return -1;
         }
-        out->produced_at_ms = ms;
+        *ms_out = ms;
     } else if (v != NULL && !json_is_null(v)) {
         errmsg_set(err, errlen, "produced_at is not an RFC 3339 string or an integer of Unix ms");
-        goto out;
+        return -1;
     }
+    return 0;
+}
+
+int event_decode(const void *buf, size_t len, struct event *out, char *err, size_t errlen)
+{
+    json_t *root;
+    int rc = -1;
+
+    memset(out, 0, sizeof *out);
+    root = load_object(buf, len, err, errlen);
+    if (root == NULL)
+        goto out;
+    if (check_version(root, err, errlen) != 0 || check_source_url(root, err, errlen) != 0)
+        goto out;
+    if (take_string(root, "source_url", &out->source_url, err, errlen) != 0 ||
+        take_string(root, "chat_id", &out->chat_id, err, errlen) != 0 ||
+        take_string(root, "participant_id", &out->participant_id, err, errlen) != 0 ||
+        take_string(root, "account_id", &out->account_id, err, errlen) != 0 ||
+        take_string(root, "reason", &out->reason, err, errlen) != 0 ||
+        take_string(root, "data_url", &out->data_url, err, errlen) != 0)
+        goto out;
+    if (take_produced_at(root, &out->produced_at_ms, err, errlen) != 0)
+        goto out;
     rc = 0;
 out:
     if (rc != 0)

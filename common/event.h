@@ -15,6 +15,8 @@
  * event_encode() returns a malloc'd NUL-terminated string the caller frees. */
 #include <stddef.h>
 
+#include "errmsg.h"
+
 #define EVENT_VERSION 1
 #define EVENT_MAX_URL 2048      /* longer source URLs are refused: PostgreSQL's
                                    keys hold at most ~2.7 KB */
@@ -34,9 +36,9 @@ struct event {
     long long produced_at_ms; /* Unix ms; 0 when absent */
 };
 
-char *event_encode(const struct event *ev, char *err, size_t errlen);
+char *event_encode(const struct event *ev, char *err, size_t errlen) MUST_CHECK;
 /* buf need not be NUL-terminated. On -1 nothing is left to free. */
-int event_decode(const void *buf, size_t len, struct event *out, char *err, size_t errlen);
+int event_decode(const void *buf, size_t len, struct event *out, char *err, size_t errlen) MUST_CHECK;
 void event_clear(struct event *ev);
 
 /* Unix time in ms now (CLOCK_REALTIME). */
@@ -44,6 +46,6 @@ long long event_now_ms(void);
 /* Formats ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into out (>= 25 bytes). */
 void event_format_time(long long ms, char *out, size_t outlen);
 /* Parses that format (also without ms, or with +00:00); -1 when malformed. */
-int event_parse_time(const char *s, long long *ms_out);
+int event_parse_time(const char *s, long long *ms_out) MUST_CHECK;
 
 #endif

@@ -15,11 +15,11 @@ int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, const char
     char errstr[512];
 
     if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka_brokers, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        snprintf(err, errlen, "KAFKA_BROKERS: %s", errstr);
+        errmsg_set(err, errlen, "KAFKA_BROKERS: %s", errstr);
         return -1;
     }
     if (client_id && rd_kafka_conf_set(conf, "client.id", client_id, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        snprintf(err, errlen, "client.id: %s", errstr);
+        errmsg_set(err, errlen, "client.id: %s", errstr);
         return -1;
     }
     for (size_t i = 0; i < cfg->n_kafka_props; i++) {
@@ -123,12 +123,12 @@ int kafka_producer_new(const struct config *cfg, const char *client_id,
 
     *out = NULL;
     if (p == NULL || conf == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
         if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-            snprintf(err, errlen, "%s: %s", defaults[i][0], errstr);
+            errmsg_set(err, errlen, "%s: %s", defaults[i][0], errstr);
             goto out;
         }
     }
@@ -140,7 +140,7 @@ int kafka_producer_new(const struct config *cfg, const char *client_id,
     rd_kafka_conf_set_opaque(conf, p);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (p->rk == NULL) {
-        snprintf(err, errlen, "kafka producer: %s", errstr);
+        errmsg_set(err, errlen, "kafka producer: %s", errstr);
         goto out;
     }
     conf = NULL; /* owned by p->rk now */
@@ -173,7 +173,7 @@ int kafka_producer_prepare(struct kafka_producer *p, const char *topic, int time
     int rc = -1;
 
     if (rkt == NULL) {
-        snprintf(err, errlen, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+        errmsg_set(err, errlen, "topic '%s': %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
         return -1;
     }
     /* a broker that is down for a moment (restarting) answers "transport
@@ -188,12 +188,13 @@ int kafka_producer_prepare(struct kafka_producer *p, const char *topic, int time
         usleep(KAFKA_METADATA_RETRY_MS * 1000);
     }
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, errlen, "metadata of topic %s: %s (is KAFKA_BROKERS right?)", topic, rd_kafka_err2str(e));
+        errmsg_set(err, errlen, "metadata of topic '%s': %s (is KAFKA_BROKERS right?)", topic,
+                   rd_kafka_err2str(e));
         goto out;
     }
     if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, errlen, "topic %s: %s", topic,
-                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not in the cluster's metadata");
+        errmsg_set(err, errlen, "topic '%s': %s", topic,
+                   md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not in the cluster's metadata");
         goto out;
     }
     rc = 0;
@@ -237,7 +238,7 @@ int kafka_produce(struct kafka_producer *p, const char *topic, const void *key, 
         if (hdrs)
             rd_kafka_headers_destroy(hdrs);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            snprintf(err, errlen, "produce to %s: %s", topic, rd_kafka_err2str(e));
+            errmsg_set(err, errlen, "produce to '%s': %s", topic, rd_kafka_err2str(e));
             return -1;
         }
         /* local queue full: serve delivery reports until there is room */
@@ -256,13 +257,13 @@ int kafka_producer_flush(struct kafka_producer *p, int timeout_ms, char *err, si
     rd_kafka_poll(p->rk, 0);
     int pending = rd_kafka_outq_len(p->rk);
     if (p->failed > 0) {
-        snprintf(err, errlen, "%lld of %lld messages were not delivered: %s", p->failed, p->queued,
-                 p->last_error);
+        errmsg_set(err, errlen, "%lld of %lld messages were not delivered: %s", p->failed, p->queued,
+                   p->last_error);
         return -1;
     }
     if (pending > 0) {
-        snprintf(err, errlen, "%d messages still undelivered after %d ms (is the broker reachable?)",
-                 pending, timeout_ms);
+        errmsg_set(err, errlen, "%d messages still undelivered after %d ms (is the broker reachable?)",
+                   pending, timeout_ms);
         return -1;
     }
     return 0;

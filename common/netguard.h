@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "errmsg.h"
+
 #define NETGUARD_HOST_MAX 256
 
 /* 1 when the address is one a download must never reach. */
@@ -32,11 +34,11 @@ struct netguard_origin {
  * text form without brackets ("[::FFFF:7f00:1]" -> "::ffff:127.0.0.1").
  * -1 (message in err) when the result does not fit or host is empty. */
 int netguard_normalize_host(const char *host, char *out, size_t outlen, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 /* The origin of an absolute http(s) URL; -1 (message in err, without the
  * URL, which may carry a token) for anything else. */
 int netguard_origin_of(const char *url, struct netguard_origin *out, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 /* "scheme://host:port" ("[v6]" in brackets): the origin as one key. */
 void netguard_origin_key(const struct netguard_origin *o, char *out, size_t outlen);
 
@@ -51,7 +53,7 @@ struct netguard;
  * unparseable entries skipped) adds exactly its scheme + host + port.
  * -1 with the offending entry named in err for an entry it cannot read. */
 int netguard_new(const char *allow, const char *const *extra_urls, struct netguard **out,
-                 char *err, size_t errlen) __attribute__((warn_unused_result));
+                 char *err, size_t errlen) MUST_CHECK;
 void netguard_free(struct netguard *g);
 /* 1 when connecting to `sa` (address and port) for a URL of scheme
  * `scheme` and (normalised or not) host `host` is allowed: a public address

@@ -658,14 +658,103 @@ out:
     return ret;
 }
 
-int resolve_source(const struct resolve_config *cfg, const char *source_url,
-                   struct resolved *out, char *err, size_t errlen)
+/* A data: URL within its length cap -> out. */
+static int resolve_data_source(const char *source_url, struct resolved *out, char *err, size_t errlen)
+{
+    if (strlen(source_url) > RESOLVE_MAX_DATA_URL) {
+        errmsg_set(err, errlen, "data: URL is %zu bytes, over the %d-byte limit", strlen(source_url),
+                   RESOLVE_MAX_DATA_URL);
+        return -1;
+    }
+    return resolve_data(source_url, out, err, errlen);
+}
+
+/* Parses source_url into h (as given: dot segments kept) and its scheme
+ * into *scheme (curl_free() it), or says what is wrong with it. */
+static int parse_url(CURLU *h, const char *source_url, char **scheme, char *err, size_t errlen)
+{
+    char shown[40];
+    CURLUcode rc;
+
+    /* PATH_AS_IS: curl would quietly fold "/media/a/../b"; we refuse dot segments instead */
+    rc = curl_url_set(h, CURLUPART_URL, source_url, CURLU_NON_SUPPORT_SCHEME | CURLU_PATH_AS_IS);
+    if (rc == CURLUE_OK)
+        rc = curl_url_get(h, CURLUPART_SCHEME, scheme, 0);
+    if (rc == CURLUE_OK)
+        return 0;
+    scheme_for_message(source_url, shown, sizeof shown);
+    if (shown[0] == '\0')
+        errmsg_set(err, errlen, "URL has no scheme");
+    else if (strcmp(shown, "http") == 0 || strcmp(shown, "https") == 0 || strcmp(shown, "file") == 0 ||
+             strcmp(shown, "mxc") == 0 || strcmp(shown, "localmxc") == 0)
+        errmsg_set(err, errlen, "bad %s URL: %s", shown, curl_url_strerror(rc));
+    else
+        errmsg_set(err, errlen, "unsupported URL scheme '%s'", shown);
+    return -1;
+}
+
+/* The parsed URL h of the given scheme -> out: 0, -1, or
+ * RESOLVE_ERR_CONFIG (a file:// or mxc:// URL this configuration cannot
+ * reach). */
+static int resolve_by_scheme(const struct resolve_config *cfg, CURLU *h, const char *scheme,
+                             const char *source_url, struct resolved *out, char *err, size_t errlen)
+{
+    CURLUcode rc;
+
+    if (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) {
+        /* parsed again without PATH_AS_IS: fetch what curl would normalise to */
+        rc = curl_url_set(h, CURLUPART_URL, source_url, CURLU_NON_SUPPORT_SCHEME);
+        if (rc != CURLUE_OK) {
+            errmsg_set(err, errlen, "bad %s URL: %s", scheme, curl_url_strerror(rc));
+            return -1;
+        }
+        return resolve_http(h, out, err, errlen);
+    }
+    if (strcmp(scheme, "file") == 0)
+        return resolve_file(cfg, h, source_url, out, err, errlen);
+    if (strcmp(scheme, "mxc") == 0 || strcmp(scheme, "localmxc") == 0)
+        return resolve_via_api(cfg, source_url, "an mxc:// URL", out, err, errlen);
+    errmsg_set(err, errlen, "unsupported URL scheme '%.32s'", scheme);
+    return -1;
+}
+
+/* A URL resolved from a bare path or a parsed URL -> out; out->display
+ * defaults to the redacted out->url. */
+static int resolve_url(const struct resolve_config *cfg, const char *source_url, struct resolved *out,
+                       char *err, size_t errlen)
 {
     CURLU *h = NULL;
     char *scheme = NULL;
-    char shown[40];
-    CURLUcode rc;
-    int sub;
+    int ret = -1;
+
+    if (source_url[0] == '/') {
+        ret = resolve_bare_path(cfg, source_url, out, err, errlen);
+    } else {
+        h = curl_url();
+        if (h == NULL) {
+            errmsg_set(err, errlen, "out of memory");
+            goto out;
+        }
+        if (parse_url(h, source_url, &scheme, err, errlen) != 0)
+            goto out;
+        ret = resolve_by_scheme(cfg, h, scheme, source_url, out, err, errlen);
+    }
+    if (ret == 0 && out->display == NULL) {
+        out->display = redact_dup(out->url);
+        if (out->display == NULL) {
+            errmsg_set(err, errlen, "out of memory");
+            ret = -1;
+        }
+    }
+out:
+    curl_free(scheme);
+    curl_url_cleanup(h);
+    return ret;
+}
+
+int resolve_source(const struct resolve_config *cfg, const char *source_url,
+                   struct resolved *out, char *err, size_t errlen)
+{
     int ret = -1;
 
     memset(out, 0, sizeof *out);
@@ -674,91 +763,18 @@ int resolve_source(const struct resolve_config *cfg, const char *source_url,
         goto out;
     }
     if (resolve_is_data_url(source_url)) {
-        if (strlen(source_url) > RESOLVE_MAX_DATA_URL) {
-            errmsg_set(err, errlen, "data: URL is %zu bytes, over the %d-byte limit",
-                       strlen(source_url), RESOLVE_MAX_DATA_URL);
-            goto out;
-        }
-        if (resolve_data(source_url, out, err, errlen) != 0)
-            goto out;
-        ret = 0;
+        ret = resolve_data_source(source_url, out, err, errlen);
         goto out;
     }
     if (strlen(source_url) > RESOLVE_MAX_URL) {
         errmsg_set(err, errlen, "URL is %zu bytes, over the %d-byte limit", strlen(source_url),
-                RESOLVE_MAX_URL);
+                   RESOLVE_MAX_URL);
         goto out;
     }
-    if (source_url[0] == '/') {
-        sub = resolve_bare_path(cfg, source_url, out, err, errlen);
-        if (sub != 0) {
-            ret = sub;
-            goto out;
-        }
-        goto display;
-    }
-    h = curl_url();
-    if (h == NULL) {
-        errmsg_set(err, errlen, "out of memory");
-        goto out;
-    }
-    /* PATH_AS_IS: curl would quietly fold "/media/a/../b"; we refuse dot segments instead */
-    rc = curl_url_set(h, CURLUPART_URL, source_url, CURLU_NON_SUPPORT_SCHEME | CURLU_PATH_AS_IS);
-    if (rc == CURLUE_OK)
-        rc = curl_url_get(h, CURLUPART_SCHEME, &scheme, 0);
-    if (rc != CURLUE_OK) {
-        scheme_for_message(source_url, shown, sizeof shown);
-        if (shown[0] == '\0')
-            errmsg_set(err, errlen, "URL has no scheme");
-        else if (strcmp(shown, "http") == 0 || strcmp(shown, "https") == 0 ||
-                 strcmp(shown, "file") == 0 || strcmp(shown, "mxc") == 0 ||
-                 strcmp(shown, "localmxc") == 0)
-            errmsg_set(err, errlen, "bad %s URL: %s", shown, curl_url_strerror(rc));
-        else
-            errmsg_set(err, errlen, "unsupported URL scheme '%s'", shown);
-        goto out;
-    }
-
-    if (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) {
-        /* parsed again without PATH_AS_IS: fetch what curl would normalise to */
-        rc = curl_url_set(h, CURLUPART_URL, source_url, CURLU_NON_SUPPORT_SCHEME);
-        if (rc != CURLUE_OK) {
-            errmsg_set(err, errlen, "bad %s URL: %s", scheme, curl_url_strerror(rc));
-            goto out;
-        }
-        if (resolve_http(h, out, err, errlen) != 0)
-            goto out;
-    } else if (strcmp(scheme, "file") == 0) {
-        sub = resolve_file(cfg, h, source_url, out, err, errlen);
-        if (sub != 0) {
-            ret = sub;
-            goto out;
-        }
-    } else if (strcmp(scheme, "mxc") == 0 || strcmp(scheme, "localmxc") == 0) {
-        sub = resolve_via_api(cfg, source_url, "an mxc:// URL", out, err, errlen);
-        if (sub != 0) {
-            ret = sub;
-            goto out;
-        }
-    } else {
-        errmsg_set(err, errlen, "unsupported URL scheme '%.32s'", scheme);
-        goto out;
-    }
-
-display:
-    if (out->display == NULL) {
-        out->display = redact_dup(out->url);
-        if (out->display == NULL) {
-            errmsg_set(err, errlen, "out of memory");
-            goto out;
-        }
-    }
-    ret = 0;
+    ret = resolve_url(cfg, source_url, out, err, errlen);
 out:
     if (ret != 0)
         resolved_clear(out);
-    curl_free(scheme);
-    curl_url_cleanup(h);
     return ret;
 }
 

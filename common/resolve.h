@@ -21,6 +21,8 @@
  * resolved_clear() frees them. The config strings are borrowed. */
 #include <stddef.h>
 
+#include "errmsg.h"
+
 struct resolve_config {
     const char *media_dir;     /* BEEPER_MEDIA_DIR or NULL/"" */
     const char *media_server;  /* BEEPER_MEDIA_SERVER or NULL/"" */
@@ -55,7 +57,7 @@ struct resolved {
 int resolve_is_data_url(const char *url);
 /* Writes the key of data_url into key; -1 only when out of memory. */
 int resolve_data_key(const char *data_url, char key[RESOLVE_DATA_KEY_LEN + 1])
-    __attribute__((warn_unused_result));
+    MUST_CHECK;
 
 /* resolve_source() fails with -1 when the URL itself is unusable
  * (permanent), or with RESOLVE_ERR_CONFIG when the worker's configuration
@@ -64,13 +66,13 @@ int resolve_data_key(const char *data_url, char key[RESOLVE_DATA_KEY_LEN + 1])
  * retryable once the configuration is fixed. A reason is in err either way. */
 #define RESOLVE_ERR_CONFIG (-2)
 int resolve_source(const struct resolve_config *cfg, const char *source_url,
-                   struct resolved *out, char *err, size_t errlen);
+                   struct resolved *out, char *err, size_t errlen) MUST_CHECK;
 void resolved_clear(struct resolved *r);
 
 /* Opens `path` read-only when it is a regular file inside `media_dir`,
  * after resolving symlinks: refuses "..", symlinks pointing outside, and
  * anything that is not a regular file. Returns an fd (caller closes) or -1. */
-int resolve_open_confined(const char *media_dir, const char *path, char *err, size_t errlen);
+int resolve_open_confined(const char *media_dir, const char *path, char *err, size_t errlen) MUST_CHECK;
 
 /* Copies url into out with every query value and any userinfo replaced by
  * "REDACTED" (e.g. "http://h/x?token=REDACTED"), truncated to outlen. */

@@ -63,7 +63,7 @@ static enum sniff_status finish(struct sniff_result *out, unsigned long w, unsig
 {
     if (w == 0 || h == 0) {
         errmsg_set(err, errlen, "%s claims a size of %lux%lu; zero width or height is refused",
-                sniff_type_name(out->type), w, h);
+                   sniff_type_name(out->type), w, h);
         return SNIFF_REJECT;
     }
     out->width = (unsigned)w;
@@ -343,7 +343,7 @@ static enum sniff_status reject_other(const unsigned char *b, size_t len, char *
         return SNIFF_REJECT;
     }
     errmsg_set(err, errlen, "unknown format (first bytes %02x %02x %02x %02x)", b[0],
-            len > 1 ? b[1] : 0, len > 2 ? b[2] : 0, len > 3 ? b[3] : 0);
+               len > 1 ? b[1] : 0, len > 2 ? b[2] : 0, len > 3 ? b[3] : 0);
     return SNIFF_REJECT;
 }
 

@@ -6,6 +6,8 @@
  * (HTML, text, SVG, PDF, empty, damaged header...). No allocation. */
 #include <stddef.h>
 
+#include "errmsg.h"
+
 enum sniff_type { SNIFF_UNKNOWN = 0, SNIFF_JPEG, SNIFF_PNG, SNIFF_GIF, SNIFF_WEBP };
 
 enum sniff_status {
@@ -41,7 +43,7 @@ struct sniff_result {
  * without a trailer after at least one frame is accepted, as decoders
  * display it. */
 enum sniff_status sniff_image(const unsigned char *buf, size_t len, int complete,
-                              struct sniff_result *out, char *err, size_t errlen);
+                              struct sniff_result *out, char *err, size_t errlen) MUST_CHECK;
 
 const char *sniff_type_name(enum sniff_type type);
 

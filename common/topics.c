@@ -288,6 +288,10 @@ static void format_ms(long long ms, char *buf, size_t len)
         snprintf(buf, len, "%lldms", ms);
 }
 
+/* Room for every config of a planned topic: the main topic has
+ * cleanup.policy and each --config, the others retention.ms. */
+#define TOPIC_CONFIGS_MAX (TOPICS_MAX_EXTRA + 2)
+
 /* What the metadata says of one planned topic. */
 struct topic_state {
     int exists;
@@ -638,6 +642,38 @@ out:
     return rc;
 }
 
+/* Warns of each way an existing topic differs from the plan: its configs
+ * (values[i] is the value of spec->configs[i], NULL when unset), its
+ * partition count and its replication factor; counts them in res. */
+static void warn_differences(const struct topic_spec *spec, const char *const *values,
+                             const struct topic_state *state, const struct topics_plan *plan, FILE *warn,
+                             struct topics_result *res)
+{
+    char msg[512];
+
+    for (size_t c = 0; c < spec->n_configs && c < TOPIC_CONFIGS_MAX; c++) {
+        enum topics_diff diff = topics_compare(spec, c, values[c], msg, sizeof msg);
+        if (diff == TOPICS_DIFF_NONE)
+            continue;
+        fprintf(warn, "imgcache-producer: warning: %s\n", msg);
+        if (diff == TOPICS_DIFF_REQUIRED)
+            res->required++;
+        else
+            res->notes++;
+    }
+    /* more or fewer partitions only change how far the fleet scales */
+    if (state->partitions >= 0 && state->partitions != plan->partitions) {
+        fprintf(warn, "imgcache-producer: warning: topic %s: partitions is %d, expected %ld (left unchanged)\n",
+                spec->name, state->partitions, plan->partitions);
+        res->notes++;
+    }
+    if (plan->replication_factor > 0 && state->partitions > 0 && state->replicas != plan->replication_factor) {
+        fprintf(warn, "imgcache-producer: warning: topic %s: replication-factor is %d, expected %ld "
+                "(left unchanged)\n", spec->name, state->replicas, plan->replication_factor);
+        res->notes++;
+    }
+}
+
 /* Reads the configs of the existing topics and reports what differs. */
 static int check_existing(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct config *cfg,
                           const struct topics_plan *plan, long long timeout_ms,
@@ -647,7 +683,6 @@ static int check_existing(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct conf
     rd_kafka_event_t *ev = NULL;
     const rd_kafka_ConfigResource_t **described;
     size_t n_described = 0;
-    char msg[512];
     int any = 0;
     int rc = -1;
 
@@ -663,7 +698,7 @@ static int check_existing(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct conf
         const struct topic_spec *spec = &plan->topics[p];
         const rd_kafka_ConfigResource_t *found = NULL;
         const rd_kafka_ConfigEntry_t **entries = NULL;
-        const char *values[TOPICS_MAX_EXTRA + 2] = { NULL };
+        const char *values[TOPIC_CONFIGS_MAX] = { NULL };
         size_t n_entries = 0;
 
         if (!state[p].exists || state[p].created)
@@ -690,29 +725,7 @@ static int check_existing(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct conf
         print_configs(out, spec, values);
         fprintf(out, ")\n");
         res->existing++;
-
-        for (size_t c = 0; c < spec->n_configs && c < sizeof values / sizeof values[0]; c++) {
-            enum topics_diff diff = topics_compare(spec, c, values[c], msg, sizeof msg);
-            if (diff == TOPICS_DIFF_NONE)
-                continue;
-            fprintf(warn, "imgcache-producer: warning: %s\n", msg);
-            if (diff == TOPICS_DIFF_REQUIRED)
-                res->required++;
-            else
-                res->notes++;
-        }
-        /* more or fewer partitions only change how far the fleet scales */
-        if (state[p].partitions >= 0 && state[p].partitions != plan->partitions) {
-            fprintf(warn, "imgcache-producer: warning: topic %s: partitions is %d, expected %ld (left unchanged)\n",
-                    spec->name, state[p].partitions, plan->partitions);
-            res->notes++;
-        }
-        if (plan->replication_factor > 0 && state[p].partitions > 0 &&
-            state[p].replicas != plan->replication_factor) {
-            fprintf(warn, "imgcache-producer: warning: topic %s: replication-factor is %d, expected %ld "
-                    "(left unchanged)\n", spec->name, state[p].replicas, plan->replication_factor);
-            res->notes++;
-        }
+        warn_differences(spec, values, &state[p], plan, warn, res);
     }
     rc = 0;
 out:

@@ -23,6 +23,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "errmsg.h"
 
 #define TOPICS_DEFAULT_PARTITIONS 12
 #define TOPICS_DEFAULT_REPLICATION (-1) /* the broker's default.replication.factor */
@@ -49,7 +50,7 @@ struct topics_options {
  * --help; each flag also as --flag=VALUE. Fills *opts from the defaults
  * first. -1 with a message naming the option on a bad or unknown one. */
 int topics_options_parse(struct topics_options *opts, int argc, char **argv,
-                         char *err, size_t errlen) __attribute__((warn_unused_result));
+                         char *err, size_t errlen) MUST_CHECK;
 void topics_options_release(struct topics_options *opts);
 /* The command's --help text. */
 void topics_usage(FILE *out);
@@ -72,7 +73,7 @@ struct topics_plan {
 /* The three topics for main topic `topic`: names (as the worker derives
  * them) and configs. An extra config may override cleanup.policy. */
 int topics_plan_build(struct topics_plan *plan, const char *topic, const struct topics_options *opts,
-                      char *err, size_t errlen) __attribute__((warn_unused_result));
+                      char *err, size_t errlen) MUST_CHECK;
 void topics_plan_release(struct topics_plan *plan);
 
 enum topics_diff {
@@ -108,6 +109,6 @@ struct topics_result {
  * or the setting the cluster refused, with res->bad_setting = 1). */
 int topics_ensure(const struct config *cfg, const struct topics_plan *plan, long long timeout_ms,
                   FILE *out, FILE *warn, struct topics_result *res,
-                  char *err, size_t errlen) __attribute__((warn_unused_result));
+                  char *err, size_t errlen) MUST_CHECK;
 
 #endif

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: a local stack under ./var (Apache Kafka, redis-server, PostgreSQL),
 # the schema, the bundled sample chats (or a sync from your Beeper Desktop
-# when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars.
+# when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars
+# and `imgcache-producer stats`.
 # IMGCACHE_DEMO_DIR moves ./var elsewhere (the test of the demo uses a temp
 # folder).
 set -eu
@@ -44,20 +45,33 @@ fi
 
 PUBLISHED=$(sed -n 's/.* published=\([0-9]*\).*/\1/p' "$VAR/logs/producer.out" | tail -n 1)
 
-# One line whenever the counts change (and every 5 s while they do not):
-# what the workers have done so far, read from the database.
+# What the workers have done so far, read from the database: "cached
+# waiting failed".
+counts() {
+    psql -XAtq -F ' ' "$DATABASE_URL" -c "
+        SELECT (SELECT count(*) FROM cached_images),
+               (SELECT count(*) FROM image_failures WHERE NOT permanent),
+               (SELECT count(*) FROM image_failures WHERE permanent)" 2>/dev/null
+}
+show_counts() { # "cached waiting failed" seconds
+    set -- $1 "$2"
+    echo "   ${PUBLISHED:-?} to fetch: $1 cached, $2 waiting for a retry, $3 failed (${4}s)"
+}
+
+# One line whenever the counts change (and every 5 s while they do not).
+# The last line shown is kept in $LAST_SHOWN, so that the final counts can
+# be shown once after the workers exit should this loop have missed them.
+START=$(date +%s)
+LAST_SHOWN="$VAR/logs/progress.last"
+: > "$LAST_SHOWN"
 progress() {
-    local start last="" line now shown=0
-    start=$(date +%s)
+    local last="" line now shown=0
     while :; do
-        line=$(psql -XAtq -F ' ' "$DATABASE_URL" -c "
-            SELECT (SELECT count(*) FROM cached_images),
-                   (SELECT count(*) FROM image_failures WHERE NOT permanent),
-                   (SELECT count(*) FROM image_failures WHERE permanent)" 2>/dev/null) || line=""
+        line=$(counts) || line=""
         now=$(date +%s)
         if [ -n "$line" ] && { [ "$line" != "$last" ] || [ $((now - shown)) -ge 5 ]; }; then
-            set -- $line
-            echo "   ${PUBLISHED:-?} to fetch: $1 cached, $2 waiting for a retry, $3 failed ($((now - start))s)"
+            show_counts "$line" $((now - START))
+            echo "$line" > "$LAST_SHOWN"
             last=$line
             shown=$now
         fi
@@ -80,6 +94,10 @@ wait $w1 || rc=$?
 wait $w2 || rc=$?
 kill $p 2>/dev/null || :
 wait $p 2>/dev/null || :
+line=$(counts) || line=""
+if [ -n "$line" ] && [ "$line" != "$(cat "$LAST_SHOWN")" ]; then
+    show_counts "$line" $(($(date +%s) - START))
+fi
 if [ $rc -ne 0 ]; then
     echo "a worker failed (exit $rc); see $VAR/logs/worker-*.log" >&2
     tail -5 "$VAR/logs/worker-1.log" "$VAR/logs/worker-2.log" >&2
@@ -89,14 +107,9 @@ fi
 echo "== chat_avatars"
 psql -X -P pager=off "$DATABASE_URL" -c \
     "SELECT title, image_source, initials, image_url FROM chat_avatars ORDER BY title"
-echo "== summary"
-psql -X -P pager=off "$DATABASE_URL" -c "
-    SELECT (SELECT count(*) FROM chats) AS chats,
-           (SELECT count(*) FROM chat_participants) AS participants,
-           (SELECT count(*) FROM cached_images) AS cached_images,
-           (SELECT count(*) FROM image_blobs) AS stored_blobs,
-           (SELECT count(*) FROM image_failures) AS failures"
 psql -X -P pager=off "$DATABASE_URL" -c \
     "SELECT source_url, error_class, last_error FROM image_failures"
+echo "== imgcache-producer stats"
+"$BIN/imgcache-producer" stats
 echo "Images are under $IMGCACHE_STORAGE_DIR. The stack keeps running: 'make stop' stops it;"
 echo "'. ${VAR#$ROOT/}/stack.env && psql \"\$DATABASE_URL\"' opens the database."

@@ -12,7 +12,8 @@ set -eu
 PACKAGES="build-essential pkg-config librdkafka-dev libcurl4-openssl-dev libhiredis-dev
 libjansson-dev libpq-dev libssl-dev libcmocka-dev libmicrohttpd-dev uthash-dev
 redis-server postgresql postgresql-client kcat valgrind curl
-clang libclang-rt-14-dev time strace linux-perf openjdk-17-jre-headless maven python3-yaml"
+clang libclang-rt-14-dev time strace linux-perf openjdk-17-jre-headless maven python3-yaml
+prometheus"
 
 missing=
 for p in $PACKAGES; do

@@ -23,6 +23,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "config.h"
+#include "errmsg.h"
 #include "log.h"
 
 #define PROGRAM "imgcache-devbroker"
@@ -183,15 +184,155 @@ static int split_words(char *line, char **words, int max)
     return n;
 }
 
+/* One command: its words w[0..] (w[0] is its name) and the line as typed
+ * (echo) for the answer. Each handler answers exactly one line. */
+typedef void (*command_fn)(struct devbroker *db, char **w, const char *echo);
+
+static void cmd_help(struct devbroker *db, char **w, const char *echo)
+{
+    (void)db;
+    (void)w;
+    (void)echo;
+    reply("ok commands: down B, up B, rtt B MS, leader TOPIC P B, "
+          "coordinator group|transaction KEY B, errors APIKEY COUNT ERRCODE, clear APIKEY");
+}
+
+/* down BROKER, up BROKER */
+static void cmd_down_up(struct devbroker *db, char **w, const char *echo)
+{
+    int32_t broker;
+
+    if (parse_broker(db, w[1], &broker, 1) != 0) {
+        reply("error %s: broker '%s' is not -1 or 1..%ld", w[0], w[1], db->cfg.brokers);
+        return;
+    }
+    if (w[0][0] == 'd')
+        answer_mock(echo, rd_kafka_mock_broker_set_down(db->mcluster, broker));
+    else
+        answer_mock(echo, rd_kafka_mock_broker_set_up(db->mcluster, broker));
+}
+
+/* rtt BROKER MS */
+static void cmd_rtt(struct devbroker *db, char **w, const char *echo)
+{
+    int32_t broker;
+    long ms;
+
+    if (parse_broker(db, w[1], &broker, 1) != 0) {
+        reply("error rtt: broker '%s' is not -1 or 1..%ld", w[1], db->cfg.brokers);
+        return;
+    }
+    if (config_parse_long(w[2], 0, 3600000, &ms) != 0) {
+        reply("error rtt: '%s' is not a number of milliseconds", w[2]);
+        return;
+    }
+    answer_mock(echo, rd_kafka_mock_broker_set_rtt(db->mcluster, broker, (int)ms));
+}
+
+/* leader TOPIC PARTITION BROKER */
+static void cmd_leader(struct devbroker *db, char **w, const char *echo)
+{
+    int parts = known_partitions(db, w[1]);
+    int32_t broker;
+    long partition;
+
+    if (parts < 0) {
+        reply("error leader: unknown topic '%s'", w[1]);
+        return;
+    }
+    if (config_parse_long(w[2], 0, parts - 1, &partition) != 0) {
+        reply("error leader: partition '%s' is not 0..%d", w[2], parts - 1);
+        return;
+    }
+    if (parse_broker(db, w[3], &broker, 1) != 0) {
+        reply("error leader: broker '%s' is not -1 or 1..%ld", w[3], db->cfg.brokers);
+        return;
+    }
+    answer_mock(echo, rd_kafka_mock_partition_set_leader(db->mcluster, w[1], (int32_t)partition, broker));
+}
+
+/* coordinator group|transaction KEY BROKER */
+static void cmd_coordinator(struct devbroker *db, char **w, const char *echo)
+{
+    int32_t broker;
+
+    if (strcmp(w[1], "group") != 0 && strcmp(w[1], "transaction") != 0) {
+        reply("error coordinator: key type '%s' is not group or transaction", w[1]);
+        return;
+    }
+    if (parse_broker(db, w[3], &broker, 0) != 0) {
+        reply("error coordinator: broker '%s' is not 1..%ld", w[3], db->cfg.brokers);
+        return;
+    }
+    answer_mock(echo, rd_kafka_mock_coordinator_set(db->mcluster, w[1], w[2], broker));
+}
+
+/* errors APIKEY COUNT ERRCODE */
+static void cmd_errors(struct devbroker *db, char **w, const char *echo)
+{
+    rd_kafka_resp_err_t *codes;
+    rd_kafka_resp_err_t code;
+    int16_t api;
+    long cnt;
+
+    if (parse_api_key(w[1], &api) != 0) {
+        reply("error errors: '%s' is not an api key", w[1]);
+        return;
+    }
+    if (config_parse_long(w[2], 1, 100000, &cnt) != 0) {
+        reply("error errors: count '%s' is not 1..100000", w[2]);
+        return;
+    }
+    if (parse_err_code(w[3], &code) != 0) {
+        reply("error errors: '%s' is not a librdkafka error code or name", w[3]);
+        return;
+    }
+    codes = malloc((size_t)cnt * sizeof *codes);
+    if (codes == NULL) {
+        reply("error errors: out of memory");
+        return;
+    }
+    for (long i = 0; i < cnt; i++)
+        codes[i] = code;
+    rd_kafka_mock_push_request_errors_array(db->mcluster, api, (size_t)cnt, codes);
+    free(codes);
+    reply("ok %s (%s)", echo, rd_kafka_err2name(code));
+}
+
+/* clear APIKEY */
+static void cmd_clear(struct devbroker *db, char **w, const char *echo)
+{
+    int16_t api;
+
+    if (parse_api_key(w[1], &api) != 0) {
+        reply("error clear: '%s' is not an api key", w[1]);
+        return;
+    }
+    rd_kafka_mock_clear_request_errors(db->mcluster, api);
+    reply("ok %s", echo);
+}
+
+/* The commands, each with its number of words (the name included). */
+static const struct {
+    const char *name;
+    int words;
+    command_fn fn;
+} commands[] = {
+    { "help", 1, cmd_help },
+    { "down", 2, cmd_down_up },
+    { "up", 2, cmd_down_up },
+    { "rtt", 3, cmd_rtt },
+    { "leader", 4, cmd_leader },
+    { "coordinator", 4, cmd_coordinator },
+    { "errors", 4, cmd_errors },
+    { "clear", 2, cmd_clear },
+};
+
 static void run_command(struct devbroker *db, char *line)
 {
     char echo[LINE_MAX_LEN + 1];
     char *w[6];
     int n;
-    int32_t broker;
-    long v, cnt;
-    int16_t api;
-    rd_kafka_resp_err_t code;
 
     snprintf(echo, sizeof echo, "%s", line);
     echo[strcspn(echo, "\r")] = '\0';
@@ -199,89 +340,13 @@ static void run_command(struct devbroker *db, char *line)
     if (n == 0)
         return;
     log_info("event=command line=\"%s\"", echo);
-
-    if (strcmp(w[0], "help") == 0 && n == 1) {
-        reply("ok commands: down B, up B, rtt B MS, leader TOPIC P B, "
-              "coordinator group|transaction KEY B, errors APIKEY COUNT ERRCODE, clear APIKEY");
-    } else if ((strcmp(w[0], "down") == 0 || strcmp(w[0], "up") == 0) && n == 2) {
-        if (parse_broker(db, w[1], &broker, 1) != 0) {
-            reply("error %s: broker '%s' is not -1 or 1..%ld", w[0], w[1], db->cfg.brokers);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(w[0], commands[i].name) == 0 && n == commands[i].words) {
+            commands[i].fn(db, w, echo);
             return;
         }
-        if (w[0][0] == 'd')
-            answer_mock(echo, rd_kafka_mock_broker_set_down(db->mcluster, broker));
-        else
-            answer_mock(echo, rd_kafka_mock_broker_set_up(db->mcluster, broker));
-    } else if (strcmp(w[0], "rtt") == 0 && n == 3) {
-        if (parse_broker(db, w[1], &broker, 1) != 0) {
-            reply("error rtt: broker '%s' is not -1 or 1..%ld", w[1], db->cfg.brokers);
-            return;
-        }
-        if (config_parse_long(w[2], 0, 3600000, &v) != 0) {
-            reply("error rtt: '%s' is not a number of milliseconds", w[2]);
-            return;
-        }
-        answer_mock(echo, rd_kafka_mock_broker_set_rtt(db->mcluster, broker, (int)v));
-    } else if (strcmp(w[0], "leader") == 0 && n == 4) {
-        int parts = known_partitions(db, w[1]);
-        if (parts < 0) {
-            reply("error leader: unknown topic '%s'", w[1]);
-            return;
-        }
-        if (config_parse_long(w[2], 0, parts - 1, &v) != 0) {
-            reply("error leader: partition '%s' is not 0..%d", w[2], parts - 1);
-            return;
-        }
-        if (parse_broker(db, w[3], &broker, 1) != 0) {
-            reply("error leader: broker '%s' is not -1 or 1..%ld", w[3], db->cfg.brokers);
-            return;
-        }
-        answer_mock(echo, rd_kafka_mock_partition_set_leader(db->mcluster, w[1], (int32_t)v,
-                                                              broker));
-    } else if (strcmp(w[0], "coordinator") == 0 && n == 4) {
-        if (strcmp(w[1], "group") != 0 && strcmp(w[1], "transaction") != 0) {
-            reply("error coordinator: key type '%s' is not group or transaction", w[1]);
-            return;
-        }
-        if (parse_broker(db, w[3], &broker, 0) != 0) {
-            reply("error coordinator: broker '%s' is not 1..%ld", w[3], db->cfg.brokers);
-            return;
-        }
-        answer_mock(echo, rd_kafka_mock_coordinator_set(db->mcluster, w[1], w[2], broker));
-    } else if (strcmp(w[0], "errors") == 0 && n == 4) {
-        rd_kafka_resp_err_t *codes;
-        if (parse_api_key(w[1], &api) != 0) {
-            reply("error errors: '%s' is not an api key", w[1]);
-            return;
-        }
-        if (config_parse_long(w[2], 1, 100000, &cnt) != 0) {
-            reply("error errors: count '%s' is not 1..100000", w[2]);
-            return;
-        }
-        if (parse_err_code(w[3], &code) != 0) {
-            reply("error errors: '%s' is not a librdkafka error code or name", w[3]);
-            return;
-        }
-        codes = malloc((size_t)cnt * sizeof *codes);
-        if (codes == NULL) {
-            reply("error errors: out of memory");
-            return;
-        }
-        for (long i = 0; i < cnt; i++)
-            codes[i] = code;
-        rd_kafka_mock_push_request_errors_array(db->mcluster, api, (size_t)cnt, codes);
-        free(codes);
-        reply("ok %s (%s)", echo, rd_kafka_err2name(code));
-    } else if (strcmp(w[0], "clear") == 0 && n == 2) {
-        if (parse_api_key(w[1], &api) != 0) {
-            reply("error clear: '%s' is not an api key", w[1]);
-            return;
-        }
-        rd_kafka_mock_clear_request_errors(db->mcluster, api);
-        reply("ok %s", echo);
-    } else {
-        reply("error unknown or malformed command '%s' (try: help)", echo);
     }
+    reply("error unknown or malformed command '%s' (try: help)", echo);
 }
 
 /* Reads what stdin has, runs every complete line. Returns after at most
@@ -369,7 +434,7 @@ static int devbroker_start(struct devbroker *db, char *err, size_t errlen)
         size_t len = strlen(base) + strlen(suffix[i]) + 1;
         db->topics[i] = malloc(len);
         if (db->topics[i] == NULL) {
-            snprintf(err, errlen, "out of memory");
+            errmsg_set(err, errlen, "out of memory");
             goto out;
         }
         snprintf(db->topics[i], len, "%s%s", base, suffix[i]);
@@ -377,25 +442,25 @@ static int devbroker_start(struct devbroker *db, char *err, size_t errlen)
 
     rd_kafka_conf_set_log_cb(conf, kafka_log);
     if (rd_kafka_conf_set(conf, "client.id", PROGRAM, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        snprintf(err, errlen, "librdkafka conf: %s", errstr);
+        errmsg_set(err, errlen, "librdkafka conf: %s", errstr);
         goto out;
     }
     db->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (db->rk == NULL) {
-        snprintf(err, errlen, "rd_kafka_new: %s", errstr);
+        errmsg_set(err, errlen, "rd_kafka_new: %s", errstr);
         goto out;
     }
     conf = NULL; /* owned by db->rk now */
 
     db->mcluster = rd_kafka_mock_cluster_new(db->rk, (int)db->cfg.brokers);
     if (db->mcluster == NULL) {
-        snprintf(err, errlen, "could not create a mock cluster of %ld brokers", db->cfg.brokers);
+        errmsg_set(err, errlen, "could not create a mock cluster of %ld brokers", db->cfg.brokers);
         goto out;
     }
     for (int i = 0; i < N_TOPICS; i++) {
         kerr = rd_kafka_mock_topic_create(db->mcluster, db->topics[i], (int)db->cfg.partitions, 1);
         if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            snprintf(err, errlen, "creating topic '%s': %s", db->topics[i], rd_kafka_err2str(kerr));
+            errmsg_set(err, errlen, "creating topic '%s': %s", db->topics[i], rd_kafka_err2str(kerr));
             goto out;
         }
     }

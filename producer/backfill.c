@@ -24,30 +24,26 @@ static int backfill_one(const struct db_url_ref *ref, void *arg)
     return 0;
 }
 
-/* backfill [--retry-failed]: announces every image URL that chats or
+/* backfill [--retry-failed] [--quiet]: announces every image URL that chats or
  * participants reference and that is not cached, streaming them from the
  * database. A permanent failure younger than IMGCACHE_FAILURE_TTL is left
  * out, unless --retry-failed. */
 int cmd_backfill(const struct config *cfg)
 {
+    struct command_args args;
     struct publisher pub;
     struct backfill_ctx ctx = { 0 };
     struct db *db = NULL;
     char err[512];
-    int retry_failed = 0, have_pub = 0, done = 0;
+    int retry_failed, have_pub = 0, done = 0;
     int rc = PRODUCER_EXIT_FAIL;
 
-    for (int i = 1; i < cfg->nargs; i++) {
-        if (strcmp(cfg->args[i], "--retry-failed") == 0) {
-            retry_failed = 1;
-        } else {
-            producer_error("backfill: unknown argument '%s' (see --help)", cfg->args[i]);
-            return PRODUCER_EXIT_USAGE;
-        }
-    }
+    if (command_args_parse(cfg, ARG_RETRY_FAILED | ARG_QUIET, 0, &args) != 0)
+        return PRODUCER_EXIT_USAGE;
+    retry_failed = args.retry_failed;
     if (producer_open_db(cfg, 1, &db) != 0)
         goto out;
-    if (publisher_init(&pub, cfg, db, "backfill", err, sizeof err) != 0) {
+    if (publisher_init(&pub, cfg, db, "backfill", args.quiet, err, sizeof err) != 0) {
         producer_error("%s", err);
         goto out;
     }
@@ -76,6 +72,7 @@ out:
     if (have_pub) {
         int flushed = publisher_flush(&pub, err, sizeof err);
         publisher_progress(&pub, 1);
+        progress_end(&pub.progress);
         if (flushed != 0)
             producer_error("%s", err);
         if (producer_stop)

@@ -1,6 +1,6 @@
 /* imgcache-producer: parse the configuration, dispatch on the command, tear
- * down. The commands are in migrate.c, import.c, sync.c, backfill.c and
- * topics.c. */
+ * down. The commands are in migrate.c, import.c, sync.c, backfill.c,
+ * topics.c and stats.c; adding one is a line in `commands` and a file. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,15 +22,22 @@ static const char usage[] =
     "\n"
     "Commands:\n"
     "  migrate                    create or upgrade the database schema (safe to repeat)\n"
-    "  import FILE|-              read chats from a file, one JSON chat per line (- : stdin)\n"
-    "  sync                       read every chat from the Beeper Desktop API\n"
+    "  import [--quiet] FILE|-    read chats from a file, one JSON chat per line (- : stdin)\n"
+    "  sync [--quiet]             read every chat from the Beeper Desktop API\n"
     "                             (BEEPER_API_URL, BEEPER_API_TOKEN)\n"
-    "  backfill [--retry-failed]  announce every referenced image that is not cached;\n"
+    "  backfill [--retry-failed] [--quiet]\n"
+    "                             announce every referenced image that is not cached;\n"
     "                             --retry-failed: also those that failed permanently\n"
+    "  stats [--json]             chats, avatar coverage, cached images, dedup savings,\n"
+    "                             failures, and the Kafka backlog of each consumer group\n"
+    "                             (--json: one JSON object for scripts)\n"
     "  topics [--partitions N] [--replication-factor N] [--config KEY=VALUE]...\n"
     "                             create the Kafka topics TOPIC (compacted), TOPIC-retry\n"
     "                             and TOPIC-dlt that do not exist; report those that\n"
     "                             differ (safe to repeat; see topics --help)\n"
+    "\n"
+    "import, sync and backfill show a live progress line (count, rate, elapsed) when\n"
+    "standard error is a terminal, else a progress log line every 10 s; --quiet: neither.\n"
     "\n"
     "import and sync end with one line on stdout:\n"
     "  chats=N participants=N urls=N published=N already_cached=N known_failures=N\n"
@@ -39,7 +46,8 @@ static const char usage[] =
     "  failed permanently, or a retry is scheduled, so not announced again;\n"
     "  dropped: an image URL left out (logged with the reason), its chat kept.\n"
     "\n"
-    "Exit status: 0 done; 1 error (database, Kafka, API) or events not delivered;\n"
+    "Exit status: 0 done; 1 error (database, Kafka, API) or events not delivered\n"
+    "(stats: PostgreSQL or Kafka unreachable; what could be read is printed);\n"
     "2 bad configuration or command line; 3 done, but some lines or chats were\n"
     "refused (reported on stderr, the others were imported).";
 
@@ -54,6 +62,7 @@ static const struct command commands[] = {
     { "sync", cmd_sync },
     { "backfill", cmd_backfill },
     { "topics", cmd_topics },
+    { "stats", cmd_stats },
 };
 
 static void on_signal(int sig)
@@ -97,9 +106,9 @@ int main(int argc, char **argv)
             cmd = &commands[i];
     if (cmd == NULL) {
         if (cfg.nargs == 0)
-            producer_error("no command given: migrate, import FILE, sync, backfill or topics (see --help)");
+            producer_error("no command given: migrate, import FILE, sync, backfill, topics or stats (see --help)");
         else
-            producer_error("unknown command '%s': migrate, import FILE, sync, backfill or topics (see --help)",
+            producer_error("unknown command '%s': migrate, import FILE, sync, backfill, topics or stats (see --help)",
                            cfg.args[0]);
         config_free(&cfg);
         return PRODUCER_EXIT_USAGE;

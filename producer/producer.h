@@ -17,6 +17,8 @@
 #include "config.h"
 #include "db.h"
 #include "kafka.h"
+#include "log.h"
+#include "progress.h"
 
 #define PRODUCER_NAME "imgcache-producer"
 
@@ -31,7 +33,16 @@ enum {
 /* Set by SIGINT/SIGTERM; loops stop at the next line, page or URL. */
 extern volatile sig_atomic_t producer_stop;
 
-/* Prints "imgcache-producer: <message>" on stderr. */
+/* log_warn()/log_info() for what is logged while a live progress line may
+ * be on screen: when the level lets the line through, the live line is
+ * ended first, so the log line starts a line of its own. */
+#define producer_warn(...) \
+    do { if (log_min_level <= LOG_WARN) { progress_break(); log_msg(LOG_WARN, __VA_ARGS__); } } while (0)
+#define producer_info(...) \
+    do { if (log_min_level <= LOG_INFO) { progress_break(); log_msg(LOG_INFO, __VA_ARGS__); } } while (0)
+
+/* Prints "imgcache-producer: <message>" on stderr (ending a live progress
+ * line first). */
 void producer_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Connects to DATABASE_URL and, when check_schema, refuses a schema at
@@ -39,20 +50,46 @@ void producer_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * Prints the error itself; *out is freed with db_close(). */
 int producer_open_db(const struct config *cfg, int check_schema, struct db **out);
 
+/* ---- args.c ---- */
+
+/* The flags a command may take after its name (import --quiet FILE). */
+enum {
+    ARG_QUIET = 1u << 0,        /* --quiet: no progress line, no progress log lines */
+    ARG_RETRY_FAILED = 1u << 1, /* backfill --retry-failed */
+    ARG_JSON = 1u << 2,         /* stats --json */
+};
+#define ARGS_MAX_POSITIONAL 4
+
+struct command_args {
+    int quiet, retry_failed, json;
+    const char *positional[ARGS_MAX_POSITIONAL]; /* borrowed from argv */
+    int npositional;
+};
+/* Reads cfg->args after the command name: the flags in `allowed`, in any
+ * order, and up to max_positional other arguments ("-" is one). Prints
+ * "<command>: unknown argument ..." or "... takes at most N" and returns
+ * -1 on anything else. */
+int command_args_parse(const struct config *cfg, unsigned allowed, int max_positional,
+                       struct command_args *out);
+
 /* ---- migrate.c ---- */
 int cmd_migrate(const struct config *cfg);
 
 /* ---- import.c ---- */
-/* import FILE|-: one JSON chat per line. */
+/* import [--quiet] FILE|-: one JSON chat per line. */
 int cmd_import(const struct config *cfg);
 
 /* ---- sync.c ---- */
-/* Reads every chat from the Beeper Desktop API. */
+/* sync [--quiet]: reads every chat from the Beeper Desktop API. */
 int cmd_sync(const struct config *cfg);
 
 /* ---- backfill.c ---- */
-/* backfill [--retry-failed]: announces every referenced URL not cached. */
+/* backfill [--retry-failed] [--quiet]: announces every referenced URL not cached. */
 int cmd_backfill(const struct config *cfg);
+
+/* ---- stats.c ---- */
+/* stats [--json]: what is cached, what failed, the backlog per group. */
+int cmd_stats(const struct config *cfg);
 
 /* ---- topics.c ---- */
 /* topics [options]: creates the Kafka topics (common/topics.h). */
@@ -77,11 +114,12 @@ struct publisher {
     long long known_failed;     /* URLs known to fail (or being retried): not announced */
     long long dropped;          /* URLs left out, with a log line: over a limit, not
                                    UTF-8, or a data: key backfill cannot announce */
-    long long last_progress_ms; /* of the last progress log line */
+    struct progress progress;   /* the live line, or the periodic log line */
 };
 
+/* quiet: no progress line nor progress log lines (--quiet). */
 int publisher_init(struct publisher *p, const struct config *cfg, struct db *db, const char *reason,
-                   char *err, size_t errlen);
+                   int quiet, char *err, size_t errlen);
 /* Stores a batch of chats (one transaction), then announces each of their
  * image URLs (chat image and participants' images) that this run has not
  * handled yet and that is neither cached nor known to fail: one database
@@ -90,7 +128,8 @@ int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, si
                         char *err, size_t errlen);
 /* Announces one URL known to be uncached (backfill): no look-up. */
 int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *err, size_t errlen);
-/* A log line with the counters, at most every 10 s unless force. */
+/* Shows the counters (progress.h: a live line on a terminal, else a log
+ * line at most every 10 s), unless quiet; force: now. */
 void publisher_progress(struct publisher *p, int force);
 /* Waits for every event to be acknowledged; -1 when some were not. */
 int publisher_flush(struct publisher *p, char *err, size_t errlen);

@@ -7,6 +7,7 @@
 
 #include <uthash.h>
 
+#include "errmsg.h"
 #include "event.h"
 #include "log.h"
 #include "resolve.h"
@@ -18,7 +19,6 @@
 
 /* How long publisher_flush() waits for the broker's acknowledgements. */
 #define FLUSH_TIMEOUT_MS 60000
-#define PROGRESS_EVERY_MS 10000
 
 struct seen_url {
     UT_hash_handle hh;
@@ -40,6 +40,7 @@ void producer_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    progress_break();
     fprintf(stderr, PRODUCER_NAME ": %s\n", msg);
 }
 
@@ -61,18 +62,24 @@ int producer_open_db(const struct config *cfg, int check_schema, struct db **out
 }
 
 int publisher_init(struct publisher *p, const struct config *cfg, struct db *db, const char *reason,
-                   char *err, size_t errlen)
+                   int quiet, char *err, size_t errlen)
 {
+    int backfill = strcmp(reason, "backfill") == 0;
+
     memset(p, 0, sizeof *p);
     p->cfg = cfg;
     p->db = db;
     p->reason = reason;
-    p->last_progress_ms = event_now_ms();
+    progress_start(&p->progress, reason, backfill ? "urls" : "chats", quiet);
     if (kafka_producer_new(cfg, PRODUCER_NAME, &p->kp, err, errlen) != 0)
         return -1;
     /* learn the topic now: a wrong KAFKA_BROKERS or a missing topic fails
      * here, before any chat is written, and the first event goes out at once */
-    return kafka_producer_prepare(p->kp, cfg->topic, PUBLISH_CLUSTER_WAIT_MS, err, errlen);
+    if (kafka_producer_prepare(p->kp, cfg->topic, PUBLISH_CLUSTER_WAIT_MS, err, errlen) != 0) {
+        publisher_release(p);
+        return -1;
+    }
+    return 0;
 }
 
 /* 1 when url was not seen before in this run (and is now), 0 when it was,
@@ -98,8 +105,8 @@ static void drop_url(struct publisher *p, const char *chat_id, const char *parti
                      const char *why)
 {
     p->dropped++;
-    log_warn("event=url_dropped chat_id=\"%.80s\" participant_id=\"%.80s\" reason=\"%s\"",
-             chat_id ? chat_id : "", participant_id ? participant_id : "", why);
+    producer_warn("event=url_dropped chat_id=\"%.80s\" participant_id=\"%.80s\" reason=\"%s\"",
+                  chat_id ? chat_id : "", participant_id ? participant_id : "", why);
 }
 
 /* Queues one image-needed event; data_url: the data: URL that url is the
@@ -157,58 +164,51 @@ static int consider(struct publisher *p, struct candidate *cands, size_t *nc, co
     return 0;
 }
 
-int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, size_t n,
-                        char *err, size_t errlen)
+/* The batch's image URLs this run has not handled yet, into cands (room
+ * for every chat and participant image); dropped ones are counted and
+ * logged. -1 when out of memory. */
+static int collect_candidates(struct publisher *p, const struct beeper_chat *chats, size_t n,
+                              struct candidate *cands, size_t *nc)
 {
-    struct candidate *cands = NULL;
-    const char **urls = NULL;
-    uint8_t *state = NULL;
-    size_t max = 0, nc = 0;
-    int rc = -1;
-
-    if (n == 0)
-        return 0;
-    if (db_upsert_chats(p->db, chats, n, err, errlen) != 0)
-        goto out;
-    p->chats += (long long)n;
-    for (size_t i = 0; i < n; i++) {
-        p->participants += (long long)chats[i].n_participants;
-        max += 1 + chats[i].n_participants;
-    }
-    cands = calloc(max, sizeof *cands);
-    if (cands == NULL)
-        goto oom;
     for (size_t i = 0; i < n; i++) {
         const struct beeper_chat *c = &chats[i];
         if (c->img_dropped) {
             p->urls++;
             drop_url(p, c->id, NULL, c->img_dropped);
         }
-        if (consider(p, cands, &nc, c->img_url, c, NULL) != 0)
-            goto oom;
+        if (consider(p, cands, nc, c->img_url, c, NULL) != 0)
+            return -1;
         for (size_t j = 0; j < c->n_participants; j++) {
             const struct beeper_participant *pt = &c->participants[j];
             if (pt->img_dropped) {
                 p->urls++;
                 drop_url(p, c->id, pt->id, pt->img_dropped);
             }
-            if (consider(p, cands, &nc, pt->img_url, c, pt) != 0)
-                goto oom;
+            if (consider(p, cands, nc, pt->img_url, c, pt) != 0)
+                return -1;
         }
     }
-    p->urls += (long long)nc;
-    if (nc == 0) {
-        rc = 0;
+    p->urls += (long long)*nc;
+    return 0;
+}
+
+/* Looks the candidates up (one round trip) and announces those neither
+ * cached nor known to fail. */
+static int announce_candidates(struct publisher *p, const struct candidate *cands, size_t nc, char *err,
+                               size_t errlen)
+{
+    const char **urls = calloc(nc, sizeof *urls);
+    uint8_t *state = calloc(nc, sizeof *state);
+    int rc = -1;
+
+    if (urls == NULL || state == NULL) {
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
-    urls = calloc(nc, sizeof *urls);
-    state = calloc(nc, sizeof *state);
-    if (urls == NULL || state == NULL)
-        goto oom;
     for (size_t i = 0; i < nc; i++)
         urls[i] = cands[i].url;
-    /* one round trip for the batch; a permanent failure younger than
-     * IMGCACHE_FAILURE_TTL is not announced again */
+    /* a permanent failure younger than IMGCACHE_FAILURE_TTL is not
+     * announced again */
     if (db_lookup_urls(p->db, urls, nc, p->cfg->failure_ttl_ms, state, err, errlen) != 0)
         goto out;
     for (size_t i = 0; i < nc; i++) {
@@ -231,13 +231,36 @@ int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, si
     }
     kafka_producer_poll(p->kp);
     rc = 0;
-    goto out;
-oom:
-    snprintf(err, errlen, "out of memory");
 out:
-    free(cands);
     free(urls);
     free(state);
+    return rc;
+}
+
+int publisher_add_chats(struct publisher *p, const struct beeper_chat *chats, size_t n,
+                        char *err, size_t errlen)
+{
+    struct candidate *cands = NULL;
+    size_t max = 0, nc = 0;
+    int rc = -1;
+
+    if (n == 0)
+        return 0;
+    if (db_upsert_chats(p->db, chats, n, err, errlen) != 0)
+        goto out;
+    p->chats += (long long)n;
+    for (size_t i = 0; i < n; i++) {
+        p->participants += (long long)chats[i].n_participants;
+        max += 1 + chats[i].n_participants;
+    }
+    cands = calloc(max, sizeof *cands);
+    if (cands == NULL || collect_candidates(p, chats, n, cands, &nc) != 0) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    rc = nc == 0 ? 0 : announce_candidates(p, cands, nc, err, errlen);
+out:
+    free(cands);
     return rc;
 }
 
@@ -246,7 +269,7 @@ int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *e
     int fresh = mark_seen(p, ref->source_url);
 
     if (fresh < 0) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     if (fresh == 0)
@@ -266,13 +289,25 @@ int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *e
     return 0;
 }
 
+/* What the live line counts: URLs for backfill, chats for import and sync. */
+static long long progress_count(const struct publisher *p)
+{
+    return strcmp(p->reason, "backfill") == 0 ? p->urls : p->chats;
+}
+
 void publisher_progress(struct publisher *p, int force)
 {
-    long long now = event_now_ms();
+    char published[32], cached[32], detail[96];
 
-    if (!force && now - p->last_progress_ms < PROGRESS_EVERY_MS)
+    if (!progress_due(&p->progress, force))
         return;
-    p->last_progress_ms = now;
+    if (progress_on_terminal(&p->progress)) {
+        progress_thousands(p->published, published, sizeof published);
+        progress_thousands(p->already_cached, cached, sizeof cached);
+        snprintf(detail, sizeof detail, "%s published, %s already cached", published, cached);
+        progress_line(&p->progress, progress_count(p), detail);
+        return;
+    }
     log_info("event=progress reason=%s chats=%lld participants=%lld urls=%lld published=%lld "
              "already_cached=%lld known_failures=%lld dropped=%lld delivered=%lld",
              p->reason, p->chats, p->participants, p->urls, p->published, p->already_cached,
@@ -350,6 +385,7 @@ int publisher_finish(struct publisher *p, int done, long long bad, const char *i
     int flushed = publisher_flush(p, err, sizeof err);
 
     publisher_progress(p, 1);
+    progress_end(&p->progress);
     if (flushed != 0)
         producer_error("%s", err);
     if (done) {

@@ -87,7 +87,7 @@ static int api_init(struct api *a, const struct config *cfg, char *err, size_t e
     auth = malloc(hlen);
     a->curl = curl_easy_init();
     if (a->base == NULL || auth == NULL || a->curl == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     blen = strlen(a->base);
@@ -98,7 +98,7 @@ static int api_init(struct api *a, const struct config *cfg, char *err, size_t e
     if (a->headers)
         a->headers = curl_slist_append(a->headers, "Accept: application/json");
     if (a->headers == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     /* never CURLOPT_VERBOSE: it would print the Authorization header */
@@ -113,7 +113,7 @@ static int api_init(struct api *a, const struct config *cfg, char *err, size_t e
         curl_easy_setopt(a->curl, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
         curl_easy_setopt(a->curl, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK ||
         curl_easy_setopt(a->curl, CURLOPT_USERAGENT, PRODUCER_NAME) != CURLE_OK) {
-        snprintf(err, errlen, "cannot set up libcurl");
+        errmsg_set(err, errlen, "cannot set up libcurl");
         goto out;
     }
     rc = 0;
@@ -193,7 +193,54 @@ static void describe_status(const struct api *a, const char *path, long status, 
         hint = "no such endpoint: a Beeper Desktop older than the /v1 API? Update Beeper "
                "Desktop, or check BEEPER_API_URL";
     errmsg_set(err, errlen, "GET %.*s: HTTP %ld%s%s%s%s", PATH_SHOWN, path, status,
-             said[0] ? ": " : "", said, hint[0] ? "; " : "", hint);
+               said[0] ? ": " : "", said, hint[0] ? "; " : "", hint);
+}
+
+/* The message for a transfer that failed before any status arrived. */
+static void describe_transfer_error(const struct api *a, const char *path, CURLcode cc, char *err,
+                                    size_t errlen)
+{
+    const char *why = a->errbuf[0] ? a->errbuf : curl_easy_strerror(cc);
+
+    if (a->too_big)
+        errmsg_set(err, errlen, "GET %.*s: response larger than %ld bytes", PATH_SHOWN, path,
+                   API_MAX_BODY);
+    else if (cc == CURLE_COULDNT_CONNECT)
+        errmsg_set(err, errlen, "GET %.*s: %s; is Beeper Desktop running, with its API "
+                   "enabled (Settings → Developers), at BEEPER_API_URL?", PATH_SHOWN, path, why);
+    else
+        errmsg_set(err, errlen, "GET %.*s: %s", PATH_SHOWN, path, why);
+}
+
+/* After an HTTP 429: waits Retry-After seconds when given (capped), else
+ * *backoff_ms, which doubles up to API_BACKOFF_MAX_MS. -1 once
+ * API_MAX_TRIES attempts were made, or when a stop is asked meanwhile. */
+static int wait_rate_limited(struct api *a, const char *path, int attempt, long long *backoff_ms,
+                             char *err, size_t errlen)
+{
+    curl_off_t retry_after = 0;
+    long long wait_ms;
+
+    if (attempt >= API_MAX_TRIES) {
+        errmsg_set(err, errlen, "GET %.*s: HTTP 429 (rate limited) %d times; giving up",
+                   PATH_SHOWN, path, attempt);
+        return -1;
+    }
+    curl_easy_getinfo(a->curl, CURLINFO_RETRY_AFTER, &retry_after);
+    if (retry_after > 0) {
+        wait_ms = (retry_after > API_RETRY_AFTER_MAX_S ? API_RETRY_AFTER_MAX_S
+                                                       : (long long)retry_after) * 1000;
+    } else {
+        wait_ms = *backoff_ms;
+        *backoff_ms = *backoff_ms * 2 > API_BACKOFF_MAX_MS ? API_BACKOFF_MAX_MS : *backoff_ms * 2;
+    }
+    producer_warn("event=api_rate_limited path=\"%.*s\" attempt=%d wait_ms=%lld", PATH_SHOWN,
+                  path, attempt, wait_ms);
+    if (nap(wait_ms)) {
+        errmsg_set(err, errlen, "GET %.*s: interrupted", PATH_SHOWN, path);
+        return -1;
+    }
+    return 0;
 }
 
 /* GET base+path and parse the JSON answer into *out (caller decrefs).
@@ -212,58 +259,30 @@ static int api_get(struct api *a, const char *path, json_t **out, long *status, 
     *out = NULL;
     *status = 0;
     if (url == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     snprintf(url, ulen, "%s%s", a->base, path);
     if (curl_easy_setopt(a->curl, CURLOPT_URL, url) != CURLE_OK) {
-        snprintf(err, errlen, "GET %.*s: bad URL (check BEEPER_API_URL)", PATH_SHOWN, path);
+        errmsg_set(err, errlen, "GET %.*s: bad URL (check BEEPER_API_URL)", PATH_SHOWN, path);
         goto out;
     }
     for (int attempt = 1;; attempt++) {
         CURLcode cc;
-        curl_off_t retry_after = 0;
         json_error_t jerr;
-        long long wait_ms;
 
         a->len = 0;
         a->too_big = 0;
         a->errbuf[0] = '\0';
         cc = curl_easy_perform(a->curl);
         if (cc != CURLE_OK) {
-            if (a->too_big)
-                snprintf(err, errlen, "GET %.*s: response larger than %ld bytes", PATH_SHOWN, path,
-                         API_MAX_BODY);
-            else if (cc == CURLE_COULDNT_CONNECT)
-                errmsg_set(err, errlen, "GET %.*s: %s; is Beeper Desktop running, with its API "
-                         "enabled (Settings → Developers), at BEEPER_API_URL?", PATH_SHOWN, path,
-                         a->errbuf[0] ? a->errbuf : curl_easy_strerror(cc));
-            else
-                snprintf(err, errlen, "GET %.*s: %s", PATH_SHOWN, path,
-                         a->errbuf[0] ? a->errbuf : curl_easy_strerror(cc));
+            describe_transfer_error(a, path, cc, err, errlen);
             goto out;
         }
         curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, status);
         if (*status == 429) {
-            if (attempt >= API_MAX_TRIES) {
-                snprintf(err, errlen, "GET %.*s: HTTP 429 (rate limited) %d times; giving up",
-                         PATH_SHOWN, path, attempt);
+            if (wait_rate_limited(a, path, attempt, &backoff_ms, err, errlen) != 0)
                 goto out;
-            }
-            curl_easy_getinfo(a->curl, CURLINFO_RETRY_AFTER, &retry_after);
-            if (retry_after > 0) {
-                wait_ms = (retry_after > API_RETRY_AFTER_MAX_S ? API_RETRY_AFTER_MAX_S
-                                                               : (long long)retry_after) * 1000;
-            } else {
-                wait_ms = backoff_ms;
-                backoff_ms = backoff_ms * 2 > API_BACKOFF_MAX_MS ? API_BACKOFF_MAX_MS : backoff_ms * 2;
-            }
-            log_warn("event=api_rate_limited path=\"%.*s\" attempt=%d wait_ms=%lld", PATH_SHOWN,
-                     path, attempt, wait_ms);
-            if (nap(wait_ms)) {
-                snprintf(err, errlen, "GET %.*s: interrupted", PATH_SHOWN, path);
-                goto out;
-            }
             continue;
         }
         if (*status < 200 || *status > 299) {
@@ -272,7 +291,7 @@ static int api_get(struct api *a, const char *path, json_t **out, long *status, 
         }
         *out = json_loadb(a->body ? a->body : "", a->len, 0, &jerr);
         if (*out == NULL) {
-            snprintf(err, errlen, "GET %.*s: response is not JSON: %s", PATH_SHOWN, path, jerr.text);
+            errmsg_set(err, errlen, "GET %.*s: response is not JSON: %s", PATH_SHOWN, path, jerr.text);
             goto out;
         }
         break;
@@ -299,25 +318,25 @@ static int fetch_full_chat(struct api *a, struct beeper_chat *chat, char *err, s
     int rc = -1;
 
     if (id == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     plen = strlen(id) + 64;
     path = malloc(plen);
     if (path == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     snprintf(path, plen, "/v1/chats/%s?maxParticipantCount=-1", id);
     if (api_get(a, path, &obj, &status, err, errlen) != 0) {
         if (status == 404) {
-            log_warn("event=chat_vanished path=\"%.*s\"", PATH_SHOWN, path);
+            producer_warn("event=chat_vanished path=\"%.*s\"", PATH_SHOWN, path);
             rc = 0;
         }
         goto out;
     }
     if (beeper_chat_from_json(obj, &full, why, sizeof why) != 0) {
-        log_warn("event=full_chat_refused path=\"%.*s\" reason=\"%s\"", PATH_SHOWN, path, why);
+        producer_warn("event=full_chat_refused path=\"%.*s\" reason=\"%s\"", PATH_SHOWN, path, why);
         rc = 0;
         goto out;
     }
@@ -358,7 +377,7 @@ static int take_page(const struct config *cfg, struct api *a, struct publisher *
     for (size_t i = 0; i < json_array_size(items) && !producer_stop; i++) {
         struct beeper_chat *slot = chat_batch_slot(batch);
         if (slot == NULL) {
-            snprintf(err, errlen, "out of memory");
+            errmsg_set(err, errlen, "out of memory");
             return -1;
         }
         if (beeper_chat_from_json(json_array_get(items, i), slot, why, sizeof why) != 0) {
@@ -379,13 +398,63 @@ static int take_page(const struct config *cfg, struct api *a, struct publisher *
     return 0;
 }
 
-/* Walks GET /v1/chats, then ?cursor=<oldestCursor>&direction=before while
- * hasMore, and publishes every chat. */
+/* The path of the page after this one, in *path (replaced; caller frees):
+ * ?cursor=<oldestCursor>&direction=before. A cursor seen before would loop
+ * for ever: that is an error. */
+static int next_page_path(struct api *a, const json_t *page, struct seen_cursor **cursors, int pages,
+                          char **path, char *err, size_t errlen)
+{
+    const json_t *cur = json_object_get(page, "oldestCursor");
+    char *esc = NULL;
+    size_t plen;
+    int seen, rc = -1;
+
+    if (!json_is_string(cur) || json_string_length(cur) == 0) {
+        errmsg_set(err, errlen, "GET %.*s: hasMore without an oldestCursor", PATH_SHOWN, *path);
+        goto out;
+    }
+    seen = cursor_seen(cursors, json_string_value(cur));
+    if (seen > 0) {
+        errmsg_set(err, errlen, "the Beeper API returned the same cursor again after %d pages; "
+                   "stopping instead of looping", pages);
+        goto out;
+    }
+    esc = seen == 0 ? curl_easy_escape(a->curl, json_string_value(cur), 0) : NULL;
+    if (esc == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    plen = strlen(esc) + 64;
+    free(*path);
+    *path = malloc(plen);
+    if (*path == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    snprintf(*path, plen, "/v1/chats?cursor=%s&direction=before", esc);
+    rc = 0;
+out:
+    curl_free(esc);
+    return rc;
+}
+
+static void cursors_release(struct seen_cursor **cursors)
+{
+    struct seen_cursor *s, *tmp;
+
+    HASH_ITER(hh, *cursors, s, tmp) {
+        HASH_DEL(*cursors, s);
+        free(s);
+    }
+}
+
+/* Walks GET /v1/chats, then the page before while hasMore, and publishes
+ * every chat. */
 static int sync_all(const struct config *cfg, struct api *a, struct publisher *pub,
                     long long *bad, char *err, size_t errlen)
 {
     struct chat_batch batch = { 0 };
-    struct seen_cursor *cursors = NULL, *s, *tmp;
+    struct seen_cursor *cursors = NULL;
     json_t *page = NULL;
     char *path = strdup("/v1/chats");
     long status = 0;
@@ -393,14 +462,11 @@ static int sync_all(const struct config *cfg, struct api *a, struct publisher *p
     int rc = -1;
 
     if (path == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     while (!producer_stop) {
-        const json_t *items, *more, *cur;
-        char *esc;
-        size_t plen;
-        int seen;
+        const json_t *items;
 
         json_decref(page);
         page = NULL;
@@ -409,64 +475,34 @@ static int sync_all(const struct config *cfg, struct api *a, struct publisher *p
         pages++;
         items = json_object_get(page, "items");
         if (!json_is_array(items)) {
-            snprintf(err, errlen, "GET %.*s: answer has no items array", PATH_SHOWN, path);
+            errmsg_set(err, errlen, "GET %.*s: answer has no items array", PATH_SHOWN, path);
             goto out;
         }
         log_debug("event=api_page page=%d items=%zu", pages, json_array_size(items));
         if (take_page(cfg, a, pub, &batch, items, bad, err, errlen) != 0)
             goto out;
-        more = json_object_get(page, "hasMore");
-        if (!json_is_true(more))
+        if (!json_is_true(json_object_get(page, "hasMore")))
             break;
-        cur = json_object_get(page, "oldestCursor");
-        if (!json_is_string(cur) || json_string_length(cur) == 0) {
-            snprintf(err, errlen, "GET %.*s: hasMore without an oldestCursor", PATH_SHOWN, path);
+        if (next_page_path(a, page, &cursors, pages, &path, err, errlen) != 0)
             goto out;
-        }
-        seen = cursor_seen(&cursors, json_string_value(cur));
-        if (seen != 0) {
-            if (seen > 0)
-                snprintf(err, errlen, "the Beeper API returned the same cursor again after %d pages; "
-                         "stopping instead of looping", pages);
-            else
-                snprintf(err, errlen, "out of memory");
-            goto out;
-        }
-        esc = curl_easy_escape(a->curl, json_string_value(cur), 0);
-        if (esc == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto out;
-        }
-        plen = strlen(esc) + 64;
-        free(path);
-        path = malloc(plen);
-        if (path)
-            snprintf(path, plen, "/v1/chats?cursor=%s&direction=before", esc);
-        curl_free(esc);
-        if (path == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto out;
-        }
     }
     if (publisher_add_chats(pub, batch.items, batch.n, err, errlen) != 0)
         goto out;
     chat_batch_clear(&batch);
-    log_info("event=sync_pages pages=%d", pages);
+    producer_info("event=sync_pages pages=%d", pages);
     rc = 0;
 out:
-    HASH_ITER(hh, cursors, s, tmp) {
-        HASH_DEL(cursors, s);
-        free(s);
-    }
+    cursors_release(&cursors);
     json_decref(page);
     free(path);
     chat_batch_release(&batch);
     return rc;
 }
 
-/* sync: every chat from the Beeper Desktop API, like import. */
+/* sync [--quiet]: every chat from the Beeper Desktop API, like import. */
 int cmd_sync(const struct config *cfg)
 {
+    struct command_args args;
     struct publisher pub;
     struct api a = { 0 };
     struct db *db = NULL;
@@ -475,10 +511,8 @@ int cmd_sync(const struct config *cfg)
     int have_pub = 0, done = 0;
     int rc = PRODUCER_EXIT_FAIL;
 
-    if (cfg->nargs != 1) {
-        producer_error("sync takes no arguments (see --help)");
+    if (command_args_parse(cfg, ARG_QUIET, 0, &args) != 0)
         return PRODUCER_EXIT_USAGE;
-    }
     if (cfg->beeper_api_token == NULL || cfg->beeper_api_token[0] == '\0') {
         producer_error("BEEPER_API_TOKEN is not set; create a token in Beeper Desktop → "
                        "Settings → Developers");
@@ -490,7 +524,7 @@ int cmd_sync(const struct config *cfg)
     }
     if (producer_open_db(cfg, 1, &db) != 0)
         goto out;
-    if (publisher_init(&pub, cfg, db, "sync", err, sizeof err) != 0) {
+    if (publisher_init(&pub, cfg, db, "sync", args.quiet, err, sizeof err) != 0) {
         producer_error("%s", err);
         goto out;
     }

@@ -243,7 +243,7 @@ static void test_migrate(void **state)
     migrate_ok(fx->db, 0);
     assert_int_equal(db_check_schema(fx->db, err, sizeof err), 0);
     assert_sql("SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM imgcache_schema_migrations",
-               "1:001_init,2:002_chat_names");
+               "1:001_init,2:002_chat_names,3:003_stats_indexes");
     assert_sql("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
                " AND tablename IN ('chats','chat_participants','image_blobs','cached_images','image_failures')",
                "5");

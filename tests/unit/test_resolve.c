@@ -399,10 +399,31 @@ static void put_file(const char *path, const char *text)
     assert_int_equal(fclose(f), 0);
 }
 
+/* One entry of the tree, at dir/name: kind 'd' a folder, 'f' a file
+ * holding arg, 'l' a symlink to arg, 'p' a FIFO. 0, or -1. */
+static int make_at(const char *dir, const char *name, char kind, const char *arg)
+{
+    char p[256];
+
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    switch (kind) {
+    case 'd':
+        return mkdir(p, 0700);
+    case 'f':
+        put_file(p, arg);
+        return 0;
+    case 'l':
+        return symlink(arg, p);
+    case 'p':
+        return mkfifo(p, 0600);
+    default:
+        return -1;
+    }
+}
+
 static int tree_setup(void **state)
 {
     struct tree *t = calloc(1, sizeof *t);
-    char p[256];
 
     if (t == NULL)
         return -1;
@@ -410,40 +431,20 @@ static int tree_setup(void **state)
     if (mkdtemp(t->root) == NULL)
         return -1;
     snprintf(t->media, sizeof t->media, "%s/media", t->root);
-    if (mkdir(t->media, 0700) != 0)
-        return -1;
-    snprintf(p, sizeof p, "%s/outside.jpg", t->root);
-    put_file(p, "OUTSIDE");
-    snprintf(p, sizeof p, "%s/a.jpg", t->media);
-    put_file(p, "INSIDE");
-    snprintf(p, sizeof p, "%s/sub", t->media);
-    if (mkdir(p, 0700) != 0)
-        return -1;
-    snprintf(p, sizeof p, "%s/sub/b c\xc3\xa9.jpg", t->media);
-    put_file(p, "NESTED");
-    snprintf(p, sizeof p, "%s/link-in.jpg", t->media);
-    if (symlink("sub/b c\xc3\xa9.jpg", p) != 0)
-        return -1;
-    snprintf(p, sizeof p, "%s/link-out.jpg", t->media);
-    if (symlink("../outside.jpg", p) != 0)
-        return -1;
-    snprintf(p, sizeof p, "%s/link-abs.jpg", t->media);
-    if (symlink("/etc/hostname", p) != 0)
-        return -1;
-    snprintf(p, sizeof p, "%s/sub-link", t->media);
-    if (symlink(t->root, p) != 0)
-        return -1;
-    snprintf(p, sizeof p, "%s/fifo", t->media);
-    if (mkfifo(p, 0600) != 0)
-        return -1;
-    /* a sibling whose name starts with "media": a bare prefix test would let it in */
-    snprintf(p, sizeof p, "%s/media-evil", t->root);
-    if (mkdir(p, 0700) != 0)
-        return -1;
-    snprintf(p, sizeof p, "%s/media-evil/x.jpg", t->root);
-    put_file(p, "SIBLING");
-    snprintf(p, sizeof p, "%s/link-sibling.jpg", t->media);
-    if (symlink("../media-evil/x.jpg", p) != 0)
+    if (make_at(t->root, "media", 'd', NULL) != 0 ||
+        make_at(t->root, "outside.jpg", 'f', "OUTSIDE") != 0 ||
+        make_at(t->media, "a.jpg", 'f', "INSIDE") != 0 ||
+        make_at(t->media, "sub", 'd', NULL) != 0 ||
+        make_at(t->media, "sub/b c\xc3\xa9.jpg", 'f', "NESTED") != 0 ||
+        make_at(t->media, "link-in.jpg", 'l', "sub/b c\xc3\xa9.jpg") != 0 ||
+        make_at(t->media, "link-out.jpg", 'l', "../outside.jpg") != 0 ||
+        make_at(t->media, "link-abs.jpg", 'l', "/etc/hostname") != 0 ||
+        make_at(t->media, "sub-link", 'l', t->root) != 0 ||
+        make_at(t->media, "fifo", 'p', NULL) != 0 ||
+        /* a sibling whose name starts with "media": a bare prefix test would let it in */
+        make_at(t->root, "media-evil", 'd', NULL) != 0 ||
+        make_at(t->root, "media-evil/x.jpg", 'f', "SIBLING") != 0 ||
+        make_at(t->media, "link-sibling.jpg", 'l', "../media-evil/x.jpg") != 0)
         return -1;
     *state = t;
     return 0;

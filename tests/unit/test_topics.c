@@ -93,34 +93,30 @@ static void test_help_and_broker_default(void **state)
 
 static void test_bad_options_name_the_option(void **state)
 {
-    char *a1[] = { "--partitions", "x" };
-    char *a2[] = { "--partitions", "0" };
-    char *a3[] = { "--replication-factor", "0" };
-    char *a4[] = { "--replication-factor", "three" };
-    char *a5[] = { "--retry-retention", "soon" };
-    char *a6[] = { "--dlt-retention=" };
-    char *a7[] = { "--timeout", "10ms" };
-    char *a8[] = { "--config", "segment.ms" };
-    char *a9[] = { "--config", "=1" };
-    char *a10[] = { "--partitions" };
-    char *a11[] = { "--bogus=hunter2" };
-    char *a12[] = { "extra" };
-    char *a13[] = { "--partitionsX", "3" };
+    /* argv of one or two words (NULL: one), and what the refusal says */
+    static const struct {
+        const char *arg, *value, *want;
+    } cases[] = {
+        { "--partitions", "x", "--partitions: 'x' is not a whole number" },
+        { "--partitions", "0", "--partitions: '0'" },
+        { "--replication-factor", "0", "--replication-factor: '0'" },
+        { "--replication-factor", "three", "--replication-factor: 'three'" },
+        { "--retry-retention", "soon", "--retry-retention: 'soon' is not a duration" },
+        { "--dlt-retention=", NULL, "--dlt-retention: '' is not a duration" },
+        { "--timeout", "10ms", "--timeout: '10ms'" },
+        { "--config", "segment.ms", "--config: 'segment.ms' is not KEY=VALUE" },
+        { "--config", "=1", "--config: '=1' is not KEY=VALUE" },
+        { "--partitions", NULL, "--partitions: needs a value" },
+        { "--bogus=hunter2", NULL, "unknown option or argument '--bogus'" },
+        { "extra", NULL, "unknown option or argument 'extra'" },
+        { "--partitionsX", "3", "unknown option or argument '--partitionsX'" },
+    };
 
     (void)state;
-    refused(ARGC(a1), a1, "--partitions: 'x' is not a whole number");
-    refused(ARGC(a2), a2, "--partitions: '0'");
-    refused(ARGC(a3), a3, "--replication-factor: '0'");
-    refused(ARGC(a4), a4, "--replication-factor: 'three'");
-    refused(ARGC(a5), a5, "--retry-retention: 'soon' is not a duration");
-    refused(ARGC(a6), a6, "--dlt-retention: '' is not a duration");
-    refused(ARGC(a7), a7, "--timeout: '10ms'");
-    refused(ARGC(a8), a8, "--config: 'segment.ms' is not KEY=VALUE");
-    refused(ARGC(a9), a9, "--config: '=1' is not KEY=VALUE");
-    refused(ARGC(a10), a10, "--partitions: needs a value");
-    refused(ARGC(a11), a11, "unknown option or argument '--bogus'");
-    refused(ARGC(a12), a12, "unknown option or argument 'extra'");
-    refused(ARGC(a13), a13, "unknown option or argument '--partitionsX'");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *argv[] = { (char *)cases[i].arg, (char *)cases[i].value };
+        refused(cases[i].value ? 2 : 1, argv, cases[i].want);
+    }
 }
 
 static void test_unknown_option_hides_its_value(void **state)
