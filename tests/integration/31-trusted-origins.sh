@@ -63,7 +63,7 @@ for u in "${REFUSED[@]}"; do
         "$(q "SELECT error_class, permanent, attempts FROM image_failures WHERE source_url = '$u'")"
 done
 check_eq "nothing reached the internal server on the other port" 0 \
-    "$(curl -fsS "$INTERNAL_URL/__stats" | sed -n 's/^{"total":\([0-9]*\).*/\1/p')"
+    "$(MEDIA_URL=$INTERNAL_URL media_total)"
 # Redis, PostgreSQL, the internal server and a closed port: one answer
 answers=$(for u in "http://localhost:$INTERNAL_PORT/secret.png" "http://localhost:$REDIS_PORT/x.png" \
                    "http://localhost:$PG_PORT/x.png" "http://localhost:1/x.png"; do
