@@ -7,7 +7,7 @@ PKGS      := rdkafka libcurl hiredis jansson libpq libcrypto libmicrohttpd
 WARN      := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes \
              -Wshadow -Wformat=2 -Wvla
 CFLAGS    ?= -g -O2
-CFLAGS    += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Icommon -Ibuild \
+CFLAGS    += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Icommon -Iworker -Ibuild \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS    += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifneq ($(SANITIZE),)
@@ -18,7 +18,8 @@ endif
 COMMON_SRC := $(sort $(wildcard common/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=build/%.o) build/migrations.o
 PRODUCER_OBJ := $(patsubst %.c,build/%.o,$(sort $(wildcard producer/*.c)))
-WORKER_OBJ   := $(patsubst %.c,build/%.o,$(sort $(wildcard worker/*.c)))
+# the worker's modules, but main.c, form a library the unit tests link too
+WORKER_LIB_OBJ := $(patsubst %.c,build/%.o,$(filter-out worker/main.c,$(sort $(wildcard worker/*.c))))
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 MIGRATIONS := $(sort $(wildcard common/migrations/*.sql))
@@ -62,11 +63,13 @@ build/migrations.o: build/migrations.c build/.flags
 
 build/libcommon.a: $(COMMON_OBJ)
 	rm -f $@ && ar rcs $@ $^
+build/libworker.a: $(WORKER_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
 
 bin/imgcache-producer: $(PRODUCER_OBJ) build/libcommon.a
 	@mkdir -p bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-bin/imgcache-worker: $(WORKER_OBJ) build/libcommon.a
+bin/imgcache-worker: build/worker/main.o build/libworker.a build/libcommon.a
 	@mkdir -p bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 bin/imgcache-devbroker: build/compose/devbroker.o build/libcommon.a
@@ -81,7 +84,7 @@ bin/imgcache-metricsd: build/tests/metricsd/metricsd.o build/libcommon.a
 	@mkdir -p bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-build/tests/test_%: build/tests/unit/test_%.o build/libcommon.a
+build/tests/test_%: build/tests/unit/test_%.o build/libworker.a build/libcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 unit: $(UNIT_BIN)

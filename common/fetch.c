@@ -44,22 +44,49 @@ struct fetcher {
     int n_early;             /* of them, done_early */
 };
 
-const char *fetch_outcome_name(enum fetch_outcome o)
+int fetch_status_retryable(long status)
 {
+    return status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
+void fetch_judge(const struct fetch_result *r, struct fetch_verdict *v)
+{
+    static const char *const names[] = {
+        [FETCH_OK] = "ok", [FETCH_HTTP_ERROR] = "http", [FETCH_TOO_LARGE] = "too_large",
+        [FETCH_ABORTED] = "aborted", [FETCH_TIMEOUT] = "timeout", [FETCH_NETWORK] = "network",
+        [FETCH_TRUNCATED] = "truncated", [FETCH_REDIRECTS] = "redirects", [FETCH_BAD_URL] = "bad_url",
+        [FETCH_REFUSED] = "refused_address", [FETCH_PROTOCOL] = "protocol",
+    };
+    enum fetch_outcome o = r->outcome;
+
+    memset(v, 0, sizeof *v);
+    if ((size_t)o >= sizeof names / sizeof names[0] || names[o] == NULL)
+        o = FETCH_NETWORK;
+    if (o == FETCH_HTTP_ERROR)
+        snprintf(v->error_class, sizeof v->error_class, "http_%ld", r->http_status);
+    else
+        snprintf(v->error_class, sizeof v->error_class, "%s", names[o]);
     switch (o) {
-    case FETCH_OK: return "ok";
-    case FETCH_HTTP_ERROR: return "http_error";
-    case FETCH_TOO_LARGE: return "too_large";
-    case FETCH_ABORTED: return "aborted";
-    case FETCH_TIMEOUT: return "timeout";
-    case FETCH_NETWORK: return "network";
-    case FETCH_TRUNCATED: return "truncated";
-    case FETCH_REDIRECTS: return "redirects";
-    case FETCH_BAD_URL: return "bad_url";
-    case FETCH_REFUSED: return "refused_address";
-    case FETCH_PROTOCOL: return "protocol";
+    case FETCH_HTTP_ERROR:
+        v->permanent = !fetch_status_retryable(r->http_status);
+        break;
+    case FETCH_TOO_LARGE:
+    case FETCH_REDIRECTS:
+    case FETCH_BAD_URL:
+    case FETCH_REFUSED:
+    case FETCH_PROTOCOL:
+        v->permanent = 1;
+        break;
+    default:
+        v->permanent = 0;
+        break;
     }
-    return "unknown";
+    /* the server's status, where its answer is what failed */
+    v->http_status = o == FETCH_BAD_URL || o == FETCH_REFUSED || o == FETCH_NETWORK || o == FETCH_ABORTED
+                         ? 0 : r->http_status;
+    v->sent = o != FETCH_REFUSED && o != FETCH_BAD_URL;
+    v->origin_failing = o == FETCH_TIMEOUT || o == FETCH_NETWORK || o == FETCH_TRUNCATED ||
+                        (o == FETCH_HTTP_ERROR && fetch_status_retryable(r->http_status));
 }
 
 int fetch_new(const struct fetch_opts *opts, const struct fetch_callbacks *cb,
@@ -68,7 +95,7 @@ int fetch_new(const struct fetch_opts *opts, const struct fetch_callbacks *cb,
     struct fetcher *f = calloc(1, sizeof *f);
     *out = NULL;
     if (f == NULL || (f->multi = curl_multi_init()) == NULL) {
-        snprintf(err, errlen, "libcurl: cannot create a multi handle");
+        errmsg_set(err, errlen, "libcurl: cannot create a multi handle");
         free(f);
         return -1;
     }
@@ -346,11 +373,14 @@ static int start_hop(struct transfer *t, char *err, size_t errlen)
         finish_early(t);
         return 0;
     }
-    curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
     /* credentials are for the origin they were given for, not for wherever
      * it redirects (what curl does when it follows redirects itself) */
-    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER,
-                     same_origin(&t->origin, &t->first_origin) ? t->headers : NULL);
+    if (curl_easy_setopt(t->easy, CURLOPT_URL, t->url) != CURLE_OK ||
+        curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER,
+                         same_origin(&t->origin, &t->first_origin) ? t->headers : NULL) != CURLE_OK) {
+        errmsg_set(err, errlen, "libcurl: cannot set the URL of a hop");
+        return -1;
+    }
     if (curl_multi_add_handle(f->multi, t->easy) != CURLM_OK) {
         errmsg_set(err, errlen, "libcurl: cannot add a transfer");
         return -1;
@@ -359,14 +389,62 @@ static int start_hop(struct transfer *t, char *err, size_t errlen)
     return 0;
 }
 
+/* A server that sends headers and then stalls fails after this long (or
+ * the total timeout, if shorter) below 1 byte/s. */
+#define FETCH_LOW_SPEED_TIME_MAX_MS 10000
+
+/* Every option of a new transfer; CURLE_OK or the first refusal. */
+static CURLcode set_options(const struct fetcher *f, struct transfer *t)
+{
+    CURL *e = t->easy;
+    long long low_speed_ms = f->opts.timeout_ms < FETCH_LOW_SPEED_TIME_MAX_MS ? f->opts.timeout_ms
+                                                                              : FETCH_LOW_SPEED_TIME_MAX_MS;
+    CURLcode c = CURLE_OK;
+
+#define SET(opt, val) do { if (c == CURLE_OK) c = curl_easy_setopt(e, opt, val); } while (0)
+    SET(CURLOPT_PRIVATE, t);
+    SET(CURLOPT_ERRORBUFFER, t->errbuf);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    /* fetch_perform() follows redirects, so that each hop's origin is known
+     * (and checked, through a proxy too) before its request */
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    /* "" also ignores http_proxy, HTTPS_PROXY, ALL_PROXY and NO_PROXY from
+     * the environment: only IMGCACHE_HTTP_PROXY chooses a proxy */
+    SET(CURLOPT_PROXY, f->opts.proxy ? f->opts.proxy : "");
+    SET(CURLOPT_NOPROXY, "");
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)f->opts.connect_timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, (long)f->opts.timeout_ms);
+    SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
+    SET(CURLOPT_LOW_SPEED_TIME, (long)((low_speed_ms + 999) / 1000));
+    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->opts.max_bytes);
+    SET(CURLOPT_FAILONERROR, 0L);
+    SET(CURLOPT_ACCEPT_ENCODING, "");
+    SET(CURLOPT_USERAGENT, f->opts.user_agent ? f->opts.user_agent : "imgcache");
+    SET(CURLOPT_WRITEFUNCTION, on_write);
+    SET(CURLOPT_WRITEDATA, t);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, t);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    /* through a proxy every socket goes to the proxy: the target is checked
+     * by check_target_addresses() instead */
+    if (f->opts.guard && (f->opts.proxy == NULL || f->opts.proxy[0] == '\0')) {
+        SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+        SET(CURLOPT_OPENSOCKETDATA, t);
+    }
+#undef SET
+    return c;
+}
+
 int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
                 char *err, size_t errlen)
 {
     struct transfer *t = calloc(1, sizeof *t);
+    CURLcode code;
     CURL *e;
 
     if (t == NULL || (t->easy = curl_easy_init()) == NULL || (t->url = strdup(url)) == NULL) {
-        snprintf(err, errlen, "libcurl: cannot create a transfer");
+        errmsg_set(err, errlen, "libcurl: cannot create a transfer");
         if (t != NULL)
             curl_easy_cleanup(t->easy);
         free(t);
@@ -377,44 +455,20 @@ int fetch_start(struct fetcher *f, const char *url, const char *auth_header, voi
     t->job = job;
     t->res.retry_after_s = -1;
     if (auth_header && (t->headers = curl_slist_append(NULL, auth_header)) == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         curl_easy_cleanup(e);
         free(t->url);
         free(t);
         return -1;
     }
-    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    /* fetch_perform() follows redirects, so that each hop's origin is known
-     * (and checked, through a proxy too) before its request */
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    /* "" also ignores http_proxy, HTTPS_PROXY, ALL_PROXY and NO_PROXY from
-     * the environment: only IMGCACHE_HTTP_PROXY chooses a proxy */
-    curl_easy_setopt(e, CURLOPT_PROXY, f->opts.proxy ? f->opts.proxy : "");
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)f->opts.connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)f->opts.timeout_ms);
-    /* a server that sends headers and then stalls: fail after 10 s (or the
-     * total timeout, if shorter) below 1 byte/s */
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
-                     (long)(f->opts.timeout_ms < 10000 ? (f->opts.timeout_ms + 999) / 1000 : 10));
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->opts.max_bytes);
-    curl_easy_setopt(e, CURLOPT_FAILONERROR, 0L);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, f->opts.user_agent ? f->opts.user_agent : "imgcache");
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    /* through a proxy every socket goes to the proxy: the target is checked
-     * by check_target_addresses() instead */
-    if (f->opts.guard && (f->opts.proxy == NULL || f->opts.proxy[0] == '\0')) {
-        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+    code = set_options(f, t);
+    if (code != CURLE_OK) {
+        errmsg_set(err, errlen, "libcurl: %s", curl_easy_strerror(code));
+        curl_slist_free_all(t->headers);
+        curl_easy_cleanup(e);
+        free(t->url);
+        free(t);
+        return -1;
     }
     t->next = f->active;
     if (f->active)
@@ -426,11 +480,6 @@ int fetch_start(struct fetcher *f, const char *url, const char *auth_header, voi
         return -1;
     }
     return 0;
-}
-
-int fetch_active(const struct fetcher *f)
-{
-    return f->n_active;
 }
 
 /* A final response that is not 2xx, by its status alone. */

@@ -34,6 +34,7 @@
  * are copied. `job` is the caller's, passed back untouched. */
 #include <stddef.h>
 
+#include "errmsg.h"
 #include "netguard.h"
 
 struct fetch_opts {
@@ -80,23 +81,42 @@ struct fetch_result {
     char error[256];          /* curl's message; never contains the URL */
 };
 
+/* How a finished transfer counts, decided here once for every user. */
+#define FETCH_CLASS_MAX 24
+struct fetch_verdict {
+    char error_class[FETCH_CLASS_MAX]; /* "timeout", "http_503", ...; "ok" for FETCH_OK,
+                                          "aborted" for FETCH_ABORTED (on_data knows why) */
+    int permanent;          /* retrying cannot help */
+    long http_status;       /* the status to record with the failure; 0 when the
+                               failure is not the server's answer */
+    int sent;               /* the request went out: the outcome says something of
+                               the origin's health (a refused address or a bad URL
+                               was never sent, and must not open an origin's circuit) */
+    int origin_failing;     /* sent, and the origin (or the way to it) is failing:
+                               a timeout, a network error, a cut body, 408/429/5xx */
+};
+
+/* The verdict on a finished transfer. */
+void fetch_judge(const struct fetch_result *r, struct fetch_verdict *v);
+/* 408, 429 and 5xx may pass on a later try; any other status will not. */
+int fetch_status_retryable(long status);
+
 struct fetch_callbacks {
     /* Body bytes in order; return -1 to abort the transfer (FETCH_ABORTED). */
     int (*on_data)(void *job, const void *data, size_t len);
-    /* Called once per transfer from fetch_perform(). */
+    /* Called once per transfer from fetch_perform(); result is valid during
+     * the call only. */
     void (*on_done)(void *job, const struct fetch_result *result);
 };
 
 struct fetcher;
 
 int fetch_new(const struct fetch_opts *opts, const struct fetch_callbacks *cb,
-              struct fetcher **out, char *err, size_t errlen);
+              struct fetcher **out, char *err, size_t errlen) MUST_CHECK;
 void fetch_free(struct fetcher *f);
 
 int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
-                char *err, size_t errlen);
-/* Transfers in progress. */
-int fetch_active(const struct fetcher *f);
+                char *err, size_t errlen) MUST_CHECK;
 /* Drives transfers; calls on_data/on_done. */
 void fetch_perform(struct fetcher *f);
 /* Waits at most timeout_ms for network activity or extra_fd (-1: none)
@@ -104,7 +124,5 @@ void fetch_perform(struct fetcher *f);
 void fetch_wait(struct fetcher *f, int extra_fd, int timeout_ms);
 /* Aborts the transfer of `job` (no on_done). */
 void fetch_cancel(struct fetcher *f, void *job);
-
-const char *fetch_outcome_name(enum fetch_outcome o);
 
 #endif

@@ -13,9 +13,7 @@ struct hash {
 };
 
 int hash_init(struct hash *h) MUST_CHECK;
-/* Should be MUST_CHECK; it is not while common/store.c and worker/worker.c
- * ignore it (issue 13 moves those calls). */
-int hash_update(struct hash *h, const void *data, size_t len);
+int hash_update(struct hash *h, const void *data, size_t len) MUST_CHECK;
 /* Writes 64 lowercase hex chars and a NUL into hex; frees the context. */
 int hash_final_hex(struct hash *h, char hex[HASH_HEX_LEN + 1]) MUST_CHECK;
 void hash_clear(struct hash *h);

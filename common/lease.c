@@ -7,8 +7,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "errmsg.h"
 #include "hash.h"
 #include "log.h"
+#include "outage.h"
 
 /* compare-and-delete: only the owner that set the lease may remove it */
 static const char release_script[] =
@@ -22,9 +24,7 @@ struct lease {
     char *owner;
     long long ttl_ms;
     redisContext *ctx;
-    long long next_attempt_ms; /* monotonic; reconnect backoff */
-    long long backoff_ms;
-    int down_logged;           /* outage already reported */
+    struct outage outage;      /* reconnect backoff */
 };
 
 static long long mono_ms(void)
@@ -49,16 +49,16 @@ static int parse_redis_url(struct lease *l, const char *url, char *err, size_t e
     int rc = -1;
 
     if (u == NULL || curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
-        snprintf(err, errlen, "REDIS_URL: not a URL (expected redis://host:port/db)");
+        errmsg_set(err, errlen, "REDIS_URL: not a URL (expected redis://host:port/db)");
         goto out;
     }
     curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
     if (scheme == NULL || strcmp(scheme, "redis") != 0) {
-        snprintf(err, errlen, "REDIS_URL: scheme must be redis://");
+        errmsg_set(err, errlen, "REDIS_URL: scheme must be redis://");
         goto out;
     }
     if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        snprintf(err, errlen, "REDIS_URL: no host");
+        errmsg_set(err, errlen, "REDIS_URL: no host");
         goto out;
     }
     l->port = 6379;
@@ -72,7 +72,7 @@ static int parse_redis_url(struct lease *l, const char *url, char *err, size_t e
         long db = strtol(path + 1, &end, 10);
         if (*end != '\0' || db < 0 || db > 1000000) {
             /* not quoted: a password with a bare '/' would land here */
-            snprintf(err, errlen, "REDIS_URL: the database (the path after host:port) is not a number "
+            errmsg_set(err, errlen, "REDIS_URL: the database (the path after host:port) is not a number "
                      "(not shown; percent-encode a '/' in the password as %%2F)");
             goto out;
         }
@@ -114,7 +114,7 @@ int lease_connect(const char *redis_url, const char *owner, long long ttl_ms,
     struct lease *l = calloc(1, sizeof *l);
     *out = NULL;
     if (l == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     if (parse_redis_url(l, redis_url, err, errlen) != 0) {
@@ -123,7 +123,7 @@ int lease_connect(const char *redis_url, const char *owner, long long ttl_ms,
     }
     l->owner = strdup(owner);
     l->ttl_ms = ttl_ms;
-    l->backoff_ms = 250;
+    outage_init(&l->outage);
     *out = l;
     return 0;
 }
@@ -146,13 +146,9 @@ static void mark_down(struct lease *l, const char *why)
         redisFree(l->ctx);
         l->ctx = NULL;
     }
-    if (!l->down_logged) {
+    if (outage_failed(&l->outage, mono_ms()))
         log_warn("event=redis_down host=%s port=%d reason=\"%s\" action=\"continuing without leases\"",
                  l->host, l->port, why);
-        l->down_logged = 1;
-    }
-    l->next_attempt_ms = mono_ms() + l->backoff_ms;
-    l->backoff_ms = l->backoff_ms * 2 > 10000 ? 10000 : l->backoff_ms * 2;
 }
 
 static int ensure_connected(struct lease *l, char *err, size_t errlen)
@@ -162,13 +158,13 @@ static int ensure_connected(struct lease *l, char *err, size_t errlen)
 
     if (l->ctx)
         return 0;
-    if (mono_ms() < l->next_attempt_ms) {
-        snprintf(err, errlen, "redis unavailable (retrying later)");
+    if (!outage_may_try(&l->outage, mono_ms())) {
+        errmsg_set(err, errlen, "redis unavailable (retrying later)");
         return -1;
     }
     l->ctx = redisConnectWithTimeout(l->host, l->port, tv);
     if (l->ctx == NULL || l->ctx->err) {
-        snprintf(err, errlen, "redis %s:%d: %s", l->host, l->port, l->ctx ? l->ctx->errstr : "out of memory");
+        errmsg_set(err, errlen, "redis %s:%d: %s", l->host, l->port, l->ctx ? l->ctx->errstr : "out of memory");
         mark_down(l, err);
         return -1;
     }
@@ -176,7 +172,7 @@ static int ensure_connected(struct lease *l, char *err, size_t errlen)
     if (l->password) {
         r = redisCommand(l->ctx, "AUTH %s", l->password);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "redis AUTH failed");
+            errmsg_set(err, errlen, "redis AUTH failed");
             goto fail;
         }
         freeReplyObject(r);
@@ -184,15 +180,13 @@ static int ensure_connected(struct lease *l, char *err, size_t errlen)
     if (l->db) {
         r = redisCommand(l->ctx, "SELECT %d", l->db);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "redis SELECT %d failed", l->db);
+            errmsg_set(err, errlen, "redis SELECT %d failed", l->db);
             goto fail;
         }
         freeReplyObject(r);
     }
-    if (l->down_logged)
+    if (outage_recovered(&l->outage))
         log_info("event=redis_up host=%s port=%d", l->host, l->port);
-    l->down_logged = 0;
-    l->backoff_ms = 250;
     return 0;
 fail:
     if (r)
@@ -223,7 +217,7 @@ int lease_acquire(struct lease *l, const char *const *urls, size_t n, uint8_t *g
         redisReply *set = NULL, *get = NULL;
         if (redisGetReply(l->ctx, (void **)&set) != REDIS_OK ||
             redisGetReply(l->ctx, (void **)&get) != REDIS_OK) {
-            snprintf(err, errlen, "redis: %s", l->ctx->errstr);
+            errmsg_set(err, errlen, "redis: %s", l->ctx->errstr);
             if (set)
                 freeReplyObject(set);
             mark_down(l, err);
@@ -252,7 +246,7 @@ int lease_release(struct lease *l, const char *const *urls, size_t n, char *err,
     for (size_t i = 0; i < n; i++) {
         redisReply *r = NULL;
         if (redisGetReply(l->ctx, (void **)&r) != REDIS_OK) {
-            snprintf(err, errlen, "redis: %s", l->ctx->errstr);
+            errmsg_set(err, errlen, "redis: %s", l->ctx->errstr);
             mark_down(l, err);
             return -1;
         }

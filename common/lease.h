@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "errmsg.h"
+
 struct lease;
 
 /* Parses redis://[:password@]host[:port][/db]; connects lazily, so a Redis
@@ -23,18 +25,19 @@ struct lease;
  * message, here or later, holds the password or a piece of the URL that
  * may be one. */
 int lease_connect(const char *redis_url, const char *owner, long long ttl_ms,
-                  struct lease **out, char *err, size_t errlen);
+                  struct lease **out, char *err, size_t errlen) MUST_CHECK;
 /* The same parse without connecting, for the configuration check: -1 with
  * "REDIS_URL: ..." in err. */
-int lease_url_check(const char *redis_url, char *err, size_t errlen) __attribute__((warn_unused_result));
+int lease_url_check(const char *redis_url, char *err, size_t errlen) MUST_CHECK;
 void lease_close(struct lease *l);
 
 /* got[i] = 1 when this owner now holds the lease of urls[i] (newly taken, or
  * already ours), 0 when another owner holds it. -1: Redis unavailable. */
 int lease_acquire(struct lease *l, const char *const *urls, size_t n, uint8_t *got,
-                  char *err, size_t errlen);
+                  char *err, size_t errlen) MUST_CHECK;
 /* Deletes the leases of urls that this owner still holds. */
-int lease_release(struct lease *l, const char *const *urls, size_t n, char *err, size_t errlen);
+int lease_release(struct lease *l, const char *const *urls, size_t n, char *err, size_t errlen)
+    MUST_CHECK;
 
 /* "imgcache:lease:" + sha256 hex of url, into key (>= LEASE_KEY_LEN + 1). */
 #define LEASE_KEY_LEN (15 + 64)

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "log.h"
 
 struct store {
@@ -28,7 +29,7 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
     size_t len = strlen(path);
 
     if (len == 0 || len >= sizeof buf) {
-        snprintf(err, errlen, "storage path '%s' is empty or too long", path);
+        errmsg_set(err, errlen, "storage path '%s' is empty or too long", path);
         return -1;
     }
     memcpy(buf, path, len + 1);
@@ -37,7 +38,7 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
             char c = *p;
             *p = '\0';
             if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-                snprintf(err, errlen, "cannot create %s: %s", buf, strerror(errno));
+                errmsg_set(err, errlen, "cannot create %s: %s", buf, strerror(errno));
                 return -1;
             }
             *p = c;
@@ -47,6 +48,9 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
     }
     return 0;
 }
+
+/* a temporary file this old (in seconds) was left by a crash */
+#define STORE_STALE_TMP_S 3600
 
 static void remove_stale_tmp(const char *tmpdir)
 {
@@ -61,7 +65,7 @@ static void remove_stale_tmp(const char *tmpdir)
         if (e->d_name[0] == '.')
             continue;
         if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            S_ISREG(st.st_mode) && now - st.st_mtime > 3600)
+            S_ISREG(st.st_mode) && now - st.st_mtime > STORE_STALE_TMP_S)
             unlinkat(dirfd(d), e->d_name, 0);
     }
     closedir(d);
@@ -79,11 +83,12 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
         goto out;
     snprintf(tmp, sizeof tmp, "%s/.tmp", dir);
     if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        errmsg_set(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
         goto out;
     }
     if (access(tmp, W_OK) != 0) {
-        snprintf(err, errlen, "IMGCACHE_STORAGE_DIR: %s is not writable: %s", dir, strerror(errno));
+        errmsg_set(err, errlen, "IMGCACHE_STORAGE_DIR: %s is not writable: %s", dir, strerror(errno));
+        rc = STORE_ERR_NOT_WRITABLE;
         goto out;
     }
     /* all 256 shard folders now, so a blob's publish is one rename: made
@@ -92,7 +97,7 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
     for (int shard = 0; shard < STORE_SHARDS; shard++) {
         snprintf(shard_dir, sizeof shard_dir, "%s/%02x", dir, shard);
         if (mkdir(shard_dir, 0755) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "cannot create %s: %s", shard_dir, strerror(errno));
+            errmsg_set(err, errlen, "cannot create %s: %s", shard_dir, strerror(errno));
             goto out;
         }
     }
@@ -101,7 +106,7 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
     remove_stale_tmp(tmp);
     s = calloc(1, sizeof *s);
     if (s == NULL || (s->dir = strdup(dir)) == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     if (getrandom(&s->nonce, sizeof s->nonce, 0) != (ssize_t)sizeof s->nonce)
@@ -122,16 +127,6 @@ void store_close(struct store *s)
     free(s);
 }
 
-const char *store_dir(const struct store *s)
-{
-    return s->dir;
-}
-
-void store_path(const struct store *s, const char *key, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s/%s", s->dir, key);
-}
-
 /* The full path of a blob's temporary file. */
 static void tmp_path(const struct store_blob *b, char *out, size_t outlen)
 {
@@ -148,7 +143,7 @@ static int write_all(int fd, const void *data, size_t len, char *err, size_t err
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            snprintf(err, errlen, "storage: write failed: %s", strerror(errno));
+            errmsg_set(err, errlen, "storage: write failed: %s", strerror(errno));
             return -1;
         }
         p += w;
@@ -167,7 +162,7 @@ static int open_tmp(struct store *s, struct store_blob *b, char *err, size_t err
     tmp_path(b, path, sizeof path);
     b->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (b->fd < 0) {
-        snprintf(err, errlen, "storage: cannot create %s: %s", path, strerror(errno));
+        errmsg_set(err, errlen, "storage: cannot create %s: %s", path, strerror(errno));
         b->tmp_name[0] = '\0';
         return -1;
     }
@@ -229,7 +224,7 @@ int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t er
     if (open_tmp(s, b, err, errlen) != 0)
         return -1;
     if (hash_init(&b->hash) != 0) {
-        snprintf(err, errlen, "sha256: cannot initialise");
+        errmsg_set(err, errlen, "sha256: cannot initialise");
         store_blob_discard(b);
         return -1;
     }
@@ -241,13 +236,16 @@ int store_blob_write(struct store_blob *b, const void *data, size_t len, char *e
     if (b->head_len < STORE_HEAD_MAX) {
         size_t take = STORE_HEAD_MAX - b->head_len < len ? STORE_HEAD_MAX - b->head_len : len;
         if (b->head == NULL && (b->head = malloc(STORE_HEAD_MAX)) == NULL) {
-            snprintf(err, errlen, "out of memory");
+            errmsg_set(err, errlen, "out of memory");
             return -1;
         }
         memcpy(b->head + b->head_len, data, take);
         b->head_len += take;
     }
-    hash_update(&b->hash, data, len);
+    if (hash_update(&b->hash, data, len) != 0) {
+        errmsg_set(err, errlen, "sha256: cannot update");
+        return -1;
+    }
     if (write_all(b->fd, data, len, err, errlen) != 0)
         return -1;
     b->size += (long long)len;
@@ -293,7 +291,7 @@ int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
 {
     *existed = 0;
     if (hash_final_hex(&b->hash, sha256) != 0) {
-        snprintf(err, errlen, "sha256: cannot finish");
+        errmsg_set(err, errlen, "sha256: cannot finish");
         return -1;
     }
     store_key(sha256, ext, key);
@@ -366,12 +364,12 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
     snprintf(tmpdir, sizeof tmpdir, "%s/.tmp", s->dir);
     fd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
-        snprintf(err, errlen, "storage: cannot open %s: %s", tmpdir, strerror(errno));
+        errmsg_set(err, errlen, "storage: cannot open %s: %s", tmpdir, strerror(errno));
         return -1;
     }
     /* the bytes of every blob in the batch, before any gets its name */
     if (syncfs(fd) != 0) {
-        snprintf(err, errlen, "storage: syncfs failed: %s", strerror(errno));
+        errmsg_set(err, errlen, "storage: syncfs failed: %s", strerror(errno));
         goto out;
     }
     err[0] = '\0';
@@ -393,7 +391,7 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
             if (why[0] == '\0') /* mkdir_p explains its own failures */
                 snprintf(why, sizeof why, "storage: cannot rename into %s: %s", keys[i], strerror(errno));
             if (err[0] == '\0')
-                snprintf(err, errlen, "%s", why);
+                errmsg_set(err, errlen, "%s", why);
             failed[i] = 1;
             continue;
         }
@@ -403,7 +401,7 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
     }
     /* ...and the names themselves, before any row points at them */
     if (syncfs(fd) != 0) {
-        snprintf(err, errlen, "storage: syncfs failed: %s", strerror(errno));
+        errmsg_set(err, errlen, "storage: syncfs failed: %s", strerror(errno));
         memset(failed, 1, n);
         goto out;
     }

@@ -13,11 +13,13 @@
  *
  * Ownership: store_open() returns a struct store freed by store_close().
  * A struct store_blob lives in the caller's memory; store_blob_begin() opens
- * its fd and hash, store_blob_commit() or store_blob_discard() closes them
- * (always call one of the two). */
+ * its fd and hash; store_publish() (after store_blob_seal) or
+ * store_blob_discard() ends it (always one of the two; discarding a
+ * published blob is harmless). */
 #include <stddef.h>
 #include <sys/uio.h>
 
+#include "errmsg.h"
 #include "hash.h"
 
 #define STORE_HEAD_MAX 16384  /* bytes kept in memory for sniffing; the rest is mapped when needed */
@@ -36,14 +38,19 @@ struct store_blob {
     size_t head_len;
 };
 
-/* Creates dir and dir/.tmp when missing; fails when not writable. Removes
- * temporary files older than an hour (left by a crash). */
-int store_open(const char *dir, struct store **out, char *err, size_t errlen);
+/* Creates dir and dir/.tmp when missing. Removes temporary files older
+ * than an hour (left by a crash). -1 with a message, or
+ * STORE_ERR_NOT_WRITABLE when the folder exists but may not be written
+ * (a setting to fix, not a failure of the moment). */
+#define STORE_ERR_NOT_WRITABLE (-2)
+int store_open(const char *dir, struct store **out, char *err, size_t errlen)
+    MUST_CHECK;
 void store_close(struct store *s);
-const char *store_dir(const struct store *s);
 
-int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen);
-int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen);
+int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen)
+    MUST_CHECK;
+int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen)
+    MUST_CHECK;
 /* Maps the whole temporary file read-only (for sniffers that need more than
  * the head). *len gets its size; unmap with store_unmap(). NULL on error. */
 const unsigned char *store_blob_map(struct store_blob *b, size_t *len);
@@ -55,7 +62,7 @@ void store_unmap(const unsigned char *p, size_t len);
  * file stays until store_publish() or discard. */
 int store_blob_seal(struct store *s, struct store_blob *b, const char *ext,
                     char sha256[HASH_HEX_LEN + 1], char key[STORE_KEY_MAX], int *existed,
-                    char *err, size_t errlen);
+                    char *err, size_t errlen) MUST_CHECK;
 /* The storage key of content sha256 with extension ext. */
 void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[STORE_KEY_MAX]);
 /* A whole body already in memory and already hashed (key from store_key):
@@ -65,7 +72,7 @@ void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[ST
  * here; on error it is discarded. May run on another thread than
  * store_blob_begin(): the two share only the store's name counter. */
 int store_blob_put(struct store *s, struct store_blob *b, const char *key, const struct iovec *iov,
-                   int iovcnt, int *existed, char *err, size_t errlen);
+                   int iovcnt, int *existed, char *err, size_t errlen) MUST_CHECK;
 /* Makes n sealed blobs durable under their keys (keys[i] from seal).
  * failed[i] = 1 (with the message of the first failure in err) for a blob
  * that could not be renamed; returns -1 when nothing could be made durable.
@@ -74,10 +81,8 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
  * the same batch too (its temporary file is then dropped): the count of
  * new files. Published blobs need no discard (calling it is harmless). */
 int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
-                  unsigned char *failed, unsigned char *created, char *err, size_t errlen);
+                  unsigned char *failed, unsigned char *created, char *err, size_t errlen)
+    MUST_CHECK;
 void store_blob_discard(struct store_blob *b);
-
-/* Full path of key into out. */
-void store_path(const struct store *s, const char *key, char *out, size_t outlen);
 
 #endif

@@ -76,6 +76,18 @@ int body_append(struct body_pool *p, struct body *b, const void *data, size_t le
     return 0;
 }
 
+int body_block(const struct body *b, size_t i, const unsigned char **data, size_t *len)
+{
+    if (i >= b->n_blocks) {
+        *data = NULL;
+        *len = 0;
+        return 0;
+    }
+    *data = b->blocks[i];
+    *len = body_block_len(b, i);
+    return 1;
+}
+
 size_t body_block_len(const struct body *b, size_t i)
 {
     size_t start = i * BODY_BLOCK;

@@ -18,6 +18,8 @@
  * blocks while the owner leaves it alone. */
 #include <stddef.h>
 
+#include "errmsg.h"
+
 #define BODY_BLOCK (16 * 1024) /* libcurl hands over 16 KiB at a time */
 
 struct body {
@@ -34,11 +36,16 @@ struct body_pool {
 };
 
 /* budget_bytes rounds down to whole blocks; 0 disables the pool. */
-int body_pool_init(struct body_pool *p, size_t budget_bytes);
+int body_pool_init(struct body_pool *p, size_t budget_bytes) MUST_CHECK;
 void body_pool_release(struct body_pool *p);
 /* Appends len bytes; -1 (nothing appended) when the budget or memory is
  * spent: the caller spills the body and releases it. */
-int body_append(struct body_pool *p, struct body *b, const void *data, size_t len);
+int body_append(struct body_pool *p, struct body *b, const void *data, size_t len)
+    MUST_CHECK;
+/* Block i: its bytes in *data and their count in *len (the last block may
+ * be partly filled); 0 past the last block. The way to read a body:
+ *   for (size_t i = 0; body_block(b, i, &data, &len); i++) ...  */
+int body_block(const struct body *b, size_t i, const unsigned char **data, size_t *len);
 /* The bytes of block i (the last one may be partly filled). */
 size_t body_block_len(const struct body *b, size_t i);
 void body_release(struct body_pool *p, struct body *b);

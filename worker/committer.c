@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "errmsg.h"
+
 struct committer {
     struct store *store;
     struct db *db;              /* used by the thread only, once it runs */
@@ -38,9 +40,12 @@ static int put_body(struct committer *c, struct commit_item *it)
         mark(it, COMMIT_STORAGE_FAILED, "out of memory");
         return -1;
     }
-    for (size_t i = 0; i < body->n_blocks; i++)
-        iov[i] = (struct iovec){ .iov_base = body->blocks[i], .iov_len = body_block_len(body, i) };
-    if (store_blob_put(c->store, it->blob, it->img.storage_key, iov, (int)body->n_blocks, &existed,
+    const unsigned char *data;
+    size_t len;
+
+    for (size_t i = 0; body_block(body, i, &data, &len); i++)
+        iov[i] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
+    if (store_blob_put(c->store, &it->blob, it->img.storage_key, iov, (int)body->n_blocks, &existed,
                        it->err, sizeof it->err) != 0) {
         it->outcome = COMMIT_STORAGE_FAILED;
         goto out;
@@ -62,7 +67,7 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
     char err[300] = "";
 
     for (size_t i = 0; i < b->n; i++) {
-        blobs[i] = b->items[i].blob;
+        blobs[i] = &b->items[i].blob;
         keys[i] = b->items[i].img.storage_key;
         mark(&b->items[i], COMMIT_OK, "");
         unwritten[i] = b->items[i].body && put_body(c, &b->items[i]) != 0;
@@ -138,7 +143,7 @@ int committer_new(const char *conninfo, struct store *store, int notify_fd, stru
 
     *out = NULL;
     if (c == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     c->store = store;
@@ -148,7 +153,7 @@ int committer_new(const char *conninfo, struct store *store, int notify_fd, stru
     if (db_connect(conninfo, &c->db, err, errlen) != 0)
         goto out;
     if (pthread_create(&c->thread, NULL, run, c) != 0) {
-        snprintf(err, errlen, "cannot start the committer thread");
+        errmsg_set(err, errlen, "cannot start the committer thread");
         goto out;
     }
     c->started = 1;

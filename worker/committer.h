@@ -18,11 +18,14 @@
  * committer_free(), which waits for a batch in progress. The batch and
  * everything its items point to belong to the caller, but between
  * committer_submit() and the committer_take() that returns it the
- * committer reads and writes them and the caller must not touch them. */
+ * committer reads the items' bodies and writes the items (their blob and
+ * outcome: nothing outside the batch), and the caller must not touch
+ * them. */
 #include <stddef.h>
 
 #include "body.h"
 #include "db.h"
+#include "errmsg.h"
 #include "store.h"
 
 #define COMMIT_BATCH_MAX 256
@@ -35,7 +38,9 @@ enum commit_outcome {
 };
 
 struct commit_item {
-    struct store_blob *blob;    /* sealed, or filled here from body; img.storage_key is its key */
+    struct store_blob blob;     /* in: the sealed blob, moved here (unused with body); out:
+                                   the blob as published, or filled here from body, for the
+                                   caller to move back; img.storage_key is its key */
     const struct body *body;    /* NULL: the blob is sealed; else its bytes, hashed */
     int wrote;                  /* out: its blob is a new file (its content was not stored yet) */
     struct db_image img;
@@ -54,11 +59,11 @@ struct committer;
 /* Connects to conninfo (failing here, not later, when it cannot) and
  * starts the thread. notify_fd gets one byte per finished batch. */
 int committer_new(const char *conninfo, struct store *store, int notify_fd, struct committer **out,
-                  char *err, size_t errlen);
+                  char *err, size_t errlen) MUST_CHECK;
 /* 1 while a batch is submitted and not yet taken back. */
 int committer_busy(const struct committer *c);
 /* Hands over batch b; -1 when one is already submitted. */
-int committer_submit(struct committer *c, struct commit_batch *b);
+int committer_submit(struct committer *c, struct commit_batch *b) MUST_CHECK;
 /* The submitted batch once it is finished (outcome set on every item);
  * NULL while it is still being worked on or when none is submitted. */
 struct commit_batch *committer_take(struct committer *c);

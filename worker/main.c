@@ -11,10 +11,20 @@
 
 static volatile sig_atomic_t stop_requested;
 
+/* The first SIGTERM or SIGINT asks for a graceful stop (in-flight work
+ * finishes, at most --grace); the handler then gives both signals back
+ * their default action, so a second one of either ends the process at
+ * once. sigaction() is async-signal-safe. */
 static void on_signal(int sig)
 {
+    struct sigaction dfl;
+
     (void)sig;
     stop_requested = 1;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGTERM, &dfl, NULL);
+    sigaction(SIGINT, &dfl, NULL);
 }
 
 static const char usage[] =
@@ -26,7 +36,7 @@ static const char usage[] =
     "and records it in PostgreSQL. Retryable failures go to TOPIC-retry (also\n"
     "consumed, each after its delay), permanent ones to TOPIC-dlt and a row in\n"
     "image_failures. SIGTERM or SIGINT: finish in-flight work (at most --grace),\n"
-    "commit offsets, exit 0.\n"
+    "commit offsets, exit 0; a second one stops at once.\n"
     "\n"
     "Exit status: 0 clean stop or drained, 1 runtime error or not drained (no assignment\n"
     "within --drain-wait while the group has unconsumed events), 2 bad configuration.";
@@ -52,18 +62,24 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("imgcache-worker", log_level_parse(cfg.log_level));
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("event=start_failed reason=\"libcurl could not be initialised\"");
+        config_free(&cfg);
+        return 1;
+    }
 
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (worker_new(&cfg, &w, err, sizeof err) != 0) {
+    rc = worker_new(&cfg, &w, err, sizeof err);
+    if (rc != 0) {
         /* one line: the log goes to stderr already */
         log_error("event=start_failed reason=\"%s\"", err);
-        status = strstr(err, "IMGCACHE_") || strstr(err, "REDIS_URL") ? 2 : 1;
+        status = rc == WORKER_ERR_CONFIG ? 2 : 1;
         goto out;
     }
     if (worker_run(w, &stop_requested, err, sizeof err) != 0) {

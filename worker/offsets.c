@@ -8,9 +8,11 @@ void offsets_init(struct offsets *o, size_t window_cap)
 {
     o->table = NULL;
     o->window_cap = window_cap;
+    o->seen = NULL;
+    o->n_seen = 0;
 }
 
-static void tracker_free(struct ptrack *t)
+static void tracker_free(struct offsets_partition *t)
 {
     free(t->topic);
     free(t->offsets);
@@ -20,12 +22,17 @@ static void tracker_free(struct ptrack *t)
 
 void offsets_clear(struct offsets *o)
 {
-    struct ptrack *t, *tmp;
+    struct offsets_partition *t, *tmp;
     HASH_ITER(hh, o->table, t, tmp) {
         HASH_DEL(o->table, t);
         t->attached = 0;
         offsets_release(t);
     }
+    for (size_t i = 0; i < o->n_seen; i++)
+        free(o->seen[i]);
+    free(o->seen);
+    o->seen = NULL;
+    o->n_seen = 0;
 }
 
 static void make_key(char *key, size_t len, const char *topic, int32_t partition)
@@ -33,18 +40,56 @@ static void make_key(char *key, size_t len, const char *topic, int32_t partition
     snprintf(key, len, "%s\x1f%d", topic, (int)partition);
 }
 
-struct ptrack *offsets_find(struct offsets *o, const char *topic, int32_t partition)
+int offsets_first_assignment(struct offsets *o, const char *topic, int32_t partition)
 {
     char key[300];
-    struct ptrack *t = NULL;
+    char **grown;
+
+    make_key(key, sizeof key, topic, partition);
+    for (size_t i = 0; i < o->n_seen; i++)
+        if (strcmp(o->seen[i], key) == 0)
+            return 0;
+    /* out of memory: taken as seen, so a replay never starts twice */
+    grown = realloc(o->seen, (o->n_seen + 1) * sizeof *grown);
+    if (grown == NULL)
+        return 0;
+    o->seen = grown;
+    o->seen[o->n_seen] = strdup(key);
+    if (o->seen[o->n_seen])
+        o->n_seen++;
+    return 1;
+}
+
+struct offsets_partition *offsets_next(struct offsets *o, struct offsets_partition *t)
+{
+    return t == NULL ? o->table : t->hh.next;
+}
+
+size_t offsets_unfinished(const struct offsets_partition *t)
+{
+    return t->len - t->n_done;
+}
+
+int offsets_set_paused(struct offsets_partition *t, int paused)
+{
+    if (t->paused == paused)
+        return 0;
+    t->paused = paused;
+    return 1;
+}
+
+struct offsets_partition *offsets_find(struct offsets *o, const char *topic, int32_t partition)
+{
+    char key[300];
+    struct offsets_partition *t = NULL;
     make_key(key, sizeof key, topic, partition);
     HASH_FIND_STR(o->table, key, t);
     return t;
 }
 
-struct ptrack *offsets_assign(struct offsets *o, const char *topic, int32_t partition)
+struct offsets_partition *offsets_assign(struct offsets *o, const char *topic, int32_t partition)
 {
-    struct ptrack *t = offsets_find(o, topic, partition);
+    struct offsets_partition *t = offsets_find(o, topic, partition);
     if (t)
         return t;
     t = calloc(1, sizeof *t);
@@ -70,9 +115,9 @@ struct ptrack *offsets_assign(struct offsets *o, const char *topic, int32_t part
     return t;
 }
 
-struct ptrack *offsets_revoke(struct offsets *o, const char *topic, int32_t partition)
+struct offsets_partition *offsets_revoke(struct offsets *o, const char *topic, int32_t partition)
 {
-    struct ptrack *t = offsets_find(o, topic, partition);
+    struct offsets_partition *t = offsets_find(o, topic, partition);
     if (t == NULL)
         return NULL;
     HASH_DEL(o->table, t);
@@ -82,7 +127,7 @@ struct ptrack *offsets_revoke(struct offsets *o, const char *topic, int32_t part
 
 /* The window cap is soft (the caller pauses the partition at it); the ring
  * still grows, because messages fetched before a pause may still arrive. */
-static int grow(struct ptrack *t)
+static int grow(struct offsets_partition *t)
 {
     size_t ncap = t->cap * 2;
     int64_t *off = malloc(ncap * sizeof *off);
@@ -105,7 +150,7 @@ static int grow(struct ptrack *t)
     return 0;
 }
 
-int offsets_push(struct ptrack *t, int64_t offset, uint64_t *seq)
+int offsets_push(struct offsets_partition *t, int64_t offset, uint64_t *seq)
 {
     size_t pos;
     if (t->len == t->cap && grow(t) != 0)
@@ -121,7 +166,7 @@ int offsets_push(struct ptrack *t, int64_t offset, uint64_t *seq)
     return 0;
 }
 
-void offsets_finish(struct ptrack *t, uint64_t seq)
+void offsets_finish(struct offsets_partition *t, uint64_t seq)
 {
     if (seq < t->base_seq || seq >= t->base_seq + t->len)
         return;
@@ -132,7 +177,7 @@ void offsets_finish(struct ptrack *t, uint64_t seq)
     }
 }
 
-int offsets_advance(struct ptrack *t, int64_t *store_offset)
+int offsets_advance(struct offsets_partition *t, int64_t *store_offset)
 {
     int moved = 0;
     while (t->len > 0 && t->done[t->head]) {
@@ -148,12 +193,12 @@ int offsets_advance(struct ptrack *t, int64_t *store_offset)
     return moved;
 }
 
-int offsets_full(const struct ptrack *t)
+int offsets_full(const struct offsets_partition *t)
 {
     return t->len - t->n_done >= t->window_cap || t->len >= t->window_cap * OFFSETS_RING_FACTOR;
 }
 
-void offsets_release(struct ptrack *t)
+void offsets_release(struct offsets_partition *t)
 {
     if (--t->refs == 0)
         tracker_free(t);

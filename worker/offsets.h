@@ -18,12 +18,14 @@
 #include <stdint.h>
 #include <uthash.h>
 
+#include "errmsg.h"
+
 /* The ring may hold this many times the window of events, most of them
  * finished behind an unfinished head, before offsets_full() says pause:
  * 9 bytes each, so 16 x 4096 is under 600 KiB per partition. */
 #define OFFSETS_RING_FACTOR 16
 
-struct ptrack {
+struct offsets_partition {
     char key[300];          /* "topic\x1fpartition": the table's key */
     char *topic;
     int32_t partition;
@@ -45,30 +47,43 @@ struct ptrack {
 };
 
 struct offsets {
-    struct ptrack *table;   /* attached trackers */
+    struct offsets_partition *table;   /* attached trackers */
     size_t window_cap;      /* max events in flight per partition */
+    char **seen;            /* keys of every partition ever assigned */
+    size_t n_seen;
 };
 
 void offsets_init(struct offsets *o, size_t window_cap);
 /* Frees every attached tracker (detached ones are freed by their events). */
 void offsets_clear(struct offsets *o);
 
-struct ptrack *offsets_find(struct offsets *o, const char *topic, int32_t partition);
-struct ptrack *offsets_assign(struct offsets *o, const char *topic, int32_t partition);
+struct offsets_partition *offsets_find(struct offsets *o, const char *topic, int32_t partition);
+/* The attached trackers in turn: offsets_next(o, NULL) is the first, NULL
+ * follows the last. The table must not change meanwhile. */
+struct offsets_partition *offsets_next(struct offsets *o, struct offsets_partition *t);
+/* 1 the first time this process is assigned the partition (when
+ * --from-beginning replays it), else 0; also 0 when out of memory. */
+int offsets_first_assignment(struct offsets *o, const char *topic, int32_t partition);
+/* Events dispatched and not finished. */
+size_t offsets_unfinished(const struct offsets_partition *t);
+/* Records whether the partition is paused (as told to librdkafka); 1 when
+ * that changes it, so the caller tells librdkafka. */
+int offsets_set_paused(struct offsets_partition *t, int paused);
+struct offsets_partition *offsets_assign(struct offsets *o, const char *topic, int32_t partition);
 /* Removes the tracker from the table; returns it still referenced by its
  * events (the caller drops the table's reference with offsets_release). */
-struct ptrack *offsets_revoke(struct offsets *o, const char *topic, int32_t partition);
+struct offsets_partition *offsets_revoke(struct offsets *o, const char *topic, int32_t partition);
 
 /* Records a dispatched offset; *seq identifies it for offsets_finish.
  * -1 only when out of memory. */
-int offsets_push(struct ptrack *t, int64_t offset, uint64_t *seq);
-void offsets_finish(struct ptrack *t, uint64_t seq);
+int offsets_push(struct offsets_partition *t, int64_t offset, uint64_t *seq) MUST_CHECK;
+void offsets_finish(struct offsets_partition *t, uint64_t seq);
 /* Pops the finished prefix. Returns 1 and the offset to store (last
  * finished + 1) when it moved, else 0. */
-int offsets_advance(struct ptrack *t, int64_t *store_offset);
+int offsets_advance(struct offsets_partition *t, int64_t *store_offset);
 /* 1 when window_cap events are unfinished, or the ring holds
  * OFFSETS_RING_FACTOR windows (finished ones behind an unfinished head). */
-int offsets_full(const struct ptrack *t);
-void offsets_release(struct ptrack *t);
+int offsets_full(const struct offsets_partition *t);
+void offsets_release(struct offsets_partition *t);
 
 #endif

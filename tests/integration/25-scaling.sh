@@ -43,4 +43,21 @@ media_reset
 start_worker c --drain
 check "a drain of the same group exits 0" wait_worker c 120
 check_eq "nothing was left to download" "0" "$(media_total)"
+
+# A second SIGTERM ends a worker at once: the first one waits (--grace)
+# for the download in flight, here one whose body never comes.
+cp "$MEDIA/s1.webp" "$MEDIA/stall.webp"
+media_fault /stall.webp stall
+printf '{"id":"cstall","title":"Stall","type":"group","imgURL":"%s/stall.webp"}\n' "$MEDIA_URL" > "$TESTS_TMP/stall.jsonl"
+"$BIN/imgcache-producer" import "$TESTS_TMP/stall.jsonl" > /dev/null
+start_worker d --grace 120s --fetch-timeout 120s
+stalled() { [ "$(media_count /stall.webp)" -ge 1 ]; }
+check "the last worker starts the download that stalls" wait_for 60 stalled
+d_pid=$(cat "$TESTS_TMP/d.pid")
+kill -TERM "$d_pid"
+check "the first SIGTERM starts a graceful stop" wait_for 10 grep -q "event=stopping" "$TESTS_TMP/d.log"
+check "... which waits for the stalled download" _it_running "$d_pid"
+kill -TERM "$d_pid"
+wait_worker d 10
+check_eq "a second SIGTERM ends it at once (killed by the signal: 128 + 15)" 143 "$?"
 it_done

@@ -4,7 +4,7 @@
  * spills what it has to disk); released blocks are reused, not allocated
  * again (run under valgrind: a block lost or freed twice shows).
  *
- * body.c is not part of libcommon, so it is compiled into this test. */
+ * body.c is in build/libworker.a, which this test links. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../worker/body.c"
+#include "body.h"
 
 static unsigned char *pattern(size_t len, unsigned seed)
 {
@@ -25,16 +25,23 @@ static unsigned char *pattern(size_t len, unsigned seed)
     return p;
 }
 
-/* The body's bytes, flattened. */
+/* The body's bytes, flattened, read the way the worker reads them
+ * (body_block), which must end after the last block. */
 static unsigned char *flatten(const struct body *b)
 {
     unsigned char *out = malloc(b->len ? b->len : 1);
-    size_t at = 0;
+    const unsigned char *data;
+    size_t at = 0, len, i;
     assert_non_null(out);
-    for (size_t i = 0; i < b->n_blocks; i++) {
-        memcpy(out + at, b->blocks[i], body_block_len(b, i));
-        at += body_block_len(b, i);
+    for (i = 0; body_block(b, i, &data, &len); i++) {
+        assert_int_equal(len, body_block_len(b, i));
+        memcpy(out + at, data, len);
+        at += len;
     }
+    assert_int_equal(i, b->n_blocks);
+    assert_int_equal(body_block(b, i, &data, &len), 0);
+    assert_null(data);
+    assert_int_equal(len, 0);
     assert_int_equal(at, b->len);
     return out;
 }

@@ -3,7 +3,7 @@
  * cap; a revoked tracker lives until its last event releases it (run under
  * valgrind: an early free is a read after free, a late one a leak).
  *
- * offsets.c is not part of libcommon, so it is compiled into this test. */
+ * offsets.c is in build/libworker.a, which this test links. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../worker/offsets.c"
+#include "offsets.h"
 
 /* gcc 12 sees that offsets_release() may free the tracker and flags every
  * later use; here the reference counts say it does not (valgrind checks). */
@@ -28,21 +28,21 @@ struct ev {
     uint64_t seq;
 };
 
-static void push(struct ptrack *t, struct ev *e, int64_t offset)
+static void push(struct offsets_partition *t, struct ev *e, int64_t offset)
 {
     e->offset = offset;
     assert_int_equal(offsets_push(t, offset, &e->seq), 0);
 }
 
 /* Finishes one event as the worker does: mark it, then drop its reference. */
-static void finish(struct ptrack *t, const struct ev *e)
+static void finish(struct offsets_partition *t, const struct ev *e)
 {
     offsets_finish(t, e->seq);
     offsets_release(t);
 }
 
 /* offsets_advance() must say `expected` (-1: nothing to store). */
-static void expect_store(struct ptrack *t, int64_t expected)
+static void expect_store(struct offsets_partition *t, int64_t expected)
 {
     int64_t store = -12345;
     int moved = offsets_advance(t, &store);
@@ -61,7 +61,7 @@ static void expect_store(struct ptrack *t, int64_t expected)
 static void test_assign_find(void **state)
 {
     struct offsets o;
-    struct ptrack *a, *b, *c;
+    struct offsets_partition *a, *b, *c;
 
     (void)state;
     offsets_init(&o, 8);
@@ -93,7 +93,7 @@ static void test_assign_find(void **state)
 static void test_in_order(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[5];
 
     (void)state;
@@ -120,7 +120,7 @@ static void test_in_order(void **state)
 static void test_out_of_order_stores_prefix(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[6];
 
     (void)state;
@@ -146,7 +146,7 @@ static void test_out_of_order_stores_prefix(void **state)
 static void test_gaps_in_offsets(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[3];
 
     (void)state;
@@ -174,7 +174,7 @@ static void test_gaps_in_offsets(void **state)
 static void test_stale_and_unknown_seq_ignored(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[3];
 
     (void)state;
@@ -206,7 +206,7 @@ static void test_stale_and_unknown_seq_ignored(void **state)
 static void test_full_is_the_soft_cap(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[3];
 
     (void)state;
@@ -236,7 +236,7 @@ static void test_full_is_the_soft_cap(void **state)
 static void test_unfinished_head_holds_only_the_store(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev head, e;
     size_t behind = 0;
 
@@ -262,7 +262,7 @@ static void test_unfinished_head_holds_only_the_store(void **state)
 static void test_window_grows_past_cap(void **state)
 {
     struct offsets o;
-    struct ptrack *t;
+    struct offsets_partition *t;
     struct ev e[40];
     int64_t off = 1000;
 
@@ -318,7 +318,7 @@ static void test_window_grows_past_cap(void **state)
 static void test_revoke_with_events_in_flight(void **state)
 {
     struct offsets o;
-    struct ptrack *t, *again;
+    struct offsets_partition *t, *again;
     struct ev e[3];
 
     (void)state;
@@ -350,7 +350,7 @@ static void test_revoke_with_events_in_flight(void **state)
 static void test_clear_leaves_busy_trackers_to_their_events(void **state)
 {
     struct offsets o;
-    struct ptrack *busy, *idle_t;
+    struct offsets_partition *busy, *idle_t;
     struct ev e[2];
 
     (void)state;
@@ -369,6 +369,80 @@ static void test_clear_leaves_busy_trackers_to_their_events(void **state)
     finish(busy, &e[1]);               /* freed here */
 }
 
+/* Each attached tracker once, in turn; a revoked one no more. */
+static void test_next_walks_the_attached(void **state)
+{
+    struct offsets o;
+    struct offsets_partition *t = NULL, *gone;
+    int seen_a = 0, seen_b = 0, n = 0;
+
+    (void)state;
+    offsets_init(&o, 8);
+    assert_non_null(offsets_assign(&o, "a", 0));
+    assert_non_null(offsets_assign(&o, "b", 1));
+    while ((t = offsets_next(&o, t)) != NULL) {
+        seen_a += strcmp(t->topic, "a") == 0;
+        seen_b += strcmp(t->topic, "b") == 0;
+        n++;
+    }
+    assert_int_equal(n, 2);
+    assert_int_equal(seen_a, 1);
+    assert_int_equal(seen_b, 1);
+    gone = offsets_revoke(&o, "a", 0);
+    offsets_release(gone);
+    t = offsets_next(&o, NULL);
+    assert_non_null(t);
+    assert_string_equal(t->topic, "b");
+    assert_null(offsets_next(&o, t));
+    offsets_clear(&o);
+}
+
+/* --from-beginning replays a partition the first time only, also after it
+ * was revoked and assigned again. */
+static void test_first_assignment_once_per_partition(void **state)
+{
+    struct offsets o;
+
+    (void)state;
+    offsets_init(&o, 8);
+    assert_int_equal(offsets_first_assignment(&o, "t", 0), 1);
+    assert_int_equal(offsets_first_assignment(&o, "t", 0), 0);
+    assert_int_equal(offsets_first_assignment(&o, "t", 1), 1);
+    assert_int_equal(offsets_first_assignment(&o, "t-retry", 0), 1);
+    assert_int_equal(offsets_first_assignment(&o, "t-retry", 0), 0);
+    offsets_clear(&o);
+    assert_int_equal(offsets_first_assignment(&o, "t", 0), 1); /* cleared: a new start */
+    offsets_clear(&o);
+}
+
+/* The paused flag starts unknown, and says when it changes; the
+ * unfinished count follows pushes and finishes. */
+static void test_paused_and_unfinished(void **state)
+{
+    struct offsets o;
+    struct offsets_partition *t;
+    uint64_t s1, s2;
+
+    (void)state;
+    offsets_init(&o, 8);
+    t = offsets_assign(&o, "t", 0);
+    assert_non_null(t);
+    assert_int_equal(offsets_set_paused(t, 0), 1); /* unknown -> resumed */
+    assert_int_equal(offsets_set_paused(t, 0), 0);
+    assert_int_equal(offsets_set_paused(t, 1), 1);
+    assert_int_equal(offsets_unfinished(t), 0);
+    assert_int_equal(offsets_push(t, 10, &s1), 0);
+    assert_int_equal(offsets_push(t, 11, &s2), 0);
+    assert_int_equal(offsets_unfinished(t), 2);
+    offsets_finish(t, s2);
+    assert_int_equal(offsets_unfinished(t), 1);
+    offsets_finish(t, s1);
+    assert_int_equal(offsets_unfinished(t), 0);
+    offsets_release(t); /* each event's reference */
+    offsets_release(t);
+    offsets_clear(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +456,9 @@ int main(void)
         cmocka_unit_test(test_window_grows_past_cap),
         cmocka_unit_test(test_revoke_with_events_in_flight),
         cmocka_unit_test(test_clear_leaves_busy_trackers_to_their_events),
+        cmocka_unit_test(test_next_walks_the_attached),
+        cmocka_unit_test(test_first_assignment_once_per_partition),
+        cmocka_unit_test(test_paused_and_unfinished),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,14 +2,15 @@
  * event. A hostile Retry-After or next_attempt_at must give a capped value
  * and no signed overflow (build with SANITIZE=undefined to see one).
  *
- * retry.c is not part of libcommon, so it is compiled into this test. */
+ * retry.c is in build/libworker.a, which this test links. */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../worker/retry.c"
+#include "retry.h"
 
 #define HOUR_MS 3600000LL
 
