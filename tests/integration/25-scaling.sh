@@ -56,7 +56,7 @@ check "the last worker starts the download that stalls" wait_for 60 stalled
 d_pid=$(cat "$TESTS_TMP/d.pid")
 kill -TERM "$d_pid"
 check "the first SIGTERM starts a graceful stop" wait_for 10 grep -q "event=stopping" "$TESTS_TMP/d.log"
-check "... which waits for the stalled download" _it_running "$d_pid"
+check "... which waits for the stalled download" pid_alive "$d_pid"
 kill -TERM "$d_pid"
 wait_worker d 10
 check_eq "a second SIGTERM ends it at once (killed by the signal: 128 + 15)" 143 "$?"
