@@ -63,6 +63,10 @@ set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROG=bench/run.sh
+# pid_alive, descendants, stop_tree, wait_gone, wait_for, read_pid...
+. "$ROOT/compose/lib-proc.sh"
+# worker_spawn, devbroker_start, fresh_database, q, media_start, media_total...
+. "$ROOT/tests/lib-fleet.sh"
 START_EPOCH=$EPOCHREALTIME
 
 # ---- options -------------------------------------------------------------------
@@ -193,38 +197,11 @@ PIDS=()
 STACK_UP=0
 KAFKA_DIR=
 
-running() {
-    local st
-    [ -n "${1:-}" ] && [ -r "/proc/$1/status" ] || return 1
-    st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)
-    [ -n "$st" ] && [ "$st" != Z ]
-}
-children_of() { cat "/proc/$1/task/"*/children 2>/dev/null | tr ' ' '\n' | grep -v '^$'; }
-descendants() {
-    local c
-    for c in $(children_of "$1"); do echo "$c"; descendants "$c"; done
-}
 track() { PIDS+=("$1"); }
-# stop_tree PID [secs]: TERM the process and its descendants, then KILL.
-stop_tree() {
-    local all=("$1") p i
-    running "$1" || return 0
-    all+=($(descendants "$1"))
-    kill -TERM "${all[@]}" 2>/dev/null
-    for i in $(seq 1 $((${2:-10} * 10))); do
-        local alive=0
-        for p in "${all[@]}"; do running "$p" && { alive=1; break; }; done
-        [ $alive = 0 ] && break
-        sleep 0.1
-    done
-    for p in "${all[@]}"; do running "$p" && kill -KILL "$p" 2>/dev/null; done
-    wait "$1" 2>/dev/null
-    return 0
-}
 cleanup() {
-    local rc=$? p
+    local rc=$?
     trap - EXIT INT TERM HUP
-    for p in "${PIDS[@]}"; do stop_tree "$p" 5; done
+    stop_tree 5 "${PIDS[@]}"
     [ -n "$KAFKA_DIR" ] && sh "$ROOT/compose/kafka.sh" stop "$KAFKA_DIR" > /dev/null 2>&1
     [ "$STACK_UP" = 1 ] && sh "$ROOT/compose/stack.sh" stop "$WORK/stack" > /dev/null 2>&1
     if [ "$KEEP" = 1 ]; then
@@ -234,20 +211,7 @@ cleanup() {
     fi
     exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-wait_for() { # secs cmd...: poll every 0.2 s
-    local end
-    end=$(awk -v n="$EPOCHREALTIME" -v s="$1" 'BEGIN { printf "%.0f", n + s }')
-    shift
-    until "$@" > /dev/null 2>&1; do
-        [ "${EPOCHREALTIME%.*}" -lt "$end" ] || return 1
-        sleep 0.2
-    done
-}
+exit_trap cleanup
 
 # ---- snapshot of the programs under test ----------------------------------------
 mkdir -p "$WORK/bin"
@@ -310,8 +274,8 @@ host_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + 
 # broker this-script's-tree kernel-threads" (ticks)
 snap() {
     local pg redis
-    pg=$(head -n 1 "$WORK/stack/pg/postmaster.pid" 2>/dev/null | tr -dc 0-9)
-    redis=$(head -n 1 "$WORK/stack/redis.pid" 2>/dev/null | tr -dc 0-9)
+    pg=$(read_pid "$WORK/stack/pg/postmaster.pid")
+    redis=$(read_pid "$WORK/stack/redis.pid")
     echo "$EPOCHREALTIME $(host_ticks) $(tree_ticks "${MEDIA_PID:-0}" "${pg:-0}" "${redis:-0}" "${BROKER_PID:-0}" "$$" 2)"
 }
 # usage_between "SNAP1" "SNAP2" -> sets U_WALL U_HOST_PCT U_IOWAIT_PCT
@@ -346,8 +310,8 @@ IMGCACHE_BROKER=dev IMGCACHE_DEVBROKER=$BIN/imgcache-devbroker sh "$ROOT/compose
 . "$WORK/stack/stack.env"
 STACK_DATABASE_URL=$DATABASE_URL
 # Each configuration gets its own broker: the stack's one is not used.
-sb=$(head -n 1 "$WORK/stack/broker.pid" 2>/dev/null | tr -dc 0-9)
-[ -n "$sb" ] && running "$sb" && { kill -TERM "$sb"; wait_for 10 bash -c "! kill -0 $sb"; }
+sb=$(read_pid "$WORK/stack/broker.pid")
+pid_alive "$sb" && { kill -TERM "$sb"; wait_gone "$sb" 10; }
 PG_VERSION=$(psql -XAtq "$STACK_DATABASE_URL" -c "SHOW server_version" 2>/dev/null | cut -d' ' -f1)
 
 q0=$(snap); sleep 2; q1=$(snap); usage_between "$q0" "$q1"
@@ -367,22 +331,20 @@ trust_media() {
 # media_for LATENCY: starts (once) a media server over $WORK/media with that
 # added latency; sets MEDIA_URL, MEDIA_PID.
 media_for() {
-    local lat=$1 out=$WORK/media-$1.out
+    local lat=$1 ok=1
     if [ -z "${MEDIA_PIDS[$lat]:-}" ]; then
-        "$BIN/imgcache-mediaserver" --root "$WORK/media" --latency-ms "$lat" --max-connections 2048 \
-            < /dev/null > "$out" 2> "$WORK/media-$lat.log" &
-        MEDIA_PIDS[$lat]=$!
-        track "$!"
-        wait_for 15 grep -q '^MEDIA_URL=' "$out" || die "the media server did not start: $(tail -n 5 "$WORK/media-$lat.log")"
-        MEDIA_URLS[$lat]=$(sed -n 's/^MEDIA_URL=//p' "$out")
+        media_start "$WORK/media-$lat.out" "$WORK/media-$lat.log" --root "$WORK/media" --latency-ms "$lat" \
+            --max-connections 2048 || ok=0
+        MEDIA_PIDS[$lat]=$MEDIA_PID
+        track "$MEDIA_PID"
+        [ $ok = 1 ] || die "the media server did not start: $(tail -n 5 "$WORK/media-$lat.log")"
+        MEDIA_URLS[$lat]=$MEDIA_URL
         trust_media
     fi
     MEDIA_URL=${MEDIA_URLS[$lat]}
     MEDIA_PID=${MEDIA_PIDS[$lat]}
 }
-media_total() { curl -fsS "$MEDIA_URL/__stats" | sed -n 's/^{"total":\([0-9]*\).*/\1/p'; }
-media_max_per_path() { curl -fsS "$MEDIA_URL/__stats" | grep -o '"/[^"]*":[0-9]*' | awk -F: 'BEGIN { m = 0 } $NF > m { m = $NF } END { print m }'; }
-media_reset() { curl -fsS -X POST "$MEDIA_URL/__reset" > /dev/null; }
+media_max_per_path() { media_served_over 0 | awk -F'\t' 'BEGIN { m = 0 } $2 > m { m = $2 } END { print m }'; }
 
 BROKER_PID=
 BROKER_DESC=
@@ -390,17 +352,14 @@ BROKER_DESC=
 # fresh one (no topics, offsets or groups carried over); sets BROKER_PID (the
 # JVM or the dev broker, for the CPU accounting), exports KAFKA_BROKERS.
 start_broker() {
-    local name=$1
+    local name=$1 ok=1
     if [ "$BROKER_KIND" = dev ]; then
-        if [ -n "$BROKER_PID" ] && running "$BROKER_PID"; then stop_tree "$BROKER_PID" 10; fi
-        rm -f "$WORK/broker.ctl"
-        mkfifo "$WORK/broker.ctl"
-        "$BIN/imgcache-devbroker" --partitions "$PARTITIONS" <> "$WORK/broker.ctl" \
-            > "$WORK/$name.broker.out" 2> "$WORK/$name.broker.log" &
-        BROKER_PID=$!
-        track "$BROKER_PID"
-        wait_for 30 grep -q '^KAFKA_BROKERS=' "$WORK/$name.broker.out" || die "the dev broker did not start"
-        export KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$WORK/$name.broker.out")
+        stop_tree 10 "$BROKER_PID"
+        BROKER_PID=
+        devbroker_start "$WORK/broker.ctl" "$WORK/$name.broker.out" "$WORK/$name.broker.log" "$PARTITIONS" || ok=0
+        [ -n "$BROKER_PID" ] && track "$BROKER_PID"
+        [ $ok = 1 ] || die "the dev broker did not start"
+        export KAFKA_BROKERS
         BROKER_DESC="dev broker (librdkafka's mock cluster, not Kafka)"
         return 0
     fi
@@ -422,12 +381,9 @@ start_broker() {
 # fresh_env NAME: own database, empty Redis, a new broker, an empty
 # storage folder, schema migrated. Exports what the programs read.
 fresh_env() {
-    local name=$1 db base
+    local name=$1 db
     db=bench_$(echo "$name" | tr -c 'a-zA-Z0-9_\n' _)
-    psql -XAtq -v ON_ERROR_STOP=1 "$STACK_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
-        -c "CREATE DATABASE $db" > "$WORK/$name.setup.log" 2>&1 || die "cannot create database $db"
-    base=${STACK_DATABASE_URL%%\?*}
-    export DATABASE_URL="${base%/*}/$db"
+    fresh_database "$db" "$WORK/$name.setup.log" || die "cannot create database $db"
     [ "$(redis-cli -u "$REDIS_URL" FLUSHALL 2>&1)" = OK ] || die "redis FLUSHALL failed"
     start_broker "$name"
     # nothing is deleted before the end: on ext4, creating files right after
@@ -441,7 +397,6 @@ fresh_env() {
     unset IMGCACHE_BATCH_SIZE
     "$BIN/imgcache-producer" migrate > "$WORK/$name.migrate.log" 2>&1 || die "migrate failed: $(tail -n 3 "$WORK/$name.migrate.log")"
 }
-q() { psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 rows_at_least() { [ "$(q 'SELECT count(*) FROM cached_images')" -ge "$1" ]; }
 
 # settle: write back every dirty page first (outside the measured time). The
@@ -459,17 +414,14 @@ release() { find "$@" -type f -exec truncate -s 0 {} + 2> /dev/null; return 0; }
 # start_worker LOGPREFIX ARGS...: imgcache-worker under /usr/bin/time -v (or
 # under $WRAP); sets WPID (the wrapper) and WCHILD (the worker itself).
 start_worker() {
-    local name=$1
+    local name=$1 i
     shift
-    /usr/bin/time -v -o "$WORK/$name.time" ${WRAP:-} "$BIN/imgcache-worker" \
-        -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 --worker-id "$name" "$@" \
-        < /dev/null > "$WORK/$name.log" 2>&1 &
-    WPID=$!
+    WORKER_WRAP="/usr/bin/time -v -o $WORK/$name.time ${WRAP:-}" worker_spawn "$name" "$WORK/$name.log" "$@"
+    WPID=$WORKER_PID
     track "$WPID"
     WCHILD=
-    local i
     for i in $(seq 1 100); do
-        WCHILD=$(children_of "$WPID" | head -n 1)
+        WCHILD=$(descendants "$WPID" | head -n 1)
         [ -n "$WCHILD" ] && break
         sleep 0.02
     done
@@ -481,10 +433,10 @@ wait_pids() {
     end=$(( ${EPOCHREALTIME%.*} + secs ))
     while :; do
         alive=0
-        for p in "$@"; do running "$p" && alive=1; done
+        for p in "$@"; do pid_alive "$p" && alive=1; done
         [ $alive = 0 ] && break
         if [ "${EPOCHREALTIME%.*}" -ge "$end" ]; then
-            for p in "$@"; do stop_tree "$p" 30; done
+            stop_tree 30 "$@"
             return 124
         fi
         sleep 0.1
@@ -496,8 +448,6 @@ time_field() { sed -n "s/^[[:space:]]*$2: //p" "$1" 2>/dev/null | head -n 1; }
 worker_cpu() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$1" 2>/dev/null; }
 worker_rss_kb() { time_field "$1" "Maximum resident set size (kbytes)"; }
 worker_exit() { time_field "$1" "Exit status" | grep . || echo signal; }
-# summary_field LOG NAME: a counter from the worker's event=summary line
-summary_field() { grep 'event=summary' "$1" | tail -n 1 | grep -o " $2=[0-9]*" | cut -d= -f2; }
 log_epoch() { # LOG PATTERN: the time of the first matching line, as epoch seconds
     local ts
     ts=$(grep -m 1 -- "$2" "$1" | cut -d' ' -f1)
@@ -654,7 +604,7 @@ wait_group() {
         GROUP_STATE="$na of $# worker(s) assigned, $net of $want partitions held, fewest held by one worker $min"
         [ "$na" = $# ] && [ "$net" = "$want" ] && { [ $# -gt "$want" ] || [ "$min" -gt 0 ]; } && return 0
         alive=1
-        for p in ${WAIT_GROUP_PIDS:-}; do running "$p" || alive=0; done
+        for p in ${WAIT_GROUP_PIDS:-}; do pid_alive "$p" || alive=0; done
         [ $alive = 1 ] || return 2
         [ "${EPOCHREALTIME%.*}" -lt "$end" ] || return 1
         sleep 0.1
@@ -680,7 +630,7 @@ wait_rows() {
     end=$(( ${EPOCHREALTIME%.*} + secs ))
     WAIT_ROWS=0 WAIT_FAILS=0
     while :; do
-        if running "$WATCH_PID"; then
+        if pid_alive "$WATCH_PID"; then
             line=$(tail -n 1 "$out" 2> /dev/null)
         else
             line=$(q "SELECT (SELECT count(*) FROM cached_images), (SELECT count(*) FROM image_failures)" 2> /dev/null)
@@ -690,7 +640,7 @@ wait_rows() {
             [ $((WAIT_ROWS + WAIT_FAILS)) -ge "$n" ] && return 0
         fi
         alive=0
-        for p in "$@"; do running "$p" && alive=1; done
+        for p in "$@"; do pid_alive "$p" && alive=1; done
         [ $alive = 1 ] || return 2
         [ "${EPOCHREALTIME%.*}" -lt "$end" ] || return 1
         sleep 0.1
@@ -816,9 +766,9 @@ fleet() {
         t_done=$EPOCHREALTIME
         s2=$(snap)
         rebal=$(rebalance_lines "$lines0" "${wlogs[@]}")
-        stop_tree "$WATCH_PID" 5
+        stop_tree 5 "$WATCH_PID"
         for i in "${!wpids[@]}"; do
-            k=${wchildren[$i]:-$(children_of "${wpids[$i]}" | head -n 1)}
+            k=${wchildren[$i]:-$(descendants "${wpids[$i]}" | head -n 1)}
             [ -n "$k" ] && kill -TERM "$k" 2> /dev/null
         done
         wait_pids 60 "${wpids[@]}" || { rc=124; warn "$name: a worker was still running 60 s after SIGTERM (stopped)"; }
@@ -1004,14 +954,14 @@ live() {
     local t1=$EPOCHREALTIME
     wait_for 120 rows_at_least "$n" || warn "$name: not every image cached 120 s after the import"
     sleep 1
-    stop_tree "$probe" 5
+    stop_tree 5 "$probe"
     local k50 k99
     q "SET client_min_messages = warning; DROP TABLE IF EXISTS bench_probe; CREATE TABLE bench_probe (seen float8, produced timestamptz)" > /dev/null
     psql -XAtq "$DATABASE_URL" -c "COPY bench_probe FROM STDIN WITH (FORMAT csv)" < "$WORK/$name.probe.csv" > /dev/null 2>&1
     IFS='|' read -r k50 k99 < <(q "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 0),
         round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 0)
         FROM (SELECT (seen - extract(epoch FROM produced)) * 1000 AS ms FROM bench_probe) x")
-    kill -TERM "$(children_of "$wp" | head -n 1)" 2>/dev/null
+    kill -TERM "$(descendants "$wp" | head -n 1)" 2>/dev/null
     wait_pids 60 "$wp" || warn "$name: the worker did not stop on SIGTERM"
     local p50 p99 pmax nl nev feed_rate ex
     IFS='|' read -r p50 p99 pmax nl nev < <(latency_of_topic "$name")
@@ -1026,26 +976,32 @@ live() {
 # ---- profile --------------------------------------------------------------------------
 # json_lines FILE: the lines of FILE as a JSON array body
 json_lines() { awk '{ gsub(/\\/, "\\\\\\\\"); gsub(/"/, "\\\""); sub(/^ +/, ""); printf "%s\"%s\"", (NR > 1 ? "," : ""), $0 }' "$1" 2>/dev/null; }
+# profile_under CONFIG IMAGES TOOL WRAP [SECS]: a fresh environment with
+# IMAGES chats imported, then one --drain worker CONFIG-w1 under the command
+# line WRAP; warns when it has not finished after SECS (600).
+profile_under() {
+    local cfg=$1 n=$2 tool=$3 wrap=$4 secs=${5:-600}
+    fresh_env "$cfg"
+    gen_chats "$WORK/chats-$cfg" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$n"
+    "$BIN/imgcache-producer" import "$WORK/chats-$cfg-1.jsonl" > /dev/null 2> "$WORK/$cfg.import.log"
+    say "profile: $tool, 1 worker, $n images"
+    settle
+    WRAP=$wrap start_worker "$cfg-w1" --drain --concurrency "$CONC"
+    wait_pids "$secs" "$WPID" || warn "profile: the worker did not finish under $tool"
+}
 profile() {
     local name=profile n=$PROFILE_IMAGES tool total=
     media_for 0
-    fresh_env "$name"
-    gen_chats "$WORK/chats-$name" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$n"
-    "$BIN/imgcache-producer" import "$WORK/chats-$name-1.jsonl" > /dev/null 2> "$WORK/$name.import.log"
     if perf stat -e instructions true 2>&1 | grep -q '[0-9][0-9,]* *instructions'; then
         tool=perf
-        say "profile: perf record -g on 1 worker, $n images"
-        settle
-        WRAP="perf record -q -g -o $WORK/perf.data --" start_worker "$name-w1" --drain --concurrency "$CONC"
-        wait_pids 600 "$WPID" || warn "profile: the worker did not finish"
+        profile_under "$name" "$n" "perf record -g" "perf record -q -g -o $WORK/perf.data --"
         perf report -i "$WORK/perf.data" --stdio --no-children --percent-limit 0.5 2> /dev/null |
             grep -E '^ +[0-9.]+%' | head -n 30 > "$WORK/profile.top"
     else
         tool=callgrind
-        say "profile: hardware counters unavailable here (perf stat -e instructions: <not supported>); valgrind --tool=callgrind on 1 worker, $n images"
-        settle
-        WRAP="valgrind --tool=callgrind --callgrind-out-file=$WORK/callgrind.out" start_worker "$name-w1" --drain --concurrency "$CONC"
-        wait_pids 900 "$WPID" || warn "profile: the worker did not finish under callgrind"
+        say "profile: hardware counters unavailable here (perf stat -e instructions: <not supported>)"
+        profile_under "$name" "$n" "valgrind --tool=callgrind" \
+            "valgrind --tool=callgrind --callgrind-out-file=$WORK/callgrind.out" 900
         total=$(callgrind_annotate "$WORK/callgrind.out" 2> /dev/null | grep 'PROGRAM TOTALS' | awk '{ print $1 }')
         callgrind_annotate --inclusive=no "$WORK/callgrind.out" 2> /dev/null |
             awk '/PROGRAM TOTALS/ { next } /^ *[0-9,]+ +\( *[0-9.]+%\)/ { print }' | head -n 30 > "$WORK/profile.top"
@@ -1060,13 +1016,8 @@ profile() {
     # (under valgrind it cannot).
     local sn=$(( IMAGES < 2000 ? IMAGES : 2000 )) clk=
     if perf record -q -e cpu-clock -o "$WORK/perf-probe.data" true > /dev/null 2>&1; then
-        fresh_env "$name-clock"
-        gen_chats "$WORK/chats-$name-clock" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
-        "$BIN/imgcache-producer" import "$WORK/chats-$name-clock-1.jsonl" > /dev/null 2> "$WORK/$name-clock.import.log"
-        say "profile: perf record -e cpu-clock (software clock sampling, all threads, kernel included), 1 worker, $sn images"
-        settle
-        WRAP="perf record -q -e cpu-clock -F 1999 -o $WORK/perf-clock.data --" start_worker "$name-clock-w1" --drain --concurrency "$CONC"
-        wait_pids 600 "$WPID" || warn "profile: the worker did not finish under perf"
+        profile_under "$name-clock" "$sn" "perf record -e cpu-clock (software clock sampling, all threads, kernel included)" \
+            "perf record -q -e cpu-clock -F 1999 -o $WORK/perf-clock.data --"
         perf report -i "$WORK/perf-clock.data" --stdio --no-children --sort dso --percent-limit 0.5 2> /dev/null |
             grep -E '^ +[0-9.]+%' | head -n 12 > "$WORK/profile.clock"
         perf report -i "$WORK/perf-clock.data" --stdio --no-children --sort dso,sym --percent-limit 0.4 2> /dev/null |
@@ -1083,14 +1034,8 @@ profile() {
     # S = sleeping, D = waiting for disk I/O, R = preempted while runnable).
     local offcpu=
     if perf record -q -e sched:sched_switch --switch-events -o "$WORK/perf-probe.data" true > /dev/null 2>&1; then
-        fresh_env "$name-sched"
-        gen_chats "$WORK/chats-$name-sched" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
-        "$BIN/imgcache-producer" import "$WORK/chats-$name-sched-1.jsonl" > /dev/null 2> "$WORK/$name-sched.import.log"
-        say "profile: perf record -e sched:sched_switch --call-graph dwarf --switch-events (off-CPU), 1 worker, $sn images"
-        settle
-        WRAP="perf record -q -e sched:sched_switch --call-graph dwarf,65528 --switch-events -m 64M -o $WORK/sched.data --" \
-            start_worker "$name-sched-w1" --drain --concurrency "$CONC"
-        wait_pids 600 "$WPID" || warn "profile: the worker did not finish under perf"
+        profile_under "$name-sched" "$sn" "perf record -e sched:sched_switch --call-graph dwarf --switch-events (off-CPU)" \
+            "perf record -q -e sched:sched_switch --call-graph dwarf,65528 --switch-events -m 64M -o $WORK/sched.data --"
         local lf=$WORK/$name-sched-w1.log s0 a d wchild
         wchild=$(grep -o 'imgcache-worker\[[0-9]*' "$lf" | head -n 1 | tr -dc 0-9)
         s0=$(log_epoch "$lf" "event=started")
@@ -1136,13 +1081,8 @@ profile() {
     # little; read it for proportions, not rates.
     local st=
     if command -v strace > /dev/null 2>&1 || need_pkg strace strace; then
-        fresh_env "$name-strace"
-        gen_chats "$WORK/chats-$name-strace" "$WORK/manifest-a.tsv" "$MEDIA_URL" 1 "$sn"
-        "$BIN/imgcache-producer" import "$WORK/chats-$name-strace-1.jsonl" > /dev/null 2> "$WORK/$name-strace.import.log"
-        say "profile: strace -c -w on the worker's main thread (event loop), $sn images"
-        settle
-        WRAP="strace -c -w -o $WORK/strace.txt" start_worker "$name-strace-w1" --drain --concurrency "$CONC"
-        wait_pids 600 "$WPID" || warn "profile: the worker did not finish under strace"
+        profile_under "$name-strace" "$sn" "strace -c -w (system calls of the worker's main thread, the event loop)" \
+            "strace -c -w -o $WORK/strace.txt"
         awk 'NR > 2 && /^ *[0-9]/ && NF >= 5' "$WORK/strace.txt" | head -n 12 > "$WORK/strace.top"
         local a d
         a=$(log_epoch "$WORK/$name-strace-w1.log" "event=assigned")

@@ -258,14 +258,7 @@ cmd_start() {
 
 cmd_stop() {
     [ -d "$DIR" ] || return 0
-    pid=$(broker_pid)
-    if [ -n "$pid" ] && pid_is "$pid" kafka.Kafka; then
-        # a stopped (SIGSTOP) broker cannot take the SIGTERM
-        kill -CONT "$pid" 2>/dev/null
-        stop_pid "$pid" kafka.Kafka 30
-        say "Apache Kafka stopped"
-    fi
-    rm -f "$DIR/kafka.pid"
+    stop_pidfile "$DIR/kafka.pid" kafka.Kafka 30 "Apache Kafka"
     return 0
 }
 

@@ -99,14 +99,7 @@ start_redis() {
     return 1
 }
 
-stop_redis() {
-    pid=$(read_pid "$DIR/redis.pid")
-    if [ -n "$pid" ] && pid_is "$pid" redis-server; then
-        stop_pid "$pid" redis-server 15
-        say "redis-server stopped"
-    fi
-    rm -f "$DIR/redis.pid"
-}
+stop_redis() { stop_pidfile "$DIR/redis.pid" redis-server 15 redis-server; }
 
 # ---- PostgreSQL ------------------------------------------------------------
 
@@ -315,12 +308,7 @@ start_broker() {
 }
 
 stop_broker() {
-    pid=$(read_pid "$DIR/broker.pid")
-    if [ -n "$pid" ] && pid_is "$pid" imgcache-devbroker; then
-        stop_pid "$pid" imgcache-devbroker 15
-        say "dev broker stopped"
-    fi
-    rm -f "$DIR/broker.pid"
+    stop_pidfile "$DIR/broker.pid" imgcache-devbroker 15 "dev broker"
     [ -d "$DIR/kafka" ] && sh "$ROOT/compose/kafka.sh" stop "$DIR/kafka"
     rm -f "$DIR/broker.kind"
     return 0

@@ -24,6 +24,8 @@ set -u
 
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
+PROG=run.sh
+. "$ROOT/compose/lib-proc.sh"    # pid_is
 BIN=$ROOT/bin
 TEST_PREFIX=${TEST_PREFIX:-}
 IT_TIMEOUT=${IT_TIMEOUT:-900}
@@ -116,7 +118,7 @@ finish() {
 reap_leftovers() {
     [ -f "$1/.it-pids" ] || return 0
     for pid in $(cat "$1/.it-pids"); do
-        if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q imgcache-; then
+        if pid_is "$pid" imgcache-; then
             echo "run.sh: killing leftover pid $pid: $(tr '\0' ' ' < "/proc/$pid/cmdline")"
             kill -KILL "$pid" 2>/dev/null
         fi

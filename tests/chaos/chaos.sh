@@ -52,7 +52,8 @@ set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${BIN:-$ROOT/bin}
-IMG=$ROOT/tests/fixtures/images
+. "$ROOT/compose/lib-proc.sh"
+. "$ROOT/tests/lib-fleet.sh"
 
 EVENTS=3000
 UNIQUE=
@@ -111,45 +112,15 @@ N503=$NFAULT
 
 # ---- helpers --------------------------------------------------------------------
 
-now_ms() {
-    local t=${EPOCHREALTIME//[!0-9]/}
-    echo $(( t / 1000 ))
-}
+# (compose/lib-proc.sh: now_ms, pid_alive, pid_is, descendants, wait_pid,
+# read_pid; tests/lib-fleet.sh: worker_spawn, media_*)
 T0=$(now_ms)
+# timestamped, unlike lib-proc.sh's
 say() {
     local ms=$(( $(now_ms) - T0 ))
     printf 'chaos: +%d.%ds %s\n' $((ms / 1000)) $(((ms % 1000) / 100)) "$*" >&2
 }
 die() { say "error: $*"; exit 3; }
-
-# 0 while pid exists and is not a zombie.
-running() {
-    local state
-    [ -n "${1:-}" ] && [ -r "/proc/$1/status" ] || return 1
-    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
-# Direct children of pid $1 (from /proc, no ps needed).
-children() {
-    local f line rest ppid pid
-    for f in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null < "$f" || continue
-        rest=${line##*) }
-        ppid=${rest#* }
-        ppid=${ppid%% *}
-        [ "$ppid" = "$1" ] || continue
-        pid=${f#/proc/}
-        echo "${pid%/stat}"
-    done
-}
-
-# 0 when pid $1's command name is $2 (redis-server, postgres).
-is_proc() {
-    [ -n "${1:-}" ] && [ -r "/proc/$1/comm" ] || return 1
-    case $(cat "/proc/$1/comm" 2>/dev/null) in "$2"*) return 0 ;; esac
-    return 1
-}
 
 # R = a random integer in [lo, hi] from bash's seeded RANDOM (never call it
 # in $(...): a subshell's draws do not advance this shell's sequence).
@@ -186,14 +157,14 @@ cleanup() {
     CLEANED=1
     trap - EXIT INT TERM HUP
     for p in "${PAUSERS[@]}"; do
-        running "$p" && kill -TERM "$p" 2>/dev/null
+        pid_alive "$p" && kill -TERM "$p" 2>/dev/null
     done
     resume_all
     for i in "${!WPID[@]}"; do
-        running "${WPID[$i]}" && kill -KILL "${WPID[$i]}" 2>/dev/null
+        pid_alive "${WPID[$i]}" && kill -KILL "${WPID[$i]}" 2>/dev/null
     done
-    running "$DRAIN_PID" && kill -KILL "$DRAIN_PID" 2>/dev/null
-    running "$MEDIA_PID" && kill -TERM "$MEDIA_PID" 2>/dev/null
+    pid_alive "$DRAIN_PID" && kill -KILL "$DRAIN_PID" 2>/dev/null
+    pid_alive "$MEDIA_PID" && kill -TERM "$MEDIA_PID" 2>/dev/null
     wait 2>/dev/null
     resume_all
     if [ "$OWN_STACK" = 1 ]; then
@@ -206,10 +177,7 @@ cleanup() {
     fi
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+exit_trap cleanup
 
 for b in imgcache-worker imgcache-producer imgcache-mediaserver; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is not built (run: make)"
@@ -237,19 +205,19 @@ REDIS_PID=
 PG_DATA=
 if [ "$PAUSES" = 1 ]; then
     if [ -n "$STACK_DIR" ] && [ -s "$STACK_DIR/redis.pid" ]; then
-        REDIS_PID=$(head -n 1 "$STACK_DIR/redis.pid" | tr -dc '0-9')
+        REDIS_PID=$(read_pid "$STACK_DIR/redis.pid")
     else
         REDIS_PID=$(redis-cli -u "$REDIS_URL" INFO server 2>/dev/null | sed -n 's/^process_id:\([0-9]*\).*/\1/p')
     fi
-    is_proc "$REDIS_PID" redis-server || { say "warning: no local redis-server pid found: Redis is not paused"; REDIS_PID=; }
+    pid_is "$REDIS_PID" redis-server || { say "warning: no local redis-server pid found: Redis is not paused"; REDIS_PID=; }
     if [ -n "$STACK_DIR" ] && [ -d "$STACK_DIR/pg" ]; then
         PG_DATA=$STACK_DIR/pg
     else
         PG_DATA=$(psql -XAtq "$DATABASE_URL" -c 'SHOW data_directory' 2>/dev/null)
     fi
     PG_PID=
-    [ -n "$PG_DATA" ] && [ -r "$PG_DATA/postmaster.pid" ] && PG_PID=$(head -n 1 "$PG_DATA/postmaster.pid" | tr -dc '0-9')
-    is_proc "$PG_PID" postgres || { say "warning: no local PostgreSQL postmaster found: PostgreSQL is not paused"; PG_DATA=; }
+    [ -n "$PG_DATA" ] && PG_PID=$(read_pid "$PG_DATA/postmaster.pid")
+    pid_is "$PG_PID" postgres || { say "warning: no local PostgreSQL postmaster found: PostgreSQL is not paused"; PG_DATA=; }
 fi
 
 "$BIN/imgcache-producer" migrate > "$WORK/logs/migrate.log" 2>&1 ||
@@ -264,18 +232,10 @@ unset IMGCACHE_GROUP IMGCACHE_TOPIC IMGCACHE_WORKER_ID
 
 RUN=chaos-$SEED-$$
 mkdir -p "$WORK/media/$RUN"
-"$BIN/imgcache-mediaserver" --root "$WORK/media" --latency-ms "$LATENCY_MS" < /dev/null \
-    > "$WORK/media.out" 2> "$WORK/logs/media.log" &
-MEDIA_PID=$!
-for _ in $(seq 150); do
-    grep -q '^MEDIA_URL=' "$WORK/media.out" 2>/dev/null && break
-    running "$MEDIA_PID" || break
-    sleep 0.1
-done
-MEDIA_URL=$(sed -n 's/^MEDIA_URL=//p' "$WORK/media.out")
+media_start "$WORK/media.out" "$WORK/logs/media.log" --root "$WORK/media" --latency-ms "$LATENCY_MS" ||
+    die "the media server did not start"
 # workers trust scheme + host + port: the media server's own port only
 export IMGCACHE_ALLOW_HOSTS=${MEDIA_URL#http://}
-[ -n "$MEDIA_URL" ] || die "the media server did not start"
 case $MEDIA_URL in http://127.*) ;; *) die "the media server is not on 127.0.0.0/8: $MEDIA_URL" ;; esac
 
 # urls.tsv: id, kind (ok, 404, 503), path; events.txt: URL ids in publish order
@@ -306,10 +266,9 @@ BEGIN {
     for (e = 1; e <= n; e++) print ev[e] > events
 }' || die "workload generation failed"
 
-exts=(jpg png gif webp)
 while IFS=$'\t' read -r id kind path; do
     [ "$kind" = 404 ] && continue
-    { cat "$IMG/avatar.${exts[$((id % 4))]}"; printf 'imgcache-chaos-%s-%d' "$RUN" "$id"; } > "$WORK/media$path"
+    media_image "$WORK/media$path" "imgcache-chaos-$RUN-$id"
 done < "$WORK/urls.tsv"
 # the expected content of every URL: url, kind, sha256 (empty for a 404)
 ( cd "$WORK/media" && find "$RUN" -type f -print0 | xargs -0 sha256sum ) > "$WORK/sums.txt" ||
@@ -321,8 +280,7 @@ awk -v base="$MEDIA_URL" 'NR == FNR { sha["/" $2] = $1; next }
 
 while IFS=$'\t' read -r id kind path; do
     [ "$kind" = 503 ] || continue
-    a=$(curl -sS -X POST "$MEDIA_URL/__fault?path=$path&mode=status&status=503&count=1" 2>&1)
-    case $a in "ok "*) ;; *) die "cannot set a fault on $path: $a" ;; esac
+    media_fault "$path" status status=503 count=1 || die "cannot set a fault on $path"
 done < "$WORK/urls.tsv"
 
 # bursts/K.tsv: "url<TAB>event json" lines
@@ -368,11 +326,9 @@ start_worker() {
     local slot=$1 name
     GEN=$((GEN + 1))
     name=w$slot.$GEN
-    "$BIN/imgcache-worker" -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 \
-        --retry-backoff 200ms,400ms --lease-ttl "$LEASE_TTL" --grace 5s \
-        --concurrency "$CONCURRENCY" --group "$GROUP" --worker-id "$name" \
-        < /dev/null > "$WORK/logs/$name.log" 2>&1 &
-    WPID[$slot]=$!
+    worker_spawn "$name" "$WORK/logs/$name.log" --retry-backoff 200ms,400ms --lease-ttl "$LEASE_TTL" \
+        --grace 5s --concurrency "$CONCURRENCY" --group "$GROUP"
+    WPID[$slot]=$WORKER_PID
     WNAME[$slot]=$name
     WKILLED[$slot]=0
     WRESTART_AT[$slot]=0
@@ -385,12 +341,24 @@ crashed() {
     cp "$WORK/logs/$1.log" "$WORK/logs/CRASHED-$1.log" 2>/dev/null
 }
 
+# stop_failed NAME PID STATUS WHEN_124 WHEN: a worker that did not end as
+# told: still running (wait_pid's 124: killed now) or exited STATUS, not 0.
+stop_failed() {
+    if [ "$3" = 124 ]; then
+        kill -KILL "$2" 2>/dev/null
+        wait "$2" 2>/dev/null
+        crashed "$1" "still running $4 (killed)"
+    else
+        crashed "$1" "exited $3${5:+ $5} (expected 0)"
+    fi
+}
+
 # A worker that ended without being killed crashed: record it, restart it.
 check_workers() {
     local i rc
     for i in "${!WPID[@]}"; do
         [ -n "${WPID[$i]}" ] || continue
-        running "${WPID[$i]}" && continue
+        pid_alive "${WPID[$i]}" && continue
         wait "${WPID[$i]}" 2>/dev/null
         rc=$?
         CRASHES=$((CRASHES + 1))
@@ -452,7 +420,7 @@ pause_redis() {
     local ms
     rnd 1000 3000
     ms=$R
-    is_proc "$REDIS_PID" redis-server || return 0
+    pid_is "$REDIS_PID" redis-server || return 0
     pause_pids "$ms" "$REDIS_PID"
     PAUSES_REDIS=$((PAUSES_REDIS + 1))
     REDIS_BUSY_UNTIL=$(( $(now_ms) + ms + 200 ))
@@ -464,9 +432,9 @@ pause_pg() {
     rnd 1000 3000
     ms=$R
     pm=$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null | tr -dc '0-9')
-    is_proc "$pm" postgres || return 0
+    pid_is "$pm" postgres || return 0
     # the postmaster first (no new backends), then every server process
-    pids=$(children "$pm" | tr '\n' ' ')
+    pids=$(descendants "$pm" | tr '\n' ' ')
     # shellcheck disable=SC2086
     pause_pids "$ms" "$pm" $pids
     PAUSES_PG=$((PAUSES_PG + 1))
@@ -544,46 +512,26 @@ done
 for i in $(seq 1 "$NWORKERS"); do
     pid=${WPID[$i]:-}
     [ -n "$pid" ] || continue
-    deadline=$(( $(now_ms) + 30000 ))
-    while running "$pid" && [ "$(now_ms)" -lt "$deadline" ]; do sleep 0.1; done
-    if running "$pid"; then
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+    wait_pid "$pid" 30
+    rc=$?
+    if [ $rc -ne 0 ]; then
         BAD_STOPS=$((BAD_STOPS + 1))
-        crashed "${WNAME[$i]}" "still running 30 s after SIGTERM (killed)"
-    else
-        wait "$pid" 2>/dev/null
-        rc=$?
-        if [ $rc -ne 0 ]; then
-            BAD_STOPS=$((BAD_STOPS + 1))
-            crashed "${WNAME[$i]}" "exited $rc after SIGTERM (expected 0)"
-        fi
+        stop_failed "${WNAME[$i]}" "$pid" $rc "30 s after SIGTERM" "after SIGTERM"
     fi
     WPID[$i]=
 done
 say "pool stopped; draining with one worker"
 
 drain_start=$(now_ms)
-"$BIN/imgcache-worker" -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 \
-    --retry-backoff 200ms,400ms --lease-ttl "$LEASE_TTL" --concurrency "$CONCURRENCY" \
-    --group "$GROUP" --worker-id drain --drain --drain-wait 60s \
-    < /dev/null > "$WORK/logs/drain.log" 2>&1 &
-DRAIN_PID=$!
+worker_spawn drain "$WORK/logs/drain.log" --retry-backoff 200ms,400ms --lease-ttl "$LEASE_TTL" \
+    --concurrency "$CONCURRENCY" --group "$GROUP" --drain --drain-wait 60s
+DRAIN_PID=$WORKER_PID
 DRAIN_OK=1
-deadline=$(( drain_start + DRAIN_TIMEOUT * 1000 ))
-while running "$DRAIN_PID" && [ "$(now_ms)" -lt "$deadline" ]; do sleep 0.2; done
-if running "$DRAIN_PID"; then
-    kill -KILL "$DRAIN_PID" 2>/dev/null
-    wait "$DRAIN_PID" 2>/dev/null
+wait_pid "$DRAIN_PID" "$DRAIN_TIMEOUT"
+rc=$?
+if [ $rc -ne 0 ]; then
     DRAIN_OK=0
-    crashed drain "did not finish within ${DRAIN_TIMEOUT}s (killed)"
-else
-    wait "$DRAIN_PID" 2>/dev/null
-    rc=$?
-    if [ $rc -ne 0 ]; then
-        DRAIN_OK=0
-        crashed drain "exited $rc (expected 0)"
-    fi
+    stop_failed drain "$DRAIN_PID" $rc "after ${DRAIN_TIMEOUT}s" ""
 fi
 DRAIN_PID=
 DRAIN_SECONDS=$(( ($(now_ms) - drain_start) / 1000 ))
@@ -650,8 +598,7 @@ BAD_BLOBS=$(( WRONG_SHA + NO_BLOB_ROW + BAD_FILES ))
 TMP_LEFT=$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f 2>/dev/null | wc -l)
 
 # media requests beyond one per URL (two for a 503-once URL)
-curl -fsS "$MEDIA_URL/__stats" > "$WORK/media-stats.json" || die "cannot read the media server's counters"
-grep -o '"/[^"]*":[0-9]*' "$WORK/media-stats.json" | sed 's/^"\(.*\)":\([0-9]*\)$/\1\t\2/' > "$WORK/media-counts.tsv"
+media_counts > "$WORK/media-counts.tsv" || die "cannot read the media server's counters"
 read -r DUPLICATES NEVER_REQUESTED < <(awk -F'\t' '
     NR == FNR { want[$3] = ($2 == "503") ? 2 : 1; next }
     { got[$1] = $2 }

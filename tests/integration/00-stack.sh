@@ -13,11 +13,11 @@ it_setup 12
 no_process_like() {
     local p
     for p in $(pgrep -f -- "$1"); do
-        _it_running "$p" && return 1
+        pid_alive "$p" && return 1
     done
     return 0
 }
-not_running() { [ -n "$1" ] && ! _it_running "$1"; }
+not_running() { [ -n "$1" ] && ! pid_alive "$1"; }
 
 # ---- PostgreSQL and Redis
 check_eq "PostgreSQL answers select 1" 1 "$(q 'SELECT 1')"
@@ -67,7 +67,6 @@ fi
 check_eq "the broker serves again after down and up" 12 "$(partitions_of image-needed)"
 
 # ---- the media server
-MEDIA=$TESTS_TMP/media
 mkdir -p "$MEDIA/a"
 head -c 70000 /dev/urandom > "$MEDIA/a/x y.jpg"
 start_media "$MEDIA"

@@ -22,12 +22,6 @@ events() {
 event_keys() {
     events | awk -F'\t' -v r="$1" '$2 == r { print $1 }' | sort
 }
-# Succeeds when the fixed string $1 is in none of the files after it.
-absent() {
-    local s=$1
-    shift
-    ! grep -qF -- "$s" "$@"
-}
 
 # --- migrate ---------------------------------------------------------------
 # it_setup migrated once already.

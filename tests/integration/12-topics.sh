@@ -148,13 +148,13 @@ check_eq "topics --help exits 0" 0 "$RC"
 check "topics --help documents the options" has "$OUT" "--replication-factor N"
 
 # --- a cluster that does not answer: bounded, names KAFKA_BROKERS ---------------------
-start_ms=$(_it_now_ms)
+start_ms=$(now_ms)
 KAFKA_BROKERS=127.0.0.1:1 run topics --timeout 2s
 check_eq "an unreachable cluster exits 1" 1 "$RC"
 check "its message names KAFKA_BROKERS and the timeout" \
     has "$ERR" "the cluster at KAFKA_BROKERS=127.0.0.1:1 did not answer within 2s"
 check "an unreachable cluster is given up within the timeout" \
-    test $(( $(_it_now_ms) - start_ms )) -lt 10000
+    test $(( $(now_ms) - start_ms )) -lt 10000
 
 # The dev broker (librdkafka's mock cluster) has no CreateTopics: the
 # command must end, not hang.
@@ -163,12 +163,12 @@ mkfifo "$TESTS_TMP/dev.ctl" || it_bail "cannot make $TESTS_TMP/dev.ctl"
 _it_track $!
 wait_for 30 grep -q '^KAFKA_BROKERS=' "$TESTS_TMP/dev.out" || it_bail "the dev broker did not start" "$TESTS_TMP/dev.log"
 DEV=$(sed -n 's/^KAFKA_BROKERS=//p' "$TESTS_TMP/dev.out")
-start_ms=$(_it_now_ms)
+start_ms=$(now_ms)
 KAFKA_BROKERS=$DEV run --topic fresh topics --timeout 3s
 check_eq "the dev broker: exits 1" 1 "$RC"
 check "the dev broker: the message says CreateTopics got no answer in time" \
     has "$ERR" "CreateTopics: no answer from the cluster at KAFKA_BROKERS=$DEV within 3s"
 check "the dev broker: given up within the timeout (and the client's margin)" \
-    test $(( $(_it_now_ms) - start_ms )) -lt 15000
+    test $(( $(now_ms) - start_ms )) -lt 15000
 
 it_done

@@ -20,11 +20,6 @@ sync_err() {
         "$P" sync > "$TESTS_TMP/$1.out" 2> "$TESTS_TMP/$1.err"
     rc=$?
 }
-absent() {
-    local s=$1
-    shift
-    ! grep -qF -- "$s" "$@"
-}
 
 # 401 with the real API's JSON body, echoing the token back
 media_fault /v1/chats status status=401 count=1 \

@@ -13,19 +13,19 @@ mkdir -p "$DEMO_DIR"
 LIMIT=90
 
 # a fresh clone's environment: none of the test stack's settings
-start=$(_it_now_ms)
+start=$(now_ms)
 env -u KAFKA_BROKERS -u REDIS_URL -u DATABASE_URL -u IMGCACHE_STORAGE_DIR -u IMGCACHE_PUBLIC_URL \
     -u IMGCACHE_LOG_LEVEL -u IMGCACHE_ALLOW_HOSTS -u IMGCACHE_RETRY_BACKOFF -u BEEPER_API_TOKEN \
     -u BEEPER_MEDIA_DIR -u BEEPER_MEDIA_SERVER IMGCACHE_DEMO_DIR="$DEMO_DIR" \
     sh "$ROOT/compose/demo.sh" < /dev/null > "$OUT" 2>&1 &
 demo=$!
 _it_track "$demo"
-_it_wait_pid "$demo" "$LIMIT"
+wait_pid "$demo" "$LIMIT"
 rc=$?
-elapsed=$(( ($(_it_now_ms) - start) / 1000 ))
+elapsed=$(( ($(now_ms) - start) / 1000 ))
 if [ $rc -eq 124 ]; then
     # cleanup kills the demo's workers; its stack is stopped below
-    kill -TERM "$demo" $(_it_descendants "$demo") 2>/dev/null
+    kill -TERM "$demo" $(descendants "$demo") 2>/dev/null
 fi
 sh "$ROOT/compose/stack.sh" stop "$DEMO_DIR" > "$TESTS_TMP/stack-stop.log" 2>&1
 

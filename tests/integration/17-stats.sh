@@ -8,15 +8,13 @@
 it_setup 4
 
 P="$BIN/imgcache-producer"
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 mkdir -p "$MEDIA/a"
 
 # 12 distinct images, 3 more URLs with the bytes of p1 (dedup), one HTML page
 exts=(jpg png gif webp)
 for i in $(seq 1 12); do
     e=${exts[$((i % 4))]}
-    { cat "$IMG/avatar.$e"; printf 'stats-test-%d' "$i"; } > "$MEDIA/a/p$i.$e"
+    media_image "$MEDIA/a/p$i.$e" "stats-test-$i"
 done
 for k in 1 2 3; do cp "$MEDIA/a/p1.png" "$MEDIA/a/copy$k.png"; done
 cp "$IMG/html-as.jpg" "$MEDIA/a/broken.jpg"

@@ -36,10 +36,10 @@ on_terminal() { # OUTFILE COMMAND
     script -qec "$2" /dev/null < /dev/null > "$1" 2>&1
 }
 
-start=$(_it_now_ms)
+start=$(now_ms)
 on_terminal "$TESTS_TMP/tty.out" "sh '$GEN' | '$P' --batch-size 1 import -"
 check_eq "import on a terminal exits 0" 0 "$?"
-elapsed_ms=$(( $(_it_now_ms) - start ))
+elapsed_ms=$(( $(now_ms) - start ))
 updates=$(grep -ao $'\rimport: [0-9,]* chats' "$TESTS_TMP/tty.out" | wc -l)
 check "the live line was rewritten while the import ran (${updates} updates)" test "$updates" -ge 3
 max=$(( elapsed_ms / 250 + 2 ))

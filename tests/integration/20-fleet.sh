@@ -6,14 +6,6 @@
 . "$ROOT/tests/integration/lib.sh"
 it_setup 12
 
-# Paths the media server served more than $1 times, one per line.
-media_stats_over() {
-    curl -fsS "$MEDIA_URL/__stats" | grep -o '"/[^"]*":[0-9]*' |
-        awk -F: -v max="$1" '$NF > max { print }'
-}
-
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 BEEPER="$TESTS_TMP/beeper/BeeperTexts/media"
 mkdir -p "$MEDIA/a" "$BEEPER/local.beeper.com"
 
@@ -22,7 +14,7 @@ exts=(jpg png gif webp)
 N=60
 for i in $(seq 1 $N); do
     e=${exts[$((i % 4))]}
-    { cat "$IMG/avatar.$e"; printf 'imgcache-test-%d' "$i"; } > "$MEDIA/a/p$i.$e"
+    media_image "$MEDIA/a/p$i.$e" "imgcache-test-$i"
 done
 # Two bodies over many 16 KiB blocks of the worker's memory budget.
 for i in 5 6; do
@@ -86,7 +78,7 @@ check "worker 3 drains and exits 0" wait_worker w3 180
 check_eq "every image URL cached once" "$((EXPECTED_URLS - 1))" "$(q "SELECT count(*) FROM cached_images")"
 check_eq "the HTML impostor is a permanent failure" "t|not_image" \
     "$(q "SELECT permanent, error_class FROM image_failures WHERE source_url = '$MEDIA_URL/a/broken.jpg'")"
-check_eq "no URL was downloaded twice" "" "$(media_stats_over 1)"
+check_eq "no URL was downloaded twice" "" "$(media_served_over 1)"
 check_eq "the impostor was requested once" "1" "$(media_count /a/broken.jpg)"
 check_eq "byte-identical images share one blob" "1" \
     "$(q "SELECT count(DISTINCT sha256) FROM cached_images WHERE source_url IN ('$MEDIA_URL/a/p1.png', '$MEDIA_URL/a/same-as-p1.png')")"
@@ -137,7 +129,7 @@ check "duplicate round: worker 1 exits 0" wait_worker d1 180
 check "duplicate round: worker 2 exits 0" wait_worker d2 180
 check "duplicate round: worker 3 exits 0" wait_worker d3 180
 check_eq "6 copies of each event: every URL cached" "$((EXPECTED_URLS - 1))" "$(q "SELECT count(*) FROM cached_images")"
-check_eq "6 copies of each event: each URL downloaded once" "" "$(media_stats_over 1)"
+check_eq "6 copies of each event: each URL downloaded once" "" "$(media_served_over 1)"
 check_eq "6 copies of each event: every http URL downloaded" "$((EXPECTED_URLS - 2))" "$(media_total)"
 
 # --- past IMGCACHE_BODY_MEMORY, downloads stream to disk ---------------------

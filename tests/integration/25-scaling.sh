@@ -4,14 +4,11 @@
 . "$ROOT/tests/integration/lib.sh"
 it_setup 12
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"
 N=600
 CHATS="$TESTS_TMP/chats.jsonl"
 : > "$CHATS"
 for i in $(seq 1 $N); do
-    { cat "$IMG/avatar.webp"; printf 'scale-%d' "$i"; } > "$MEDIA/s$i.webp"
+    media_image "$MEDIA/s$i.webp" "scale-$i"
 done
 # 100 ms per request at 2 downloads per worker: about 30 s for one worker,
 # long enough to change the pool under load.
@@ -59,7 +56,7 @@ check "the last worker starts the download that stalls" wait_for 60 stalled
 d_pid=$(cat "$TESTS_TMP/d.pid")
 kill -TERM "$d_pid"
 check "the first SIGTERM starts a graceful stop" wait_for 10 grep -q "event=stopping" "$TESTS_TMP/d.log"
-check "... which waits for the stalled download" _it_running "$d_pid"
+check "... which waits for the stalled download" pid_alive "$d_pid"
 kill -TERM "$d_pid"
 wait_worker d 10
 check_eq "a second SIGTERM ends it at once (killed by the signal: 128 + 15)" 143 "$?"

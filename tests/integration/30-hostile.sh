@@ -9,8 +9,6 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 12
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 INTERNAL="$TESTS_TMP/internal"
 BEEPER="$TESTS_TMP/beeper/BeeperTexts/media"
 OUTSIDE="$TESTS_TMP/outside"
@@ -232,7 +230,7 @@ check_eq "no temporary file left behind" 0 "$(find "$IMGCACHE_STORAGE_DIR/.tmp" 
 
 # redirects and internal addresses
 check_eq "the 127.0.0.2 listener got no request" 0 \
-    "$(curl -fsS "$INTERNAL_URL/__stats" | sed -n 's/^{"total":\([0-9]*\).*/\1/p')"
+    "$(MEDIA_URL=$INTERNAL_URL media_total)"
 check "refused_address names the address, not a token" \
     grep -qF 'refused to connect to internal address 127.0.0.2' <(reason_of "$M/h/to-internal.png")
 

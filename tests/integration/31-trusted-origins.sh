@@ -9,11 +9,9 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 INTERNAL="$TESTS_TMP/internal"
 mkdir -p "$MEDIA" "$INTERNAL"
-unique() { { cat "$IMG/avatar.png"; printf 'imgcache-origins-%s' "$1"; } > "$2"; }
+unique() { media_image "$2" "imgcache-origins-$1"; }
 LITERAL="$TESTS_TMP/literal"
 mkdir -p "$LITERAL"
 unique literal "$LITERAL/lit.png"
@@ -65,7 +63,7 @@ for u in "${REFUSED[@]}"; do
         "$(q "SELECT error_class, permanent, attempts FROM image_failures WHERE source_url = '$u'")"
 done
 check_eq "nothing reached the internal server on the other port" 0 \
-    "$(curl -fsS "$INTERNAL_URL/__stats" | sed -n 's/^{"total":\([0-9]*\).*/\1/p')"
+    "$(MEDIA_URL=$INTERNAL_URL media_total)"
 # Redis, PostgreSQL, the internal server and a closed port: one answer
 answers=$(for u in "http://localhost:$INTERNAL_PORT/secret.png" "http://localhost:$REDIS_PORT/x.png" \
                    "http://localhost:$PG_PORT/x.png" "http://localhost:1/x.png"; do

@@ -9,11 +9,7 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"
-unique() { { cat "$IMG/avatar.png"; printf 'imgcache-proxy-%s' "$1"; } > "$MEDIA/$1.png"; }
-for n in env-ok via-proxy redirected-ok; do unique "$n"; done
+for n in env-ok via-proxy redirected-ok; do media_image "$MEDIA/$n.png" "imgcache-proxy-$n"; done
 start_media "$MEDIA"
 M=$MEDIA_URL   # start_media trusted its origin
 export IMGCACHE_RETRY_BACKOFF=100ms IMGCACHE_CONNECT_TIMEOUT=2s IMGCACHE_FETCH_TIMEOUT=5s

@@ -6,10 +6,9 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
 TOKEN=tok-$RANDOM-s3cret
 mkdir -p "$TESTS_TMP/api" "$TESTS_TMP/other"
-{ cat "$IMG/avatar.png"; printf 'imgcache-redirect-credentials'; } > "$TESTS_TMP/other/a.png"
+media_image "$TESTS_TMP/other/a.png" imgcache-redirect-credentials
 cp "$TESTS_TMP/other/a.png" "$TESTS_TMP/other/b.png"
 # another origin that would serve the image to anyone showing the token
 IMGCACHE_LOG_LEVEL=debug start_media "$TESTS_TMP/other" --bearer "$TOKEN"

@@ -9,7 +9,6 @@
 it_setup 4
 
 P="$BIN/imgcache-producer"
-IMG="$ROOT/tests/fixtures/images"
 BEEPER="$TESTS_TMP/beeper/BeeperTexts/media"
 mkdir -p "$BEEPER/local.beeper.com"
 { cat "$IMG/avatar.jpg"; printf 'bare-path'; } > "$BEEPER/local.beeper.com/chat photo"
@@ -141,7 +140,7 @@ check_eq "the next import announces it again (not skipped as a known failure)" \
 TOKEN="tok-$$-$RANDOM"
 API="$TESTS_TMP/api"
 mkdir -p "$API/v1/assets"
-cp "$BEEPER/local.beeper.com/other" "$API/v1/assets/serve@url=$(it_urlencode "$FILE_URL2" | sed 's|/|%2F|g')"
+cp "$BEEPER/local.beeper.com/other" "$API/v1/assets/serve@url=$(urlencode "$FILE_URL2" | sed 's|/|%2F|g')"
 start_media "$API" --bearer "$TOKEN"
 BEEPER_API_URL="$MEDIA_URL" BEEPER_API_TOKEN="$TOKEN" start_worker w3 --drain --retry-backoff 100ms
 check "a worker with only BEEPER_API_TOKEN drains and exits 0" wait_worker w3 120

@@ -11,15 +11,12 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA/g" "$MEDIA/v"
 N_GOOD=20
 for i in $(seq 0 $N_GOOD); do
-    { cat "$IMG/avatar.png"; printf 'imgcache-responses-%d' "$i"; } > "$MEDIA/g/$i.png"
+    media_image "$MEDIA/g/$i.png" "imgcache-responses-$i"
 done
 for n in etag-long etag-255 etag-256 lm-long plain; do
-    { cat "$IMG/avatar.png"; printf 'imgcache-responses-%s' "$n"; } > "$MEDIA/v/$n.png"
+    media_image "$MEDIA/v/$n.png" "imgcache-responses-$n"
 done
 start_media "$MEDIA"
 M=$MEDIA_URL

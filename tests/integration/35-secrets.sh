@@ -21,7 +21,6 @@ W="$BIN/imgcache-worker"
 OUT="$TESTS_TMP/out"
 mkdir -p "$OUT"
 
-IMG="$ROOT/tests/fixtures/images"
 API="$TESTS_TMP/api"
 FILES="$TESTS_TMP/files"
 mkdir -p "$API/v1/assets" "$FILES/local.beeper.com"
@@ -33,8 +32,8 @@ unique avatar.jpg f-b "$FILES/local.beeper.com/b.jpg"
 for n in busy stall loop; do unique avatar.png "f-$n" "$FILES/local.beeper.com/$n.png"; done
 cp "$IMG/html-as.jpg" "$FILES/local.beeper.com/html.jpg"
 # mxc:// avatars, served by the API as /v1/assets/serve?url=<escaped mxc URL>
-# curl_easy_escape keeps only A-Z a-z 0-9 - . _ ~ (it_urlencode also keeps /)
-mxc_file() { local e; e=$(it_urlencode "$1"); printf '%s/v1/assets/serve@url=%s' "$API" "${e//\//%2F}"; }
+# curl_easy_escape keeps only A-Z a-z 0-9 - . _ ~ (urlencode also keeps /)
+mxc_file() { local e; e=$(urlencode "$1"); printf '%s/v1/assets/serve@url=%s' "$API" "${e//\//%2F}"; }
 unique avatar.webp m-1 "$(mxc_file mxc://beeper.com/good1)"
 unique avatar.gif m-2 "$(mxc_file mxc://beeper.com/good2)"
 unique avatar.png m-3 "$(mxc_file localmxc://local-beeper/good3)"
@@ -70,7 +69,7 @@ FILES_LOG="$TESTS_TMP/media$IT_MEDIA_N.log"
 media_fault /local.beeper.com/busy.png status status=503
 media_fault /local.beeper.com/stall.png stall
 # a loop that carries the token on every hop (same server, same query)
-media_fault /local.beeper.com/loop.png redirect "location=$FILES_URL/local.beeper.com/loop.png?token=$(it_urlencode "$MEDIA_TOKEN")"
+media_fault /local.beeper.com/loop.png redirect "location=$FILES_URL/local.beeper.com/loop.png?token=$(urlencode "$MEDIA_TOKEN")"
 MEDIA_URL=$API_URL media_fault /v1/assets/serve status status=503 count=2
 
 export BEEPER_API_URL=$API_URL BEEPER_API_TOKEN=$API_TOKEN

@@ -28,8 +28,8 @@ KAFKA_CORE="KafkaPw${RANDOM}z${RANDOM}Secret"
 PG_PW="$PG_CORE a/b@c%d:e?f#g"
 REDIS_PW="$REDIS_CORE/@%:,!"
 KAFKA_PW="Kafka,${KAFKA_CORE},Pw#=\\"
-# Percent-encodes $1 for a URL's password (it_urlencode keeps '/').
-pw_encode() { local e; e=$(it_urlencode "$1"); printf '%s' "${e//\//%2F}"; }
+# Percent-encodes $1 for a URL's password (urlencode keeps '/').
+pw_encode() { local e; e=$(urlencode "$1"); printf '%s' "${e//\//%2F}"; }
 
 # status NAME CMD...: runs CMD with stdout and stderr in OUT/NAME.{out,err}
 # and prints its exit status.
@@ -91,12 +91,11 @@ wrong_redis="redis://:$(pw_encode "$REDIS_CORE-wrong")@127.0.0.1:$RPORT/0"
 DOWN_PORT=1   # nothing listens on port 1
 
 # ---- images to fetch: one new avatar per worker run, so each run needs leases --
-IMG="$ROOT/tests/fixtures/images"
 FILES="$TESTS_TMP/files"
 mkdir -p "$FILES"
 start_media "$FILES"
 chat() { # chat N: a chat whose avatar is the new image N
-    { cat "$IMG/avatar.png"; printf 'imgcache-secret-urls-%s' "$1"; } > "$FILES/a$1.png"
+    media_image "$FILES/a$1.png" "imgcache-secret-urls-$1"
     printf '{"id":"c%s","accountID":"wa","title":"C %s","type":"group","imgURL":"%s/a%s.png","participants":{"items":[{"id":"me","fullName":"Me","isSelf":true}],"hasMore":false}}\n' \
         "$1" "$1" "$MEDIA_URL" "$1" > "$TESTS_TMP/chat$1.jsonl"
     "$P" import "$TESTS_TMP/chat$1.jsonl" > "$OUT/import$1.out" 2> "$OUT/import$1.err"

@@ -15,8 +15,6 @@ it_setup 12
 
 [ -n "$FAULTS_STACK_DIR" ] || it_bail "the shared stack's folder is unknown (run through tests/run.sh)"
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 exts=(jpg png gif webp)
 for phase in a b c d; do
     mkdir -p "$MEDIA/$phase"
@@ -30,7 +28,7 @@ make_images() {
     local phase=$1 n=$2 i e
     for i in $(seq 1 "$n"); do
         e=${exts[$((i % 4))]}
-        { cat "$IMG/avatar.$e"; printf 'outage-%s-%d' "$phase" "$i"; } > "$MEDIA/$phase/i$i.$e"
+        media_image "$MEDIA/$phase/i$i.$e" "outage-$phase-$i"
     done
 }
 for phase in a b c d; do
@@ -69,9 +67,7 @@ lost_urls() {
     comm -23 "$TESTS_TMP/.published" "$TESTS_TMP/.finished"
 }
 # Paths of phase $1 the media server served more than once.
-served_twice() {
-    curl -fsS "$MEDIA_URL/__stats" | grep -o "\"/$1/[^\"]*\":[0-9]*" | awk -F: '$NF > 1'
-}
+served_twice() { media_served_over 1 "/$1/"; }
 published_count() {
     kcat -b "$KAFKA_BROKERS" -C -t image-needed -e -q -f '%k\n' 2>/dev/null | grep -cF "$M/$1/"
 }
@@ -169,7 +165,7 @@ check "(d) every URL finishes" wait_for 90 all_done d "$N_D"
 stop_worker b1 30
 check_eq "(d) SIGTERM: the worker exits 0" 0 "$?"
 # at least once: a rebalance after the outage may deliver some events again
-consumed=$(sed -n 's/.*event=summary consumed=\([0-9]*\) .*/\1/p' "$TESTS_TMP/b1.log")
+consumed=$(worker_counter b1 consumed)
 echo "# (d) the worker consumed ${consumed:-?} events"
 check "(d) the worker consumed every event (at least once)" test "${consumed:-0}" -ge "$N_D"
 check_eq "(d) no URL lost" "" "$(lost_urls d)"

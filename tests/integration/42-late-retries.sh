@@ -14,11 +14,8 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 1
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"
 for n in far late a1 a2 a3 a4; do
-    { cat "$IMG/avatar.png"; printf 'imgcache-late-%s' "$n"; } > "$MEDIA/$n.png"
+    media_image "$MEDIA/$n.png" "imgcache-late-$n"
 done
 start_media "$MEDIA"
 M=$MEDIA_URL
@@ -38,8 +35,6 @@ held_late() { grep -cE 'event=retry_held .*due_in_ms=[0-9]{7,}' "$TESTS_TMP/$1.l
 # for wait_for, which runs its command again each time
 held_late_is() { [ "$(held_late "$1")" = "$2" ]; }
 cached_a_is() { [ "$(cached_a)" = "$1" ]; }
-summary() { grep 'event=summary' "$TESTS_TMP/$1.log" | tail -n 1; }
-field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p"; }
 
 # 1. a retry written straight to the topic, due in the year 2999
 printf '%s\t%s\n' "$M/far.png" "$(event_json "$M/far.png")" |
@@ -72,7 +67,7 @@ t0=$(now_ms)
 check "SIGTERM with only held retries exits 0" stop_worker w1 20
 elapsed=$(( $(now_ms) - t0 ))
 check "... within 5 s although the grace is 60 s (took ${elapsed} ms)" test "$elapsed" -lt 5000
-check_eq "its summary counts the 2 held retries" 2 "$(summary w1 | field held)"
+check_eq "its summary counts the 2 held retries" 2 "$(worker_counter w1 held)"
 
 # 5. a tombstone on the main topic, then --drain with only late retries left
 printf '%s\t\n' "$M/tombstone.png" | kcat -b "$KAFKA_BROKERS" -P -t image-needed -K '	' -Z 2>&1 ||
@@ -80,14 +75,14 @@ printf '%s\t\n' "$M/tombstone.png" | kcat -b "$KAFKA_BROKERS" -P -t image-needed
 start_worker w2 --drain
 check "--drain with only late retries left exits 0" wait_worker w2 30
 check "... saying it left the held retries" grep -q 'event=drained .*held=2' "$TESTS_TMP/w2.log"
-check_eq "the tombstone is counted" 1 "$(summary w2 | field tombstones)"
+check_eq "the tombstone is counted" 1 "$(worker_counter w2 tombstones)"
 check "the tombstone is not a bad event" \
-    test "$(summary w2 | field bad_events)" = 0
+    test "$(worker_counter w2 bad_events)" = 0
 check_eq "nothing reached the dead-letter topic" 0 "$(topic_dump image-needed-dlt | wc -l)"
 start_worker w3 --drain
 check "a second --drain exits 0 too" wait_worker w3 30
-check_eq "the tombstone's offset was stored: not consumed again" 0 "$(summary w3 | field tombstones)"
-check_eq "the late retries' offsets were not: held again" 2 "$(summary w3 | field held)"
+check_eq "the tombstone's offset was stored: not consumed again" 0 "$(worker_counter w3 tombstones)"
+check_eq "the late retries' offsets were not: held again" 2 "$(worker_counter w3 held)"
 check_eq "still not fetched again" "1 0" "$(media_count /late.png) $(media_count /far.png)"
 
 it_done

@@ -6,13 +6,8 @@
 . "$ROOT/tests/integration/lib.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"
 N=10
-for i in $(seq 1 $N); do
-    { cat "$IMG/avatar.png"; printf 'breaker-%d' "$i"; } > "$MEDIA/b$i.png"
-done
+for i in $(seq 1 $N); do media_image "$MEDIA/b$i.png" "breaker-$i"; done
 start_media "$MEDIA"
 for i in $(seq 1 $N); do
     media_fault "/b$i.png" status status=503 || it_bail "cannot set a fault"

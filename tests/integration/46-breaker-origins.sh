@@ -8,13 +8,8 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"
 N=5
-for i in $(seq 1 $N); do
-    { cat "$IMG/avatar.png"; printf 'breaker-origins-%d' "$i"; } > "$MEDIA/r$i.png"
-done
+for i in $(seq 1 $N); do media_image "$MEDIA/r$i.png" "breaker-origins-$i"; done
 start_media "$MEDIA"
 PORT=${MEDIA_URL##*:}
 # a port nothing listens on: free a moment ago

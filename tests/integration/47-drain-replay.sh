@@ -15,13 +15,10 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
-mkdir -p "$MEDIA"
 CONTENTS=8 COPIES=4
 urls=()
 for c in $(seq $CONTENTS); do
-    { cat "$IMG/avatar.png"; printf 'imgcache-drain-%s' "$c"; } > "$MEDIA/c$c-1.png"
+    media_image "$MEDIA/c$c-1.png" "imgcache-drain-$c"
     for k in $(seq 2 $COPIES); do cp "$MEDIA/c$c-1.png" "$MEDIA/c$c-$k.png"; done
 done
 start_media "$MEDIA"
@@ -33,8 +30,6 @@ BAD="ftp://files.invalid/refused.png"
 publish_url "${urls[@]}" "$BAD" > /dev/null || it_bail "cannot publish"
 EVENTS=$(( CONTENTS * COPIES + 1 ))
 
-summary() { grep 'event=summary' "$TESTS_TMP/$1.log" | tail -n 1; }
-field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p"; }
 
 # 1. one drain caches everything; the copies share their blobs
 start_worker d1 --drain --concurrency 64
@@ -43,7 +38,7 @@ check_eq "the first drain exits 0" 0 "$?"
 check_eq "every URL is cached" "$(( CONTENTS * COPIES ))" "$(q "SELECT count(*) FROM cached_images")"
 files=$(find "$IMGCACHE_STORAGE_DIR" -path "$IMGCACHE_STORAGE_DIR/.tmp" -prune -o -type f -print | wc -l)
 check_eq "one file per distinct content" "$CONTENTS" "$files"
-check_eq "the summary's new_blobs is the number of files" "$files" "$(summary d1 | field new_blobs)"
+check_eq "the summary's new_blobs is the number of files" "$files" "$(worker_counter d1 new_blobs)"
 
 # 2. the refused URL: header and row agree on the attempts
 topic_dump image-needed-dlt > "$TESTS_TMP/dlt.tsv"
@@ -56,9 +51,9 @@ check_eq "its dead letter says attempts=$row_attempts, as its row" "$row_attempt
 start_worker d2 --drain --from-beginning
 wait_worker d2 90
 check_eq "the replay drain exits 0" 0 "$?"
-check_eq "the replay consumed every event of the topic" "$EVENTS" "$(summary d2 | field consumed)"
+check_eq "the replay consumed every event of the topic" "$EVENTS" "$(worker_counter d2 consumed)"
 check_eq "...and found the images cached (nothing downloaded)" "0 $(( CONTENTS * COPIES ))" \
-    "$(summary d2 | field downloaded) $(summary d2 | field already_cached)"
+    "$(worker_counter d2 downloaded) $(worker_counter d2 already_cached)"
 
 # 4. no assignment within the wait: drained only if nothing was left.
 # A member that holds every partition and is frozen (SIGSTOP) keeps a new

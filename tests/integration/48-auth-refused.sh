@@ -9,13 +9,12 @@
 . "$ROOT/tests/integration/lib-faults.sh"
 it_setup 4
 
-IMG="$ROOT/tests/fixtures/images"
 TOKEN=tok-$RANDOM-right
 WRONG=tok-$RANDOM-wrong
 API_DIR="$TESTS_TMP/api"
 mkdir -p "$API_DIR/v1"
 # the media server serves /v1/assets/serve?url=X from the file "assets/serve@url=X"
-mxc_file() { local e; e=$(it_urlencode "$1"); printf '%s/v1/assets/serve@url=%s' "$API_DIR" "${e//\//%2F}"; }
+mxc_file() { local e; e=$(urlencode "$1"); printf '%s/v1/assets/serve@url=%s' "$API_DIR" "${e//\//%2F}"; }
 mkdir -p "$API_DIR/v1/assets"
 for n in 1 2 3; do
     { cat "$IMG/avatar.png"; printf 'imgcache-auth-%s' "$n"; } > "$(mxc_file "mxc://beeper.com/a$n")"

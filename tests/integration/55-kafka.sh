@@ -25,14 +25,12 @@ if [ "${IMGCACHE_BROKER:-kafka}" != kafka ]; then
     it_done
 fi
 
-IMG="$ROOT/tests/fixtures/images"
-MEDIA="$TESTS_TMP/media"
 mkdir -p "$MEDIA"/{a,b,c,d,f}
 N_A=240 N_B=160 N_C=400 N_D=20 N_F=400
 for phase in a b c d f; do
     n_var=N_${phase^^}
     for i in $(seq 1 "${!n_var}"); do
-        { cat "$IMG/avatar.webp"; printf 'kafka-%s-%d' "$phase" "$i"; } > "$MEDIA/$phase/i$i.webp"
+        media_image "$MEDIA/$phase/i$i.webp" "kafka-$phase-$i"
     done
 done
 # 40 ms per request: a phase lasts long enough to fail the broker under load
@@ -56,10 +54,8 @@ count_rows() {
 cached_over() { [ "$(q "SELECT count(*) FROM cached_images WHERE source_url LIKE '$MEDIA_URL/$1/%'")" -gt "$2" ]; }
 all_done() { [ "$(count_rows "$1")" -ge "$2" ]; }
 # paths of phase $1 the media server served more than once
-served_twice() {
-    curl -fsS "$MEDIA_URL/__stats" | grep -o "\"/$1/[^\"]*\":[0-9]*" | awk -F: '$NF > 1 { print }'
-}
-served() { curl -fsS "$MEDIA_URL/__stats" | grep -o "\"/$1/[^\"]*\":[0-9]*" | wc -l; }
+served_twice() { media_served_over 1 "/$1/"; }
+served() { media_served_over 0 "/$1/" | wc -l; }
 assigned_count() { grep -c 'event=assigned' "$TESTS_TMP/$1.log"; }
 # every event's offset committed: a drain of the same group consumes nothing new
 drain_finds_nothing() {
@@ -198,7 +194,7 @@ check_eq "(d) every URL is still there after compaction" "$N_D" "$(topic_keys co
 media_reset
 IMGCACHE_TOPIC=compact-test start_worker d2 --drain --group compact-replay --from-beginning
 check "(d) a replay under a new group exits 0" wait_worker d2 120
-consumed=$(sed -n 's/.*event=summary consumed=\([0-9]*\) .*/\1/p' "$TESTS_TMP/d2.log")
+consumed=$(worker_counter d2 consumed)
 check "(d) the replay sees each URL once (consumed=${consumed:-?}, at most $((N_D + 1)))" \
     test "${consumed:-0}" -ge "$N_D" -a "${consumed:-0}" -le $((N_D + 1))
 check_eq "(d) and downloads nothing" 0 "$(media_total)"
@@ -229,7 +225,7 @@ media_reset
 MEDIA_URL=$M2 media_reset
 start_worker e1 --drain --group replay-after-restart --from-beginning
 check "(e) a replay under a new group exits 0" wait_worker e1 180
-consumed=$(sed -n 's/.*event=summary consumed=\([0-9]*\) .*/\1/p' "$TESTS_TMP/e1.log")
+consumed=$(worker_counter e1 consumed)
 check "(e) the replay consumes every URL (consumed=${consumed:-?})" \
     test "${consumed:-0}" -ge $((N_A + N_B + N_C + N_F))
 check_eq "(e) and downloads nothing (all cached)" "0 0" "$(media_total) $(MEDIA_URL=$M2 media_total)"

@@ -8,8 +8,6 @@
 # scrape; /healthz goes 503 while the loop is paused, 200 again after.
 # Needs no database, Redis or broker.
 . "$ROOT/tests/integration/lib.sh"
-PROG=70-metrics
-. "$ROOT/compose/lib-proc.sh"
 
 JOBS=500
 D=$TESTS_TMP/metricsd
@@ -35,12 +33,12 @@ turns_above() { [ "$(turns)" -gt "$1" ]; }
 ms_for_turns() {
     local start start_ms
     start=$(turns)
-    start_ms=$(_it_now_ms)
+    start_ms=$(now_ms)
     while [ "$(turns)" -lt $((start + $1)) ]; do
-        [ $(($(_it_now_ms) - start_ms)) -lt 30000 ] || { echo 99999; return 1; }
+        [ $(($(now_ms) - start_ms)) -lt 30000 ] || { echo 99999; return 1; }
         sleep 0.05
     done
-    echo $(($(_it_now_ms) - start_ms))
+    echo $(($(now_ms) - start_ms))
 }
 cached_done() {
     curl -sf --max-time 5 "$URL/metrics" > "$D/poll.txt" &&
@@ -113,7 +111,7 @@ scrape_s=$(curl -sf --max-time 2 -o "$D/scrape3.txt" -w '%{time_total}' "$URL/me
 check "a normal scrape succeeds within 2 s under attack (${scrape_s:-failed} s)" test -s "$D/scrape3.txt"
 check "promtool accepts the scrape taken under attack" promtool check metrics < "$D/scrape3.txt"
 check_eq "/healthz is 200 under attack" 200 "$(status_of /healthz)"
-check "the hostile scraper ends by itself" wait_for 40 eval '! _it_running "$HOSTILE_PID"'
+check "the hostile scraper ends by itself" wait_for 40 eval '! pid_alive "$HOSTILE_PID"'
 hostile() {
     python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], 0))' "$D/hostile.json" "$1" 2>/dev/null ||
         echo 0

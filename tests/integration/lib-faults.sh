@@ -16,7 +16,7 @@
 #   stack_pg_stop / stack_pg_start            the shared stack's PostgreSQL
 #   faults_restore               starts whatever of the two is stopped (also
 #                                run at exit, however the script exits)
-#   now_ms                       wall clock in ms
+# (find_pgbin, as_pg and now_ms: compose/lib-proc.sh, which lib.sh sources)
 
 # tests/run.sh runs every *.sh of this folder: run directly, this file checks
 # what its stack helpers need (see the end of the file).
@@ -29,9 +29,6 @@ fi
 
 # ---- the shared stack -------------------------------------------------------------
 
-# find_pgbin and as_pg, as compose/stack.sh uses them
-. "$ROOT/compose/lib-proc.sh"
-
 _faults_stack_dir() {
     local d
     for d in "${IMGCACHE_STACK_DIR:-}" "$(dirname "${BROKER_CTL:-/nonexistent/x}")" \
@@ -43,12 +40,6 @@ _faults_stack_dir() {
 FAULTS_STACK_DIR=$(_faults_stack_dir) || FAULTS_STACK_DIR=
 FAULTS_REDIS_DOWN=0
 FAULTS_PG_DOWN=0
-
-now_ms() {
-    local t=${EPOCHREALTIME//[!0-9]/}
-    echo $(( t / 1000 ))
-}
-
 
 # The port of the stack's redis (REDIS_URL is the stack's: it_setup keeps it).
 _faults_redis_port() {

@@ -2,7 +2,8 @@
 # integration script:   . "$ROOT/tests/integration/lib.sh"
 #
 # tests/run.sh exports ROOT, BIN, TESTS_TMP (a fresh folder per script) and
-# the stack's KAFKA_BROKERS, REDIS_URL, DATABASE_URL, BROKER_CTL.
+# the stack's KAFKA_BROKERS, REDIS_URL, DATABASE_URL, BROKER_CTL. lib.sh sets
+# IMG (tests/fixtures/images) and MEDIA ($TESTS_TMP/media, not made).
 #
 #   it_setup [partitions]      own database, empty Redis, own broker (Apache
 #                              Kafka with its topics, or the dev broker:
@@ -10,7 +11,8 @@
 #                              `imgcache-producer migrate`
 #   start_media DIR [args...]  media server -> MEDIA_URL, MEDIA_PID; one on
 #                              127.0.0.1 is added to IMGCACHE_ALLOW_HOSTS
-#   media_count PATH | media_total | media_fault PATH MODE [k=v...] | media_reset
+#   media_count PATH | media_total | media_counts | media_fault PATH MODE [k=v...] |
+#   media_reset | urlencode STR      (tests/lib-fleet.sh)
 #   broker_name | broker_down | broker_up | broker_kill | broker_freeze |
 #   broker_thaw                the script's broker (see "the broker" below)
 #   broker_ctl "down 1"        one dev broker command; 0 when it answers ok
@@ -18,12 +20,18 @@
 #   start_worker NAME [args]   imgcache-worker in the background, log NAME.log
 #   stop_worker NAME [secs]    SIGTERM, wait; returns the worker's exit status
 #   kill_worker NAME           SIGKILL
+#   worker_counter NAME FIELD  FIELD of the worker's event=summary line
 #   wait_worker NAME [secs]    wait for exit (default 60 s); its exit status,
 #                              124 on timeout
 #   q "SQL"                    psql one statement on the script's database
+#                              (tests/lib-fleet.sh)
 #   wait_for SECS CMD...       poll CMD every 0.2 s; 1 on timeout
+#                              (compose/lib-proc.sh, with pid_alive,
+#                              descendants, wait_pid, now_ms...)
 #   check NAME CMD...          "ok - NAME" or "not ok - NAME" plus CMD's output
 #   check_eq NAME EXPECTED ACTUAL
+#   absent STR FILE...         0 when the fixed string STR is in none of the
+#                              FILEs (check "..." absent "$TOKEN" out.log)
 #   storage_problems [DIR]     prints every disagreement of the store and the
 #                              image_blobs/cached_images rows
 #   it_done                    checks the store against the rows (when
@@ -48,6 +56,10 @@ fi
 mkdir -p "$TESTS_TMP"
 export TESTS_TMP
 
+# the fixture images, and the folder a script's media server serves
+IMG=$ROOT/tests/fixtures/images
+MEDIA=$TESTS_TMP/media
+
 IT_CHECKS=0
 IT_FAILED=0
 IT_MEDIA_N=0
@@ -58,75 +70,20 @@ BROKER_PID=
 
 # ---- processes -----------------------------------------------------------------
 
+PROG=$IT_NAME
+. "$ROOT/compose/lib-proc.sh"
+. "$ROOT/tests/lib-fleet.sh"
+
 # Remembers a pid to stop at exit (also in a file, for tests/run.sh).
 _it_track() {
     IT_PIDS+=("$1")
     echo "$1" >> "$TESTS_TMP/.it-pids"
 }
 
-# 0 while pid exists and is not a zombie.
-_it_running() {
-    local state
-    [ -n "$1" ] && [ -r "/proc/$1/status" ] || return 1
-    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
-# Prints the pids of every descendant of $1.
-_it_descendants() {
-    local f line rest ppid pid
-    for f in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null < "$f" || continue
-        rest=${line##*) }
-        ppid=${rest#* }
-        ppid=${ppid%% *}
-        [ "$ppid" = "$1" ] || continue
-        pid=${f#/proc/}
-        pid=${pid%/stat}
-        echo "$pid"
-        _it_descendants "$pid"
-    done
-}
-
-# Waits for pid to end within secs; then returns its exit status (it must be
-# a child of this shell), or 124 when it still runs.
-_it_wait_pid() {
-    local pid=$1 secs=${2:-60} end
-    end=$(( $(_it_now_ms) + secs * 1000 ))
-    while _it_running "$pid"; do
-        [ "$(_it_now_ms)" -lt "$end" ] || return 124
-        sleep 0.2
-    done
-    wait "$pid" 2>/dev/null
-}
-
-_it_now_ms() {
-    local t=${EPOCHREALTIME//[!0-9]/}
-    echo $(( t / 1000 ))
-}
-
 _it_cleanup() {
-    local rc=$? pid all=() i alive dir
+    local rc=$? dir
     trap - EXIT INT TERM HUP
-    for pid in "${IT_PIDS[@]}"; do
-        _it_running "$pid" || continue
-        all+=("$pid")
-        all+=($(_it_descendants "$pid"))
-    done
-    if [ ${#all[@]} -gt 0 ]; then
-        kill -TERM "${all[@]}" 2>/dev/null
-        for i in $(seq 50); do
-            alive=0
-            for pid in "${all[@]}"; do
-                _it_running "$pid" && { alive=1; break; }
-            done
-            [ $alive = 0 ] && break
-            sleep 0.1
-        done
-        for pid in "${all[@]}"; do
-            _it_running "$pid" && kill -KILL "$pid" 2>/dev/null
-        done
-    fi
+    stop_tree 5 "${IT_PIDS[@]}"
     wait 2>/dev/null
     # the brokers run in sessions of their own (setsid): stopped by name
     for dir in "${IT_KAFKA_DIRS[@]}"; do
@@ -135,10 +92,7 @@ _it_cleanup() {
     [ "$IT_OWN_TMP" = 1 ] && rm -rf "$TESTS_TMP"
     exit "$rc"
 }
-trap _it_cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+exit_trap _it_cleanup
 
 # Ends the script: a failed prerequisite, not a test result.
 it_bail() {
@@ -150,18 +104,6 @@ it_bail() {
 }
 
 # ---- checks ---------------------------------------------------------------------
-
-wait_for() {
-    local secs=${1%%.*} end
-    shift
-    case ${secs:-0} in *[!0-9]*) echo "# wait_for: '$secs' is not seconds" >&2; return 2 ;; esac
-    end=$(( $(_it_now_ms) + ${secs:-0} * 1000 + 999 ))
-    while :; do
-        "$@" > /dev/null 2>&1 && return 0
-        [ "$(_it_now_ms)" -lt "$end" ] || return 1
-        sleep 0.2
-    done
-}
 
 check() {
     local name=$1 rc out="$TESTS_TMP/.check.out"
@@ -179,6 +121,12 @@ check() {
         head -n 40 "$out" | sed 's/^/#   /'
     fi
     return $rc
+}
+
+absent() {
+    local s=$1
+    shift
+    ! grep -qF -- "$s" "$@"
 }
 
 check_eq() {
@@ -205,10 +153,6 @@ it_done() {
     echo "# $IT_NAME: $IT_CHECKS checks, $IT_FAILED failed"
     [ "$IT_FAILED" -eq 0 ] && exit 0
     exit 1
-}
-
-q() {
-    psql -XAtq -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"
 }
 
 # ---- storage ----------------------------------------------------------------------
@@ -243,7 +187,7 @@ storage_problems() {
 # ---- setup ----------------------------------------------------------------------
 
 it_setup() {
-    local parts=${1:-12} db base
+    local parts=${1:-12} db
     if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
         it_bail "no stack: run through tests/run.sh (sh tests/run.sh $IT_NAME), or source a stack.env"
     fi
@@ -252,13 +196,7 @@ it_setup() {
 
     # a database of our own, named after the script
     db=it_$(printf '%s' "$IT_NAME" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9_' '_' | cut -c1-60)
-    psql -XAtq -v ON_ERROR_STOP=1 "$STACK_DATABASE_URL" \
-        -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" \
-        > "$TESTS_TMP/setup.log" 2>&1 || it_bail "cannot create database $db" "$TESTS_TMP/setup.log"
-    base=${STACK_DATABASE_URL%%\?*}
-    DATABASE_URL="${base%/*}/$db"
-    [ "$base" != "$STACK_DATABASE_URL" ] && DATABASE_URL="$DATABASE_URL?${STACK_DATABASE_URL#*\?}"
-    export DATABASE_URL
+    fresh_database "$db" "$TESTS_TMP/setup.log" || it_bail "cannot create database $db" "$TESTS_TMP/setup.log"
 
     [ "$(redis-cli -u "$REDIS_URL" FLUSHALL 2>&1)" = OK ] || it_bail "redis FLUSHALL failed at $REDIS_URL"
 
@@ -316,22 +254,16 @@ _it_kafka_start() {
 }
 
 _it_dev_broker_start() {
-    if [ -n "$BROKER_PID" ] && _it_running "$BROKER_PID"; then
+    local ok=1
+    if pid_alive "$BROKER_PID"; then
         kill -TERM "$BROKER_PID"
-        _it_wait_pid "$BROKER_PID" 10 > /dev/null
+        wait_pid "$BROKER_PID" 10 > /dev/null
     fi
     [ -x "$BIN/imgcache-devbroker" ] || it_bail "$BIN/imgcache-devbroker is not built"
-    rm -f "$TESTS_TMP/broker.ctl"
-    mkfifo "$TESTS_TMP/broker.ctl" || it_bail "cannot make $TESTS_TMP/broker.ctl"
-    : > "$TESTS_TMP/broker.out"
-    # stdin is the FIFO opened read-write: never end-of-file, writers never block
-    "$BIN/imgcache-devbroker" --partitions "$1" <> "$TESTS_TMP/broker.ctl" \
-        > "$TESTS_TMP/broker.out" 2> "$TESTS_TMP/broker.log" &
-    BROKER_PID=$!
-    _it_track "$BROKER_PID"
-    wait_for 30 grep -q '^KAFKA_BROKERS=' "$TESTS_TMP/broker.out" ||
-        it_bail "the dev broker did not start" "$TESTS_TMP/broker.log"
-    KAFKA_BROKERS=$(sed -n 's/^KAFKA_BROKERS=//p' "$TESTS_TMP/broker.out")
+    BROKER_PID=
+    devbroker_start "$TESTS_TMP/broker.ctl" "$TESTS_TMP/broker.out" "$TESTS_TMP/broker.log" "$1" || ok=0
+    [ -n "$BROKER_PID" ] && _it_track "$BROKER_PID"
+    [ $ok = 1 ] || it_bail "the dev broker did not start" "$TESTS_TMP/broker.log"
     BROKER_CTL=$TESTS_TMP/broker.ctl
     BROKER_OUT=$TESTS_TMP/broker.out
     export KAFKA_BROKERS BROKER_CTL BROKER_OUT BROKER_PID
@@ -380,7 +312,7 @@ broker_kill() {
     local pid
     _it_kafka_only broker_kill || return
     pid=$(_it_kafka_pid) || return 1
-    kill -KILL "$pid" && _it_wait_gone "$pid" 30
+    kill -KILL "$pid" && wait_gone "$pid" 30
 }
 
 broker_freeze() {
@@ -395,16 +327,6 @@ broker_thaw() {
     _it_kafka_only broker_thaw || return
     pid=$(_it_kafka_pid) || return 1
     kill -CONT "$pid"
-}
-
-# Waits until pid (not necessarily our child) is gone.
-_it_wait_gone() {
-    local pid=$1 secs=${2:-30} end
-    end=$(( $(_it_now_ms) + secs * 1000 ))
-    while _it_running "$pid"; do
-        [ "$(_it_now_ms)" -lt "$end" ] || return 1
-        sleep 0.1
-    done
 }
 
 # ---- dev broker control -------------------------------------------------------------
@@ -440,31 +362,15 @@ broker_ctl() {
 
 # ---- media server ---------------------------------------------------------------
 
-# Percent-encodes $1 for a query value ('/' kept).
-it_urlencode() {
-    local LC_ALL=C s=$1 out= c i
-    for ((i = 0; i < ${#s}; i++)); do
-        c=${s:i:1}
-        case $c in
-            [a-zA-Z0-9./_~-]) out+=$c ;;
-            *) out+=$(printf '%%%02X' "'$c") ;;
-        esac
-    done
-    printf '%s' "$out"
-}
-
 start_media() {
-    local dir=$1 out log
+    local dir=$1 log ok=1
     shift
     IT_MEDIA_N=$((IT_MEDIA_N + 1))
-    out=$TESTS_TMP/media$IT_MEDIA_N.out
     log=$TESTS_TMP/media$IT_MEDIA_N.log
     [ -x "$BIN/imgcache-mediaserver" ] || it_bail "$BIN/imgcache-mediaserver is not built"
-    "$BIN/imgcache-mediaserver" --root "$dir" "$@" < /dev/null > "$out" 2> "$log" &
-    MEDIA_PID=$!
+    media_start "$TESTS_TMP/media$IT_MEDIA_N.out" "$log" --root "$dir" "$@" || ok=0
     _it_track "$MEDIA_PID"
-    wait_for 15 grep -q '^MEDIA_URL=' "$out" || it_bail "the media server did not start" "$log"
-    MEDIA_URL=$(sed -n 's/^MEDIA_URL=//p' "$out")
+    [ $ok = 1 ] || it_bail "the media server did not start" "$log"
     # workers trust scheme + host + port: add this server's port. One bound
     # elsewhere (30-hostile's "internal" 127.0.0.2) stays untrusted.
     case $MEDIA_URL in
@@ -474,43 +380,16 @@ start_media() {
     export MEDIA_URL MEDIA_PID IMGCACHE_ALLOW_HOSTS
 }
 
-media_count() {
-    curl -fsS "$MEDIA_URL/__count?path=$(it_urlencode "$1")"
-}
-
-media_total() {
-    curl -fsS "$MEDIA_URL/__stats" | sed -n 's/^{"total":\([0-9]*\).*/\1/p'
-}
-
-# media_fault /a.jpg status status=503 count=2 retry_after=5
-media_fault() {
-    local url="$MEDIA_URL/__fault?path=$(it_urlencode "$1")&mode=$(it_urlencode "$2")" kv answer
-    shift 2
-    for kv in "$@"; do
-        url+="&$(it_urlencode "${kv%%=*}")=$(it_urlencode "${kv#*=}")"
-    done
-    answer=$(curl -sS -X POST "$url" 2>&1)
-    case $answer in
-        "ok "*) return 0 ;;
-        *) echo "# media_fault: $answer" >&2; return 1 ;;
-    esac
-}
-
-media_reset() {
-    curl -fsS -X POST "$MEDIA_URL/__reset" > /dev/null
-}
-
 # ---- workers --------------------------------------------------------------------
 
 start_worker() {
     local name=$1
     shift
     [ -x "$BIN/imgcache-worker" ] || it_bail "$BIN/imgcache-worker is not built"
-    "$BIN/imgcache-worker" -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 \
-        --worker-id "$name" "$@" < /dev/null > "$TESTS_TMP/$name.log" 2>&1 &
-    IT_WORKER_PID[$name]=$!
-    echo "$!" > "$TESTS_TMP/$name.pid"
-    _it_track "$!"
+    worker_spawn "$name" "$TESTS_TMP/$name.log" "$@"
+    IT_WORKER_PID[$name]=$WORKER_PID
+    echo "$WORKER_PID" > "$TESTS_TMP/$name.pid"
+    _it_track "$WORKER_PID"
 }
 
 _it_worker_pid() {
@@ -523,9 +402,9 @@ stop_worker() {
     local pid rc
     pid=$(_it_worker_pid "$1") || return 127
     kill -TERM "$pid" 2>/dev/null
-    _it_wait_pid "$pid" "${2:-60}"
+    wait_pid "$pid" "${2:-60}"
     rc=$?
-    if [ $rc -eq 124 ] && _it_running "$pid"; then
+    if [ $rc -eq 124 ] && pid_alive "$pid"; then
         echo "# stop_worker $1: still running ${2:-60}s after SIGTERM; killed" >&2
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
@@ -542,11 +421,15 @@ kill_worker() {
     return 0
 }
 
+worker_counter() {
+    summary_field "$TESTS_TMP/$1.log" "$2"
+}
+
 wait_worker() {
     local pid rc
     pid=$(_it_worker_pid "$1") || return 127
-    _it_wait_pid "$pid" "${2:-60}"
+    wait_pid "$pid" "${2:-60}"
     rc=$?
-    [ $rc -eq 124 ] && _it_running "$pid" && echo "# wait_worker $1: still running after ${2:-60}s" >&2
+    [ $rc -eq 124 ] && pid_alive "$pid" && echo "# wait_worker $1: still running after ${2:-60}s" >&2
     return $rc
 }
