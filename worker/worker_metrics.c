@@ -122,7 +122,7 @@ int worker_metrics_start(const struct config *cfg, const char *retry_topic, stru
     if (metrics_new(&m->registry, err, errlen) != 0 || register_all(m, err, errlen) != 0)
         goto out;
     if (metrics_http_start(cfg->metrics_addr, m->registry, &opt, &m->http, why, sizeof why) != 0) {
-        errmsg_set(err, errlen, "IMGCACHE_METRICS_ADDR %s: %s", cfg->metrics_addr, why);
+        errmsg_set(err, errlen, "IMGCACHE_METRICS_ADDR (--metrics-addr) %s: %s", cfg->metrics_addr, why);
         goto out;
     }
     log_info("event=metrics_listening addr=%s port=%u", cfg->metrics_addr, metrics_http_port(m->http));

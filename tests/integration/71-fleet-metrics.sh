@@ -196,6 +196,13 @@ done
 check "once a member leaves, the idle worker gets its partition: /readyz 200" \
     wait_for 60 status_is "${idle:-s1}" /readyz 200
 
+# ---- a port another process holds: a configuration error at start-up
+start_worker clash --metrics-addr "127.0.0.1:$(metrics_port "${idle:-s1}")"
+wait_worker clash 30
+check_eq "a worker whose metrics port is taken exits 2" 2 "$?"
+check "its one error line names IMGCACHE_METRICS_ADDR and --metrics-addr" \
+    grep -q 'IMGCACHE_METRICS_ADDR (--metrics-addr) 127.0.0.1:[0-9]*: ' "$TESTS_TMP/clash.log"
+
 # ---- off by default: no port
 # The TCP ports process $1 listens on (from its sockets' inodes).
 listening_ports() {
