@@ -2,6 +2,7 @@
  * health" lists them; a change here changes that table. */
 #include "worker_metrics.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,6 @@ struct worker_metrics {
     struct metrics_http *http;
     struct metric *consumed, *jobs, *failures, *bytes, *download, *batch, *commit_latency, *in_flight,
         *lease_waiting, *open_circuits, *dependency_up, *lag;
-    size_t class_other, class_4xx, class_5xx;
     int assigned, postgresql_up;  /* as last told to /readyz: -1 before */
     int lag_left_out_logged;
     /* label values, copied by metrics_add() but kept for its arguments */
@@ -90,9 +90,6 @@ static int register_all(struct worker_metrics *m, char *err, size_t errlen)
         if (metrics_add(m->registry, &defs[i], handles[i], err, errlen) != 0)
             return -1;
     metrics_add_process(m->registry);
-    m->class_other = metrics_value_index(m->failures, 0, "other");
-    m->class_4xx = metrics_value_index(m->failures, 0, "http_4xx");
-    m->class_5xx = metrics_value_index(m->failures, 0, "http_5xx");
     return metrics_add_build_info(m->registry, "imgcache", IMGCACHE_VERSION, IMGCACHE_COMMIT, err, errlen);
 }
 
@@ -125,7 +122,7 @@ int worker_metrics_start(const struct config *cfg, const char *retry_topic, stru
         errmsg_set(err, errlen, "IMGCACHE_METRICS_ADDR (--metrics-addr) %s: %s", cfg->metrics_addr, why);
         goto out;
     }
-    log_info("event=metrics_listening addr=%s port=%u", cfg->metrics_addr, metrics_http_port(m->http));
+    log_info("event=metrics_listening addr=%s port=%u", cfg->metrics_addr, worker_metrics_port(m));
     *out = m;
     m = NULL;
     rc = 0;
@@ -141,6 +138,11 @@ void worker_metrics_stop(struct worker_metrics *m)
     metrics_http_stop(m->http); /* first: its thread renders the registry */
     metrics_free(m->registry);
     free(m);
+}
+
+unsigned worker_metrics_port(const struct worker_metrics *m)
+{
+    return m ? metrics_http_port(m->http) : 0;
 }
 
 void worker_metrics_turn(struct worker_metrics *m, const struct worker_metrics_state *s)
@@ -171,24 +173,25 @@ void worker_metrics_job_done(struct worker_metrics *m, enum worker_outcome outco
         metric_inc(m->jobs, (size_t)outcome);
 }
 
-/* The series of a failure class: a short scan of a fixed list, only on
- * the failure path. */
-static size_t class_series(const struct worker_metrics *m, const char *error_class)
+const char *worker_metrics_class_label(const char *error_class)
 {
-    size_t i;
-
-    if (strncmp(error_class, "http_4", 6) == 0 && strlen(error_class) == 8)
-        return m->class_4xx;
-    if (strncmp(error_class, "http_5", 6) == 0 && strlen(error_class) == 8)
-        return m->class_5xx;
-    i = metrics_value_index(m->failures, 0, error_class);
-    return i == METRICS_NO_SERIES ? m->class_other : i;
+    if (error_class == NULL)
+        return "other";
+    if (strncmp(error_class, "http_", 5) == 0 && strlen(error_class) == 8 &&
+        (error_class[5] == '4' || error_class[5] == '5') && isdigit((unsigned char)error_class[6]) &&
+        isdigit((unsigned char)error_class[7]))
+        return error_class[5] == '4' ? "http_4xx" : "http_5xx";
+    for (size_t i = 0; classes[i] != NULL; i++)
+        if (strcmp(classes[i], error_class) == 0)
+            return classes[i];
+    return "other";
 }
 
 void worker_metrics_failure(struct worker_metrics *m, const char *error_class)
 {
+    /* a short scan of a fixed list, only on the failure path */
     if (m)
-        metric_inc(m->failures, class_series(m, error_class ? error_class : "other"));
+        metric_inc(m->failures, metrics_value_index(m->failures, 0, worker_metrics_class_label(error_class)));
 }
 
 void worker_metrics_download(struct worker_metrics *m, long long duration_ms, long long bytes)

@@ -42,6 +42,8 @@ enum worker_outcome {
 int worker_metrics_start(const struct config *cfg, const char *retry_topic, struct worker_metrics **out,
                          char *err, size_t errlen) MUST_CHECK;
 void worker_metrics_stop(struct worker_metrics *m);
+/* The port the endpoint listens on (useful after asking for port 0). */
+unsigned worker_metrics_port(const struct worker_metrics *m);
 
 /* The statistics interval the worker asks for when the endpoint is on and
  * the user set none (-X/IMGCACHE_KAFKA_CONFIG win). */
@@ -63,6 +65,10 @@ void worker_metrics_job_done(struct worker_metrics *m, enum worker_outcome outco
 /* A failed attempt, by its error class ("http_503" counts as http_5xx,
  * a class not in the fixed list as other). */
 void worker_metrics_failure(struct worker_metrics *m, const char *error_class);
+/* The class label a failure counts under: error_class itself when it is in
+ * the fixed list, http_4xx/http_5xx for http_4NN/http_5NN, else "other"
+ * (a static string). */
+const char *worker_metrics_class_label(const char *error_class);
 /* A transfer libcurl finished, whatever its outcome. */
 void worker_metrics_download(struct worker_metrics *m, long long duration_ms, long long bytes);
 /* A batch the committer gave back: its images and the time since submit. */
