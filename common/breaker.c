@@ -22,6 +22,7 @@ struct breaker {
     long threshold;
     long long base_cooldown, max_cooldown;
     struct host_state *hosts;
+    size_t n_open;          /* hosts OPEN or HALF_OPEN: kept at each change */
 };
 
 int breaker_new(long threshold, long long cooldown_ms, long long max_cooldown_ms, struct breaker **out)
@@ -39,6 +40,8 @@ int breaker_new(long threshold, long long cooldown_ms, long long max_cooldown_ms
 
 static void drop(struct breaker *b, struct host_state *h)
 {
+    if (h->state != CLOSED)
+        b->n_open--;
     HASH_DEL(b->hosts, h);
     free(h->host);
     free(h);
@@ -115,9 +118,10 @@ void breaker_open(struct breaker *b, const char *host, long long now_ms)
     if (h == NULL)
         return;
     h->failures++;
-    if (h->state == CLOSED)
+    if (h->state == CLOSED) {
         h->cooldown = b->base_cooldown;
-    else
+        b->n_open++;
+    } else
         h->cooldown = h->cooldown * 2 > b->max_cooldown ? b->max_cooldown : h->cooldown * 2;
     h->state = OPEN;
     h->open_until = now_ms + h->cooldown;
@@ -151,6 +155,7 @@ void breaker_record(struct breaker *b, const char *host, int retryable_failure, 
         h->probing = 0;
         log_debug("event=circuit_still_open origin=%s cooldown_ms=%lld", host, h->cooldown);
     } else if (h->state == CLOSED && h->failures >= b->threshold) {
+        b->n_open++;
         h->cooldown = b->base_cooldown;
         h->state = OPEN;
         h->open_until = now_ms + h->cooldown;
@@ -163,4 +168,9 @@ int breaker_is_open(struct breaker *b, const char *host)
 {
     struct host_state *h = host ? find(b, host) : NULL;
     return h != NULL && h->state != CLOSED;
+}
+
+size_t breaker_open_count(const struct breaker *b)
+{
+    return b ? b->n_open : 0;
 }

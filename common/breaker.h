@@ -39,5 +39,8 @@ void breaker_record(struct breaker *b, const char *host, int retryable_failure, 
 void breaker_open(struct breaker *b, const char *host, long long now_ms);
 /* 1 when host's circuit is open or half-open. */
 int breaker_is_open(struct breaker *b, const char *host);
+/* How many hosts' circuits are open or half-open now (for a gauge: kept
+ * up to date at each change, so reading it costs nothing). 0 for NULL. */
+size_t breaker_open_count(const struct breaker *b);
 
 #endif

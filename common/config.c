@@ -12,6 +12,7 @@
 #include "kafka.h"
 #include "lease.h"
 #include "log.h"
+#include "metrics_http.h"
 
 enum opt_type { OPT_STRING, OPT_SECRET, OPT_LONG, OPT_DURATION, OPT_SIZE, OPT_FLAG };
 
@@ -33,6 +34,7 @@ static int check_log_level(const char *value, char *why, size_t whylen);
 static int check_not_empty(const char *value, char *why, size_t whylen);
 static int check_public_url(const char *value, char *why, size_t whylen);
 static int check_retry_backoff(const char *value, char *why, size_t whylen);
+static int check_metrics_addr(const char *value, char *why, size_t whylen);
 
 #define P CONFIG_PRODUCER
 #define W CONFIG_WORKER
@@ -113,6 +115,9 @@ static const struct opt_def opts[] = {
     { "IMGCACHE_HTTP_PROXY", NULL, OPT_SECRET, OFF(http_proxy), "", 0, 0, W,
       "proxy for downloads, http(s)://[user:password@]host:port (environment only, never logged); "
       "empty: none, and http_proxy/HTTPS_PROXY/ALL_PROXY are ignored", NULL },
+    { "IMGCACHE_METRICS_ADDR", "metrics-addr", OPT_STRING, OFF(metrics_addr), "", 0, 0, W,
+      "HOST:PORT of /metrics, /healthz and /readyz (IPv6 in brackets, port 0: any free one); empty: off",
+      check_metrics_addr },
     { "IMGCACHE_WORKER_ID", "worker-id", OPT_STRING, OFF(worker_id), "", 0, 0, W,
       "name of this worker in leases and logs; empty: host:pid", NULL },
     { NULL, "drain", OPT_FLAG, OFF(drain), "0", 0, 0, W,
@@ -309,6 +314,18 @@ static int check_retry_backoff(const char *value, char *why, size_t whylen)
 
     return config_parse_duration_list(value, steps, CONFIG_RETRY_STEPS_MAX, CONFIG_RETRY_STEP_MAX_MS, &n,
                                       why, whylen);
+}
+
+/* Parsed again when the endpoint starts: a typo fails here, at start-up,
+ * rather than after the worker has connected to everything. */
+static int check_metrics_addr(const char *value, char *why, size_t whylen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+
+    if (value[0] == '\0')
+        return 0; /* off */
+    return metrics_http_parse_addr(value, &ss, &sslen, why, whylen);
 }
 
 /* Appends key (its first keylen bytes) and value to cfg->kafka_props. */

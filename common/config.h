@@ -65,6 +65,7 @@ struct config {
     long breaker_threshold;
     long long breaker_cooldown_ms;
     char *worker_id;
+    char *metrics_addr;         /* IMGCACHE_METRICS_ADDR; "" when off */
     int drain;
     int from_beginning;
 

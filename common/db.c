@@ -237,6 +237,20 @@ int db_reset(struct db *db, char *err, size_t errlen)
     return 0;
 }
 
+int db_ping(struct db *db, char *err, size_t errlen)
+{
+    /* an empty query: one round trip, no parsing, no plan */
+    PGresult *res = PQexec(db->conn, "");
+    int rc = 0;
+
+    if (PQresultStatus(res) != PGRES_EMPTY_QUERY) {
+        set_pg_err(db, res, "ping", err, errlen);
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
 int db_ok(const struct db *db)
 {
     return db != NULL && db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK;

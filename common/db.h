@@ -30,6 +30,9 @@ int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen) 
 void db_close(struct db *db);
 /* Reconnects after the server went away; 0 when the connection is good. */
 int db_reset(struct db *db, char *err, size_t errlen) MUST_CHECK;
+/* One round trip to the server (an empty query): -1 with a message when it
+ * does not answer. For a caller that must know before its next real use. */
+int db_ping(struct db *db, char *err, size_t errlen) MUST_CHECK;
 /* 1 when the connection is up. */
 int db_ok(const struct db *db);
 

@@ -254,6 +254,18 @@ static void rebalance_eager(struct worker *w, rd_kafka_t *rk, rd_kafka_resp_err_
     rd_kafka_assign(rk, NULL);
 }
 
+/* /readyz: ready while something is assigned (the whole assignment, not
+ * this rebalance's increment). Only asked with the endpoint on. */
+static void note_assignment(struct worker *w, rd_kafka_t *rk)
+{
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+
+    if (w->metrics == NULL || rd_kafka_assignment(rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    worker_metrics_assigned(w->metrics, assignment->cnt);
+    rd_kafka_topic_partition_list_destroy(assignment);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -265,6 +277,46 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rebalance_cooperative(w, rk, err, parts);
     else
         rebalance_eager(w, rk, err, parts);
+    note_assignment(w, rk);
+}
+
+/* librdkafka's statistics (statistics.interval.ms), served by the
+ * consumer's poll on the loop's thread: the lag of each partition. The
+ * JSON is librdkafka's to free (return 0). */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct worker *w = opaque;
+
+    (void)rk;
+    worker_metrics_kafka_stats(w->metrics, json, len, w->lag_from_start);
+    return 0;
+}
+
+/* With the metrics endpoint on: statistics every WORKER_METRICS_STATS_INTERVAL
+ * ms, set before the user's properties so that a statistics.interval.ms of
+ * theirs (IMGCACHE_KAFKA_CONFIG_FILE, IMGCACHE_KAFKA_CONFIG, -X) wins. With
+ * it off nothing is asked: librdkafka would build the JSON for nobody. */
+static void ask_statistics(struct worker *w, rd_kafka_conf_t *conf)
+{
+    char errstr[512];
+
+    if (w->metrics == NULL)
+        return;
+    rd_kafka_conf_set(conf, "statistics.interval.ms", WORKER_METRICS_STATS_INTERVAL, errstr, sizeof errstr);
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
+}
+
+/* Whether a partition with no offset stored or committed starts at its
+ * beginning (our default, or the user's auto.offset.reset): then its lag
+ * is all it holds. Read after the user's properties are applied. */
+static int starts_at_beginning(rd_kafka_conf_t *conf)
+{
+    char value[64];
+    size_t size = sizeof value;
+
+    if (rd_kafka_conf_get(conf, "auto.offset.reset", value, &size) != RD_KAFKA_CONF_OK)
+        return 0;
+    return strcmp(value, "earliest") == 0 || strcmp(value, "smallest") == 0 || strcmp(value, "beginning") == 0;
 }
 
 /* A header's value as a NUL-terminated string in buf; "" when absent. */
@@ -432,6 +484,7 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
     }
     e->partition = t;
     w->n_consumed++;
+    worker_metrics_consumed(w->metrics, from_retry);
     if (m->payload == NULL) {
         take_tombstone(w, m, t, e);
         return;
@@ -516,8 +569,10 @@ int consumer_open(struct worker *w, char *err, size_t errlen)
         rc = WORKER_ERR_CONFIG;
         goto out;
     }
+    ask_statistics(w, conf);
     if (kafka_conf_apply(conf, w->cfg, w->worker_id, err, errlen) != 0)
         goto out;
+    w->lag_from_start = starts_at_beginning(conf);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     kafka_conf_set_logger(conf);
     rd_kafka_conf_set_opaque(conf, w);

@@ -34,6 +34,19 @@ int dedup_db_usable(struct worker *w)
     return 1;
 }
 
+void dedup_db_probe(struct worker *w)
+{
+    char err[300];
+
+    if (w->db_outage.down) {
+        if (dedup_db_usable(w))
+            log_debug("event=db_probe ok=1");
+        return;
+    }
+    if (db_ping(w->db, err, sizeof err) != 0)
+        dedup_db_trouble(w, "probe", err);
+}
+
 static void dedup_note_redis(struct worker *w, int ok)
 {
     /* lease.c logs the outage once and reconnects with backoff */
@@ -73,6 +86,20 @@ static size_t take_due(struct job **q, size_t limit, long long now, struct job *
     return n;
 }
 
+/* A job the database's answer finishes: counted by what it found. A job
+ * that was waiting for another worker's lease ends because that worker
+ * settled it. */
+static void count_known(struct worker *w, const struct job *j, uint8_t state)
+{
+    enum worker_outcome outcome = state == DB_URL_CACHED    ? OUTCOME_ALREADY_CACHED
+                                : state == DB_URL_RETRYING ? OUTCOME_FAILED_RETRYABLE
+                                                           : OUTCOME_FAILED_PERMANENT;
+
+    if (state == DB_URL_CACHED)
+        w->n_already_cached++;
+    worker_metrics_job_done(w->metrics, j->state == JOB_WAITING ? OUTCOME_LEASE_WAIT : outcome);
+}
+
 /* Finishes the jobs whose URL the database knows; keeps the rest in
  * order and returns how many. */
 static size_t finish_known(struct worker *w, struct job **jobs, const char **urls, const uint8_t *state,
@@ -87,8 +114,7 @@ static size_t finish_known(struct worker *w, struct job **jobs, const char **url
             m++;
             continue;
         }
-        if (state[i] == DB_URL_CACHED)
-            w->n_already_cached++;
+        count_known(w, jobs[i], state[i]);
         job_finish(w, jobs[i]);
     }
     return m;
@@ -122,8 +148,7 @@ static int recheck_leased(struct worker *w, struct job **jobs, const char **urls
             continue;
         if (!is_ours(state[k], jobs[i])) {
             known[n_known++] = urls[i];
-            if (state[k] == DB_URL_CACHED)
-                w->n_already_cached++;
+            count_known(w, jobs[i], state[k]);
             verdict[i] = VERDICT_KNOWN;
         }
         k++;

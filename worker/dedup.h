@@ -14,6 +14,11 @@
 void dedup_db_trouble(struct worker *w, const char *what, const char *err);
 /* 1 when the database may be used now (reconnecting when it was down). */
 int dedup_db_usable(struct worker *w);
+/* Asks PostgreSQL whether it answers (an empty query; while it is down, a
+ * reconnect when the backoff allows): for /readyz and dependency_up, which
+ * must not wait for the next batch to learn it. Run every DB_PROBE_EVERY_MS
+ * when the metrics endpoint is on. */
+void dedup_db_probe(struct worker *w);
 /* Jobs from q (JOB_NEW or JOB_WAITING, at most limit): finished when
  * cached or failed already, JOB_WAITING when another worker holds the
  * lease, else resolved and JOB_READY. */

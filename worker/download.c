@@ -316,6 +316,7 @@ static void settle(struct worker *w, struct job *j, const struct fetch_result *r
     const char *auth_variable = our_endpoint(w, j->origin, &auth_logged);
 
     w->n_fetching--;
+    worker_metrics_download(w->metrics, mono_ms() - j->fetch_started_ms, r->bytes);
     j->retry_after_s = r->retry_after_s;
     /* only when our endpoint itself answered: a redirect's target never
      * gets our token, so its 401 is about the image */
@@ -441,6 +442,7 @@ void download_start_ready(struct worker *w)
             continue;
         }
         job_move(w, j, JOB_FETCHING);
+        j->fetch_started_ms = mono_ms();
         if (fetch_start(w->fetch, j->res.url, j->res.auth_header, j, err, sizeof err) != 0) {
             failure_record(w, j, "internal", 0, 0, "%s", err);
             continue;

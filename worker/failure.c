@@ -50,6 +50,7 @@ void failure_record(struct worker *w, struct job *j, const char *error_class, in
     snprintf(j->error_class, sizeof j->error_class, "%s", error_class);
     j->permanent = permanent;
     j->http_status = http_status;
+    worker_metrics_failure(w->metrics, j->error_class);
     /* a URL refused before any download was still tried once: its header
      * must say what its failure row counts */
     if (j->attempts == 0)
@@ -133,6 +134,8 @@ void failure_write_rows(struct worker *w)
         for (size_t i = 0; i < n; i++) {
             if (batch[i]->dead_letter)
                 w->n_failed++;
+            worker_metrics_job_done(w->metrics, batch[i]->dead_letter ? OUTCOME_FAILED_PERMANENT
+                                                                     : OUTCOME_FAILED_RETRYABLE);
             job_finish(w, batch[i]);
         }
     }
@@ -157,6 +160,7 @@ static void on_published(void *opaque, int ok, const char *errstr, void *ctx)
         w->n_retries++;
     }
     if (j->url == NULL) {
+        worker_metrics_job_done(w->metrics, OUTCOME_BAD_EVENT);
         job_finish(w, j); /* an undecodable event: the dead letter is all */
         return;
     }

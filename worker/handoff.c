@@ -20,6 +20,7 @@ void handoff_collect(struct worker *w)
 
     if (b == NULL)
         return;
+    worker_metrics_commit(w->metrics, b->n, mono_ms() - w->batch_submitted_ms);
     for (size_t i = 0; i < b->n; i++) {
         struct commit_item *it = &b->items[i];
         struct job *j = it->owner;
@@ -60,6 +61,7 @@ void handoff_collect(struct worker *w)
                   done[i]->res.display, done[i]->sha256, done[i]->blob.size,
                   done[i]->sniff.content_type, done[i]->sniff.width, done[i]->sniff.height);
         w->n_committed++;
+        worker_metrics_job_done(w->metrics, OUTCOME_CACHED);
         job_finish(w, done[i]);
     }
 }
@@ -91,6 +93,7 @@ void handoff_submit(struct worker *w)
         };
         job_move(w, j, JOB_COMMITTING);
     }
+    w->batch_submitted_ms = mono_ms();
     if (committer_submit(w->committer, b) != 0) {
         /* committer_busy() said no batch is out: not reached; if it were,
          * the jobs wait for the next turn rather than be lost */

@@ -186,10 +186,12 @@ static int worker_open_store(struct worker *w, char *err, size_t errlen)
 }
 
 /* Builds the worker in a fixed order: the checks that need no server
- * first (a wrong setting fails at once), then the store, PostgreSQL,
- * Redis, the fetcher, the retry/dead-letter producer, the consumer (and
- * with it the wake pipe), and last the committer, which writes to that
- * pipe. worker_free() undoes it in reverse. */
+ * first (a wrong setting fails at once), then the metrics endpoint (every
+ * later module counts into it, and an orchestrator sees the process alive
+ * while it connects), the store, PostgreSQL, Redis, the fetcher, the
+ * retry/dead-letter producer, the consumer (and with it the wake pipe),
+ * and last the committer, which writes to that pipe. worker_free() undoes
+ * it in reverse. */
 int worker_new(const struct config *cfg, struct worker **out, char *err, size_t errlen)
 {
     struct worker *w = calloc(1, sizeof *w);
@@ -202,6 +204,11 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     }
     worker_init_limits(w, cfg);
     if (worker_check_settings(w, err, errlen) != 0) {
+        rc = WORKER_ERR_CONFIG;
+        goto out;
+    }
+    /* a port in use is the setting's fault too: another process has it */
+    if (worker_metrics_start(cfg, w->retry_topic, &w->metrics, err, errlen) != 0) {
         rc = WORKER_ERR_CONFIG;
         goto out;
     }
@@ -320,6 +327,27 @@ static int loop_timeout(struct worker *w, long long now)
     return timeout;
 }
 
+/* The metrics endpoint's share of a loop turn: the heartbeat, the gauges
+ * that mirror the loop's counts, and now and then a PostgreSQL probe so
+ * that /readyz follows the database while the worker is idle too. */
+static void note_turn(struct worker *w, long long now)
+{
+    struct worker_metrics_state st;
+
+    if (w->metrics == NULL)
+        return;
+    if (now >= w->next_db_probe_ms) {
+        dedup_db_probe(w);
+        w->next_db_probe_ms = now + DB_PROBE_EVERY_MS;
+    }
+    st = (struct worker_metrics_state){
+        .in_flight = w->n_fetching, .lease_waiting = w->n_in_state[JOB_WAITING],
+        .open_circuits = breaker_open_count(w->breaker), .redis_up = !w->redis_down,
+        .postgresql_up = !w->db_outage.down,
+    };
+    worker_metrics_turn(w->metrics, &st);
+}
+
 int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
     long long grace_deadline = 0;
@@ -341,6 +369,7 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
                      w->outstanding, w->cfg->grace_ms);
         }
         drain_wake_pipe(w);
+        note_turn(w, now);
         take_messages(w);
         worker_io_step(w);
         if (!w->stopping)
@@ -414,5 +443,6 @@ void worker_free(struct worker *w)
         close(w->wake[1]);
     free(w->batch);
     body_pool_release(&w->bodies); /* after the jobs: they give their blocks back */
+    worker_metrics_stop(w->metrics); /* last: the modules above counted into it */
     free(w);
 }

@@ -13,6 +13,7 @@
  *   handoff.c   stored images to the committer and back (JOB_COMMIT/COMMITTING)
  *   failure.c   retry/dead-letter policy, publishing, failure rows
  *   drain.c     --drain: has the group read everything?
+ *   worker_metrics.c  the metrics and the HTTP endpoint: the others call it
  *   worker.c    builds all of it, runs the loop, tears down
  *
  * Ownership: struct worker owns its jobs (w->jobs and the queues); a job
@@ -38,6 +39,7 @@
 #include "resolve.h"
 #include "sniff.h"
 #include "store.h"
+#include "worker_metrics.h"
 
 #define BATCH_MAX 256          /* URLs per look-up, lease round trip or failure batch */
 #define CONSUME_BUDGET 512     /* messages taken per loop turn */
@@ -61,6 +63,9 @@ _Static_assert(COMMIT_BATCH_MAX <= BATCH_MAX, "a commit batch must fit dedup_rel
 #define DRAIN_OFFSETS_TIMEOUT_MS 5000 /* --drain without assignment: the group's offsets */
 /* an open circuit's cooldown grows, on each failed probe, up to this */
 #define BREAKER_MAX_COOLDOWN_MS (10 * 60 * 1000)
+/* with the metrics endpoint on, PostgreSQL is asked this often when
+ * nothing else has used it, so /readyz does not wait for the next batch */
+#define DB_PROBE_EVERY_MS 2000
 
 enum job_state {
     JOB_HELD,       /* from the retry topic, not due yet */
@@ -114,6 +119,7 @@ struct job {
     int resolved;
     struct store_blob blob;
     int blob_open;
+    long long fetch_started_ms; /* when libcurl took it (the download-time histogram) */
     struct body body;           /* the download so far, while in_memory */
     int in_memory;              /* held in w->bodies, no file yet (see body.h) */
     struct sniff_result sniff;
@@ -158,6 +164,7 @@ struct worker {
     size_t n_finished, cap_finished;    /* cap: concurrency, the most transfers at once */
     struct committer *committer;
     struct commit_batch *batch;  /* the one batch the committer may hold */
+    long long batch_submitted_ms; /* when it was handed over */
     struct body_pool bodies;     /* downloads held in memory for the committer */
     struct netguard *guard;
     struct breaker *breaker;
@@ -196,6 +203,7 @@ struct worker {
     long long next_drain_check_ms;
     long long idle_since_ms;    /* 0 while there is work */
     struct outage db_outage;    /* PostgreSQL unreachable: hold offsets, retry */
+    long long next_db_probe_ms; /* dedup_db_probe(), with the metrics endpoint on */
     int redis_down;
     /* our own configured endpoints, whose 401/403 refuses our token, not
      * an image: origins of BEEPER_API_URL and BEEPER_MEDIA_SERVER (NULL
@@ -203,6 +211,9 @@ struct worker {
      * answered */
     char *api_origin, *media_origin;
     int api_auth_logged, media_auth_logged;
+
+    struct worker_metrics *metrics; /* NULL when IMGCACHE_METRICS_ADDR is empty */
+    int lag_from_start;         /* auto.offset.reset is earliest (worker_metrics_kafka_stats) */
 
     /* counters for progress lines and the summary */
     long long n_consumed, n_bad_events, n_already_cached, n_downloaded, n_new_blobs,

@@ -8,12 +8,13 @@
 # scrape; /healthz goes 503 while the loop is paused, 200 again after.
 # Needs no database, Redis or broker.
 . "$ROOT/tests/integration/lib.sh"
+PROG=70-metrics
+. "$ROOT/tests/integration/lib-prom.sh"
 
 JOBS=500
 D=$TESTS_TMP/metricsd
 mkdir -p "$D"
-command -v promtool > /dev/null && command -v prometheus > /dev/null ||
-    it_bail "prometheus and promtool are not installed (make deps)"
+prom_require
 
 "$BIN/imgcache-metricsd" --port-file "$D/port" --turns-file "$D/turns" --jobs "$JOBS" --stale-ms 1000 \
     > "$D/metricsd.log" 2>&1 &
@@ -22,9 +23,7 @@ _it_track "$MD_PID"
 wait_for 10 test -s "$D/port" || it_bail "imgcache-metricsd did not start" "$D/metricsd.log"
 URL=http://127.0.0.1:$(cat "$D/port")
 
-# the value of one sample line (name and labels exactly as rendered) in a scrape
-sample() { sed -n "s/^$(printf '%s' "$1" | sed 's/[][\.*^$]/\\&/g') \([^ ]*\)$/\1/p" "$2"; }
-status_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL$1"; }
+status_of() { http_status "$URL$1"; }
 status_is() { [ "$(status_of "$1")" = "$2" ]; }
 turns() { cat "$D/turns" 2>/dev/null || echo 0; }
 turns_above() { [ "$(turns)" -gt "$1" ]; }
@@ -62,39 +61,16 @@ check_eq "an unknown path is 404" 404 "$(status_of /admin)"
 check_eq "POST is 405" 405 "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -d x "$URL/metrics")"
 
 # ---- (b) a real Prometheus scrapes it
-PROM_PORT=$(pick_port) || it_bail "no free port for Prometheus"
-mkdir -p "$D/prom"
-cat > "$D/prometheus.yml" <<EOF
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: metricsd
-    static_configs:
-      - targets: ['127.0.0.1:$(cat "$D/port")']
-EOF
-prometheus --config.file="$D/prometheus.yml" --storage.tsdb.path="$D/prom" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn > "$D/prometheus.log" 2>&1 &
-PROM_PID=$!
-_it_track "$PROM_PID"
-PROM=http://127.0.0.1:$PROM_PORT
-wait_for 60 curl -sf "$PROM/-/ready" || it_bail "Prometheus did not start" "$D/prometheus.log"
-# The first value of a PromQL query, or nothing.
-promql() {
-    curl -sf --max-time 5 --data-urlencode "query=$1" "$PROM/api/v1/query" |
-        python3 -c 'import json, sys; r = json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")' 2>/dev/null
-}
-promql_is() { [ "$(promql "$1")" = "$2" ]; }
-promql_has() { [ -n "$(promql "$1")" ]; }
+prom_start "$D/prom" metricsd "127.0.0.1:$(cat "$D/port")"
 QUERY='sum(imgcache_jobs_total{outcome="cached"})'
 check "Prometheus has scraped the program" wait_for 30 promql_is 'up{job="metricsd"}' 1 ||
-    log_tail "$D/prometheus.log"
+    log_tail "$PROM_LOG"
 wait_for 30 promql_has "$QUERY"
 curl -sf --max-time 5 "$URL/metrics" > "$D/scrape2.txt"
 check_eq "Prometheus' $QUERY is the value the program reports" \
     "$(sample 'imgcache_jobs_total{outcome="cached"}' "$D/scrape2.txt")" "$(promql "$QUERY")"
 check_eq "Prometheus sees the build info" 1 "$(promql 'count(imgcache_build_info{version!="",commit!=""})')"
-stop_pid "$PROM_PID" prometheus     # its CPU would blur the rates below
+prom_stop     # its CPU would blur the rates below
 
 # ---- (c) a hostile scraper
 base_ms=$(ms_for_turns 1000)

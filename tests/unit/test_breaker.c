@@ -210,6 +210,47 @@ static void test_host_limit(void **state)
     assert_int_equal(breaker_is_open(b, "h0.example"), 0);
 }
 
+/* breaker_open_count: every way in (threshold, breaker_open) and out (an
+ * answer, even half-open) keeps the count; a failed probe or a second
+ * breaker_open of an open host does not count it twice; the host limit's
+ * forgetting drops only closed hosts, which were never counted. */
+static void test_open_count(void **state)
+{
+    struct breaker *b = *state;
+    char host[64];
+    long long now = T0;
+
+    assert_int_equal(breaker_open_count(b), 0);
+    assert_int_equal(breaker_open_count(NULL), 0);
+    fail_n(b, HOST, 2, now);
+    assert_int_equal(breaker_open_count(b), 0);     /* below the threshold */
+    fail_n(b, HOST, 1, now);
+    assert_int_equal(breaker_open_count(b), 1);
+    fail_n(b, HOST, 5, now);                        /* already open */
+    assert_int_equal(breaker_open_count(b), 1);
+    breaker_open(b, "api.example", now);
+    breaker_open(b, "api.example", now);            /* open again: doubled, one host */
+    assert_int_equal(breaker_open_count(b), 2);
+    now += 1000;
+    assert_int_equal(breaker_check(b, HOST, now), 0); /* half-open: still counted */
+    assert_int_equal(breaker_open_count(b), 2);
+    breaker_record(b, HOST, 1, now);                /* failed probe: open again */
+    assert_int_equal(breaker_open_count(b), 2);
+    breaker_record(b, "api.example", 0, now);       /* an answer closes it */
+    assert_int_equal(breaker_open_count(b), 1);
+    for (int i = 0; i < BREAKER_MAX_HOSTS; i++) {
+        snprintf(host, sizeof host, "h%d.example", i);
+        breaker_record(b, host, 1, now);
+    }
+    fail_n(b, "new.example", 3, now);               /* forgets closed hosts only */
+    assert_int_equal(breaker_open_count(b), 2);
+    now += 10000;
+    assert_int_equal(breaker_check(b, HOST, now), 0);
+    breaker_record(b, HOST, 0, now);
+    breaker_record(b, "new.example", 0, now);
+    assert_int_equal(breaker_open_count(b), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -222,6 +263,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_non_retryable_resets, setup, teardown),
         cmocka_unit_test(test_max_below_base),
         cmocka_unit_test_setup_teardown(test_host_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_count, setup, teardown),
     };
     /* openings and closings are logged: keep the test output readable */
     log_init("test_breaker", LOG_ERROR);

@@ -26,7 +26,7 @@ static const char *vars[] = {
     "IMGCACHE_LOG_LEVEL", "IMGCACHE_CONCURRENCY", "IMGCACHE_MAX_BYTES", "IMGCACHE_MAX_PIXELS",
     "IMGCACHE_LEASE_TTL", "IMGCACHE_CONNECT_TIMEOUT", "IMGCACHE_FETCH_TIMEOUT",
     "IMGCACHE_SHUTDOWN_GRACE", "IMGCACHE_DRAIN_WAIT", "IMGCACHE_RECHECK", "IMGCACHE_WORKER_ID",
-    "IMGCACHE_BATCH_SIZE", "IMGCACHE_SYNC_TIMEOUT", "IMGCACHE_RETRY_BACKOFF",
+    "IMGCACHE_BATCH_SIZE", "IMGCACHE_SYNC_TIMEOUT", "IMGCACHE_RETRY_BACKOFF", "IMGCACHE_METRICS_ADDR",
 };
 
 static int clean_env(void **state)
@@ -558,6 +558,33 @@ static void test_errors_name_what_the_user_typed(void **state)
     unsetenv("IMGCACHE_RETRY_BACKOFF");
 }
 
+/* IMGCACHE_METRICS_ADDR: empty is off (the default), a HOST:PORT is kept
+ * as given, anything else fails at load naming what the user typed. */
+static void test_metrics_addr(void **state)
+{
+    char *bad_host[] = { "imgcache-worker", "--metrics-addr", "1.2.3:9100", NULL };
+    char *bad_port[] = { "imgcache-worker", "--metrics-addr", "127.0.0.1:70000", NULL };
+    char *no_port[] = { "imgcache-worker", "--metrics-addr", "127.0.0.1", NULL };
+    char *v6[] = { "imgcache-worker", "--metrics-addr", "[::1]:0", NULL };
+    char *argv[] = { "imgcache-worker", NULL };
+    struct config cfg;
+    char err[512];
+    (void)state;
+
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
+    assert_string_equal(cfg.metrics_addr, "");
+    config_free(&cfg);
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(v6), v6, err, sizeof err), 0);
+    assert_string_equal(cfg.metrics_addr, "[::1]:0");
+    config_free(&cfg);
+    expect_load_error(CONFIG_WORKER, ARGC(bad_host), bad_host, "--metrics-addr: metrics address \"1.2.3:9100\"");
+    expect_load_error(CONFIG_WORKER, ARGC(bad_port), bad_port, "--metrics-addr: ");
+    expect_load_error(CONFIG_WORKER, ARGC(no_port), no_port, "--metrics-addr: ");
+    setenv("IMGCACHE_METRICS_ADDR", "0.0.0.0:x", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_METRICS_ADDR: ");
+    unsetenv("IMGCACHE_METRICS_ADDR");
+}
+
 static void test_duration_list(void **state)
 {
     long long steps[4];
@@ -661,6 +688,7 @@ int main(void)
         cmocka_unit_test_setup(test_secret_from_env, clean_env),
         cmocka_unit_test_setup(test_help, clean_env),
         cmocka_unit_test_setup(test_usage_text, clean_env),
+        cmocka_unit_test_setup(test_metrics_addr, clean_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
