@@ -69,22 +69,8 @@ int cmd_backfill(const struct config *cfg)
         done = 1;
     }
 out:
-    if (have_pub) {
-        int flushed = publisher_flush(&pub, err, sizeof err);
-        publisher_progress(&pub, 1);
-        progress_end(&pub.progress);
-        if (flushed != 0)
-            producer_error("%s", err);
-        if (producer_stop)
-            producer_error("interrupted");
-        else if (done) {
-            printf("urls=%lld published=%lld\n", pub.urls, pub.published);
-            fflush(stdout);
-            if (flushed == 0)
-                rc = PRODUCER_EXIT_OK;
-        }
-        publisher_release(&pub);
-    }
+    if (have_pub)
+        rc = publisher_finish_urls(&pub, done);
     db_close(db);
     return rc;
 }

@@ -61,10 +61,17 @@ int producer_open_db(const struct config *cfg, int check_schema, struct db **out
     return 0;
 }
 
+/* 1 for the runs that announce URLs from the database (backfill,
+ * refresh), 0 for those that read chats (import, sync). */
+static int counts_urls(const char *reason)
+{
+    return strcmp(reason, "backfill") == 0 || strcmp(reason, "refresh") == 0;
+}
+
 int publisher_init(struct publisher *p, const struct config *cfg, struct db *db, const char *reason,
                    int quiet, char *err, size_t errlen)
 {
-    int backfill = strcmp(reason, "backfill") == 0;
+    int backfill = counts_urls(reason);
 
     memset(p, 0, sizeof *p);
     p->cfg = cfg;
@@ -289,10 +296,11 @@ int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *e
     return 0;
 }
 
-/* What the live line counts: URLs for backfill, chats for import and sync. */
+/* What the live line counts: URLs for backfill and refresh, chats for
+ * import and sync. */
 static long long progress_count(const struct publisher *p)
 {
-    return strcmp(p->reason, "backfill") == 0 ? p->urls : p->chats;
+    return counts_urls(p->reason) ? p->urls : p->chats;
 }
 
 void publisher_progress(struct publisher *p, int force)
@@ -394,6 +402,28 @@ int publisher_finish(struct publisher *p, int done, long long bad, const char *i
             producer_error("interrupted%s%s", interrupted ? " " : "", interrupted ? interrupted : "");
         else if (flushed == 0)
             rc = bad > 0 ? PRODUCER_EXIT_BAD_INPUT : PRODUCER_EXIT_OK;
+    }
+    publisher_release(p);
+    return rc;
+}
+
+int publisher_finish_urls(struct publisher *p, int done)
+{
+    char err[512];
+    int rc = PRODUCER_EXIT_FAIL;
+    int flushed = publisher_flush(p, err, sizeof err);
+
+    publisher_progress(p, 1);
+    progress_end(&p->progress);
+    if (flushed != 0)
+        producer_error("%s", err);
+    if (producer_stop) {
+        producer_error("interrupted");
+    } else if (done) {
+        printf("urls=%lld published=%lld\n", p->urls, p->published);
+        fflush(stdout);
+        if (flushed == 0)
+            rc = PRODUCER_EXIT_OK;
     }
     publisher_release(p);
     return rc;
