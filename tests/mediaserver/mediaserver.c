@@ -550,6 +550,10 @@ static enum MHD_Result serve_file(struct MHD_Connection *conn, const char *url,
     int json = 0;
     int fd;
 
+    inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    ims = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
+    if (inm != NULL || ims != NULL)
+        count_answer(&srv.conditional);
     fd = open_candidate(url, query, &st, &json);
     if (fd < 0) {
         *status = MHD_HTTP_NOT_FOUND;
@@ -560,10 +564,6 @@ static enum MHD_Result serve_file(struct MHD_Connection *conn, const char *url,
                  (unsigned long long)st.st_mtim.tv_nsec);
     http_date(st.st_mtim.tv_sec, date, sizeof date);
 
-    inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    ims = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
-    if (inm != NULL || ims != NULL)
-        count_answer(&srv.conditional);
     if (mode == FAULT_NONE && not_modified(inm, ims, etag, st.st_mtim.tv_sec)) {
         close(fd);
         resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
