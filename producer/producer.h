@@ -156,6 +156,19 @@ void publisher_print_summary(const struct publisher *p, long long bad_lines, FIL
  * items were skipped, else 0 (1 also when !done). `interrupted` names where
  * a stop request cut the run ("after line 17"). */
 int publisher_finish(struct publisher *p, int done, long long bad, const char *interrupted);
+/* A run over database rows (backfill, refresh): publisher_ref_step() is
+ * the callback of db_each_uncached()/db_each_stale() (arg: a struct
+ * ref_run), announcing each URL; it stops the walk on a stop request or a
+ * publish error (kept in err). */
+struct ref_run {
+    struct publisher *pub;      /* borrowed */
+    char err[512];
+    int failed;                 /* a publish failed: err says why */
+};
+int publisher_ref_step(const struct db_url_ref *ref, void *arg);
+/* After the walk failed with err: prints why (the publish error, or err
+ * when the walk itself failed; nothing for a stop request). */
+void publisher_ref_report(const struct ref_run *run, const char *err);
 /* The end of a backfill or refresh run: delivers what was queued, logs the
  * last progress line, prints "urls=N published=N" when the run got to the
  * end (done), releases the publisher. Returns the exit status (1 when

@@ -386,16 +386,25 @@ void chat_batch_release(struct chat_batch *b)
     b->cap = 0;
 }
 
-int publisher_finish(struct publisher *p, int done, long long bad, const char *interrupted)
+/* The end of any run: delivers what was queued, shows the last progress;
+ * 0 when everything was delivered (else the error is printed). */
+static int deliver_and_end(struct publisher *p)
 {
     char err[512];
-    int rc = PRODUCER_EXIT_FAIL;
     int flushed = publisher_flush(p, err, sizeof err);
 
     publisher_progress(p, 1);
     progress_end(&p->progress);
     if (flushed != 0)
         producer_error("%s", err);
+    return flushed;
+}
+
+int publisher_finish(struct publisher *p, int done, long long bad, const char *interrupted)
+{
+    int rc = PRODUCER_EXIT_FAIL;
+    int flushed = deliver_and_end(p);
+
     if (done) {
         publisher_print_summary(p, bad, stdout);
         if (producer_stop)
@@ -407,16 +416,33 @@ int publisher_finish(struct publisher *p, int done, long long bad, const char *i
     return rc;
 }
 
+int publisher_ref_step(const struct db_url_ref *ref, void *arg)
+{
+    struct ref_run *run = arg;
+
+    if (producer_stop)
+        return -1;
+    if (publisher_add_ref(run->pub, ref, run->err, sizeof run->err) != 0) {
+        run->failed = 1;
+        return -1;
+    }
+    publisher_progress(run->pub, 0);
+    return 0;
+}
+
+void publisher_ref_report(const struct ref_run *run, const char *err)
+{
+    if (run->failed)
+        producer_error("%s", run->err);
+    else if (!producer_stop)
+        producer_error("%s", err);
+}
+
 int publisher_finish_urls(struct publisher *p, int done)
 {
-    char err[512];
     int rc = PRODUCER_EXIT_FAIL;
-    int flushed = publisher_flush(p, err, sizeof err);
+    int flushed = deliver_and_end(p);
 
-    publisher_progress(p, 1);
-    progress_end(&p->progress);
-    if (flushed != 0)
-        producer_error("%s", err);
     if (producer_stop) {
         producer_error("interrupted");
     } else if (done) {

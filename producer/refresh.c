@@ -5,26 +5,6 @@
 /* How long a cached image may go unchecked when --older-than is not given. */
 #define REFRESH_DEFAULT_AGE_MS (30LL * 24 * 3600 * 1000)
 
-struct refresh_ctx {
-    struct publisher *pub;
-    char err[512];
-    int failed;
-};
-
-static int refresh_one(const struct db_url_ref *ref, void *arg)
-{
-    struct refresh_ctx *ctx = arg;
-
-    if (producer_stop)
-        return -1;
-    if (publisher_add_ref(ctx->pub, ref, ctx->err, sizeof ctx->err) != 0) {
-        ctx->failed = 1;
-        return -1;
-    }
-    publisher_progress(ctx->pub, 0);
-    return 0;
-}
-
 /* refresh [--older-than D] [--network NAME] [--limit N] [--quiet]:
  * announces (reason "refresh") every cached image that a chat or
  * participant references and that no worker checked for D, the oldest
@@ -35,7 +15,7 @@ int cmd_refresh(const struct config *cfg)
 {
     struct command_args args;
     struct publisher pub;
-    struct refresh_ctx ctx = { 0 };
+    struct ref_run run = { 0 };
     struct db *db = NULL;
     char err[512];
     long long age;
@@ -52,17 +32,13 @@ int cmd_refresh(const struct config *cfg)
         goto out;
     }
     have_pub = 1;
-    ctx.pub = &pub;
+    run.pub = &pub;
     log_info("event=refresh_start older_than_ms=%lld network=\"%s\" limit=%lld", age,
              args.network ? args.network : "", args.limit);
-    if (db_each_stale(db, age, args.network, args.limit, refresh_one, &ctx, err, sizeof err) != 0) {
-        if (ctx.failed)
-            producer_error("%s", ctx.err);
-        else if (!producer_stop)
-            producer_error("%s", err);
-    } else {
+    if (db_each_stale(db, age, args.network, args.limit, publisher_ref_step, &run, err, sizeof err) != 0)
+        publisher_ref_report(&run, err);
+    else
         done = 1;
-    }
 out:
     if (have_pub)
         rc = publisher_finish_urls(&pub, done);

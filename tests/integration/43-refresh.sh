@@ -121,8 +121,23 @@ for i in 1 2 3 4 5; do
     out=$("$BIN/imgcache-producer" refresh --network Other --older-than 7d --quiet 2>>"$TESTS_TMP/refresh.log")
     [ "$out" = "urls=1 published=1" ] || echo "# refresh run $i said: $out"
 done
-start_worker w3 --drain
-check "the worker of the five events drains and exits 0" wait_worker w3 120
+# this worker serves its metrics: scraped once it has read the five events
+METRICS_PORT=$(pick_port) || it_bail "no free port"
+export IMGCACHE_METRICS_ADDR=127.0.0.1:$METRICS_PORT
+start_worker w3
+unset IMGCACHE_METRICS_ADDR
+metric() { # 'NAME{LABELS}': its value in the last scrape
+    grep -F "$1 " "$TESTS_TMP/scrape.txt" | awk '{print $2}'
+}
+five_done() {
+    curl -fsS -o "$TESTS_TMP/scrape.txt" "http://127.0.0.1:$METRICS_PORT/metrics" &&
+        [ "$(metric 'imgcache_events_consumed_total{topic="image-needed"}')" = 5 ] &&
+        [ "$(metric 'imgcache_jobs_total{outcome="revalidated"}')" = 1 ]
+}
+check "the worker reads the five events and refreshes the image" wait_for 60 five_done
+check_eq "metrics: one revalidation, changed; nothing else counted" "1 0 0 0 1 0" \
+    "$(metric 'imgcache_revalidations_total{result="changed"}') $(metric 'imgcache_revalidations_total{result="same"}') $(metric 'imgcache_revalidations_total{result="not_modified"}') $(metric 'imgcache_revalidations_total{result="failed"}') $(metric 'imgcache_jobs_total{outcome="revalidated"}') $(metric 'imgcache_jobs_total{outcome="cached"}')"
+check "the worker of the five events stops and exits 0" stop_worker w3 60
 check_eq "five refresh events: one conditional request, one full download" "1 1" \
     "$(stat_of conditional) $(stat_of full)"
 check_eq "five refresh events: the row points at the new bytes" "$(sha256sum "$MEDIA/r/five.png" | cut -d' ' -f1)" \
