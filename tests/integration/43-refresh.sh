@@ -9,7 +9,8 @@
 #   a new blob, the row repointed, the old blob kept; deleted (404) -> the
 #   cached row untouched, an image_failures row, nothing retried or
 #   dead-lettered.
-#   A BEEPER_MEDIA_DIR file: its size and mtime stand in for an ETag.
+#   A BEEPER_MEDIA_DIR file: its size and mtime stand in for an ETag;
+#   a file:// URL through BEEPER_MEDIA_SERVER: the server's validators.
 #   Five refresh events of one URL: one conditional request, at most one
 #   download; a refresh event older than the row's last check: no request.
 #   --network and --limit choose what is announced; bad values are refused.
@@ -152,6 +153,36 @@ check "the late-event worker drains and exits 0" wait_worker w4 120
 check_eq "a refresh event older than the last check: no request" 0 "$(stat_of total)"
 check_eq "it counts as already cached" 1 "$(worker_counter w4 already_cached)"
 
+# ---- file:// through the media server (no BEEPER_MEDIA_DIR): its validators -------
+media_image "$MEDIA/ms/srv.png" "imgcache-refresh-srv"
+printf '{"id":"c-srv","accountID":"acc","title":"Server","type":"group","network":"Server","imgURL":"%s"}\n' \
+    "$FILE/srv.png" > "$TESTS_TMP/srv.jsonl"
+check "import of the media-server chat succeeds" "$BIN/imgcache-producer" import --quiet "$TESTS_TMP/srv.jsonl"
+unset BEEPER_MEDIA_DIR
+export BEEPER_MEDIA_SERVER=$M/ms
+start_worker w5 --drain
+check "the media-server worker caches it and exits 0" wait_worker w5 120
+check "cached with the media server's ETag" test -n "$(q "SELECT etag FROM cached_images WHERE source_url = '$FILE/srv.png'")"
+srv_round() { # name: set the row back, refresh network Server, drain a worker
+    q "UPDATE cached_images SET refreshed_at = now() - interval '40 days' WHERE source_url = '$FILE/srv.png'" > /dev/null
+    media_reset
+    out=$("$BIN/imgcache-producer" refresh --network Server --quiet 2>>"$TESTS_TMP/refresh.log")
+    [ "$out" = "urls=1 published=1" ] || echo "# refresh --network Server said: $out"
+    start_worker "$1" --drain
+    wait_worker "$1" 120
+}
+OLD_SRV=$(row "$FILE/srv.png")
+check "media server, unchanged: the worker drains and exits 0" srv_round w6
+check_eq "media server, unchanged: 1 conditional request, one 304, no download" "1 1 0" \
+    "$(stat_of conditional) $(stat_of not_modified) $(stat_of full)"
+check_eq "media server, unchanged: the row as it was, refreshed" "$OLD_SRV t" "$(row "$FILE/srv.png") $(fresh "$FILE/srv.png")"
+media_image "$MEDIA/ms/srv.png" "imgcache-refresh-srv-NEW"
+check "media server, rewritten: the worker drains and exits 0" srv_round w7
+check_eq "media server, rewritten: 1 conditional request, no 304, one download" "1 0 1" \
+    "$(stat_of conditional) $(stat_of not_modified) $(stat_of full)"
+check_eq "media server, rewritten: the row points at the new bytes" "$(sha256sum "$MEDIA/ms/srv.png" | cut -d' ' -f1)" \
+    "$(q "SELECT sha256 FROM cached_images WHERE source_url = '$FILE/srv.png'")"
+
 # ---- the command line ---------------------------------------------------------------
 out=$("$BIN/imgcache-producer" refresh --older-than 0 --limit 2 --quiet 2>>"$TESTS_TMP/refresh.log")
 check_eq "--limit 2 announces 2" "urls=2 published=2" "$out"
@@ -166,5 +197,5 @@ check_eq "--limit 0: exit 2" 2 $?
 check_eq "--network without a value: exit 2" 2 $?
 
 check "the workers never crashed or logged an error" \
-    bash -c "! grep -aE ' error |AddressSanitizer|runtime error' '$TESTS_TMP'/w[1-4].log"
+    bash -c "! grep -aE ' error |AddressSanitizer|runtime error' '$TESTS_TMP'/w[1-7].log"
 it_done
