@@ -723,32 +723,31 @@ static const char *value_or_null(const PGresult *res, int row, int col)
     return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 }
 
-int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed,
-                     int (*fn)(const struct db_url_ref *ref, void *arg), void *arg,
-                     char *err, size_t errlen)
+/* Runs sql (which DECLAREs the cursor `cursor`) with its parameters in a
+ * read-only snapshot and calls fn for every row of (url, chat_id,
+ * participant_id, account_id), DB_FETCH_ROWS at a time. */
+static int each_ref(struct db *db, const char *sql, const char *cursor, const char *const *params,
+                    int nparams, const char *what, int (*fn)(const struct db_url_ref *ref, void *arg),
+                    void *arg, char *err, size_t errlen)
 {
     PGresult *res = NULL;
-    char ttl[32];
-    const char *params[2];
+    char fetch[128];
     int rc = -1;
 
-    snprintf(ttl, sizeof ttl, "%lld", failure_ttl_ms);
-    params[0] = include_failed ? "true" : "false";
-    params[1] = ttl;
-    if (exec_cmd(db, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", "uncached URLs", err,
-                 errlen) != 0)
+    snprintf(fetch, sizeof fetch, "FETCH " DB_FETCH_ROWS " FROM %s", cursor);
+    if (exec_cmd(db, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", what, err, errlen) != 0)
         goto out;
-    res = PQexecParams(db->conn, uncached_sql, 2, NULL, params, NULL, NULL, 0);
+    res = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        set_pg_err(db, res, "uncached URLs", err, errlen);
+        set_pg_err(db, res, what, err, errlen);
         goto out;
     }
     for (;;) {
         int rows;
         PQclear(res);
-        res = PQexec(db->conn, "FETCH " DB_FETCH_ROWS " FROM imgcache_uncached");
+        res = PQexec(db->conn, fetch);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            set_pg_err(db, res, "uncached URLs: fetch", err, errlen);
+            set_pg_err(db, res, what, err, errlen);
             goto out;
         }
         rows = PQntuples(res);
@@ -762,14 +761,14 @@ int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed
                 .account_id = value_or_null(res, r, 3),
             };
             if (fn(&ref, arg) != 0) {
-                errmsg_set(err, errlen, "uncached URLs: stopped by the caller");
+                errmsg_set(err, errlen, "%s: stopped by the caller", what);
                 goto out;
             }
         }
     }
     PQclear(res);
     res = NULL;
-    if (exec_cmd(db, "COMMIT", "uncached URLs: commit", err, errlen) != 0)
+    if (exec_cmd(db, "COMMIT", what, err, errlen) != 0)
         goto out;
     rc = 0;
 out:
@@ -777,6 +776,158 @@ out:
     if (rc != 0)
         rollback_if_open(db); /* also closes the cursor */
     return rc;
+}
+
+int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed,
+                     int (*fn)(const struct db_url_ref *ref, void *arg), void *arg,
+                     char *err, size_t errlen)
+{
+    char ttl[32];
+    const char *params[2];
+
+    snprintf(ttl, sizeof ttl, "%lld", failure_ttl_ms);
+    params[0] = include_failed ? "true" : "false";
+    params[1] = ttl;
+    return each_ref(db, uncached_sql, "imgcache_uncached", params, 2, "uncached URLs", fn, arg, err, errlen);
+}
+
+/* Cached images referenced by a chat or participant (of network $2 when
+ * not NULL) and not checked for $1 ms, the oldest first, at most $3 (NULL:
+ * all). data: keys are left out: their bytes are their URL, which cannot
+ * change. */
+static const char stale_sql[] =
+    "DECLARE imgcache_stale NO SCROLL CURSOR FOR"
+    " SELECT s.url, s.chat_id, s.participant_id, s.account_id FROM ("
+    "  SELECT DISTINCT ON (r.url) r.url, r.chat_id, r.participant_id, r.account_id, ci.refreshed_at"
+    "  FROM ("
+    "    SELECT c.img_source_url AS url, c.chat_id, NULL::text AS participant_id, c.account_id,"
+    "           c.network, 0 AS kind"
+    "    FROM chats c WHERE c.img_source_url IS NOT NULL"
+    "    UNION ALL"
+    "    SELECT p.img_source_url, p.chat_id, p.participant_id, c.account_id, c.network, 1"
+    "    FROM chat_participants p JOIN chats c ON c.chat_id = p.chat_id"
+    "    WHERE p.img_source_url IS NOT NULL"
+    "  ) r JOIN cached_images ci ON ci.source_url = r.url"
+    "  WHERE ci.refreshed_at < now() - $1::bigint * interval '1 millisecond'"
+    "    AND ($2::text IS NULL OR r.network = $2::text)"
+    "    AND left(r.url, 5) <> 'data:'"
+    "  ORDER BY r.url, r.kind, r.chat_id, r.participant_id"
+    " ) s ORDER BY s.refreshed_at, s.url LIMIT $3::bigint";
+
+int db_each_stale(struct db *db, long long older_than_ms, const char *network, long long limit,
+                  int (*fn)(const struct db_url_ref *ref, void *arg), void *arg, char *err, size_t errlen)
+{
+    char age[32], max[32];
+    const char *params[3];
+
+    snprintf(age, sizeof age, "%lld", older_than_ms);
+    snprintf(max, sizeof max, "%lld", limit);
+    params[0] = age;
+    params[1] = network;
+    params[2] = limit > 0 ? max : NULL;
+    return each_ref(db, stale_sql, "imgcache_stale", params, 3, "stale images", fn, arg, err, errlen);
+}
+
+/* The cached rows of the input URLs refreshed before their time (Unix ms). */
+static const char stale_lookup_sql[] =
+    "SELECT u.ord, ci.sha256, ci.etag, ci.last_modified"
+    " FROM jsonb_to_recordset($1::jsonb) AS u(ord int, url text, since bigint)"
+    " JOIN cached_images ci ON ci.source_url = u.url"
+    " WHERE ci.refreshed_at < to_timestamp(u.since / 1000.0)";
+
+struct stale_ask {
+    const char *const *urls;
+    const long long *since_ms;
+};
+
+static json_t *stale_ask_to_json(const void *rows, size_t i, char *err, size_t errlen)
+{
+    const struct stale_ask *a = rows;
+    json_t *o = a->urls[i] ? json_pack("{s:I, s:s, s:I}", "ord", (json_int_t)i, "url", a->urls[i], "since",
+                                       (json_int_t)a->since_ms[i])
+                           : NULL;
+
+    if (o == NULL)
+        errmsg_set(err, errlen, "URL #%zu is NULL or not valid UTF-8", i);
+    return o;
+}
+
+int db_lookup_stale(struct db *db, const char *const *urls, const long long *since_ms, size_t n,
+                    void (*on_stale)(size_t i, const struct db_cached *c, void *arg), void *arg,
+                    char *err, size_t errlen)
+{
+    struct stale_ask ask = { urls, since_ms };
+    PGresult *res;
+
+    if (n == 0)
+        return 0;
+    /* exec_json_batch() passes rows through: ask stands for all n */
+    res = exec_json_batch(db, stale_lookup_sql, &ask, n, stale_ask_to_json, NULL, PGRES_TUPLES_OK,
+                          "look up stale images", err, errlen);
+    if (res == NULL)
+        return -1;
+    for (int r = 0; r < PQntuples(res); r++) {
+        long ord = strtol(PQgetvalue(res, r, 0), NULL, 10); /* 0-based */
+        struct db_cached c = {
+            .sha256 = PQgetvalue(res, r, 1),
+            .etag = value_or_null(res, r, 2),
+            .last_modified = value_or_null(res, r, 3),
+        };
+        if (ord < 0 || (size_t)ord >= n) {
+            errmsg_set(err, errlen, "look up stale images: unexpected row %ld", ord);
+            PQclear(res);
+            return -1;
+        }
+        on_stale((size_t)ord, &c, arg);
+    }
+    PQclear(res);
+    return 0;
+}
+
+/* A revalidation that found the source unchanged: the row is checked now
+ * (validators kept unless the answer gave new ones), and a failure of an
+ * earlier revalidation is over. Duplicated URLs: any one row wins. */
+static const char refreshed_sql[] =
+    "WITH r AS ("
+    "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(ord int, source_url text, etag text,"
+    "       last_modified text)"
+    "), u AS ("
+    "  UPDATE cached_images ci SET refreshed_at = now(),"
+    "    etag = coalesce(r.etag, ci.etag), last_modified = coalesce(r.last_modified, ci.last_modified)"
+    "  FROM r WHERE ci.source_url = r.source_url"
+    "  RETURNING 1"
+    "), f AS ("
+    "  DELETE FROM image_failures f USING r WHERE f.source_url = r.source_url"
+    "  RETURNING 1"
+    ")"
+    " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM f)";
+
+static json_t *refreshed_to_json(const void *rows, size_t i, char *err, size_t errlen)
+{
+    const struct db_refreshed *m = (const struct db_refreshed *)rows + i;
+    json_t *o = m->source_url ? json_pack("{s:I, s:s, s:s?, s:s?}", "ord", (json_int_t)i, "source_url",
+                                          m->source_url, "etag", m->etag, "last_modified", m->last_modified)
+                              : NULL;
+
+    if (o == NULL)
+        errmsg_set(err, errlen, "refreshed image #%zu: no URL, not valid UTF-8, or out of memory", i);
+    return o;
+}
+
+int db_mark_refreshed(struct db *db, const struct db_refreshed *r, size_t n, char *err, size_t errlen)
+{
+    PGresult *res;
+
+    if (n == 0)
+        return 0;
+    res = exec_json_batch(db, refreshed_sql, r, n, refreshed_to_json, NULL, PGRES_TUPLES_OK,
+                          "mark refreshed", err, errlen);
+    if (res == NULL)
+        return -1;
+    log_debug("event=images_refreshed rows=%s failures_cleared=%s", PQgetvalue(res, 0, 0),
+              PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return 0;
 }
 
 /* Blobs are inserted once per sha256 and then kept as they are (the first

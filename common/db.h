@@ -62,6 +62,8 @@ enum db_url_state {
     DB_URL_FAILED = 2,   /* has a permanent image_failures row */
     DB_URL_RETRYING = 3, /* a retryable failure whose retry is scheduled
                             (next_retry_at in the future) */
+    DB_URL_STALE = 4,    /* cached, but checked before a refresh asked:
+                            set from db_lookup_stale(), never by db_lookup_urls */
 };
 /* One query for n URLs: state[i] for urls[i]. failure_ttl_ms > 0: a
  * permanent failure older than that counts as DB_URL_NONE (try again);
@@ -84,12 +86,46 @@ int db_each_uncached(struct db *db, long long failure_ttl_ms, int include_failed
                      int (*fn)(const struct db_url_ref *ref, void *arg), void *arg,
                      char *err, size_t errlen) MUST_CHECK;
 
+/* Calls fn for every cached image (one referencing chat or participant
+ * each, as db_each_uncached) not refreshed for older_than_ms, the oldest
+ * first: of chats of `network` only when not NULL, at most limit when
+ * limit > 0. data: keys are left out (their URL is their bytes). Streams
+ * with a cursor. For `refresh`. */
+int db_each_stale(struct db *db, long long older_than_ms, const char *network, long long limit,
+                  int (*fn)(const struct db_url_ref *ref, void *arg), void *arg, char *err, size_t errlen)
+    MUST_CHECK;
+
 /* Turns every permanent failure back into an ordinary one (permanent =
  * false, no retry time), so workers try those URLs again when asked:
  * `backfill --retry-failed`. The rows keep their history. *n = rows. */
 int db_reopen_failures(struct db *db, long long *n, char *err, size_t errlen) MUST_CHECK;
 
 /* --- worker --- */
+
+/* A cached row as a revalidation needs it; the strings are valid during
+ * the callback only. */
+struct db_cached {
+    const char *sha256;
+    const char *etag;          /* NULL when none was stored */
+    const char *last_modified; /* NULL when none was stored */
+};
+/* One query: calls on_stale(i, row) for each urls[i] that has a
+ * cached_images row refreshed before since_ms[i] (Unix ms); the others
+ * are cached and fresh, or not cached at all (db_lookup_urls says which). */
+int db_lookup_stale(struct db *db, const char *const *urls, const long long *since_ms, size_t n,
+                    void (*on_stale)(size_t i, const struct db_cached *c, void *arg), void *arg,
+                    char *err, size_t errlen) MUST_CHECK;
+
+struct db_refreshed {
+    const char *source_url;
+    const char *etag;          /* NULL: keep the stored one */
+    const char *last_modified; /* NULL: keep the stored one */
+};
+/* One transaction: a revalidation found these sources unchanged, so their
+ * cached_images rows get refreshed_at = now (and the validators given),
+ * and their image_failures rows go. A URL without a row is skipped. */
+int db_mark_refreshed(struct db *db, const struct db_refreshed *r, size_t n, char *err, size_t errlen)
+    MUST_CHECK;
 
 struct db_image {
     const char *source_url;

@@ -2,7 +2,7 @@
 #define IMGCACHE_EVENT_H
 /* The image-needed event: Kafka key = source URL bytes, value = JSON
  *   {"v":1,"source_url":"...","chat_id":"...","participant_id":"...",
- *    "account_id":"...","reason":"import|sync|backfill",
+ *    "account_id":"...","reason":"import|sync|backfill|refresh",
  *    "produced_at":"2026-11-21T13:00:00.123Z"}
  * participant_id is null for a chat's own image. For a data: URL,
  * source_url is its key "data:sha256,<hex>" (see resolve.h) and the URL

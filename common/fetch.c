@@ -15,7 +15,8 @@
 struct transfer {
     struct fetcher *f;
     CURL *easy;
-    struct curl_slist *headers;
+    struct curl_slist *headers;      /* for the first URL's origin: auth and conditions */
+    struct curl_slist *cond_headers; /* for any other origin: the conditions alone */
     void *job;
     char *url;          /* this hop's URL: each redirect replaces it */
     struct netguard_origin origin;       /* of url */
@@ -124,6 +125,7 @@ static void transfer_free(struct transfer *t)
         curl_multi_remove_handle(f->multi, t->easy);
     curl_easy_cleanup(t->easy);
     curl_slist_free_all(t->headers);
+    curl_slist_free_all(t->cond_headers);
     free(t->url);
     free(t->location);
     free(t);
@@ -377,7 +379,7 @@ static int start_hop(struct transfer *t, char *err, size_t errlen)
      * it redirects (what curl does when it follows redirects itself) */
     if (curl_easy_setopt(t->easy, CURLOPT_URL, t->url) != CURLE_OK ||
         curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER,
-                         same_origin(&t->origin, &t->first_origin) ? t->headers : NULL) != CURLE_OK) {
+                         same_origin(&t->origin, &t->first_origin) ? t->headers : t->cond_headers) != CURLE_OK) {
         errmsg_set(err, errlen, "libcurl: cannot set the URL of a hop");
         return -1;
     }
@@ -436,8 +438,50 @@ static CURLcode set_options(const struct fetcher *f, struct transfer *t)
     return c;
 }
 
+/* Appends "name: value" to *list; -1 when out of memory (*list is kept). */
+static int append_header(struct curl_slist **list, const char *name, const char *value)
+{
+    char line[FETCH_ETAG_MAX + 32];
+    struct curl_slist *grown;
+
+    snprintf(line, sizeof line, "%s: %s", name, value);
+    grown = curl_slist_append(*list, line);
+    if (grown == NULL)
+        return -1;
+    *list = grown;
+    return 0;
+}
+
+/* The request headers of t: auth for the first origin only, the
+ * conditions for every hop (a redirect's target gave the validators as
+ * well, when it served the stored copy). -1 when out of memory. */
+static int build_headers(struct transfer *t, const char *auth_header, const struct fetch_conditions *cond)
+{
+    const char *names[] = { "If-None-Match", "If-Modified-Since" };
+    const char *values[] = { cond ? cond->etag : NULL, cond ? cond->last_modified : NULL };
+
+    if (auth_header && (t->headers = curl_slist_append(NULL, auth_header)) == NULL)
+        return -1;
+    for (size_t i = 0; i < 2; i++) {
+        /* a stored validator that would not fit a header line is never sent */
+        if (values[i] == NULL || values[i][0] == '\0' || strlen(values[i]) > FETCH_ETAG_MAX ||
+            !printable(values[i]))
+            continue;
+        if (append_header(&t->headers, names[i], values[i]) != 0 ||
+            append_header(&t->cond_headers, names[i], values[i]) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
                 char *err, size_t errlen)
+{
+    return fetch_start_if(f, url, auth_header, NULL, job, err, errlen);
+}
+
+int fetch_start_if(struct fetcher *f, const char *url, const char *auth_header,
+                   const struct fetch_conditions *cond, void *job, char *err, size_t errlen)
 {
     struct transfer *t = calloc(1, sizeof *t);
     CURLcode code;
@@ -454,17 +498,17 @@ int fetch_start(struct fetcher *f, const char *url, const char *auth_header, voi
     t->f = f;
     t->job = job;
     t->res.retry_after_s = -1;
-    if (auth_header && (t->headers = curl_slist_append(NULL, auth_header)) == NULL) {
+    if (build_headers(t, auth_header, cond) != 0) {
         errmsg_set(err, errlen, "out of memory");
-        curl_easy_cleanup(e);
-        free(t->url);
-        free(t);
-        return -1;
+        code = CURLE_OUT_OF_MEMORY;
+    } else {
+        code = set_options(f, t);
+        if (code != CURLE_OK)
+            errmsg_set(err, errlen, "libcurl: %s", curl_easy_strerror(code));
     }
-    code = set_options(f, t);
     if (code != CURLE_OK) {
-        errmsg_set(err, errlen, "libcurl: %s", curl_easy_strerror(code));
         curl_slist_free_all(t->headers);
+        curl_slist_free_all(t->cond_headers);
         curl_easy_cleanup(e);
         free(t->url);
         free(t);

@@ -117,6 +117,17 @@ void fetch_free(struct fetcher *f);
 
 int fetch_start(struct fetcher *f, const char *url, const char *auth_header, void *job,
                 char *err, size_t errlen) MUST_CHECK;
+/* A revalidation: the validators stored with a cached copy, sent as
+ * If-None-Match and If-Modified-Since (NULL or "": not sent). A 304 then
+ * ends as FETCH_HTTP_ERROR with http_status 304, its body unread; the
+ * caller, who asked, knows it means "not modified". Borrowed for the call. */
+struct fetch_conditions {
+    const char *etag;
+    const char *last_modified;
+};
+/* fetch_start() with conditions (cond may be NULL: none). */
+int fetch_start_if(struct fetcher *f, const char *url, const char *auth_header,
+                   const struct fetch_conditions *cond, void *job, char *err, size_t errlen) MUST_CHECK;
 /* Drives transfers; calls on_data/on_done. */
 void fetch_perform(struct fetcher *f);
 /* Waits at most timeout_ms for network activity or extra_fd (-1: none)

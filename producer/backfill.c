@@ -4,26 +4,6 @@
 
 #include "log.h"
 
-struct backfill_ctx {
-    struct publisher *pub;
-    char err[512];
-    int failed;
-};
-
-static int backfill_one(const struct db_url_ref *ref, void *arg)
-{
-    struct backfill_ctx *ctx = arg;
-
-    if (producer_stop)
-        return -1;
-    if (publisher_add_ref(ctx->pub, ref, ctx->err, sizeof ctx->err) != 0) {
-        ctx->failed = 1;
-        return -1;
-    }
-    publisher_progress(ctx->pub, 0);
-    return 0;
-}
-
 /* backfill [--retry-failed] [--quiet]: announces every image URL that chats or
  * participants reference and that is not cached, streaming them from the
  * database. A permanent failure younger than IMGCACHE_FAILURE_TTL is left
@@ -32,7 +12,7 @@ int cmd_backfill(const struct config *cfg)
 {
     struct command_args args;
     struct publisher pub;
-    struct backfill_ctx ctx = { 0 };
+    struct ref_run run = { 0 };
     struct db *db = NULL;
     char err[512];
     int retry_failed, have_pub = 0, done = 0;
@@ -48,7 +28,7 @@ int cmd_backfill(const struct config *cfg)
         goto out;
     }
     have_pub = 1;
-    ctx.pub = &pub;
+    run.pub = &pub;
     log_info("event=backfill_start retry_failed=%d", retry_failed);
     if (retry_failed) {
         long long reopened = 0;
@@ -60,31 +40,13 @@ int cmd_backfill(const struct config *cfg)
         }
         log_info("event=failures_reopened count=%lld", reopened);
     }
-    if (db_each_uncached(db, cfg->failure_ttl_ms, retry_failed, backfill_one, &ctx, err, sizeof err) != 0) {
-        if (ctx.failed)
-            producer_error("%s", ctx.err);
-        else if (!producer_stop)
-            producer_error("%s", err);
-    } else {
+    if (db_each_uncached(db, cfg->failure_ttl_ms, retry_failed, publisher_ref_step, &run, err, sizeof err) != 0)
+        publisher_ref_report(&run, err);
+    else
         done = 1;
-    }
 out:
-    if (have_pub) {
-        int flushed = publisher_flush(&pub, err, sizeof err);
-        publisher_progress(&pub, 1);
-        progress_end(&pub.progress);
-        if (flushed != 0)
-            producer_error("%s", err);
-        if (producer_stop)
-            producer_error("interrupted");
-        else if (done) {
-            printf("urls=%lld published=%lld\n", pub.urls, pub.published);
-            fflush(stdout);
-            if (flushed == 0)
-                rc = PRODUCER_EXIT_OK;
-        }
-        publisher_release(&pub);
-    }
+    if (have_pub)
+        rc = publisher_finish_urls(&pub, done);
     db_close(db);
     return rc;
 }

@@ -1,5 +1,5 @@
 /* imgcache-producer: parse the configuration, dispatch on the command, tear
- * down. The commands are in migrate.c, import.c, sync.c, backfill.c,
+ * down. The commands are in migrate.c, import.c, sync.c, backfill.c, refresh.c,
  * topics.c and stats.c; adding one is a line in `commands` and a file. */
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +28,10 @@ static const char usage[] =
     "  backfill [--retry-failed] [--quiet]\n"
     "                             announce every referenced image that is not cached;\n"
     "                             --retry-failed: also those that failed permanently\n"
+    "  refresh [--older-than 30d] [--network NAME] [--limit N] [--quiet]\n"
+    "                             announce cached images not checked for that long\n"
+    "                             (default 30d; oldest first; of one network; at most N):\n"
+    "                             workers revalidate them (If-None-Match/If-Modified-Since)\n"
     "  stats [--json]             chats, avatar coverage, cached images, dedup savings,\n"
     "                             failures, and the Kafka backlog of each consumer group\n"
     "                             (--json: one JSON object for scripts)\n"
@@ -36,7 +40,7 @@ static const char usage[] =
     "                             and TOPIC-dlt that do not exist; report those that\n"
     "                             differ (safe to repeat; see topics --help)\n"
     "\n"
-    "import, sync and backfill show a live progress line (count, rate, elapsed) when\n"
+    "import, sync, backfill and refresh show a live progress line (count, rate, elapsed) when\n"
     "standard error is a terminal, else a progress log line every 10 s; --quiet: neither.\n"
     "\n"
     "import and sync end with one line on stdout:\n"
@@ -61,6 +65,7 @@ static const struct command commands[] = {
     { "import", cmd_import },
     { "sync", cmd_sync },
     { "backfill", cmd_backfill },
+    { "refresh", cmd_refresh },
     { "topics", cmd_topics },
     { "stats", cmd_stats },
 };
@@ -106,9 +111,11 @@ int main(int argc, char **argv)
             cmd = &commands[i];
     if (cmd == NULL) {
         if (cfg.nargs == 0)
-            producer_error("no command given: migrate, import FILE, sync, backfill, topics or stats (see --help)");
+            producer_error("no command given: migrate, import FILE, sync, backfill, refresh, topics or stats "
+                           "(see --help)");
         else
-            producer_error("unknown command '%s': migrate, import FILE, sync, backfill, topics or stats (see --help)",
+            producer_error("unknown command '%s': migrate, import FILE, sync, backfill, refresh, topics or stats "
+                           "(see --help)",
                            cfg.args[0]);
         config_free(&cfg);
         return PRODUCER_EXIT_USAGE;

@@ -57,11 +57,18 @@ enum {
     ARG_QUIET = 1u << 0,        /* --quiet: no progress line, no progress log lines */
     ARG_RETRY_FAILED = 1u << 1, /* backfill --retry-failed */
     ARG_JSON = 1u << 2,         /* stats --json */
+    /* options with a value ("--older-than 7d" or "--older-than=7d") */
+    ARG_OLDER_THAN = 1u << 3,   /* refresh --older-than DURATION */
+    ARG_NETWORK = 1u << 4,      /* refresh --network NAME */
+    ARG_LIMIT = 1u << 5,        /* refresh --limit N */
 };
 #define ARGS_MAX_POSITIONAL 4
 
 struct command_args {
     int quiet, retry_failed, json;
+    long long older_than_ms;    /* -1 when not given */
+    const char *network;        /* NULL when not given; borrowed from argv */
+    long long limit;            /* 0 when not given */
     const char *positional[ARGS_MAX_POSITIONAL]; /* borrowed from argv */
     int npositional;
 };
@@ -87,6 +94,11 @@ int cmd_sync(const struct config *cfg);
 /* backfill [--retry-failed] [--quiet]: announces every referenced URL not cached. */
 int cmd_backfill(const struct config *cfg);
 
+/* ---- refresh.c ---- */
+/* refresh [--older-than D] [--network NAME] [--limit N] [--quiet]:
+ * announces cached images not checked for D (reason "refresh"). */
+int cmd_refresh(const struct config *cfg);
+
 /* ---- stats.c ---- */
 /* stats [--json]: what is cached, what failed, the backlog per group. */
 int cmd_stats(const struct config *cfg);
@@ -103,7 +115,7 @@ struct publisher {
     const struct config *cfg;   /* borrowed */
     struct db *db;              /* borrowed */
     struct kafka_producer *kp;  /* owned */
-    const char *reason;         /* "import", "sync" or "backfill"; static */
+    const char *reason;         /* "import", "sync", "backfill" or "refresh"; static */
     struct seen_url *seen;      /* URLs already handled in this run */
     /* counters for the summary */
     long long chats;            /* chats stored */
@@ -144,6 +156,24 @@ void publisher_print_summary(const struct publisher *p, long long bad_lines, FIL
  * items were skipped, else 0 (1 also when !done). `interrupted` names where
  * a stop request cut the run ("after line 17"). */
 int publisher_finish(struct publisher *p, int done, long long bad, const char *interrupted);
+/* A run over database rows (backfill, refresh): publisher_ref_step() is
+ * the callback of db_each_uncached()/db_each_stale() (arg: a struct
+ * ref_run), announcing each URL; it stops the walk on a stop request or a
+ * publish error (kept in err). */
+struct ref_run {
+    struct publisher *pub;      /* borrowed */
+    char err[512];
+    int failed;                 /* a publish failed: err says why */
+};
+int publisher_ref_step(const struct db_url_ref *ref, void *arg);
+/* After the walk failed with err: prints why (the publish error, or err
+ * when the walk itself failed; nothing for a stop request). */
+void publisher_ref_report(const struct ref_run *run, const char *err);
+/* The end of a backfill or refresh run: delivers what was queued, logs the
+ * last progress line, prints "urls=N published=N" when the run got to the
+ * end (done), releases the publisher. Returns the exit status (1 when
+ * interrupted, not done, or a publish was not delivered). */
+int publisher_finish_urls(struct publisher *p, int done);
 void publisher_release(struct publisher *p);
 
 /* A growing array of parsed chats, cleared after each batch. */

@@ -61,10 +61,17 @@ int producer_open_db(const struct config *cfg, int check_schema, struct db **out
     return 0;
 }
 
+/* 1 for the runs that announce URLs from the database (backfill,
+ * refresh), 0 for those that read chats (import, sync). */
+static int counts_urls(const char *reason)
+{
+    return strcmp(reason, "backfill") == 0 || strcmp(reason, "refresh") == 0;
+}
+
 int publisher_init(struct publisher *p, const struct config *cfg, struct db *db, const char *reason,
                    int quiet, char *err, size_t errlen)
 {
-    int backfill = strcmp(reason, "backfill") == 0;
+    int backfill = counts_urls(reason);
 
     memset(p, 0, sizeof *p);
     p->cfg = cfg;
@@ -289,10 +296,11 @@ int publisher_add_ref(struct publisher *p, const struct db_url_ref *ref, char *e
     return 0;
 }
 
-/* What the live line counts: URLs for backfill, chats for import and sync. */
+/* What the live line counts: URLs for backfill and refresh, chats for
+ * import and sync. */
 static long long progress_count(const struct publisher *p)
 {
-    return strcmp(p->reason, "backfill") == 0 ? p->urls : p->chats;
+    return counts_urls(p->reason) ? p->urls : p->chats;
 }
 
 void publisher_progress(struct publisher *p, int force)
@@ -378,22 +386,70 @@ void chat_batch_release(struct chat_batch *b)
     b->cap = 0;
 }
 
-int publisher_finish(struct publisher *p, int done, long long bad, const char *interrupted)
+/* The end of any run: delivers what was queued, shows the last progress;
+ * 0 when everything was delivered (else the error is printed). */
+static int deliver_and_end(struct publisher *p)
 {
     char err[512];
-    int rc = PRODUCER_EXIT_FAIL;
     int flushed = publisher_flush(p, err, sizeof err);
 
     publisher_progress(p, 1);
     progress_end(&p->progress);
     if (flushed != 0)
         producer_error("%s", err);
+    return flushed;
+}
+
+int publisher_finish(struct publisher *p, int done, long long bad, const char *interrupted)
+{
+    int rc = PRODUCER_EXIT_FAIL;
+    int flushed = deliver_and_end(p);
+
     if (done) {
         publisher_print_summary(p, bad, stdout);
         if (producer_stop)
             producer_error("interrupted%s%s", interrupted ? " " : "", interrupted ? interrupted : "");
         else if (flushed == 0)
             rc = bad > 0 ? PRODUCER_EXIT_BAD_INPUT : PRODUCER_EXIT_OK;
+    }
+    publisher_release(p);
+    return rc;
+}
+
+int publisher_ref_step(const struct db_url_ref *ref, void *arg)
+{
+    struct ref_run *run = arg;
+
+    if (producer_stop)
+        return -1;
+    if (publisher_add_ref(run->pub, ref, run->err, sizeof run->err) != 0) {
+        run->failed = 1;
+        return -1;
+    }
+    publisher_progress(run->pub, 0);
+    return 0;
+}
+
+void publisher_ref_report(const struct ref_run *run, const char *err)
+{
+    if (run->failed)
+        producer_error("%s", run->err);
+    else if (!producer_stop)
+        producer_error("%s", err);
+}
+
+int publisher_finish_urls(struct publisher *p, int done)
+{
+    int rc = PRODUCER_EXIT_FAIL;
+    int flushed = deliver_and_end(p);
+
+    if (producer_stop) {
+        producer_error("interrupted");
+    } else if (done) {
+        printf("urls=%lld published=%lld\n", p->urls, p->published);
+        fflush(stdout);
+        if (flushed == 0)
+            rc = PRODUCER_EXIT_OK;
     }
     publisher_release(p);
     return rc;

@@ -10,6 +10,7 @@
 #include "job.h"
 #include "log.h"
 #include "retry.h"
+#include "revalidate.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -508,6 +509,7 @@ static void handle_message(struct worker *w, rd_kafka_message_t *m)
         j->data_url = ev.data_url; /* the bytes of a data: URL travel in its event */
         ev.data_url = NULL;
     }
+    revalidate_note_event(j, ev.reason, ev.produced_at_ms);
     LL_PREPEND(j->events, e);
     j->n_events++;
     event_clear(&ev);

@@ -9,6 +9,7 @@
 #include "failure.h"
 #include "job.h"
 #include "log.h"
+#include "revalidate.h"
 
 void dedup_db_trouble(struct worker *w, const char *what, const char *err)
 {
@@ -61,11 +62,23 @@ enum verdict {
 };
 
 /* 1 when the database's answer leaves the URL to this job: nothing known,
- * or a scheduled retry and this is the retry event (other events of that
- * URL are finished by the retry's work). */
+ * a scheduled retry and this is the retry event (other events of that
+ * URL are finished by the retry's work), or a cached row a refresh asks
+ * to check again. */
 static int is_ours(uint8_t state, const struct job *j)
 {
-    return state == DB_URL_NONE || (state == DB_URL_RETRYING && j->from_retry);
+    return state == DB_URL_NONE || (state == DB_URL_RETRYING && j->from_retry) || state == DB_URL_STALE;
+}
+
+/* The cache look-up of jobs[0..n) (urls[] theirs) into state[]: one query,
+ * and one more when refresh jobs found their URL cached. -1 (with err)
+ * when PostgreSQL failed. */
+static int look_up(struct worker *w, struct job **jobs, const char **urls, size_t n, uint8_t *state,
+                   char *err, size_t errlen)
+{
+    if (db_lookup_urls(w->db, urls, n, w->cfg->failure_ttl_ms, state, err, errlen) != 0)
+        return -1;
+    return revalidate_mark_stale(w, jobs, state, n, err, errlen);
 }
 
 /* Up to limit jobs of q that may be looked up now. */
@@ -128,14 +141,18 @@ static int recheck_leased(struct worker *w, struct job **jobs, const char **urls
                           uint8_t *verdict)
 {
     const char *leased[BATCH_MAX], *known[BATCH_MAX];
+    struct job *leased_jobs[BATCH_MAX];
     uint8_t state[BATCH_MAX];
     size_t k = 0, n_known = 0;
     char err[300], why[300];
 
-    for (size_t i = 0; i < m; i++)
-        if (verdict[i] == VERDICT_MINE)
+    for (size_t i = 0; i < m; i++) {
+        if (verdict[i] == VERDICT_MINE) {
+            leased_jobs[k] = jobs[i];
             leased[k++] = urls[i];
-    if (k > 0 && db_lookup_urls(w->db, leased, k, w->cfg->failure_ttl_ms, state, err, sizeof err) != 0) {
+        }
+    }
+    if (k > 0 && look_up(w, leased_jobs, leased, k, state, err, sizeof err) != 0) {
         /* leases expire by themselves when this fails too */
         if (lease_release(w->lease, leased, k, why, sizeof why) != 0)
             log_debug("event=lease_release_failed reason=\"%s\"", why);
@@ -165,6 +182,12 @@ static void make_ready(struct worker *w, struct job *j)
     char err[300];
 
     j->leased = !w->redis_down;
+    if (j->revalidating && j->data_url == NULL && resolve_is_data_url(j->url)) {
+        /* a data: key without its URL: the bytes are the URL, which
+         * cannot have changed */
+        revalidate_not_modified(w, j, NULL, NULL);
+        return;
+    }
     if (!j->resolved) {
         int rrc = download_resolve(w, j, err, sizeof err);
         if (rrc == RESOLVE_ERR_CONFIG) {
@@ -213,7 +236,7 @@ void dedup_lookup_and_lease(struct worker *w, struct job **q, size_t limit)
     n = take_due(q, limit, now, jobs, urls);
     if (n == 0)
         return;
-    if (db_lookup_urls(w->db, urls, n, w->cfg->failure_ttl_ms, state, err, sizeof err) != 0) {
+    if (look_up(w, jobs, urls, n, state, err, sizeof err) != 0) {
         dedup_db_trouble(w, "lookup", err);
         return;
     }

@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <curl/curl.h>
 
 #include "errmsg.h"
 #include "failure.h"
 #include "job.h"
 #include "log.h"
+#include "revalidate.h"
 
 /* The first bytes of the download, for the sniffers. */
 static const unsigned char *job_head(const struct job *j, size_t *len)
@@ -330,6 +332,10 @@ static void settle(struct worker *w, struct job *j, const struct fetch_result *r
     fetch_judge(r, &v);
     if (v.sent)
         breaker_record(w->breaker, j->origin, v.origin_failing, mono_ms());
+    if (j->revalidating && r->outcome == FETCH_HTTP_ERROR && status == 304) {
+        revalidate_not_modified(w, j, r->etag, r->last_modified);
+        return;
+    }
     if (r->outcome != FETCH_OK) {
         fail_transfer(w, j, r, &v);
         return;
@@ -361,11 +367,15 @@ static void read_data(struct worker *w, struct job *j)
     download_finish(w, j);
 }
 
-/* A file from BEEPER_MEDIA_DIR: local, small, read at once. */
+/* A file from BEEPER_MEDIA_DIR: local, small, read at once. Its size and
+ * modification time are its ETag: a revalidation that finds them as
+ * stored reads nothing. */
 static void read_local(struct worker *w, struct job *j)
 {
     char err[300];
     char buf[65536];
+    char tag[REVALIDATE_FILE_TAG_MAX];
+    struct stat st;
     int fd = resolve_open_confined(w->resolve_cfg.media_dir, j->res.path, err, sizeof err);
     ssize_t n;
 
@@ -374,6 +384,19 @@ static void read_local(struct worker *w, struct job *j)
         failure_record(w, j, errno == ENOENT ? "file_missing" : "file_refused", errno != ENOENT, 0, "%s", err);
         return;
     }
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        failure_record(w, j, "file_error", 0, 0, "stat failed: %s", strerror(errno));
+        return;
+    }
+    revalidate_file_tag(&st, tag);
+    if (j->revalidating && strcmp(tag, j->old_etag) == 0) {
+        close(fd);
+        revalidate_not_modified(w, j, tag, NULL);
+        return;
+    }
+    snprintf(j->etag, sizeof j->etag, "%s", tag);
+    j->last_modified[0] = '\0';
     while ((n = read(fd, buf, sizeof buf)) > 0) {
         if (job_size(j) + n > w->cfg->max_bytes) {
             close(fd);
@@ -443,7 +466,9 @@ void download_start_ready(struct worker *w)
         }
         job_move(w, j, JOB_FETCHING);
         j->fetch_started_ms = mono_ms();
-        if (fetch_start(w->fetch, j->res.url, j->res.auth_header, j, err, sizeof err) != 0) {
+        struct fetch_conditions cond = { j->old_etag, j->old_last_modified };
+        if (fetch_start_if(w->fetch, j->res.url, j->res.auth_header, j->revalidating ? &cond : NULL, j, err,
+                           sizeof err) != 0) {
             failure_record(w, j, "internal", 0, 0, "%s", err);
             continue;
         }

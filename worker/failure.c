@@ -12,6 +12,7 @@
 #include "job.h"
 #include "log.h"
 #include "retry.h"
+#include "revalidate.h"
 
 /* Bytes that do not form UTF-8 become '?'. A reason can carry a decoded
  * file:// path ("%ff") or be cut inside a character, and the failure row
@@ -64,6 +65,18 @@ void failure_record(struct worker *w, struct job *j, const char *error_class, in
         resolve_redact(j->url, shown, sizeof shown);
         scrub_utf8(shown);
         j->res.display = strdup(shown);
+    }
+    if (j->revalidating) {
+        /* the cached copy stays served as it is; no retry, no dead letter:
+         * the next `refresh` run asks again (refreshed_at did not move) */
+        j->permanent = 0;
+        j->dead_letter = 0;
+        j->next_attempt_ms = 0;
+        log_warn("event=revalidation_failed url=\"%s\" class=%s reason=\"%s\" action=\"keeping the cached copy\"",
+                 j->res.display ? j->res.display : "-", j->error_class, j->error_msg);
+        j->due_ms = 0;
+        job_move(w, j, JOB_FAILURE_ROW);
+        return;
     }
     if (!permanent && j->attempts <= w->n_retry_delays) {
         /* exponential backoff from the list, +-20% jitter so that a burst
@@ -134,8 +147,11 @@ void failure_write_rows(struct worker *w)
         for (size_t i = 0; i < n; i++) {
             if (batch[i]->dead_letter)
                 w->n_failed++;
-            worker_metrics_job_done(w->metrics, batch[i]->dead_letter ? OUTCOME_FAILED_PERMANENT
-                                                                     : OUTCOME_FAILED_RETRYABLE);
+            if (batch[i]->revalidating)
+                revalidate_failed(w, batch[i]);
+            else
+                worker_metrics_job_done(w->metrics, batch[i]->dead_letter ? OUTCOME_FAILED_PERMANENT
+                                                                         : OUTCOME_FAILED_RETRYABLE);
             job_finish(w, batch[i]);
         }
     }

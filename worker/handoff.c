@@ -7,6 +7,7 @@
 #include "failure.h"
 #include "job.h"
 #include "log.h"
+#include "revalidate.h"
 
 /* A batch back from the committer: its images are recorded (finish their
  * events), refused or not durable (fail them), or waiting for PostgreSQL
@@ -61,7 +62,12 @@ void handoff_collect(struct worker *w)
                   done[i]->res.display, done[i]->sha256, done[i]->blob.size,
                   done[i]->sniff.content_type, done[i]->sniff.width, done[i]->sniff.height);
         w->n_committed++;
-        worker_metrics_job_done(w->metrics, OUTCOME_CACHED);
+        /* a revalidation did not add a row: counted apart, so that
+         * jobs_total{outcome="cached"} stays the rows the fleet added */
+        if (done[i]->revalidating)
+            revalidate_committed(w, done[i]);
+        else
+            worker_metrics_job_done(w->metrics, OUTCOME_CACHED);
         job_finish(w, done[i]);
     }
 }

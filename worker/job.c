@@ -18,6 +18,7 @@ struct job **job_queue(struct worker *w, enum job_state s)
     case JOB_PUBLISH: return &w->q_publish;
     case JOB_COMMIT: return &w->q_commit;
     case JOB_FAILURE_ROW: return &w->q_failure_row;
+    case JOB_REVALIDATED: return &w->q_revalidated;
     case JOB_FETCHING:
     case JOB_COMMITTING:
     case JOB_PUBLISHING: return NULL;

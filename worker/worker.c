@@ -43,6 +43,7 @@
 #include "job.h"
 #include "log.h"
 #include "retry.h"
+#include "revalidate.h"
 
 /* One turn of work (everything but taking new messages; also run while a
  * revoke waits), in the order a job moves: look-up and lease, wake
@@ -73,6 +74,7 @@ void worker_io_step(struct worker *w)
     handoff_collect(w);
     handoff_submit(w);
     failure_write_rows(w);
+    revalidate_write_rows(w);
     download_start_ready(w);
     consumer_store_offsets(w);
 }
@@ -258,10 +260,13 @@ static void progress(struct worker *w, const char *event)
 {
     log_info("event=%s consumed=%lld already_cached=%lld downloaded=%lld new_blobs=%lld committed=%lld "
              "failed=%lld retries=%lld dead_letters=%lld bad_events=%lld waited_for_other_worker=%lld "
-             "in_flight=%zu outstanding=%zu held=%zu spilled_to_disk=%lld tombstones=%lld",
+             "in_flight=%zu outstanding=%zu held=%zu spilled_to_disk=%lld tombstones=%lld "
+             "not_modified=%lld refreshed_same=%lld refreshed_changed=%lld refresh_failed=%lld",
              event, w->n_consumed, w->n_already_cached, w->n_downloaded, w->n_new_blobs, w->n_committed,
              w->n_failed, w->n_retries, w->n_dead_letters, w->n_bad_events, w->n_waited, w->n_fetching,
-             w->outstanding, w->n_in_state[JOB_HELD], w->n_spilled, w->n_tombstones);
+             w->outstanding, w->n_in_state[JOB_HELD], w->n_spilled, w->n_tombstones,
+             w->n_revalidations[REVALIDATION_NOT_MODIFIED], w->n_revalidations[REVALIDATION_SAME],
+             w->n_revalidations[REVALIDATION_CHANGED], w->n_revalidations[REVALIDATION_FAILED]);
 }
 
 static void drain_wake_pipe(struct worker *w)

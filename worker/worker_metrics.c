@@ -23,7 +23,9 @@ enum { CHECK_ASSIGNMENT, CHECK_POSTGRESQL };
 static const char *const checks[] = { "no partition assignment", "PostgreSQL unreachable", NULL };
 
 static const char *const outcomes[] = { "cached", "already_cached", "lease_wait", "failed_retryable",
-                                        "failed_permanent", "bad_event", NULL };
+                                        "failed_permanent", "bad_event", "revalidated", NULL };
+/* by enum revalidation_result */
+static const char *const revalidation_results[] = { "not_modified", "same", "changed", "failed", NULL };
 /* failure classes as fetch_judge, download.c and failure.c name them;
  * http_NNN folds into its hundred, anything else into "other" */
 static const char *const classes[] = {
@@ -41,7 +43,7 @@ struct worker_metrics {
     struct metrics *registry;
     struct metrics_http *http;
     struct metric *consumed, *jobs, *failures, *bytes, *download, *batch, *commit_latency, *in_flight,
-        *lease_waiting, *open_circuits, *dependency_up, *lag;
+        *lease_waiting, *open_circuits, *dependency_up, *lag, *revalidations;
     int assigned, postgresql_up;  /* as last told to /readyz: -1 before */
     int lag_left_out_logged;
     /* label values, copied by metrics_add() but kept for its arguments */
@@ -80,10 +82,13 @@ static int register_all(struct worker_metrics *m, char *err, size_t errlen)
           .help = "Messages of an assigned partition not yet processed (librdkafka's consumer_lag_stored).",
           .type = METRIC_GAUGE, .labels = { "topic", "partition" }, .values = { m->topics, m->partitions },
           .sparse = 1 },
+        { .name = "imgcache_revalidations_total",
+          .help = "Refreshes of cached images that checked their source, by result.",
+          .type = METRIC_COUNTER, .labels = { "result" }, .values = { revalidation_results } },
     };
     struct metric **handles[] = { &m->consumed, &m->jobs, &m->failures, &m->bytes, &m->download, &m->batch,
                                   &m->commit_latency, &m->in_flight, &m->lease_waiting, &m->open_circuits,
-                                  &m->dependency_up, &m->lag };
+                                  &m->dependency_up, &m->lag, &m->revalidations };
     _Static_assert(N_OF(defs) == N_OF(handles), "one handle per metric");
 
     for (size_t i = 0; i < N_OF(defs); i++)
@@ -192,6 +197,12 @@ void worker_metrics_failure(struct worker_metrics *m, const char *error_class)
     /* a short scan of a fixed list, only on the failure path */
     if (m)
         metric_inc(m->failures, metrics_value_index(m->failures, 0, worker_metrics_class_label(error_class)));
+}
+
+void worker_metrics_revalidation(struct worker_metrics *m, int result)
+{
+    if (m && result >= 0 && result < (int)N_OF(revalidation_results) - 1)
+        metric_inc(m->revalidations, (size_t)result);
 }
 
 void worker_metrics_download(struct worker_metrics *m, long long duration_ms, long long bytes)

@@ -33,6 +33,7 @@ enum worker_outcome {
     OUTCOME_FAILED_RETRYABLE, /* published to the retry topic */
     OUTCOME_FAILED_PERMANENT, /* dead-lettered, or a recent permanent failure found */
     OUTCOME_BAD_EVENT,        /* an event that does not decode, dead-lettered */
+    OUTCOME_REVALIDATED,      /* a refresh of a cached URL checked its source (any result) */
 };
 
 /* Registers every metric and, when cfg->metrics_addr is not empty, starts
@@ -62,6 +63,9 @@ void worker_metrics_turn(struct worker_metrics *m, const struct worker_metrics_s
 /* An event read from the main (from_retry 0) or the retry topic. */
 void worker_metrics_consumed(struct worker_metrics *m, int from_retry);
 void worker_metrics_job_done(struct worker_metrics *m, enum worker_outcome outcome);
+/* A finished revalidation, by its enum revalidation_result (revalidate.h):
+ * imgcache_revalidations_total{result}. */
+void worker_metrics_revalidation(struct worker_metrics *m, int result);
 /* A failed attempt, by its error class ("http_503" counts as http_5xx,
  * a class not in the fixed list as other). */
 void worker_metrics_failure(struct worker_metrics *m, const char *error_class);

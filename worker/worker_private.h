@@ -12,6 +12,7 @@
  *   download.c  downloads and their classification (JOB_READY/FETCHING)
  *   handoff.c   stored images to the committer and back (JOB_COMMIT/COMMITTING)
  *   failure.c   retry/dead-letter policy, publishing, failure rows
+ *   revalidate.c  refresh events of cached URLs: conditional downloads (JOB_REVALIDATED)
  *   drain.c     --drain: has the group read everything?
  *   worker_metrics.c  the metrics and the HTTP endpoint: the others call it
  *   worker.c    builds all of it, runs the loop, tears down
@@ -78,6 +79,7 @@ enum job_state {
     JOB_PUBLISHING, /* waiting for that publish's delivery report */
     JOB_COMMIT,     /* stored; to hand to the committer */
     JOB_COMMITTING, /* with the committer: being made durable and recorded */
+    JOB_REVALIDATED, /* not modified: its refreshed_at still to write */
     JOB_FAILURE_ROW, /* published: its image_failures row still to write */
 };
 
@@ -139,6 +141,12 @@ struct job {
     int http_status;
     long long retry_after_s;
     int permanent;
+    /* consumer.c, revalidate.c: a refresh (see revalidate.h) */
+    long long refresh_since_ms; /* the newest refresh event's produced_at; 0: none */
+    int revalidating;           /* cached, checked before that: a revalidation */
+    char old_sha256[HASH_HEX_LEN + 1];                /* the cached row's, when revalidating */
+    char old_etag[FETCH_ETAG_MAX + 1];
+    char old_last_modified[FETCH_LAST_MODIFIED_MAX + 1];
     struct job *prev, *next;    /* the queue of its state */
     UT_hash_handle hh;          /* by url */
 };
@@ -182,7 +190,8 @@ struct worker {
 
     struct job *jobs;           /* hash by url */
     size_t n_jobs;              /* also counts undecodable events' jobs */
-    struct job *q_held, *q_new, *q_waiting, *q_ready, *q_breaker, *q_publish, *q_commit, *q_failure_row;
+    struct job *q_held, *q_new, *q_waiting, *q_ready, *q_breaker, *q_publish, *q_commit, *q_failure_row,
+        *q_revalidated;
     size_t n_in_state[JOB_FAILURE_ROW + 1]; /* jobs per state */
     size_t n_fetching;
     size_t outstanding;         /* events not finished */
@@ -218,6 +227,7 @@ struct worker {
     /* counters for progress lines and the summary */
     long long n_consumed, n_bad_events, n_already_cached, n_downloaded, n_new_blobs,
         n_committed, n_failed, n_waited, n_retries, n_dead_letters, n_spilled, n_tombstones;
+    long long n_revalidations[4]; /* by enum revalidation_result (revalidate.h) */
     long long next_progress_ms;
 };
 

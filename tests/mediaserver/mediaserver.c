@@ -71,7 +71,11 @@ static const char usage[] =
     "extension that start with { or [, are served as application/json.\n"
     "\n"
     "Control (never counted, no token needed):\n"
-    "  GET  /__stats                  {\"total\":N,\"paths\":{\"/a.jpg\":3,...}}\n"
+    "  GET  /__stats                  {\"total\":N,\"paths\":{\"/a.jpg\":3,...},\n"
+    "                                  \"conditional\":N,\"not_modified\":N,\"full\":N}\n"
+    "                                 conditional: file requests with If-None-Match or\n"
+    "                                 If-Modified-Since; not_modified: answered 304;\n"
+    "                                 full: answered 200 with the file\n"
     "  GET  /__count?path=/a.jpg      requests of one path, a plain number\n"
     "  POST /__reset                  clear counters and faults\n"
     "  POST /__fault?path=/a.jpg&mode=MODE[&count=K][&...]\n"
@@ -89,7 +93,12 @@ static const char usage[] =
     "       bomb      status=S (default 200), Content-Encoding: gzip, gzip and a body\n"
     "                 of some 40 KB that decodes to size=BYTES zeros (default 16GiB)\n"
     "       endless   status=S (default 200), a chunked body that never ends\n"
-    "       validators  the file, with ETag etag=E and Last-Modified last_modified=D";
+    "       validators  the file, with ETag etag=E and Last-Modified last_modified=D\n"
+    "\n"
+    "Validators: every file is served with ETag \"<size>-<mtime ns>\" (hex) and\n"
+    "Last-Modified (its mtime). If-None-Match holding that ETag, or else an\n"
+    "If-Modified-Since no older than the mtime, is answered 304 without a body.\n"
+    "Rewriting or touching a file changes its validators.";
 
 enum fault_mode {
     FAULT_NONE = 0,
@@ -139,6 +148,9 @@ struct server {
     pthread_mutex_t lock;       /* guards paths and total */
     struct path_entry *paths;
     unsigned long total;
+    unsigned long conditional;  /* requests with If-None-Match / If-Modified-Since */
+    unsigned long not_modified; /* of any request, answered 304 */
+    unsigned long full;         /* answered 200 with a file */
 };
 
 /* Per request; made by on_uri(), freed by on_completed(). */
@@ -348,6 +360,15 @@ static void table_reset(void)
         free(e);
     }
     srv.total = 0;
+    srv.conditional = srv.not_modified = srv.full = 0;
+    pthread_mutex_unlock(&srv.lock);
+}
+
+/* Adds one to a counter of srv (under its lock). */
+static void count_answer(unsigned long *counter)
+{
+    pthread_mutex_lock(&srv.lock);
+    (*counter)++;
     pthread_mutex_unlock(&srv.lock);
 }
 
@@ -499,6 +520,23 @@ static void http_date(time_t t, char *out, size_t outlen)
     strftime(out, outlen, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
+/* 1 when a conditional request's validators match the file's: an
+ * If-None-Match holding its ETag or, without If-None-Match (RFC 9110
+ * 13.1.3), an If-Modified-Since at or after its mtime. */
+static int not_modified(const char *inm, const char *ims, const char *etag, time_t mtime)
+{
+    struct tm tm;
+    const char *end;
+
+    if (inm != NULL)
+        return strstr(inm, etag) != NULL || strcmp(inm, "*") == 0;
+    if (ims == NULL)
+        return 0;
+    memset(&tm, 0, sizeof tm);
+    end = strptime(ims, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return end != NULL && *end == '\0' && timegm(&tm) >= mtime;
+}
+
 static enum MHD_Result serve_file(struct MHD_Connection *conn, const char *url,
                                   const char *query, const struct fault *f, unsigned *status)
 {
@@ -507,11 +545,15 @@ static enum MHD_Result serve_file(struct MHD_Connection *conn, const char *url,
     struct body *b = NULL;
     struct stat st;
     char etag[64], date[64];
-    const char *inm, *type;
+    const char *inm, *ims, *type;
     enum MHD_Result ret = MHD_NO;
     int json = 0;
     int fd;
 
+    inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    ims = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
+    if (inm != NULL || ims != NULL)
+        count_answer(&srv.conditional);
     fd = open_candidate(url, query, &st, &json);
     if (fd < 0) {
         *status = MHD_HTTP_NOT_FOUND;
@@ -522,13 +564,14 @@ static enum MHD_Result serve_file(struct MHD_Connection *conn, const char *url,
                  (unsigned long long)st.st_mtim.tv_nsec);
     http_date(st.st_mtim.tv_sec, date, sizeof date);
 
-    inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    if (mode == FAULT_NONE && inm != NULL && strstr(inm, etag) != NULL) {
+    if (mode == FAULT_NONE && not_modified(inm, ims, etag, st.st_mtim.tv_sec)) {
         close(fd);
         resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         if (resp == NULL)
             return MHD_NO;
+        count_answer(&srv.not_modified);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LAST_MODIFIED, date);
         *status = MHD_HTTP_NOT_MODIFIED;
         ret = MHD_queue_response(conn, MHD_HTTP_NOT_MODIFIED, resp);
         MHD_destroy_response(resp);
@@ -565,6 +608,7 @@ static enum MHD_Result serve_file(struct MHD_Connection *conn, const char *url,
     MHD_add_response_header(resp, MHD_HTTP_HEADER_LAST_MODIFIED,
                             f->last_modified ? f->last_modified : date);
     *status = MHD_HTTP_OK;
+    count_answer(&srv.full);
     ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -804,8 +848,9 @@ static enum MHD_Result control_stats(struct MHD_Connection *conn)
         sb_json_string(&sb, e->path);
         sb_printf(&sb, ":%lu", e->count);
     }
+    sb_printf(&sb, "},\"conditional\":%lu,\"not_modified\":%lu,\"full\":%lu}\n", srv.conditional,
+              srv.not_modified, srv.full);
     pthread_mutex_unlock(&srv.lock);
-    sb_add(&sb, "}}\n", 3);
     if (sb.failed)
         ret = queue_plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
     else

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -558,6 +559,96 @@ static void test_each_uncached(void **state)
     assert_true(db_ok(fx->db));
 }
 
+/* --- refresh --- */
+
+static void test_each_stale(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    struct collect c = { 0 };
+
+    sql_ok("INSERT INTO chats (chat_id, account_id, chat_type, network, img_source_url) VALUES"
+           " ('g1', 'acc1', 'group', 'wa', 'https://img.test/old'),"
+           " ('g2', 'acc1', 'group', 'tg', 'https://img.test/older'),"
+           " ('g3', 'acc1', 'group', 'wa', 'https://img.test/young'),"
+           " ('g4', 'acc1', 'group', 'wa', 'https://img.test/uncached'),"
+           " ('g5', 'acc1', 'group', 'wa', 'data:sha256,0000')");
+    cache_url_by_sql("https://img.test/old");
+    cache_url_by_sql("https://img.test/older");
+    cache_url_by_sql("https://img.test/young");
+    cache_url_by_sql("https://img.test/orphan"); /* no chat references it */
+    cache_url_by_sql("data:sha256,0000");
+    sql_ok("UPDATE cached_images SET refreshed_at = now() - interval '10 days'"
+           " WHERE source_url IN ('https://img.test/old', 'https://img.test/orphan', 'data:sha256,0000');"
+           "UPDATE cached_images SET refreshed_at = now() - interval '20 days'"
+           " WHERE source_url = 'https://img.test/older'");
+
+    /* older than 7 days, the oldest first; referenced only; no data: key */
+    assert_int_equal(db_each_stale(fx->db, 7LL * 86400 * 1000, NULL, 0, collect_fn, &c, err, sizeof err), 0);
+    assert_string_equal(c.seen, "https://img.test/older|g2|-|acc1;https://img.test/old|g1|-|acc1;");
+    free(c.seen);
+    /* one network */
+    memset(&c, 0, sizeof c);
+    assert_int_equal(db_each_stale(fx->db, 7LL * 86400 * 1000, "wa", 0, collect_fn, &c, err, sizeof err), 0);
+    assert_string_equal(c.seen, "https://img.test/old|g1|-|acc1;");
+    free(c.seen);
+    /* a limit keeps the oldest */
+    memset(&c, 0, sizeof c);
+    assert_int_equal(db_each_stale(fx->db, 0, NULL, 1, collect_fn, &c, err, sizeof err), 0);
+    assert_string_equal(c.seen, "https://img.test/older|g2|-|acc1;");
+    free(c.seen);
+}
+
+struct stale_seen {
+    char text[512];
+};
+
+static void on_stale_fn(size_t i, const struct db_cached *row, void *arg)
+{
+    struct stale_seen *s = arg;
+    size_t used = strlen(s->text);
+
+    snprintf(s->text + used, sizeof s->text - used, "%zu:%.4s:%s:%s;", i, row->sha256,
+             row->etag ? row->etag : "-", row->last_modified ? row->last_modified : "-");
+}
+
+static void test_lookup_stale_and_mark_refreshed(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "";
+    const char *urls[] = { "https://img.test/s1", "https://img.test/s2", "https://img.test/none" };
+    long long now_ms = (long long)time(NULL) * 1000;
+    long long since[] = { now_ms, now_ms - 3600 * 1000, now_ms };
+    struct stale_seen seen = { "" };
+    struct db_refreshed r[] = {
+        { "https://img.test/s1", "\"new\"", NULL },
+        { "https://img.test/none", NULL, NULL }, /* no row: skipped */
+    };
+
+    cache_url_by_sql(urls[0]);
+    cache_url_by_sql(urls[1]);
+    sql_ok("UPDATE cached_images SET refreshed_at = now() - interval '2 days', etag = '\"e1\"',"
+           " last_modified = 'Sun, 06 Nov 1994 08:49:37 GMT' WHERE source_url = 'https://img.test/s1';"
+           "UPDATE cached_images SET refreshed_at = now() - interval '1 minute'"
+           " WHERE source_url = 'https://img.test/s2';"
+           "INSERT INTO image_failures (source_url, error_class) VALUES ('https://img.test/s1', 'http_404')");
+
+    /* s1 checked two days ago: stale for a refresh of now; s2 checked a
+     * minute ago: fresh for a refresh of an hour ago; none: not cached */
+    assert_int_equal(db_lookup_stale(fx->db, urls, since, 3, on_stale_fn, &seen, err, sizeof err), 0);
+    assert_string_equal(seen.text, "0:aaaa:\"e1\":Sun, 06 Nov 1994 08:49:37 GMT;");
+
+    assert_int_equal(db_mark_refreshed(fx->db, r, 2, err, sizeof err), 0);
+    assert_sql("SELECT etag || '|' || last_modified || '|' || (refreshed_at > now() - interval '1 minute')"
+               " FROM cached_images WHERE source_url = 'https://img.test/s1'",
+               "\"new\"|Sun, 06 Nov 1994 08:49:37 GMT|true");
+    assert_sql("SELECT count(*) FROM image_failures", "0");
+    assert_sql("SELECT count(*) FROM cached_images", "2");
+    seen.text[0] = '\0';
+    assert_int_equal(db_lookup_stale(fx->db, urls, since, 3, on_stale_fn, &seen, err, sizeof err), 0);
+    assert_string_equal(seen.text, "");
+}
+
 /* --- schema functions and views --- */
 
 static void test_initials(void **state)
@@ -737,6 +828,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_images_shares_blobs, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_record_failures_accumulate, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_each_uncached, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_each_stale, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_lookup_stale_and_mark_refreshed, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_initials, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_chat_avatars, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_chat_names, setup_migrated, teardown),
