@@ -57,11 +57,14 @@ enum {
     ARG_QUIET = 1u << 0,        /* --quiet: no progress line, no progress log lines */
     ARG_RETRY_FAILED = 1u << 1, /* backfill --retry-failed */
     ARG_JSON = 1u << 2,         /* stats --json */
+    ARG_DRY_RUN = 1u << 3,      /* gc --dry-run */
+    ARG_GRACE = 1u << 4,        /* gc --grace DURATION (a value: out->grace) */
 };
 #define ARGS_MAX_POSITIONAL 4
 
 struct command_args {
-    int quiet, retry_failed, json;
+    int quiet, retry_failed, json, dry_run;
+    const char *grace;          /* --grace's value, NULL when absent; borrowed from argv */
     const char *positional[ARGS_MAX_POSITIONAL]; /* borrowed from argv */
     int npositional;
 };
@@ -90,6 +93,11 @@ int cmd_backfill(const struct config *cfg);
 /* ---- stats.c ---- */
 /* stats [--json]: what is cached, what failed, the backlog per group. */
 int cmd_stats(const struct config *cfg);
+
+/* ---- gc.c ---- */
+/* gc [--grace 30d] [--dry-run] [--quiet]: removes what no chat references
+ * any more (rows, blobs, files) and publishes a tombstone per URL dropped. */
+int cmd_gc(const struct config *cfg);
 
 /* ---- topics.c ---- */
 /* topics [options]: creates the Kafka topics (common/topics.h). */
