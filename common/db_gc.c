@@ -29,15 +29,22 @@ static const char delete_fmt[] =
     " WHERE t.source_url = l.url AND NOT " REFERENCED("t.source_url")
     " RETURNING t.source_url";
 
+/* g: the parameter holding the grace in ms for a dry run (rows step 1
+ * would remove do not count), -1 otherwise */
+#define BLOB_UNREFERENCED(g)                                                         \
+    "NOT EXISTS (SELECT 1 FROM cached_images ci WHERE ci.sha256 = b.sha256"          \
+    " AND (" g "::bigint < 0 OR ci.last_seen_at >= now() - " g "::bigint * interval '1 millisecond'" \
+    "      OR " REFERENCED("ci.source_url") "))"
+
 static const char blob_candidates_sql[] =
     "SELECT b.sha256 FROM image_blobs b"
-    " WHERE b.sha256 > $1 AND NOT EXISTS (SELECT 1 FROM cached_images ci WHERE ci.sha256 = b.sha256)"
+    " WHERE b.sha256 > $1 AND " BLOB_UNREFERENCED("$3")
     " ORDER BY b.sha256 LIMIT $2::int";
 
 static const char blob_recheck_sql[] =
     "SELECT b.sha256, b.storage_key, b.byte_size"
     " FROM image_blobs b JOIN jsonb_array_elements_text($1::jsonb) AS l(sha) ON b.sha256 = l.sha"
-    " WHERE NOT EXISTS (SELECT 1 FROM cached_images ci WHERE ci.sha256 = b.sha256)"
+    " WHERE " BLOB_UNREFERENCED("$2")
     " ORDER BY b.sha256";
 
 static const char blob_delete_sql[] =
@@ -219,22 +226,24 @@ out:
     return rc;
 }
 
-int db_gc_blobs_begin(struct db *db, int dry_run, const char *after, int limit, struct db_gc_list *out,
-                      char *scanned, size_t scannedlen, char *err, size_t errlen)
+int db_gc_blobs_begin(struct db *db, int dry_run, long long grace_ms, const char *after, int limit,
+                      struct db_gc_list *out, char *scanned, size_t scannedlen, char *err, size_t errlen)
 {
-    char sql[sizeof blob_candidates_sql + 32], lim[16];
-    const char *params[2];
+    char sql[sizeof blob_candidates_sql + 32], lim[16], grace[32];
+    const char *params[3];
     PGresult *res = NULL;
     char *locked = NULL;
     int rc = -1;
 
     snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(grace, sizeof grace, "%lld", dry_run ? grace_ms : -1LL);
     params[0] = after;
     params[1] = lim;
+    params[2] = grace;
     snprintf(sql, sizeof sql, "%s%s", blob_candidates_sql, dry_run ? "" : " FOR UPDATE SKIP LOCKED");
     if (run_cmd(db, "BEGIN", "begin", err, errlen) != 0)
         goto out;
-    res = run(db, sql, 2, params, PGRES_TUPLES_OK, "image_blobs", err, errlen);
+    res = run(db, sql, 3, params, PGRES_TUPLES_OK, "image_blobs", err, errlen);
     if (res == NULL)
         goto out;
     locked = column_json(res, scanned, scannedlen, err, errlen);
@@ -242,7 +251,8 @@ int db_gc_blobs_begin(struct db *db, int dry_run, const char *after, int limit, 
         goto out;
     PQclear(res);
     params[0] = locked;
-    res = run(db, blob_recheck_sql, 1, params, PGRES_TUPLES_OK, "image_blobs", err, errlen);
+    params[1] = grace;
+    res = run(db, blob_recheck_sql, 2, params, PGRES_TUPLES_OK, "image_blobs", err, errlen);
     if (res == NULL || take_rows(res, 1, out, err, errlen) != 0)
         goto out;
     rc = 0;

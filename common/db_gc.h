@@ -46,9 +46,10 @@ int db_gc_urls(struct db *db, enum db_gc_table table, long long grace_ms, int dr
  * then returns those still unreferenced in a new snapshot. A worker's
  * commit locks the blob rows it points at (the foreign key check), so a
  * blob being committed is skipped, and a commit that comes later waits
- * until db_gc_blobs_finish(). dry_run: no lock, no transaction left open.
+ * until db_gc_blobs_finish(). dry_run: no lock, no transaction left open,
+ * and the cached_images rows step 1 would remove (grace_ms) count as gone.
  * *scanned as for db_gc_urls(). */
-int db_gc_blobs_begin(struct db *db, int dry_run, const char *after, int limit, struct db_gc_list *out,
+int db_gc_blobs_begin(struct db *db, int dry_run, long long grace_ms, const char *after, int limit, struct db_gc_list *out,
                       char *scanned, size_t scannedlen, char *err, size_t errlen) MUST_CHECK;
 /* Second half: deletes the n blobs (sha256) and commits; n == 0 commits.
  * On failure the transaction is rolled back (nothing deleted). */

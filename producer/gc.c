@@ -224,7 +224,7 @@ static int gc_blobs(struct gc *g, char *err, size_t errlen)
             errmsg_set(err, errlen, "interrupted");
             return -1;
         }
-        if (db_gc_blobs_begin(g->db, g->dry_run, after, GC_BATCH, &l, scanned, sizeof scanned, err, errlen) != 0) {
+        if (db_gc_blobs_begin(g->db, g->dry_run, g->grace_ms, after, GC_BATCH, &l, scanned, sizeof scanned, err, errlen) != 0) {
             db_gc_list_release(&l);
             return -1;
         }
@@ -307,8 +307,9 @@ out:
 }
 
 /* Temporary files (downloads a crash cut short, another collector's
- * leftovers) whose last change is older than STORE_IN_USE_S. ctime, not
- * mtime: a file another gc has just renamed in keeps its old mtime. */
+ * leftovers) older than STORE_IN_USE_S. Another collector's file
+ * (gc-*.part) is judged by its ctime as well: it was renamed in just now
+ * with the blob's old mtime, and may still have to go back. */
 static void gc_tmp(struct gc *g)
 {
     char dir[4200];
@@ -323,7 +324,8 @@ static void gc_tmp(struct gc *g)
     while ((e = readdir(d)) != NULL) {
         struct stat st;
         if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISREG(st.st_mode) || now - st.st_ctime <= STORE_IN_USE_S)
+            !S_ISREG(st.st_mode) || now - st.st_mtime <= STORE_IN_USE_S ||
+            (strncmp(e->d_name, "gc-", 3) == 0 && now - st.st_ctime <= STORE_IN_USE_S))
             continue;
         if (g->dry_run || unlinkat(dirfd(d), e->d_name, 0) == 0) {
             g->files++;

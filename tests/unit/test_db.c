@@ -813,7 +813,7 @@ static void test_gc_blob_race(void **state)
     sql_ok("BEGIN");
     sql_ok("INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)"
            " VALUES ('https://img.test/a', repeat('a', 64), 'https://cdn.test/a', 'image/png', 10)");
-    assert_int_equal(db_gc_blobs_begin(fx->db, 0, "", 100, &l, scanned, sizeof scanned, err, sizeof err), 0);
+    assert_int_equal(db_gc_blobs_begin(fx->db, 0, 0, "", 100, &l, scanned, sizeof scanned, err, sizeof err), 0);
     assert_int_equal(l.n, 1); /* only c: a is being committed */
     assert_string_equal(l.items[0].key, sha_c);
     /* 2: gc holds c; a commit pointing at c must wait */
@@ -833,7 +833,7 @@ static void test_gc_blob_race(void **state)
     assert_sql("SELECT count(*) FROM cached_images ci JOIN image_blobs b USING (sha256)"
                " WHERE ci.source_url = 'https://img.test/new'", "1");
     /* a committed reference keeps its blob */
-    assert_int_equal(db_gc_blobs_begin(fx->db, 0, "", 100, &l, scanned, sizeof scanned, err, sizeof err), 0);
+    assert_int_equal(db_gc_blobs_begin(fx->db, 0, 0, "", 100, &l, scanned, sizeof scanned, err, sizeof err), 0);
     assert_int_equal(l.n, 1); /* a: its commit was rolled back */
     assert_string_equal(l.items[0].key, GC_SHA("a"));
     assert_int_equal(db_gc_blobs_finish(fx->db, NULL, 0, err, sizeof err), 0);
