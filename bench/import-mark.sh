@@ -7,7 +7,7 @@
 #   re    the same file again with every URL cached and last marked two
 #         days ago: each batch rewrites every cached row's last_seen_at
 #         (the worst case; later re-imports within the hour write nothing);
-# 3 runs each, the median counts. It asserts nothing.
+# 5 runs each, old and new alternating; the median counts. It asserts nothing.
 #
 #   bench/import-mark.sh OLD_PRODUCER NEW_PRODUCER [CHATS]
 set -u
@@ -44,23 +44,26 @@ cache_all() {
         FROM (SELECT img_source_url FROM chats WHERE img_source_url IS NOT NULL
               UNION SELECT img_source_url FROM chat_participants WHERE img_source_url IS NOT NULL) s(u);
         DO \$\$ BEGIN UPDATE cached_images SET last_seen_at = now() - interval '2 days';
-        EXCEPTION WHEN undefined_column THEN NULL; END \$\$; VACUUM ANALYZE;" > /dev/null
+        EXCEPTION WHEN undefined_column THEN NULL; END \$\$;" > /dev/null
+    psql_q "$DATABASE_URL" "VACUUM ANALYZE" > /dev/null
 }
 ms() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null || echo "failed: $*" >&2; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 )); }
-median() { sort -n | sed -n 2p; }
+median() { sort -n | sed -n 3p; }
 
-for which in old new; do
-    bin=$OLD; [ $which = new ] && bin=$NEW
-    for case in new re; do
-        for i in 1 2 3; do
+# old and new alternate, so a change of the machine's load hits both
+for case in new re; do
+    for i in 1 2 3 4 5; do
+        for which in old new; do
+            bin=$OLD; [ $which = new ] && bin=$NEW
             fresh_db "$bin"
             if [ $case = re ]; then
                 "$bin" import --quiet "$W/chats.jsonl" > /dev/null
                 cache_all
             fi
-            ms "$bin" import --quiet "$W/chats.jsonl"
-        done | median > "$W/$which-$case"
+            ms "$bin" import --quiet "$W/chats.jsonl" >> "$W/$which-$case.all"
+        done
     done
+    for which in old new; do median < "$W/$which-$case.all" > "$W/$which-$case"; done
 done
 printf '%-8s %12s %12s\n' import old_ms new_ms
 for case in new re; do

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "db_gc.h"
+#include "event.h"
 #include "store.h"
 
 /* gc [--grace 30d] [--dry-run] [--quiet]: the three steps of issue 15.
@@ -113,10 +114,11 @@ static int publish_tombstones(struct gc *g, const struct db_gc_list *l, char *er
     return 0;
 }
 
-/* Step 1 for one table. */
+/* Step 1 for one table. A key is at most EVENT_MAX_URL bytes (workers
+ * refuse longer ones, and so never cache nor fail them). */
 static int gc_urls(struct gc *g, enum db_gc_table table, long long *count, char *err, size_t errlen)
 {
-    char after[8192] = "", scanned[8192];
+    char after[EVENT_MAX_URL + 1] = "", scanned[EVENT_MAX_URL + 1];
     int rc = -1;
 
     for (;;) {
@@ -271,9 +273,10 @@ static int gc_shard(struct gc *g, const char *shard, char *err, size_t errlen)
                 goto oom;
             keys = grown;
         }
-        if ((keys[n] = malloc(strlen(shard) + strlen(e->d_name) + 2)) == NULL)
+        size_t len = strlen(shard) + strlen(e->d_name) + 2;
+        if ((keys[n] = malloc(len)) == NULL)
             goto oom;
-        sprintf(keys[n++], "%s/%s", shard, e->d_name);
+        snprintf(keys[n++], len, "%s/%s", shard, e->d_name);
     }
     if (db_gc_unknown_keys(g->db, (const char *const *)keys, n, &unknown, err, errlen) != 0)
         goto out;
