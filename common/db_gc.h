@@ -46,7 +46,8 @@ int db_gc_urls(struct db *db, enum db_gc_table table, long long grace_ms, int dr
  * then returns those still unreferenced in a new snapshot. A worker's
  * commit locks the blob rows it points at (the foreign key check), so a
  * blob being committed is skipped, and a commit that comes later waits
- * until db_gc_blobs_finish(). dry_run: no lock, no transaction left open,
+ * until db_gc_blobs_finish() (then fails on the foreign key: the worker's
+ * committer retries image by image, and the retry inserts the blob anew). dry_run: no lock, no transaction left open,
  * and the cached_images rows step 1 would remove (grace_ms) count as gone.
  * *scanned as for db_gc_urls(). */
 int db_gc_blobs_begin(struct db *db, int dry_run, long long grace_ms, const char *after, int limit, struct db_gc_list *out,

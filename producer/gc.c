@@ -30,7 +30,8 @@
  * after the rename finds no file and writes it again. So a committed row
  * never points at a file gc removed. The blob row stays locked (FOR UPDATE)
  * from before the rename until the delete commits, so a commit pointing at
- * it waits for gc and then inserts the row anew. */
+ * it waits for gc, fails on the foreign key, and its image-by-image retry
+ * (worker/committer.c) inserts the blob row anew. */
 
 #define GC_BATCH 500
 #define GC_DEFAULT_GRACE "30d"

@@ -789,12 +789,34 @@ static void test_gc_urls(void **state)
     assert_sql("SELECT count(*) FROM image_failures", "0");
 }
 
+/* Waits (up to 10 s) until a backend of this database waits on a lock:
+ * the statement sent with PQsendQuery() is blocked. */
+static void wait_for_lock_waiter(void)
+{
+    PGconn *watch = PQconnectdb(dburl);
+
+    assert_int_equal(PQstatus(watch), CONNECTION_OK);
+    for (int i = 0; i < 1000; i++) {
+        PGresult *res = PQexec(watch, "SELECT count(*) FROM pg_stat_activity"
+                                      " WHERE datname = current_database() AND wait_event_type = 'Lock'");
+        int n = PQresultStatus(res) == PGRES_TUPLES_OK ? atoi(PQgetvalue(res, 0, 0)) : -1;
+        PQclear(res);
+        if (n > 0) {
+            PQfinish(watch);
+            return;
+        }
+        usleep(10000);
+    }
+    PQfinish(watch);
+    fail_msg("no statement waits on a lock after 10 s");
+}
+
 /* Step 2 against a worker's commit, on two connections, both orders:
  *  - the commit goes first and has not committed: gc skips the blob (the
  *    foreign key check holds a lock on it), the commit then succeeds;
  *  - gc goes first: the blob stays locked until gc commits, so a commit
- *    pointing at it waits (here: times out after 200 ms instead of
- *    waiting), and once gc has deleted it, the commit inserts it anew. */
+ *    pointing at it waits, then fails on the foreign key (nothing points
+ *    at a deleted blob), and the committer's retry inserts the blob anew. */
 static void test_gc_blob_race(void **state)
 {
     struct fixture *fx = *state;
@@ -816,19 +838,23 @@ static void test_gc_blob_race(void **state)
     assert_int_equal(db_gc_blobs_begin(fx->db, 0, 0, "", 100, &l, scanned, sizeof scanned, err, sizeof err), 0);
     assert_int_equal(l.n, 1); /* only c: a is being committed */
     assert_string_equal(l.items[0].key, sha_c);
-    /* 2: gc holds c; a commit pointing at c must wait */
-    sql_ok("SET lock_timeout = '200ms'");
-    res = PQexec(admin, "INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)"
-                        " VALUES ('https://img.test/c', repeat('c', 64), 'https://cdn.test/c', 'image/png', 10)");
-    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
-    assert_non_null(strstr(PQresultErrorMessage(res), "lock timeout"));
-    PQclear(res);
-    sql_ok("ROLLBACK"); /* the commit of a failed too: its transaction aborted */
-    sql_ok("RESET lock_timeout");
+    /* 2: gc holds c; a commit pointing at c (sent on admin, answered
+     * later) waits for gc, then fails on the foreign key; the committer's
+     * retry inserts the blob row anew */
+    sql_ok("ROLLBACK"); /* 1's commit of a does not happen after all */
+    assert_int_equal(PQsendQuery(admin,
+                                 "INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)"
+                                 " VALUES ('https://img.test/c', repeat('c', 64), 'https://cdn.test/c',"
+                                 " 'image/png', 10)"), 1);
+    wait_for_lock_waiter();
     assert_int_equal(db_gc_blobs_finish(fx->db, &sha_c, 1, err, sizeof err), 0);
     db_gc_list_release(&l);
+    res = PQgetResult(admin);
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    assert_string_equal(PQresultErrorField(res, PG_DIAG_SQLSTATE), "23503"); /* foreign_key_violation */
+    PQclear(res);
+    assert_null(PQgetResult(admin));
     assert_sql("SELECT count(*) FROM image_blobs WHERE sha256 = repeat('c', 64)", "0");
-    /* after gc: the worker's commit inserts the blob row anew */
     assert_int_equal(db_commit_images(fx->db, &img, 1, err, sizeof err), 0);
     assert_sql("SELECT count(*) FROM cached_images ci JOIN image_blobs b USING (sha256)"
                " WHERE ci.source_url = 'https://img.test/new'", "1");
