@@ -136,28 +136,6 @@ static int take_rows(const PGresult *res, int with_blob, struct db_gc_list *out,
     return 0;
 }
 
-/* Column 0 of every row as a JSON array of strings (the caller frees it),
- * and the last one into scanned ("" when none). */
-static char *column_json(const PGresult *res, char *scanned, size_t scannedlen, char *err, size_t errlen)
-{
-    json_t *arr = json_array();
-    char *text = NULL;
-
-    scanned[0] = '\0';
-    for (int r = 0; arr != NULL && r < PQntuples(res); r++)
-        if (json_array_append_new(arr, json_string(PQgetvalue(res, r, 0))) != 0)
-            goto out;
-    if (PQntuples(res) > 0)
-        snprintf(scanned, scannedlen, "%s", PQgetvalue(res, PQntuples(res) - 1, 0));
-    if (arr != NULL)
-        text = json_dumps(arr, JSON_COMPACT);
-out:
-    if (text == NULL)
-        errmsg_set(err, errlen, "out of memory");
-    json_decref(arr);
-    return text;
-}
-
 /* A JSON array of the n strings (the caller frees it); NULL when out of memory. */
 static char *strings_json(const char *const *s, size_t n)
 {
@@ -171,6 +149,27 @@ static char *strings_json(const char *const *s, size_t n)
         text = json_dumps(arr, JSON_COMPACT);
 out:
     json_decref(arr);
+    return text;
+}
+
+/* Column 0 of every row as a JSON array of strings (the caller frees it),
+ * and the last one into scanned ("" when none). */
+static char *column_json(const PGresult *res, char *scanned, size_t scannedlen, char *err, size_t errlen)
+{
+    int rows = PQntuples(res);
+    const char **col = calloc((size_t)rows + 1, sizeof *col);
+    char *text = NULL;
+
+    scanned[0] = '\0';
+    for (int r = 0; col != NULL && r < rows; r++)
+        col[r] = PQgetvalue(res, r, 0);
+    if (col != NULL)
+        text = strings_json(col, (size_t)rows);
+    if (text == NULL)
+        errmsg_set(err, errlen, "out of memory");
+    else if (rows > 0)
+        snprintf(scanned, scannedlen, "%s", col[rows - 1]);
+    free(col);
     return text;
 }
 
