@@ -374,6 +374,23 @@ static int gc_args(struct gc *g, const struct config *cfg, int *quiet)
     return 0;
 }
 
+/* gc moves files into <store>/.tmp: the folder must be a store (a worker
+ * made .tmp) that this host may write. Run elsewhere, gc would drop blob
+ * rows and leave their files behind. */
+static int gc_check_store(const struct config *cfg)
+{
+    char tmp[4200];
+
+    snprintf(tmp, sizeof tmp, "%s/.tmp", cfg->storage_dir);
+    if (access(tmp, W_OK) != 0) {
+        producer_error("gc: IMGCACHE_STORAGE_DIR (%s) is not an image store this host may write "
+                       "(%s: %s): run gc where the workers' storage folder is mounted",
+                       cfg->storage_dir, tmp, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int gc_open_kafka(struct gc *g, char *err, size_t errlen)
 {
     if (kafka_producer_new(g->cfg, PRODUCER_NAME, &g->kp, err, errlen) != 0)
@@ -389,6 +406,8 @@ int cmd_gc(const struct config *cfg)
     int rc = PRODUCER_EXIT_FAIL;
 
     if (gc_args(&g, cfg, &quiet) != 0)
+        return PRODUCER_EXIT_USAGE;
+    if (gc_check_store(cfg) != 0)
         return PRODUCER_EXIT_USAGE;
     if (producer_open_db(cfg, 1, &g.db) != 0)
         goto out;

@@ -13,7 +13,8 @@
 #    worker counts them without dead-lettering them;
 #  - a blob whose file a worker found in use within the hour (its mtime)
 #    is kept, and collected by a later run;
-#  - two collectors at once remove each row once and both exit 0.
+#  - two collectors at once remove each row once and both exit 0;
+#  - a bad --grace, and a storage folder that is not a store, are refused.
 # The race with a worker's commit on the blob row is test_db's
 # test_gc_blob_race (two connections, both orders).
 . "$ROOT/tests/integration/lib.sh"
@@ -175,4 +176,8 @@ o=$("$P" gc --grace soon 2>&1); rc=$?
 check_eq "a bad --grace is refused naming it" "imgcache-producer: gc: --grace: not a duration: 'soon' (e.g. 30d, 12h, 0)|2" "$o|$rc"
 o=$("$P" gc --grace 2>&1); rc=$?
 check_eq "--grace without a value is refused" "imgcache-producer: gc: --grace needs a duration, e.g. --grace 30d|2" "$o|$rc"
+o=$(IMGCACHE_STORAGE_DIR="$TESTS_TMP/no-store" "$P" gc 2>&1); rc=$?
+check "gc refuses a folder that is not an image store" \
+    grep -q "^imgcache-producer: gc: IMGCACHE_STORAGE_DIR ($TESTS_TMP/no-store) is not an image store" <<< "$o"
+check_eq "... with exit status 2" 2 "$rc"
 it_done
