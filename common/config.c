@@ -57,7 +57,7 @@ static const struct opt_def opts[] = {
       "Redis for download leases, redis://[:password@]host:port/db", NULL },
     { "DATABASE_URL", "database-url", OPT_STRING, OFF(database_url), "", 0, 0, P | W,
       "PostgreSQL conninfo or URI; empty: libpq defaults and PG* variables", NULL },
-    { "IMGCACHE_STORAGE_DIR", "storage-dir", OPT_STRING, OFF(storage_dir), "./var/images", 0, 0, W,
+    { "IMGCACHE_STORAGE_DIR", "storage-dir", OPT_STRING, OFF(storage_dir), "./var/images", 0, 0, P | W,
       "folder of stored image blobs", NULL },
     { "IMGCACHE_PUBLIC_URL", "public-url", OPT_STRING, OFF(public_url), "", 0, 0, W,
       "base URL the storage folder is served under, http(s)://host[:port][/path]; empty: file://<storage dir>",

@@ -16,6 +16,8 @@
 #define DB_MIGRATE_LOCK "31093368184218472"
 /* Rows per FETCH of db_each_uncached's cursor. */
 #define DB_FETCH_ROWS "1000"
+/* A URL's last_seen_at is rewritten at most this often (gc counts in days). */
+#define DB_SEEN_EVERY "1 hour"
 
 /* Copies the first line of msg (libpq messages end in "\n" and may carry a
  * second line of detail) after prefix into err, with every occurrence of
@@ -547,7 +549,15 @@ static int chats_to_json(const struct beeper_chat *chats, size_t n, json_t *jcha
  *  - last_activity: imgcache_parse_time() (see 001_init.sql) turns an
  *    absent or malformed value into NULL, and NULL keeps the stored value;
  *  - contact_image_url is not in the column list: never touched;
- *  - participants are rewritten only when something changed. */
+ *  - participants are rewritten only when something changed;
+ *  - every image URL of the batch marks its cached_images and
+ *    image_failures rows as seen (last_seen_at, for gc). The cached rows
+ *    are locked in URL order (a worker's commit takes them in that order
+ *    too, so the two cannot deadlock), and a row being collected by a
+ *    concurrent gc makes this statement wait until the row is gone: the
+ *    look-up that follows then finds the URL uncached and announces it.
+ *    A row already marked within DB_SEEN_EVERY is locked but not
+ *    rewritten, so a re-sync of a cached fleet writes almost nothing. */
 static const char upsert_sql[] =
     "WITH c_in AS ("
     "  SELECT DISTINCT ON (r.chat_id) r.*"
@@ -590,8 +600,22 @@ static const char upsert_sql[] =
     "    AND NOT EXISTS (SELECT 1 FROM p_in"
     "                    WHERE p_in.chat_id = cp.chat_id AND p_in.participant_id = cp.participant_id)"
     "  RETURNING 1"
+    "), seen AS ("
+    "  SELECT img_source_url AS url FROM c_in WHERE img_source_url IS NOT NULL"
+    "  UNION SELECT img_source_url FROM p_in WHERE img_source_url IS NOT NULL"
+    "), seen_ci AS ("
+    "  UPDATE cached_images ci SET last_seen_at = now()"
+    "  FROM (SELECT s.source_url FROM cached_images s JOIN seen ON seen.url = s.source_url"
+    "        ORDER BY s.source_url FOR UPDATE OF s) l"
+    "  WHERE ci.source_url = l.source_url AND ci.last_seen_at < now() - interval '" DB_SEEN_EVERY "'"
+    "  RETURNING 1"
+    "), seen_f AS ("
+    "  UPDATE image_failures f SET last_seen_at = now()"
+    "  FROM seen WHERE f.source_url = seen.url AND f.last_seen_at < now() - interval '" DB_SEEN_EVERY "'"
+    "  RETURNING 1"
     ")"
-    " SELECT (SELECT count(*) FROM up_c), (SELECT count(*) FROM up_p), (SELECT count(*) FROM del_p)";
+    " SELECT (SELECT count(*) FROM up_c), (SELECT count(*) FROM up_p), (SELECT count(*) FROM del_p),"
+    "        (SELECT count(*) FROM seen_ci) + (SELECT count(*) FROM seen_f)";
 
 int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
                     char *err, size_t errlen)
@@ -624,8 +648,9 @@ int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
         set_pg_err(db, res, "upsert chats", err, errlen);
         goto out;
     }
-    log_debug("event=chats_upserted chats=%s participants_changed=%s participants_removed=%s",
-              PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    log_debug("event=chats_upserted chats=%s participants_changed=%s participants_removed=%s "
+              "urls_marked_seen=%s",
+              PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
     rc = 0;
 out:
     PQclear(res);

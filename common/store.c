@@ -50,7 +50,7 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
 }
 
 /* a temporary file this old (in seconds) was left by a crash */
-#define STORE_STALE_TMP_S 3600
+#define STORE_STALE_TMP_S STORE_IN_USE_S
 
 static void remove_stale_tmp(const char *tmpdir)
 {
@@ -174,6 +174,16 @@ void store_key(const char sha256[HASH_HEX_LEN + 1], const char *ext, char key[ST
     snprintf(key, STORE_KEY_MAX, "%.2s/%s.%s", sha256, sha256, ext);
 }
 
+/* Marks an existing blob file as in use now (its mtime): `imgcache-producer
+ * gc` keeps a file whose mtime is younger than STORE_IN_USE_S, so a blob
+ * this worker found and is about to commit a row for is never collected
+ * under it (producer/gc.c). 0 when the file is gone (gc took it first: the
+ * caller writes it again). */
+static int store_touch(const char *final)
+{
+    return utimensat(AT_FDCWD, final, NULL, 0) == 0;
+}
+
 /* The content under key is stored already: the file exists with that size
  * (the name is its hash; the size guards against a torn copy). */
 static int already_stored(const struct store *s, const char *key, long long size)
@@ -182,7 +192,7 @@ static int already_stored(const struct store *s, const char *key, long long size
     struct stat st;
 
     snprintf(final, sizeof final, "%s/%s", s->dir, key);
-    return stat(final, &st) == 0 && st.st_size == size;
+    return stat(final, &st) == 0 && st.st_size == size && store_touch(final);
 }
 
 int store_blob_put(struct store *s, struct store_blob *b, const char *key, const struct iovec *iov,
@@ -339,7 +349,8 @@ static int name_blob(const char *from, const char *final)
         return -1;
     /* a content address: same name, same bytes, unless a crash once left
      * a short file there (then ours replaces it) */
-    if (stat(final, &have) == 0 && stat(from, &mine) == 0 && have.st_size == mine.st_size) {
+    if (stat(final, &have) == 0 && stat(from, &mine) == 0 && have.st_size == mine.st_size &&
+        store_touch(final)) {
         unlink(from);
         return 0;
     }

@@ -25,6 +25,10 @@
 #define STORE_HEAD_MAX 16384  /* bytes kept in memory for sniffing; the rest is mapped when needed */
 #define STORE_KEY_MAX 128
 #define STORE_SHARDS 256     /* <aa> folders, one per first byte of the hash */
+/* A blob file written, or found already stored (then its mtime is set to
+ * now), less than this long ago is in use: `imgcache-producer gc` leaves
+ * it, and temporary files as young, alone. */
+#define STORE_IN_USE_S 3600
 
 struct store;
 

@@ -11,6 +11,7 @@ static const struct flag_name flag_names[] = {
     { ARG_QUIET, "--quiet" },
     { ARG_RETRY_FAILED, "--retry-failed" },
     { ARG_JSON, "--json" },
+    { ARG_DRY_RUN, "--dry-run" },
 };
 
 /* Sets the field of out that bit stands for. */
@@ -22,13 +23,17 @@ static void set_flag(struct command_args *out, unsigned bit)
         out->retry_failed = 1;
     else if (bit == ARG_JSON)
         out->json = 1;
+    else if (bit == ARG_DRY_RUN)
+        out->dry_run = 1;
 }
+
 
 /* Options that take a value. */
 static const struct flag_name value_names[] = {
     { ARG_OLDER_THAN, "--older-than" },
     { ARG_NETWORK, "--network" },
     { ARG_LIMIT, "--limit" },
+    { ARG_GRACE, "--grace" },
 };
 
 /* Sets the field of out that the value option bit stands for; -1 (with
@@ -55,6 +60,8 @@ static int set_value(const char *command, struct command_args *out, unsigned bit
             return -1;
         }
         out->limit = n;
+    } else if (bit == ARG_GRACE) {
+        out->grace = value; /* gc parses it: its message names the value */
     }
     return 0;
 }

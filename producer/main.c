@@ -1,6 +1,6 @@
 /* imgcache-producer: parse the configuration, dispatch on the command, tear
  * down. The commands are in migrate.c, import.c, sync.c, backfill.c, refresh.c,
- * topics.c and stats.c; adding one is a line in `commands` and a file. */
+ * topics.c, stats.c and gc.c; adding one is a line in `commands` and a file. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +39,15 @@ static const char usage[] =
     "                             create the Kafka topics TOPIC (compacted), TOPIC-retry\n"
     "                             and TOPIC-dlt that do not exist; report those that\n"
     "                             differ (safe to repeat; see topics --help)\n"
+    "  gc [--grace 30d] [--dry-run] [--quiet]\n"
+    "                             remove cached images (and failures) whose URL no chat\n"
+    "                             or participant has referenced for longer than --grace,\n"
+    "                             then blobs no cached image points at and their files,\n"
+    "                             then store files without a blob older than an hour;\n"
+    "                             publishes a tombstone (null value) per URL removed.\n"
+    "                             Prints rows=N failures=N blobs=N files=N bytes=N\n"
+    "                             tombstones=N; --dry-run: counts, removes nothing.\n"
+    "                             Safe to run at any time, from several hosts at once\n"
     "\n"
     "import, sync, backfill and refresh show a live progress line (count, rate, elapsed) when\n"
     "standard error is a terminal, else a progress log line every 10 s; --quiet: neither.\n"
@@ -68,6 +77,7 @@ static const struct command commands[] = {
     { "refresh", cmd_refresh },
     { "topics", cmd_topics },
     { "stats", cmd_stats },
+    { "gc", cmd_gc },
 };
 
 static void on_signal(int sig)
@@ -111,10 +121,10 @@ int main(int argc, char **argv)
             cmd = &commands[i];
     if (cmd == NULL) {
         if (cfg.nargs == 0)
-            producer_error("no command given: migrate, import FILE, sync, backfill, refresh, topics or stats "
+            producer_error("no command given: migrate, import FILE, sync, backfill, refresh, topics, stats or gc "
                            "(see --help)");
         else
-            producer_error("unknown command '%s': migrate, import FILE, sync, backfill, refresh, topics or stats "
+            producer_error("unknown command '%s': migrate, import FILE, sync, backfill, refresh, topics, stats or gc "
                            "(see --help)",
                            cfg.args[0]);
         config_free(&cfg);

@@ -57,18 +57,21 @@ enum {
     ARG_QUIET = 1u << 0,        /* --quiet: no progress line, no progress log lines */
     ARG_RETRY_FAILED = 1u << 1, /* backfill --retry-failed */
     ARG_JSON = 1u << 2,         /* stats --json */
+    ARG_DRY_RUN = 1u << 3,      /* gc --dry-run */
     /* options with a value ("--older-than 7d" or "--older-than=7d") */
-    ARG_OLDER_THAN = 1u << 3,   /* refresh --older-than DURATION */
-    ARG_NETWORK = 1u << 4,      /* refresh --network NAME */
-    ARG_LIMIT = 1u << 5,        /* refresh --limit N */
+    ARG_OLDER_THAN = 1u << 4,   /* refresh --older-than DURATION */
+    ARG_NETWORK = 1u << 5,      /* refresh --network NAME */
+    ARG_LIMIT = 1u << 6,        /* refresh --limit N */
+    ARG_GRACE = 1u << 7,        /* gc --grace DURATION (out->grace, parsed by gc) */
 };
 #define ARGS_MAX_POSITIONAL 4
 
 struct command_args {
-    int quiet, retry_failed, json;
+    int quiet, retry_failed, json, dry_run;
     long long older_than_ms;    /* -1 when not given */
     const char *network;        /* NULL when not given; borrowed from argv */
     long long limit;            /* 0 when not given */
+    const char *grace;          /* --grace's value, NULL when absent; borrowed from argv */
     const char *positional[ARGS_MAX_POSITIONAL]; /* borrowed from argv */
     int npositional;
 };
@@ -102,6 +105,11 @@ int cmd_refresh(const struct config *cfg);
 /* ---- stats.c ---- */
 /* stats [--json]: what is cached, what failed, the backlog per group. */
 int cmd_stats(const struct config *cfg);
+
+/* ---- gc.c ---- */
+/* gc [--grace 30d] [--dry-run] [--quiet]: removes what no chat references
+ * any more (rows, blobs, files) and publishes a tombstone per URL dropped. */
+int cmd_gc(const struct config *cfg);
 
 /* ---- topics.c ---- */
 /* topics [options]: creates the Kafka topics (common/topics.h). */

@@ -17,6 +17,7 @@
 
 #include "beeper.h"
 #include "db.h"
+#include "db_gc.h"
 #include "log.h"
 
 static PGconn *admin;          /* checks and fixtures, same schema as the test */
@@ -244,7 +245,7 @@ static void test_migrate(void **state)
     migrate_ok(fx->db, 0);
     assert_int_equal(db_check_schema(fx->db, err, sizeof err), 0);
     assert_sql("SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM imgcache_schema_migrations",
-               "1:001_init,2:002_chat_names,3:003_stats_indexes");
+               "1:001_init,2:002_chat_names,3:003_stats_indexes,4:004_last_seen");
     assert_sql("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
                " AND tablename IN ('chats','chat_participants','image_blobs','cached_images','image_failures')",
                "5");
@@ -803,6 +804,160 @@ static void test_chat_names(void **state)
     assert_sql("SELECT count(*) FROM chats WHERE title IS NULL", "3");
 }
 
+/* --- gc --- */
+
+#define GC_SHA(c) c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c \
+                  c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c
+
+/* A blob (sha256 64 times c) and, when url, a cached image pointing at it,
+ * through admin (another connection than the one gc uses). */
+static void gc_fixture_image(const char *c, const char *url)
+{
+    char sql[1024];
+
+    snprintf(sql, sizeof sql,
+             "INSERT INTO image_blobs (sha256, storage_key, content_type, byte_size)"
+             " VALUES (repeat('%s', 64), '%s%s/x.png', 'image/png', 10) ON CONFLICT DO NOTHING",
+             c, c, c);
+    sql_ok(sql);
+    if (url == NULL)
+        return;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)"
+             " VALUES ('%s', repeat('%s', 64), 'https://cdn.test/x', 'image/png', 10)", url, c);
+    sql_ok(sql);
+}
+
+/* Step 1: a referenced URL stays whatever its age; an unreferenced one
+ * goes once older than the grace period; a failure likewise; and an
+ * import marks every URL it sees. */
+static void test_gc_urls(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "", scanned[256];
+    struct db_gc_list l = { 0 };
+    struct beeper_participant parts[] = { { .id = "u", .full_name = "U", .img_url = "https://img.test/used" } };
+    struct beeper_chat chat = { .id = "c", .type = "single", .participants = parts, .n_participants = 1 };
+
+    assert_int_equal(db_upsert_chats(fx->db, &chat, 1, err, sizeof err), 0);
+    gc_fixture_image("a", "https://img.test/used");
+    gc_fixture_image("b", "https://img.test/gone");
+    gc_fixture_image("c", "https://img.test/recent");
+    sql_ok("INSERT INTO image_failures (source_url, error_class) VALUES ('https://img.test/failed', 'http_404')");
+    sql_ok("UPDATE cached_images SET last_seen_at = now() - interval '10 days'"
+           " WHERE source_url <> 'https://img.test/recent'");
+    sql_ok("UPDATE image_failures SET last_seen_at = now() - interval '10 days'");
+    /* the import marks what it sees */
+    assert_int_equal(db_upsert_chats(fx->db, &chat, 1, err, sizeof err), 0);
+    assert_sql("SELECT count(*) FROM cached_images WHERE source_url = 'https://img.test/used'"
+               " AND last_seen_at > now() - interval '1 minute'", "1");
+
+    /* a dry run lists without removing */
+    assert_int_equal(db_gc_urls(fx->db, DB_GC_CACHED_IMAGES, 86400000LL, 1, "", 100, &l, scanned,
+                                sizeof scanned, err, sizeof err), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.items[0].key, "https://img.test/gone");
+    db_gc_list_release(&l);
+    assert_sql("SELECT count(*) FROM cached_images", "3");
+
+    assert_int_equal(db_gc_urls(fx->db, DB_GC_CACHED_IMAGES, 86400000LL, 0, "", 100, &l, scanned,
+                                sizeof scanned, err, sizeof err), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(scanned, "https://img.test/gone");
+    db_gc_list_release(&l);
+    assert_sql("SELECT string_agg(source_url, ',' ORDER BY source_url) FROM cached_images",
+               "https://img.test/recent,https://img.test/used");
+    /* grace 0: the recent one goes too, the used one never */
+    assert_int_equal(db_gc_urls(fx->db, DB_GC_CACHED_IMAGES, 0, 0, "", 100, &l, scanned, sizeof scanned,
+                                err, sizeof err), 0);
+    assert_int_equal(l.n, 1);
+    db_gc_list_release(&l);
+    assert_sql("SELECT string_agg(source_url, ',') FROM cached_images", "https://img.test/used");
+    assert_int_equal(db_gc_urls(fx->db, DB_GC_IMAGE_FAILURES, 0, 0, "", 100, &l, scanned, sizeof scanned,
+                                err, sizeof err), 0);
+    assert_int_equal(l.n, 1);
+    db_gc_list_release(&l);
+    assert_sql("SELECT count(*) FROM image_failures", "0");
+}
+
+/* Waits (up to 10 s) until a backend of this database waits on a lock:
+ * the statement sent with PQsendQuery() is blocked. */
+static void wait_for_lock_waiter(void)
+{
+    PGconn *watch = PQconnectdb(dburl);
+
+    assert_int_equal(PQstatus(watch), CONNECTION_OK);
+    for (int i = 0; i < 1000; i++) {
+        PGresult *res = PQexec(watch, "SELECT count(*) FROM pg_stat_activity"
+                                      " WHERE datname = current_database() AND wait_event_type = 'Lock'");
+        int n = PQresultStatus(res) == PGRES_TUPLES_OK ? atoi(PQgetvalue(res, 0, 0)) : -1;
+        PQclear(res);
+        if (n > 0) {
+            PQfinish(watch);
+            return;
+        }
+        usleep(10000);
+    }
+    PQfinish(watch);
+    fail_msg("no statement waits on a lock after 10 s");
+}
+
+/* Step 2 against a worker's commit, on two connections, both orders:
+ *  - the commit goes first and has not committed: gc skips the blob (the
+ *    foreign key check holds a lock on it), the commit then succeeds;
+ *  - gc goes first: the blob stays locked until gc commits, so a commit
+ *    pointing at it waits, then fails on the foreign key (nothing points
+ *    at a deleted blob), and the committer's retry inserts the blob anew. */
+static void test_gc_blob_race(void **state)
+{
+    struct fixture *fx = *state;
+    char err[512] = "", scanned[80];
+    struct db_gc_list l = { 0 };
+    const char *sha_c = GC_SHA("c");
+    struct db_image img = {
+        .source_url = "https://img.test/new", .sha256 = GC_SHA("c"), .storage_key = "cc/x.png",
+        .public_url = "https://cdn.test/x", .content_type = "image/png", .byte_size = 10,
+    };
+    PGresult *res;
+
+    gc_fixture_image("a", NULL);
+    gc_fixture_image("c", NULL);
+    /* 1: the commit first, not committed yet */
+    sql_ok("BEGIN");
+    sql_ok("INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)"
+           " VALUES ('https://img.test/a', repeat('a', 64), 'https://cdn.test/a', 'image/png', 10)");
+    assert_int_equal(db_gc_blobs_begin(fx->db, 0, 0, "", 100, &l, scanned, sizeof scanned, err, sizeof err), 0);
+    assert_int_equal(l.n, 1); /* only c: a is being committed */
+    assert_string_equal(l.items[0].key, sha_c);
+    /* 2: gc holds c; a commit pointing at c (sent on admin, answered
+     * later) waits for gc, then fails on the foreign key; the committer's
+     * retry inserts the blob row anew */
+    sql_ok("ROLLBACK"); /* 1's commit of a does not happen after all */
+    assert_int_equal(PQsendQuery(admin,
+                                 "INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)"
+                                 " VALUES ('https://img.test/c', repeat('c', 64), 'https://cdn.test/c',"
+                                 " 'image/png', 10)"), 1);
+    wait_for_lock_waiter();
+    assert_int_equal(db_gc_blobs_finish(fx->db, &sha_c, 1, err, sizeof err), 0);
+    db_gc_list_release(&l);
+    res = PQgetResult(admin);
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    assert_string_equal(PQresultErrorField(res, PG_DIAG_SQLSTATE), "23503"); /* foreign_key_violation */
+    PQclear(res);
+    assert_null(PQgetResult(admin));
+    assert_sql("SELECT count(*) FROM image_blobs WHERE sha256 = repeat('c', 64)", "0");
+    assert_int_equal(db_commit_images(fx->db, &img, 1, err, sizeof err), 0);
+    assert_sql("SELECT count(*) FROM cached_images ci JOIN image_blobs b USING (sha256)"
+               " WHERE ci.source_url = 'https://img.test/new'", "1");
+    /* a committed reference keeps its blob */
+    assert_int_equal(db_gc_blobs_begin(fx->db, 0, 0, "", 100, &l, scanned, sizeof scanned, err, sizeof err), 0);
+    assert_int_equal(l.n, 1); /* a: its commit was rolled back */
+    assert_string_equal(l.items[0].key, GC_SHA("a"));
+    assert_int_equal(db_gc_blobs_finish(fx->db, NULL, 0, err, sizeof err), 0);
+    db_gc_list_release(&l);
+    assert_sql("SELECT count(*) FROM image_blobs", "2");
+}
+
 /* Without a server these tests cannot run, and must not look as if they
  * passed. */
 static void test_database_url_is_set(void **state)
@@ -833,6 +988,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_initials, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_chat_avatars, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_chat_names, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_urls, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_blob_race, setup_migrated, teardown),
     };
     log_init("test_db", LOG_WARN);
     dburl = getenv("DATABASE_URL");

@@ -2,7 +2,8 @@
  * <dir>/.tmp. A worker restart once removed old blobs from the last shard
  * folder (<dir>/ff) instead, and never cleaned <dir>/.tmp: this test puts
  * old and new files in every shard folder and in .tmp, opens the store
- * again, and checks that exactly the old temporary files went. */
+ * again, and checks that exactly the old temporary files went. And a blob
+ * found already stored is marked in use for `gc` (its mtime). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include <ftw.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,10 +94,58 @@ static void test_reopen_cleans_only_stale_temporary_files(void **state)
     assert_int_equal(nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
 }
 
+/* A blob found already stored is marked in use (its mtime set to now), so
+ * `imgcache-producer gc` leaves it to the commit that follows; a blob gc
+ * took away meanwhile is written again. */
+static void test_existing_blob_is_marked_in_use(void **state)
+{
+    char root[] = "/tmp/imgcache-test-store.XXXXXX";
+    char key[STORE_KEY_MAX], path[256], err[256];
+    char sha[HASH_HEX_LEN + 1];
+    struct store *s = NULL;
+    struct store_blob b, *bp = &b;
+    const char *keys[1];
+    unsigned char failed[1], created[1];
+    struct iovec iov = { .iov_base = "bytes", .iov_len = 5 };
+    struct stat st;
+    int existed = -1;
+
+    (void)state;
+    memset(sha, 'c', HASH_HEX_LEN);
+    sha[HASH_HEX_LEN] = '\0';
+    store_key(sha, "png", key);
+    keys[0] = key;
+    assert_non_null(mkdtemp(root));
+    assert_int_equal(store_open(root, &s, err, sizeof err), 0);
+    assert_int_equal(store_blob_put(s, &b, key, &iov, 1, &existed, err, sizeof err), 0);
+    assert_int_equal(existed, 0);
+    assert_int_equal(store_publish(s, &bp, keys, 1, failed, created, err, sizeof err), 0);
+    assert_int_equal(created[0], 1);
+
+    /* stored two hours ago, found again now: in use */
+    snprintf(path, sizeof path, "%s/%s", root, key);
+    put_file(root, key, TWO_HOURS);
+    assert_int_equal(store_blob_put(s, &b, key, &iov, 1, &existed, err, sizeof err), 0);
+    assert_int_equal(existed, 1);
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(time(NULL) - st.st_mtime < 60);
+
+    /* gone (gc took it): written again */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(store_blob_put(s, &b, key, &iov, 1, &existed, err, sizeof err), 0);
+    assert_int_equal(existed, 0);
+    assert_int_equal(store_publish(s, &bp, keys, 1, failed, created, err, sizeof err), 0);
+    assert_int_equal(stat(path, &st), 0);
+
+    store_close(s);
+    assert_int_equal(nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reopen_cleans_only_stale_temporary_files),
+        cmocka_unit_test(test_existing_blob_is_marked_in_use),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

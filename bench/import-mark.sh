@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# bench/import-mark.sh: what marking every URL as seen (last_seen_at, for
+# `gc`) costs an import. Times `imgcache-producer import --quiet` of one
+# generated file with two builds of the producer on the same stack (dev
+# broker, PostgreSQL with --fast), each run on a fresh database:
+#   new   an import into an empty database (no cached row to mark);
+#   re    the same file again with every URL cached and last marked two
+#         days ago: each batch rewrites every cached row's last_seen_at
+#         (the worst case: the first sync of the day);
+#   seen  the same, last marked 10 minutes ago: rows are locked, not
+#         rewritten (every other sync within the hour);
+# 5 runs each, old and new alternating; the median counts. It asserts nothing.
+#
+#   bench/import-mark.sh OLD_PRODUCER NEW_PRODUCER [CHATS]
+set -u
+OLD=$1 NEW=$2 N=${3:-50000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+W=$(mktemp -d /tmp/imgcache-mark.XXXXXX)
+trap 'IMGCACHE_BROKER=dev sh "$ROOT/compose/stack.sh" stop "$W/stack" > /dev/null 2>&1; rm -rf "$W"' EXIT
+IMGCACHE_BROKER=dev sh "$ROOT/compose/stack.sh" start "$W/stack" --fast > /dev/null 2> "$W/stack.log" ||
+    { cat "$W/stack.log"; exit 1; }
+. "$W/stack/stack.env"
+export KAFKA_BROKERS DATABASE_URL IMGCACHE_LOG_LEVEL=warn
+base=$DATABASE_URL
+
+# N single chats, each with its own participant picture, and N groups
+# with a picture of their own: 2N distinct URLs
+awk -v n="$N" 'BEGIN { for (i = 1; i <= n; i++) {
+    printf "{\"id\":\"s%d\",\"type\":\"single\",\"title\":\"S %d\",\"participants\":{\"items\":[{\"id\":\"me\",\"isSelf\":true},{\"id\":\"u%d\",\"fullName\":\"U %d\",\"imgURL\":\"https://img.test/u/%d.png\"}],\"hasMore\":false}}\n", i, i, i, i, i
+    printf "{\"id\":\"g%d\",\"type\":\"group\",\"title\":\"G %d\",\"imgURL\":\"https://img.test/g/%d.png\"}\n", i, i, i } }' > "$W/chats.jsonl"
+
+psql_q() { psql "$1" -qAtX -v ON_ERROR_STOP=1 -c "$2"; }
+run=0
+fresh_db() { # producer -> DATABASE_URL of a fresh, migrated database
+    run=$((run + 1))
+    psql_q "$base" "CREATE DATABASE mark$run TEMPLATE template0 ENCODING 'UTF8'" > /dev/null
+    DATABASE_URL=$(printf '%s' "$base" | sed "s|/[^/?]*\(?.*\)\{0,1\}$|/mark$run\1|")
+    "$1" migrate > /dev/null
+}
+# every URL cached, last seen $1 ago (the column exists in the new schema only)
+cache_all() {
+    psql_q "$DATABASE_URL" "INSERT INTO image_blobs (sha256, storage_key, content_type, byte_size)
+        VALUES (repeat('a', 64), 'aa/a.png', 'image/png', 1);
+        INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)
+        SELECT u, repeat('a', 64), 'https://cdn.test/a.png', 'image/png', 1
+        FROM (SELECT img_source_url FROM chats WHERE img_source_url IS NOT NULL
+              UNION SELECT img_source_url FROM chat_participants WHERE img_source_url IS NOT NULL) s(u);
+        DO \$\$ BEGIN UPDATE cached_images SET last_seen_at = now() - interval '$1';
+        EXCEPTION WHEN undefined_column THEN NULL; END \$\$;" > /dev/null
+    psql_q "$DATABASE_URL" "VACUUM ANALYZE" > /dev/null
+}
+ms() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null || echo "failed: $*" >&2; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 )); }
+median() { sort -n | sed -n 3p; }
+
+# old and new alternate, so a change of the machine's load hits both
+for case in new re seen; do
+    for i in 1 2 3 4 5; do
+        for which in old new; do
+            bin=$OLD; [ $which = new ] && bin=$NEW
+            fresh_db "$bin"
+            if [ $case != new ]; then
+                "$bin" import --quiet "$W/chats.jsonl" > /dev/null
+                if [ $case = re ]; then cache_all '2 days'; else cache_all '10 minutes'; fi
+            fi
+            ms "$bin" import --quiet "$W/chats.jsonl" >> "$W/$which-$case.all"
+        done
+    done
+    for which in old new; do median < "$W/$which-$case.all" > "$W/$which-$case"; done
+done
+printf '%-8s %12s %12s\n' import old_ms new_ms
+for case in new re seen; do
+    printf '%-8s %12s %12s\n' "$case" "$(cat "$W/old-$case")" "$(cat "$W/new-$case")"
+done

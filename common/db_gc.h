@@ -1,0 +1,67 @@
+#ifndef IMGCACHE_DB_GC_H
+#define IMGCACHE_DB_GC_H
+/* The PostgreSQL side of `imgcache-producer gc`. Part of the db module
+ * (db_private.h). Every step works in batches taken in key order after
+ * `after` (keyset pagination), and locks what it removes with FOR UPDATE
+ * SKIP LOCKED, so several collectors never wait on, nor remove twice,
+ * the same row.
+ *
+ * Ownership: a struct db_gc_list is filled by the functions below and
+ * freed by the caller with db_gc_list_release() (also after a failure). */
+#include <stddef.h>
+
+#include "db.h"
+
+struct db_gc_item {
+    char *key;          /* source_url, or a blob's sha256 */
+    char *storage_key;  /* blobs only, else NULL */
+    long long bytes;    /* blobs only */
+};
+
+struct db_gc_list {
+    struct db_gc_item *items;
+    size_t n;
+};
+void db_gc_list_release(struct db_gc_list *l);
+
+enum db_gc_table {
+    DB_GC_CACHED_IMAGES = 0,
+    DB_GC_IMAGE_FAILURES = 1,
+};
+
+/* Step 1, one batch of at most limit rows of `table` (key > after; ""
+ * for the first) whose URL no chat or participant references and whose
+ * last_seen_at is older than grace_ms. dry_run: lists them. Else, in one
+ * transaction: locks them, looks up the references again in a new
+ * snapshot (a chat that an import committed meanwhile keeps its URL;
+ * one still being written waits on our lock and then finds the URL
+ * uncached, so it announces it), deletes and returns those. *scanned gets
+ * the last key examined ("" when the batch was empty: done). */
+int db_gc_urls(struct db *db, enum db_gc_table table, long long grace_ms, int dry_run,
+               const char *after, int limit, struct db_gc_list *out,
+               char *scanned, size_t scannedlen, char *err, size_t errlen) MUST_CHECK;
+
+/* Step 2, first half: opens a transaction and locks at most limit
+ * image_blobs rows (sha256 > after) that no cached_images row points at,
+ * then returns those still unreferenced in a new snapshot. A worker's
+ * commit locks the blob rows it points at (the foreign key check), so a
+ * blob being committed is skipped, and a commit that comes later waits
+ * until db_gc_blobs_finish() (then fails on the foreign key: the worker's
+ * committer retries image by image, and the retry inserts the blob anew). dry_run: no lock, no transaction left open,
+ * and the cached_images rows step 1 would remove (grace_ms) count as gone.
+ * *scanned as for db_gc_urls(). */
+int db_gc_blobs_begin(struct db *db, int dry_run, long long grace_ms, const char *after, int limit, struct db_gc_list *out,
+                      char *scanned, size_t scannedlen, char *err, size_t errlen) MUST_CHECK;
+/* Second half: deletes the n blobs (sha256) and commits; n == 0 commits.
+ * On failure the transaction is rolled back (nothing deleted). */
+int db_gc_blobs_finish(struct db *db, const char *const *sha256, size_t n, char *err, size_t errlen)
+    MUST_CHECK;
+/* Rolls back what db_gc_blobs_begin() opened (an error between the two). */
+void db_gc_abort(struct db *db);
+
+/* Step 3: of the n storage keys, those with no image_blobs row (*out, key
+ * = the storage key). */
+int db_gc_unknown_keys(struct db *db, const char *const *keys, size_t n, struct db_gc_list *out,
+                       char *err, size_t errlen) MUST_CHECK;
+
+#endif
