@@ -29,11 +29,17 @@ static void set_flag(struct command_args *out, unsigned bit)
 
 
 /* Options that take a value. */
-static const struct flag_name value_names[] = {
-    { ARG_OLDER_THAN, "--older-than" },
-    { ARG_NETWORK, "--network" },
-    { ARG_LIMIT, "--limit" },
-    { ARG_GRACE, "--grace" },
+struct value_name {
+    unsigned bit;
+    const char *name;
+    const char *wants;      /* the missing-value message's hint */
+};
+
+static const struct value_name value_names[] = {
+    { ARG_OLDER_THAN, "--older-than", "a duration, e.g. --older-than 7d" },
+    { ARG_NETWORK, "--network", "a network name, e.g. --network WhatsApp" },
+    { ARG_LIMIT, "--limit", "a number, e.g. --limit 5000" },
+    { ARG_GRACE, "--grace", "a duration, e.g. --grace 30d" },
 };
 
 /* Sets the field of out that the value option bit stands for; -1 (with
@@ -87,7 +93,7 @@ static int take_value(const struct config *cfg, int *i, unsigned allowed, struct
         } else if (*i + 1 < cfg->nargs) {
             value = cfg->args[++*i];
         } else {
-            producer_error("%s: %s needs a value (see --help)", cfg->args[0], name);
+            producer_error("%s: %s needs %s", cfg->args[0], name, value_names[k].wants);
             return -1;
         }
         return set_value(cfg->args[0], out, value_names[k].bit, name, value) == 0 ? 1 : -1;
