@@ -21,12 +21,8 @@ int cmd_backfill(const struct config *cfg)
     if (command_args_parse(cfg, ARG_RETRY_FAILED | ARG_QUIET, 0, &args) != 0)
         return PRODUCER_EXIT_USAGE;
     retry_failed = args.retry_failed;
-    if (producer_open_db(cfg, 1, &db) != 0)
+    if (producer_start_run(cfg, "backfill", args.quiet, &db, &pub) != 0)
         goto out;
-    if (publisher_init(&pub, cfg, db, "backfill", args.quiet, err, sizeof err) != 0) {
-        producer_error("%s", err);
-        goto out;
-    }
     have_pub = 1;
     run.pub = &pub;
     log_info("event=backfill_start retry_failed=%d", retry_failed);

@@ -116,12 +116,8 @@ int cmd_import(const struct config *cfg)
         producer_error("cannot open %s: %s", run.path, strerror(errno));
         goto out;
     }
-    if (producer_open_db(cfg, 1, &db) != 0)
+    if (producer_start_run(cfg, "import", args.quiet, &db, &pub) != 0)
         goto out;
-    if (publisher_init(&pub, cfg, db, "import", args.quiet, err, sizeof err) != 0) {
-        producer_error("%s", err);
-        goto out;
-    }
     have_pub = 1;
     log_info("event=import_start file=\"%s\" batch_size=%ld", run.path, cfg->batch_size);
     if (import_lines(&run, err, sizeof err) != 0)

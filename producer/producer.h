@@ -137,6 +137,12 @@ struct publisher {
     struct progress progress;   /* the live line, or the periodic log line */
 };
 
+/* The start of a run that publishes (import, sync, backfill, refresh): opens
+ * the database (schema checked) into *db, then pub for reason. Prints its
+ * error and returns -1; *db may then be open: the caller closes it with
+ * db_close(), as on success. pub is released with publisher_finish*(). */
+int producer_start_run(const struct config *cfg, const char *reason, int quiet, struct db **db,
+                       struct publisher *pub) MUST_CHECK;
 /* quiet: no progress line nor progress log lines (--quiet). */
 int publisher_init(struct publisher *p, const struct config *cfg, struct db *db, const char *reason,
                    int quiet, char *err, size_t errlen);

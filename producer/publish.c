@@ -89,6 +89,20 @@ int publisher_init(struct publisher *p, const struct config *cfg, struct db *db,
     return 0;
 }
 
+int producer_start_run(const struct config *cfg, const char *reason, int quiet, struct db **db,
+                       struct publisher *pub)
+{
+    char err[512];
+
+    if (producer_open_db(cfg, 1, db) != 0)
+        return -1;
+    if (publisher_init(pub, cfg, *db, reason, quiet, err, sizeof err) != 0) {
+        producer_error("%s", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* 1 when url was not seen before in this run (and is now), 0 when it was,
  * -1 when out of memory. */
 static int mark_seen(struct publisher *p, const char *url)

@@ -25,12 +25,8 @@ int cmd_refresh(const struct config *cfg)
     if (command_args_parse(cfg, ARG_OLDER_THAN | ARG_NETWORK | ARG_LIMIT | ARG_QUIET, 0, &args) != 0)
         return PRODUCER_EXIT_USAGE;
     age = args.older_than_ms >= 0 ? args.older_than_ms : REFRESH_DEFAULT_AGE_MS;
-    if (producer_open_db(cfg, 1, &db) != 0)
+    if (producer_start_run(cfg, "refresh", args.quiet, &db, &pub) != 0)
         goto out;
-    if (publisher_init(&pub, cfg, db, "refresh", args.quiet, err, sizeof err) != 0) {
-        producer_error("%s", err);
-        goto out;
-    }
     have_pub = 1;
     run.pub = &pub;
     log_info("event=refresh_start older_than_ms=%lld network=\"%s\" limit=%lld", age,

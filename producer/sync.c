@@ -522,12 +522,8 @@ int cmd_sync(const struct config *cfg)
         producer_error("%s", err);
         goto out;
     }
-    if (producer_open_db(cfg, 1, &db) != 0)
+    if (producer_start_run(cfg, "sync", args.quiet, &db, &pub) != 0)
         goto out;
-    if (publisher_init(&pub, cfg, db, "sync", args.quiet, err, sizeof err) != 0) {
-        producer_error("%s", err);
-        goto out;
-    }
     have_pub = 1;
     log_info("event=sync_start batch_size=%ld", cfg->batch_size);
     if (sync_all(cfg, &a, &pub, &bad, err, sizeof err) != 0)
