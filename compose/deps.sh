@@ -13,7 +13,7 @@ PACKAGES="build-essential pkg-config librdkafka-dev libcurl4-openssl-dev libhire
 libjansson-dev libpq-dev libssl-dev libcmocka-dev libmicrohttpd-dev uthash-dev
 redis-server postgresql postgresql-client kcat valgrind curl
 clang libclang-rt-14-dev time strace linux-perf openjdk-17-jre-headless maven python3-yaml
-prometheus"
+prometheus libvips-dev libvips-tools nginx-light chromium awscli"
 
 missing=
 for p in $PACKAGES; do
