@@ -90,10 +90,11 @@ build/tests/test_%: build/tests/unit/test_%.o build/libworker.a build/libcommon.
 unit: $(UNIT_BIN)
 
 # Debian packages, then the Apache Kafka broker's jars (once; not with
-# IMGCACHE_BROKER=dev, which needs no Java).
+# IMGCACHE_BROKER=dev, which needs no Java), then s3proxy's (the S3 tests).
 deps:
 	@sh compose/deps.sh
 	@if [ "$${IMGCACHE_BROKER:-kafka}" != dev ]; then sh compose/kafka.sh fetch; fi
+	@sh compose/s3proxy.sh fetch
 
 test: deps
 	@$(MAKE) --no-print-directory all unit

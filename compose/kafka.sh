@@ -57,41 +57,19 @@ need() {
 
 # ---- the jars ----------------------------------------------------------------
 
-# The pom's checksum names what the cache holds: a changed pom fetches anew.
-pom_sum() { sha256sum "$POM" | cut -d' ' -f1; }
-
-jars_ready() {
-    [ -f "$KAFKA_JARS/.complete" ] && [ "$(cat "$KAFKA_JARS/.complete")" = "$(pom_sum)" ]
+# Exactly one slf4j binding and a 1.7 API, or the broker logs nothing.
+check_jars() {
+    bindings=$(ls "$1" | grep -c '^slf4j-\(reload4j\|log4j12\|simple\|jdk14\|nop\)-')
+    if [ "$bindings" != 1 ] || ! ls "$1" | grep -q '^slf4j-api-1\.7\.'; then
+        say "the fetched jars do not hold exactly one slf4j binding and slf4j-api 1.7.x:"
+        ls "$1" | grep '^slf4j' | sed 's/^/    /' >&2
+        return 1
+    fi
+    [ -f "$1/kafka_2.13-$KAFKA_VERSION.jar" ] || { say "kafka_2.13-$KAFKA_VERSION.jar is missing"; return 1; }
 }
 
 cmd_fetch() {
-    jars_ready && return 0
-    need java
-    need mvn
-    say "fetching Apache Kafka $KAFKA_VERSION's jars with Maven into $KAFKA_JARS (once)"
-    mkdir -p "$(dirname "$KAFKA_JARS")" || { say "cannot create $(dirname "$KAFKA_JARS")"; exit 1; }
-    tmp=$(mktemp -d "$KAFKA_JARS.tmp.XXXXXX") || { say "cannot create a folder beside $KAFKA_JARS"; exit 1; }
-    if ! mvn -B -q -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
-            -DoutputDirectory="$tmp" > "$tmp.log" 2>&1; then
-        say "Maven could not fetch the broker's jars"
-        log_tail "$tmp.log" 30
-        rm -rf "$tmp" "$tmp.log"
-        exit 1
-    fi
-    rm -f "$tmp.log"
-    # exactly one slf4j binding and a 1.7 API, or the broker logs nothing
-    bindings=$(ls "$tmp" | grep -c '^slf4j-\(reload4j\|log4j12\|simple\|jdk14\|nop\)-')
-    if [ "$bindings" != 1 ] || ! ls "$tmp" | grep -q '^slf4j-api-1\.7\.'; then
-        say "the fetched jars do not hold exactly one slf4j binding and slf4j-api 1.7.x:"
-        ls "$tmp" | grep '^slf4j' | sed 's/^/    /' >&2
-        rm -rf "$tmp"
-        exit 1
-    fi
-    [ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" ] || { say "kafka_2.13-$KAFKA_VERSION.jar is missing"; rm -rf "$tmp"; exit 1; }
-    pom_sum > "$tmp/.complete"
-    rm -rf "$KAFKA_JARS"
-    mv "$tmp" "$KAFKA_JARS" || { say "cannot move the jars to $KAFKA_JARS"; exit 1; }
-    say "$(ls "$KAFKA_JARS" | wc -l) jars, $(du -sh "$KAFKA_JARS" | cut -f1)"
+    MAVEN_CHECK=check_jars maven_fetch "$POM" "$KAFKA_JARS" "Apache Kafka $KAFKA_VERSION" || exit 1
 }
 
 # ---- the broker ----------------------------------------------------------------

@@ -40,6 +40,12 @@
 #                              refuses root), else as we are
 #   find_pgbin                 the folder of pg_ctl and initdb (not on PATH
 #                              on Debian)
+#   maven_fetch POM DIR WHAT   POM's runtime dependencies into DIR with Maven
+#                              (once: DIR/.complete holds the pom's sha256; a
+#                              changed pom fetches anew); DIR is replaced
+#                              whole, never left half-filled; MAVEN_CHECK, if
+#                              set, names a function run on the new folder
+#                              (its path in $1) that may refuse it (non-zero)
 
 say() { echo "${PROG:-imgcache}: $*" >&2; }
 
@@ -205,4 +211,32 @@ find_pgbin() {
     done
     d=$(command -v pg_ctl 2>/dev/null) && { dirname "$d"; return 0; }
     return 1
+}
+
+maven_fetch() {
+    _mf_pom=$1 _mf_dir=$2 _mf_what=$3
+    _mf_sum=$(sha256sum "$_mf_pom" | cut -d' ' -f1)
+    [ -f "$_mf_dir/.complete" ] && [ "$(cat "$_mf_dir/.complete")" = "$_mf_sum" ] && return 0
+    for _mf_cmd in java mvn; do
+        command -v "$_mf_cmd" >/dev/null 2>&1 || { say "$_mf_cmd is not installed (run: make deps)"; return 1; }
+    done
+    say "fetching $_mf_what's jars with Maven into $_mf_dir (once)"
+    mkdir -p "$(dirname "$_mf_dir")" || { say "cannot create $(dirname "$_mf_dir")"; return 1; }
+    _mf_tmp=$(mktemp -d "$_mf_dir.tmp.XXXXXX") || { say "cannot create a folder beside $_mf_dir"; return 1; }
+    if ! mvn -B -q -f "$_mf_pom" dependency:copy-dependencies -DincludeScope=runtime \
+            -DoutputDirectory="$_mf_tmp" > "$_mf_tmp.log" 2>&1; then
+        say "Maven could not fetch $_mf_what's jars"
+        log_tail "$_mf_tmp.log" 30
+        rm -rf "$_mf_tmp" "$_mf_tmp.log"
+        return 1
+    fi
+    rm -f "$_mf_tmp.log"
+    if [ -n "${MAVEN_CHECK:-}" ] && ! "$MAVEN_CHECK" "$_mf_tmp"; then
+        rm -rf "$_mf_tmp"
+        return 1
+    fi
+    echo "$_mf_sum" > "$_mf_tmp/.complete"
+    rm -rf "$_mf_dir"
+    mv "$_mf_tmp" "$_mf_dir" || { say "cannot move the jars to $_mf_dir"; return 1; }
+    say "$(ls "$_mf_dir" | wc -l) jars, $(du -sh "$_mf_dir" | cut -f1)"
 }
