@@ -13,6 +13,7 @@
 #include "lease.h"
 #include "log.h"
 #include "metrics_http.h"
+#include "store.h"
 
 enum opt_type { OPT_STRING, OPT_SECRET, OPT_LONG, OPT_DURATION, OPT_SIZE, OPT_FLAG };
 
@@ -35,6 +36,8 @@ static int check_not_empty(const char *value, char *why, size_t whylen);
 static int check_public_url(const char *value, char *why, size_t whylen);
 static int check_retry_backoff(const char *value, char *why, size_t whylen);
 static int check_metrics_addr(const char *value, char *why, size_t whylen);
+static int check_endpoint_url(const char *value, char *why, size_t whylen);
+static int check_addressing(const char *value, char *why, size_t whylen);
 
 #define P CONFIG_PRODUCER
 #define W CONFIG_WORKER
@@ -58,7 +61,22 @@ static const struct opt_def opts[] = {
     { "DATABASE_URL", "database-url", OPT_STRING, OFF(database_url), "", 0, 0, P | W,
       "PostgreSQL conninfo or URI; empty: libpq defaults and PG* variables", NULL },
     { "IMGCACHE_STORAGE_DIR", "storage-dir", OPT_STRING, OFF(storage_dir), "./var/images", 0, 0, P | W,
-      "folder of stored image blobs", NULL },
+      "folder of stored image blobs (with an s3:// IMGCACHE_STORAGE_URL: of downloads waiting for their upload)",
+      NULL },
+    { "IMGCACHE_STORAGE_URL", "storage-url", OPT_STRING, OFF(storage_url), "", 0, 0, P | W,
+      "where blobs are stored: file:///path, or s3://bucket[/prefix] (with the AWS_* settings); "
+      "empty: file://IMGCACHE_STORAGE_DIR", NULL },
+    { "AWS_ENDPOINT_URL", "aws-endpoint-url", OPT_STRING, OFF(aws_endpoint_url), "", 0, 0, P | W,
+      "S3 API endpoint for MinIO, Ceph, R2..., http(s)://host[:port]; empty: AWS", check_endpoint_url },
+    { "AWS_REGION", "aws-region", OPT_STRING, OFF(aws_region), "us-east-1", 0, 0, P | W,
+      "the bucket's region (signed into every S3 request)", NULL },
+    { "AWS_ACCESS_KEY_ID", NULL, OPT_SECRET, OFF(aws_access_key_id), "", 0, 0, P | W,
+      "S3 access key id (environment only, never logged)", NULL },
+    { "AWS_SECRET_ACCESS_KEY", NULL, OPT_SECRET, OFF(aws_secret_access_key), "", 0, 0, P | W,
+      "S3 secret access key (environment only, never logged)", NULL },
+    { "IMGCACHE_S3_ADDRESSING", "s3-addressing", OPT_STRING, OFF(s3_addressing), "auto", 0, 0, P | W,
+      "path (endpoint/bucket/key), virtual (bucket.host/key) or auto: path with AWS_ENDPOINT_URL, else virtual",
+      check_addressing },
     { "IMGCACHE_PUBLIC_URL", "public-url", OPT_STRING, OFF(public_url), "", 0, 0, W,
       "base URL the storage folder is served under, http(s)://host[:port][/path]; empty: file://<storage dir>",
       check_public_url },
@@ -266,6 +284,29 @@ static int check_log_level(const char *value, char *why, size_t whylen)
     if (log_level_parse(value) >= 0)
         return 0;
     errmsg_set(why, whylen, "'%s' is not debug, info, warn or error", value);
+    return -1;
+}
+
+static int check_endpoint_url(const char *value, char *why, size_t whylen)
+{
+    const char *host;
+
+    if (value[0] == '\0')
+        return 0;
+    host = strncasecmp(value, "http://", 7) == 0 ? value + 7 : strncasecmp(value, "https://", 8) == 0 ? value + 8 : NULL;
+    if (host == NULL || host[0] == '\0' || host[0] == '/' || strchr(host, '@') != NULL ||
+        strcspn(value, " \t\r\n?#") != strlen(value)) {
+        errmsg_set(why, whylen, "not http(s)://host[:port] (no credentials, query or spaces)");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_addressing(const char *value, char *why, size_t whylen)
+{
+    if (strcmp(value, "auto") == 0 || strcmp(value, "path") == 0 || strcmp(value, "virtual") == 0)
+        return 0;
+    errmsg_set(why, whylen, "'%s' is not auto, path or virtual", value);
     return -1;
 }
 
@@ -746,6 +787,26 @@ static int check_connections(const struct config *cfg, unsigned program, char *e
         return -1;
     if ((program & KAFKA_PROGRAMS) && kafka_conf_check(cfg, err, errlen) != 0)
         return -1;
+    if ((program & KAFKA_PROGRAMS) && store_config_check(cfg, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+/* IMGCACHE_STORAGE_URL=file:///path is IMGCACHE_STORAGE_DIR=/path: every
+ * user of the folder (the worker, gc) reads storage_dir. */
+static int use_storage_url(struct config *cfg, char *err, size_t errlen)
+{
+    char *dir;
+
+    if (strncasecmp(cfg->storage_url, "file://", 7) != 0)
+        return 0;
+    dir = strdup(cfg->storage_url + 7);
+    if (dir == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    free(cfg->storage_dir);
+    cfg->storage_dir = dir;
     return 0;
 }
 
@@ -767,7 +828,7 @@ int config_load(struct config *cfg, unsigned program, const char *usage,
     if (check_final_values(cfg, program, from, err, errlen) != 0 ||
         check_connections(cfg, program, err, errlen) != 0)
         return -1;
-    return 0;
+    return use_storage_url(cfg, err, errlen);
 }
 
 void config_free(struct config *cfg)

@@ -33,6 +33,12 @@ struct config {
     char *redis_url;
     char *database_url;
     char *storage_dir;
+    char *storage_url;              /* IMGCACHE_STORAGE_URL; "": file://storage_dir */
+    char *aws_endpoint_url;
+    char *aws_region;
+    char *aws_access_key_id;        /* environment only */
+    char *aws_secret_access_key;    /* a secret: environment only, never printed */
+    char *s3_addressing;            /* auto, path or virtual */
     char *public_url;
     char *beeper_api_url;
     char *beeper_api_token;

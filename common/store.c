@@ -1,4 +1,5 @@
 #include "store.h"
+#include "store_private.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,14 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "errmsg.h"
 #include "log.h"
-
-struct store {
-    char *dir;
-    atomic_ullong counter;    /* temporary names, from the loop and the committer */
-    unsigned long long nonce; /* tells apart workers that share the folder */
-};
 
 static int mkdir_p(const char *path, char *err, size_t errlen)
 {
@@ -71,7 +67,9 @@ static void remove_stale_tmp(const char *tmpdir)
     closedir(d);
 }
 
-int store_open(const char *dir, struct store **out, char *err, size_t errlen)
+/* The folder dir with its .tmp, and with the 256 shard folders when it is
+ * the store itself (shards 1), not a spool of uploads. */
+static int open_folder(const char *dir, int shards, struct store **out, char *err, size_t errlen)
 {
     struct store *s = NULL;
     char tmp[4200];
@@ -94,7 +92,7 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
     /* all 256 shard folders now, so a blob's publish is one rename: made
      * on demand, each new folder cost an inode allocation on the publish
      * path (a fifth of a worker's CPU while a store fills up) */
-    for (int shard = 0; shard < STORE_SHARDS; shard++) {
+    for (int shard = 0; shards && shard < STORE_SHARDS; shard++) {
         snprintf(shard_dir, sizeof shard_dir, "%s/%02x", dir, shard);
         if (mkdir(shard_dir, 0755) != 0 && errno != EEXIST) {
             errmsg_set(err, errlen, "cannot create %s: %s", shard_dir, strerror(errno));
@@ -119,10 +117,91 @@ out:
     return rc;
 }
 
+int store_open(const char *dir, struct store **out, char *err, size_t errlen)
+{
+    return open_folder(dir, 1, out, err, errlen);
+}
+
+int store_is_s3_url(const char *url)
+{
+    return strncasecmp(url, "s3://", 5) == 0;
+}
+
+int store_open_config(const struct config *cfg, struct store **out, char *err, size_t errlen)
+{
+    const struct store_s3_settings st = {
+        .url = cfg->storage_url, .endpoint = cfg->aws_endpoint_url, .region = cfg->aws_region,
+        .access_key = cfg->aws_access_key_id, .secret_key = cfg->aws_secret_access_key,
+        .addressing = cfg->s3_addressing,
+    };
+    struct store *s = NULL;
+    int rc;
+
+    *out = NULL;
+    if (!store_is_s3_url(cfg->storage_url))
+        return open_folder(cfg->storage_dir, 1, out, err, errlen);
+    /* s3://: IMGCACHE_STORAGE_DIR spools downloads until their PUT */
+    rc = open_folder(cfg->storage_dir, 0, &s, err, errlen);
+    if (rc == 0)
+        rc = s3_client_new(&st, &s->s3, err, errlen);
+    if (rc != 0)
+        goto out;
+    *out = s;
+    s = NULL;
+out:
+    store_close(s);
+    return rc;
+}
+
+int store_config_check(const struct config *cfg, char *err, size_t errlen)
+{
+    char bucket[256], prefix[512], why[300];
+
+    if (cfg->storage_url[0] == '\0')
+        return 0;
+    if (strncasecmp(cfg->storage_url, "file://", 7) == 0) {
+        if (cfg->storage_url[7] != '/') {
+            errmsg_set(err, errlen, "IMGCACHE_STORAGE_URL: '%s' is not file:///absolute/path", cfg->storage_url);
+            return -1;
+        }
+        return 0;
+    }
+    if (s3_parse_url(cfg->storage_url, bucket, sizeof bucket, prefix, sizeof prefix, why, sizeof why) != 0) {
+        if (!store_is_s3_url(cfg->storage_url))
+            errmsg_set(why, sizeof why, "'%s' is neither file:///path nor s3://bucket[/prefix]", cfg->storage_url);
+        errmsg_set(err, errlen, "IMGCACHE_STORAGE_URL: %s", why);
+        return -1;
+    }
+    if (cfg->aws_access_key_id[0] == '\0' || cfg->aws_secret_access_key[0] == '\0') {
+        errmsg_set(err, errlen, "IMGCACHE_STORAGE_URL is s3://: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                   "(environment only)");
+        return -1;
+    }
+    if (cfg->aws_region[0] == '\0') {
+        errmsg_set(err, errlen, "IMGCACHE_STORAGE_URL is s3://: AWS_REGION is empty");
+        return -1;
+    }
+    return 0;
+}
+
+void store_public_base(const struct store *s, char *out, size_t outlen)
+{
+    char real[4096];
+
+    if (s->s3) {
+        snprintf(out, outlen, "%s", s3_public_base(s->s3));
+        return;
+    }
+    if (realpath(s->dir, real) == NULL)
+        snprintf(real, sizeof real, "%s", s->dir);
+    snprintf(out, outlen, "file://%s", real);
+}
+
 void store_close(struct store *s)
 {
     if (s == NULL)
         return;
+    s3_client_free(s->s3);
     free(s->dir);
     free(s);
 }
@@ -191,6 +270,10 @@ static int already_stored(const struct store *s, const char *key, long long size
     char final[4400];
     struct stat st;
 
+    /* S3: asked on the committer thread, by store_publish's HEAD, never
+     * on the event loop */
+    if (s->s3)
+        return 0;
     snprintf(final, sizeof final, "%s/%s", s->dir, key);
     return stat(final, &st) == 0 && st.st_size == size && store_touch(final);
 }
@@ -357,6 +440,43 @@ static int name_blob(const char *from, const char *final)
     return rename(from, final) == 0 ? 1 : -1;
 }
 
+/* store_publish() on S3: one HEAD (and a PUT when missing) per blob, in
+ * order; the first failure of the service itself (unreachable, 5xx,
+ * refused credentials) ends the batch: the rest would fail alike. */
+static int publish_s3(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
+                      unsigned char *failed, unsigned char *created, char *err, size_t errlen)
+{
+    int rc = 0;
+
+    err[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        struct store_blob *b = blobs[i];
+        char why[512], path[4200];
+        int made;
+        if (b->tmp_name[0] == '\0')
+            continue;
+        if (rc == STORE_ERR_UNAVAILABLE || rc == STORE_ERR_DENIED) {
+            failed[i] = 1;
+            continue;
+        }
+        tmp_path(b, path, sizeof path);
+        made = s3_publish_file(s->s3, keys[i], path, b->size, why, sizeof why);
+        if (made < 0) {
+            if (err[0] == '\0')
+                errmsg_set(err, errlen, "%s", why);
+            failed[i] = 1;
+            if (made != -1)
+                rc = made;
+            continue;
+        }
+        if (created)
+            created[i] = (unsigned char)made;
+        unlink(path);
+        b->tmp_name[0] = '\0';
+    }
+    return rc;
+}
+
 int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
                   unsigned char *failed, unsigned char *created, char *err, size_t errlen)
 {
@@ -372,6 +492,8 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
             pending++;
     if (pending == 0)
         return 0;
+    if (s->s3)
+        return publish_s3(s, blobs, keys, n, failed, created, err, errlen);
     snprintf(tmpdir, sizeof tmpdir, "%s/.tmp", s->dir);
     fd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {

@@ -1,6 +1,8 @@
 #ifndef IMGCACHE_STORE_H
 #define IMGCACHE_STORE_H
-/* Content-addressed blob store on a local filesystem:
+/* Content-addressed blob store, in a local folder (file://, described
+ * first) or in an S3 bucket (s3://bucket/prefix: the same keys under the
+ * prefix; see store_open_config). On a local filesystem:
  *   <dir>/<aa>/<sha256>.<ext>      (aa: the hash's first 2 hex digits; the 256
  *                                   shard folders are made by store_open())
  * A blob is streamed into <dir>/.tmp/<unique>.part while it downloads and
@@ -51,6 +53,31 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
     MUST_CHECK;
 void store_close(struct store *s);
 
+/* S3 failures of store_open_config() and store_publish(): credentials,
+ * bucket or region refused (a setting to fix: the message names it, never
+ * the secret), or the service unreachable, answering 5xx or SlowDown (an
+ * outage: try again later). */
+#define STORE_ERR_DENIED (-3)
+#define STORE_ERR_UNAVAILABLE (-4)
+struct config;
+/* The store IMGCACHE_STORAGE_URL names: file:///path or "" for
+ * IMGCACHE_STORAGE_DIR (as store_open; config_load puts a file:// path
+ * into storage_dir), or s3://bucket[/prefix] with the
+ * AWS_* settings; downloads are then spooled in IMGCACHE_STORAGE_DIR/.tmp
+ * until their PUT, and the bucket is checked at once (a signed HEAD):
+ * STORE_ERR_DENIED when refused. An unreachable service is logged, not an
+ * error: uploads wait for it. Call after curl_global_init(). */
+int store_open_config(const struct config *cfg, struct store **out, char *err, size_t errlen)
+    MUST_CHECK;
+/* The settings' consistency (for config.c): the URL's form, and for s3://
+ * the key pair and the region. A message names the setting. */
+int store_config_check(const struct config *cfg, char *err, size_t errlen) MUST_CHECK;
+int store_is_s3_url(const char *url);
+/* Where readers find the objects, the base of public URLs when
+ * IMGCACHE_PUBLIC_URL is empty: file://<real path> or the bucket's URL
+ * with the prefix: a key's URL is base/key). */
+void store_public_base(const struct store *s, char *out, size_t outlen);
+
 int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen)
     MUST_CHECK;
 int store_blob_write(struct store_blob *b, const void *data, size_t len, char *err, size_t errlen)
@@ -79,7 +106,11 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
                    int iovcnt, int *existed, char *err, size_t errlen) MUST_CHECK;
 /* Makes n sealed blobs durable under their keys (keys[i] from seal).
  * failed[i] = 1 (with the message of the first failure in err) for a blob
- * that could not be renamed; returns -1 when nothing could be made durable.
+ * that could not be renamed or uploaded; returns -1 when nothing could be
+ * made durable, STORE_ERR_UNAVAILABLE or STORE_ERR_DENIED when S3 failed
+ * so (failed[] says which blobs; the others are stored). On S3 each blob
+ * is a HEAD and, when missing, a PUT (Content-Type, Cache-Control: public,
+ * max-age=31536000, immutable), acknowledged before this returns.
  * created (NULL: not wanted): created[i] = 1 when this call made blob i's
  * name, 0 when the same content was stored already, by an earlier blob of
  * the same batch too (its temporary file is then dropped): the count of

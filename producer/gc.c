@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "db_gc.h"
+#include "store.h"
 #include "event.h"
 #include "store.h"
 
@@ -381,6 +382,11 @@ static int gc_check_store(const struct config *cfg)
 {
     char tmp[4200];
 
+    if (store_is_s3_url(cfg->storage_url)) {
+        producer_error("gc: IMGCACHE_STORAGE_URL is s3://: gc of an S3 store is not implemented yet "
+                       "(its objects are never deleted)");
+        return -1;
+    }
     snprintf(tmp, sizeof tmp, "%s/.tmp", cfg->storage_dir);
     if (access(tmp, W_OK) != 0) {
         producer_error("gc: IMGCACHE_STORAGE_DIR (%s) is not an image store this host may write "

@@ -65,6 +65,7 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
     struct db_image imgs[COMMIT_BATCH_MAX];
     size_t idx[COMMIT_BATCH_MAX], m = 0, k = 0;
     char err[300] = "";
+    int published;
 
     for (size_t i = 0; i < b->n; i++) {
         blobs[i] = &b->items[i].blob;
@@ -73,14 +74,17 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
         unwritten[i] = b->items[i].body && put_body(c, &b->items[i]) != 0;
     }
     /* blobs durable under their names before the rows that point at them */
-    if (store_publish(c->store, blobs, keys, b->n, failed, created, err, sizeof err) != 0)
+    published = store_publish(c->store, blobs, keys, b->n, failed, created, err, sizeof err);
+    if (published == -1)
         memset(failed, 1, b->n);
     for (size_t i = 0; i < b->n; i++) {
         b->items[i].wrote = !unwritten[i] && !failed[i] && created[i];
         if (unwritten[i])
             continue; /* put_body() said why */
         if (failed[i]) {
-            mark(&b->items[i], COMMIT_STORAGE_FAILED, err);
+            mark(&b->items[i], published == STORE_ERR_UNAVAILABLE ? COMMIT_STORE_DOWN
+                               : published == STORE_ERR_DENIED  ? COMMIT_STORE_DENIED
+                                                                : COMMIT_STORAGE_FAILED, err);
             continue;
         }
         imgs[m] = b->items[i].img;

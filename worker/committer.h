@@ -2,7 +2,8 @@
 #define IMGCACHE_COMMITTER_H
 /* Makes batches of downloaded images durable and records them, on a thread
  * of its own, so that the event loop keeps downloading meanwhile: for each
- * batch, store_publish() (flush, rename, flush) and then db_commit_images()
+ * batch, store_publish() (flush, rename, flush; or on S3 a HEAD and a PUT
+ * per blob, each acknowledged) and then db_commit_images()
  * on the committer's own PostgreSQL connection. The flushes wait for the
  * disk and the commit for the server; neither stops a download now.
  *
@@ -35,6 +36,8 @@ enum commit_outcome {
     COMMIT_STORAGE_FAILED, /* the blob could not be made durable (err says why) */
     COMMIT_REFUSED,        /* PostgreSQL refused this row (err says why) */
     COMMIT_DB_DOWN,        /* the server could not be reached: nothing recorded */
+    COMMIT_STORE_DOWN,     /* S3 unreachable, 5xx or SlowDown: not stored, nothing recorded */
+    COMMIT_STORE_DENIED,   /* S3 refused the credentials, bucket or region (err names the setting) */
 };
 
 struct commit_item {

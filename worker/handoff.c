@@ -9,6 +9,25 @@
 #include "log.h"
 #include "revalidate.h"
 
+/* The store's state after a batch: an outage starts or goes on (the batch
+ * waits, with backoff, like one PostgreSQL could not take), ends, or the
+ * store refused the settings (the worker stops: every image would fail). */
+static void note_store(struct worker *w, const char *store_down, const char *denied)
+{
+    if (denied) {
+        if (w->store_denied[0] == '\0')
+            snprintf(w->store_denied, sizeof w->store_denied, "%s", denied);
+        return;
+    }
+    if (store_down) {
+        if (outage_failed(&w->store_outage, mono_ms()))
+            log_warn("event=storage_down reason=\"%s\" action=\"holding the batch, retrying\"", store_down);
+        return;
+    }
+    if (outage_recovered(&w->store_outage))
+        log_info("event=storage_up");
+}
+
 /* A batch back from the committer: its images are recorded (finish their
  * events), refused or not durable (fail them), or waiting for PostgreSQL
  * (back in line). */
@@ -16,7 +35,7 @@ void handoff_collect(struct worker *w)
 {
     struct commit_batch *b = committer_take(w->committer);
     struct job *done[COMMIT_BATCH_MAX];
-    const char *down = NULL;
+    const char *down = NULL, *store_down = NULL, *denied = NULL;
     size_t n = 0;
 
     if (b == NULL)
@@ -52,10 +71,19 @@ void handoff_collect(struct worker *w)
             down = it->err;
             job_move(w, j, JOB_COMMIT);
             break;
+        case COMMIT_STORE_DOWN:
+            store_down = it->err;
+            job_move(w, j, JOB_COMMIT);
+            break;
+        case COMMIT_STORE_DENIED:
+            denied = it->err;
+            job_move(w, j, JOB_COMMIT);
+            break;
         }
     }
     if (down)
         dedup_db_trouble(w, "commit", down);
+    note_store(w, store_down, denied);
     dedup_release_leases(w, done, n);
     for (size_t i = 0; i < n; i++) {
         log_debug("event=cached url=\"%s\" sha256=%s bytes=%lld type=%s size=%ux%u",
@@ -79,7 +107,8 @@ void handoff_submit(struct worker *w)
     struct commit_batch *b = w->batch;
     struct job *j, *tmp;
 
-    if (w->q_commit == NULL || committer_busy(w->committer) || !dedup_db_usable(w))
+    if (w->q_commit == NULL || committer_busy(w->committer) || !dedup_db_usable(w) || w->store_denied[0] ||
+        (w->store_outage.down && !outage_may_try(&w->store_outage, mono_ms())))
         return;
     b->n = 0;
     DL_FOREACH_SAFE(w->q_commit, j, tmp) {

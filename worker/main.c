@@ -82,8 +82,10 @@ int main(int argc, char **argv)
         status = rc == WORKER_ERR_CONFIG ? 2 : 1;
         goto out;
     }
-    if (worker_run(w, &stop_requested, err, sizeof err) != 0) {
+    rc = worker_run(w, &stop_requested, err, sizeof err);
+    if (rc != 0) {
         log_error("event=stopped reason=\"%s\"", err);
+        status = rc == WORKER_ERR_CONFIG ? 2 : 1;
         goto out;
     }
     status = 0;

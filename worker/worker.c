@@ -121,6 +121,7 @@ static void worker_init_limits(struct worker *w, const struct config *cfg)
     w->cfg = cfg;
     w->wake[0] = w->wake[1] = -1;
     outage_init(&w->db_outage);
+    outage_init(&w->store_outage);
     /* events are cheap (a few hundred bytes; the 16 KiB sniff head exists
      * only while downloading), so the cap is generous: 16 per download
      * slot, at least 4096 */
@@ -170,18 +171,14 @@ static int worker_check_settings(struct worker *w, char *err, size_t errlen)
 static int worker_open_store(struct worker *w, char *err, size_t errlen)
 {
     const struct config *cfg = w->cfg;
-    char real[PATH_MAX];
-    int rc = store_open(cfg->storage_dir, &w->store, err, errlen);
+    int rc = store_open_config(cfg, &w->store, err, errlen);
 
     if (rc != 0)
-        return rc == STORE_ERR_NOT_WRITABLE ? WORKER_ERR_CONFIG : -1;
-    if (cfg->public_url[0]) {
+        return rc == STORE_ERR_NOT_WRITABLE || rc == STORE_ERR_DENIED ? WORKER_ERR_CONFIG : -1;
+    if (cfg->public_url[0])
         snprintf(w->public_base, sizeof w->public_base, "%s", cfg->public_url);
-    } else {
-        if (realpath(cfg->storage_dir, real) == NULL)
-            snprintf(real, sizeof real, "%s", cfg->storage_dir);
-        snprintf(w->public_base, sizeof w->public_base, "file://%s", real);
-    }
+    else
+        store_public_base(w->store, w->public_base, sizeof w->public_base);
     while (w->public_base[0] && w->public_base[strlen(w->public_base) - 1] == '/')
         w->public_base[strlen(w->public_base) - 1] = '\0';
     return 0;
@@ -325,7 +322,7 @@ static int loop_timeout(struct worker *w, long long now)
 
     if (w->q_new || (w->q_ready && download_may_start(w)))
         timeout = 0;
-    else if (w->db_outage.down || w->q_waiting || w->q_breaker || w->q_publish || failure_publishing(w))
+    else if (w->db_outage.down || w->store_outage.down || w->q_waiting || w->q_breaker || w->q_publish || failure_publishing(w))
         timeout = LOOP_POLL_MS;
     if (w->q_held && !w->stopping && w->next_held_due_ms - now < timeout)
         timeout = w->next_held_due_ms > now ? (int)(w->next_held_due_ms - now) : 0;
@@ -377,6 +374,12 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t 
         note_turn(w, now);
         take_messages(w);
         worker_io_step(w);
+        if (w->store_denied[0]) {
+            /* a setting to fix: taking more work would fail all of it */
+            errmsg_set(err, errlen, "%s", w->store_denied);
+            rc = WORKER_ERR_CONFIG;
+            break;
+        }
         if (!w->stopping)
             consumer_sync_pause(w);
         /* held retries need no grace: nothing of theirs is in flight */

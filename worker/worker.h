@@ -20,7 +20,8 @@ int worker_new(const struct config *cfg, struct worker **out, char *err, size_t 
     MUST_CHECK;
 /* Runs until *stop is set (then shuts down gracefully) or, with --drain,
  * until caught up and idle. 0 on a clean exit; -1 with a message when
- * --drain could not drain. */
+ * --drain could not drain; WORKER_ERR_CONFIG when the store refused the
+ * settings while running (credentials, bucket, region). */
 int worker_run(struct worker *w, volatile sig_atomic_t *stop, char *err, size_t errlen)
     MUST_CHECK;
 void worker_free(struct worker *w);

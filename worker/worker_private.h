@@ -212,6 +212,8 @@ struct worker {
     long long next_drain_check_ms;
     long long idle_since_ms;    /* 0 while there is work */
     struct outage db_outage;    /* PostgreSQL unreachable: hold offsets, retry */
+    struct outage store_outage; /* S3 unreachable or busy: hold the batch, retry */
+    char store_denied[300];     /* S3 refused the settings: the worker stops (why) */
     long long next_db_probe_ms; /* dedup_db_probe(), with the metrics endpoint on */
     int redis_down;
     /* our own configured endpoints, whose 401/403 refuses our token, not

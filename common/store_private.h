@@ -1,0 +1,73 @@
+#ifndef IMGCACHE_STORE_PRIVATE_H
+#define IMGCACHE_STORE_PRIVATE_H
+/* Internals shared by store.c (the blob life cycle, and the folder backend)
+ * and store_s3.c (the S3 backend). Nothing outside common/store*.c includes
+ * this; the pure parts are declared here for the unit tests too.
+ *
+ * Both backends stream a download into a local temporary file under
+ * <dir>/.tmp (dir: the store folder for file://, a spool folder for s3://);
+ * they differ in how store_publish() makes a sealed blob durable: a rename
+ * into <dir>/<aa>/, or a PUT of the object <prefix>/<aa>/<sha256>.<ext>. */
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "errmsg.h"
+#include "store.h"
+
+struct s3_client;
+
+struct store {
+    char *dir;                /* the store (file://) or the spool of downloads (s3://) */
+    atomic_ullong counter;    /* temporary names, from the loop and the committer */
+    unsigned long long nonce; /* tells apart workers that share the folder */
+    struct s3_client *s3;     /* NULL: the folder is the store */
+};
+
+/* s3://bucket[/prefix] -> bucket and prefix (no leading or trailing '/';
+ * "" when none). -1 with a reason (the URL holds no secret: quoted). */
+int s3_parse_url(const char *url, char *bucket, size_t bucketlen, char *prefix, size_t prefixlen,
+                 char *why, size_t whylen) MUST_CHECK;
+/* The object's URL: endpoint base (path-style: <endpoint>/<bucket>;
+ * virtual-hosted: scheme://<bucket>.<host>) + "/" + prefix + "/" + key.
+ * -1 when it does not fit. */
+int s3_object_url(const char *base, const char *prefix, const char *key, char *out, size_t outlen)
+    MUST_CHECK;
+/* The base URL of the bucket: path_style 1 -> endpoint/bucket, 0 ->
+ * scheme://bucket.host[:port] (endpoint without a path). With no endpoint:
+ * AWS's, https://s3.<region>.amazonaws.com. -1 when it does not fit. */
+int s3_bucket_base(const char *endpoint, const char *region, const char *bucket, int path_style,
+                   char *out, size_t outlen) MUST_CHECK;
+/* The query of a ListObjectsV2 request, its parameters sorted by name and
+ * percent-encoded as SigV4 wants (curl 7.88 signs the query as given):
+ * continuation-token (when not NULL/""), list-type=2, prefix. */
+int s3_list_query(const char *prefix, const char *token, char *out, size_t outlen) MUST_CHECK;
+/* "image/png" for "aa/<sha>.png"...; application/octet-stream otherwise. */
+const char *s3_content_type(const char *key);
+
+/* The S3 backend of the store (store_s3.c). */
+struct store_s3_settings {
+    const char *url;          /* s3://bucket[/prefix] */
+    const char *endpoint;     /* "" or NULL: AWS */
+    const char *region;
+    const char *access_key;
+    const char *secret_key;
+    const char *addressing;   /* "auto", "path" or "virtual" */
+};
+/* Checks the bucket (a signed HEAD): STORE_ERR_DENIED for refused
+ * credentials, a missing bucket or a wrong region (a setting to fix);
+ * unreachable is not an error here (the workers wait for it like for
+ * PostgreSQL), only logged. */
+int s3_client_new(const struct store_s3_settings *st, struct s3_client **out, char *err, size_t errlen)
+    MUST_CHECK;
+void s3_client_free(struct s3_client *c);
+/* Makes the temporary file path (size bytes) the object key unless an
+ * object of that size is there already: 1 when it PUT it, 0 when it was
+ * there, else STORE_ERR_UNAVAILABLE (unreachable, 5xx, SlowDown: try again
+ * later), STORE_ERR_DENIED (credentials, bucket, region) or -1 (this
+ * object only), with a message naming no secret. */
+int s3_publish_file(struct s3_client *c, const char *key, const char *path, long long size, char *err,
+                    size_t errlen);
+/* The URL the bucket's objects are read from (no trailing '/'). */
+const char *s3_public_base(const struct s3_client *c);
+
+#endif

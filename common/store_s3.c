@@ -1,0 +1,475 @@
+/* The S3 backend of the store (see store_private.h). Requests are signed by
+ * libcurl (CURLOPT_AWS_SIGV4); curl 7.88 leaves x-amz-content-sha256 to us
+ * and signs the query string as given, so queries are built sorted and
+ * encoded here (../shared/KAFKA-NOTES.md). No signature code of our own. */
+#include "store_private.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+#define S3_URL_MAX 2048
+#define S3_CONNECT_TIMEOUT_MS 5000L
+#define S3_REQUEST_TIMEOUT_MS 60000L
+#define S3_REPLY_MAX 4096           /* an error document's start: enough for its <Code> */
+#define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+struct s3_client {
+    CURL *easy;               /* one connection, kept alive; one thread at a time */
+    char base[S3_URL_MAX];    /* the bucket's URL */
+    char public_base[S3_URL_MAX + 520]; /* base/prefix: where keys are read */
+    char bucket[256];
+    char prefix[512];
+    char sigv4[128];
+    char *userpwd;            /* key:secret (a secret: never printed) */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* A reply, capped: only an error document's code is read from it. */
+struct s3_reply {
+    char text[S3_REPLY_MAX + 1];
+    size_t len;
+};
+
+int s3_parse_url(const char *url, char *bucket, size_t bucketlen, char *prefix, size_t prefixlen,
+                 char *why, size_t whylen)
+{
+    const char *p, *slash;
+    size_t blen, plen;
+
+    if (strncasecmp(url, "s3://", 5) != 0) {
+        errmsg_set(why, whylen, "'%s' is not an s3://bucket[/prefix] URL", url);
+        return -1;
+    }
+    p = url + 5;
+    slash = strchr(p, '/');
+    blen = slash ? (size_t)(slash - p) : strlen(p);
+    /* S3's bucket names: 3-63 of a-z 0-9 . - */
+    if (blen < 3 || blen > 63 || blen >= bucketlen || strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789.-") < blen) {
+        errmsg_set(why, whylen, "'%s': the bucket name must be 3 to 63 of a-z, 0-9, '.' and '-'", url);
+        return -1;
+    }
+    memcpy(bucket, p, blen);
+    bucket[blen] = '\0';
+    p = slash ? slash + 1 : p + blen;
+    plen = strlen(p);
+    while (plen > 0 && p[plen - 1] == '/')
+        plen--;
+    if (plen >= prefixlen || plen > 400) {
+        errmsg_set(why, whylen, "'%s': the prefix is too long", url);
+        return -1;
+    }
+    for (size_t i = 0; i < plen; i++) {
+        /* keys are put in URLs unencoded: keep the prefix to safe bytes */
+        if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./", p[i]) == NULL) {
+            errmsg_set(why, whylen, "'%s': the prefix may hold only letters, digits, '-', '_', '.' and '/'",
+                       url);
+            return -1;
+        }
+    }
+    memcpy(prefix, p, plen);
+    prefix[plen] = '\0';
+    return 0;
+}
+
+int s3_bucket_base(const char *endpoint, const char *region, const char *bucket, int path_style,
+                   char *out, size_t outlen)
+{
+    char aws[256];
+    const char *host;
+    size_t scheme_len, n;
+    int w;
+
+    if (endpoint == NULL || endpoint[0] == '\0') {
+        snprintf(aws, sizeof aws, "https://s3.%s.amazonaws.com", region);
+        endpoint = aws;
+    }
+    n = strlen(endpoint);
+    while (n > 0 && endpoint[n - 1] == '/')
+        n--;
+    if (path_style) {
+        w = snprintf(out, outlen, "%.*s/%s", (int)n, endpoint, bucket);
+        return w < 0 || (size_t)w >= outlen ? -1 : 0;
+    }
+    host = strstr(endpoint, "://");
+    if (host == NULL)
+        return -1;
+    scheme_len = (size_t)(host - endpoint) + 3;
+    w = snprintf(out, outlen, "%.*s%s.%.*s", (int)scheme_len, endpoint, bucket, (int)(n - scheme_len),
+                 endpoint + scheme_len);
+    return w < 0 || (size_t)w >= outlen ? -1 : 0;
+}
+
+int s3_object_url(const char *base, const char *prefix, const char *key, char *out, size_t outlen)
+{
+    int w = snprintf(out, outlen, "%s/%s%s%s", base, prefix, prefix[0] ? "/" : "", key);
+    return w < 0 || (size_t)w >= outlen ? -1 : 0;
+}
+
+/* RFC 3986 unreserved bytes stay, every other byte is %XX (upper case), as
+ * SigV4's canonical query wants; -1 when out is too small. */
+static int uri_encode(const char *in, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '_' || *p == '.' || *p == '~') {
+            if (o + 1 >= outlen)
+                return -1;
+            out[o++] = (char)*p;
+        } else {
+            if (o + 3 >= outlen)
+                return -1;
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    if (o >= outlen)
+        return -1;
+    out[o] = '\0';
+    return 0;
+}
+
+int s3_list_query(const char *prefix, const char *token, char *out, size_t outlen)
+{
+    char enc_prefix[1600], enc_token[3200];
+    int w;
+
+    if (uri_encode(prefix, enc_prefix, sizeof enc_prefix) != 0 ||
+        uri_encode(token ? token : "", enc_token, sizeof enc_token) != 0)
+        return -1;
+    /* sorted by name: continuation-token < list-type < prefix */
+    if (token && token[0])
+        w = snprintf(out, outlen, "continuation-token=%s&list-type=2&prefix=%s", enc_token, enc_prefix);
+    else
+        w = snprintf(out, outlen, "list-type=2&prefix=%s", enc_prefix);
+    return w < 0 || (size_t)w >= outlen ? -1 : 0;
+}
+
+const char *s3_content_type(const char *key)
+{
+    static const char *const types[][2] = {
+        { "jpg", "image/jpeg" }, { "png", "image/png" }, { "gif", "image/gif" }, { "webp", "image/webp" },
+    };
+    const char *dot = strrchr(key, '.');
+
+    for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(dot + 1, types[i][0]) == 0)
+            return types[i][1];
+    return "application/octet-stream";
+}
+
+static size_t keep_reply(char *data, size_t size, size_t n, void *arg)
+{
+    struct s3_reply *r = arg;
+    size_t len = size * n, take = S3_REPLY_MAX - r->len < len ? S3_REPLY_MAX - r->len : len;
+
+    memcpy(r->text + r->len, data, take);
+    r->len += take;
+    r->text[r->len] = '\0';
+    return len;
+}
+
+/* The <Code> of an S3 error document ("" when none): a fixed word, never
+ * the document's other fields (s3proxy echoes the access key there). */
+static void error_code(const struct s3_reply *r, char *code, size_t codelen)
+{
+    const char *p = strstr(r->text, "<Code>"), *e;
+
+    code[0] = '\0';
+    if (p == NULL || (e = strstr(p + 6, "</Code>")) == NULL)
+        return;
+    p += 6;
+    if ((size_t)(e - p) < codelen && strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") >= (size_t)(e - p))
+        snprintf(code, codelen, "%.*s", (int)(e - p), p);
+}
+
+/* The easy handle set up for one request to url; headers (may be NULL)
+ * stay the caller's. */
+static void prepare(struct s3_client *c, const char *url, struct curl_slist *headers, struct s3_reply *r)
+{
+    CURL *e = c->easy;
+
+    curl_easy_reset(e);
+    c->errbuf[0] = '\0';
+    r->len = 0;
+    r->text[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, S3_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, S3_REQUEST_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_AWS_SIGV4, c->sigv4);
+    curl_easy_setopt(e, CURLOPT_USERPWD, c->userpwd);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, keep_reply);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+}
+
+/* What an answer means: 0 for 2xx; else a message and the class. what
+ * names the request ("PUT <key>"). */
+static int classify(struct s3_client *c, CURLcode cc, long status, const struct s3_reply *r, const char *what,
+                    char *err, size_t errlen)
+{
+    char code[64];
+
+    if (cc != CURLE_OK) {
+        errmsg_set(err, errlen, "storage: S3 %s: cannot reach AWS_ENDPOINT_URL: %s", what,
+                   c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc));
+        return STORE_ERR_UNAVAILABLE;
+    }
+    if (status >= 200 && status < 300)
+        return 0;
+    error_code(r, code, sizeof code);
+    if (status >= 500 || status == 429 || strcmp(code, "SlowDown") == 0) {
+        errmsg_set(err, errlen, "storage: S3 %s: HTTP %ld %s (the service is busy or down)", what, status, code);
+        return STORE_ERR_UNAVAILABLE;
+    }
+    if (status == 403 || strcmp(code, "InvalidAccessKeyId") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0) {
+        errmsg_set(err, errlen, "storage: S3 refused the credentials (%s: HTTP %ld %s): check "
+                   "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION", what, status, code);
+        return STORE_ERR_DENIED;
+    }
+    if (strcmp(code, "NoSuchBucket") == 0) {
+        errmsg_set(err, errlen, "storage: bucket '%s' does not exist: check IMGCACHE_STORAGE_URL and "
+                   "AWS_ENDPOINT_URL", c->bucket);
+        return STORE_ERR_DENIED;
+    }
+    if (status == 301 || strcmp(code, "AuthorizationHeaderMalformed") == 0 ||
+        strcmp(code, "PermanentRedirect") == 0) {
+        errmsg_set(err, errlen, "storage: bucket '%s' is in another region (HTTP %ld %s): check AWS_REGION",
+                   c->bucket, status, code);
+        return STORE_ERR_DENIED;
+    }
+    errmsg_set(err, errlen, "storage: S3 %s: HTTP %ld %s", what, status, code);
+    return -1;
+}
+
+/* HEAD of the object: 1 when it is there with size bytes, 0 when not (or
+ * with another size: a PUT replaces it), else an error class. */
+static int head_object(struct s3_client *c, const char *key, long long size, char *err, size_t errlen)
+{
+    char url[S3_URL_MAX], what[160];
+    struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: " S3_EMPTY_SHA256);
+    struct s3_reply r;
+    curl_off_t have = -1;
+    long status = 0;
+    int rc;
+
+    if (h == NULL || s3_object_url(c->base, c->prefix, key, url, sizeof url) != 0) {
+        curl_slist_free_all(h);
+        errmsg_set(err, errlen, "storage: S3 key %s: out of memory or too long", key);
+        return -1;
+    }
+    snprintf(what, sizeof what, "HEAD %s", key);
+    prepare(c, url, h, &r);
+    curl_easy_setopt(c->easy, CURLOPT_NOBODY, 1L);
+    rc = (int)curl_easy_perform(c->easy);
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &have);
+    curl_slist_free_all(h);
+    if (rc == CURLE_OK && status == 404)
+        return 0;
+    rc = classify(c, (CURLcode)rc, status, &r, what, err, errlen);
+    if (rc != 0)
+        return rc;
+    return have == size;
+}
+
+/* The headers of an object's PUT; NULL when out of memory. */
+static struct curl_slist *put_headers(const char *key)
+{
+    char line[200];
+    const char *dot = strrchr(key, '.'), *slash = strrchr(key, '/');
+    struct curl_slist *h = NULL, *t;
+
+    /* the key is <aa>/<sha256>.<ext>: the payload's hash is in its name */
+    snprintf(line, sizeof line, "x-amz-content-sha256: %.*s", slash && dot > slash ? (int)(dot - slash - 1) : 0,
+             slash ? slash + 1 : "");
+    const char *lines[] = {
+        line, "Cache-Control: public, max-age=31536000, immutable", "Expect:",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        if ((t = curl_slist_append(h, lines[i])) == NULL)
+            goto fail;
+        h = t;
+    }
+    snprintf(line, sizeof line, "Content-Type: %s", s3_content_type(key));
+    if ((t = curl_slist_append(h, line)) == NULL)
+        goto fail;
+    return t;
+fail:
+    curl_slist_free_all(h);
+    return NULL;
+}
+
+static int put_object(struct s3_client *c, const char *key, const char *path, long long size, char *err,
+                      size_t errlen)
+{
+    char url[S3_URL_MAX], what[160];
+    struct curl_slist *h = put_headers(key);
+    FILE *f = NULL;
+    struct s3_reply r;
+    long status = 0;
+    int rc = -1;
+    CURLcode cc;
+
+    snprintf(what, sizeof what, "PUT %s", key);
+    if (h == NULL || s3_object_url(c->base, c->prefix, key, url, sizeof url) != 0) {
+        errmsg_set(err, errlen, "storage: S3 %s: out of memory or too long", what);
+        goto out;
+    }
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        errmsg_set(err, errlen, "storage: cannot read %s: %m", path);
+        goto out;
+    }
+    prepare(c, url, h, &r);
+    curl_easy_setopt(c->easy, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c->easy, CURLOPT_READDATA, f);
+    curl_easy_setopt(c->easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
+    cc = curl_easy_perform(c->easy);
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    rc = classify(c, cc, status, &r, what, err, errlen);
+out:
+    if (f)
+        fclose(f);
+    curl_slist_free_all(h);
+    return rc;
+}
+
+int s3_publish_file(struct s3_client *c, const char *key, const char *path, long long size, char *err,
+                    size_t errlen)
+{
+    int rc = head_object(c, key, size, err, errlen);
+
+    if (rc != 0)
+        return rc == 1 ? 0 : rc;
+    /* S3 shows an object only once its PUT is complete: a worker killed
+     * mid-upload leaves nothing half-written under the key */
+    rc = put_object(c, key, path, size, err, errlen);
+    return rc == 0 ? 1 : rc;
+}
+
+const char *s3_public_base(const struct s3_client *c)
+{
+    return c->public_base;
+}
+
+/* "auto": path-style for a custom endpoint (MinIO, Ceph, s3proxy serve
+ * buckets under a path; their host names rarely resolve per bucket),
+ * virtual-hosted for AWS (which is retiring path-style). */
+static int use_path_style(const struct store_s3_settings *st)
+{
+    if (strcmp(st->addressing, "path") == 0)
+        return 1;
+    if (strcmp(st->addressing, "virtual") == 0)
+        return 0;
+    return st->endpoint != NULL && st->endpoint[0] != '\0';
+}
+
+static int client_init(struct s3_client *c, const struct store_s3_settings *st, char *err, size_t errlen)
+{
+    char why[300];
+    size_t n;
+
+    if (s3_parse_url(st->url, c->bucket, sizeof c->bucket, c->prefix, sizeof c->prefix, why, sizeof why) != 0) {
+        errmsg_set(err, errlen, "IMGCACHE_STORAGE_URL: %s", why);
+        return STORE_ERR_DENIED;
+    }
+    if (s3_bucket_base(st->endpoint, st->region, c->bucket, use_path_style(st), c->base, sizeof c->base) != 0) {
+        errmsg_set(err, errlen, "AWS_ENDPOINT_URL: too long, or not scheme://host[:port]");
+        return STORE_ERR_DENIED;
+    }
+    snprintf(c->public_base, sizeof c->public_base, "%s%s%s", c->base, c->prefix[0] ? "/" : "", c->prefix);
+    snprintf(c->sigv4, sizeof c->sigv4, "aws:amz:%s:s3", st->region);
+    n = strlen(st->access_key) + strlen(st->secret_key) + 2;
+    c->userpwd = malloc(n);
+    c->easy = curl_easy_init();
+    if (c->userpwd == NULL || c->easy == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(c->userpwd, n, "%s:%s", st->access_key, st->secret_key);
+    return 0;
+}
+
+/* A signed HEAD of the bucket: wrong credentials, region or bucket are
+ * found at start, not at the first image. */
+static int check_bucket(struct s3_client *c, char *err, size_t errlen)
+{
+    struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: " S3_EMPTY_SHA256);
+    struct s3_reply r;
+    char url[S3_URL_MAX + 2], what[300];
+    long status = 0;
+    CURLcode cc;
+    int rc;
+
+    if (h == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(url, sizeof url, "%s/", c->base);
+    snprintf(what, sizeof what, "HEAD bucket %s", c->bucket);
+    prepare(c, url, h, &r);
+    curl_easy_setopt(c->easy, CURLOPT_NOBODY, 1L);
+    cc = curl_easy_perform(c->easy);
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    if (cc == CURLE_OK && status == 404) {
+        errmsg_set(err, errlen, "storage: bucket '%s' does not exist: check IMGCACHE_STORAGE_URL and "
+                   "AWS_ENDPOINT_URL", c->bucket);
+        return STORE_ERR_DENIED;
+    }
+    rc = classify(c, cc, status, &r, what, err, errlen);
+    if (rc == STORE_ERR_UNAVAILABLE) {
+        log_warn("event=storage_down during=start reason=\"%s\" action=\"starting anyway; uploads wait for it\"",
+                 err);
+        rc = 0;
+    }
+    return rc;
+}
+
+int s3_client_new(const struct store_s3_settings *st, struct s3_client **out, char *err, size_t errlen)
+{
+    struct s3_client *c = calloc(1, sizeof *c);
+    int rc = -1;
+
+    *out = NULL;
+    if (c == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    rc = client_init(c, st, err, errlen);
+    if (rc == 0)
+        rc = check_bucket(c, err, errlen);
+    if (rc != 0)
+        goto out;
+    *out = c;
+    c = NULL;
+out:
+    s3_client_free(c);
+    return rc;
+}
+
+void s3_client_free(struct s3_client *c)
+{
+    if (c == NULL)
+        return;
+    if (c->easy)
+        curl_easy_cleanup(c->easy);
+    if (c->userpwd) {
+        /* a secret: not left in freed memory */
+        memset(c->userpwd, 0, strlen(c->userpwd));
+        free(c->userpwd);
+    }
+    free(c);
+}

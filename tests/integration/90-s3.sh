@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The fleet on an S3 bucket (s3proxy from Maven Central, SigV4 checked, so
+# a signing bug fails here): every URL cached once, identical bytes one
+# object, every object's bytes hash to its key and carry Content-Type and
+# Cache-Control (read back with Debian's awscli, a client nobody here
+# wrote), chat_avatars pointing at the bucket; a worker killed with SIGKILL
+# in the middle of an upload and s3proxy stopped mid-run lose nothing and
+# leave no row without its object; wrong credentials stop the worker with
+# a clear error (exit 2) that does not print the secret.
+. "$ROOT/tests/integration/lib.sh"
+it_setup 4
+# the local folder only spools downloads on s3://: checked against the
+# bucket below instead
+IT_STORE_CHECK=0
+
+S3DIR=$TESTS_TMP/s3
+AWS=/usr/bin/aws
+[ -x "$AWS" ] || it_bail "$AWS (Debian's awscli) is not installed (make deps)"
+s3_cleanup() {
+    local rc=$?
+    sh "$ROOT/compose/s3proxy.sh" stop "$S3DIR" > /dev/null 2>&1
+    (exit $rc)
+    _it_cleanup
+}
+exit_trap s3_cleanup
+s3_start() {
+    sh "$ROOT/compose/s3proxy.sh" start "$S3DIR" > "$TESTS_TMP/s3.env" 2>> "$TESTS_TMP/s3.log"
+}
+s3_start || it_bail "s3proxy did not start" "$TESTS_TMP/s3.log"
+set -a
+. "$TESTS_TMP/s3.env"
+set +a
+S3_PORT=${AWS_ENDPOINT_URL##*:}
+export IMGCACHE_STORAGE_URL=s3://$S3_BUCKET/avatars
+export IMGCACHE_PUBLIC_URL=
+s3cli() { AWS_DEFAULT_REGION=$AWS_REGION AWS_EC2_METADATA_DISABLED=true "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" "$@"; }
+
+# Every disagreement of the bucket and the rows, one line each: a row
+# without its object, an object whose bytes do not hash to its key, an
+# object no row points at.
+s3_problems() {
+    local dl=$TESTS_TMP/bucket sha key got
+    rm -rf "$dl"
+    s3cli s3 cp --recursive --quiet "s3://$S3_BUCKET/avatars" "$dl" || { echo "aws s3 cp failed"; return 0; }
+    while IFS='|' read -r sha key; do
+        [ -n "$sha" ] || continue
+        if [ ! -f "$dl/$key" ]; then
+            echo "row without its object: $key"
+            continue
+        fi
+        got=$(sha256sum "$dl/$key" | cut -d' ' -f1)
+        [ "$got" = "$sha" ] || echo "$key hashes to $got, row says $sha"
+    done < <(q "SELECT sha256, storage_key FROM image_blobs")
+    q "SELECT storage_key FROM image_blobs" | sort > "$TESTS_TMP/.keys"
+    (cd "$dl" 2>/dev/null && find . -type f | sed 's|^\./||' | sort) > "$TESTS_TMP/.objects"
+    comm -13 "$TESTS_TMP/.keys" "$TESTS_TMP/.objects" | sed 's/^/object no row points at: /'
+    return 0
+}
+
+# n chats, one distinct image each, named s3-<tag>-<i>.
+exts=(jpg png gif webp)
+chats() {
+    local tag=$1 n=$2 i e
+    for i in $(seq 1 "$n"); do
+        e=${exts[$((i % 4))]}
+        media_image "$MEDIA/$tag/$i.$e" "imgcache-s3-$tag-$i"
+        printf '{"id":"%s-%d","accountID":"wa","title":"S3 %s %d","type":"group","imgURL":"%s/%s/%d.%s"}\n' \
+            "$tag" "$i" "$tag" "$i" "$MEDIA_URL" "$tag" "$i" "$e"
+    done
+}
+mkdir -p "$MEDIA"
+start_media "$MEDIA"
+
+# ---- a fleet of two on the bucket -------------------------------------------------
+chats a 24 > "$TESTS_TMP/a.jsonl"
+cp "$MEDIA/a/1.png" "$MEDIA/a/same-as-1.png"
+printf '{"id":"a-dup","accountID":"wa","title":"Same Bytes","type":"group","imgURL":"%s/a/same-as-1.png"}\n' \
+    "$MEDIA_URL" >> "$TESTS_TMP/a.jsonl"
+check "import succeeds" "$BIN/imgcache-producer" import "$TESTS_TMP/a.jsonl"
+start_worker w1 --drain
+start_worker w2 --drain
+check "worker 1 drains on s3:// and exits 0" wait_worker w1 60
+check "worker 2 drains on s3:// and exits 0" wait_worker w2 60
+check_eq "every URL cached once" 25 "$(q "SELECT count(*) FROM cached_images")"
+check_eq "identical bytes are one object" 24 "$(q "SELECT count(*) FROM image_blobs")"
+check_eq "the bucket agrees with the rows" "" "$(s3_problems)"
+check_eq "every object is uploaded once" 24 "$(( $(worker_counter w1 new_blobs) + $(worker_counter w2 new_blobs) ))"
+key=$(q "SELECT storage_key FROM image_blobs WHERE storage_key LIKE '%.png' LIMIT 1")
+check_eq "objects carry Content-Type and an immutable Cache-Control" \
+    "image/png|public, max-age=31536000, immutable" \
+    "$(s3cli s3api head-object --bucket "$S3_BUCKET" --key "avatars/$key" \
+        --query '[ContentType, CacheControl]' --output text | tr '\t' '|')"
+sha=$(sha256sum < "$MEDIA/a/1.png" | cut -d' ' -f1)
+check_eq "chat_avatars points at the object in the bucket" \
+    "cached|$AWS_ENDPOINT_URL/$S3_BUCKET/avatars/${sha:0:2}/$sha.png" \
+    "$(q "SELECT image_source || '|' || image_url FROM chat_avatars WHERE chat_id = 'a-1'")"
+check_eq "every chat shows its cached picture" 0 \
+    "$(q "SELECT count(*) FROM chat_avatars WHERE chat_id LIKE 'a-%' AND image_source <> 'cached'")"
+check_eq "nothing left in the spool folder" "" "$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f)"
+
+# ---- SIGKILL in the middle of an upload -----------------------------------------
+# s3proxy frozen: the worker's PUT is sent and never answered; it is
+# killed while the bytes wait in s3proxy's socket.
+chats b 12 > "$TESTS_TMP/b.jsonl"
+check "import of batch b succeeds" "$BIN/imgcache-producer" import "$TESTS_TMP/b.jsonl"
+S3_PID=$(sh "$ROOT/compose/s3proxy.sh" pid "$S3DIR")
+# a short lease: the next worker need not wait 2 minutes for k1's
+start_worker k1 --lease-ttl 2s
+check "the worker starts" wait_for 30 grep -q 'event=started' "$TESTS_TMP/k1.log"
+kill -STOP "$S3_PID"
+upload_waiting() { ss -Htn state established "( sport = :$S3_PORT )" | awk '$1 > 0 { f = 1 } END { exit !f }'; }
+check "an upload is in flight" wait_for 30 upload_waiting
+kill_worker k1
+kill -CONT "$S3_PID"
+check_eq "no row was committed before its PUT was acknowledged" "" "$(s3_problems)"
+start_worker k2 --drain
+check "the next worker finishes batch b" wait_worker k2 60
+check_eq "nothing of batch b is lost" 12 "$(q "SELECT count(*) FROM cached_images WHERE source_url LIKE '%/b/%'")"
+check_eq "the bucket agrees with the rows after the kill" "" "$(s3_problems)"
+
+# ---- s3proxy down mid-run, then back --------------------------------------------
+chats c 12 > "$TESTS_TMP/c.jsonl"
+sh "$ROOT/compose/s3proxy.sh" stop "$S3DIR" > /dev/null 2>&1
+check "import of batch c succeeds" "$BIN/imgcache-producer" import "$TESTS_TMP/c.jsonl"
+start_worker o1 --drain
+check "the worker holds a batch while the store is down" \
+    wait_for 30 grep -q 'event=storage_down reason=.*holding the batch' "$TESTS_TMP/o1.log"
+check "s3proxy starts again on its data" s3_start
+check "the worker drains once it is back" wait_worker o1 60
+check "the worker says the store is back" grep -q 'event=storage_up' "$TESTS_TMP/o1.log"
+check_eq "nothing of batch c is lost" 12 "$(q "SELECT count(*) FROM cached_images WHERE source_url LIKE '%/c/%'")"
+check_eq "no image failed for the outage" 0 "$(q "SELECT count(*) FROM image_failures")"
+check_eq "the bucket agrees with the rows after the outage" "" "$(s3_problems)"
+
+# ---- wrong credentials -------------------------------------------------------------
+WRONG="wrongS3secret${RANDOM}x${RANDOM}"
+AWS_SECRET_ACCESS_KEY=$WRONG start_worker bad --drain
+wait_worker bad 30
+check_eq "wrong credentials are a configuration error (exit 2)" 2 "$?"
+check "the error names the settings" grep -q 'check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY' "$TESTS_TMP/bad.log"
+check "the secret is not printed" absent "$WRONG" "$TESTS_TMP/bad.log"
+check "the right secret is not printed either" absent "$AWS_SECRET_ACCESS_KEY" "$TESTS_TMP"/*.log
+it_done
