@@ -233,7 +233,7 @@ static int classify(struct s3_client *c, CURLcode cc, long status, const struct 
         errmsg_set(err, errlen, "storage: S3 %s: HTTP %ld %s (the service is busy or down)", what, status, code);
         return STORE_ERR_UNAVAILABLE;
     }
-    if (status == 403 || strcmp(code, "InvalidAccessKeyId") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0) {
+    if (status == 401 || status == 403 || strcmp(code, "InvalidAccessKeyId") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0) {
         errmsg_set(err, errlen, "storage: S3 refused the credentials (%s: HTTP %ld %s): check "
                    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION", what, status, code);
         return STORE_ERR_DENIED;

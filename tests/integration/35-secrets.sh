@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The two Beeper tokens never leave the requests they authorise. A sync from
+# The two Beeper tokens and the S3 secret key never leave the requests they
+# authorise. A sync from
 # a fake Beeper API (bearer token) and workers fetching file:// avatars
 # through a token-protected media server and mxc:// avatars through the API,
 # successes and failures (404, 503 until permanent, a timeout, not an image,
@@ -16,6 +17,9 @@ API_CORE="ApiTok${RANDOM}x${RANDOM}Secret"
 MEDIA_CORE="MediaTok${RANDOM}y${RANDOM}Secret"
 API_TOKEN="$API_CORE+/="
 MEDIA_TOKEN="$MEDIA_CORE+&=/"
+# set for every program below: on file:// unused, on s3:// refused
+AWS_CORE="AwsSec${RANDOM}z${RANDOM}Secret"
+export AWS_ACCESS_KEY_ID=AKIDSECRETSTEST AWS_SECRET_ACCESS_KEY="$AWS_CORE/+="
 P="$BIN/imgcache-producer"
 W="$BIN/imgcache-worker"
 OUT="$TESTS_TMP/out"
@@ -100,6 +104,14 @@ IMGCACHE_CONCURRENCY=many "$W" > "$OUT/worker-badcfg.out" 2> "$OUT/worker-badcfg
 check_eq "worker with a bad setting exits 2" 2 "$?"
 "$W" --database-url postgresql://nobody@127.0.0.1:1/x > "$OUT/worker-nodb.out" 2> "$OUT/worker-nodb.err"
 check_eq "worker without a database exits 1" 1 "$?"
+# an "S3 service" that refuses the request (the media proxy, without its
+# token): the error names the settings, never the secret
+IMGCACHE_STORAGE_URL=s3://imgcache/avatars AWS_ENDPOINT_URL=$FILES_URL "$W" \
+    > "$OUT/worker-s3refused.out" 2> "$OUT/worker-s3refused.err"
+check_eq "worker whose S3 credentials are refused exits 2" 2 "$?"
+check "the S3 refusal names the settings" grep -q 'AWS_SECRET_ACCESS_KEY' "$OUT/worker-s3refused.err"
+IMGCACHE_STORAGE_URL=s3://Not_A_Bucket "$W" > "$OUT/worker-s3badurl.out" 2> "$OUT/worker-s3badurl.err"
+check_eq "worker with a bad IMGCACHE_STORAGE_URL exits 2" 2 "$?"
 
 start_worker w1 --drain
 check "the worker drains every event and exits 0" wait_worker w1 120
@@ -127,7 +139,8 @@ check_eq "two mxc requests got a 503 (then retried: every good one is cached)" 2
 # status=404 and 200 only come after the token check passed
 check "the media proxy served avatars with the token (200s)" grep -q 'path=/local.beeper.com/a.png status=200 ' "$FILES_LOG"
 check "a 404 from the media proxy came after its token check" grep -q 'path=/local.beeper.com/missing.png status=404 ' "$FILES_LOG"
-check_eq "the media proxy never refused the token" 0 "$(grep -c 'status=403 ' "$FILES_LOG")"
+# (it did refuse the "S3" request above, which carried none)
+check_eq "the media proxy never refused the token" 0 "$(grep -v 'path=/imgcache/' "$FILES_LOG" | grep -c 'status=403 ')"
 check "the API served mxc avatars with the bearer token (200s)" grep -q 'path=/v1/assets/serve status=200 ' "$API_LOG"
 check_eq "the API refused only the wrong token (one 401)" 1 "$(grep -c 'status=401 ' "$API_LOG")"
 check "worker logs show the media proxy URL redacted" grep -q 'token=REDACTED' "$TESTS_TMP/w1.log"
@@ -153,9 +166,11 @@ check_eq "the API token appears nowhere the fleet wrote" "" \
     "$(grep -rlaF -- "$API_CORE" "$TESTS_TMP")"
 check_eq "the media token appears nowhere the fleet wrote" "" \
     "$(grep -rlaF -- "$MEDIA_CORE" "$TESTS_TMP")"
+check_eq "the S3 secret key appears nowhere the fleet wrote" "" \
+    "$(grep -rlaF -- "$AWS_CORE" "$TESTS_TMP")"
 check_eq "the searched outputs are all there" "" \
     "$(for f in sync.err sync-wrong.err sync-down.err backfill.err badcfg.err producer-help.out worker-help.out \
-        worker-badcfg.err worker-nodb.err db.sql; do [ -s "$OUT/$f" ] || echo "$f is empty"; done)"
+        worker-badcfg.err worker-nodb.err worker-s3refused.err worker-s3badurl.err db.sql; do [ -s "$OUT/$f" ] || echo "$f is empty"; done)"
 check "the searched database dump has the failures and the chats" \
     grep -q "$FU/busy.png" "$OUT/db.sql"
 check "the worker logged at debug level" grep -q ' debug ' "$TESTS_TMP/w1.log"

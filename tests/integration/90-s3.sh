@@ -37,9 +37,10 @@ s3cli() { AWS_DEFAULT_REGION=$AWS_REGION AWS_EC2_METADATA_DISABLED=true "$AWS" -
 
 # Every disagreement of the bucket and the rows, one line each: a row
 # without its object, an object whose bytes do not hash to its key, an
-# object no row points at.
+# object no row points at (unless $1 is orphans-ok: an upload acknowledged
+# to a worker killed before its commit leaves one, for gc).
 s3_problems() {
-    local dl=$TESTS_TMP/bucket sha key got
+    local dl=$TESTS_TMP/bucket sha key got orphans=${1:-}
     rm -rf "$dl"
     s3cli s3 cp --recursive --quiet "s3://$S3_BUCKET/avatars" "$dl" || { echo "aws s3 cp failed"; return 0; }
     while IFS='|' read -r sha key; do
@@ -53,7 +54,8 @@ s3_problems() {
     done < <(q "SELECT sha256, storage_key FROM image_blobs")
     q "SELECT storage_key FROM image_blobs" | sort > "$TESTS_TMP/.keys"
     (cd "$dl" 2>/dev/null && find . -type f | sed 's|^\./||' | sort) > "$TESTS_TMP/.objects"
-    comm -13 "$TESTS_TMP/.keys" "$TESTS_TMP/.objects" | sed 's/^/object no row points at: /'
+    [ "$orphans" = orphans-ok ] ||
+        comm -13 "$TESTS_TMP/.keys" "$TESTS_TMP/.objects" | sed 's/^/object no row points at: /'
     return 0
 }
 
@@ -112,7 +114,7 @@ upload_waiting() { ss -Htn state established "( sport = :$S3_PORT )" | awk '$1 >
 check "an upload is in flight" wait_for 30 upload_waiting
 kill_worker k1
 kill -CONT "$S3_PID"
-check_eq "no row was committed before its PUT was acknowledged" "" "$(s3_problems)"
+check_eq "no row was committed before its PUT was acknowledged" "" "$(s3_problems orphans-ok)"
 start_worker k2 --drain
 check "the next worker finishes batch b" wait_worker k2 60
 check_eq "nothing of batch b is lost" 12 "$(q "SELECT count(*) FROM cached_images WHERE source_url LIKE '%/b/%'")"
