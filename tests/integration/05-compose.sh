@@ -51,7 +51,7 @@ def problem(msg):
 TOPICS_FLAGS = {"--partitions", "--replication-factor"}
 KAFKA_DATA_DIR = "/var/lib/kafka/data"   # the apache/kafka image's VOLUME, owned by appuser
 # by prefix, so that a misspelt REDIS_URLS is caught too
-OUR_VARS = re.compile(r"^(IMGCACHE|BEEPER|KAFKA|REDIS|DATABASE)_")
+OUR_VARS = re.compile(r"^(IMGCACHE|BEEPER|KAFKA|REDIS|DATABASE|AWS)_")
 
 def read(path):
     with open(path, encoding="utf-8") as f:
@@ -342,6 +342,35 @@ def check_media():
         elif "BEEPER_MEDIA_DIR" not in mounts[0][0]:
             problem(f"{n}: the media folder's host side does not come from BEEPER_MEDIA_DIR")
 
+# Workers on s3://: their endpoint is a service of this file on its
+# port, the bucket they name is made by a job they wait for, and the spool
+# is not the folder the file:// workers share.
+def check_s3():
+    for n, s in services.items():
+        env = env_of(s)
+        url = env.get("IMGCACHE_STORAGE_URL", "")
+        if not url.startswith("s3://"):
+            continue
+        bucket = url[5:].split("/")[0]
+        m = re.fullmatch(r"https?://([^:/]+):(\d+)/?", env.get("AWS_ENDPOINT_URL", ""))
+        if not m or m.group(1) not in services:
+            problem(f"{n}: AWS_ENDPOINT_URL names no service of this file")
+            continue
+        store = services[m.group(1)]
+        if m.group(2) not in " ".join(as_list(store.get("command"))) + " 9000":
+            problem(f"{n}: AWS_ENDPOINT_URL's port {m.group(2)} is not {m.group(1)}'s")
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+            if not env.get(k):
+                problem(f"{n}: {k} is not set")
+        deps = s.get("depends_on") or {}
+        makers = [d for d, c in deps.items() if isinstance(c, dict)
+                  and c.get("condition") == "service_completed_successfully"
+                  and f"mb --ignore-existing local/{bucket}" in " ".join(as_list(services.get(d, {}).get("command")))]
+        if not makers:
+            problem(f"{n}: waits for no job that makes bucket {bucket}")
+        if set(s.get("profiles") or []) - set(store.get("profiles") or []):
+            problem(f"{n}: runs in a profile without {m.group(1)}")
+
 def check_profiles():
     readme = read(os.path.join(root, "README.md"))
     for n, s in services.items():
@@ -352,7 +381,7 @@ def check_profiles():
 checks = {"commands": check_commands, "env": check_env, "topics": check_topics,
           "kafka-version": check_kafka_version, "volumes": check_volumes,
           "build": check_build, "postgres": check_postgres, "host": check_host,
-          "media": check_media, "profiles": check_profiles}
+          "media": check_media, "profiles": check_profiles, "s3": check_s3}
 if check not in checks:
     print(f"unknown check {check}")
     sys.exit(0)
@@ -373,4 +402,5 @@ check_eq "PostgreSQL is healthy only once it serves over TCP" "" "$(compose_prob
 check_eq "host.docker.internal resolves (extra_hosts host-gateway)" "" "$(compose_problems host)"
 check_eq "the worker reads file:// avatars from a mounted media folder" "" "$(compose_problems media)"
 check_eq "every profile is in the README" "" "$(compose_problems profiles)"
+check_eq "workers on s3:// reach a storage service of the file and wait for their bucket" "" "$(compose_problems s3)"
 it_done

@@ -101,15 +101,16 @@ check_eq "every chat shows its cached picture" 0 \
 check_eq "nothing left in the spool folder" "" "$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f)"
 
 # ---- SIGKILL in the middle of an upload -----------------------------------------
-# s3proxy frozen: the worker's PUT is sent and never answered; it is
-# killed while the bytes wait in s3proxy's socket.
+# s3proxy frozen once the worker has started (and checked the bucket),
+# before the events come: the worker's PUT is sent and never answered; it
+# is killed while the bytes wait in s3proxy's socket.
 chats b 12 > "$TESTS_TMP/b.jsonl"
-check "import of batch b succeeds" "$BIN/imgcache-producer" import "$TESTS_TMP/b.jsonl"
 S3_PID=$(sh "$ROOT/compose/s3proxy.sh" pid "$S3DIR")
 # a short lease: the next worker need not wait 2 minutes for k1's
 start_worker k1 --lease-ttl 2s
 check "the worker starts" wait_for 30 grep -q 'event=started' "$TESTS_TMP/k1.log"
 kill -STOP "$S3_PID"
+check "import of batch b succeeds" "$BIN/imgcache-producer" import "$TESTS_TMP/b.jsonl"
 upload_waiting() { ss -Htn state established "( sport = :$S3_PORT )" | awk '$1 > 0 { f = 1 } END { exit !f }'; }
 check "an upload is in flight" wait_for 30 upload_waiting
 kill_worker k1
