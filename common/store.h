@@ -57,8 +57,8 @@ void store_close(struct store *s);
  * bucket or region refused (a setting to fix: the message names it, never
  * the secret), or the service unreachable, answering 5xx or SlowDown (an
  * outage: try again later). */
-#define STORE_ERR_DENIED (-3)
-#define STORE_ERR_UNAVAILABLE (-4)
+#define STORE_ERR_DENIED (-4)
+#define STORE_ERR_UNAVAILABLE (-5)
 struct config;
 /* The store IMGCACHE_STORAGE_URL names: file:///path or "" for
  * IMGCACHE_STORAGE_DIR (as store_open; config_load puts a file:// path
@@ -119,5 +119,12 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
                   unsigned char *failed, unsigned char *created, char *err, size_t errlen)
     MUST_CHECK;
 void store_blob_discard(struct store_blob *b);
+
+/* Reads the object under key whole: *data (malloc'd, the caller frees it)
+ * and *len. STORE_ERR_MISSING (with a message) when there is no such
+ * object (gc took it), -1 with a message on any other error. */
+#define STORE_ERR_MISSING (-3)
+int store_get(struct store *s, const char *key, unsigned char **data, size_t *len, char *err,
+              size_t errlen) MUST_CHECK;
 
 #endif

@@ -56,7 +56,8 @@ struct store_s3_settings {
 /* Checks the bucket (a signed HEAD): STORE_ERR_DENIED for refused
  * credentials, a missing bucket or a wrong region (a setting to fix);
  * unreachable is not an error here (the workers wait for it like for
- * PostgreSQL), only logged. */
+ * PostgreSQL), only logged. Its requests are serialised by a lock (one
+ * connection, kept alive): any thread may call it. */
 int s3_client_new(const struct store_s3_settings *st, struct s3_client **out, char *err, size_t errlen)
     MUST_CHECK;
 void s3_client_free(struct s3_client *c);
@@ -67,6 +68,10 @@ void s3_client_free(struct s3_client *c);
  * object only), with a message naming no secret. */
 int s3_publish_file(struct s3_client *c, const char *key, const char *path, long long size, char *err,
                     size_t errlen);
+/* GET of the object key, whole (store_get on S3): STORE_ERR_MISSING for a
+ * 404, else as s3_publish_file's classes. */
+int s3_get_object(struct s3_client *c, const char *key, unsigned char **data, size_t *len, char *err,
+                  size_t errlen);
 /* The URL the bucket's objects are read from (no trailing '/'). */
 const char *s3_public_base(const struct s3_client *c);
 

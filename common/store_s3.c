@@ -5,6 +5,7 @@
 #include "store_private.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,11 @@
 #define S3_REPLY_MAX 4096           /* an error document's start: enough for its <Code> */
 #define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
+#define S3_OBJECT_MAX (256LL << 20) /* a GET larger than this is refused */
+
 struct s3_client {
-    CURL *easy;               /* one connection, kept alive; one thread at a time */
+    pthread_mutex_t lock;     /* one request at a time on easy */
+    CURL *easy;               /* one connection, kept alive */
     char base[S3_URL_MAX];    /* the bucket's URL */
     char public_base[S3_URL_MAX + 520]; /* base/prefix: where keys are read */
     char bucket[256];
@@ -349,14 +353,113 @@ out:
 int s3_publish_file(struct s3_client *c, const char *key, const char *path, long long size, char *err,
                     size_t errlen)
 {
-    int rc = head_object(c, key, size, err, errlen);
+    int rc;
 
-    if (rc != 0)
-        return rc == 1 ? 0 : rc;
-    /* S3 shows an object only once its PUT is complete: a worker killed
-     * mid-upload leaves nothing half-written under the key */
-    rc = put_object(c, key, path, size, err, errlen);
-    return rc == 0 ? 1 : rc;
+    pthread_mutex_lock(&c->lock);
+    rc = head_object(c, key, size, err, errlen);
+    if (rc == 0) {
+        /* S3 shows an object only once its PUT is complete: a worker killed
+         * mid-upload leaves nothing half-written under the key */
+        rc = put_object(c, key, path, size, err, errlen);
+        rc = rc == 0 ? 1 : rc;
+    } else if (rc == 1) {
+        rc = 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+/* A GET's body, growing up to S3_OBJECT_MAX. */
+struct s3_body {
+    unsigned char *data;
+    size_t len, cap;
+    int too_big;
+};
+
+static size_t keep_body(char *data, size_t size, size_t n, void *arg)
+{
+    struct s3_body *b = arg;
+    size_t len = size * n;
+
+    if (b->len + len > (size_t)S3_OBJECT_MAX) {
+        b->too_big = 1;
+        return 0;
+    }
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->len + len)
+            cap *= 2;
+        unsigned char *p = realloc(b->data, cap);
+        if (p == NULL)
+            return 0;
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return len;
+}
+
+static int get_locked(struct s3_client *c, const char *key, struct s3_body *body, char *err, size_t errlen)
+{
+    char url[S3_URL_MAX], what[160];
+    struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: " S3_EMPTY_SHA256);
+    struct s3_reply r;
+    long status = 0;
+    CURLcode cc;
+    int rc;
+
+    snprintf(what, sizeof what, "GET %s", key);
+    if (h == NULL || s3_object_url(c->base, c->prefix, key, url, sizeof url) != 0) {
+        curl_slist_free_all(h);
+        errmsg_set(err, errlen, "storage: S3 %s: out of memory or too long", what);
+        return -1;
+    }
+    prepare(c, url, h, &r);
+    curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, keep_body);
+    curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, body);
+    cc = curl_easy_perform(c->easy);
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    if (body->too_big) {
+        errmsg_set(err, errlen, "storage: S3 %s: larger than %lld bytes", what, S3_OBJECT_MAX);
+        return -1;
+    }
+    if (cc == CURLE_OK && status == 404) {
+        errmsg_set(err, errlen, "storage: S3 %s: no such object", what);
+        return STORE_ERR_MISSING;
+    }
+    if (cc == CURLE_OK && (status < 200 || status >= 300)) {
+        /* the error document went to body: classify from there */
+        size_t n = body->len < S3_REPLY_MAX ? body->len : S3_REPLY_MAX;
+        memcpy(r.text, body->data ? (const char *)body->data : "", n);
+        r.text[n] = '\0';
+        r.len = n;
+    }
+    rc = classify(c, cc, status, &r, what, err, errlen);
+    return rc;
+}
+
+int s3_get_object(struct s3_client *c, const char *key, unsigned char **data, size_t *len, char *err,
+                  size_t errlen)
+{
+    struct s3_body body = { 0 };
+    int rc;
+
+    pthread_mutex_lock(&c->lock);
+    rc = get_locked(c, key, &body, err, errlen);
+    pthread_mutex_unlock(&c->lock);
+    if (rc != 0) {
+        free(body.data);
+        return rc;
+    }
+    if (body.data == NULL && (body.data = malloc(1)) == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    *data = body.data;
+    *len = body.len;
+    return 0;
 }
 
 const char *s3_public_base(const struct s3_client *c)
@@ -448,6 +551,7 @@ int s3_client_new(const struct store_s3_settings *st, struct s3_client **out, ch
         errmsg_set(err, errlen, "out of memory");
         return -1;
     }
+    pthread_mutex_init(&c->lock, NULL);
     rc = client_init(c, st, err, errlen);
     if (rc == 0)
         rc = check_bucket(c, err, errlen);
@@ -471,5 +575,6 @@ void s3_client_free(struct s3_client *c)
         memset(c->userpwd, 0, strlen(c->userpwd));
         free(c->userpwd);
     }
+    pthread_mutex_destroy(&c->lock);
     free(c);
 }
