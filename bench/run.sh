@@ -6,6 +6,7 @@
 #                [--concurrency C] [--workers "1 2 4"] [--seed S]
 #                [--profile | --no-profile | --profile-only] [--keep]
 #                [--fleet-only] [--fetch-wait MS] [--worker-bin PATH]
+#                [--s3-only]
 #
 # The broker: Apache Kafka (IMGCACHE_BROKER=kafka, the default;
 # compose/kafka.sh, a fresh one-node broker per configuration, its data in
@@ -56,6 +57,12 @@
 # --fetch-wait MS gives the live fleets -X fetch.wait.max.ms=MS (default: the
 # broker's own 500 ms on Kafka; 10 on the dev broker, whose empty fetch waits
 # the whole time even when data arrives).
+# S3: the full run adds the largest live fleet again on an S3 bucket
+# (compose/s3proxy.sh: s3proxy, filesystem backend, SigV4 on, in the work
+# folder), right after the same fleet on the folder, so the two compare
+# side by side ("-s3" in the name). --s3-only runs the first baseline and
+# just that pair (one worker unless --workers), prints their lines and stops
+# (results.json untouched).
 # --worker-bin PATH runs that imgcache-worker (another build) instead of
 # bin/imgcache-worker; the producer and media server stay this tree's.
 # `make bench` builds first; run directly, it uses whatever is in bin/.
@@ -81,6 +88,7 @@ PROFILE=auto
 KEEP=0
 PARTITIONS=32
 FLEET_ONLY=0
+S3_ONLY=0
 FETCH_WAIT=
 WORKER_BIN=$ROOT/bin/imgcache-worker
 BROKER_KIND=${IMGCACHE_BROKER:-kafka}
@@ -103,6 +111,7 @@ while [ $# -gt 0 ]; do
         --no-profile) PROFILE=no ;;
         --keep) KEEP=1 ;;
         --fleet-only) FLEET_ONLY=1 ;;
+        --s3-only) S3_ONLY=1 ;;
         --fetch-wait) FETCH_WAIT=${2:?}; shift ;;
         --worker-bin) WORKER_BIN=${2:?}; shift ;;
         -h|--help) usage ;;
@@ -203,6 +212,7 @@ cleanup() {
     trap - EXIT INT TERM HUP
     stop_tree 5 "${PIDS[@]}"
     [ -n "$KAFKA_DIR" ] && sh "$ROOT/compose/kafka.sh" stop "$KAFKA_DIR" > /dev/null 2>&1
+    [ -n "${S3_DIR:-}" ] && sh "$ROOT/compose/s3proxy.sh" stop "$S3_DIR" > /dev/null 2>&1
     [ "$STACK_UP" = 1 ] && sh "$ROOT/compose/stack.sh" stop "$WORK/stack" > /dev/null 2>&1
     if [ "$KEEP" = 1 ]; then
         echo "$PROG: kept $WORK" >&2
@@ -390,12 +400,38 @@ fresh_env() {
     # deleting many is slow (the inode allocator skips recently deleted ones)
     mkdir -p "$WORK/store-$name"
     export IMGCACHE_STORAGE_DIR=$WORK/store-$name
+    # FLEET_S3=1: the blobs go to the bucket (a prefix per configuration);
+    # the folder then only spools downloads until their upload
+    if [ "${FLEET_S3:-0}" = 1 ]; then
+        start_s3
+        export IMGCACHE_STORAGE_URL=s3://$S3_BUCKET/bench-$name
+    else
+        unset IMGCACHE_STORAGE_URL
+    fi
     export IMGCACHE_PUBLIC_URL=http://cdn.bench.invalid/images
     trust_media
     export IMGCACHE_LOG_LEVEL=info
     export REDIS_URL
     unset IMGCACHE_BATCH_SIZE
     "$BIN/imgcache-producer" migrate > "$WORK/$name.migrate.log" 2>&1 || die "migrate failed: $(tail -n 3 "$WORK/$name.migrate.log")"
+}
+# s3proxy once, for every S3 configuration; its objects are files under
+# S3_DIR/data/<bucket>/<key> (counted like the folder's).
+S3_DIR=
+start_s3() {
+    [ -n "$S3_DIR" ] && return 0
+    S3_DIR=$WORK/s3
+    sh "$ROOT/compose/s3proxy.sh" start "$S3_DIR" > "$WORK/s3.env" 2> "$WORK/s3.log" ||
+        die "s3proxy did not start: $(tail -n 3 "$WORK/s3.log")"
+    set -a
+    . "$WORK/s3.env"
+    set +a
+    say "  s3proxy at $AWS_ENDPOINT_URL, bucket $S3_BUCKET (filesystem backend, SigV4 on)"
+}
+# The folder a configuration's blobs are in: the store, or s3proxy's files
+# of its prefix.
+blob_dir() {
+    if [ -n "${IMGCACHE_STORAGE_URL:-}" ]; then echo "$S3_DIR/data/$S3_BUCKET/bench-$1"; else echo "$IMGCACHE_STORAGE_DIR"; fi
 }
 rows_at_least() { [ "$(q 'SELECT count(*) FROM cached_images')" -ge "$1" ]; }
 
@@ -797,9 +833,11 @@ fleet() {
         coalesce(extract(epoch FROM min(cached_at)), 0), coalesce(extract(epoch FROM max(cached_at)), 0),
         (SELECT count(*) FROM image_blobs) FROM cached_images")
     local files tmpfiles
-    files=$(find "$IMGCACHE_STORAGE_DIR" -path "$IMGCACHE_STORAGE_DIR/.tmp" -prune -o -type f -print | wc -l)
+    local bdir
+    bdir=$(blob_dir "$name")
+    files=$(find "$bdir" -path "$bdir/.tmp" -prune -o -type f -print 2> /dev/null | wc -l)
     tmpfiles=$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f 2> /dev/null | wc -l)
-    release "$IMGCACHE_STORAGE_DIR" "$WORK/unrelated-dirty.bin"
+    release "$IMGCACHE_STORAGE_DIR" "$bdir" "$WORK/unrelated-dirty.bin"
     local served maxpath
     served=$(media_total)
     maxpath=$(media_max_per_path)
@@ -1111,12 +1149,25 @@ if [ "$FLEET_ONLY" = 0 ]; then
 fi
 
 declare -A MAIN_RATE=() MAIN_RATIO=() MAIN_DLPU=() MAIN_RSS=()
+if [ "$S3_ONLY" = 1 ]; then
+    w=$(echo $WORKERS | tr ' ' '\n' | sort -n | head -n 1)
+    fleet "w$w-c$CONC-l$LAT" a "$w" "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
+    FLEET_S3=1 fleet "w$w-c$CONC-l$LAT-s3" a "$w" "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
+    echo "broker: $BROKER_DESC; worker: $WORKER_BIN; store: the folder, then s3proxy (SigV4, filesystem backend)"
+    printf '%s\n' "${TABLE[@]}"
+    [ ${#WARNINGS[@]} -eq 0 ] || printf 'warning: %s\n' "${WARNINGS[@]}"
+    exit 0
+fi
 for w in $WORKERS; do
     fleet "w$w-c$CONC-l$LAT" a "$w" "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
     MAIN_RATE[$w]=$LAST_FLEET_E2E
     MAIN_DLPU[$w]=$LAST_FLEET_DLPU
     MAIN_RSS[$w]=$LAST_FLEET_RSS_MAX
 done
+# the largest live fleet again on S3, right after its folder run
+FLEET_S3=1 fleet "w$w-c$CONC-l$LAT-s3" a "$w" "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
+S3_RATE=$LAST_FLEET_E2E
+J_EXTRA+=("\"s3\":{\"config\":\"w$w-c$CONC-l$LAT-s3\",\"folder_images_per_s\":$(jn "${MAIN_RATE[$w]}"),\"s3_images_per_s\":$(jn "$S3_RATE")}")
 if [ "$FLEET_ONLY" = 1 ]; then
     echo "broker: $BROKER_DESC; live fleets' fetch.wait.max.ms: ${FETCH_WAIT:-default}; worker: $WORKER_BIN"
     printf '%s\n' "${TABLE[@]}"

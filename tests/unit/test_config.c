@@ -27,6 +27,8 @@ static const char *vars[] = {
     "IMGCACHE_LEASE_TTL", "IMGCACHE_CONNECT_TIMEOUT", "IMGCACHE_FETCH_TIMEOUT",
     "IMGCACHE_SHUTDOWN_GRACE", "IMGCACHE_DRAIN_WAIT", "IMGCACHE_RECHECK", "IMGCACHE_WORKER_ID",
     "IMGCACHE_BATCH_SIZE", "IMGCACHE_SYNC_TIMEOUT", "IMGCACHE_RETRY_BACKOFF", "IMGCACHE_METRICS_ADDR",
+    "IMGCACHE_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "IMGCACHE_S3_ADDRESSING",
 };
 
 static int clean_env(void **state)
@@ -352,6 +354,49 @@ static void test_redis_url_refused_without_its_values(void **state)
         config_free(&cfg);
     }
     unsetenv("REDIS_URL");
+}
+
+/* IMGCACHE_STORAGE_URL: file:// becomes the storage folder; s3:// needs
+ * the key pair; bad forms are refused naming the setting, and the secret
+ * is never in a message. */
+static void test_storage_url(void **state)
+{
+    char *argv[] = { "imgcache-worker", NULL };
+    struct config cfg;
+    char err[512];
+    (void)state;
+
+    setenv("IMGCACHE_STORAGE_URL", "file:///srv/blobs", 1);
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
+    assert_string_equal(cfg.storage_dir, "/srv/blobs");
+    config_free(&cfg);
+
+    setenv("IMGCACHE_STORAGE_URL", "file://relative", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_STORAGE_URL: 'file://relative'");
+    setenv("IMGCACHE_STORAGE_URL", "ftp://x/y", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "neither file:///path nor s3://bucket");
+    setenv("IMGCACHE_STORAGE_URL", "s3://Bad_Bucket", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_STORAGE_URL: 's3://Bad_Bucket'");
+
+    setenv("IMGCACHE_STORAGE_URL", "s3://imgcache/avatars", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "S3SecretValue", 1);
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), -1);
+    if (strstr(err, "AWS_ACCESS_KEY_ID") == NULL || strstr(err, "S3SecretValue") != NULL)
+        fail_msg("err '%s'", err);
+    config_free(&cfg);
+    setenv("AWS_ACCESS_KEY_ID", "AKID", 1);
+    assert_int_equal(load(&cfg, CONFIG_WORKER, ARGC(argv), argv, err, sizeof err), 0);
+    assert_string_equal(cfg.aws_region, "us-east-1");
+    assert_string_equal(cfg.s3_addressing, "auto");
+    config_free(&cfg);
+
+    setenv("AWS_ENDPOINT_URL", "http://user:S3SecretValue@minio:9000", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "AWS_ENDPOINT_URL: not http(s)://host[:port]");
+    setenv("AWS_ENDPOINT_URL", "minio:9000", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "AWS_ENDPOINT_URL");
+    setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000", 1);
+    setenv("IMGCACHE_S3_ADDRESSING", "dns", 1);
+    expect_load_error(CONFIG_WORKER, ARGC(argv), argv, "IMGCACHE_S3_ADDRESSING: 'dns' is not auto, path or virtual");
 }
 
 static void test_defaults(void **state)
@@ -689,6 +734,7 @@ int main(void)
         cmocka_unit_test_setup(test_help, clean_env),
         cmocka_unit_test_setup(test_usage_text, clean_env),
         cmocka_unit_test_setup(test_metrics_addr, clean_env),
+        cmocka_unit_test_setup(test_storage_url, clean_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
