@@ -440,40 +440,51 @@ static int name_blob(const char *from, const char *final)
     return rename(from, final) == 0 ? 1 : -1;
 }
 
-/* store_publish() on S3: one HEAD (and a PUT when missing) per blob, in
- * order; the first failure of the service itself (unreachable, 5xx,
- * refused credentials) ends the batch: the rest would fail alike. */
+/* store_publish() on S3: a HEAD (and a PUT when missing) per blob, several
+ * at a time; once the service itself fails (unreachable, 5xx, refused
+ * credentials) the rest of the batch is not tried: it would fail alike. */
 static int publish_s3(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
                       unsigned char *failed, unsigned char *created, char *err, size_t errlen)
 {
+    struct s3_upload *u = calloc(n, sizeof *u);
+    char (*paths)[4200] = calloc(n, sizeof *paths);
+    size_t *which = calloc(n, sizeof *which), m = 0;
     int rc = 0;
 
-    err[0] = '\0';
+    if (u == NULL || paths == NULL || which == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        rc = -1;
+        goto out;
+    }
     for (size_t i = 0; i < n; i++) {
-        struct store_blob *b = blobs[i];
-        char why[512], path[4200];
-        int made;
-        if (b->tmp_name[0] == '\0')
+        if (blobs[i]->tmp_name[0] == '\0')
             continue;
-        if (rc == STORE_ERR_UNAVAILABLE || rc == STORE_ERR_DENIED) {
+        tmp_path(blobs[i], paths[m], sizeof paths[m]);
+        u[m] = (struct s3_upload){ .key = keys[i], .path = paths[m], .size = blobs[i]->size };
+        which[m++] = i;
+    }
+    s3_publish_files(s->s3, u, m);
+    err[0] = '\0';
+    for (size_t k = 0; k < m; k++) {
+        size_t i = which[k];
+        if (u[k].result < 0) {
             failed[i] = 1;
-            continue;
-        }
-        tmp_path(b, path, sizeof path);
-        made = s3_publish_file(s->s3, keys[i], path, b->size, why, sizeof why);
-        if (made < 0) {
-            if (err[0] == '\0')
-                errmsg_set(err, errlen, "%s", why);
-            failed[i] = 1;
-            if (made != -1)
-                rc = made;
+            if (err[0] == '\0' && u[k].err[0])
+                errmsg_set(err, errlen, "%s", u[k].err);
+            /* refused settings outrank an outage: they need a person */
+            if (u[k].result != -1 && u[k].err[0] && rc != STORE_ERR_DENIED)
+                rc = u[k].result;
             continue;
         }
         if (created)
-            created[i] = (unsigned char)made;
-        unlink(path);
-        b->tmp_name[0] = '\0';
+            created[i] = (unsigned char)u[k].result;
+        unlink(paths[k]);
+        blobs[i]->tmp_name[0] = '\0';
     }
+out:
+    free(u);
+    free(paths);
+    free(which);
     return rc;
 }
 

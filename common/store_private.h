@@ -61,13 +61,22 @@ struct store_s3_settings {
 int s3_client_new(const struct store_s3_settings *st, struct s3_client **out, char *err, size_t errlen)
     MUST_CHECK;
 void s3_client_free(struct s3_client *c);
-/* Makes the temporary file path (size bytes) the object key unless an
- * object of that size is there already: 1 when it PUT it, 0 when it was
- * there, else STORE_ERR_UNAVAILABLE (unreachable, 5xx, SlowDown: try again
- * later), STORE_ERR_DENIED (credentials, bucket, region) or -1 (this
- * object only), with a message naming no secret. */
-int s3_publish_file(struct s3_client *c, const char *key, const char *path, long long size, char *err,
-                    size_t errlen);
+/* One blob of s3_publish_files(): key (<aa>/<sha256>.<ext>), its
+ * temporary file and size in; result out: 1 when it was PUT, 0 when an
+ * object of that size was there already, else STORE_ERR_UNAVAILABLE
+ * (unreachable, 5xx, SlowDown: try again later; also a blob not tried
+ * because another failed so, with err ""), STORE_ERR_DENIED (credentials,
+ * bucket, region) or -1 (this object only), with err naming no secret. */
+struct s3_upload {
+    const char *key;
+    const char *path;
+    long long size;
+    int result;
+    char err[300];
+};
+/* Publishes n blobs, up to S3_LANES at a time (threads of its own, joined
+ * before it returns). */
+void s3_publish_files(struct s3_client *c, struct s3_upload *u, size_t n);
 /* GET of the object key, whole (store_get on S3): STORE_ERR_MISSING for a
  * 404, else as s3_publish_file's classes. */
 int s3_get_object(struct s3_client *c, const char *key, unsigned char **data, size_t *len, char *err,

@@ -6,6 +6,7 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,17 +21,26 @@
 #define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 #define S3_OBJECT_MAX (256LL << 20) /* a GET larger than this is refused */
+/* uploads of a batch in parallel: one request costs a round trip and the
+ * service's own work (s3proxy: ~20 ms), so one at a time would cap a
+ * worker at a few dozen images per second */
+#define S3_LANES 16
+
+/* One connection, kept alive, for one request at a time. */
+struct s3_lane {
+    CURL *easy;
+    char errbuf[CURL_ERROR_SIZE];
+};
 
 struct s3_client {
-    pthread_mutex_t lock;     /* one request at a time on easy */
-    CURL *easy;               /* one connection, kept alive */
+    pthread_mutex_t lock;     /* the lanes: one batch or one request at a time */
+    struct s3_lane lanes[S3_LANES];
     char base[S3_URL_MAX];    /* the bucket's URL */
     char public_base[S3_URL_MAX + 520]; /* base/prefix: where keys are read */
     char bucket[256];
     char prefix[512];
     char sigv4[128];
     char *userpwd;            /* key:secret (a secret: never printed) */
-    char errbuf[CURL_ERROR_SIZE];
 };
 
 /* A reply, capped: only an error document's code is read from it. */
@@ -197,16 +207,16 @@ static void error_code(const struct s3_reply *r, char *code, size_t codelen)
 
 /* The easy handle set up for one request to url; headers (may be NULL)
  * stay the caller's. */
-static void prepare(struct s3_client *c, const char *url, struct curl_slist *headers, struct s3_reply *r)
+static void prepare(struct s3_client *c, struct s3_lane *l, const char *url, struct curl_slist *headers, struct s3_reply *r)
 {
-    CURL *e = c->easy;
+    CURL *e = l->easy;
 
     curl_easy_reset(e);
-    c->errbuf[0] = '\0';
+    l->errbuf[0] = '\0';
     r->len = 0;
     r->text[0] = '\0';
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, l->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, S3_CONNECT_TIMEOUT_MS);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, S3_REQUEST_TIMEOUT_MS);
@@ -220,14 +230,14 @@ static void prepare(struct s3_client *c, const char *url, struct curl_slist *hea
 
 /* What an answer means: 0 for 2xx; else a message and the class. what
  * names the request ("PUT <key>"). */
-static int classify(struct s3_client *c, CURLcode cc, long status, const struct s3_reply *r, const char *what,
+static int classify(struct s3_lane *l, struct s3_client *c, CURLcode cc, long status, const struct s3_reply *r, const char *what,
                     char *err, size_t errlen)
 {
     char code[64];
 
     if (cc != CURLE_OK) {
         errmsg_set(err, errlen, "storage: S3 %s: cannot reach AWS_ENDPOINT_URL: %s", what,
-                   c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc));
+                   l->errbuf[0] ? l->errbuf : curl_easy_strerror(cc));
         return STORE_ERR_UNAVAILABLE;
     }
     if (status >= 200 && status < 300)
@@ -259,7 +269,7 @@ static int classify(struct s3_client *c, CURLcode cc, long status, const struct 
 
 /* HEAD of the object: 1 when it is there with size bytes, 0 when not (or
  * with another size: a PUT replaces it), else an error class. */
-static int head_object(struct s3_client *c, const char *key, long long size, char *err, size_t errlen)
+static int head_object(struct s3_client *c, struct s3_lane *l, const char *key, long long size, char *err, size_t errlen)
 {
     char url[S3_URL_MAX], what[160];
     struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: " S3_EMPTY_SHA256);
@@ -274,15 +284,15 @@ static int head_object(struct s3_client *c, const char *key, long long size, cha
         return -1;
     }
     snprintf(what, sizeof what, "HEAD %s", key);
-    prepare(c, url, h, &r);
-    curl_easy_setopt(c->easy, CURLOPT_NOBODY, 1L);
-    rc = (int)curl_easy_perform(c->easy);
-    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &have);
+    prepare(c, l, url, h, &r);
+    curl_easy_setopt(l->easy, CURLOPT_NOBODY, 1L);
+    rc = (int)curl_easy_perform(l->easy);
+    curl_easy_getinfo(l->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(l->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &have);
     curl_slist_free_all(h);
     if (rc == CURLE_OK && status == 404)
         return 0;
-    rc = classify(c, (CURLcode)rc, status, &r, what, err, errlen);
+    rc = classify(l, c, (CURLcode)rc, status, &r, what, err, errlen);
     if (rc != 0)
         return rc;
     return have == size;
@@ -315,7 +325,7 @@ fail:
     return NULL;
 }
 
-static int put_object(struct s3_client *c, const char *key, const char *path, long long size, char *err,
+static int put_object(struct s3_client *c, struct s3_lane *l, const char *key, const char *path, long long size, char *err,
                       size_t errlen)
 {
     char url[S3_URL_MAX], what[160];
@@ -336,13 +346,13 @@ static int put_object(struct s3_client *c, const char *key, const char *path, lo
         errmsg_set(err, errlen, "storage: cannot read %s: %m", path);
         goto out;
     }
-    prepare(c, url, h, &r);
-    curl_easy_setopt(c->easy, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(c->easy, CURLOPT_READDATA, f);
-    curl_easy_setopt(c->easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
-    cc = curl_easy_perform(c->easy);
-    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-    rc = classify(c, cc, status, &r, what, err, errlen);
+    prepare(c, l, url, h, &r);
+    curl_easy_setopt(l->easy, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(l->easy, CURLOPT_READDATA, f);
+    curl_easy_setopt(l->easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
+    cc = curl_easy_perform(l->easy);
+    curl_easy_getinfo(l->easy, CURLINFO_RESPONSE_CODE, &status);
+    rc = classify(l, c, cc, status, &r, what, err, errlen);
 out:
     if (f)
         fclose(f);
@@ -350,23 +360,82 @@ out:
     return rc;
 }
 
-int s3_publish_file(struct s3_client *c, const char *key, const char *path, long long size, char *err,
-                    size_t errlen)
+/* One blob: HEAD, and a PUT when missing. 1 when it PUT it, 0 when it
+ * was there, else an error class. */
+static int publish_one(struct s3_client *c, struct s3_lane *l, struct s3_upload *u)
 {
-    int rc;
+    int rc = head_object(c, l, u->key, u->size, u->err, sizeof u->err);
 
-    pthread_mutex_lock(&c->lock);
-    rc = head_object(c, key, size, err, errlen);
-    if (rc == 0) {
-        /* S3 shows an object only once its PUT is complete: a worker killed
-         * mid-upload leaves nothing half-written under the key */
-        rc = put_object(c, key, path, size, err, errlen);
-        rc = rc == 0 ? 1 : rc;
-    } else if (rc == 1) {
-        rc = 0;
+    if (rc == 1)
+        return 0;
+    if (rc != 0)
+        return rc;
+    /* S3 shows an object only once its PUT is complete: a worker killed
+     * mid-upload leaves nothing half-written under the key */
+    rc = put_object(c, l, u->key, u->path, u->size, u->err, sizeof u->err);
+    return rc == 0 ? 1 : rc;
+}
+
+/* A batch shared by the lanes' threads: each takes the next blob. */
+struct s3_batch {
+    struct s3_client *c;
+    struct s3_upload *u;
+    size_t n;
+    atomic_size_t next;
+    atomic_int stop;          /* the service failed as a whole: try no more */
+};
+
+struct s3_lane_run {
+    struct s3_batch *batch;
+    struct s3_lane *lane;
+    pthread_t thread;
+};
+
+static void *lane_main(void *arg)
+{
+    struct s3_lane_run *run = arg;
+    struct s3_batch *b = run->batch;
+
+    for (;;) {
+        size_t i = atomic_fetch_add(&b->next, 1);
+        if (i >= b->n)
+            break;
+        if (atomic_load(&b->stop)) {
+            b->u[i].result = STORE_ERR_UNAVAILABLE; /* not tried; err stays "" */
+            continue;
+        }
+        b->u[i].result = publish_one(b->c, run->lane, &b->u[i]);
+        if (b->u[i].result == STORE_ERR_UNAVAILABLE || b->u[i].result == STORE_ERR_DENIED)
+            atomic_store(&b->stop, 1);
     }
+    return NULL;
+}
+
+void s3_publish_files(struct s3_client *c, struct s3_upload *u, size_t n)
+{
+    struct s3_lane_run runs[S3_LANES];
+    struct s3_batch b = { .c = c, .u = u, .n = n };
+    size_t lanes = n < S3_LANES ? n : S3_LANES, started = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        u[i].result = STORE_ERR_UNAVAILABLE;
+        u[i].err[0] = '\0';
+    }
+    atomic_init(&b.next, 0);
+    atomic_init(&b.stop, 0);
+    pthread_mutex_lock(&c->lock);
+    /* lane 0 on this thread, the others on threads of their own */
+    for (size_t i = 1; i < lanes; i++) {
+        runs[i] = (struct s3_lane_run){ .batch = &b, .lane = &c->lanes[i] };
+        if (pthread_create(&runs[i].thread, NULL, lane_main, &runs[i]) != 0)
+            break; /* fewer lanes: the others take the rest */
+        started = i;
+    }
+    runs[0] = (struct s3_lane_run){ .batch = &b, .lane = &c->lanes[0] };
+    lane_main(&runs[0]);
+    for (size_t i = 1; i <= started; i++)
+        pthread_join(runs[i].thread, NULL);
     pthread_mutex_unlock(&c->lock);
-    return rc;
 }
 
 /* A GET's body, growing up to S3_OBJECT_MAX. */
@@ -402,6 +471,7 @@ static size_t keep_body(char *data, size_t size, size_t n, void *arg)
 
 static int get_locked(struct s3_client *c, const char *key, struct s3_body *body, char *err, size_t errlen)
 {
+    struct s3_lane *l = &c->lanes[0];
     char url[S3_URL_MAX], what[160];
     struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: " S3_EMPTY_SHA256);
     struct s3_reply r;
@@ -415,11 +485,11 @@ static int get_locked(struct s3_client *c, const char *key, struct s3_body *body
         errmsg_set(err, errlen, "storage: S3 %s: out of memory or too long", what);
         return -1;
     }
-    prepare(c, url, h, &r);
-    curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, keep_body);
-    curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, body);
-    cc = curl_easy_perform(c->easy);
-    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    prepare(c, l, url, h, &r);
+    curl_easy_setopt(l->easy, CURLOPT_WRITEFUNCTION, keep_body);
+    curl_easy_setopt(l->easy, CURLOPT_WRITEDATA, body);
+    cc = curl_easy_perform(l->easy);
+    curl_easy_getinfo(l->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(h);
     if (body->too_big) {
         errmsg_set(err, errlen, "storage: S3 %s: larger than %lld bytes", what, S3_OBJECT_MAX);
@@ -436,7 +506,7 @@ static int get_locked(struct s3_client *c, const char *key, struct s3_body *body
         r.text[n] = '\0';
         r.len = n;
     }
-    rc = classify(c, cc, status, &r, what, err, errlen);
+    rc = classify(l, c, cc, status, &r, what, err, errlen);
     return rc;
 }
 
@@ -496,8 +566,10 @@ static int client_init(struct s3_client *c, const struct store_s3_settings *st, 
     snprintf(c->sigv4, sizeof c->sigv4, "aws:amz:%s:s3", st->region);
     n = strlen(st->access_key) + strlen(st->secret_key) + 2;
     c->userpwd = malloc(n);
-    c->easy = curl_easy_init();
-    if (c->userpwd == NULL || c->easy == NULL) {
+    int lanes_ok = 1;
+    for (size_t i = 0; i < S3_LANES; i++)
+        lanes_ok &= (c->lanes[i].easy = curl_easy_init()) != NULL;
+    if (c->userpwd == NULL || !lanes_ok) {
         errmsg_set(err, errlen, "out of memory");
         return -1;
     }
@@ -509,6 +581,7 @@ static int client_init(struct s3_client *c, const struct store_s3_settings *st, 
  * found at start, not at the first image. */
 static int check_bucket(struct s3_client *c, char *err, size_t errlen)
 {
+    struct s3_lane *l = &c->lanes[0];
     struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: " S3_EMPTY_SHA256);
     struct s3_reply r;
     char url[S3_URL_MAX + 2], what[300];
@@ -522,17 +595,17 @@ static int check_bucket(struct s3_client *c, char *err, size_t errlen)
     }
     snprintf(url, sizeof url, "%s/", c->base);
     snprintf(what, sizeof what, "HEAD bucket %s", c->bucket);
-    prepare(c, url, h, &r);
-    curl_easy_setopt(c->easy, CURLOPT_NOBODY, 1L);
-    cc = curl_easy_perform(c->easy);
-    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    prepare(c, l, url, h, &r);
+    curl_easy_setopt(l->easy, CURLOPT_NOBODY, 1L);
+    cc = curl_easy_perform(l->easy);
+    curl_easy_getinfo(l->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(h);
     if (cc == CURLE_OK && status == 404) {
         errmsg_set(err, errlen, "storage: bucket '%s' does not exist: check IMGCACHE_STORAGE_URL and "
                    "AWS_ENDPOINT_URL", c->bucket);
         return STORE_ERR_DENIED;
     }
-    rc = classify(c, cc, status, &r, what, err, errlen);
+    rc = classify(l, c, cc, status, &r, what, err, errlen);
     if (rc == STORE_ERR_UNAVAILABLE) {
         log_warn("event=storage_down during=start reason=\"%s\" action=\"starting anyway; uploads wait for it\"",
                  err);
@@ -568,8 +641,9 @@ void s3_client_free(struct s3_client *c)
 {
     if (c == NULL)
         return;
-    if (c->easy)
-        curl_easy_cleanup(c->easy);
+    for (size_t i = 0; i < S3_LANES; i++)
+        if (c->lanes[i].easy)
+            curl_easy_cleanup(c->lanes[i].easy);
     if (c->userpwd) {
         /* a secret: not left in freed memory */
         memset(c->userpwd, 0, strlen(c->userpwd));
