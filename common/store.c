@@ -440,51 +440,70 @@ static int name_blob(const char *from, const char *final)
     return rename(from, final) == 0 ? 1 : -1;
 }
 
-/* store_publish() on S3: a HEAD (and a PUT when missing) per blob, several
- * at a time; once the service itself fails (unreachable, 5xx, refused
- * credentials) the rest of the batch is not tried: it would fail alike. */
+/* The upload of keys[i] when an earlier blob of the batch has the same key
+ * (the same bytes, twice in one batch): -1 when none. */
+static long same_key_before(const struct s3_upload *u, size_t m, const char *key)
+{
+    for (size_t k = 0; k < m; k++)
+        if (strcmp(u[k].key, key) == 0)
+            return (long)k;
+    return -1;
+}
+
+/* store_publish() on S3: a HEAD (and a PUT when missing) per distinct key,
+ * several at a time; once the service itself fails (unreachable, 5xx,
+ * refused credentials) the rest of the batch is not tried: it would fail
+ * alike. A blob whose key came earlier in the batch is not sent again. */
 static int publish_s3(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
                       unsigned char *failed, unsigned char *created, char *err, size_t errlen)
 {
     struct s3_upload *u = calloc(n, sizeof *u);
     char (*paths)[4200] = calloc(n, sizeof *paths);
-    size_t *which = calloc(n, sizeof *which), m = 0;
+    long *upload_of = calloc(n, sizeof *upload_of);
+    size_t m = 0;
     int rc = 0;
 
-    if (u == NULL || paths == NULL || which == NULL) {
+    if (u == NULL || paths == NULL || upload_of == NULL) {
         errmsg_set(err, errlen, "out of memory");
         rc = -1;
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
+        upload_of[i] = -1;
         if (blobs[i]->tmp_name[0] == '\0')
             continue;
-        tmp_path(blobs[i], paths[m], sizeof paths[m]);
-        u[m] = (struct s3_upload){ .key = keys[i], .path = paths[m], .size = blobs[i]->size };
-        which[m++] = i;
+        tmp_path(blobs[i], paths[i], sizeof paths[i]);
+        upload_of[i] = same_key_before(u, m, keys[i]);
+        if (upload_of[i] >= 0)
+            continue;
+        u[m] = (struct s3_upload){ .key = keys[i], .path = paths[i], .size = blobs[i]->size };
+        upload_of[i] = (long)m++;
     }
     s3_publish_files(s->s3, u, m);
     err[0] = '\0';
-    for (size_t k = 0; k < m; k++) {
-        size_t i = which[k];
-        if (u[k].result < 0) {
+    for (size_t i = 0; i < n; i++) {
+        const struct s3_upload *up = upload_of[i] >= 0 ? &u[upload_of[i]] : NULL;
+        if (up == NULL)
+            continue;
+        if (up->result < 0) {
             failed[i] = 1;
-            if (err[0] == '\0' && u[k].err[0])
-                errmsg_set(err, errlen, "%s", u[k].err);
+            if (err[0] == '\0' && up->err[0])
+                errmsg_set(err, errlen, "%s", up->err);
             /* refused settings outrank an outage: they need a person */
-            if (u[k].result != -1 && u[k].err[0] && rc != STORE_ERR_DENIED)
-                rc = u[k].result;
+            if (up->result != -1 && up->err[0] && rc != STORE_ERR_DENIED)
+                rc = up->result;
             continue;
         }
+        /* the first blob of a key made it; its twins found it made */
         if (created)
-            created[i] = (unsigned char)u[k].result;
-        unlink(paths[k]);
+            created[i] = (unsigned char)(up->path == paths[i] && up->result == 1);
+        unlink(paths[i]);
         blobs[i]->tmp_name[0] = '\0';
     }
 out:
     free(u);
     free(paths);
-    free(which);
+    free(upload_of);
     return rc;
 }
 

@@ -267,8 +267,8 @@ static int classify(struct s3_lane *l, struct s3_client *c, CURLcode cc, long st
     return -1;
 }
 
-/* HEAD of the object: 1 when it is there with size bytes, 0 when not (or
- * with another size: a PUT replaces it), else an error class. */
+/* HEAD of the object: 1 when it is there with size bytes, 0 when not, 2
+ * when with another size (a PUT replaces it), else an error class. */
 static int head_object(struct s3_client *c, struct s3_lane *l, const char *key, long long size, char *err, size_t errlen)
 {
     char url[S3_URL_MAX], what[160];
@@ -295,11 +295,14 @@ static int head_object(struct s3_client *c, struct s3_lane *l, const char *key, 
     rc = classify(l, c, (CURLcode)rc, status, &r, what, err, errlen);
     if (rc != 0)
         return rc;
-    return have == size;
+    return have == size ? 1 : 2;
 }
 
 /* The headers of an object's PUT; NULL when out of memory. */
-static struct curl_slist *put_headers(const char *key)
+/* create_only: If-None-Match: *, so that of two writers of the same
+ * bytes one makes the object and the other is told it exists (412), as
+ * link() does for the folder (AWS, MinIO, R2 and s3proxy honour it). */
+static struct curl_slist *put_headers(const char *key, int create_only)
 {
     char line[200];
     const char *dot = strrchr(key, '.'), *slash = strrchr(key, '/');
@@ -319,17 +322,22 @@ static struct curl_slist *put_headers(const char *key)
     snprintf(line, sizeof line, "Content-Type: %s", s3_content_type(key));
     if ((t = curl_slist_append(h, line)) == NULL)
         goto fail;
+    h = t;
+    if (create_only && (t = curl_slist_append(h, "If-None-Match: *")) == NULL)
+        goto fail;
     return t;
 fail:
     curl_slist_free_all(h);
     return NULL;
 }
 
-static int put_object(struct s3_client *c, struct s3_lane *l, const char *key, const char *path, long long size, char *err,
-                      size_t errlen)
+/* 0 when stored, 1 when create_only found it there already (412), else
+ * an error class. */
+static int put_object(struct s3_client *c, struct s3_lane *l, const char *key, const char *path, long long size,
+                      int create_only, char *err, size_t errlen)
 {
     char url[S3_URL_MAX], what[160];
-    struct curl_slist *h = put_headers(key);
+    struct curl_slist *h = put_headers(key, create_only);
     FILE *f = NULL;
     struct s3_reply r;
     long status = 0;
@@ -352,7 +360,15 @@ static int put_object(struct s3_client *c, struct s3_lane *l, const char *key, c
     curl_easy_setopt(l->easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
     cc = curl_easy_perform(l->easy);
     curl_easy_getinfo(l->easy, CURLINFO_RESPONSE_CODE, &status);
-    rc = classify(l, c, cc, status, &r, what, err, errlen);
+    if (cc == CURLE_OK && status == 412 && create_only)
+        rc = 1;
+    else if (cc == CURLE_OK && status == 409) {
+        /* AWS: another conditional write of the key is in progress; it
+         * may yet fail, so the batch waits and looks again */
+        errmsg_set(err, errlen, "storage: S3 %s: HTTP 409 (a concurrent upload of the same key)", what);
+        rc = STORE_ERR_UNAVAILABLE;
+    } else
+        rc = classify(l, c, cc, status, &r, what, err, errlen);
 out:
     if (f)
         fclose(f);
@@ -368,11 +384,14 @@ static int publish_one(struct s3_client *c, struct s3_lane *l, struct s3_upload 
 
     if (rc == 1)
         return 0;
-    if (rc != 0)
+    if (rc != 0 && rc != 2)
         return rc;
     /* S3 shows an object only once its PUT is complete: a worker killed
-     * mid-upload leaves nothing half-written under the key */
-    rc = put_object(c, l, u->key, u->path, u->size, u->err, sizeof u->err);
+     * mid-upload leaves nothing half-written under the key. Another size
+     * under a content address (rc 2) is replaced, else only created. */
+    rc = put_object(c, l, u->key, u->path, u->size, rc == 0, u->err, sizeof u->err);
+    if (rc == 1)
+        return 0;
     return rc == 0 ? 1 : rc;
 }
 
