@@ -5,8 +5,9 @@
 # Cache-Control (read back with Debian's awscli, a client nobody here
 # wrote), chat_avatars pointing at the bucket; a worker killed with SIGKILL
 # in the middle of an upload and s3proxy stopped mid-run lose nothing and
-# leave no row without its object; wrong credentials stop the worker with
-# a clear error (exit 2) that does not print the secret.
+# leave no row without its object; credentials refused at start or while
+# running stop the worker with a clear error (exit 2) that does not print
+# the secret.
 . "$ROOT/tests/integration/lib.sh"
 it_setup 4
 # the local folder only spools downloads on s3://: checked against the
@@ -33,7 +34,13 @@ set +a
 S3_PORT=${AWS_ENDPOINT_URL##*:}
 export IMGCACHE_STORAGE_URL=s3://$S3_BUCKET/avatars
 export IMGCACHE_PUBLIC_URL=
-s3cli() { AWS_DEFAULT_REGION=$AWS_REGION AWS_EC2_METADATA_DISABLED=true "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" "$@"; }
+# with the secret s3proxy has now (rotated below)
+s3cli() {
+    local key secret
+    read -r key secret < "$S3DIR/credentials"
+    AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_DEFAULT_REGION=$AWS_REGION \
+        AWS_EC2_METADATA_DISABLED=true "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" "$@"
+}
 
 # Every disagreement of the bucket and the rows, one line each: a row
 # without its object, an object whose bytes do not hash to its key, an
@@ -140,6 +147,22 @@ check_eq "nothing of batch c is lost" 12 "$(q "SELECT count(*) FROM cached_image
 check_eq "no image failed for the outage" 0 "$(q "SELECT count(*) FROM image_failures")"
 check_eq "the bucket agrees with the rows after the outage" "" "$(s3_problems)"
 
+# ---- credentials revoked while running ----------------------------------------------
+start_worker r1
+check "a worker starts with the credentials of the day" wait_for 30 grep -q 'event=started' "$TESTS_TMP/r1.log"
+sh "$ROOT/compose/s3proxy.sh" stop "$S3DIR" > /dev/null 2>&1
+NEW_SECRET="rotated${RANDOM}x${RANDOM}"
+echo "$AWS_ACCESS_KEY_ID $NEW_SECRET" > "$S3DIR/credentials"
+check "s3proxy starts again with another secret" s3_start
+chats d 4 > "$TESTS_TMP/d.jsonl"
+check "import of batch d succeeds" "$BIN/imgcache-producer" import "$TESTS_TMP/d.jsonl"
+wait_worker r1 30
+check_eq "refused credentials stop a running worker (exit 2)" 2 "$?"
+check "it says why, naming the settings" grep -q 'event=stopped reason=.*check AWS_ACCESS_KEY_ID' "$TESTS_TMP/r1.log"
+check_eq "nothing of batch d was recorded without its object" "" "$(s3_problems orphans-ok)"
+check_eq "and nothing of it failed: it waits for a worker with the right secret" 0 \
+    "$(q "SELECT count(*) FROM image_failures")"
+
 # ---- wrong credentials -------------------------------------------------------------
 WRONG="wrongS3secret${RANDOM}x${RANDOM}"
 AWS_SECRET_ACCESS_KEY=$WRONG start_worker bad --drain
@@ -147,5 +170,6 @@ wait_worker bad 30
 check_eq "wrong credentials are a configuration error (exit 2)" 2 "$?"
 check "the error names the settings" grep -q 'check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY' "$TESTS_TMP/bad.log"
 check "the secret is not printed" absent "$WRONG" "$TESTS_TMP/bad.log"
-check "the right secret is not printed either" absent "$AWS_SECRET_ACCESS_KEY" "$TESTS_TMP"/*.log
+check "the right secrets are not printed either" absent "$AWS_SECRET_ACCESS_KEY" "$TESTS_TMP"/*.log
+check "nor the rotated one" absent "$NEW_SECRET" "$TESTS_TMP"/*.log
 it_done
