@@ -85,6 +85,17 @@ check "nginx listens on 127.0.0.1 only" \
     bash -c '[ "$(ss -Hltn "sport = :$1" | awk "{print \$4}")" = "127.0.0.1:$1" ]' _ "$port"
 check "the server block it runs is the template's, rendered" \
     grep -q 'max-age=31536000, immutable' "$TESTS_TMP/nginx/server.conf"
+# The same template with docker-compose.yml's values passes `nginx -t`.
+dc_env=$(/usr/bin/python3 -c '
+import sys, yaml
+env = yaml.safe_load(open(sys.argv[1]))["services"]["images"]["environment"]
+print(env["NGINX_LISTEN"], env["NGINX_STORE"], env["NGINX_PREFIX"], env["NGINX_PAGE_DIR"])' \
+    "$ROOT/compose/docker-compose.yml" 2> "$TESTS_TMP/dc-env.log")
+# shellcheck disable=SC2086
+sh "$ROOT/compose/nginx.sh" render "$TESTS_TMP/nginx-dc" $dc_env 2> "$TESTS_TMP/nginx-dc.log"
+check "docker-compose.yml's rendering ($dc_env) passes nginx -t" \
+    /usr/sbin/nginx -t -e stderr -p "$TESTS_TMP/nginx-dc/" -c "$TESTS_TMP/nginx-dc/nginx.conf"
+
 pid=$(read_pid "$TESTS_TMP/nginx/nginx.pid")
 sh "$ROOT/compose/nginx.sh" stop "$TESTS_TMP/nginx" 2> /dev/null
 nginx_gone() { [ -n "$pid" ] && ! pid_alive "$pid"; }
