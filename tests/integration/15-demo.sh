@@ -47,11 +47,14 @@ check "README's producer line is what the demo printed ($readme_line)" grep -qxF
 # that may change from run to run (the time of the oldest refresh; the
 # retry topic's size, which a rebalance replaying a retry can grow)
 readme_stats=$(sed -n '/^== imgcache-producer stats$/,/^```$/p' "$ROOT/README.md" | sed '1d;$d' |
-    grep -Ev '^(oldest refresh|kafka events) ')
+    grep -Ev '^(oldest refresh|kafka events) |^== the avatars as a page: ')
 check "README shows the demo's stats" test "$(echo "$readme_stats" | wc -l)" -ge 10
 while IFS= read -r line; do
     check "README's stats line is what the demo printed ($line)" grep -qxF -- "$line" "$OUT"
 done <<< "$readme_stats"
+# the page's line, but for the port
+page_line() { sed -n 's/^== the avatars as a page: .*/&/p' "$1" | sed 's/127\.0\.0\.1:[0-9]*/127.0.0.1:PORT/g'; }
+check_eq "README shows the demo's page line" "$(page_line "$OUT")" "$(page_line "$ROOT/README.md")"
 check "the demo ended with stats: no backlog left" grep -Eq '^backlog +imgcache-workers 0 ' "$OUT"
 check "the demo printed its page's URL (${PAGE_URL:-none})" test -n "$PAGE_URL"
 check_eq "the page is served" 200 "$(cat "$TESTS_TMP/page.code")"
