@@ -51,8 +51,9 @@ die() {
 usage() {
     cat >&2 <<EOF
 usage: compose/stack.sh start DIR [--fast] | stop DIR | env DIR | status DIR
-A local redis-server, PostgreSQL and Kafka broker (IMGCACHE_BROKER=kafka, the
-default, or dev) on free 127.0.0.1 ports, with data, logs and pids in DIR.
+A local redis-server, PostgreSQL, Kafka broker (IMGCACHE_BROKER=kafka, the
+default, or dev) and nginx (serving DIR/images and DIR/page) on free
+127.0.0.1 ports, with data, logs and pids in DIR.
 For development and tests only.
 EOF
     exit 2
