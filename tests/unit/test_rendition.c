@@ -270,6 +270,32 @@ static void test_hostile_inputs(void **state)
     free(b.data);
 }
 
+/* 30-hostile's GIFs: a 1x1 screen announcing a 60000x60000 frame (a cap
+ * on width x height of the screen alone would let it through), and 1001
+ * frames (each one decoded in turn by a careless reader). */
+static void test_hostile_gifs(void **state)
+{
+    static const unsigned char head[] = { 'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0, 0, 0 };
+    static const unsigned char huge[] = { 0x2c, 0, 0, 0, 0, 0x60, 0xea, 0x60, 0xea, 0, 2, 2, 0x4c, 1, 0 };
+    static const unsigned char tiny[] = { 0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x4c, 1, 0 };
+    size_t len = sizeof head + 1001 * sizeof tiny + 1;
+    unsigned char *gif = malloc(len);
+    (void)state;
+    assert_non_null(gif);
+    memcpy(gif, head, sizeof head);
+    memcpy(gif + sizeof head, huge, sizeof huge);
+    gif[sizeof head + sizeof huge] = 0x3b;
+    expect_result(gif, sizeof head + sizeof huge + 1, 40000000, RENDITION_TOO_LARGE, "gif-huge-frame");
+    for (int i = 0; i < 1001; i++)
+        memcpy(gif + sizeof head + (size_t)i * sizeof tiny, tiny, sizeof tiny);
+    gif[len - 1] = 0x3b;
+    expect_result(gif, len, 40000000, RENDITION_BAD_IMAGE, "gif-frames");
+    /* the same with 2 frames is a valid 1x1 image */
+    gif[sizeof head + 2 * sizeof tiny] = 0x3b;
+    expect_result(gif, sizeof head + 2 * sizeof tiny + 1, 40000000, RENDITION_OK, "gif, 2 frames");
+    free(gif);
+}
+
 /* TIFF is decodable by libvips but not an avatar format: refused. */
 static void test_other_formats_refused(void **state)
 {
@@ -337,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_cached_formats),
         cmocka_unit_test(test_pixel_cap_before_decoding),
         cmocka_unit_test(test_hostile_inputs),
+        cmocka_unit_test(test_hostile_gifs),
         cmocka_unit_test(test_other_formats_refused),
         cmocka_unit_test(test_bad_requests),
     };
