@@ -64,6 +64,18 @@ static int decode_failure_class(void)
     return strstr(vips_error_buffer(), "out of memory") ? RENDITION_INTERNAL : RENDITION_BAD_IMAGE;
 }
 
+/* libvips warns on stderr, from its worker threads, about damaged images it
+ * still decodes ("Corrupt JPEG data..."): unstructured lines in a program
+ * that logs one key=value line per image. The outcome is in the result. */
+static void drop_vips_warning(const gchar *domain, GLogLevelFlags level, const gchar *message,
+                              gpointer data)
+{
+    (void)domain;
+    (void)level;
+    (void)message;
+    (void)data;
+}
+
 int rendition_init(const char *argv0, char *err, size_t errlen)
 {
     if (VIPS_INIT(argv0 ? argv0 : "imgcache") != 0) {
@@ -73,6 +85,8 @@ int rendition_init(const char *argv0, char *err, size_t errlen)
     /* Loaders libvips marks untrusted (svg, pdf, magick, matlab...) go first;
      * then every loader but the four image formats we cache, so TIFF, HEIF,
      * JPEG 2000... are refused too. */
+    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
+                      drop_vips_warning, NULL);
     vips_block_untrusted_set(TRUE);
     vips_operation_block_set("VipsForeignLoad", TRUE);
     for (size_t i = 0; i < sizeof allowed_loaders / sizeof allowed_loaders[0]; i++)

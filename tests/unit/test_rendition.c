@@ -219,20 +219,32 @@ static void test_exif_rotation_applied(void **state)
     }
 }
 
-static void test_animated_gif_first_frame(void **state)
+/* anim.gif and anim.webp: 32x32, frame 1 red, frame 2 green */
+static void expect_first_frame(const char *name)
 {
     VipsImage *ims[NPRESETS];
-    (void)state;
-    render_expect("renditions/anim.gif", 32, &default_opts, ims);
+    render_expect(name, 32, &default_opts, ims);
     for (int i = 0; i < NPRESETS; i++) {
         double *px = NULL;
         int n = 0;
         assert_int_equal(vips_getpoint(ims[i], &px, &n, 16, 16, NULL), 0);
         assert_true(n >= 3);
-        assert_true(px[0] > 200 && px[1] < 60); /* frame 1 is red, frame 2 green */
+        assert_true(px[0] > 200 && px[1] < 60);
         g_free(px);
         g_object_unref(ims[i]);
     }
+}
+
+static void test_animated_gif_first_frame(void **state)
+{
+    (void)state;
+    expect_first_frame("renditions/anim.gif");
+}
+
+static void test_animated_webp_first_frame(void **state)
+{
+    (void)state;
+    expect_first_frame("renditions/anim.webp");
 }
 
 static void test_cached_formats(void **state)
@@ -360,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_exif_gps_stripped),
         cmocka_unit_test(test_exif_rotation_applied),
         cmocka_unit_test(test_animated_gif_first_frame),
+        cmocka_unit_test(test_animated_webp_first_frame),
         cmocka_unit_test(test_cached_formats),
         cmocka_unit_test(test_pixel_cap_before_decoding),
         cmocka_unit_test(test_hostile_inputs),
