@@ -219,6 +219,26 @@ static void test_exif_rotation_applied(void **state)
     }
 }
 
+/* p3.jpg is sRGB's pure red stored as Display P3 numbers (234,51,35) with
+ * the profile embedded: the rendition has no profile, so its numbers must be
+ * sRGB's. */
+static void test_wide_gamut_converted(void **state)
+{
+    VipsImage *ims[NPRESETS];
+    (void)state;
+    render_expect("renditions/p3.jpg", 48, &default_opts, ims);
+    for (int i = 0; i < NPRESETS; i++) {
+        double *px = NULL;
+        int n = 0;
+        assert_int_equal(vips_getpoint(ims[i], &px, &n, 10, 10, NULL), 0);
+        assert_true(n >= 3);
+        if (!(px[0] > 245 && px[1] < 25 && px[2] < 25))
+            fail_msg("p3.jpg at %d px: %.0f,%.0f,%.0f, not sRGB red", presets[i], px[0], px[1], px[2]);
+        g_free(px);
+        g_object_unref(ims[i]);
+    }
+}
+
 /* anim.gif and anim.webp: 32x32, frame 1 red, frame 2 green */
 static void expect_first_frame(const char *name)
 {
@@ -371,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_no_upscaling),
         cmocka_unit_test(test_exif_gps_stripped),
         cmocka_unit_test(test_exif_rotation_applied),
+        cmocka_unit_test(test_wide_gamut_converted),
         cmocka_unit_test(test_animated_gif_first_frame),
         cmocka_unit_test(test_animated_webp_first_frame),
         cmocka_unit_test(test_cached_formats),
