@@ -133,6 +133,7 @@ struct job {
     /* download.c (a stored image), failure.c (a failure): the outcome */
     char sha256[HASH_HEX_LEN + 1];
     char key[STORE_KEY_MAX];
+    int wrote_blob;             /* handoff.c: its commit made the blob's file (image-stored is due) */
     char *public_url;
     char etag[FETCH_ETAG_MAX + 1];
     char last_modified[FETCH_LAST_MODIFIED_MAX + 1];
