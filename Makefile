@@ -103,6 +103,18 @@ bin/imgcache-metricsd: build/tests/metricsd/metricsd.o build/libcommon.a
 build/tests/test_%: build/tests/unit/test_%.o build/libworker.a build/libcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
+# test_rendition decodes what it makes with libvips
+build/tests/unit/test_rendition.o: tests/unit/test_rendition.c build/.flags | build/version.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(VIPS_CFLAGS) -MMD -MP -c $< -o $@
+build/tests/test_rendition: build/tests/unit/test_rendition.o $(RENDITION_OBJ) build/libcommon.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(VIPS_LIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
+
+# bench/run.sh's "renditions" section: rendition_make() against vipsthumbnail
+build/bench/rendition-bench: bench/rendition_bench.c $(RENDITION_OBJ) build/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(VIPS_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(VIPS_LIBS)
+
 unit: $(UNIT_BIN)
 
 # Debian packages, then the Apache Kafka broker's jars (once; not with
@@ -147,6 +159,10 @@ FUZZ_SRC_beeper  := common/beeper.c common/resolve.c common/hash.c
 FUZZ_SRC_resolve := common/resolve.c common/hash.c
 # kafka_stats publishes into a metrics gauge
 FUZZ_SRC_kafka_stats := common/kafka_stats.c common/metrics.c
+# rendition decodes with libvips (not instrumented: the fuzzer checks our
+# gates and what reaches libvips' decoders) after sniff's header check
+FUZZ_SRC_rendition := common/rendition.c common/sniff.c
+build/fuzz/fuzz_rendition: FUZZ_LIBS += $(VIPS_CFLAGS) $(VIPS_LIBS)
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 

@@ -6,10 +6,11 @@
  *
  * Only the programs that render link libvips (the Makefile builds this file
  * apart from libcommon.a); the worker and the producer never do.
- * Ownership: outs[i].data is malloc'd by rendition_make() and belongs to the
- * caller, who frees it with rendition_free(). Nothing else is kept between
- * calls (libvips' operation cache is off), so calls on separate threads are
- * independent once rendition_init() has returned. */
+ * Ownership: outs[i].data is allocated by rendition_make() (glib) and belongs
+ * to the caller, who frees it with rendition_free(). Nothing else is kept
+ * between calls (libvips' operation cache is off). Calls on separate threads
+ * work once rendition_init() has returned, but libvips has one error buffer
+ * per process, so a message may then name another thread's failure. */
 #include <stddef.h>
 
 #include "errmsg.h"
@@ -22,7 +23,8 @@
 
 struct rendition_opts {
     int quality;            /* WebP quality, default 80 */
-    long long max_pixels;   /* width*height cap of the source, checked before decoding */
+    long long max_pixels;   /* width*height cap of the source, checked before decoding;
+                             * <= 0: no cap. For a GIF, the area every frame covers. */
     int attention;          /* 0: centre crop; 1: vips' attention crop */
 };
 struct rendition {          /* one output; data owned by the caller, freed by rendition_free() */
