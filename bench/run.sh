@@ -223,7 +223,7 @@ exit_trap cleanup
 
 # ---- snapshot of the programs under test ----------------------------------------
 mkdir -p "$WORK/bin"
-cp "$ROOT"/bin/imgcache-{producer,devbroker,mediaserver} "$WORK/bin/"
+cp "$ROOT"/bin/imgcache-{producer,devbroker,mediaserver,renderer} "$WORK/bin/"
 cp "$WORKER_BIN" "$WORK/bin/imgcache-worker" || die "cannot copy $WORKER_BIN"
 BIN=$WORK/bin
 COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)

@@ -14,7 +14,9 @@
 #  - `renditions backfill` publishes only blobs missing a preset; a replay
 #    under a new group with an extra preset adds it, downloading nothing;
 #  - chat_avatars.thumb_url and avatar_renditions show the URLs;
-#  - SIGTERM stops the renderer cleanly (exit 0).
+#  - SIGTERM stops the renderer cleanly (exit 0);
+#  - gc removes a blob's renditions (rows and files), but not a file
+#    another blob's rendition row still names (identical output).
 # The crash and the hang come from the renderer's test hooks
 # (IMGCACHE_RENDER_TEST_CRASH / _HANG = a sha256), see worker/render_image.c.
 . "$ROOT/tests/integration/lib.sh"
@@ -28,14 +30,16 @@ mkdir -p "$MEDIA"
 for f in gps.jpg rotated.jpg anim.gif small.png large.jpg; do cp "$R_IMG/$f" "$MEDIA/$f"; done
 for f in avatar.jpg avatar.png avatar.webp; do cp "$IMG/$f" "$MEDIA/$f"; done
 media_image "$MEDIA/poison.png" "imgcache-render-poison"
+# avatar.png's pixels with bytes of its own: another blob, the same renditions
+media_image "$MEDIA/twin.png" "imgcache-render-twin"
 # a PNG whose header is fine (the worker stores it) and whose pixels are not
 head -c 60 "$IMG/avatar.png" > "$MEDIA/corrupt.png"
 head -c 150 /dev/zero >> "$MEDIA/corrupt.png"
 tail -c 59 "$IMG/avatar.png" >> "$MEDIA/corrupt.png"
 start_media "$MEDIA"
 M=$MEDIA_URL
-GOOD="gps.jpg rotated.jpg anim.gif small.png avatar.jpg avatar.png avatar.webp"
-N_GOOD=7
+GOOD="gps.jpg rotated.jpg anim.gif small.png avatar.jpg avatar.png avatar.webp twin.png"
+N_GOOD=8
 POISON=$(sha256sum "$MEDIA/poison.png" | cut -d' ' -f1)
 
 n=0
@@ -47,7 +51,7 @@ done > "$TESTS_TMP/chats.jsonl"
 check "import exits 0" test $? -eq 0
 start_worker w1 --drain
 check "the worker drains and exits 0" wait_worker w1 60
-check_eq "10 URLs cached" 10 "$(q "SELECT count(*) FROM cached_images")"
+check_eq "11 URLs cached" 11 "$(q "SELECT count(*) FROM cached_images")"
 HITS=$(media_total)
 
 # ---- helpers ------------------------------------------------------------------------
@@ -173,4 +177,19 @@ kill -TERM "$RPID"
 check "r4 stops on SIGTERM with exit 0" wait_pid "$RPID" 20
 
 check "no secret or crash in the renderer logs" absent "Segmentation" "$TESTS_TMP"/r*.log
+
+# ---- gc: a blob's renditions go with it; a file shared with another blob stays --------
+check_eq "twin.png and avatar.png share their rendition files" 4 \
+    "$(q "SELECT count(*) FROM image_renditions t JOIN image_renditions a ON a.storage_key = t.storage_key AND a.preset = t.preset AND a.source_sha256 <> t.source_sha256 JOIN cached_images c ON c.sha256 = t.source_sha256 WHERE c.source_url = '$M/twin.png'")"
+GPS_KEYS=$(q "SELECT r.storage_key FROM image_renditions r JOIN cached_images c ON c.sha256 = r.source_sha256 WHERE c.source_url = '$M/gps.jpg'")
+TWIN_KEYS=$(q "SELECT r.storage_key FROM image_renditions r JOIN cached_images c ON c.sha256 = r.source_sha256 WHERE c.source_url = '$M/twin.png'")
+q "DELETE FROM chats WHERE chat_id IN ('g-01', 'g-08')" > /dev/null # gps.jpg, twin.png
+find "$STORE" -type f -exec touch -d '2 hours ago' {} +
+"$P" gc --grace 0 --quiet > "$TESTS_TMP/gc.out" 2> "$TESTS_TMP/gc.err"
+check "gc exits 0" test $? -eq 0
+check_eq "gc took the two blobs' rendition rows" "$(((N_GOOD - 2) * 4))" "$(q "SELECT count(*) FROM image_renditions")"
+all_gone() { local k; for k in $GPS_KEYS; do [ ! -e "$STORE/$k" ] || { echo "$k still there"; return 1; }; done; }
+all_there() { local k; for k in $TWIN_KEYS; do [ -f "$STORE/$k" ] || { echo "$k gone"; return 1; }; done; }
+check "gc removed gps.jpg's rendition files" all_gone
+check "gc kept twin.png's rendition files: avatar.png's rows name them" all_there
 it_done
