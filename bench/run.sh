@@ -805,9 +805,13 @@ fleet() {
         coalesce(extract(epoch FROM min(cached_at)), 0), coalesce(extract(epoch FROM max(cached_at)), 0),
         (SELECT count(*) FROM image_blobs) FROM cached_images")
     local files tmpfiles
-    files=$(find "$IMGCACHE_STORAGE_DIR" -path "$IMGCACHE_STORAGE_DIR/.tmp" -prune -o -type f -print | wc -l)
+    # blob files only: a renderer beside the fleet adds rendition files
+    files=$(find "$IMGCACHE_STORAGE_DIR" -path "$IMGCACHE_STORAGE_DIR/.tmp" -prune -o -type f -print |
+        sed "s|^$IMGCACHE_STORAGE_DIR/||" | sort |
+        comm -23 - <(q "SELECT DISTINCT storage_key FROM image_renditions EXCEPT SELECT storage_key FROM image_blobs" | sort) | wc -l)
     tmpfiles=$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f 2> /dev/null | wc -l)
-    release "$IMGCACHE_STORAGE_DIR" "$WORK/unrelated-dirty.bin"
+    # FLEET_KEEP_STORE: a renderer still reads the blobs (renderer_pair releases them)
+    [ -n "${FLEET_KEEP_STORE:-}" ] || release "$IMGCACHE_STORAGE_DIR" "$WORK/unrelated-dirty.bin"
     local served maxpath
     served=$(media_total)
     maxpath=$(media_max_per_path)
@@ -1119,7 +1123,8 @@ renderer_pair() {
     local name="w1-c$CONC-l$LAT" without with at_end blobs n secs rate
     fleet "$name-norender" a 1 "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
     without=$LAST_FLEET_E2E
-    FLEET_PRE_HOOK="start_renderer $name-render" fleet "$name-render" a 1 "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
+    FLEET_KEEP_STORE=1 FLEET_PRE_HOOK="start_renderer $name-render" \
+        fleet "$name-render" a 1 "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
     with=$LAST_FLEET_E2E
     at_end=$(q "SELECT count(*) FROM image_renditions")
     wait_for 600 renditions_done || warn "$name-render: renditions not finished after 600 s"
@@ -1127,6 +1132,10 @@ renderer_pair() {
     kill -TERM "$RENDER_PID" 2> /dev/null
     wait_pids 30 "$RENDER_PID"
     IFS='|' read -r n blobs < <(q "SELECT (SELECT count(*) FROM image_renditions), (SELECT count(*) FROM image_blobs)")
+    release "$IMGCACHE_STORAGE_DIR"
+    local gave_up
+    gave_up=$(q "SELECT count(*) FROM render_failures WHERE permanent")
+    [ "$gave_up" = 0 ] || warn "$name-render: $gave_up images given up by the renderer (see $name-render-renderer.log)"
     rate=$(calc "n / s" 1 -v n="$n" -v s="$secs")
     say "renderer beside the fleet: downloads end to end $without images/s without, $with images/s with a renderer ($(calc "b / a" 2 -v a="$without" -v b="$with")x); $at_end renditions made by the last commit, all $n (of $blobs blobs) ${secs}s after the renderer's start = $rate renditions/s ($(calc "n / 3 / s" 1 -v n="$n" -v s="$secs") images/s, 3 presets each)"
     J_EXTRA+=("\"renderer_beside_fleet\":{\"config\":$(js "$name"),\"images_per_s_without\":$(jn "$without"),\"images_per_s_with\":$(jn "$with"),\"renditions_by_last_commit\":$at_end,\"renditions\":$n,\"blobs\":$blobs,\"renderer_s\":$(jn "$secs"),\"renditions_per_s\":$(jn "$rate")}")
