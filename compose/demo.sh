@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # make demo: a local stack under ./var (Apache Kafka, redis-server, PostgreSQL),
 # the schema, the bundled sample chats (or a sync from your Beeper Desktop
-# when BEEPER_API_TOKEN is set), two workers with --drain and a renderer,
-# then the avatars
+# when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars
 # and `imgcache-producer stats`.
 # IMGCACHE_DEMO_DIR moves ./var elsewhere (the test of the demo uses a temp
 # folder).
