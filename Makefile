@@ -135,7 +135,7 @@ stop:
 	@sh compose/stack.sh stop $${IMGCACHE_DEMO_DIR:-var}
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all build/bench/rendition-bench
 	@bash bench/run.sh $(BENCH_ARGS)
 
 clean:

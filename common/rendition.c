@@ -64,6 +64,18 @@ static int decode_failure_class(void)
     return strstr(vips_error_buffer(), "out of memory") ? RENDITION_INTERNAL : RENDITION_BAD_IMAGE;
 }
 
+/* libvips warns on stderr, from its worker threads, about damaged images it
+ * still decodes ("Corrupt JPEG data..."): unstructured lines in a program
+ * that logs one key=value line per image. The outcome is in the result. */
+static void drop_vips_warning(const gchar *domain, GLogLevelFlags level, const gchar *message,
+                              gpointer data)
+{
+    (void)domain;
+    (void)level;
+    (void)message;
+    (void)data;
+}
+
 int rendition_init(const char *argv0, char *err, size_t errlen)
 {
     if (VIPS_INIT(argv0 ? argv0 : "imgcache") != 0) {
@@ -73,6 +85,8 @@ int rendition_init(const char *argv0, char *err, size_t errlen)
     /* Loaders libvips marks untrusted (svg, pdf, magick, matlab...) go first;
      * then every loader but the four image formats we cache, so TIFF, HEIF,
      * JPEG 2000... are refused too. */
+    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
+                      drop_vips_warning, NULL);
     vips_block_untrusted_set(TRUE);
     vips_operation_block_set("VipsForeignLoad", TRUE);
     for (size_t i = 0; i < sizeof allowed_loaders / sizeof allowed_loaders[0]; i++)
@@ -108,9 +122,14 @@ static int loader_allowed(const char *name)
     return 0;
 }
 
-/* The three gates of the file comment; on success *side_cap is the smaller
- * side of the source (of its first frame for an animation). */
-static int check_source(const void *src, size_t len, long long max_pixels, int *side_cap,
+/* What check_source() learnt from the header. */
+struct source_info {
+    int side_cap;    /* the smaller side (of the first frame for an animation) */
+    int has_profile; /* an embedded ICC profile */
+};
+
+/* The three gates of the file comment. */
+static int check_source(const void *src, size_t len, long long max_pixels, struct source_info *info,
                         char *err, size_t errlen)
 {
     struct sniff_result sn;
@@ -151,7 +170,8 @@ static int check_source(const void *src, size_t len, long long max_pixels, int *
         rc = RENDITION_TOO_LARGE;
         goto out;
     }
-    *side_cap = VIPS_MIN(vips_image_get_width(header), vips_image_get_height(header));
+    info->side_cap = VIPS_MIN(vips_image_get_width(header), vips_image_get_height(header));
+    info->has_profile = vips_image_get_typeof(header, VIPS_META_ICC_NAME) != 0;
     rc = RENDITION_OK;
 out:
     if (header != NULL)
@@ -160,18 +180,28 @@ out:
 }
 
 /* The largest preset, decoded from src and held in memory: the one decode. */
-static int decode_square(const void *src, size_t len, int side, int attention, VipsImage **out,
-                         char *err, size_t errlen)
+static int decode_square(const void *src, size_t len, int side, int attention, int has_profile,
+                         VipsImage **out, char *err, size_t errlen)
 {
     VipsImage *thumb = NULL, *mem = NULL;
-    int rc = RENDITION_OK;
+    VipsInteresting crop = attention ? VIPS_INTERESTING_ATTENTION : VIPS_INTERESTING_CENTRE;
+    int rc = RENDITION_OK, failed;
 
     /* autorotation (EXIF orientation) is vips_thumbnail's default; the
-     * square is cut after it, so its content is upright */
-    if (vips_thumbnail_buffer((void *)src, len, &thumb, side, "height", side,
-                              "size", VIPS_SIZE_DOWN, "option_string", LOAD_OPTIONS,
-                              "crop", attention ? VIPS_INTERESTING_ATTENTION : VIPS_INTERESTING_CENTRE,
-                              NULL) != 0) {
+     * square is cut after it, so its content is upright. vips_thumbnail
+     * keeps the pixels in an embedded profile's colour space (8.14): with
+     * the profile stripped later, a wide-gamut (Display P3, Adobe RGB)
+     * avatar would look washed out, so such a source is converted to sRGB.
+     * One without a profile is left alone: it is sRGB already, and going
+     * through the colour engine would change its pixels. */
+    if (has_profile)
+        failed = vips_thumbnail_buffer((void *)src, len, &thumb, side, "height", side, "size", VIPS_SIZE_DOWN,
+                                       "option_string", LOAD_OPTIONS, "crop", crop, "export_profile", "srgb",
+                                       NULL);
+    else
+        failed = vips_thumbnail_buffer((void *)src, len, &thumb, side, "height", side, "size", VIPS_SIZE_DOWN,
+                                       "option_string", LOAD_OPTIONS, "crop", crop, NULL);
+    if (failed) {
         rc = decode_failure_class();
         take_vips_error(err, errlen, "cannot decode the image");
         goto out;
@@ -233,8 +263,8 @@ static int webp_keep_picture_chunks(unsigned char *buf, size_t *len)
 
 /* One preset from the decoded square: resized if smaller, then WebP with no
  * metadata (strip asks for it, webp_keep_picture_chunks() makes sure of it;
- * vips_thumbnail already converted the pixels to sRGB, so dropping the ICC
- * profile changes no colour). */
+ * decode_square() already converted a profiled source to sRGB, so dropping
+ * the ICC profile changes no colour). */
 static int encode_preset(VipsImage *square, int side, int quality, struct rendition *out,
                          char *err, size_t errlen)
 {
@@ -297,7 +327,8 @@ int rendition_make(const void *src, size_t len, const int *sizes, size_t n,
                    char *err, size_t errlen)
 {
     VipsImage *square = NULL;
-    int largest, side_cap = 0, rc = RENDITION_INTERNAL;
+    struct source_info info = { 0, 0 };
+    int largest, rc = RENDITION_INTERNAL;
     size_t done = 0;
 
     memset(outs, 0, n * sizeof *outs);
@@ -306,18 +337,20 @@ int rendition_make(const void *src, size_t len, const int *sizes, size_t n,
             errmsg_set(err, errlen, "no rendition size asked for");
         goto out;
     }
-    rc = check_source(src, len, opts->max_pixels, &side_cap, err, errlen);
+    rc = check_source(src, len, opts->max_pixels, &info, err, errlen);
     if (rc != RENDITION_OK)
         goto out;
     /* never upscaled, always square: the side is capped by the source's
      * smaller side (vips_thumbnail alone would give a 100x256 strip for a
      * 100x300 source asked at 256) */
-    rc = decode_square(src, len, VIPS_MIN(largest, side_cap), opts->attention, &square, err, errlen);
+    rc = decode_square(src, len, VIPS_MIN(largest, info.side_cap), opts->attention, info.has_profile, &square,
+                       err, errlen);
     if (rc != RENDITION_OK)
         goto out;
     for (done = 0; done < n; done++) {
         outs[done].size = sizes[done];
-        rc = encode_preset(square, VIPS_MIN(sizes[done], side_cap), opts->quality, &outs[done], err, errlen);
+        rc = encode_preset(square, VIPS_MIN(sizes[done], info.side_cap), opts->quality, &outs[done], err,
+                           errlen);
         if (rc != RENDITION_OK)
             goto out;
     }

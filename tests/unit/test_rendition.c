@@ -219,20 +219,52 @@ static void test_exif_rotation_applied(void **state)
     }
 }
 
-static void test_animated_gif_first_frame(void **state)
+/* p3.jpg is sRGB's pure red stored as Display P3 numbers (234,51,35) with
+ * the profile embedded: the rendition has no profile, so its numbers must be
+ * sRGB's. */
+static void test_wide_gamut_converted(void **state)
 {
     VipsImage *ims[NPRESETS];
     (void)state;
-    render_expect("renditions/anim.gif", 32, &default_opts, ims);
+    render_expect("renditions/p3.jpg", 48, &default_opts, ims);
+    for (int i = 0; i < NPRESETS; i++) {
+        double *px = NULL;
+        int n = 0;
+        assert_int_equal(vips_getpoint(ims[i], &px, &n, 10, 10, NULL), 0);
+        assert_true(n >= 3);
+        if (!(px[0] > 245 && px[1] < 25 && px[2] < 25))
+            fail_msg("p3.jpg at %d px: %.0f,%.0f,%.0f, not sRGB red", presets[i], px[0], px[1], px[2]);
+        g_free(px);
+        g_object_unref(ims[i]);
+    }
+}
+
+/* anim.gif and anim.webp: 32x32, frame 1 red, frame 2 green */
+static void expect_first_frame(const char *name)
+{
+    VipsImage *ims[NPRESETS];
+    render_expect(name, 32, &default_opts, ims);
     for (int i = 0; i < NPRESETS; i++) {
         double *px = NULL;
         int n = 0;
         assert_int_equal(vips_getpoint(ims[i], &px, &n, 16, 16, NULL), 0);
         assert_true(n >= 3);
-        assert_true(px[0] > 200 && px[1] < 60); /* frame 1 is red, frame 2 green */
+        assert_true(px[0] > 200 && px[1] < 60);
         g_free(px);
         g_object_unref(ims[i]);
     }
+}
+
+static void test_animated_gif_first_frame(void **state)
+{
+    (void)state;
+    expect_first_frame("renditions/anim.gif");
+}
+
+static void test_animated_webp_first_frame(void **state)
+{
+    (void)state;
+    expect_first_frame("renditions/anim.webp");
 }
 
 static void test_cached_formats(void **state)
@@ -268,6 +300,32 @@ static void test_hostile_inputs(void **state)
     /* a whole header, half the scans: refused, not rendered with a grey band */
     expect_result(b.data, b.len / 2, 40000000, RENDITION_BAD_IMAGE, "large.jpg cut in half");
     free(b.data);
+}
+
+/* 30-hostile's GIFs: a 1x1 screen announcing a 60000x60000 frame (a cap
+ * on width x height of the screen alone would let it through), and 1001
+ * frames (each one decoded in turn by a careless reader). */
+static void test_hostile_gifs(void **state)
+{
+    static const unsigned char head[] = { 'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0, 0, 0 };
+    static const unsigned char huge[] = { 0x2c, 0, 0, 0, 0, 0x60, 0xea, 0x60, 0xea, 0, 2, 2, 0x4c, 1, 0 };
+    static const unsigned char tiny[] = { 0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x4c, 1, 0 };
+    size_t len = sizeof head + 1001 * sizeof tiny + 1;
+    unsigned char *gif = malloc(len);
+    (void)state;
+    assert_non_null(gif);
+    memcpy(gif, head, sizeof head);
+    memcpy(gif + sizeof head, huge, sizeof huge);
+    gif[sizeof head + sizeof huge] = 0x3b;
+    expect_result(gif, sizeof head + sizeof huge + 1, 40000000, RENDITION_TOO_LARGE, "gif-huge-frame");
+    for (int i = 0; i < 1001; i++)
+        memcpy(gif + sizeof head + (size_t)i * sizeof tiny, tiny, sizeof tiny);
+    gif[len - 1] = 0x3b;
+    expect_result(gif, len, 40000000, RENDITION_BAD_IMAGE, "gif-frames");
+    /* the same with 2 frames is a valid 1x1 image */
+    gif[sizeof head + 2 * sizeof tiny] = 0x3b;
+    expect_result(gif, sizeof head + 2 * sizeof tiny + 1, 40000000, RENDITION_OK, "gif, 2 frames");
+    free(gif);
 }
 
 /* TIFF is decodable by libvips but not an avatar format: refused. */
@@ -333,10 +391,13 @@ int main(void)
         cmocka_unit_test(test_no_upscaling),
         cmocka_unit_test(test_exif_gps_stripped),
         cmocka_unit_test(test_exif_rotation_applied),
+        cmocka_unit_test(test_wide_gamut_converted),
         cmocka_unit_test(test_animated_gif_first_frame),
+        cmocka_unit_test(test_animated_webp_first_frame),
         cmocka_unit_test(test_cached_formats),
         cmocka_unit_test(test_pixel_cap_before_decoding),
         cmocka_unit_test(test_hostile_inputs),
+        cmocka_unit_test(test_hostile_gifs),
         cmocka_unit_test(test_other_formats_refused),
         cmocka_unit_test(test_bad_requests),
     };
