@@ -7,6 +7,8 @@
 #                [--profile | --no-profile | --profile-only] [--keep]
 #                [--fleet-only] [--fetch-wait MS] [--worker-bin PATH]
 #                [--s3-only]
+#                [--renderer-only]
+#                [--renditions-only | --no-renditions]
 #
 # The broker: Apache Kafka (IMGCACHE_BROKER=kafka, the default;
 # compose/kafka.sh, a fresh one-node broker per configuration, its data in
@@ -54,6 +56,10 @@
 # --profile-only runs just step 6's profile (printed, results.json untouched).
 # --fleet-only runs the first baseline and step 4's live fleets, prints their
 # lines and stops (results.json untouched): for comparing two builds.
+# renditions: bench/renditions.sh (its header says how), after the fleets:
+# common/rendition.c's renditions per core side by side with Debian's
+# vipsthumbnail, same images, sizes and format, alternating (--quick: 40
+# images, 2 rounds). --renditions-only runs just that (results.json untouched).
 # --fetch-wait MS gives the live fleets -X fetch.wait.max.ms=MS (default: the
 # broker's own 500 ms on Kafka; 10 on the dev broker, whose empty fetch waits
 # the whole time even when data arrives).
@@ -63,6 +69,11 @@
 # side by side ("-s3" in the name). --s3-only runs the first baseline and
 # just that pair (one worker unless --workers), prints their lines and stops
 # (results.json untouched).
+# --renderer-only runs the first baseline and the renderer pair (below), prints
+# their lines and stops (results.json untouched). The full run has the pair
+# after step 4: one worker live without, then with imgcache-renderer beside
+# it (issue 16: the download rate with renditions being made on the same
+# cores), side by side.
 # --worker-bin PATH runs that imgcache-worker (another build) instead of
 # bin/imgcache-worker; the producer and media server stay this tree's.
 # `make bench` builds first; run directly, it uses whatever is in bin/.
@@ -89,6 +100,8 @@ KEEP=0
 PARTITIONS=32
 FLEET_ONLY=0
 S3_ONLY=0
+RENDERER_ONLY=0
+RENDITIONS=yes
 FETCH_WAIT=
 WORKER_BIN=$ROOT/bin/imgcache-worker
 BROKER_KIND=${IMGCACHE_BROKER:-kafka}
@@ -112,6 +125,9 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --fleet-only) FLEET_ONLY=1 ;;
         --s3-only) S3_ONLY=1 ;;
+        --renderer-only) RENDERER_ONLY=1 ;;
+        --renditions-only) RENDITIONS=only ;;
+        --no-renditions) RENDITIONS=no ;;
         --fetch-wait) FETCH_WAIT=${2:?}; shift ;;
         --worker-bin) WORKER_BIN=${2:?}; shift ;;
         -h|--help) usage ;;
@@ -154,6 +170,11 @@ fi
 LONG_DUP=5                      # 5 x 20,000 = the 100,000-event run
 LONG_EVENTS=$((IMAGES * LONG_DUP))
 PROFILE_IMAGES=400
+
+if [ "$RENDITIONS" = only ]; then
+    if [ "$QUICK" = 1 ]; then exec bash "$ROOT/bench/renditions.sh" --images 40 --rounds 2; fi
+    exec bash "$ROOT/bench/renditions.sh"
+fi
 
 # ---- output helpers ------------------------------------------------------------
 elapsed() { awk -v a="$START_EPOCH" -v b="$EPOCHREALTIME" 'BEGIN { s = b - a; printf "%02d:%02d", s / 60, s % 60 }'; }
@@ -225,7 +246,7 @@ exit_trap cleanup
 
 # ---- snapshot of the programs under test ----------------------------------------
 mkdir -p "$WORK/bin"
-cp "$ROOT"/bin/imgcache-{producer,devbroker,mediaserver} "$WORK/bin/"
+cp "$ROOT"/bin/imgcache-{producer,devbroker,mediaserver,renderer} "$WORK/bin/"
 cp "$WORKER_BIN" "$WORK/bin/imgcache-worker" || die "cannot copy $WORKER_BIN"
 BIN=$WORK/bin
 COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
@@ -833,11 +854,15 @@ fleet() {
         coalesce(extract(epoch FROM min(cached_at)), 0), coalesce(extract(epoch FROM max(cached_at)), 0),
         (SELECT count(*) FROM image_blobs) FROM cached_images")
     local files tmpfiles
+    # blob files only: a renderer beside the fleet adds rendition files
     local bdir
     bdir=$(blob_dir "$name")
-    files=$(find "$bdir" -path "$bdir/.tmp" -prune -o -type f -print 2> /dev/null | wc -l)
+    files=$(find "$bdir" -path "$bdir/.tmp" -prune -o -type f -print 2> /dev/null |
+        sed "s|^$bdir/||" | sort |
+        comm -23 - <(q "SELECT DISTINCT storage_key FROM image_renditions EXCEPT SELECT storage_key FROM image_blobs" | sort) | wc -l)
     tmpfiles=$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f 2> /dev/null | wc -l)
-    release "$IMGCACHE_STORAGE_DIR" "$bdir" "$WORK/unrelated-dirty.bin"
+    # FLEET_KEEP_STORE: a renderer still reads the blobs (renderer_pair releases them)
+    [ -n "${FLEET_KEEP_STORE:-}" ] || release "$IMGCACHE_STORAGE_DIR" "$bdir" "$WORK/unrelated-dirty.bin"
     local served maxpath
     served=$(media_total)
     maxpath=$(media_max_per_path)
@@ -1132,6 +1157,41 @@ profile() {
     J_EXTRA+=("\"profile\":{\"tool\":$(js "$tool"),\"images\":$n,\"concurrency\":$CONC,\"total_instructions\":$(js "$total"),\"top_self\":[$(json_lines "$WORK/profile.top")],\"top_inclusive\":[$(json_lines "$WORK/profile.incl")],\"cpu_clock_images\":$sn,\"cpu_clock_top\":[$clk],\"offcpu_main_thread\":[$offcpu],\"strace_main_thread_images\":$sn,\"strace_main_thread\":[$st]}")
 }
 
+# ---- the renderer beside the fleet (issue 16) ---------------------------------------
+# The same live fleet twice, side by side: without, then with one
+# imgcache-renderer started before the import (a FLEET_PRE_HOOK), rendering
+# the image-stored events as the worker publishes them, on the same cores.
+# Then the renderer is left to finish: renditions per second of its own.
+start_renderer() {
+    "$BIN/imgcache-renderer" -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 \
+        < /dev/null > "$WORK/$1-renderer.log" 2>&1 &
+    RENDER_PID=$!
+    track "$RENDER_PID"
+    RENDER_T0=$EPOCHREALTIME
+}
+renditions_done() { [ "$(q "SELECT count(*) FROM image_blobs b WHERE NOT EXISTS (SELECT 1 FROM image_renditions r WHERE r.source_sha256 = b.sha256) AND NOT EXISTS (SELECT 1 FROM render_failures f WHERE f.source_sha256 = b.sha256 AND f.permanent)")" = 0 ]; }
+renderer_pair() {
+    local name="w1-c$CONC-l$LAT" without with at_end blobs n secs rate
+    fleet "$name-norender" a 1 "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
+    without=$LAST_FLEET_E2E
+    FLEET_KEEP_STORE=1 FLEET_PRE_HOOK="start_renderer $name-render" \
+        fleet "$name-render" a 1 "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
+    with=$LAST_FLEET_E2E
+    at_end=$(q "SELECT count(*) FROM image_renditions")
+    wait_for 600 renditions_done || warn "$name-render: renditions not finished after 600 s"
+    secs=$(calc "e - t" 2 -v e="$EPOCHREALTIME" -v t="$RENDER_T0")
+    kill -TERM "$RENDER_PID" 2> /dev/null
+    wait_pids 30 "$RENDER_PID"
+    IFS='|' read -r n blobs < <(q "SELECT (SELECT count(*) FROM image_renditions), (SELECT count(*) FROM image_blobs)")
+    release "$IMGCACHE_STORAGE_DIR"
+    local gave_up
+    gave_up=$(q "SELECT count(*) FROM render_failures WHERE permanent")
+    [ "$gave_up" = 0 ] || warn "$name-render: $gave_up images given up by the renderer (see $name-render-renderer.log)"
+    rate=$(calc "n / s" 1 -v n="$n" -v s="$secs")
+    say "renderer beside the fleet: downloads end to end $without images/s without, $with images/s with a renderer ($(calc "b / a" 2 -v a="$without" -v b="$with")x); $at_end renditions made by the last commit, all $n (of $blobs blobs) ${secs}s after the renderer's start = $rate renditions/s ($(calc "n / 3 / s" 1 -v n="$n" -v s="$secs") images/s, 3 presets each)"
+    J_EXTRA+=("\"renderer_beside_fleet\":{\"config\":$(js "$name"),\"images_per_s_without\":$(jn "$without"),\"images_per_s_with\":$(jn "$with"),\"renditions_by_last_commit\":$at_end,\"renditions\":$n,\"blobs\":$blobs,\"renderer_s\":$(jn "$secs"),\"renditions_per_s\":$(jn "$rate")}")
+}
+
 # =========================================================================================
 # the run
 # =========================================================================================
@@ -1148,6 +1208,13 @@ if [ "$FLEET_ONLY" = 0 ]; then
     baseline "c256-l0-200k" "$WORK/manifest-b.tsv" 0 256
 fi
 
+if [ "$RENDERER_ONLY" = 1 ]; then
+    renderer_pair
+    echo "broker: $BROKER_DESC"
+    printf '%s\n' "${TABLE[@]}"
+    [ ${#WARNINGS[@]} -eq 0 ] || printf 'warning: %s\n' "${WARNINGS[@]}"
+    exit 0
+fi
 declare -A MAIN_RATE=() MAIN_RATIO=() MAIN_DLPU=() MAIN_RSS=()
 if [ "$S3_ONLY" = 1 ]; then
     w=$(echo $WORKERS | tr ' ' '\n' | sort -n | head -n 1)
@@ -1174,6 +1241,7 @@ if [ "$FLEET_ONLY" = 1 ]; then
     [ ${#WARNINGS[@]} -eq 0 ] || printf 'warning: %s\n' "${WARNINGS[@]}"
     exit 0
 fi
+renderer_pair
 # the dedup target: every URL in DUP events, all queued before the largest
 # fleet starts, so several workers see the same URL at about the same time
 maxw=$(echo $WORKERS | tr ' ' '\n' | sort -n | tail -n 1)
@@ -1221,6 +1289,22 @@ live live-fetchwait10 -X fetch.wait.max.ms=10
 J_EXTRA+=("\"live\":[$(IFS=,; echo "${J_LIVE[*]}")]")
 [ "$PROFILE" = yes ] && profile
 
+# ---- renditions: rendition_make against vipsthumbnail (bench/renditions.sh) -------------
+REND_LINES=()
+REND_X=
+if [ "$RENDITIONS" = yes ]; then
+    say "renditions: common/rendition.c and vipsthumbnail side by side"
+    rend_args=()
+    [ "$QUICK" = 1 ] && rend_args=(--images 40 --rounds 2)
+    if bash "$ROOT/bench/renditions.sh" "${rend_args[@]}" > "$WORK/renditions.txt" 2>&1; then
+        mapfile -t REND_LINES < <(grep -v '^json ' "$WORK/renditions.txt")
+        J_EXTRA+=("\"renditions\":$(sed -n 's/^json //p' "$WORK/renditions.txt")")
+        REND_X=$(awk '$1 == "once" { sub(/x$/, "", $4); print $4 }' "$WORK/renditions.txt")
+    else
+        warn "bench/renditions.sh failed: $(tail -n 1 "$WORK/renditions.txt")"
+    fi
+fi
+
 # ---- targets ---------------------------------------------------------------------------
 J_TARGETS=()
 TARGET_LINES=()
@@ -1243,6 +1327,7 @@ target "peak RSS per worker, c256, 200 KiB images" "<= 64 MiB" "$RSS256 MiB" "$(
 tenths_max() { echo "$RSS_TENTHS" | cut -d, -f"$1" | tr ',' '\n' | grep -v null | sort -n | tail -n 1; }
 growth=$(calc "l - m" 1 -v l="$(tenths_max 7-9)" -v m="$(tenths_max 2-6)")
 target "RSS growth over $LAST_FLEET_EVENTS events (max of tenths 7-9 - of 2-6)" "~0 MiB" "$growth MiB" "$(calc "g <= 2" 0 -v g="$growth")"
+[ -n "$REND_X" ] && target "renditions per core (64,128,256 WebP): x vipsthumbnail" ">= 0.90x" "${REND_X}x" "$(calc "r >= 0.9" 0 -v r="$REND_X")" "rendition_make, one decode per image"
 target "replay of $LAST_FLEET_EVENTS cached events, 1 worker: events/s" ">= 20000" "$R_RATE" "$(calc "r >= 20000" 0 -v r="${R_RATE:-0}")" "downloads: $R_SERVED"
 
 # ---- report --------------------------------------------------------------------------------
@@ -1270,6 +1355,7 @@ echo "import alone: ${IMPORT_ALONE:-no backlog run} (every import, live ones ove
 echo "live latency (1 worker already running, chats fed at ~500/s):"
 for l in "${LIVE_LINES[@]}"; do echo "  $l"; done
 echo "RSS over the ${LAST_FLEET_EVENTS}-event run, max per tenth of the time from the first commit to exit (MiB): $RSS_TENTHS"
+for l in "${REND_LINES[@]}"; do echo "$l"; done
 echo "targets:"
 for l in "${TARGET_LINES[@]}"; do echo "$l"; done
 if [ ${#WARNINGS[@]} -gt 0 ]; then

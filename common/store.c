@@ -184,17 +184,16 @@ int store_config_check(const struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
-void store_public_base(const struct store *s, char *out, size_t outlen)
+int store_s3_public_base(const struct config *cfg, char *out, size_t outlen)
 {
-    char real[4096];
+    const struct store_s3_settings st = {
+        .url = cfg->storage_url, .endpoint = cfg->aws_endpoint_url, .region = cfg->aws_region,
+        .addressing = cfg->s3_addressing,
+    };
 
-    if (s->s3) {
-        snprintf(out, outlen, "%s", s3_public_base(s->s3));
-        return;
-    }
-    if (realpath(s->dir, real) == NULL)
-        snprintf(real, sizeof real, "%s", s->dir);
-    snprintf(out, outlen, "file://%s", real);
+    if (!store_is_s3_url(cfg->storage_url))
+        return -1;
+    return s3_public_base_of(&st, out, outlen);
 }
 
 void store_close(struct store *s)

@@ -73,10 +73,11 @@ int store_open_config(const struct config *cfg, struct store **out, char *err, s
  * the key pair and the region. A message names the setting. */
 int store_config_check(const struct config *cfg, char *err, size_t errlen) MUST_CHECK;
 int store_is_s3_url(const char *url);
-/* Where readers find the objects, the base of public URLs when
- * IMGCACHE_PUBLIC_URL is empty: file://<real path> or the bucket's URL
- * with the prefix: a key's URL is base/key). */
-void store_public_base(const struct store *s, char *out, size_t outlen);
+/* For an s3:// IMGCACHE_STORAGE_URL, the URL its objects are read from
+ * (the bucket's, with the prefix: a key's URL is base/key), the public
+ * base `migrate` writes when IMGCACHE_PUBLIC_URL is empty. No request is
+ * made. -1 when the URL is not s3:// or does not parse. */
+int store_s3_public_base(const struct config *cfg, char *out, size_t outlen) MUST_CHECK;
 
 int store_blob_begin(struct store *s, struct store_blob *b, char *err, size_t errlen)
     MUST_CHECK;

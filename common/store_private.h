@@ -81,7 +81,8 @@ void s3_publish_files(struct s3_client *c, struct s3_upload *u, size_t n);
  * 404, else as s3_publish_file's classes. */
 int s3_get_object(struct s3_client *c, const char *key, unsigned char **data, size_t *len, char *err,
                   size_t errlen);
-/* The URL the bucket's objects are read from (no trailing '/'). */
-const char *s3_public_base(const struct s3_client *c);
+/* The URL the bucket's objects are read from (no trailing '/'), from the
+ * settings alone (the keys are not needed). */
+int s3_public_base_of(const struct store_s3_settings *st, char *out, size_t outlen) MUST_CHECK;
 
 #endif

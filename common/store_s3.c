@@ -36,7 +36,6 @@ struct s3_client {
     pthread_mutex_t lock;     /* the lanes: one batch or one request at a time */
     struct s3_lane lanes[S3_LANES];
     char base[S3_URL_MAX];    /* the bucket's URL */
-    char public_base[S3_URL_MAX + 520]; /* base/prefix: where keys are read */
     char bucket[256];
     char prefix[512];
     char sigv4[128];
@@ -551,10 +550,6 @@ int s3_get_object(struct s3_client *c, const char *key, unsigned char **data, si
     return 0;
 }
 
-const char *s3_public_base(const struct s3_client *c)
-{
-    return c->public_base;
-}
 
 /* "auto": path-style for a custom endpoint (MinIO, Ceph, s3proxy serve
  * buckets under a path; their host names rarely resolve per bucket),
@@ -566,6 +561,18 @@ static int use_path_style(const struct store_s3_settings *st)
     if (strcmp(st->addressing, "virtual") == 0)
         return 0;
     return st->endpoint != NULL && st->endpoint[0] != '\0';
+}
+
+int s3_public_base_of(const struct store_s3_settings *st, char *out, size_t outlen)
+{
+    char bucket[256], prefix[512], base[S3_URL_MAX], why[300];
+    int w;
+
+    if (s3_parse_url(st->url, bucket, sizeof bucket, prefix, sizeof prefix, why, sizeof why) != 0 ||
+        s3_bucket_base(st->endpoint, st->region, bucket, use_path_style(st), base, sizeof base) != 0)
+        return -1;
+    w = snprintf(out, outlen, "%s%s%s", base, prefix[0] ? "/" : "", prefix);
+    return w < 0 || (size_t)w >= outlen ? -1 : 0;
 }
 
 static int client_init(struct s3_client *c, const struct store_s3_settings *st, char *err, size_t errlen)
@@ -581,7 +588,6 @@ static int client_init(struct s3_client *c, const struct store_s3_settings *st, 
         errmsg_set(err, errlen, "AWS_ENDPOINT_URL: too long, or not scheme://host[:port]");
         return STORE_ERR_DENIED;
     }
-    snprintf(c->public_base, sizeof c->public_base, "%s%s%s", c->base, c->prefix[0] ? "/" : "", c->prefix);
     snprintf(c->sigv4, sizeof c->sigv4, "aws:amz:%s:s3", st->region);
     n = strlen(st->access_key) + strlen(st->secret_key) + 2;
     c->userpwd = malloc(n);

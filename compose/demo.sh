@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a local stack under ./var (Apache Kafka, redis-server, PostgreSQL),
 # the schema, the bundled sample chats (or a sync from your Beeper Desktop
-# when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars
-# and `imgcache-producer stats`.
+# when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars,
+# `imgcache-producer stats` and the page of avatars (compose/page.sh) that
+# the stack's nginx serves with the images.
 # IMGCACHE_DEMO_DIR moves ./var elsewhere (the test of the demo uses a temp
 # folder).
 set -eu
@@ -14,7 +15,13 @@ BIN=$ROOT/bin
 sh compose/stack.sh start "$VAR"
 . "$VAR/stack.env"
 export KAFKA_BROKERS REDIS_URL DATABASE_URL
-export IMGCACHE_STORAGE_DIR="${IMGCACHE_STORAGE_DIR:-$VAR/images}"
+if [ -n "${NGINX_URL:-}" ]; then
+    # the folder the stack's nginx serves under IMGCACHE_PUBLIC_URL (which
+    # migrate writes to settings.public_base_url, for the views)
+    export IMGCACHE_STORAGE_DIR="$VAR/images" IMGCACHE_PUBLIC_URL
+else
+    export IMGCACHE_STORAGE_DIR="${IMGCACHE_STORAGE_DIR:-$VAR/images}"
+fi
 export IMGCACHE_LOG_LEVEL="${IMGCACHE_LOG_LEVEL:-warn}"
 # A missing media file stays retryable (Beeper fills its media folder
 # lazily), but the default schedule (2s,8s,32s,2m,8m) would keep a drain
@@ -87,6 +94,9 @@ GROUP_OPTS="-X session.timeout.ms=6000 -X heartbeat.interval.ms=1000"
 w1=$!
 "$BIN/imgcache-worker" --drain --worker-id demo-2 $GROUP_OPTS 2> "$VAR/logs/worker-2.log" &
 w2=$!
+# the renderer makes each new blob's renditions meanwhile (thumb_url)
+"$BIN/imgcache-renderer" $GROUP_OPTS 2> "$VAR/logs/renderer.log" &
+renderer=$!
 progress &
 p=$!
 rc=0
@@ -99,17 +109,34 @@ if [ -n "$line" ] && [ "$line" != "$(cat "$LAST_SHOWN")" ]; then
     show_counts "$line" $(($(date +%s) - START))
 fi
 if [ $rc -ne 0 ]; then
+    kill -TERM $renderer 2>/dev/null || :
     echo "a worker failed (exit $rc); see $VAR/logs/worker-*.log" >&2
     tail -5 "$VAR/logs/worker-1.log" "$VAR/logs/worker-2.log" >&2
     exit $rc
 fi
 
+# Every cached blob rendered (or given up): at most 60 s, then SIGTERM (the
+# renderer finishes its image and commits).
+blobs_left() {
+    psql -XAtq "$DATABASE_URL" -c "SELECT count(*) FROM image_blobs b
+        WHERE NOT EXISTS (SELECT 1 FROM image_renditions r WHERE r.source_sha256 = b.sha256)
+          AND NOT EXISTS (SELECT 1 FROM render_failures f WHERE f.source_sha256 = b.sha256 AND f.permanent)"
+}
+for _ in $(seq 1 300); do [ "$(blobs_left)" = 0 ] && break; sleep 0.2; done
+kill -TERM $renderer 2>/dev/null || :
+wait $renderer 2>/dev/null || :
+echo "== renditions: $(psql -XAtq "$DATABASE_URL" -c "SELECT count(*) FROM image_renditions") (logs/renderer.log)"
+
 echo "== chat_avatars"
 psql -X -P pager=off "$DATABASE_URL" -c \
-    "SELECT title, image_source, initials, image_url FROM chat_avatars ORDER BY title"
+    "SELECT title, image_source, initials, image_url, thumb_url FROM chat_avatars ORDER BY title"
 psql -X -P pager=off "$DATABASE_URL" -c \
     "SELECT source_url, error_class, last_error FROM image_failures"
 echo "== imgcache-producer stats"
 "$BIN/imgcache-producer" stats
+if [ -n "${NGINX_URL:-}" ]; then
+    sh compose/page.sh "$VAR/page/index.html"
+    echo "== the avatars as a page: $NGINX_URL/ (images under $IMGCACHE_PUBLIC_URL/)"
+fi
 echo "Images are under $IMGCACHE_STORAGE_DIR. The stack keeps running: 'make stop' stops it;"
 echo "'. ${VAR#$ROOT/}/stack.env && psql \"\$DATABASE_URL\"' opens the database."

@@ -1,6 +1,6 @@
 /* imgcache-producer: parse the configuration, dispatch on the command, tear
  * down. The commands are in migrate.c, import.c, sync.c, backfill.c, refresh.c,
- * topics.c, stats.c and gc.c; adding one is a line in `commands` and a file. */
+ * topics.c, stats.c, gc.c and renditions.c; adding one is a line in `commands` and a file. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,7 +21,9 @@ static const char usage[] =
     "downloads them in the background.\n"
     "\n"
     "Commands:\n"
-    "  migrate                    create or upgrade the database schema (safe to repeat)\n"
+    "  migrate                    create or upgrade the database schema (safe to repeat),\n"
+    "                             then set the base of the image URLs the views build:\n"
+    "                             IMGCACHE_PUBLIC_URL, or file://<storage dir> if none is set\n"
     "  import [--quiet] FILE|-    read chats from a file, one JSON chat per line (- : stdin)\n"
     "  sync [--quiet]             read every chat from the Beeper Desktop API\n"
     "                             (BEEPER_API_URL, BEEPER_API_TOKEN)\n"
@@ -78,6 +80,7 @@ static const struct command commands[] = {
     { "topics", cmd_topics },
     { "stats", cmd_stats },
     { "gc", cmd_gc },
+    { "renditions", cmd_renditions },
 };
 
 static void on_signal(int sig)

@@ -55,8 +55,10 @@ void handoff_collect(struct worker *w)
         }
         /* counted where the name is made: two jobs with the same bytes
          * both find it missing before either is published */
-        if (it->wrote)
+        if (it->wrote) {
             w->n_new_blobs++;
+            j->wrote_blob = 1; /* kept if PostgreSQL was down: announced once committed */
+        }
         switch (it->outcome) {
         case COMMIT_OK:
             done[n++] = j;
@@ -90,6 +92,8 @@ void handoff_collect(struct worker *w)
                   done[i]->res.display, done[i]->sha256, done[i]->blob.size,
                   done[i]->sniff.content_type, done[i]->sniff.width, done[i]->sniff.height);
         w->n_committed++;
+        if (done[i]->wrote_blob)
+            failure_announce_stored(w, done[i]);
         /* a revalidation did not add a row: counted apart, so that
          * jobs_total{outcome="cached"} stays the rows the fleet added */
         if (done[i]->revalidating)
@@ -120,7 +124,7 @@ void handoff_submit(struct worker *w)
             .owner = j,
             .img = {
                 .source_url = j->url, .sha256 = j->sha256, .storage_key = j->key,
-                .public_url = j->public_url, .content_type = j->sniff.content_type,
+                .content_type = j->sniff.content_type,
                 .byte_size = job_size(j), .width = j->sniff.width, .height = j->sniff.height,
                 .etag = j->etag[0] ? j->etag : NULL,
                 .last_modified = j->last_modified[0] ? j->last_modified : NULL,

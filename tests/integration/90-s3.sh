@@ -33,7 +33,10 @@ set -a
 set +a
 S3_PORT=${AWS_ENDPOINT_URL##*:}
 export IMGCACHE_STORAGE_URL=s3://$S3_BUCKET/avatars
+# the views' base: migrate writes the bucket's URL when none is set
 export IMGCACHE_PUBLIC_URL=
+q "UPDATE settings SET public_base_url = ''"
+"$BIN/imgcache-producer" migrate > "$TESTS_TMP/migrate-s3.log" 2>&1 || it_bail "migrate on s3:// failed" "$TESTS_TMP/migrate-s3.log"
 # with the secret s3proxy has now (rotated below)
 s3cli() {
     local key secret

@@ -60,6 +60,29 @@ static void test_bucket_base_and_object_url(void **state)
     assert_string_equal(url, "http://h/b/ab/ab12.png");
 }
 
+static void test_public_base(void **state)
+{
+    struct store_s3_settings st = {
+        .url = "s3://imgcache/avatars/", .endpoint = "http://127.0.0.1:9000", .region = "us-east-1",
+        .addressing = "auto",
+    };
+    char out[512];
+
+    (void)state;
+    assert_int_equal(s3_public_base_of(&st, out, sizeof out), 0);
+    assert_string_equal(out, "http://127.0.0.1:9000/imgcache/avatars");
+    st.endpoint = "";
+    st.region = "eu-west-1";
+    assert_int_equal(s3_public_base_of(&st, out, sizeof out), 0);
+    assert_string_equal(out, "https://imgcache.s3.eu-west-1.amazonaws.com/avatars");
+    st.addressing = "path";
+    st.url = "s3://imgcache";
+    assert_int_equal(s3_public_base_of(&st, out, sizeof out), 0);
+    assert_string_equal(out, "https://s3.eu-west-1.amazonaws.com/imgcache");
+    st.url = "s3://x";
+    assert_int_equal(s3_public_base_of(&st, out, sizeof out), -1);
+}
+
 static void test_list_query_sorted_and_encoded(void **state)
 {
     char q[1024];
@@ -90,6 +113,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_url),
         cmocka_unit_test(test_bucket_base_and_object_url),
+        cmocka_unit_test(test_public_base),
         cmocka_unit_test(test_list_query_sorted_and_encoded),
         cmocka_unit_test(test_content_type),
     };
