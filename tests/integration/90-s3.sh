@@ -7,7 +7,8 @@
 # in the middle of an upload and s3proxy stopped mid-run lose nothing and
 # leave no row without its object; credentials refused at start or while
 # running stop the worker with a clear error (exit 2) that does not print
-# the secret.
+# the secret. The renderer reads blobs from the bucket and uploads its
+# renditions there too.
 . "$ROOT/tests/integration/lib.sh"
 it_setup 4
 # the local folder only spools downloads on s3://: checked against the
@@ -61,8 +62,8 @@ s3_problems() {
         fi
         got=$(sha256sum "$dl/$key" | cut -d' ' -f1)
         [ "$got" = "$sha" ] || echo "$key hashes to $got, row says $sha"
-    done < <(q "SELECT sha256, storage_key FROM image_blobs")
-    q "SELECT storage_key FROM image_blobs" | sort > "$TESTS_TMP/.keys"
+    done < <(q "SELECT sha256, storage_key FROM image_blobs UNION SELECT sha256, storage_key FROM image_renditions")
+    q "SELECT storage_key FROM image_blobs UNION SELECT storage_key FROM image_renditions" | sort > "$TESTS_TMP/.keys"
     (cd "$dl" 2>/dev/null && find . -type f | sed 's|^\./||' | sort) > "$TESTS_TMP/.objects"
     [ "$orphans" = orphans-ok ] ||
         comm -13 "$TESTS_TMP/.keys" "$TESTS_TMP/.objects" | sed 's/^/object no row points at: /'
@@ -114,6 +115,19 @@ check_eq "chat_avatars points at the object in the bucket" \
 check_eq "every chat shows its cached picture" 0 \
     "$(q "SELECT count(*) FROM chat_avatars WHERE chat_id LIKE 'a-%' AND image_source <> 'cached'")"
 check_eq "nothing left in the spool folder" "" "$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f)"
+
+# ---- the renderer on the bucket: GET each blob, PUT its renditions ---------------------
+"$BIN/imgcache-renderer" -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 --renditions 64 \
+    < /dev/null > "$TESTS_TMP/render.log" 2>&1 &
+RENDER_PID=$!
+_it_track "$RENDER_PID"
+renditions_done() { [ "$(q "SELECT count(*) FROM image_renditions")" -ge 24 ]; }
+check "the renderer reads every blob from the bucket and renders it" wait_for 30 renditions_done
+kill -TERM "$RENDER_PID"
+wait_pid "$RENDER_PID" 20 > /dev/null
+check_eq "the renderer stops cleanly" 0 "$?"
+check_eq "no render failures" 0 "$(q "SELECT count(*) FROM render_failures")"
+check_eq "the renditions are objects too, hashing to their keys" "" "$(s3_problems)"
 
 # ---- SIGKILL in the middle of an upload -----------------------------------------
 # s3proxy frozen once the worker has started (and checked the bucket),
