@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# bench/import-mark.sh: what marking every URL as seen (last_seen_at, for
-# `gc`) costs an import. Times `imgcache-producer import --quiet` of one
-# generated file with two builds of the producer on the same stack (dev
-# broker, PostgreSQL with --fast), each run on a fresh database:
-#   new   an import into an empty database (no cached row to mark);
-#   re    the same file again with every URL cached and last marked two
-#         days ago: each batch rewrites every cached row's last_seen_at
-#         (the worst case: the first sync of the day);
-#   seen  the same, last marked 10 minutes ago: rows are locked, not
-#         rewritten (every other sync within the hour);
+# bench/import-mark.sh: what keeping gc's reference clock costs an import.
+# Schema 4 marked every URL an import saw (last_seen_at); schema 6 lets
+# triggers note only the URLs that lose a reference (unreferenced_at).
+# Times `imgcache-producer import --quiet` of one generated file with two
+# builds of the producer on the same stack (dev broker, PostgreSQL with
+# --fast), each run on a fresh database:
+#   new    an import into an empty database (no cached row);
+#   re     the same file again with every URL cached and last marked two
+#          days ago: schema 4 rewrites every cached row's last_seen_at
+#          (its worst case: the first sync of the day);
+#   seen   the same, last marked 10 minutes ago: schema 4 locks the rows
+#          but does not rewrite them (every other sync within the hour);
+#   moved  every URL cached, then a file where every participant has a
+#          new picture: schema 6's trigger fires for each (its worst case).
 # 5 runs each, old and new alternating; the median counts. It asserts nothing.
 #
 #   bench/import-mark.sh OLD_PRODUCER NEW_PRODUCER [CHATS]
@@ -28,6 +32,8 @@ base=$DATABASE_URL
 awk -v n="$N" 'BEGIN { for (i = 1; i <= n; i++) {
     printf "{\"id\":\"s%d\",\"type\":\"single\",\"title\":\"S %d\",\"participants\":{\"items\":[{\"id\":\"me\",\"isSelf\":true},{\"id\":\"u%d\",\"fullName\":\"U %d\",\"imgURL\":\"https://img.test/u/%d.png\"}],\"hasMore\":false}}\n", i, i, i, i, i
     printf "{\"id\":\"g%d\",\"type\":\"group\",\"title\":\"G %d\",\"imgURL\":\"https://img.test/g/%d.png\"}\n", i, i, i } }' > "$W/chats.jsonl"
+# the same chats, every participant with a new picture
+sed 's|img.test/u/\([0-9]*\)\.png|img.test/u/\1-v2.png|' "$W/chats.jsonl" > "$W/moved.jsonl"
 
 psql_q() { psql "$1" -qAtX -v ON_ERROR_STOP=1 -c "$2"; }
 run=0
@@ -37,7 +43,7 @@ fresh_db() { # producer -> DATABASE_URL of a fresh, migrated database
     DATABASE_URL=$(printf '%s' "$base" | sed "s|/[^/?]*\(?.*\)\{0,1\}$|/mark$run\1|")
     "$1" migrate > /dev/null
 }
-# every URL cached, last seen $1 ago (the column exists in the new schema only)
+# every URL cached, last seen $1 ago (schema 4's last_seen_at; schema 6 has none)
 cache_all() {
     psql_q "$DATABASE_URL" "INSERT INTO image_blobs (sha256, storage_key, content_type, byte_size)
         VALUES (repeat('a', 64), 'aa/a.png', 'image/png', 1);
@@ -53,7 +59,7 @@ ms() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null || echo "failed: $*" >&2;
 median() { sort -n | sed -n 3p; }
 
 # old and new alternate, so a change of the machine's load hits both
-for case in new re seen; do
+for case in new re seen moved; do
     for i in 1 2 3 4 5; do
         for which in old new; do
             bin=$OLD; [ $which = new ] && bin=$NEW
@@ -62,12 +68,13 @@ for case in new re seen; do
                 "$bin" import --quiet "$W/chats.jsonl" > /dev/null
                 if [ $case = re ]; then cache_all '2 days'; else cache_all '10 minutes'; fi
             fi
-            ms "$bin" import --quiet "$W/chats.jsonl" >> "$W/$which-$case.all"
+            file=$W/chats.jsonl; [ $case = moved ] && file=$W/moved.jsonl
+            ms "$bin" import --quiet "$file" >> "$W/$which-$case.all"
         done
     done
     for which in old new; do median < "$W/$which-$case.all" > "$W/$which-$case"; done
 done
 printf '%-8s %12s %12s\n' import old_ms new_ms
-for case in new re seen; do
+for case in new re seen moved; do
     printf '%-8s %12s %12s\n' "$case" "$(cat "$W/old-$case")" "$(cat "$W/new-$case")"
 done
