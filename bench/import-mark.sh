@@ -13,11 +13,12 @@
 #          but does not rewrite them (every other sync within the hour);
 #   moved  every URL cached, then a file where every participant has a
 #          new picture: schema 6's trigger fires for each (its worst case).
-# 5 runs each, old and new alternating; the median counts. It asserts nothing.
+# RUNS (default 5) runs each, old and new alternating; the median counts.
+# CASES picks cases (default: all four). It asserts nothing.
 #
-#   bench/import-mark.sh OLD_PRODUCER NEW_PRODUCER [CHATS]
+#   [RUNS=N] [CASES="re moved"] bench/import-mark.sh OLD_PRODUCER NEW_PRODUCER [CHATS]
 set -u
-OLD=$1 NEW=$2 N=${3:-50000}
+OLD=$1 NEW=$2 N=${3:-50000} RUNS=${RUNS:-5} CASES=${CASES:-new re seen moved}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d /tmp/imgcache-mark.XXXXXX)
 trap 'IMGCACHE_BROKER=dev sh "$ROOT/compose/stack.sh" stop "$W/stack" > /dev/null 2>&1; rm -rf "$W"' EXIT
@@ -56,11 +57,11 @@ cache_all() {
     psql_q "$DATABASE_URL" "VACUUM ANALYZE" > /dev/null
 }
 ms() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null || echo "failed: $*" >&2; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 )); }
-median() { sort -n | sed -n 3p; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # old and new alternate, so a change of the machine's load hits both
-for case in new re seen moved; do
-    for i in 1 2 3 4 5; do
+for case in $CASES; do
+    for i in $(seq "$RUNS"); do
         for which in old new; do
             bin=$OLD; [ $which = new ] && bin=$NEW
             fresh_db "$bin"
@@ -75,6 +76,6 @@ for case in new re seen moved; do
     for which in old new; do median < "$W/$which-$case.all" > "$W/$which-$case"; done
 done
 printf '%-8s %12s %12s\n' import old_ms new_ms
-for case in new re seen moved; do
+for case in $CASES; do
     printf '%-8s %12s %12s\n' "$case" "$(cat "$W/old-$case")" "$(cat "$W/new-$case")"
 done

@@ -26,26 +26,47 @@ ALTER TABLE image_failures DROP COLUMN last_seen_at;
 
 -- The URLs lost a reference now: their grace period starts again. The
 -- cached rows are locked in URL order, the order a worker's commit takes
--- them in, so the two cannot deadlock.
+-- them in, so the two cannot deadlock. PL/pgSQL keeps the two plans for
+-- the session (an SQL function would plan them at every call).
 CREATE FUNCTION imgcache_urls_unreferenced(urls text[]) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
 AS $$
+BEGIN
+    IF cardinality(urls) = 0 THEN
+        RETURN;
+    END IF;
     UPDATE cached_images ci SET unreferenced_at = now()
     FROM (SELECT s.source_url FROM cached_images s WHERE s.source_url = ANY (urls)
           ORDER BY s.source_url FOR UPDATE) l
     WHERE ci.source_url = l.source_url;
     UPDATE image_failures f SET unreferenced_at = now() WHERE f.source_url = ANY (urls);
+END
 $$;
 
--- A row re-pointed to another picture (Beeper's new media id). A row
--- trigger whose WHEN is false costs no function call: a re-sync updates
--- every chat (synced_at) but re-points almost none, which a statement
--- trigger would have to copy into a transition table to find out.
+-- A chat re-pointed to another picture. A row trigger whose WHEN is false
+-- costs no function call: a re-sync updates every chat (synced_at) but
+-- re-points almost none, which a statement trigger would have to copy
+-- into a transition table to find out.
 CREATE FUNCTION imgcache_url_repointed() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 BEGIN
     PERFORM imgcache_urls_unreferenced(ARRAY[OLD.img_source_url]);
+    RETURN NULL;
+END
+$$;
+
+-- Participants re-pointed (Beeper's new media id): the upsert rewrites a
+-- participant only when something changed, so the transition tables hold
+-- the few changed rows, and a batch of them costs one call.
+CREATE FUNCTION imgcache_urls_repointed() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM imgcache_urls_unreferenced(ARRAY(
+        SELECT DISTINCT o.img_source_url
+        FROM old_rows o JOIN new_rows n ON n.chat_id = o.chat_id AND n.participant_id = o.participant_id
+        WHERE o.img_source_url IS NOT NULL AND o.img_source_url IS DISTINCT FROM n.img_source_url));
     RETURN NULL;
 END
 $$;
@@ -78,10 +99,9 @@ CREATE TRIGGER chats_url_repointed AFTER UPDATE OF img_source_url ON chats
     FOR EACH ROW
     WHEN (OLD.img_source_url IS NOT NULL AND OLD.img_source_url IS DISTINCT FROM NEW.img_source_url)
     EXECUTE FUNCTION imgcache_url_repointed();
-CREATE TRIGGER chat_participants_url_repointed AFTER UPDATE OF img_source_url ON chat_participants
-    FOR EACH ROW
-    WHEN (OLD.img_source_url IS NOT NULL AND OLD.img_source_url IS DISTINCT FROM NEW.img_source_url)
-    EXECUTE FUNCTION imgcache_url_repointed();
+CREATE TRIGGER chat_participants_urls_repointed AFTER UPDATE ON chat_participants
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION imgcache_urls_repointed();
 CREATE TRIGGER chats_urls_deleted AFTER DELETE ON chats
     REFERENCING OLD TABLE AS deleted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION imgcache_urls_deleted();
