@@ -13,7 +13,9 @@
 #          but does not rewrite them (every other sync within the hour);
 #   moved  every URL cached, then a file where every participant has a
 #          new picture: schema 6's trigger fires for each (its worst case).
-# RUNS (default 5) runs each, old and new alternating; the median counts.
+# RUNS (default 5) runs each, old and new alternating; the median counts,
+# of the wall time and of the CPU time (the producer's and the PostgreSQL
+# backends', which a busy machine inflates much less than the wall time).
 # CASES picks cases (default: all four). It asserts nothing.
 #
 #   [RUNS=N] [CASES="re moved"] bench/import-mark.sh OLD_PRODUCER NEW_PRODUCER [CHATS]
@@ -25,6 +27,8 @@ trap 'IMGCACHE_BROKER=dev sh "$ROOT/compose/stack.sh" stop "$W/stack" > /dev/nul
 IMGCACHE_BROKER=dev sh "$ROOT/compose/stack.sh" start "$W/stack" --fast > /dev/null 2> "$W/stack.log" ||
     { cat "$W/stack.log"; exit 1; }
 . "$W/stack/stack.env"
+. "$ROOT/compose/lib-proc.sh"
+pg_pid=$(head -n 1 "$(cat "$W/stack/pg.location")/pg/postmaster.pid")
 export KAFKA_BROKERS DATABASE_URL IMGCACHE_LOG_LEVEL=warn
 base=$DATABASE_URL
 
@@ -56,8 +60,22 @@ cache_all() {
         EXCEPTION WHEN undefined_column THEN NULL; END \$\$;" > /dev/null
     psql_q "$DATABASE_URL" "VACUUM ANALYZE" > /dev/null
 }
-ms() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null || echo "failed: $*" >&2; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 )); }
+# CPU ticks of PID's exited and reaped children (/proc/PID/stat cutime +
+# cstime): the shell's for the producer, the postmaster's for its backends
+child_ticks() { awk '{ print $16 + $17 }' "/proc/$1/stat"; }
+no_backend_of() { ! ps -o cmd= --ppid "$pg_pid" | grep -q " $1 "; }
+timed() { # command... -> "wall_ms cpu_ms"
+    local t0 t1 c0 c1
+    c0=$(( $(child_ticks $$) + $(child_ticks "$pg_pid") ))
+    t0=$(now_ms)
+    "$@" > /dev/null || echo "failed: $*" >&2
+    t1=$(now_ms)
+    wait_for 10 no_backend_of "mark$run" || echo "a backend of mark$run is still there" >&2
+    c1=$(( $(child_ticks $$) + $(child_ticks "$pg_pid") ))
+    echo "$((t1 - t0)) $(( (c1 - c0) * 1000 / $(getconf CLK_TCK) ))"
+}
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+median_of() { cut -d' ' -f"$1" "$2" | median; } # column, file
 
 # old and new alternate, so a change of the machine's load hits both
 for case in $CASES; do
@@ -70,12 +88,12 @@ for case in $CASES; do
                 if [ $case = re ]; then cache_all '2 days'; else cache_all '10 minutes'; fi
             fi
             file=$W/chats.jsonl; [ $case = moved ] && file=$W/moved.jsonl
-            ms "$bin" import --quiet "$file" >> "$W/$which-$case.all"
+            timed "$bin" import --quiet "$file" >> "$W/$which-$case.all"
         done
     done
-    for which in old new; do median < "$W/$which-$case.all" > "$W/$which-$case"; done
 done
-printf '%-8s %12s %12s\n' import old_ms new_ms
+printf '%-8s %12s %12s %12s %12s\n' import old_ms new_ms old_cpu_ms new_cpu_ms
 for case in $CASES; do
-    printf '%-8s %12s %12s\n' "$case" "$(cat "$W/old-$case")" "$(cat "$W/new-$case")"
+    printf '%-8s %12s %12s %12s %12s\n' "$case" "$(median_of 1 "$W/old-$case.all")" \
+        "$(median_of 1 "$W/new-$case.all")" "$(median_of 2 "$W/old-$case.all")" "$(median_of 2 "$W/new-$case.all")"
 done
