@@ -15,7 +15,13 @@ CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recove
 LDFLAGS   += -fsanitize=$(SANITIZE)
 endif
 
-COMMON_SRC := $(sort $(wildcard common/*.c))
+# common/rendition.c needs libvips: kept out of libcommon.a, so only the
+# programs that render (and their tests) link libvips, never the worker or
+# the producer. Link $(RENDITION_OBJ) with $(VIPS_LIBS).
+VIPS_CFLAGS   := $(shell pkg-config --cflags vips 2>/dev/null)
+VIPS_LIBS     := $(shell pkg-config --libs vips 2>/dev/null)
+RENDITION_OBJ := build/common/rendition.o
+COMMON_SRC := $(filter-out common/rendition.c,$(sort $(wildcard common/*.c)))
 COMMON_OBJ := $(COMMON_SRC:%.c=build/%.o) build/migrations.o
 PRODUCER_OBJ := $(patsubst %.c,build/%.o,$(sort $(wildcard producer/*.c)))
 # the worker's modules, but main.c, form a library the unit tests link too
@@ -61,6 +67,10 @@ build/migrations.c: $(MIGRATIONS) build/.migrations common/embed-sql.sh
 build/migrations.o: build/migrations.c build/.flags
 	$(CC) $(CFLAGS) -c $< -o $@
 
+build/common/rendition.o: common/rendition.c build/.flags | build/version.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(VIPS_CFLAGS) -MMD -MP -c $< -o $@
+
 build/libcommon.a: $(COMMON_OBJ)
 	rm -f $@ && ar rcs $@ $^
 build/libworker.a: $(WORKER_LIB_OBJ)
@@ -87,6 +97,18 @@ bin/imgcache-metricsd: build/tests/metricsd/metricsd.o build/libcommon.a
 build/tests/test_%: build/tests/unit/test_%.o build/libworker.a build/libcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
+# test_rendition decodes what it makes with libvips
+build/tests/unit/test_rendition.o: tests/unit/test_rendition.c build/.flags | build/version.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(VIPS_CFLAGS) -MMD -MP -c $< -o $@
+build/tests/test_rendition: build/tests/unit/test_rendition.o $(RENDITION_OBJ) build/libcommon.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(VIPS_LIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
+
+# bench/run.sh's "renditions" section: rendition_make() against vipsthumbnail
+build/bench/rendition-bench: bench/rendition_bench.c $(RENDITION_OBJ) build/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(VIPS_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(VIPS_LIBS)
+
 unit: $(UNIT_BIN)
 
 # Debian packages, then the Apache Kafka broker's jars (once; not with
@@ -107,7 +129,7 @@ stop:
 	@sh compose/stack.sh stop $${IMGCACHE_DEMO_DIR:-var}
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all build/bench/rendition-bench
 	@bash bench/run.sh $(BENCH_ARGS)
 
 clean:
@@ -131,6 +153,10 @@ FUZZ_SRC_beeper  := common/beeper.c common/resolve.c common/hash.c
 FUZZ_SRC_resolve := common/resolve.c common/hash.c
 # kafka_stats publishes into a metrics gauge
 FUZZ_SRC_kafka_stats := common/kafka_stats.c common/metrics.c
+# rendition decodes with libvips (not instrumented: the fuzzer checks our
+# gates and what reaches libvips' decoders) after sniff's header check
+FUZZ_SRC_rendition := common/rendition.c common/sniff.c
+build/fuzz/fuzz_rendition: FUZZ_LIBS += $(VIPS_CFLAGS) $(VIPS_LIBS)
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 

@@ -52,8 +52,8 @@ fresh_db() { # producer -> DATABASE_URL of a fresh, migrated database
 cache_all() {
     psql_q "$DATABASE_URL" "INSERT INTO image_blobs (sha256, storage_key, content_type, byte_size)
         VALUES (repeat('a', 64), 'aa/a.png', 'image/png', 1);
-        INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)
-        SELECT u, repeat('a', 64), 'https://cdn.test/a.png', 'image/png', 1
+        INSERT INTO cached_images (source_url, sha256, content_type, byte_size)
+        SELECT u, repeat('a', 64), 'image/png', 1
         FROM (SELECT img_source_url FROM chats WHERE img_source_url IS NOT NULL
               UNION SELECT img_source_url FROM chat_participants WHERE img_source_url IS NOT NULL) s(u);
         DO \$\$ BEGIN UPDATE cached_images SET last_seen_at = now() - interval '$1';

@@ -6,6 +6,7 @@
 #                [--concurrency C] [--workers "1 2 4"] [--seed S]
 #                [--profile | --no-profile | --profile-only] [--keep]
 #                [--fleet-only] [--fetch-wait MS] [--worker-bin PATH]
+#                [--renditions-only | --no-renditions]
 #
 # The broker: Apache Kafka (IMGCACHE_BROKER=kafka, the default;
 # compose/kafka.sh, a fresh one-node broker per configuration, its data in
@@ -53,6 +54,10 @@
 # --profile-only runs just step 6's profile (printed, results.json untouched).
 # --fleet-only runs the first baseline and step 4's live fleets, prints their
 # lines and stops (results.json untouched): for comparing two builds.
+# renditions: bench/renditions.sh (its header says how), after the fleets:
+# common/rendition.c's renditions per core side by side with Debian's
+# vipsthumbnail, same images, sizes and format, alternating (--quick: 40
+# images, 2 rounds). --renditions-only runs just that (results.json untouched).
 # --fetch-wait MS gives the live fleets -X fetch.wait.max.ms=MS (default: the
 # broker's own 500 ms on Kafka; 10 on the dev broker, whose empty fetch waits
 # the whole time even when data arrives).
@@ -81,6 +86,7 @@ PROFILE=auto
 KEEP=0
 PARTITIONS=32
 FLEET_ONLY=0
+RENDITIONS=yes
 FETCH_WAIT=
 WORKER_BIN=$ROOT/bin/imgcache-worker
 BROKER_KIND=${IMGCACHE_BROKER:-kafka}
@@ -103,6 +109,8 @@ while [ $# -gt 0 ]; do
         --no-profile) PROFILE=no ;;
         --keep) KEEP=1 ;;
         --fleet-only) FLEET_ONLY=1 ;;
+        --renditions-only) RENDITIONS=only ;;
+        --no-renditions) RENDITIONS=no ;;
         --fetch-wait) FETCH_WAIT=${2:?}; shift ;;
         --worker-bin) WORKER_BIN=${2:?}; shift ;;
         -h|--help) usage ;;
@@ -145,6 +153,11 @@ fi
 LONG_DUP=5                      # 5 x 20,000 = the 100,000-event run
 LONG_EVENTS=$((IMAGES * LONG_DUP))
 PROFILE_IMAGES=400
+
+if [ "$RENDITIONS" = only ]; then
+    if [ "$QUICK" = 1 ]; then exec bash "$ROOT/bench/renditions.sh" --images 40 --rounds 2; fi
+    exec bash "$ROOT/bench/renditions.sh"
+fi
 
 # ---- output helpers ------------------------------------------------------------
 elapsed() { awk -v a="$START_EPOCH" -v b="$EPOCHREALTIME" 'BEGIN { s = b - a; printf "%02d:%02d", s / 60, s % 60 }'; }
@@ -1170,6 +1183,22 @@ live live-fetchwait10 -X fetch.wait.max.ms=10
 J_EXTRA+=("\"live\":[$(IFS=,; echo "${J_LIVE[*]}")]")
 [ "$PROFILE" = yes ] && profile
 
+# ---- renditions: rendition_make against vipsthumbnail (bench/renditions.sh) -------------
+REND_LINES=()
+REND_X=
+if [ "$RENDITIONS" = yes ]; then
+    say "renditions: common/rendition.c and vipsthumbnail side by side"
+    rend_args=()
+    [ "$QUICK" = 1 ] && rend_args=(--images 40 --rounds 2)
+    if bash "$ROOT/bench/renditions.sh" "${rend_args[@]}" > "$WORK/renditions.txt" 2>&1; then
+        mapfile -t REND_LINES < <(grep -v '^json ' "$WORK/renditions.txt")
+        J_EXTRA+=("\"renditions\":$(sed -n 's/^json //p' "$WORK/renditions.txt")")
+        REND_X=$(awk '$1 == "once" { sub(/x$/, "", $4); print $4 }' "$WORK/renditions.txt")
+    else
+        warn "bench/renditions.sh failed: $(tail -n 1 "$WORK/renditions.txt")"
+    fi
+fi
+
 # ---- targets ---------------------------------------------------------------------------
 J_TARGETS=()
 TARGET_LINES=()
@@ -1192,6 +1221,7 @@ target "peak RSS per worker, c256, 200 KiB images" "<= 64 MiB" "$RSS256 MiB" "$(
 tenths_max() { echo "$RSS_TENTHS" | cut -d, -f"$1" | tr ',' '\n' | grep -v null | sort -n | tail -n 1; }
 growth=$(calc "l - m" 1 -v l="$(tenths_max 7-9)" -v m="$(tenths_max 2-6)")
 target "RSS growth over $LAST_FLEET_EVENTS events (max of tenths 7-9 - of 2-6)" "~0 MiB" "$growth MiB" "$(calc "g <= 2" 0 -v g="$growth")"
+[ -n "$REND_X" ] && target "renditions per core (64,128,256 WebP): x vipsthumbnail" ">= 0.90x" "${REND_X}x" "$(calc "r >= 0.9" 0 -v r="$REND_X")" "rendition_make, one decode per image"
 target "replay of $LAST_FLEET_EVENTS cached events, 1 worker: events/s" ">= 20000" "$R_RATE" "$(calc "r >= 20000" 0 -v r="${R_RATE:-0}")" "downloads: $R_SERVED"
 
 # ---- report --------------------------------------------------------------------------------
@@ -1219,6 +1249,7 @@ echo "import alone: ${IMPORT_ALONE:-no backlog run} (every import, live ones ove
 echo "live latency (1 worker already running, chats fed at ~500/s):"
 for l in "${LIVE_LINES[@]}"; do echo "  $l"; done
 echo "RSS over the ${LAST_FLEET_EVENTS}-event run, max per tenth of the time from the first commit to exit (MiB): $RSS_TENTHS"
+for l in "${REND_LINES[@]}"; do echo "$l"; done
 echo "targets:"
 for l in "${TARGET_LINES[@]}"; do echo "$l"; done
 if [ ${#WARNINGS[@]} -gt 0 ]; then

@@ -10,9 +10,9 @@ INSERT INTO image_blobs (sha256, storage_key, content_type, byte_size, width, he
 SELECT encode(sha256(convert_to('blob-' || i, 'UTF8')), 'hex'), 'k/' || i, 'image/jpeg',
        2000 + (i::bigint * 7919) % 60000, 128, 128
 FROM generate_series(1, 900000) i;
-INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size, cached_at, refreshed_at)
+INSERT INTO cached_images (source_url, sha256, content_type, byte_size, cached_at, refreshed_at)
 SELECT 'https://img.test/u/' || i, encode(sha256(convert_to('blob-' || ((i - 1) % 900000 + 1), 'UTF8')), 'hex'),
-       'https://cdn.test/' || i, 'image/jpeg', 2000 + (((i - 1) % 900000 + 1)::bigint * 7919) % 60000,
+       'image/jpeg', 2000 + (((i - 1) % 900000 + 1)::bigint * 7919) % 60000,
        now() - (i % 1000) * interval '1 hour', now() - (i % 1000) * interval '1 minute'
 FROM generate_series(1, 1000000) i;
 INSERT INTO chats (chat_id, account_id, title, chat_type, network, img_source_url, contact_image_url)

@@ -59,8 +59,10 @@ static const struct opt_def opts[] = {
       "PostgreSQL conninfo or URI; empty: libpq defaults and PG* variables", NULL },
     { "IMGCACHE_STORAGE_DIR", "storage-dir", OPT_STRING, OFF(storage_dir), "./var/images", 0, 0, P | W,
       "folder of stored image blobs", NULL },
-    { "IMGCACHE_PUBLIC_URL", "public-url", OPT_STRING, OFF(public_url), "", 0, 0, W,
-      "base URL the storage folder is served under, http(s)://host[:port][/path]; empty: file://<storage dir>",
+    { "IMGCACHE_PUBLIC_URL", "public-url", OPT_STRING, OFF(public_url), "", 0, 0, P | W,
+      "base URL the storage folder is served under, http(s)://host[:port][/path] or file:///path; "
+      "`migrate` writes it to settings.public_base_url, which the views read (empty: keep the one set, "
+      "else file://<storage dir>); the worker only checks it",
       check_public_url },
     { "BEEPER_API_URL", "beeper-api-url", OPT_STRING, OFF(beeper_api_url), "http://localhost:23373", 0, 0, P | W,
       "Beeper Desktop API (sync, mxc:// images, and file:// images without a media dir or server)", NULL },
@@ -277,8 +279,8 @@ static int check_not_empty(const char *value, char *why, size_t whylen)
     return -1;
 }
 
-/* The public base ends up in every cached_images row: a typo there would
- * be stored thousands of times before anyone notices. */
+/* The public base is the prefix of every image URL the views give: refuse
+ * a typo before migrate writes it. */
 static int check_public_url(const char *value, char *why, size_t whylen)
 {
     static const char *const schemes[] = { "http://", "https://", "file://" };

@@ -963,7 +963,7 @@ static const char commit_sql[] =
     "WITH i AS ("
     "  SELECT DISTINCT ON (r.source_url) r.*"
     "  FROM jsonb_to_recordset($1::jsonb) AS r(ord int, source_url text, sha256 text,"
-    "       storage_key text, public_url text, content_type text, byte_size bigint,"
+    "       storage_key text, content_type text, byte_size bigint,"
     "       width int, height int, etag text, last_modified text)"
     "  ORDER BY r.source_url, r.ord DESC"
     "), b AS ("
@@ -974,13 +974,13 @@ static const char commit_sql[] =
     "  ON CONFLICT (sha256) DO NOTHING"
     "  RETURNING 1"
     "), c AS ("
-    "  INSERT INTO cached_images AS ci (source_url, sha256, public_url, content_type, byte_size,"
+    "  INSERT INTO cached_images AS ci (source_url, sha256, content_type, byte_size,"
     "                                  etag, last_modified, cached_at, refreshed_at)"
-    "  SELECT source_url, sha256, public_url, content_type, byte_size, etag, last_modified,"
+    "  SELECT source_url, sha256, content_type, byte_size, etag, last_modified,"
     "         now(), now()"
     "  FROM i"
     "  ON CONFLICT (source_url) DO UPDATE SET"
-    "    sha256 = EXCLUDED.sha256, public_url = EXCLUDED.public_url,"
+    "    sha256 = EXCLUDED.sha256,"
     "    content_type = EXCLUDED.content_type, byte_size = EXCLUDED.byte_size,"
     "    etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified, refreshed_at = now()"
     "  RETURNING 1"
@@ -995,17 +995,16 @@ static json_t *image_to_json(const void *rows, size_t i, char *err, size_t errle
     const struct db_image *m = (const struct db_image *)rows + i;
     json_t *o;
 
-    if (m->source_url == NULL || m->sha256 == NULL || m->storage_key == NULL || m->public_url == NULL ||
+    if (m->source_url == NULL || m->sha256 == NULL || m->storage_key == NULL ||
         m->content_type == NULL) {
         errmsg_set(err, errlen, "image #%zu lacks a required field", i);
         return NULL;
     }
-    o = json_pack("{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:s?, s:s?}",
+    o = json_pack("{s:I, s:s?, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:s?, s:s?}",
                   "ord", (json_int_t)i,
                   "source_url", m->source_url,
                   "sha256", m->sha256,
                   "storage_key", m->storage_key,
-                  "public_url", m->public_url,
                   "content_type", m->content_type,
                   "byte_size", (json_int_t)m->byte_size,
                   "width", (json_int_t)m->width,

@@ -133,8 +133,7 @@ int db_mark_refreshed(struct db *db, const struct db_refreshed *r, size_t n, cha
 struct db_image {
     const char *source_url;
     const char *sha256;        /* 64 lowercase hex */
-    const char *storage_key;   /* path relative to the storage dir */
-    const char *public_url;
+    const char *storage_key;   /* path relative to the storage dir; the views add the base URL */
     const char *content_type;
     long long byte_size;
     unsigned width, height;

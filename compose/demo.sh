@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a local stack under ./var (Apache Kafka, redis-server, PostgreSQL),
 # the schema, the bundled sample chats (or a sync from your Beeper Desktop
-# when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars
-# and `imgcache-producer stats`.
+# when BEEPER_API_TOKEN is set), two workers with --drain, then the avatars,
+# `imgcache-producer stats` and the page of avatars (compose/page.sh) that
+# the stack's nginx serves with the images.
 # IMGCACHE_DEMO_DIR moves ./var elsewhere (the test of the demo uses a temp
 # folder).
 set -eu
@@ -14,7 +15,13 @@ BIN=$ROOT/bin
 sh compose/stack.sh start "$VAR"
 . "$VAR/stack.env"
 export KAFKA_BROKERS REDIS_URL DATABASE_URL
-export IMGCACHE_STORAGE_DIR="${IMGCACHE_STORAGE_DIR:-$VAR/images}"
+if [ -n "${NGINX_URL:-}" ]; then
+    # the folder the stack's nginx serves under IMGCACHE_PUBLIC_URL (which
+    # migrate writes to settings.public_base_url, for the views)
+    export IMGCACHE_STORAGE_DIR="$VAR/images" IMGCACHE_PUBLIC_URL
+else
+    export IMGCACHE_STORAGE_DIR="${IMGCACHE_STORAGE_DIR:-$VAR/images}"
+fi
 export IMGCACHE_LOG_LEVEL="${IMGCACHE_LOG_LEVEL:-warn}"
 # A missing media file stays retryable (Beeper fills its media folder
 # lazily), but the default schedule (2s,8s,32s,2m,8m) would keep a drain
@@ -111,5 +118,9 @@ psql -X -P pager=off "$DATABASE_URL" -c \
     "SELECT source_url, error_class, last_error FROM image_failures"
 echo "== imgcache-producer stats"
 "$BIN/imgcache-producer" stats
+if [ -n "${NGINX_URL:-}" ]; then
+    sh compose/page.sh "$VAR/page/index.html"
+    echo "== the avatars as a page: $NGINX_URL/ (images under $IMGCACHE_PUBLIC_URL/)"
+fi
 echo "Images are under $IMGCACHE_STORAGE_DIR. The stack keeps running: 'make stop' stops it;"
 echo "'. ${VAR#$ROOT/}/stack.env && psql \"\$DATABASE_URL\"' opens the database."

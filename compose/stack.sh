@@ -1,10 +1,10 @@
 #!/bin/sh
 # A local stack of real servers in one folder, for tests and the demo:
-# redis-server, PostgreSQL and a Kafka broker, all on free 127.0.0.1 ports,
-# with their pids, logs and data in DIR.
+# redis-server, PostgreSQL, a Kafka broker and nginx, all on free 127.0.0.1
+# ports, with their pids, logs and data in DIR.
 #
 #   compose/stack.sh start DIR [--fast]   start (or, if running, just print env)
-#   compose/stack.sh stop DIR             stop all three; safe when nothing runs
+#   compose/stack.sh stop DIR             stop them all; safe when nothing runs
 #   compose/stack.sh env DIR              print DIR/stack.env
 #   compose/stack.sh status DIR           which servers run
 #
@@ -15,6 +15,11 @@
 # start writes DIR/stack.env (". DIR/stack.env" to use it):
 #   export KAFKA_BROKERS=... REDIS_URL=... DATABASE_URL=... IMGCACHE_BROKER=kafka|dev
 #          KAFKA_DIR=DIR/kafka (kafka) | BROKER_CTL=DIR/broker.ctl (dev)
+#          IMGCACHE_PUBLIC_URL=http://127.0.0.1:PORT/images NGINX_URL=http://127.0.0.1:PORT
+# nginx (compose/nginx.sh, files in DIR/nginx) serves DIR/images, the store
+# of `make demo`, under /images and DIR/page/index.html (the demo page) at /;
+# without nginx installed the stack starts without it (and those two
+# variables).
 # `echo "down 1" > DIR/broker.ctl` sends a command to the dev broker; its
 # answers go to DIR/broker.out. --fast turns PostgreSQL's durability off
 # (tests only). Files in DIR: redis.{pid,log}, pg/ (data), pg.log, kafka/ or
@@ -46,8 +51,9 @@ die() {
 usage() {
     cat >&2 <<EOF
 usage: compose/stack.sh start DIR [--fast] | stop DIR | env DIR | status DIR
-A local redis-server, PostgreSQL and Kafka broker (IMGCACHE_BROKER=kafka, the
-default, or dev) on free 127.0.0.1 ports, with data, logs and pids in DIR.
+A local redis-server, PostgreSQL, Kafka broker (IMGCACHE_BROKER=kafka, the
+default, or dev) and nginx (serving DIR/images and DIR/page) on free
+127.0.0.1 ports, with data, logs and pids in DIR.
 For development and tests only.
 EOF
     exit 2
@@ -314,9 +320,27 @@ stop_broker() {
     return 0
 }
 
+# ---- nginx -------------------------------------------------------------------
+
+have_nginx() { [ -x "${NGINX:-/usr/sbin/nginx}" ]; }
+nginx_running() { sh "$ROOT/compose/nginx.sh" status "$DIR/nginx" > /dev/null 2>&1; }
+
+start_nginx() {
+    NGINX_PORT=
+    if ! have_nginx; then
+        say "nginx is not installed (Debian package nginx-light; make deps): the store is not served over HTTP"
+        return 0
+    fi
+    NGINX_PORT=$(sh "$ROOT/compose/nginx.sh" start "$DIR/nginx" auto "$DIR/images" /images "$DIR/page") || return 1
+    return 0
+}
+
+stop_nginx() { sh "$ROOT/compose/nginx.sh" stop "$DIR/nginx"; }
+
 # ---- commands --------------------------------------------------------------
 
 stop_all() {
+    stop_nginx
     stop_broker
     stop_redis
     stop_pg
@@ -331,11 +355,11 @@ cmd_start() {
     esac
     pg_locate
     if [ -s "$DIR/stack.env" ] && redis_running && pg_running && broker_running &&
-       [ "$(broker_kind)" = "$BROKER_KIND" ]; then
+       [ "$(broker_kind)" = "$BROKER_KIND" ] && { ! have_nginx || nginx_running; }; then
         cat "$DIR/stack.env"
         return 0
     fi
-    if redis_running || pg_running || broker_running; then
+    if redis_running || pg_running || broker_running || nginx_running; then
         say "a partial stack (or one with another broker) runs in $DIR; restarting it"
         stop_all
     fi
@@ -345,6 +369,7 @@ cmd_start() {
     start_redis || { say "redis-server failed to start"; stop_all; exit 1; }
     start_pg || { say "PostgreSQL failed to start"; stop_all; exit 1; }
     start_broker || { say "the broker ($BROKER_KIND) failed to start"; stop_all; exit 1; }
+    start_nginx || { say "nginx failed to start"; stop_all; exit 1; }
     if [ "$BROKER_KIND" = dev ]; then
         broker_env="IMGCACHE_BROKER=dev BROKER_CTL=$DIR/broker.ctl"
     else
@@ -352,7 +377,8 @@ cmd_start() {
     fi
     echo "export KAFKA_BROKERS=$KAFKA_BROKERS REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" \
         "DATABASE_URL=postgresql://$(pg_role)@127.0.0.1:$PG_PORT/imgcache" \
-        "$broker_env" > "$DIR/stack.env.tmp" &&
+        "$broker_env" ${NGINX_PORT:+"IMGCACHE_PUBLIC_URL=http://127.0.0.1:$NGINX_PORT/images"} \
+        ${NGINX_PORT:+"NGINX_URL=http://127.0.0.1:$NGINX_PORT"} > "$DIR/stack.env.tmp" &&
         mv "$DIR/stack.env.tmp" "$DIR/stack.env" || { stop_all; die "cannot write $DIR/stack.env"; }
     STARTING=0
     cat "$DIR/stack.env"
@@ -379,6 +405,7 @@ cmd_status() {
         dev) if dev_running; then echo "dev broker:   running, pid $(read_pid "$DIR/broker.pid")"; else echo "dev broker:   stopped"; rc=1; fi ;;
         *) sh "$ROOT/compose/kafka.sh" status "$DIR/kafka" || rc=1 ;;
     esac
+    if have_nginx; then sh "$ROOT/compose/nginx.sh" status "$DIR/nginx" || rc=1; fi
     return $rc
 }
 

@@ -225,11 +225,6 @@ static void download_finish(struct worker *w, struct job *j)
         }
         /* a new blob is counted when the committer names it (handoff_collect) */
     }
-    if (asprintf(&j->public_url, "%s/%s", w->public_base, j->key) < 0) {
-        j->public_url = NULL;
-        failure_record(w, j, "storage", 0, 0, "out of memory");
-        return;
-    }
     w->n_downloaded++;
     job_move(w, j, JOB_COMMIT);
 }

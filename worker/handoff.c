@@ -91,7 +91,7 @@ void handoff_submit(struct worker *w)
             .owner = j,
             .img = {
                 .source_url = j->url, .sha256 = j->sha256, .storage_key = j->key,
-                .public_url = j->public_url, .content_type = j->sniff.content_type,
+                .content_type = j->sniff.content_type,
                 .byte_size = job_size(j), .width = j->sniff.width, .height = j->sniff.height,
                 .etag = j->etag[0] ? j->etag : NULL,
                 .last_modified = j->last_modified[0] ? j->last_modified : NULL,

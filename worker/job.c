@@ -58,7 +58,6 @@ void job_free(struct job *j)
     }
     job_drop_download(j);
     resolved_clear(&j->res);
-    free(j->public_url);
     free(j->data_url);
     free(j->url);
     free(j->origin);

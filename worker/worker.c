@@ -166,24 +166,14 @@ static int worker_check_settings(struct worker *w, char *err, size_t errlen)
     return netguard_new(cfg->allow_hosts, trusted, &w->guard, err, errlen);
 }
 
-/* The store, and the base of the public URLs of what it holds. */
+/* The store. Its public base URL is no concern of the worker's: the views
+ * build image URLs at read time from settings.public_base_url. */
 static int worker_open_store(struct worker *w, char *err, size_t errlen)
 {
-    const struct config *cfg = w->cfg;
-    char real[PATH_MAX];
-    int rc = store_open(cfg->storage_dir, &w->store, err, errlen);
+    int rc = store_open(w->cfg->storage_dir, &w->store, err, errlen);
 
     if (rc != 0)
         return rc == STORE_ERR_NOT_WRITABLE ? WORKER_ERR_CONFIG : -1;
-    if (cfg->public_url[0]) {
-        snprintf(w->public_base, sizeof w->public_base, "%s", cfg->public_url);
-    } else {
-        if (realpath(cfg->storage_dir, real) == NULL)
-            snprintf(real, sizeof real, "%s", cfg->storage_dir);
-        snprintf(w->public_base, sizeof w->public_base, "file://%s", real);
-    }
-    while (w->public_base[0] && w->public_base[strlen(w->public_base) - 1] == '/')
-        w->public_base[strlen(w->public_base) - 1] = '\0';
     return 0;
 }
 

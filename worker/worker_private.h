@@ -133,7 +133,6 @@ struct job {
     /* download.c (a stored image), failure.c (a failure): the outcome */
     char sha256[HASH_HEX_LEN + 1];
     char key[STORE_KEY_MAX];
-    char *public_url;
     char etag[FETCH_ETAG_MAX + 1];
     char last_modified[FETCH_LAST_MODIFIED_MAX + 1];
     char error_class[32];
@@ -160,7 +159,6 @@ struct finished_transfer {
 struct worker {
     const struct config *cfg;
     char worker_id[256];
-    char public_base[4200];
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
     int wake[2];                /* the loop's wake pipe: librdkafka and the committer write */

@@ -2,13 +2,15 @@
 # Builds and runs the libFuzzer targets tests/fuzz/fuzz_<name>.c (behind
 # `make fuzz` and tests/integration/60-fuzz.sh; run from anywhere).
 #
-#   bash tests/fuzz/run.sh [--seconds N] [--jobs N] [--corpus DIR] [NAME...]
+#   bash tests/fuzz/run.sh [--seconds N] [--seconds-for NAME=N] [--jobs N] [--corpus DIR] [NAME...]
 #
 #   --seconds N   each target runs N seconds (-max_total_time; default 60)
+#   --seconds-for NAME=N   target NAME runs N seconds instead (repeatable)
 #   --jobs N      targets run at the same time (default 1)
 #   --corpus DIR  writable corpus folder, one subfolder per target (default
 #                 build/fuzz/corpus); the seeds tests/fuzz/seeds/<name> (and
-#                 tests/fixtures/images for sniff) are read, never written
+#                 tests/fixtures/images for sniff and rendition) are read,
+#                 never written
 #   NAME...       targets (default: every tests/fuzz/fuzz_*.c)
 #
 # First it checks that $FUZZ_CC (clang) can build and run a trivial libFuzzer
@@ -32,15 +34,26 @@ CORPUS=$ROOT/build/fuzz/corpus
 OUT=$ROOT/build/fuzz
 ARTIFACTS=$OUT/artifacts
 TARGETS=()
+declare -A SECONDS_FOR=()
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 while [ $# -gt 0 ]; do
     case $1 in
         --seconds) SECONDS_EACH=${2:-}; shift 2 ;;
+        --seconds-for)
+            case ${2:-} in
+                ?*=*) ;;
+                *) echo "fuzz: --seconds-for wants NAME=SECONDS, e.g. rendition=4" >&2; exit 2 ;;
+            esac
+            case ${2#*=} in
+                ''|*[!0-9]*) echo "fuzz: --seconds-for wants NAME=SECONDS, e.g. rendition=4" >&2; exit 2 ;;
+            esac
+            SECONDS_FOR[${2%%=*}]=${2#*=}
+            shift 2 ;;
         --jobs) JOBS=${2:-}; shift 2 ;;
         --corpus) CORPUS=${2:-}; shift 2 ;;
         -h|--help) usage ;;
@@ -102,6 +115,7 @@ fi
 # Runs one target; its result goes to $OUT/NAME.result for report().
 run_one() {
     local t=$1 bin=$ROOT/build/fuzz/fuzz_$1 log=$OUT/$1.log dirs=() rc
+    local secs=${SECONDS_FOR[$1]:-$SECONDS_EACH}
     rm -f "$OUT/$t.result"
     if [ ! -x "$bin" ]; then
         echo "build" > "$OUT/$t.result"
@@ -110,11 +124,11 @@ run_one() {
     mkdir -p "$CORPUS/$t"
     dirs+=("$CORPUS/$t")
     [ -d "tests/fuzz/seeds/$t" ] && dirs+=("$ROOT/tests/fuzz/seeds/$t")
-    [ "$t" = sniff ] && dirs+=("$ROOT/tests/fixtures/images")
+    case $t in sniff|rendition) dirs+=("$ROOT/tests/fixtures/images") ;; esac
     # a hung target is a failure too: the run must end
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-        timeout -k 10 $((SECONDS_EACH + 120)) "$bin" -max_total_time="$SECONDS_EACH" \
+        timeout -k 10 $((secs + 120)) "$bin" -max_total_time="$secs" \
             -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
             -artifact_prefix="$ARTIFACTS/$t-" "${dirs[@]}" < /dev/null > "$log" 2>&1
     rc=$?
@@ -123,6 +137,7 @@ run_one() {
 
 report() {
     local t=$1 log=$OUT/$1.log res crash runs corpus
+    local secs=${SECONDS_FOR[$1]:-$SECONDS_EACH}
     res=$(cat "$OUT/$t.result" 2>/dev/null || echo missing)
     if [ "$res" = build ]; then
         echo "not ok - fuzz $t: build/fuzz/fuzz_$t did not build (see $OUT/build.log)"
@@ -132,14 +147,14 @@ report() {
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     corpus=$(find "$CORPUS/$t" -type f | wc -l)
     if [ "$res" = 0 ] && [ -z "$crash" ]; then
-        echo "ok - fuzz $t (${SECONDS_EACH}s, runs=${runs:-?}, corpus=$corpus)"
+        echo "ok - fuzz $t (${secs}s, runs=${runs:-?}, corpus=$corpus)"
         return 0
     fi
     if [ -n "$crash" ]; then
         echo "not ok - fuzz $t: crash input ${crash#"$ROOT"/}"
         echo "#   reproduce: build/fuzz/fuzz_$t ${crash#"$ROOT"/}"
     elif [ "$res" = 124 ] || [ "$res" = 137 ]; then
-        echo "not ok - fuzz $t: still running $((SECONDS_EACH + 120))s after its start (log $log)"
+        echo "not ok - fuzz $t: still running $((secs + 120))s after its start (log $log)"
     else
         echo "not ok - fuzz $t: exit status $res (log ${log#"$ROOT"/})"
     fi

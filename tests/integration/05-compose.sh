@@ -7,7 +7,10 @@
 # from `imgcache-producer topics`; Kafka's log and every named volume are
 # kept; the worker can read file:// avatars and reach the host; the build
 # context leaves out bin/ build/ var/ and is built once; PostgreSQL's
-# healthcheck goes over TCP; every profile is in the README.
+# healthcheck goes over TCP; every profile is in the README; nginx serves
+# the workers' store read-only with compose/nginx-server.conf.template, under
+# the path and port of the IMGCACHE_PUBLIC_URL migrate writes, on the host's
+# loopback only.
 # Needs no stack: it does not call it_setup.
 #   COMPOSE_FILE_UNDER_TEST=path   check another compose file (default
 #                                  compose/docker-compose.yml)
@@ -349,10 +352,63 @@ def check_profiles():
             if f"--profile {p}" not in readme:
                 problem(f"{n}: profile {p} is not in README.md (--profile {p})")
 
+def check_nginx():
+    from urllib.parse import urlsplit
+    tpl = "nginx-server.conf.template"
+    servers = [n for n, s in services.items()
+               if any(os.path.basename(src) == tpl for src, _, _ in mounts_of(s))]
+    if len(servers) != 1:
+        problem(f"{len(servers)} services mount compose/{tpl} (want 1)")
+        return
+    n = servers[0]
+    s = services[n]
+    env = env_of(s)
+    if not str(s.get("image", "")).startswith("nginx"):
+        problem(f"{n}: mounts {tpl} but does not run the nginx image")
+    for src, target, ro in mounts_of(s):
+        if os.path.basename(src) == tpl:
+            if not (target.startswith("/etc/nginx/templates/") and target.endswith(".conf.template")):
+                problem(f"{n}: {tpl} mounted at {target}, not /etc/nginx/templates/*.conf.template")
+            if os.path.normpath(os.path.join(compose_dir, src)) != os.path.join(root, "compose", tpl):
+                problem(f"{n}: mounts {src}, not compose/{tpl}")
+    used = set(re.findall(r"\$\{(NGINX_[A-Z_]+)\}", read(os.path.join(root, "compose", tpl))))
+    for var in sorted(used - set(env)):
+        problem(f"{n}: the template uses {var}, which the service does not set")
+    filt = env.get("NGINX_ENVSUBST_FILTER", "").replace("$$", "$")
+    for var in sorted(used):
+        if filt and not re.search(filt, var):
+            problem(f"{n}: NGINX_ENVSUBST_FILTER leaves {var} out")
+    # the store: the volume the worker writes, read-only here
+    store = env.get("NGINX_STORE", "")
+    mine = [(src, ro) for src, t, ro in mounts_of(s) if t == store]
+    workers = [w for w, ws in services.items() if ours(ws) and program_of(ws) == "imgcache-worker"]
+    for w in workers:
+        wdir = env_of(services[w]).get("IMGCACHE_STORAGE_DIR", "")
+        wsrc = [src for src, t, _ in mounts_of(services[w]) if t == wdir]
+        if not mine or not wsrc or mine[0][0] != wsrc[0]:
+            problem(f"{n}: NGINX_STORE {store} is not the volume {w} stores into ({wdir})")
+        elif not mine[0][1]:
+            problem(f"{n}: the store is mounted writable (use :ro)")
+        if "IMGCACHE_PUBLIC_URL" in env_of(services[w]):
+            problem(f"{w}: sets IMGCACHE_PUBLIC_URL, which only migrate uses now")
+    # the base URL migrate writes: NGINX_PREFIX's path on the published port
+    bases = [env_of(ms).get("IMGCACHE_PUBLIC_URL", "") for ms in services.values()
+             if ours(ms) and program_of(ms) == "imgcache-producer" and as_list(ms.get("command"))[:1] == ["migrate"]]
+    if not bases or not bases[0]:
+        problem("the migrate service sets no IMGCACHE_PUBLIC_URL: the views would show file:// URLs")
+        return
+    u = urlsplit(bases[0])
+    if u.path.rstrip("/") != env.get("NGINX_PREFIX", "").rstrip("/"):
+        problem(f"{n}: NGINX_PREFIX {env.get('NGINX_PREFIX')} is not the path of IMGCACHE_PUBLIC_URL {bases[0]}")
+    ports = [str(p) for p in s.get("ports") or []]
+    want = f"127.0.0.1:{u.port or 80}:{env.get('NGINX_LISTEN', '')}"
+    if ports != [want]:
+        problem(f"{n}: ports {ports}, want [{want}] (loopback, IMGCACHE_PUBLIC_URL's port, NGINX_LISTEN)")
+
 checks = {"commands": check_commands, "env": check_env, "topics": check_topics,
           "kafka-version": check_kafka_version, "volumes": check_volumes,
           "build": check_build, "postgres": check_postgres, "host": check_host,
-          "media": check_media, "profiles": check_profiles}
+          "media": check_media, "profiles": check_profiles, "nginx": check_nginx}
 if check not in checks:
     print(f"unknown check {check}")
     sys.exit(0)
@@ -373,4 +429,6 @@ check_eq "PostgreSQL is healthy only once it serves over TCP" "" "$(compose_prob
 check_eq "host.docker.internal resolves (extra_hosts host-gateway)" "" "$(compose_problems host)"
 check_eq "the worker reads file:// avatars from a mounted media folder" "" "$(compose_problems media)"
 check_eq "every profile is in the README" "" "$(compose_problems profiles)"
+check_eq "nginx serves the workers' store read-only with the tested template, at IMGCACHE_PUBLIC_URL" "" \
+    "$(compose_problems nginx)"
 it_done

@@ -37,6 +37,20 @@ check_eq "migrate again applies nothing" "applied=0 version=$SCHEMA_VERSION" "$o
 check_eq "schema version recorded once" "$MIGRATION_LIST" \
     "$(q "SELECT string_agg(version || '|' || name, ',' ORDER BY version) FROM imgcache_schema_migrations")"
 
+# The base URL of the views: IMGCACHE_PUBLIC_URL when given; else
+# file://<absolute storage dir>, only where none was ever set.
+check_eq "migrate wrote IMGCACHE_PUBLIC_URL to settings" "$IMGCACHE_PUBLIC_URL" "$(q "SELECT public_base_url FROM settings")"
+q "UPDATE settings SET public_base_url = ''" > /dev/null
+mkdir -p "$TESTS_TMP/store-x"
+(cd "$TESTS_TMP" && env -u IMGCACHE_PUBLIC_URL IMGCACHE_STORAGE_DIR=store-x "$P" migrate > /dev/null 2>&1)
+check_eq "without IMGCACHE_PUBLIC_URL, an unset base becomes file://<absolute storage dir>" \
+    "file://$(realpath "$TESTS_TMP/store-x")" "$(q "SELECT public_base_url FROM settings")"
+out=$(IMGCACHE_PUBLIC_URL='cdn.test/x' "$P" migrate 2>&1)
+check_eq "migrate refuses a base that is not a URL (exit 2)" 2 $?
+check "and says which setting" grep -q "IMGCACHE_PUBLIC_URL: 'cdn.test/x' is not a URL" <<< "$out"
+"$P" migrate > /dev/null 2>&1
+check_eq "migrate with IMGCACHE_PUBLIC_URL replaces it" "$IMGCACHE_PUBLIC_URL" "$(q "SELECT public_base_url FROM settings")"
+
 # --- import ----------------------------------------------------------------
 # 5 single chats (me + u$i), 2 groups with their own image and u1, u2 (the
 # same URLs again), a chat without any image, a blank line, a bad line.
@@ -78,8 +92,8 @@ check_eq "a chat's own image has participant_id null" 1 \
 # --- re-import after one URL was cached ------------------------------------
 q "INSERT INTO image_blobs (sha256, storage_key, content_type, byte_size)
    VALUES (repeat('a', 64), 'aa/aa/x.png', 'image/png', 1);
-   INSERT INTO cached_images (source_url, sha256, public_url, content_type, byte_size)
-   VALUES ('$IMG/u1.png', repeat('a', 64), 'http://cdn.test/aa/aa/x.png', 'image/png', 1)" > /dev/null
+   INSERT INTO cached_images (source_url, sha256, content_type, byte_size)
+   VALUES ('$IMG/u1.png', repeat('a', 64), 'image/png', 1)" > /dev/null
 out=$("$P" import "$CHATS" 2> /dev/null)
 check_eq "re-import summary" "chats=8 participants=17 urls=8 published=7 already_cached=1 known_failures=0 dropped=0 bad_lines=1" "$out"
 check_eq "the cached URL was not published again" 1 \

@@ -95,13 +95,16 @@ sha=$(sha256sum < "$MEDIA/a/p7.${exts[3]}" | cut -d' ' -f1)
 check_eq "stored bytes equal the source bytes" "$sha $sha" "$(source_and_row_sha "p7.${exts[3]}")"
 sha=$(sha256sum < "$MEDIA/a/p6.${exts[2]}" | cut -d' ' -f1)
 check_eq "a 600 KB body held in memory is stored byte for byte" "$sha $sha" "$(source_and_row_sha "p6.${exts[2]}")"
-check_eq "public_url is IMGCACHE_PUBLIC_URL/storage_key" "0" \
-    "$(q "SELECT count(*) FROM cached_images c JOIN image_blobs b USING (sha256) WHERE c.public_url <> '$IMGCACHE_PUBLIC_URL/' || b.storage_key")"
+check_eq "migrate wrote IMGCACHE_PUBLIC_URL as the views' base" "$IMGCACHE_PUBLIC_URL" \
+    "$(q "SELECT public_base_url FROM settings")"
+check_eq "every cached chat's image_url is IMGCACHE_PUBLIC_URL/storage_key" "0" \
+    "$(q "SELECT count(*) FROM chat_avatars a JOIN cached_images c USING (source_url) JOIN image_blobs b USING (sha256)
+          WHERE a.image_url IS DISTINCT FROM '$IMGCACHE_PUBLIC_URL/' || b.storage_key")"
 check_eq "a percent-encoded file:// avatar was read from BEEPER_MEDIA_DIR" \
     "$(sha256sum < "$BEEPER/local.beeper.com/Zoë Photo" | cut -d' ' -f1)" \
     "$(q "SELECT sha256 FROM cached_images WHERE source_url = '$FILE_URL1'")"
 check_eq "single chat shows the other participant's cached picture" \
-    "cached|$(q "SELECT public_url FROM cached_images WHERE source_url = '$MEDIA_URL/a/p3.${exts[3]}'")" \
+    "cached|$IMGCACHE_PUBLIC_URL/$(q "SELECT b.storage_key FROM cached_images c JOIN image_blobs b USING (sha256) WHERE c.source_url = '$MEDIA_URL/a/p3.${exts[3]}'")" \
     "$(q "SELECT image_source || '|' || image_url FROM chat_avatars WHERE chat_id = 'single-3'")"
 check_eq "cached wins over the contact image" "cached" \
     "$(q "SELECT image_source FROM chat_avatars WHERE chat_id = 'single-2'")"
@@ -113,6 +116,27 @@ check_eq "a failed image falls back to initials" "initials|BP" \
     "$(q "SELECT image_source || '|' || initials FROM chat_avatars WHERE chat_id = 'broken'")"
 check_eq "group chats get every participant's picture" "0" \
     "$(q "SELECT count(*) FROM participant_avatars WHERE chat_id LIKE 'group-%' AND participant_id <> 'me' AND image_url IS NULL")"
+
+# --- a new base URL: every view row follows, nothing is downloaded again -----
+hits_before=$(media_total)
+cached_at_before=$(q "SELECT md5(string_agg(source_url || cached_at, ',' ORDER BY source_url)) FROM cached_images")
+NEW_BASE=https://cdn2.test/avatars/
+IMGCACHE_PUBLIC_URL=$NEW_BASE "$BIN/imgcache-producer" migrate > "$TESTS_TMP/migrate-base.log" 2>&1
+check "migrate with a new IMGCACHE_PUBLIC_URL succeeds" test $? -eq 0
+check_eq "new base: every cached chat_avatars row is on it" "0" \
+    "$(q "SELECT count(*) FROM chat_avatars a JOIN cached_images c USING (source_url) JOIN image_blobs b USING (sha256)
+          WHERE a.image_url IS DISTINCT FROM '${NEW_BASE%/}/' || b.storage_key")"
+check_eq "new base: every participant_avatars picture is on it" "0" \
+    "$(q "SELECT count(*) FROM participant_avatars WHERE image_url IS NOT NULL AND image_url NOT LIKE '${NEW_BASE}%'")"
+check_eq "new base: no row on the old base" "0" \
+    "$(q "SELECT count(*) FROM chat_avatars WHERE image_url LIKE '$IMGCACHE_PUBLIC_URL/%'")"
+check_eq "new base: nothing downloaded again" "$hits_before" "$(media_total)"
+check_eq "new base: no cached row rewritten" "$cached_at_before" \
+    "$(q "SELECT md5(string_agg(source_url || cached_at, ',' ORDER BY source_url)) FROM cached_images")"
+env -u IMGCACHE_PUBLIC_URL "$BIN/imgcache-producer" migrate > "$TESTS_TMP/migrate-nobase.log" 2>&1
+check_eq "migrate without IMGCACHE_PUBLIC_URL keeps the base an operator set" "$NEW_BASE" \
+    "$(q "SELECT public_base_url FROM settings")"
+IMGCACHE_PUBLIC_URL=$IMGCACHE_PUBLIC_URL "$BIN/imgcache-producer" migrate > "$TESTS_TMP/migrate-back.log" 2>&1
 
 # --- the same events published 5 times over: each URL downloaded once -----
 q "TRUNCATE cached_images, image_blobs, image_failures"

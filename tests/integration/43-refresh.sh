@@ -54,7 +54,7 @@ media_image "$MEDIA/r/chg.png" "imgcache-refresh-chg-NEW"
 rm "$MEDIA/r/gone.png"
 media_image "$LOCAL/loc-chg.png" "imgcache-refresh-loc-chg-NEW"
 q "UPDATE cached_images SET refreshed_at = now() - interval '40 days'" > /dev/null
-row() { q "SELECT sha256 || '|' || public_url || '|' || coalesce(etag, '-') FROM cached_images WHERE source_url = '$1'"; }
+row() { q "SELECT sha256 || '|' || imgcache_public_url(b.storage_key) || '|' || coalesce(c.etag, '-') FROM cached_images c JOIN image_blobs b USING (sha256) WHERE c.source_url = '$1'"; }
 OLD_CHG=$(row "$M/r/chg.png")
 OLD_CHG_SHA=${OLD_CHG%%|*}
 OLD_GONE=$(row "$M/r/gone.png")

@@ -17,6 +17,9 @@
 #   broker_thaw                the script's broker (see "the broker" below)
 #   broker_ctl "down 1"        one dev broker command; 0 when it answers ok
 #                              (the answer is printed; in $(...) it is bare)
+#   start_nginx STORE PREFIX PAGE_DIR   nginx (compose/nginx.sh) serving
+#                              STORE under PREFIX and PAGE_DIR/index.html
+#                              at / -> NGINX_URL (http://127.0.0.1:PORT)
 #   start_worker NAME [args]   imgcache-worker in the background, log NAME.log
 #   stop_worker NAME [secs]    SIGTERM, wait; returns the worker's exit status
 #   kill_worker NAME           SIGKILL
@@ -65,6 +68,7 @@ IT_FAILED=0
 IT_MEDIA_N=0
 IT_PIDS=()
 IT_KAFKA_DIRS=()
+IT_NGINX_DIRS=()
 declare -A IT_WORKER_PID=()
 BROKER_PID=
 
@@ -88,6 +92,9 @@ _it_cleanup() {
     # the brokers run in sessions of their own (setsid): stopped by name
     for dir in "${IT_KAFKA_DIRS[@]}"; do
         sh "$ROOT/compose/kafka.sh" stop "$dir" > /dev/null 2>&1
+    done
+    for dir in "${IT_NGINX_DIRS[@]}"; do
+        sh "$ROOT/compose/nginx.sh" stop "$dir" > /dev/null 2>&1
     done
     [ "$IT_OWN_TMP" = 1 ] && rm -rf "$TESTS_TMP"
     exit "$rc"
@@ -182,6 +189,18 @@ storage_problems() {
     rows=$(wc -l < "$TESTS_TMP/.keys")
     [ "$files" = "$rows" ] || echo "$files stored files, $rows image_blobs rows"
     return 0
+}
+
+# ---- nginx -----------------------------------------------------------------------
+
+# nginx daemonizes (its pid file is in TESTS_TMP/nginx): stopped at exit by
+# compose/nginx.sh, not by pid.
+start_nginx() {
+    local dir=$TESTS_TMP/nginx port
+    IT_NGINX_DIRS+=("$dir")
+    port=$(sh "$ROOT/compose/nginx.sh" start "$dir" auto "$1" "$2" "$3" 2> "$TESTS_TMP/nginx.log") ||
+        it_bail "nginx did not start" "$TESTS_TMP/nginx.log"
+    NGINX_URL=http://127.0.0.1:$port
 }
 
 # ---- setup ----------------------------------------------------------------------
