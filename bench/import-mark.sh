@@ -63,7 +63,9 @@ cache_all() {
 # CPU ticks of PID's exited and reaped children (/proc/PID/stat cutime +
 # cstime): the shell's for the producer, the postmaster's for its backends
 child_ticks() { awk '{ print $16 + $17 }' "/proc/$1/stat"; }
-no_backend_of() { ! ps -o cmd= --ppid "$pg_pid" | grep -q " $1 "; }
+# neither a backend of database $1 nor an exited child the postmaster has
+# not reaped yet (whose time is not in its cutime yet)
+no_backend_of() { ! ps -o stat=,cmd= --ppid "$pg_pid" | grep -q -e " $1 " -e '^Z'; }
 timed() { # command... -> "wall_ms cpu_ms"
     local t0 t1 c0 c1
     c0=$(( $(child_ticks $$) + $(child_ticks "$pg_pid") ))
