@@ -25,12 +25,14 @@ COMMON_SRC := $(filter-out common/rendition.c,$(sort $(wildcard common/*.c)))
 COMMON_OBJ := $(COMMON_SRC:%.c=build/%.o) build/migrations.o
 PRODUCER_OBJ := $(patsubst %.c,build/%.o,$(sort $(wildcard producer/*.c)))
 # the worker's modules, but main.c, form a library the unit tests link too
-WORKER_LIB_OBJ := $(patsubst %.c,build/%.o,$(filter-out worker/main.c,$(sort $(wildcard worker/*.c))))
+# (not the renderer's: worker/render*.c is imgcache-renderer, which links libvips)
+WORKER_LIB_OBJ := $(patsubst %.c,build/%.o,$(filter-out worker/main.c worker/render%,$(sort $(wildcard worker/*.c))))
+RENDERER_OBJ := $(patsubst %.c,build/%.o,$(sort $(wildcard worker/render*.c)))
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 MIGRATIONS := $(sort $(wildcard common/migrations/*.sql))
 
-PROGRAMS := bin/imgcache-producer bin/imgcache-worker bin/imgcache-devbroker
+PROGRAMS := bin/imgcache-producer bin/imgcache-worker bin/imgcache-devbroker bin/imgcache-renderer
 TOOLS    := bin/imgcache-mediaserver bin/imgcache-metricsd
 
 .PHONY: all deps test unit demo stop bench fuzz clean FORCE
@@ -82,6 +84,10 @@ bin/imgcache-producer: $(PRODUCER_OBJ) build/libcommon.a
 bin/imgcache-worker: build/worker/main.o build/libworker.a build/libcommon.a
 	@mkdir -p bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# the renderer: its own program, the only one (with its tests) linking libvips
+bin/imgcache-renderer: $(RENDERER_OBJ) $(RENDITION_OBJ) build/libcommon.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(VIPS_LIBS)
 bin/imgcache-devbroker: build/compose/devbroker.o build/libcommon.a
 	@mkdir -p bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

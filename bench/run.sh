@@ -6,6 +6,7 @@
 #                [--concurrency C] [--workers "1 2 4"] [--seed S]
 #                [--profile | --no-profile | --profile-only] [--keep]
 #                [--fleet-only] [--fetch-wait MS] [--worker-bin PATH]
+#                [--renderer-only]
 #                [--renditions-only | --no-renditions]
 #
 # The broker: Apache Kafka (IMGCACHE_BROKER=kafka, the default;
@@ -61,6 +62,11 @@
 # --fetch-wait MS gives the live fleets -X fetch.wait.max.ms=MS (default: the
 # broker's own 500 ms on Kafka; 10 on the dev broker, whose empty fetch waits
 # the whole time even when data arrives).
+# --renderer-only runs the first baseline and the renderer pair (below), prints
+# their lines and stops (results.json untouched). The full run has the pair
+# after step 4: one worker live without, then with imgcache-renderer beside
+# it (issue 16: the download rate with renditions being made on the same
+# cores), side by side.
 # --worker-bin PATH runs that imgcache-worker (another build) instead of
 # bin/imgcache-worker; the producer and media server stay this tree's.
 # `make bench` builds first; run directly, it uses whatever is in bin/.
@@ -86,6 +92,7 @@ PROFILE=auto
 KEEP=0
 PARTITIONS=32
 FLEET_ONLY=0
+RENDERER_ONLY=0
 RENDITIONS=yes
 FETCH_WAIT=
 WORKER_BIN=$ROOT/bin/imgcache-worker
@@ -109,6 +116,7 @@ while [ $# -gt 0 ]; do
         --no-profile) PROFILE=no ;;
         --keep) KEEP=1 ;;
         --fleet-only) FLEET_ONLY=1 ;;
+        --renderer-only) RENDERER_ONLY=1 ;;
         --renditions-only) RENDITIONS=only ;;
         --no-renditions) RENDITIONS=no ;;
         --fetch-wait) FETCH_WAIT=${2:?}; shift ;;
@@ -228,7 +236,7 @@ exit_trap cleanup
 
 # ---- snapshot of the programs under test ----------------------------------------
 mkdir -p "$WORK/bin"
-cp "$ROOT"/bin/imgcache-{producer,devbroker,mediaserver} "$WORK/bin/"
+cp "$ROOT"/bin/imgcache-{producer,devbroker,mediaserver,renderer} "$WORK/bin/"
 cp "$WORKER_BIN" "$WORK/bin/imgcache-worker" || die "cannot copy $WORKER_BIN"
 BIN=$WORK/bin
 COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
@@ -810,9 +818,13 @@ fleet() {
         coalesce(extract(epoch FROM min(cached_at)), 0), coalesce(extract(epoch FROM max(cached_at)), 0),
         (SELECT count(*) FROM image_blobs) FROM cached_images")
     local files tmpfiles
-    files=$(find "$IMGCACHE_STORAGE_DIR" -path "$IMGCACHE_STORAGE_DIR/.tmp" -prune -o -type f -print | wc -l)
+    # blob files only: a renderer beside the fleet adds rendition files
+    files=$(find "$IMGCACHE_STORAGE_DIR" -path "$IMGCACHE_STORAGE_DIR/.tmp" -prune -o -type f -print |
+        sed "s|^$IMGCACHE_STORAGE_DIR/||" | sort |
+        comm -23 - <(q "SELECT DISTINCT storage_key FROM image_renditions EXCEPT SELECT storage_key FROM image_blobs" | sort) | wc -l)
     tmpfiles=$(find "$IMGCACHE_STORAGE_DIR/.tmp" -type f 2> /dev/null | wc -l)
-    release "$IMGCACHE_STORAGE_DIR" "$WORK/unrelated-dirty.bin"
+    # FLEET_KEEP_STORE: a renderer still reads the blobs (renderer_pair releases them)
+    [ -n "${FLEET_KEEP_STORE:-}" ] || release "$IMGCACHE_STORAGE_DIR" "$WORK/unrelated-dirty.bin"
     local served maxpath
     served=$(media_total)
     maxpath=$(media_max_per_path)
@@ -1107,6 +1119,41 @@ profile() {
     J_EXTRA+=("\"profile\":{\"tool\":$(js "$tool"),\"images\":$n,\"concurrency\":$CONC,\"total_instructions\":$(js "$total"),\"top_self\":[$(json_lines "$WORK/profile.top")],\"top_inclusive\":[$(json_lines "$WORK/profile.incl")],\"cpu_clock_images\":$sn,\"cpu_clock_top\":[$clk],\"offcpu_main_thread\":[$offcpu],\"strace_main_thread_images\":$sn,\"strace_main_thread\":[$st]}")
 }
 
+# ---- the renderer beside the fleet (issue 16) ---------------------------------------
+# The same live fleet twice, side by side: without, then with one
+# imgcache-renderer started before the import (a FLEET_PRE_HOOK), rendering
+# the image-stored events as the worker publishes them, on the same cores.
+# Then the renderer is left to finish: renditions per second of its own.
+start_renderer() {
+    "$BIN/imgcache-renderer" -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 \
+        < /dev/null > "$WORK/$1-renderer.log" 2>&1 &
+    RENDER_PID=$!
+    track "$RENDER_PID"
+    RENDER_T0=$EPOCHREALTIME
+}
+renditions_done() { [ "$(q "SELECT count(*) FROM image_blobs b WHERE NOT EXISTS (SELECT 1 FROM image_renditions r WHERE r.source_sha256 = b.sha256) AND NOT EXISTS (SELECT 1 FROM render_failures f WHERE f.source_sha256 = b.sha256 AND f.permanent)")" = 0 ]; }
+renderer_pair() {
+    local name="w1-c$CONC-l$LAT" without with at_end blobs n secs rate
+    fleet "$name-norender" a 1 "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
+    without=$LAST_FLEET_E2E
+    FLEET_KEEP_STORE=1 FLEET_PRE_HOOK="start_renderer $name-render" \
+        fleet "$name-render" a 1 "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
+    with=$LAST_FLEET_E2E
+    at_end=$(q "SELECT count(*) FROM image_renditions")
+    wait_for 600 renditions_done || warn "$name-render: renditions not finished after 600 s"
+    secs=$(calc "e - t" 2 -v e="$EPOCHREALTIME" -v t="$RENDER_T0")
+    kill -TERM "$RENDER_PID" 2> /dev/null
+    wait_pids 30 "$RENDER_PID"
+    IFS='|' read -r n blobs < <(q "SELECT (SELECT count(*) FROM image_renditions), (SELECT count(*) FROM image_blobs)")
+    release "$IMGCACHE_STORAGE_DIR"
+    local gave_up
+    gave_up=$(q "SELECT count(*) FROM render_failures WHERE permanent")
+    [ "$gave_up" = 0 ] || warn "$name-render: $gave_up images given up by the renderer (see $name-render-renderer.log)"
+    rate=$(calc "n / s" 1 -v n="$n" -v s="$secs")
+    say "renderer beside the fleet: downloads end to end $without images/s without, $with images/s with a renderer ($(calc "b / a" 2 -v a="$without" -v b="$with")x); $at_end renditions made by the last commit, all $n (of $blobs blobs) ${secs}s after the renderer's start = $rate renditions/s ($(calc "n / 3 / s" 1 -v n="$n" -v s="$secs") images/s, 3 presets each)"
+    J_EXTRA+=("\"renderer_beside_fleet\":{\"config\":$(js "$name"),\"images_per_s_without\":$(jn "$without"),\"images_per_s_with\":$(jn "$with"),\"renditions_by_last_commit\":$at_end,\"renditions\":$n,\"blobs\":$blobs,\"renderer_s\":$(jn "$secs"),\"renditions_per_s\":$(jn "$rate")}")
+}
+
 # =========================================================================================
 # the run
 # =========================================================================================
@@ -1123,6 +1170,13 @@ if [ "$FLEET_ONLY" = 0 ]; then
     baseline "c256-l0-200k" "$WORK/manifest-b.tsv" 0 256
 fi
 
+if [ "$RENDERER_ONLY" = 1 ]; then
+    renderer_pair
+    echo "broker: $BROKER_DESC"
+    printf '%s\n' "${TABLE[@]}"
+    [ ${#WARNINGS[@]} -eq 0 ] || printf 'warning: %s\n' "${WARNINGS[@]}"
+    exit 0
+fi
 declare -A MAIN_RATE=() MAIN_RATIO=() MAIN_DLPU=() MAIN_RSS=()
 for w in $WORKERS; do
     fleet "w$w-c$CONC-l$LAT" a "$w" "$CONC" "$LAT" "$DUP" "$MAIN_BASE" live
@@ -1136,6 +1190,7 @@ if [ "$FLEET_ONLY" = 1 ]; then
     [ ${#WARNINGS[@]} -eq 0 ] || printf 'warning: %s\n' "${WARNINGS[@]}"
     exit 0
 fi
+renderer_pair
 # the dedup target: every URL in DUP events, all queued before the largest
 # fleet starts, so several workers see the same URL at about the same time
 maxw=$(echo $WORKERS | tr ' ' '\n' | sort -n | tail -n 1)

@@ -35,29 +35,33 @@ static int check_not_empty(const char *value, char *why, size_t whylen);
 static int check_public_url(const char *value, char *why, size_t whylen);
 static int check_retry_backoff(const char *value, char *why, size_t whylen);
 static int check_metrics_addr(const char *value, char *why, size_t whylen);
+static int check_renditions(const char *value, char *why, size_t whylen);
 
 #define P CONFIG_PRODUCER
 #define W CONFIG_WORKER
 #define B CONFIG_DEVBROKER
+#define R CONFIG_RENDERER
+/* The programs that talk to Kafka take librdkafka properties. */
+#define KAFKA_PROGRAMS (CONFIG_PRODUCER | CONFIG_WORKER | CONFIG_RENDERER)
 #define OFF(f) offsetof(struct config, f)
 #define BIG LLONG_MAX
 
 static const struct opt_def opts[] = {
-    { "KAFKA_BROKERS", "brokers", OPT_STRING, OFF(kafka_brokers), "localhost:9092", 0, 0, P | W,
+    { "KAFKA_BROKERS", "brokers", OPT_STRING, OFF(kafka_brokers), "localhost:9092", 0, 0, P | W | R,
       "Kafka bootstrap servers, host:port[,host:port]", check_not_empty },
     { "IMGCACHE_TOPIC", "topic", OPT_STRING, OFF(topic), "image-needed", 0, 0, P | W,
       "topic of image-needed events (retry and dead-letter topics add -retry, -dlt)", check_not_empty },
     { "IMGCACHE_GROUP", "group", OPT_STRING, OFF(group), "imgcache-workers", 0, 0, W,
       "consumer group of the workers", NULL },
-    { "IMGCACHE_KAFKA_CONFIG_FILE", NULL, OPT_STRING, OFF(kafka_config_file), "", 0, 0, P | W,
+    { "IMGCACHE_KAFKA_CONFIG_FILE", NULL, OPT_STRING, OFF(kafka_config_file), "", 0, 0, P | W | R,
       "file of librdkafka properties, one key=value a line, '#' comments (as kcat -F); values verbatim", NULL },
-    { "IMGCACHE_KAFKA_CONFIG", NULL, OPT_STRING, OFF(kafka_config), "", 0, 0, P | W,
+    { "IMGCACHE_KAFKA_CONFIG", NULL, OPT_STRING, OFF(kafka_config), "", 0, 0, P | W | R,
       "extra librdkafka properties, comma-separated key=value; in a value \\, is a comma, \\\\ a backslash", NULL },
     { "REDIS_URL", "redis-url", OPT_STRING, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, W,
       "Redis for download leases, redis://[:password@]host:port/db", NULL },
-    { "DATABASE_URL", "database-url", OPT_STRING, OFF(database_url), "", 0, 0, P | W,
+    { "DATABASE_URL", "database-url", OPT_STRING, OFF(database_url), "", 0, 0, P | W | R,
       "PostgreSQL conninfo or URI; empty: libpq defaults and PG* variables", NULL },
-    { "IMGCACHE_STORAGE_DIR", "storage-dir", OPT_STRING, OFF(storage_dir), "./var/images", 0, 0, P | W,
+    { "IMGCACHE_STORAGE_DIR", "storage-dir", OPT_STRING, OFF(storage_dir), "./var/images", 0, 0, P | W | R,
       "folder of stored image blobs", NULL },
     { "IMGCACHE_PUBLIC_URL", "public-url", OPT_STRING, OFF(public_url), "", 0, 0, P | W,
       "base URL the storage folder is served under, http(s)://host[:port][/path] or file:///path; "
@@ -74,7 +78,7 @@ static const struct opt_def opts[] = {
       "token for BEEPER_MEDIA_SERVER (environment only, never logged)", NULL },
     { "BEEPER_MEDIA_DIR", "beeper-media-dir", OPT_STRING, OFF(beeper_media_dir), "", 0, 0, W,
       "Beeper's media folder on this machine; file:// images are read from it", NULL },
-    { "IMGCACHE_LOG_LEVEL", "log-level", OPT_STRING, OFF(log_level), "info", 0, 0, P | W | B,
+    { "IMGCACHE_LOG_LEVEL", "log-level", OPT_STRING, OFF(log_level), "info", 0, 0, P | W | B | R,
       "debug, info, warn or error", check_log_level },
 
     { "IMGCACHE_CONCURRENCY", "concurrency", OPT_LONG, OFF(concurrency), "64", 1, 4096, W,
@@ -83,7 +87,7 @@ static const struct opt_def opts[] = {
       "largest image accepted, stopped while streaming", NULL },
     { "IMGCACHE_BODY_MEMORY", "body-memory", OPT_SIZE, OFF(body_memory), "16MiB", 0, BIG, W,
       "downloads held in memory and written by the committer thread; past it, streamed to disk (0: always)", NULL },
-    { "IMGCACHE_MAX_PIXELS", "max-pixels", OPT_LONG, OFF(max_pixels), "40000000", 1, BIG, W,
+    { "IMGCACHE_MAX_PIXELS", "max-pixels", OPT_LONG, OFF(max_pixels), "40000000", 1, BIG, W | R,
       "largest width*height accepted, read from the image header", NULL },
     { "IMGCACHE_LEASE_TTL", "lease-ttl", OPT_DURATION, OFF(lease_ttl_ms), "2m", 1000, BIG, W,
       "how long a Redis download lease lives if its holder dies", NULL },
@@ -128,6 +132,22 @@ static const struct opt_def opts[] = {
     { NULL, "from-beginning", OPT_FLAG, OFF(from_beginning), "0", 0, 0, W,
       "each partition first assigned to this process starts at the topic's beginning, whatever the "
       "group committed (replay; with --drain: until that replay is read to the end)", NULL },
+
+    { "IMGCACHE_STORED_TOPIC", "stored-topic", OPT_STRING, OFF(stored_topic), "image-stored", 0, 0, P | W | R | B,
+      "topic of image-stored events (a new blob, keyed by its sha256), read by imgcache-renderer",
+      check_not_empty },
+    { "IMGCACHE_RENDITIONS", "renditions", OPT_STRING, OFF(renditions), "64,128,256", 0, 0, P | R,
+      "rendition sizes in px (square WebP), comma-separated, each 16..2048, no duplicates", check_renditions },
+    { "IMGCACHE_RENDER_GROUP", "group", OPT_STRING, OFF(render_group), "imgcache-renderer", 0, 0, R,
+      "consumer group of the renderers (a new one replays every image-stored event)", check_not_empty },
+    { "IMGCACHE_RENDER_QUALITY", "quality", OPT_LONG, OFF(render_quality), "80", 1, 100, R,
+      "WebP quality of the renditions", NULL },
+    { "IMGCACHE_RENDER_TIMEOUT", "render-timeout", OPT_DURATION, OFF(render_timeout_ms), "30s", 1000,
+      86400000LL, R,
+      "longest time one image may take to render; past it the renderer exits (SIGALRM) and the attempt counts",
+      NULL },
+    { "IMGCACHE_RENDER_ATTEMPTS", "render-attempts", OPT_LONG, OFF(render_attempts), "3", 1, 100, R,
+      "renders of one image that crashed or timed out before it is given up (a render_failures row)", NULL },
 
     { "IMGCACHE_BATCH_SIZE", "batch-size", OPT_LONG, OFF(batch_size), "500", 1, 100000, P,
       "chats per database transaction and cache look-up", NULL },
@@ -328,6 +348,55 @@ static int check_metrics_addr(const char *value, char *why, size_t whylen)
     if (value[0] == '\0')
         return 0; /* off */
     return metrics_http_parse_addr(value, &ss, &sslen, why, whylen);
+}
+
+int config_parse_renditions(const char *s, int *sizes, int max_sizes, int *n_out, char *why, size_t whylen)
+{
+    const char *p = s;
+    int n = 0;
+
+    *n_out = 0;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char item[16];
+        long v;
+
+        if (len == 0 || len >= sizeof item) {
+            errmsg_set(why, whylen, "'%s' is not a list of sizes in px, e.g. 64,128,256", s);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (config_parse_long(item, CONFIG_RENDITION_MIN, CONFIG_RENDITION_MAX, &v) != 0) {
+            errmsg_set(why, whylen, "size '%s' is not a whole number of px from %d to %d", item,
+                       CONFIG_RENDITION_MIN, CONFIG_RENDITION_MAX);
+            return -1;
+        }
+        for (int i = 0; i < n; i++) {
+            if (sizes[i] == (int)v) {
+                errmsg_set(why, whylen, "size %ld is given twice", v);
+                return -1;
+            }
+        }
+        if (n == max_sizes) {
+            errmsg_set(why, whylen, "'%s' has more than %d sizes", s, max_sizes);
+            return -1;
+        }
+        sizes[n++] = (int)v;
+        p += len;
+        if (*p == '\0')
+            break;
+        p++; /* the comma */
+    }
+    *n_out = n;
+    return 0;
+}
+
+static int check_renditions(const char *value, char *why, size_t whylen)
+{
+    int sizes[CONFIG_RENDITIONS_MAX], n;
+
+    return config_parse_renditions(value, sizes, CONFIG_RENDITIONS_MAX, &n, why, whylen);
 }
 
 /* Appends key (its first keylen bytes) and value to cfg->kafka_props. */
@@ -564,7 +633,7 @@ void config_usage(FILE *out, unsigned program, const char *usage)
         if (o->env)
             fprintf(out, "  %-26s   env %s, default '%s'\n", "", o->env, o->type == OPT_SECRET ? "" : o->def);
     }
-    if (program & (CONFIG_PRODUCER | CONFIG_WORKER))
+    if (program & KAFKA_PROGRAMS)
         fprintf(out, "  %-26s %s\n", "-X key=value",
                 "any librdkafka property, repeatable, value verbatim (as kcat -X)");
     fprintf(out, "  %-26s %s\n", "-h, --help", "this text");
@@ -573,8 +642,6 @@ void config_usage(FILE *out, unsigned program, const char *usage)
 /* Where each value came from, so an error names what the user typed. */
 enum opt_origin { FROM_DEFAULT, FROM_ENV, FROM_FLAG };
 
-/* The programs that talk to Kafka take librdkafka properties. */
-#define KAFKA_PROGRAMS (CONFIG_PRODUCER | CONFIG_WORKER)
 
 /* Every option's default, then its variable when `program` has it. */
 static int load_defaults_and_env(struct config *cfg, unsigned program, enum opt_origin *from,

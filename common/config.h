@@ -18,6 +18,7 @@ enum config_program {
     CONFIG_PRODUCER = 1u << 0,
     CONFIG_WORKER = 1u << 1,
     CONFIG_DEVBROKER = 1u << 2,
+    CONFIG_RENDERER = 1u << 3,
 };
 
 struct config_kv {
@@ -69,6 +70,14 @@ struct config {
     int drain;
     int from_beginning;
 
+    /* renderer (and the producer's `renditions` command, the worker's topic) */
+    char *stored_topic;         /* IMGCACHE_STORED_TOPIC */
+    char *renditions;           /* IMGCACHE_RENDITIONS as given; parse with config_parse_renditions() */
+    char *render_group;
+    long render_quality;
+    long long render_timeout_ms;
+    long render_attempts;
+
     /* producer */
     long batch_size;
     long long sync_timeout_ms;
@@ -105,6 +114,15 @@ int config_parse_size(const char *s, long long *bytes_out) MUST_CHECK;
  * reason in why (the list is quoted: it holds no secret). */
 int config_parse_duration_list(const char *s, long long *steps, int max_steps, long long step_max_ms,
                                int *n_out, char *why, size_t whylen) MUST_CHECK;
+/* IMGCACHE_RENDITIONS' bounds: preset sizes in px, how many. */
+#define CONFIG_RENDITION_MIN 16
+#define CONFIG_RENDITION_MAX 2048
+#define CONFIG_RENDITIONS_MAX 16
+/* "64,128,256": 1 to max_sizes whole numbers in
+ * [CONFIG_RENDITION_MIN, CONFIG_RENDITION_MAX], no duplicates, into sizes[]
+ * in the order given. 0, or -1 with a reason in why. */
+int config_parse_renditions(const char *s, int *sizes, int max_sizes, int *n_out, char *why, size_t whylen)
+    MUST_CHECK;
 /* librdkafka properties. None of these ever puts a value, or a piece of
  * the text it refuses, into err: a value may be a password.
  *

@@ -324,3 +324,55 @@ int db_gc_unknown_keys(struct db *db, const char *const *keys, size_t n, struct 
     free(list);
     return rc;
 }
+
+/* 1-based positions of the keys a rendition row names */
+static const char rendition_keys_sql[] =
+    "SELECT l.i FROM jsonb_array_elements_text($1::jsonb) WITH ORDINALITY AS l(k, i)"
+    " WHERE EXISTS (SELECT 1 FROM image_renditions r WHERE r.storage_key = l.k)";
+
+int db_gc_keep_rendition_keys(struct db *db, struct db_gc_list *l, char *err, size_t errlen)
+{
+    const char **keys;
+    char *list = NULL;
+    const char *params[1];
+    PGresult *res = NULL;
+    size_t kept = 0;
+    int rc = -1;
+
+    if (l->n == 0)
+        return 0;
+    keys = calloc(l->n, sizeof *keys);
+    for (size_t i = 0; keys != NULL && i < l->n; i++)
+        keys[i] = l->items[i].key;
+    list = keys ? strings_json(keys, l->n) : NULL;
+    if (list == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    params[0] = list;
+    res = run(db, rendition_keys_sql, 1, params, PGRES_TUPLES_OK, "rendition keys", err, errlen);
+    if (res == NULL)
+        goto out;
+    /* keys[] is reused as the marks of the named keys */
+    memset(keys, 0, l->n * sizeof *keys);
+    for (int r = 0; r < PQntuples(res); r++) {
+        long pos = strtol(PQgetvalue(res, r, 0), NULL, 10);
+        if (pos >= 1 && (size_t)pos <= l->n)
+            keys[pos - 1] = "";
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        if (keys[i] != NULL) {
+            free(l->items[i].key);
+            free(l->items[i].storage_key);
+            continue;
+        }
+        l->items[kept++] = l->items[i];
+    }
+    l->n = kept;
+    rc = 0;
+out:
+    PQclear(res);
+    free(list);
+    free(keys);
+    return rc;
+}

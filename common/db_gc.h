@@ -67,4 +67,9 @@ void db_gc_abort(struct db *db);
 int db_gc_unknown_keys(struct db *db, const char *const *keys, size_t n, struct db_gc_list *out,
                        char *err, size_t errlen) MUST_CHECK;
 
+/* Step 3, renditions: removes from l (from db_gc_unknown_keys) the keys an
+ * image_renditions row names. A rendition file has no image_blobs row of
+ * its own; it goes once no row names it (the rows go with their blob). */
+int db_gc_keep_rendition_keys(struct db *db, struct db_gc_list *l, char *err, size_t errlen) MUST_CHECK;
+
 #endif

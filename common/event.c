@@ -339,3 +339,102 @@ void event_clear(struct event *ev)
     free(ev->data_url);
     memset(ev, 0, sizeof *ev);
 }
+
+/* --- image-stored --- */
+
+static int is_sha256_hex(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return 0;
+    return n == 64;
+}
+
+/* A storage key as the store names files: relative, short, no "..". */
+static int is_storage_key(const char *s)
+{
+    return s[0] != '\0' && s[0] != '/' && strlen(s) <= STORED_EVENT_MAX_KEY && strstr(s, "..") == NULL;
+}
+
+char *stored_event_encode(const struct stored_event *ev, char *err, size_t errlen)
+{
+    json_t *obj = NULL;
+    char when[40];
+    char *text = NULL;
+
+    if (!is_sha256_hex(ev->sha256) || ev->storage_key == NULL || !is_storage_key(ev->storage_key)) {
+        errmsg_set(err, errlen, "image-stored event without a valid sha256 and storage_key");
+        goto out;
+    }
+    event_format_time(ev->produced_at_ms, when, sizeof when);
+    obj = json_pack("{s:i, s:s, s:s, s:o, s:I, s:s}", "v", EVENT_VERSION, "sha256", ev->sha256,
+                    "storage_key", ev->storage_key, "content_type", string_or_null(ev->content_type),
+                    "byte_size", (json_int_t)ev->byte_size, "produced_at", when);
+    if (obj == NULL) {
+        errmsg_set(err, errlen, "cannot encode the image-stored event (not UTF-8, or out of memory)");
+        goto out;
+    }
+    text = json_dumps(obj, JSON_COMPACT);
+    if (text == NULL)
+        errmsg_set(err, errlen, "out of memory encoding the event");
+out:
+    json_decref(obj);
+    return text;
+}
+
+/* sha256 and storage_key, both required and checked. */
+static int take_stored_keys(json_t *root, struct stored_event *out, char *err, size_t errlen)
+{
+    const json_t *sha = json_object_get(root, "sha256");
+    const json_t *key = json_object_get(root, "storage_key");
+
+    if (!json_is_string(sha) || !is_sha256_hex(json_string_value(sha))) {
+        errmsg_set(err, errlen, "sha256 is not 64 lowercase hex digits");
+        return -1;
+    }
+    if (!json_is_string(key) || !is_storage_key(json_string_value(key))) {
+        errmsg_set(err, errlen, "storage_key is missing, too long or not a relative key");
+        return -1;
+    }
+    memcpy(out->sha256, json_string_value(sha), 65);
+    return take_string(root, "storage_key", &out->storage_key, err, errlen);
+}
+
+int stored_event_decode(const void *buf, size_t len, struct stored_event *out, char *err, size_t errlen)
+{
+    json_t *root;
+    const json_t *size;
+    int rc = -1;
+
+    memset(out, 0, sizeof *out);
+    root = load_object(buf, len, err, errlen);
+    if (root == NULL)
+        goto out;
+    if (check_version(root, err, errlen) != 0 || take_stored_keys(root, out, err, errlen) != 0 ||
+        take_string(root, "content_type", &out->content_type, err, errlen) != 0 ||
+        take_produced_at(root, &out->produced_at_ms, err, errlen) != 0)
+        goto out;
+    size = json_object_get(root, "byte_size");
+    if (size != NULL && !json_is_null(size)) {
+        if (!json_is_integer(size) || json_integer_value(size) < 0) {
+            errmsg_set(err, errlen, "byte_size is not a non-negative integer");
+            goto out;
+        }
+        out->byte_size = json_integer_value(size);
+    }
+    rc = 0;
+out:
+    if (rc != 0)
+        stored_event_clear(out);
+    json_decref(root);
+    return rc;
+}
+
+void stored_event_clear(struct stored_event *ev)
+{
+    free(ev->storage_key);
+    free(ev->content_type);
+    memset(ev, 0, sizeof *ev);
+}

@@ -48,4 +48,32 @@ void event_format_time(long long ms, char *out, size_t outlen);
 /* Parses that format (also without ms, or with +00:00); -1 when malformed. */
 int event_parse_time(const char *s, long long *ms_out) MUST_CHECK;
 
+/* The image-stored event: Kafka key = the blob's sha256 (64 lowercase hex),
+ * value = JSON
+ *   {"v":1,"sha256":"...","storage_key":"ab/ab...jpg","content_type":"image/jpeg",
+ *    "byte_size":1234,"produced_at":"2026-11-21T13:00:00.123Z"}
+ * published by a worker after it committed a new blob, and by
+ * `imgcache-producer renditions` for blobs missing a rendition; consumed by
+ * imgcache-renderer. Same rules as image-needed: unknown fields ignored, v
+ * other than 1 refused.
+ *
+ * Ownership: storage_key and content_type are owned by the struct once
+ * stored_event_decode() filled it; stored_event_clear() frees them.
+ * stored_event_encode() returns a malloc'd string the caller frees. */
+#define STORED_EVENT_MAX_KEY 128   /* storage keys are short: <aa>/<sha256>.<ext> */
+
+struct stored_event {
+    char sha256[65];          /* required: 64 lowercase hex digits */
+    char *storage_key;        /* required, <= STORED_EVENT_MAX_KEY bytes, no ".." */
+    char *content_type;       /* may be NULL */
+    long long byte_size;      /* >= 0; 0 when absent */
+    long long produced_at_ms; /* Unix ms; 0 when absent */
+};
+
+char *stored_event_encode(const struct stored_event *ev, char *err, size_t errlen) MUST_CHECK;
+/* buf need not be NUL-terminated. On -1 nothing is left to free. */
+int stored_event_decode(const void *buf, size_t len, struct stored_event *out, char *err, size_t errlen)
+    MUST_CHECK;
+void stored_event_clear(struct stored_event *ev);
+
 #endif

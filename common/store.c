@@ -436,3 +436,49 @@ void store_blob_discard(struct store_blob *b)
     hash_clear(&b->hash);
     drop_head(b);
 }
+
+int store_get(struct store *s, const char *key, unsigned char **data, size_t *len, char *err,
+              size_t errlen)
+{
+    char path[4400];
+    struct stat st;
+    unsigned char *buf = NULL;
+    size_t got = 0;
+    int fd, rc = -1;
+
+    *data = NULL;
+    *len = 0;
+    snprintf(path, sizeof path, "%s/%s", s->dir, key);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        errmsg_set(err, errlen, "storage: cannot open %s: %s", key, strerror(errno));
+        return errno == ENOENT ? STORE_ERR_MISSING : -1;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        errmsg_set(err, errlen, "storage: %s is not a regular file", key);
+        goto out;
+    }
+    buf = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
+    if (buf == NULL) {
+        errmsg_set(err, errlen, "storage: out of memory reading %s", key);
+        goto out;
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            errmsg_set(err, errlen, "storage: cannot read %s: %s", key, n < 0 ? strerror(errno) : "short file");
+            goto out;
+        }
+        got += (size_t)n;
+    }
+    *data = buf;
+    *len = got;
+    buf = NULL;
+    rc = 0;
+out:
+    free(buf);
+    close(fd);
+    return rc;
+}

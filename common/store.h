@@ -89,4 +89,11 @@ int store_publish(struct store *s, struct store_blob **blobs, const char *const 
     MUST_CHECK;
 void store_blob_discard(struct store_blob *b);
 
+/* Reads the object under key whole: *data (malloc'd, the caller frees it)
+ * and *len. STORE_ERR_MISSING (with a message) when there is no such
+ * object (gc took it), -1 with a message on any other error. */
+#define STORE_ERR_MISSING (-3)
+int store_get(struct store *s, const char *key, unsigned char **data, size_t *len, char *err,
+              size_t errlen) MUST_CHECK;
+
 #endif

@@ -21,7 +21,9 @@ void topics_usage(FILE *out)
             "               from the beginning sees every URL ever needed, once)\n"
             "  TOPIC-retry  cleanup.policy=delete, retention.ms from --retry-retention\n"
             "  TOPIC-dlt    cleanup.policy=delete, retention.ms from --dlt-retention\n"
-            "TOPIC is IMGCACHE_TOPIC (--topic). A topic that exists is left unchanged;\n"
+            "  STORED       cleanup.policy=compact (image-stored events, keyed by the\n"
+            "               blob's sha256: a new renderer group replays every blob once)\n"
+            "TOPIC is IMGCACHE_TOPIC (--topic), STORED IMGCACHE_STORED_TOPIC (--stored-topic). A topic that exists is left unchanged;\n"
             "a setting that differs is reported on stderr.\n"
             "\n"
             "Topic options:\n"
@@ -198,10 +200,10 @@ static int spec_set(struct topic_spec *spec, const char *key, const char *value,
     return kv_append(&spec->configs, &spec->n_configs, key, strlen(key), value, err, errlen);
 }
 
-int topics_plan_build(struct topics_plan *plan, const char *topic, const struct topics_options *opts,
-                      char *err, size_t errlen)
+int topics_plan_build(struct topics_plan *plan, const char *topic, const char *stored_topic,
+                      const struct topics_options *opts, char *err, size_t errlen)
 {
-    static const char *const suffix[TOPICS_COUNT] = { "", "-retry", "-dlt" };
+    static const char *const suffix[TOPICS_COUNT] = { "", "-retry", "-dlt", "" };
     char ms[32];
     int rc = -1;
 
@@ -209,11 +211,12 @@ int topics_plan_build(struct topics_plan *plan, const char *topic, const struct 
     plan->partitions = opts->partitions;
     plan->replication_factor = opts->replication_factor;
     for (int t = 0; t < TOPICS_COUNT; t++) {
-        size_t len = strlen(topic) + strlen(suffix[t]) + 1;
+        const char *base = t == TOPICS_STORED ? stored_topic : topic;
+        size_t len = strlen(base) + strlen(suffix[t]) + 1;
         /* Kafka's limit on a topic name */
         if (len - 1 > 249) {
-            errmsg_set(err, errlen, "IMGCACHE_TOPIC: '%s%s' is longer than Kafka's 249 characters",
-                       topic, suffix[t]);
+            errmsg_set(err, errlen, "%s: '%s%s' is longer than Kafka's 249 characters",
+                       t == TOPICS_STORED ? "IMGCACHE_STORED_TOPIC" : "IMGCACHE_TOPIC", base, suffix[t]);
             goto out;
         }
         plan->topics[t].name = malloc(len);
@@ -221,7 +224,7 @@ int topics_plan_build(struct topics_plan *plan, const char *topic, const struct 
             errmsg_set(err, errlen, "out of memory");
             goto out;
         }
-        snprintf(plan->topics[t].name, len, "%s%s", topic, suffix[t]);
+        snprintf(plan->topics[t].name, len, "%s%s", base, suffix[t]);
     }
 
     plan->topics[0].configs_required = 1;
@@ -238,6 +241,9 @@ int topics_plan_build(struct topics_plan *plan, const char *topic, const struct 
     snprintf(ms, sizeof ms, "%lld", opts->dlt_retention_ms);
     if (spec_set(&plan->topics[2], "cleanup.policy", "delete", err, errlen) != 0 ||
         spec_set(&plan->topics[2], "retention.ms", ms, err, errlen) != 0)
+        goto out;
+    /* a replay under a new group is bounded by the number of blobs */
+    if (spec_set(&plan->topics[TOPICS_STORED], "cleanup.policy", "compact", err, errlen) != 0)
         goto out;
     rc = 0;
 out:

@@ -1,12 +1,14 @@
 #ifndef IMGCACHE_TOPICS_H
 #define IMGCACHE_TOPICS_H
-/* imgcache's three Kafka topics, created through librdkafka's Admin API
+/* imgcache's four Kafka topics, created through librdkafka's Admin API
  * (`imgcache-producer topics`), so a cluster needs no kafka-topics.sh:
  *
  *   TOPIC        cleanup.policy=compact: the key is the source URL, so a
  *                replay from the beginning sees each URL ever needed once
  *   TOPIC-retry  cleanup.policy=delete, retention.ms (default 7 days)
  *   TOPIC-dlt    cleanup.policy=delete, retention.ms (default 30 days)
+ *   STORED       cleanup.policy=compact: image-stored events keyed by sha256
+ *                (IMGCACHE_STORED_TOPIC), read by imgcache-renderer
  *
  * An existing topic is never changed: what differs from the plan is
  * reported (TOPICS_DIFF_* below).
@@ -30,7 +32,8 @@
 #define TOPICS_DEFAULT_RETRY_RETENTION_MS (7LL * 86400000)
 #define TOPICS_DEFAULT_DLT_RETENTION_MS (30LL * 86400000)
 #define TOPICS_DEFAULT_TIMEOUT_MS 30000LL
-#define TOPICS_COUNT 3
+#define TOPICS_COUNT 4
+#define TOPICS_STORED 3        /* the plan's image-stored topic */
 #define TOPICS_MAX_EXTRA 32    /* --config items */
 
 struct topics_options {
@@ -65,15 +68,16 @@ struct topic_spec {
 };
 
 struct topics_plan {
-    struct topic_spec topics[TOPICS_COUNT]; /* main, retry, dead letter */
+    struct topic_spec topics[TOPICS_COUNT]; /* main, retry, dead letter, image-stored */
     long partitions;
     long replication_factor;
 };
 
-/* The three topics for main topic `topic`: names (as the worker derives
- * them) and configs. An extra config may override cleanup.policy. */
-int topics_plan_build(struct topics_plan *plan, const char *topic, const struct topics_options *opts,
-                      char *err, size_t errlen) MUST_CHECK;
+/* The topics for main topic `topic`: names (as the worker derives
+ * them) and configs, and the image-stored topic `stored_topic`. An extra
+ * config (the main topic's) may override cleanup.policy. */
+int topics_plan_build(struct topics_plan *plan, const char *topic, const char *stored_topic,
+                      const struct topics_options *opts, char *err, size_t errlen) MUST_CHECK;
 void topics_plan_release(struct topics_plan *plan);
 
 enum topics_diff {

@@ -94,6 +94,9 @@ GROUP_OPTS="-X session.timeout.ms=6000 -X heartbeat.interval.ms=1000"
 w1=$!
 "$BIN/imgcache-worker" --drain --worker-id demo-2 $GROUP_OPTS 2> "$VAR/logs/worker-2.log" &
 w2=$!
+# the renderer makes each new blob's renditions meanwhile (thumb_url)
+"$BIN/imgcache-renderer" $GROUP_OPTS 2> "$VAR/logs/renderer.log" &
+renderer=$!
 progress &
 p=$!
 rc=0
@@ -106,14 +109,27 @@ if [ -n "$line" ] && [ "$line" != "$(cat "$LAST_SHOWN")" ]; then
     show_counts "$line" $(($(date +%s) - START))
 fi
 if [ $rc -ne 0 ]; then
+    kill -TERM $renderer 2>/dev/null || :
     echo "a worker failed (exit $rc); see $VAR/logs/worker-*.log" >&2
     tail -5 "$VAR/logs/worker-1.log" "$VAR/logs/worker-2.log" >&2
     exit $rc
 fi
 
+# Every cached blob rendered (or given up): at most 60 s, then SIGTERM (the
+# renderer finishes its image and commits).
+blobs_left() {
+    psql -XAtq "$DATABASE_URL" -c "SELECT count(*) FROM image_blobs b
+        WHERE NOT EXISTS (SELECT 1 FROM image_renditions r WHERE r.source_sha256 = b.sha256)
+          AND NOT EXISTS (SELECT 1 FROM render_failures f WHERE f.source_sha256 = b.sha256 AND f.permanent)"
+}
+for _ in $(seq 1 300); do [ "$(blobs_left)" = 0 ] && break; sleep 0.2; done
+kill -TERM $renderer 2>/dev/null || :
+wait $renderer 2>/dev/null || :
+echo "== renditions: $(psql -XAtq "$DATABASE_URL" -c "SELECT count(*) FROM image_renditions") (logs/renderer.log)"
+
 echo "== chat_avatars"
 psql -X -P pager=off "$DATABASE_URL" -c \
-    "SELECT title, image_source, initials, image_url FROM chat_avatars ORDER BY title"
+    "SELECT title, image_source, initials, image_url, thumb_url FROM chat_avatars ORDER BY title"
 psql -X -P pager=off "$DATABASE_URL" -c \
     "SELECT source_url, error_class, last_error FROM image_failures"
 echo "== imgcache-producer stats"

@@ -29,14 +29,15 @@
 #define PROGRAM "imgcache-devbroker"
 #define DEFAULT_TOPIC "image-needed"
 #define LINE_MAX_LEN 1024
-#define N_TOPICS 3
+#define N_TOPICS 4 /* main, -retry, -dlt, and IMGCACHE_STORED_TOPIC */
 
 static const char usage[] =
     "usage: " PROGRAM " [options] [TOPIC]\n"
     "\n"
     "A Kafka stand-in FOR DEVELOPMENT AND TESTS ONLY: librdkafka's mock cluster,\n"
     "in memory, no durability, no security; everything is lost when it exits.\n"
-    "It creates TOPIC (default " DEFAULT_TOPIC "), TOPIC-retry and TOPIC-dlt, prints\n"
+    "It creates TOPIC (default " DEFAULT_TOPIC "), TOPIC-retry, TOPIC-dlt and\n"
+    "IMGCACHE_STORED_TOPIC (--stored-topic, default image-stored), prints\n"
     "KAFKA_BROKERS=<bootstrap list> as its first line on stdout and serves until\n"
     "SIGTERM or SIGINT.\n"
     "\n"
@@ -425,19 +426,20 @@ static int devbroker_start(struct devbroker *db, char *err, size_t errlen)
 {
     char errstr[512];
     const char *base = db->cfg.nargs > 0 ? db->cfg.args[0] : DEFAULT_TOPIC;
-    const char *suffix[N_TOPICS] = { "", "-retry", "-dlt" };
+    const char *suffix[N_TOPICS] = { "", "-retry", "-dlt", "" };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_resp_err_t kerr;
     int rc = -1;
 
     for (int i = 0; i < N_TOPICS; i++) {
-        size_t len = strlen(base) + strlen(suffix[i]) + 1;
+        const char *name = i == N_TOPICS - 1 ? db->cfg.stored_topic : base;
+        size_t len = strlen(name) + strlen(suffix[i]) + 1;
         db->topics[i] = malloc(len);
         if (db->topics[i] == NULL) {
             errmsg_set(err, errlen, "out of memory");
             goto out;
         }
-        snprintf(db->topics[i], len, "%s%s", base, suffix[i]);
+        snprintf(db->topics[i], len, "%s%s", name, suffix[i]);
     }
 
     rd_kafka_conf_set_log_cb(conf, kafka_log);

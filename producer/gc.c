@@ -280,7 +280,8 @@ static int gc_shard(struct gc *g, const char *shard, char *err, size_t errlen)
             goto oom;
         snprintf(keys[n++], len, "%s/%s", shard, e->d_name);
     }
-    if (db_gc_unknown_keys(g->db, (const char *const *)keys, n, &unknown, err, errlen) != 0)
+    if (db_gc_unknown_keys(g->db, (const char *const *)keys, n, &unknown, err, errlen) != 0 ||
+        db_gc_keep_rendition_keys(g->db, &unknown, err, errlen) != 0)
         goto out;
     for (size_t i = 0; i < unknown.n; i++) {
         char trash[4400];

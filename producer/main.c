@@ -1,6 +1,6 @@
 /* imgcache-producer: parse the configuration, dispatch on the command, tear
  * down. The commands are in migrate.c, import.c, sync.c, backfill.c, refresh.c,
- * topics.c, stats.c and gc.c; adding one is a line in `commands` and a file. */
+ * topics.c, stats.c, gc.c and renditions.c; adding one is a line in `commands` and a file. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -80,6 +80,7 @@ static const struct command commands[] = {
     { "topics", cmd_topics },
     { "stats", cmd_stats },
     { "gc", cmd_gc },
+    { "renditions", cmd_renditions },
 };
 
 static void on_signal(int sig)

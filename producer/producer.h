@@ -115,6 +115,11 @@ int cmd_gc(const struct config *cfg);
 /* topics [options]: creates the Kafka topics (common/topics.h). */
 int cmd_topics(const struct config *cfg);
 
+/* ---- renditions.c ---- */
+/* renditions backfill: publishes image-stored for every blob missing a
+ * rendition preset (imgcache-renderer renders them). */
+int cmd_renditions(const struct config *cfg);
+
 /* ---- publish.c ---- */
 
 struct seen_url; /* uthash set, defined in publish.c */

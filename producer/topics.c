@@ -4,7 +4,7 @@
 
 #include "topics.h"
 
-/* topics [options]: creates the main, retry and dead-letter topics that do
+/* topics [options]: creates the main, retry, dead-letter and image-stored topics that do
  * not exist, reports those that do (common/topics.c). */
 int cmd_topics(const struct config *cfg)
 {
@@ -24,7 +24,7 @@ int cmd_topics(const struct config *cfg)
         rc = PRODUCER_EXIT_OK;
         goto out;
     }
-    if (topics_plan_build(&plan, cfg->topic, &opts, err, sizeof err) != 0) {
+    if (topics_plan_build(&plan, cfg->topic, cfg->stored_topic, &opts, err, sizeof err) != 0) {
         producer_error("%s", err);
         goto out;
     }

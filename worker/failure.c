@@ -225,15 +225,33 @@ void failure_publish(struct worker *w)
     }
 }
 
+void failure_announce_stored(struct worker *w, const struct job *j)
+{
+    struct stored_event ev = {
+        .storage_key = (char *)j->key, .content_type = (char *)j->sniff.content_type,
+        .byte_size = job_size(j), .produced_at_ms = event_now_ms(),
+    };
+    char err[300];
+    char *value;
+
+    memcpy(ev.sha256, j->sha256, sizeof ev.sha256);
+    value = stored_event_encode(&ev, err, sizeof err);
+    /* opaque NULL: no job waits for this delivery report */
+    if (value == NULL || kafka_produce(w->publisher, w->cfg->stored_topic, j->sha256, strlen(j->sha256), value,
+                                       strlen(value), NULL, 0, NULL, err, sizeof err) != 0)
+        log_warn("event=stored_not_announced sha256=%s reason=\"%s\"", j->sha256, err);
+    free(value);
+}
+
 int failure_open(struct worker *w, char *err, size_t errlen)
 {
-    const char *topics[] = { w->retry_topic, w->dlt_topic };
+    const char *topics[] = { w->retry_topic, w->dlt_topic, w->cfg->stored_topic };
 
     if (kafka_producer_new(w->cfg, w->worker_id, &w->publisher, err, errlen) != 0)
         return -1;
     w->publisher->on_delivery = on_published;
     w->publisher->on_delivery_ctx = w;
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
         char why[300];
         /* not fatal: publishes wait for the topic; but say so now */
         if (kafka_producer_prepare(w->publisher, topics[i], BROKER_ASK_TIMEOUT_MS, why, sizeof why) != 0)

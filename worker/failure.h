@@ -11,7 +11,8 @@
 #include "worker_private.h"
 
 /* Creates w->publisher (freed by worker_free) for -retry and -dlt, whose
- * delivery reports move jobs on; asks for both topics' metadata now. */
+ * delivery reports move jobs on, and for image-stored; asks for the
+ * topics' metadata now. */
 int failure_open(struct worker *w, char *err, size_t errlen) MUST_CHECK;
 /* Before the jobs go: waits a while for every outstanding delivery
  * report, purges the rest and detaches the reports from the jobs. */
@@ -26,6 +27,11 @@ void failure_record(struct worker *w, struct job *j, const char *error_class, in
                     int http_status, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* Publishes the due jobs of JOB_PUBLISH. */
 void failure_publish(struct worker *w);
+/* Publishes image-stored for j's new blob (committed), for the renderer,
+ * on the same producer, without waiting for its delivery: a lost event
+ * costs only a delay (`imgcache-producer renditions` publishes again what
+ * lacks a rendition). */
+void failure_announce_stored(struct worker *w, const struct job *j);
 /* Writes the rows of JOB_FAILURE_ROW in batches, releases their leases and
  * finishes them (while PostgreSQL is usable). */
 void failure_write_rows(struct worker *w);

@@ -36,8 +36,10 @@ void handoff_collect(struct worker *w)
         }
         /* counted where the name is made: two jobs with the same bytes
          * both find it missing before either is published */
-        if (it->wrote)
+        if (it->wrote) {
             w->n_new_blobs++;
+            j->wrote_blob = 1; /* kept if PostgreSQL was down: announced once committed */
+        }
         switch (it->outcome) {
         case COMMIT_OK:
             done[n++] = j;
@@ -62,6 +64,8 @@ void handoff_collect(struct worker *w)
                   done[i]->res.display, done[i]->sha256, done[i]->blob.size,
                   done[i]->sniff.content_type, done[i]->sniff.width, done[i]->sniff.height);
         w->n_committed++;
+        if (done[i]->wrote_blob)
+            failure_announce_stored(w, done[i]);
         /* a revalidation did not add a row: counted apart, so that
          * jobs_total{outcome="cached"} stays the rows the fleet added */
         if (done[i]->revalidating)

@@ -121,6 +121,7 @@ struct job {
     int resolved;
     struct store_blob blob;
     int blob_open;
+    int wrote_blob;             /* handoff.c: its commit made the blob's file (image-stored is due) */
     long long fetch_started_ms; /* when libcurl took it (the download-time histogram) */
     struct body body;           /* the download so far, while in_memory */
     int in_memory;              /* held in w->bodies, no file yet (see body.h) */

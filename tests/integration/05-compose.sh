@@ -29,6 +29,8 @@ PY=/usr/bin/python3
     it_bail "imgcache-producer --help failed" "$TESTS_TMP/imgcache-producer.help"
 "$BIN/imgcache-worker" --help > "$TESTS_TMP/imgcache-worker.help" 2>&1 ||
     it_bail "imgcache-worker --help failed" "$TESTS_TMP/imgcache-worker.help"
+"$BIN/imgcache-renderer" --help > "$TESTS_TMP/imgcache-renderer.help" 2>&1 ||
+    it_bail "imgcache-renderer --help failed" "$TESTS_TMP/imgcache-renderer.help"
 if "$BIN/imgcache-producer" topics --help > "$TESTS_TMP/imgcache-producer-topics.help" 2>&1; then
     :
 else
@@ -146,7 +148,7 @@ def program_of(svc):
     return os.path.basename(ep[0]) if ep else ""
 
 helps = {}
-for prog in ("imgcache-producer", "imgcache-worker", "imgcache-producer-topics"):
+for prog in ("imgcache-producer", "imgcache-worker", "imgcache-renderer", "imgcache-producer-topics"):
     p = os.path.join(tmp, prog + ".help")
     if os.path.exists(p):
         helps[prog] = read(p)
@@ -167,8 +169,8 @@ def check_commands():
         if not ours(svc):
             continue
         prog = program_of(svc)
-        if prog not in ("imgcache-producer", "imgcache-worker"):
-            problem(f"{name}: runs '{prog}', not imgcache-producer or imgcache-worker")
+        if prog not in ("imgcache-producer", "imgcache-worker", "imgcache-renderer"):
+            problem(f"{name}: runs '{prog}', not imgcache-producer, imgcache-worker or imgcache-renderer")
             continue
         cmd = as_list(svc.get("command"))
         texts = [helps[prog]]
@@ -215,7 +217,7 @@ def check_topics():
         if "kafka-topics" in text and "--create" in text:
             problem(f"{n}: creates topics with kafka-topics.sh")
     for n, s in services.items():
-        if not ours(s) or program_of(s) != "imgcache-worker":
+        if not ours(s) or program_of(s) not in ("imgcache-worker", "imgcache-renderer"):
             continue
         deps = s.get("depends_on") or {}
         for m in makers:

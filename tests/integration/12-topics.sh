@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `imgcache-producer topics` against a real one-node Apache Kafka broker
-# (compose/kafka.sh, its own, in $TESTS_TMP/kafka): creates the three topics
-# (compacted main topic, time retention on -retry and -dlt, read back with
+# (compose/kafka.sh, its own, in $TESTS_TMP/kafka): creates the four topics
+# (compacted main topic, time retention on -retry and -dlt, the compacted
+# image-stored topic (IMGCACHE_STORED_TOPIC), read back with
 # DescribeConfigs by a second run); a second run changes nothing; a
 # differing partition count is a note; a main topic that is not compacted
 # is reported and exits 1, and stays as it was; --config reaches the main
@@ -14,6 +15,8 @@
 P="$BIN/imgcache-producer"
 KDIR="$TESTS_TMP/kafka"
 export IMGCACHE_LOG_LEVEL=warn
+# image-stored under the main topic's prefix, so partitions_of lists it too
+export IMGCACHE_STORED_TOPIC=image-needed-stored
 
 # The broker runs under setsid, outside our process group: stop it
 # explicitly, then let lib.sh's cleanup stop the rest (with our status).
@@ -59,16 +62,18 @@ has() {
 # --- creation ----------------------------------------------------------------------
 run topics --partitions 3
 check_eq "first run exits 0" 0 "$RC"
-check_eq "first run creates the three topics" \
+check_eq "first run creates the four topics" \
 "topic image-needed created (partitions 3, replication-factor default, cleanup.policy compact)
 topic image-needed-retry created (partitions 3, replication-factor default, cleanup.policy delete, retention.ms 604800000)
 topic image-needed-dlt created (partitions 3, replication-factor default, cleanup.policy delete, retention.ms 2592000000)
-created=3 existing=0 differing=0" "$OUT"
+topic image-needed-stored created (partitions 3, replication-factor default, cleanup.policy compact)
+created=4 existing=0 differing=0" "$OUT"
 check_eq "first run warns of nothing" "" "$ERR"
-check_eq "the broker has the three topics, 3 partitions each" \
+check_eq "the broker has the four topics, 3 partitions each" \
 "image-needed 3
 image-needed-dlt 3
-image-needed-retry 3" "$(partitions_of image-needed)"
+image-needed-retry 3
+image-needed-stored 3" "$(partitions_of image-needed)"
 
 # --- idempotent: the configs read back from the broker ------------------------------
 run topics --partitions 3
@@ -77,7 +82,8 @@ check_eq "second run reads back compaction and retention, creates nothing" \
 "topic image-needed exists (partitions 3, cleanup.policy compact)
 topic image-needed-retry exists (partitions 3, cleanup.policy delete, retention.ms 604800000)
 topic image-needed-dlt exists (partitions 3, cleanup.policy delete, retention.ms 2592000000)
-created=0 existing=3 differing=0" "$OUT"
+topic image-needed-stored exists (partitions 3, cleanup.policy compact)
+created=0 existing=4 differing=0" "$OUT"
 check_eq "second run warns of nothing" "" "$ERR"
 
 # --- a different partition count: a note, nothing changed ---------------------------
@@ -85,16 +91,17 @@ run topics
 check_eq "another partition count exits 0" 0 "$RC"
 check "the note names topic, setting, actual and expected" \
     has "$ERR" "warning: topic image-needed-retry: partitions is 3, expected 12 (left unchanged)"
-check "the summary counts the differences" has "$OUT" "created=0 existing=3 differing=3"
+check "the summary counts the differences" has "$OUT" "created=0 existing=4 differing=4"
 check_eq "the partitions stay as they were" \
 "image-needed 3
 image-needed-dlt 3
-image-needed-retry 3" "$(partitions_of image-needed)"
+image-needed-retry 3
+image-needed-stored 3" "$(partitions_of image-needed)"
 
 # --- a main topic that is not compacted: reported, exit 1, unchanged -----------------
-run --topic legacy topics --config cleanup.policy=delete --retry-retention 1h
+run --topic legacy --stored-topic legacy-stored topics --config cleanup.policy=delete --retry-retention 1h
 check_eq "pre-creating legacy (not compacted) exits 0" 0 "$RC"
-run --topic legacy topics
+run --topic legacy --stored-topic legacy-stored topics
 check_eq "a main topic without compaction exits 1" 1 "$RC"
 check "the warning names the topic, cleanup.policy, what it is and what was expected" \
     has "$ERR" "warning: topic legacy: cleanup.policy is delete, expected compact (left unchanged)"
@@ -102,14 +109,14 @@ check "a differing retention on -retry is reported too" \
     has "$ERR" "warning: topic legacy-retry: retention.ms is 3600000, expected 604800000 (left unchanged)"
 check "the exists line shows the topic's own policy" \
     has "$OUT" "topic legacy exists (partitions 12, cleanup.policy delete)"
-run --topic legacy topics --config cleanup.policy=delete --retry-retention 1h
+run --topic legacy --stored-topic legacy-stored topics --config cleanup.policy=delete --retry-retention 1h
 check_eq "legacy is left unchanged (as pre-created, nothing differs)" \
-    "0 created=0 existing=3 differing=0" "$RC $(printf '%s\n' "$OUT" | tail -n 1)"
+    "0 created=0 existing=4 differing=0" "$RC $(printf '%s\n' "$OUT" | tail -n 1)"
 
 # --- --config reaches the main topic (as a compaction test needs) --------------------
-run --topic compacting topics --partitions 1 --config segment.ms=100 --config min.cleanable.dirty.ratio=0.01
-check_eq "--config: created, exit 0" "0 created=3 existing=0 differing=0" "$RC $(printf '%s\n' "$OUT" | tail -n 1)"
-run --topic compacting topics --partitions 1 --config segment.ms=100 --config min.cleanable.dirty.ratio=0.01
+run --topic compacting --stored-topic compacting-stored topics --partitions 1 --config segment.ms=100 --config min.cleanable.dirty.ratio=0.01
+check_eq "--config: created, exit 0" "0 created=4 existing=0 differing=0" "$RC $(printf '%s\n' "$OUT" | tail -n 1)"
+run --topic compacting --stored-topic compacting-stored topics --partitions 1 --config segment.ms=100 --config min.cleanable.dirty.ratio=0.01
 check "--config values are read back from the broker" \
     has "$OUT" "topic compacting exists (partitions 1, cleanup.policy compact, segment.ms 100, min.cleanable.dirty.ratio 0.01)"
 check "-retry does not get the main topic's --config" \

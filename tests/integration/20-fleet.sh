@@ -139,7 +139,7 @@ check_eq "migrate without IMGCACHE_PUBLIC_URL keeps the base an operator set" "$
 IMGCACHE_PUBLIC_URL=$IMGCACHE_PUBLIC_URL "$BIN/imgcache-producer" migrate > "$TESTS_TMP/migrate-back.log" 2>&1
 
 # --- the same events published 5 times over: each URL downloaded once -----
-q "TRUNCATE cached_images, image_blobs, image_failures"
+q "TRUNCATE cached_images, image_blobs, image_failures CASCADE"
 rm -rf "$IMGCACHE_STORAGE_DIR"
 media_reset
 kcat -b "$KAFKA_BROKERS" -C -t image-needed -e -q -f '%k\t%s\n' > "$TESTS_TMP/events.tsv" 2>/dev/null
@@ -159,7 +159,7 @@ check_eq "6 copies of each event: every http URL downloaded" "$((EXPECTED_URLS -
 # --- past IMGCACHE_BODY_MEMORY, downloads stream to disk ---------------------
 # 64 KiB (4 blocks) for the whole worker: the 500 and 600 KB bodies go over
 # it on their own, and downloads in flight together take turns.
-q "TRUNCATE cached_images, image_blobs, image_failures"
+q "TRUNCATE cached_images, image_blobs, image_failures CASCADE"
 rm -rf "$IMGCACHE_STORAGE_DIR"
 media_reset
 start_worker s1 --drain --group spill-group --from-beginning --body-memory 64KiB

@@ -4,7 +4,7 @@
 # through a token-protected media server and mxc:// avatars through the API,
 # successes and failures (404, 503 until permanent, a timeout, not an image,
 # a redirect loop), everything at debug level; then every log, --help and
-# error output, every row (pg_dump), every message of the three topics and
+# error output, every row (pg_dump), every message of the four topics and
 # every Redis key is searched for both tokens.
 . "$ROOT/tests/integration/lib.sh"
 . "$ROOT/tests/integration/lib-faults.sh"
@@ -135,7 +135,7 @@ check "worker logs show the media proxy URL redacted" grep -q 'token=REDACTED' "
 # ---- everything the fleet wrote -------------------------------------------------
 pg_dump --data-only --no-owner "$DATABASE_URL" > "$OUT/db.sql" 2> "$OUT/pg_dump.err"
 check "pg_dump of the database" test -s "$OUT/db.sql"
-for t in image-needed image-needed-retry image-needed-dlt; do
+for t in image-needed image-needed-retry image-needed-dlt image-stored; do
     kcat -b "$KAFKA_BROKERS" -C -t "$t" -e -q -f 'key=%k\theaders=%h\tvalue=%s\n' > "$OUT/topic-$t.txt" 2>/dev/null
 done
 check "the retry topic has messages" test -s "$OUT/topic-image-needed-retry.txt"

@@ -181,13 +181,14 @@ storage_problems() {
     done < <(q "SELECT b.sha256, b.storage_key FROM image_blobs b")
     q "SELECT c.source_url FROM cached_images c LEFT JOIN image_blobs b USING (sha256) WHERE b.sha256 IS NULL" |
         sed 's/^/cached row without an image_blobs row: /'
-    q "SELECT storage_key FROM image_blobs" | sort > "$TESTS_TMP/.keys"
+    # renditions (schema 8) are stored files too, named by their own rows
+    q "SELECT storage_key FROM image_blobs UNION SELECT storage_key FROM image_renditions" | sort > "$TESTS_TMP/.keys"
     find "$dir" -path "$dir/.tmp" -prune -o -type f -print | sed "s|^$dir/||" | sort > "$TESTS_TMP/.files"
     comm -13 "$TESTS_TMP/.keys" "$TESTS_TMP/.files" | sed 's/^/stored file no row points at: /'
     grep '\.part$' "$TESTS_TMP/.files" | sed 's/^/a .part file outside .tmp: /'
     files=$(wc -l < "$TESTS_TMP/.files")
     rows=$(wc -l < "$TESTS_TMP/.keys")
-    [ "$files" = "$rows" ] || echo "$files stored files, $rows image_blobs rows"
+    [ "$files" = "$rows" ] || echo "$files stored files, $rows image_blobs and image_renditions keys"
     return 0
 }
 

@@ -27,6 +27,8 @@ static const char *vars[] = {
     "IMGCACHE_LEASE_TTL", "IMGCACHE_CONNECT_TIMEOUT", "IMGCACHE_FETCH_TIMEOUT",
     "IMGCACHE_SHUTDOWN_GRACE", "IMGCACHE_DRAIN_WAIT", "IMGCACHE_RECHECK", "IMGCACHE_WORKER_ID",
     "IMGCACHE_BATCH_SIZE", "IMGCACHE_SYNC_TIMEOUT", "IMGCACHE_RETRY_BACKOFF", "IMGCACHE_METRICS_ADDR",
+    "IMGCACHE_STORED_TOPIC", "IMGCACHE_RENDITIONS", "IMGCACHE_RENDER_GROUP", "IMGCACHE_RENDER_QUALITY",
+    "IMGCACHE_RENDER_TIMEOUT", "IMGCACHE_RENDER_ATTEMPTS",
 };
 
 static int clean_env(void **state)
@@ -666,9 +668,56 @@ static void test_usage_text(void **state)
     assert_null(strstr(text, "--batch-size")); /* producer only */
 }
 
+/* IMGCACHE_RENDITIONS: sizes 16..2048, no duplicates; the renderer's
+ * settings and its own --group. */
+static void test_renditions(void **state)
+{
+    int sizes[CONFIG_RENDITIONS_MAX], n = -1;
+    char why[256];
+    struct config cfg;
+    char err[512];
+    char *group[] = { "prog", "--group", "replay-1", NULL };
+    char *dup[] = { "prog", "--renditions", "64,128,64", NULL };
+    char *small[] = { "prog", "--renditions", "8", NULL };
+    static const char *bad[] = { "", ",", "64,", "64,,128", "abc", "15", "2049", "64.5", "-64", "64 ,128" };
+
+    (void)state;
+    assert_int_equal(config_parse_renditions("64,128,256", sizes, CONFIG_RENDITIONS_MAX, &n, why, sizeof why), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(sizes[0], 64);
+    assert_int_equal(sizes[2], 256);
+    assert_int_equal(config_parse_renditions("16,2048", sizes, CONFIG_RENDITIONS_MAX, &n, why, sizeof why), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (config_parse_renditions(bad[i], sizes, CONFIG_RENDITIONS_MAX, &n, why, sizeof why) == 0)
+            fail_msg("'%s' accepted", bad[i]);
+    assert_int_equal(config_parse_renditions("16,17,18", sizes, 2, &n, why, sizeof why), -1);
+
+    assert_int_equal(load(&cfg, CONFIG_RENDERER, 1, group, err, sizeof err), 0);
+    assert_string_equal(cfg.render_group, "imgcache-renderer");
+    assert_string_equal(cfg.renditions, "64,128,256");
+    assert_string_equal(cfg.stored_topic, "image-stored");
+    assert_int_equal(cfg.render_quality, 80);
+    assert_int_equal(cfg.render_timeout_ms, 30000);
+    assert_int_equal(cfg.render_attempts, 3);
+    config_free(&cfg);
+    assert_int_equal(load(&cfg, CONFIG_RENDERER, ARGC(group), group, err, sizeof err), 0);
+    assert_string_equal(cfg.render_group, "replay-1");
+    assert_string_equal(cfg.group, "imgcache-workers"); /* the workers' group is another setting */
+    config_free(&cfg);
+    expect_load_error(CONFIG_RENDERER, ARGC(dup), dup, "--renditions: size 64 is given twice");
+    expect_load_error(CONFIG_RENDERER, ARGC(small), small, "--renditions: size '8' is not a whole number of px from 16 to 2048");
+    setenv("IMGCACHE_RENDITIONS", "64,x", 1);
+    expect_load_error(CONFIG_RENDERER, 1, group, "IMGCACHE_RENDITIONS: size 'x'");
+    unsetenv("IMGCACHE_RENDITIONS");
+    /* the worker has no such setting */
+    expect_load_error(CONFIG_WORKER, ARGC(dup), dup, "unknown or incomplete option '--renditions'");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_renditions, clean_env),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_kafka_props),

@@ -397,9 +397,55 @@ static void test_now(void **state)
     assert_true(b >= a);
 }
 
+#define SHA_A "aa00000000000000000000000000000000000000000000000000000000000001"
+
+/* image-stored: exact JSON, round trip, what decode refuses. */
+static void test_stored_event(void **state)
+{
+    struct stored_event ev = { .storage_key = "aa/" SHA_A ".jpg", .content_type = "image/jpeg",
+                               .byte_size = 1234, .produced_at_ms = 1763730000123LL };
+    struct stored_event back;
+    char err[256];
+    char *text;
+    static const char *bad[] = {
+        "{\"v\":2,\"sha256\":\"" SHA_A "\",\"storage_key\":\"aa/x.jpg\"}",
+        "{\"v\":1,\"sha256\":\"AA00\",\"storage_key\":\"aa/x.jpg\"}",
+        "{\"v\":1,\"sha256\":\"" SHA_A "\"}",
+        "{\"v\":1,\"sha256\":\"" SHA_A "\",\"storage_key\":\"../../etc/passwd\"}",
+        "{\"v\":1,\"sha256\":\"" SHA_A "\",\"storage_key\":\"/etc/passwd\"}",
+        "{\"v\":1,\"sha256\":\"" SHA_A "\",\"storage_key\":\"aa/x.jpg\",\"byte_size\":-1}",
+        "[1]",
+    };
+
+    (void)state;
+    memcpy(ev.sha256, SHA_A, 65);
+    text = stored_event_encode(&ev, err, sizeof err);
+    assert_non_null(text);
+    assert_string_equal(text, "{\"v\":1,\"sha256\":\"" SHA_A "\",\"storage_key\":\"aa/" SHA_A
+                              ".jpg\",\"content_type\":\"image/jpeg\",\"byte_size\":1234,"
+                              "\"produced_at\":\"2025-11-21T13:00:00.123Z\"}");
+    assert_int_equal(stored_event_decode(text, strlen(text), &back, err, sizeof err), 0);
+    assert_string_equal(back.sha256, SHA_A);
+    assert_string_equal(back.storage_key, ev.storage_key);
+    assert_string_equal(back.content_type, "image/jpeg");
+    assert_int_equal(back.byte_size, 1234);
+    assert_int_equal(back.produced_at_ms, ev.produced_at_ms);
+    stored_event_clear(&back);
+    free(text);
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (stored_event_decode(bad[i], strlen(bad[i]), &back, err, sizeof err) == 0)
+            fail_msg("decoded: %s", bad[i]);
+        assert_null(back.storage_key);
+    }
+    ev.storage_key = "../x";
+    assert_null(stored_event_encode(&ev, err, sizeof err));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stored_event),
         cmocka_unit_test(test_encode_exact_json),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_round_trip_minimal),

@@ -141,11 +141,54 @@ static void test_existing_blob_is_marked_in_use(void **state)
     assert_int_equal(nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
 }
 
+/* store_get(): an object whole, STORE_ERR_MISSING when absent, a folder refused. */
+static void test_get(void **state)
+{
+    char root[] = "/tmp/imgcache-test-store.XXXXXX";
+    char key[STORE_KEY_MAX], err[256];
+    char sha[HASH_HEX_LEN + 1];
+    struct store *s = NULL;
+    struct store_blob b, *bp = &b;
+    const char *keys[1];
+    unsigned char failed[1], created[1];
+    struct iovec iov[2] = { { "by", 2 }, { "tes", 3 } };
+    unsigned char *data = (unsigned char *)"not touched";
+    size_t len = 99;
+    int existed;
+
+    (void)state;
+    memset(sha, 'd', HASH_HEX_LEN);
+    sha[HASH_HEX_LEN] = '\0';
+    store_key(sha, "webp", key);
+    keys[0] = key;
+    assert_non_null(mkdtemp(root));
+    assert_int_equal(store_open(root, &s, err, sizeof err), 0);
+    assert_int_equal(store_get(s, key, &data, &len, err, sizeof err), STORE_ERR_MISSING);
+    assert_null(data);
+    assert_int_equal(len, 0);
+    assert_non_null(strstr(err, key));
+
+    assert_int_equal(store_blob_put(s, &b, key, iov, 2, &existed, err, sizeof err), 0);
+    assert_int_equal(store_publish(s, &bp, keys, 1, failed, created, err, sizeof err), 0);
+    assert_int_equal(store_get(s, key, &data, &len, err, sizeof err), 0);
+    assert_int_equal(len, 5);
+    assert_memory_equal(data, "bytes", 5);
+    free(data);
+
+    /* a shard folder is not an object */
+    assert_int_equal(store_get(s, "dd", &data, &len, err, sizeof err), -1);
+    assert_null(data);
+
+    store_close(s);
+    assert_int_equal(nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reopen_cleans_only_stale_temporary_files),
         cmocka_unit_test(test_existing_blob_is_marked_in_use),
+        cmocka_unit_test(test_get),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

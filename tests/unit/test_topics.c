@@ -140,10 +140,13 @@ static void test_plan(void **state)
 
     (void)state;
     assert_int_equal(topics_options_parse(&opts, ARGC(argv), argv, err, sizeof err), 0);
-    assert_int_equal(topics_plan_build(&plan, "image-needed", &opts, err, sizeof err), 0);
+    assert_int_equal(topics_plan_build(&plan, "image-needed", "image-stored", &opts, err, sizeof err), 0);
     assert_string_equal(plan.topics[0].name, "image-needed");
     assert_string_equal(plan.topics[1].name, "image-needed-retry");
     assert_string_equal(plan.topics[2].name, "image-needed-dlt");
+    assert_string_equal(plan.topics[TOPICS_STORED].name, "image-stored");
+    assert_string_equal(spec_get(&plan.topics[TOPICS_STORED], "cleanup.policy"), "compact");
+    assert_null(spec_get(&plan.topics[TOPICS_STORED], "segment.ms")); /* --config is the main topic's */
     assert_string_equal(spec_get(&plan.topics[0], "cleanup.policy"), "compact");
     assert_string_equal(spec_get(&plan.topics[0], "segment.ms"), "100");
     assert_null(spec_get(&plan.topics[0], "retention.ms"));
@@ -170,7 +173,7 @@ static void test_config_overrides_policy_once(void **state)
 
     (void)state;
     assert_int_equal(topics_options_parse(&opts, ARGC(argv), argv, err, sizeof err), 0);
-    assert_int_equal(topics_plan_build(&plan, "t", &opts, err, sizeof err), 0);
+    assert_int_equal(topics_plan_build(&plan, "t", "image-stored", &opts, err, sizeof err), 0);
     assert_int_equal(plan.topics[0].n_configs, 1);
     assert_string_equal(spec_get(&plan.topics[0], "cleanup.policy"), "compact,delete");
     topics_plan_release(&plan);
@@ -188,7 +191,7 @@ static void test_plan_refuses_long_name(void **state)
     memset(name, 'a', 246);
     name[246] = '\0'; /* 246 + "-retry" is over Kafka's 249 */
     assert_int_equal(topics_options_parse(&opts, 0, NULL, err, sizeof err), 0);
-    assert_int_equal(topics_plan_build(&plan, name, &opts, err, sizeof err), -1);
+    assert_int_equal(topics_plan_build(&plan, name, "image-stored", &opts, err, sizeof err), -1);
     assert_non_null(strstr(err, "IMGCACHE_TOPIC"));
     topics_options_release(&opts);
 }
@@ -201,7 +204,7 @@ static void test_compare(void **state)
 
     (void)state;
     assert_int_equal(topics_options_parse(&opts, 0, NULL, msg, sizeof msg), 0);
-    assert_int_equal(topics_plan_build(&plan, "image-needed", &opts, msg, sizeof msg), 0);
+    assert_int_equal(topics_plan_build(&plan, "image-needed", "image-stored", &opts, msg, sizeof msg), 0);
     /* configs[0] is cleanup.policy on every topic */
     assert_int_equal(topics_compare(&plan.topics[0], 0, "compact", msg, sizeof msg), TOPICS_DIFF_NONE);
     assert_int_equal(topics_compare(&plan.topics[0], 0, "delete", msg, sizeof msg), TOPICS_DIFF_REQUIRED);

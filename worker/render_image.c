@@ -1,0 +1,209 @@
+/* One image's renditions (see render_image.h). */
+#include "render_image.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db_render.h"
+#include "hash.h"
+#include "log.h"
+
+const char *render_outcome_name(enum render_outcome o)
+{
+    switch (o) {
+    case RENDER_DONE:
+        return "done";
+    case RENDER_SKIPPED:
+        return "skipped";
+    case RENDER_GAVE_UP:
+        return "gave_up";
+    case RENDER_RETRY:
+        break;
+    }
+    return "retry";
+}
+
+/* Test hooks, for tests/integration/75-renditions.sh only: the image whose
+ * sha256 IMGCACHE_RENDER_TEST_CRASH names aborts the process, the one
+ * IMGCACHE_RENDER_TEST_HANG names never finishes (as a decoder bug
+ * would). Unset in any real deployment. */
+static void test_hooks(const char *sha256)
+{
+    const char *crash = getenv("IMGCACHE_RENDER_TEST_CRASH");
+    const char *hang = getenv("IMGCACHE_RENDER_TEST_HANG");
+
+    if (crash != NULL && strcmp(crash, sha256) == 0)
+        abort();
+    while (hang != NULL && strcmp(hang, sha256) == 0)
+        pause();
+}
+
+/* rendition_make() under the time limit: SIGALRM (default action: the
+ * process ends) if it runs past timeout_ms. libvips cannot be stopped
+ * safely mid-decode from outside; ending the process and counting the
+ * attempt is what stays correct. */
+static int render_timed(struct render_ctx *c, const char *sha256, const unsigned char *src, size_t len,
+                        const int *sizes, size_t n, struct rendition *outs, char *err, size_t errlen)
+{
+    unsigned secs = (unsigned)((c->timeout_ms + 999) / 1000);
+    int rc;
+
+    signal(SIGALRM, SIG_DFL);
+    alarm(secs);
+    test_hooks(sha256);
+    rc = rendition_make(src, len, sizes, n, &c->opts, outs, err, errlen);
+    alarm(0);
+    return rc;
+}
+
+/* Writes the n renditions into the store (content-addressed, durable on
+ * return) and fills rows[i] (keys[i] holds its key, hex[i] its sha256). */
+static int store_renditions(struct render_ctx *c, struct rendition *outs, size_t n, struct db_rendition *rows,
+                            char (*keys)[STORE_KEY_MAX], char (*hex)[HASH_HEX_LEN + 1], char *err,
+                            size_t errlen)
+{
+    struct store_blob blobs[CONFIG_RENDITIONS_MAX];
+    struct store_blob *bp[CONFIG_RENDITIONS_MAX];
+    const char *kp[CONFIG_RENDITIONS_MAX];
+    unsigned char failed[CONFIG_RENDITIONS_MAX];
+    size_t put = 0;
+    int rc = -1;
+
+    for (; put < n; put++) {
+        struct iovec iov = { outs[put].data, outs[put].len };
+        int existed = 0;
+        if (hash_sha256_hex(outs[put].data, outs[put].len, hex[put]) != 0) {
+            errmsg_set(err, errlen, "cannot hash a rendition");
+            goto out;
+        }
+        store_key(hex[put], RENDITION_EXTENSION, keys[put]);
+        if (store_blob_put(c->store, &blobs[put], keys[put], &iov, 1, &existed, err, errlen) != 0)
+            goto out;
+        bp[put] = &blobs[put];
+        kp[put] = keys[put];
+        rows[put] = (struct db_rendition){
+            .preset = outs[put].size, .sha256 = hex[put], .storage_key = keys[put],
+            .content_type = RENDITION_CONTENT_TYPE, .width = outs[put].width, .height = outs[put].height,
+            .byte_size = (long long)outs[put].len,
+        };
+    }
+    if (store_publish(c->store, bp, kp, n, failed, NULL, err, errlen) != 0)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        if (failed[i])
+            goto out; /* err holds the first failure */
+    rc = 0;
+out:
+    for (size_t i = 0; i < put; i++)
+        store_blob_discard(&blobs[i]);
+    return rc;
+}
+
+/* The presets of c not yet recorded for ev (into sizes); RENDER_SKIPPED
+ * when there are none, or nothing should be done. */
+static enum render_outcome missing_presets(struct render_ctx *c, const struct stored_event *ev, int *sizes,
+                                           size_t *n, char *err, size_t errlen)
+{
+    struct db_render_state st;
+    int rc = db_render_state(c->db, ev->sha256, c->presets, c->n_presets, &st, err, errlen);
+
+    *n = 0;
+    if (rc == DB_RENDER_GONE)
+        return RENDER_SKIPPED;
+    if (rc != 0)
+        return RENDER_RETRY;
+    if (st.given_up)
+        return RENDER_SKIPPED;
+    for (size_t i = 0; i < c->n_presets; i++)
+        if (!(st.have & (1ull << i)))
+            sizes[(*n)++] = c->presets[i];
+    return *n == 0 ? RENDER_SKIPPED : RENDER_DONE;
+}
+
+/* A permanent failure: recorded (then RENDER_GAVE_UP, why in err). */
+static enum render_outcome give_up(struct render_ctx *c, const char *sha256, const char *error_class,
+                                   const char *why, char *err, size_t errlen)
+{
+    char dberr[300];
+    int rc = db_render_give_up(c->db, sha256, error_class, why, dberr, sizeof dberr);
+
+    if (rc == DB_RENDER_GONE)
+        return RENDER_SKIPPED;
+    if (rc != 0) {
+        errmsg_set(err, errlen, "%s", dberr);
+        return RENDER_RETRY;
+    }
+    errmsg_set(err, errlen, "%s: %s", error_class, why);
+    return RENDER_GAVE_UP;
+}
+
+/* Counts the attempt and renders; RENDER_DONE with outs filled. */
+static enum render_outcome attempt(struct render_ctx *c, const struct stored_event *ev, const unsigned char *src,
+                                   size_t len, const int *sizes, size_t n, struct rendition *outs, char *err,
+                                   size_t errlen)
+{
+    char why[300];
+    int attempts = 0, rc;
+
+    rc = db_render_attempt(c->db, ev->sha256, &attempts, err, errlen);
+    if (rc != 0)
+        return rc == DB_RENDER_GONE ? RENDER_SKIPPED : RENDER_RETRY;
+    if (attempts > c->max_attempts) {
+        errmsg_set(why, sizeof why, "%d renders did not finish (a crash or over IMGCACHE_RENDER_TIMEOUT)",
+                   attempts - 1);
+        return give_up(c, ev->sha256, "crashed_or_timed_out", why, err, errlen);
+    }
+    rc = render_timed(c, ev->sha256, src, len, sizes, n, outs, why, sizeof why);
+    if (rc == RENDITION_BAD_IMAGE || rc == RENDITION_TOO_LARGE)
+        return give_up(c, ev->sha256, rendition_result_name(rc), why, err, errlen);
+    if (rc != RENDITION_OK) {
+        /* counted: after max_attempts of these it is given up too */
+        errmsg_set(err, errlen, "libvips: %s", why);
+        return RENDER_RETRY;
+    }
+    return RENDER_DONE;
+}
+
+enum render_outcome render_image(struct render_ctx *c, const struct stored_event *ev, char *err, size_t errlen)
+{
+    int sizes[CONFIG_RENDITIONS_MAX];
+    struct rendition outs[CONFIG_RENDITIONS_MAX];
+    struct db_rendition rows[CONFIG_RENDITIONS_MAX];
+    char keys[CONFIG_RENDITIONS_MAX][STORE_KEY_MAX];
+    char hex[CONFIG_RENDITIONS_MAX][HASH_HEX_LEN + 1];
+    unsigned char *src = NULL;
+    size_t n = 0, len = 0;
+    enum render_outcome o;
+    int rc;
+
+    memset(outs, 0, sizeof outs);
+    o = missing_presets(c, ev, sizes, &n, err, errlen);
+    if (o != RENDER_DONE)
+        goto out;
+    rc = store_get(c->store, ev->storage_key, &src, &len, err, errlen);
+    if (rc == STORE_ERR_MISSING) {
+        /* a row without its file: nothing to render from, ever */
+        char why[300];
+        errmsg_set(why, sizeof why, "%s", err);
+        o = give_up(c, ev->sha256, "missing", why, err, errlen);
+        goto out;
+    }
+    o = RENDER_RETRY;
+    if (rc != 0)
+        goto out;
+    o = attempt(c, ev, src, len, sizes, n, outs, err, errlen);
+    if (o != RENDER_DONE)
+        goto out;
+    o = RENDER_RETRY;
+    if (store_renditions(c, outs, n, rows, keys, hex, err, errlen) != 0)
+        goto out;
+    rc = db_render_record(c->db, ev->sha256, rows, n, err, errlen);
+    o = rc == 0 ? RENDER_DONE : rc == DB_RENDER_GONE ? RENDER_SKIPPED : RENDER_RETRY;
+out:
+    for (size_t i = 0; i < n; i++)
+        rendition_free(&outs[i]);
+    free(src);
+    return o;
+}
