@@ -123,23 +123,24 @@ static int topic_offsets(struct reader *r, const rd_kafka_metadata_topic_t *mt, 
     return 0;
 }
 
-/* Names the three topics and reads the offsets of those that exist. */
+/* Names the five topics and reads the offsets of those that exist. */
 static int read_topics(struct reader *r, const struct config *cfg, struct backlog *b, char *err,
                        size_t errlen)
 {
-    static const char *const suffix[BACKLOG_TOPICS] = { "", "-retry", "-dlt" };
+    static const char *const suffix[BACKLOG_TOPICS] = { "", "-retry", "", "-dlt", "-dlt" };
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t e;
     int rc = -1;
 
     for (int k = 0; k < BACKLOG_TOPICS; k++) {
-        size_t len = strlen(cfg->topic) + strlen(suffix[k]) + 1;
+        const char *base = k == BACKLOG_STORED || k == BACKLOG_STORED_DLT ? cfg->stored_topic : cfg->topic;
+        size_t len = strlen(base) + strlen(suffix[k]) + 1;
         b->topics[k].name = malloc(len);
         if (b->topics[k].name == NULL) {
             errmsg_set(err, errlen, "out of memory");
             goto out;
         }
-        snprintf(b->topics[k].name, len, "%s%s", cfg->topic, suffix[k]);
+        snprintf(b->topics[k].name, len, "%s%s", base, suffix[k]);
     }
     e = rd_kafka_metadata(r->rk, 1, NULL, &md, r->timeout_ms);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -263,13 +264,11 @@ out:
     return rc;
 }
 
-/* Fills g's committed offsets and backlog from the partitions the admin
- * answer lists; 1 when any of them has a committed offset. */
-static int take_committed(const struct backlog *b, struct backlog_group *g,
-                          const rd_kafka_topic_partition_list_t *parts)
+/* Fills g's committed offsets from the partitions the admin answer lists;
+ * on[k] = 1 when any partition of topic k has one. */
+static void take_offsets(const struct backlog *b, struct backlog_group *g,
+                         const rd_kafka_topic_partition_list_t *parts, int *on)
 {
-    int any = 0;
-
     for (int i = 0; parts != NULL && i < parts->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
         for (int k = 0; k < BACKLOG_CONSUMED_TOPICS; k++) {
@@ -278,20 +277,37 @@ static int take_committed(const struct backlog *b, struct backlog_group *g,
                 continue;
             if (tp->err == RD_KAFKA_RESP_ERR_NO_ERROR && tp->offset >= 0) {
                 g->committed[k][tp->partition] = tp->offset;
-                any = 1;
+                on[k] = 1;
             }
         }
     }
+}
+
+/* Fills g's committed offsets, which topics it reads and its backlog on
+ * them; 1 when it has committed on any of them. workers: g is
+ * IMGCACHE_GROUP, which reads TOPIC and TOPIC-retry whatever it
+ * committed. */
+static int take_committed(const struct backlog *b, struct backlog_group *g,
+                          const rd_kafka_topic_partition_list_t *parts, int workers)
+{
+    int on[BACKLOG_CONSUMED_TOPICS] = { 0 };
+    int downloads;
+
+    take_offsets(b, g, parts, on);
+    /* the workers read TOPIC and TOPIC-retry together */
+    downloads = workers || on[BACKLOG_MAIN] || on[BACKLOG_RETRY];
+    g->reads[BACKLOG_MAIN] = g->reads[BACKLOG_RETRY] = downloads;
+    g->reads[BACKLOG_STORED] = on[BACKLOG_STORED];
     for (int k = 0; k < BACKLOG_CONSUMED_TOPICS; k++) {
         const struct backlog_topic *t = &b->topics[k];
-        for (int p = 0; p < t->n_partitions; p++) {
+        for (int p = 0; g->reads[k] && p < t->n_partitions; p++) {
             int64_t from = g->committed[k][p] > t->start[p] ? g->committed[k][p] : t->start[p];
             if (t->end[p] > from)
                 g->backlog[k] += t->end[p] - from;
         }
         g->total += g->backlog[k];
     }
-    return any;
+    return on[BACKLOG_MAIN] || on[BACKLOG_RETRY] || on[BACKLOG_STORED];
 }
 
 /* The partitions of the consumed topics that exist, to ask a group about. */
@@ -308,7 +324,7 @@ static rd_kafka_topic_partition_list_t *consumed_partitions(const struct backlog
 /* One group's committed offsets (ListConsumerGroupOffsets takes one group
  * per call). *committed_any: whether it has consumed any of our topics;
  * *busy: the failure was a coordinator not ready yet (ask again). */
-static int read_group(struct reader *r, const struct backlog *b, struct backlog_group *g,
+static int read_group(struct reader *r, const struct backlog *b, struct backlog_group *g, int workers,
                       int *committed_any, int *busy, char *err, size_t errlen)
 {
     rd_kafka_AdminOptions_t *opts = admin_options(r, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
@@ -337,8 +353,9 @@ static int read_group(struct reader *r, const struct backlog *b, struct backlog_
             g->committed[k][p] = -1;
     }
     if (parts->cnt == 0) {
-        /* neither topic exists: nothing to be behind on (and an empty
-         * list is refused) */
+        /* none of the topics exists: nothing to be behind on (and an
+         * empty list is refused) */
+        *committed_any = take_committed(b, g, NULL, workers);
         rc = 0;
         goto out;
     }
@@ -357,7 +374,7 @@ static int read_group(struct reader *r, const struct backlog *b, struct backlog_
         *busy = coordinator_busy(rd_kafka_error_code(ge));
         goto out;
     }
-    *committed_any = take_committed(b, g, n == 1 ? rd_kafka_group_result_partitions(res[0]) : NULL);
+    *committed_any = take_committed(b, g, n == 1 ? rd_kafka_group_result_partitions(res[0]) : NULL, workers);
     rc = 0;
 out:
     if (ev != NULL)
@@ -380,12 +397,12 @@ static int read_groups(struct reader *r, struct backlog *b, char *err, size_t er
 
     for (size_t i = 0; i < b->n_groups; i++) {
         int any = 0, busy = 0;
-        int rc = read_group(r, b, &b->groups[i], &any, &busy, err, errlen);
+        int rc = read_group(r, b, &b->groups[i], i == 0, &any, &busy, err, errlen);
 
         while (rc != 0 && busy && event_now_ms() < deadline) {
             struct timespec pause = { .tv_sec = 0, .tv_nsec = COORDINATOR_RETRY_MS * 1000000L };
             nanosleep(&pause, NULL);
-            rc = read_group(r, b, &b->groups[i], &any, &busy, err, errlen);
+            rc = read_group(r, b, &b->groups[i], i == 0, &any, &busy, err, errlen);
         }
         if (rc != 0) {
             /* keep what is read so far, and free the rest */

@@ -8,9 +8,12 @@
  * rd_kafka_query_watermark_offsets() per partition, the Admin API's
  * ListConsumerGroups (every group of the cluster) and
  * ListConsumerGroupOffsets (one group at a time, as librdkafka 2.0 allows).
- * A group is shown when it has committed offsets on TOPIC or TOPIC-retry;
- * the workers' own group (IMGCACHE_GROUP) always is. Nobody consumes
- * TOPIC-dlt: it has a size (dead letters), not a backlog.
+ * A group is shown when it has committed offsets on TOPIC, TOPIC-retry or
+ * STORED (IMGCACHE_STORED_TOPIC, the renderers' groups); the workers' own
+ * group (IMGCACHE_GROUP) always is. A group's backlog counts the topics it
+ * reads: TOPIC and TOPIC-retry when it is IMGCACHE_GROUP or committed on
+ * either, STORED when it committed there. Nobody consumes TOPIC-dlt and
+ * STORED-dlt: they have a size (dead letters), not a backlog.
  *
  * A partition the group never committed counts from its first offset, as
  * the workers start there (auto.offset.reset=earliest).
@@ -22,10 +25,17 @@
 
 #include "config.h"
 
-enum { BACKLOG_MAIN = 0, BACKLOG_RETRY = 1, BACKLOG_DLT = 2, BACKLOG_TOPICS = 3 };
+enum {
+    BACKLOG_MAIN = 0,       /* TOPIC (image-needed) */
+    BACKLOG_RETRY = 1,      /* TOPIC-retry */
+    BACKLOG_STORED = 2,     /* STORED (image-stored) */
+    BACKLOG_DLT = 3,        /* TOPIC-dlt */
+    BACKLOG_STORED_DLT = 4, /* STORED-dlt, the renderer's dead letters */
+    BACKLOG_TOPICS = 5
+};
 
-/* Groups consume BACKLOG_MAIN and BACKLOG_RETRY. */
-#define BACKLOG_CONSUMED_TOPICS 2
+/* Groups consume the topics before BACKLOG_DLT. */
+#define BACKLOG_CONSUMED_TOPICS 3
 
 struct backlog_topic {
     char *name;              /* owned */
@@ -38,7 +48,8 @@ struct backlog_topic {
 struct backlog_group {
     char *id;                                   /* owned */
     int64_t *committed[BACKLOG_CONSUMED_TOPICS]; /* per partition, -1 when none; owned */
-    long long backlog[BACKLOG_CONSUMED_TOPICS];  /* events not consumed, per topic */
+    int reads[BACKLOG_CONSUMED_TOPICS];          /* 1: the group reads this topic (see above) */
+    long long backlog[BACKLOG_CONSUMED_TOPICS];  /* events not consumed, per topic read */
     long long total;                             /* the sum of backlog[] */
 };
 

@@ -1,8 +1,10 @@
 #include "db_stats.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "db_private.h"
 #include "errmsg.h"
 
@@ -32,15 +34,28 @@ static const char failures_sql[] =
     "SELECT error_class, count(*) FILTER (WHERE permanent), count(*) FILTER (WHERE NOT permanent)"
     " FROM image_failures GROUP BY error_class ORDER BY error_class";
 
+/* Renditions: rows, blobs lacking one of the presets ($1) as
+ * `renditions backfill` counts them (given-up blobs apart), given-up
+ * renders. */
+static const char renditions_sql[] =
+    "SELECT (SELECT count(*) FROM image_renditions),"
+    "       (SELECT count(*) FROM image_blobs b"
+    "        WHERE (SELECT count(*) FROM image_renditions r"
+    "               WHERE r.source_sha256 = b.sha256 AND r.preset = ANY ($1::int[])) < cardinality($1::int[])"
+    "          AND NOT EXISTS (SELECT 1 FROM render_failures f WHERE f.source_sha256 = b.sha256 AND f.permanent)),"
+    "       (SELECT count(*) FROM render_failures WHERE permanent)";
+
 static long long number(const PGresult *res, int row, int col)
 {
     return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
-/* Runs a query that returns rows; NULL with "stats: <what>: <message>". */
-static PGresult *query(struct db *db, const char *sql, const char *what, char *err, size_t errlen)
+/* Runs a query (with n text parameters) that returns rows; NULL with
+ * "PostgreSQL (DATABASE_URL): <what>: <message>". */
+static PGresult *query_params(struct db *db, const char *sql, int n, const char *const *params, const char *what,
+                              char *err, size_t errlen)
 {
-    PGresult *res = PQexec(db->conn, sql);
+    PGresult *res = n > 0 ? PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0) : PQexec(db->conn, sql);
     const char *msg;
 
     if (PQresultStatus(res) == PGRES_TUPLES_OK || PQresultStatus(res) == PGRES_COMMAND_OK)
@@ -51,6 +66,32 @@ static PGresult *query(struct db *db, const char *sql, const char *what, char *e
     errmsg_set(err, errlen, "PostgreSQL (DATABASE_URL): %s: %.*s", what, (int)strcspn(msg, "\n"), msg);
     PQclear(res);
     return NULL;
+}
+
+static PGresult *query(struct db *db, const char *sql, const char *what, char *err, size_t errlen)
+{
+    return query_params(db, sql, 0, NULL, what, err, errlen);
+}
+
+static int read_renditions(struct db *db, const int *presets, size_t n, struct db_stats *s, char *err,
+                           size_t errlen)
+{
+    char array[CONFIG_RENDITIONS_MAX * 8 + 3] = "{";
+    const char *params[1] = { array };
+    PGresult *res;
+    size_t len = 1;
+
+    for (size_t i = 0; i < n && i < CONFIG_RENDITIONS_MAX; i++)
+        len += (size_t)snprintf(array + len, sizeof array - len, "%s%d", i ? "," : "", presets[i]);
+    snprintf(array + len, sizeof array - len, "}");
+    res = query_params(db, renditions_sql, 1, params, "counting renditions", err, errlen);
+    if (res == NULL)
+        return -1;
+    s->renditions = number(res, 0, 0);
+    s->renditions_missing = number(res, 0, 1);
+    s->renders_given_up = number(res, 0, 2);
+    PQclear(res);
+    return 0;
 }
 
 static int read_totals(struct db *db, struct db_stats *s, char *err, size_t errlen)
@@ -133,7 +174,8 @@ out:
     return rc;
 }
 
-int db_stats_read(struct db *db, struct db_stats *out, char *err, size_t errlen)
+int db_stats_read(struct db *db, const int *presets, size_t n_presets, struct db_stats *out, char *err,
+                  size_t errlen)
 {
     PGresult *res;
     int rc = -1;
@@ -151,7 +193,7 @@ int db_stats_read(struct db *db, struct db_stats *out, char *err, size_t errlen)
         return -1;
     PQclear(res);
     if (read_totals(db, out, err, errlen) != 0 || read_coverage(db, out, err, errlen) != 0 ||
-        read_failures(db, out, err, errlen) != 0)
+        read_failures(db, out, err, errlen) != 0 || read_renditions(db, presets, n_presets, out, err, errlen) != 0)
         goto out;
     rc = 0;
 out:

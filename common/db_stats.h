@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "db.h"
+#include "errmsg.h"
 
 /* Chats of one network (chats.network; NULL when the chat has none) by
  * the source of their chat_avatars picture. */
@@ -36,10 +37,15 @@ struct db_stats {
     struct db_stats_failure *failures; /* owned, by class */
     size_t n_failures;
     char oldest_refreshed_at[40]; /* ISO 8601 UTC, "" when nothing is cached */
+    /* renditions (imgcache-renderer), against the presets asked about */
+    long long renditions;          /* image_renditions rows */
+    long long renditions_missing;  /* blobs lacking one of the presets, not given up */
+    long long renders_given_up;    /* render_failures rows marked permanent */
 };
 
-int db_stats_read(struct db *db, struct db_stats *out, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+/* presets: the n rendition sizes (IMGCACHE_RENDITIONS) a blob should have. */
+int db_stats_read(struct db *db, const int *presets, size_t n_presets, struct db_stats *out, char *err,
+                  size_t errlen) MUST_CHECK;
 void db_stats_release(struct db_stats *s);
 
 #endif

@@ -23,6 +23,8 @@ void topics_usage(FILE *out)
             "  TOPIC-dlt    cleanup.policy=delete, retention.ms from --dlt-retention\n"
             "  STORED       cleanup.policy=compact (image-stored events, keyed by the\n"
             "               blob's sha256: a new renderer group replays every blob once)\n"
+            "  STORED-dlt   cleanup.policy=delete, retention.ms from --dlt-retention\n"
+            "               (images imgcache-renderer gave up)\n"
             "TOPIC is IMGCACHE_TOPIC (--topic), STORED IMGCACHE_STORED_TOPIC (--stored-topic). A topic that exists is left unchanged;\n"
             "a setting that differs is reported on stderr.\n"
             "\n"
@@ -31,7 +33,7 @@ void topics_usage(FILE *out)
             "  --replication-factor N     replicas of each partition; -1: the broker's\n"
             "                             default.replication.factor (default %d)\n"
             "  --retry-retention DUR      retention of TOPIC-retry (default 7d)\n"
-            "  --dlt-retention DUR        retention of TOPIC-dlt (default 30d)\n"
+            "  --dlt-retention DUR        retention of TOPIC-dlt and STORED-dlt (default 30d)\n"
             "  --config KEY=VALUE         a topic config of TOPIC, repeatable\n"
             "                             (e.g. segment.ms=100 for a compaction test)\n"
             "  --timeout DUR              bound on each request to the cluster (default 30s)\n"
@@ -203,7 +205,7 @@ static int spec_set(struct topic_spec *spec, const char *key, const char *value,
 int topics_plan_build(struct topics_plan *plan, const char *topic, const char *stored_topic,
                       const struct topics_options *opts, char *err, size_t errlen)
 {
-    static const char *const suffix[TOPICS_COUNT] = { "", "-retry", "-dlt", "" };
+    static const char *const suffix[TOPICS_COUNT] = { "", "-retry", "-dlt", "", "-dlt" };
     char ms[32];
     int rc = -1;
 
@@ -211,12 +213,13 @@ int topics_plan_build(struct topics_plan *plan, const char *topic, const char *s
     plan->partitions = opts->partitions;
     plan->replication_factor = opts->replication_factor;
     for (int t = 0; t < TOPICS_COUNT; t++) {
-        const char *base = t == TOPICS_STORED ? stored_topic : topic;
+        int stored = t == TOPICS_STORED || t == TOPICS_STORED_DLT;
+        const char *base = stored ? stored_topic : topic;
         size_t len = strlen(base) + strlen(suffix[t]) + 1;
         /* Kafka's limit on a topic name */
         if (len - 1 > 249) {
             errmsg_set(err, errlen, "%s: '%s%s' is longer than Kafka's 249 characters",
-                       t == TOPICS_STORED ? "IMGCACHE_STORED_TOPIC" : "IMGCACHE_TOPIC", base, suffix[t]);
+                       stored ? "IMGCACHE_STORED_TOPIC" : "IMGCACHE_TOPIC", base, suffix[t]);
             goto out;
         }
         plan->topics[t].name = malloc(len);
@@ -240,7 +243,9 @@ int topics_plan_build(struct topics_plan *plan, const char *topic, const char *s
         goto out;
     snprintf(ms, sizeof ms, "%lld", opts->dlt_retention_ms);
     if (spec_set(&plan->topics[2], "cleanup.policy", "delete", err, errlen) != 0 ||
-        spec_set(&plan->topics[2], "retention.ms", ms, err, errlen) != 0)
+        spec_set(&plan->topics[2], "retention.ms", ms, err, errlen) != 0 ||
+        spec_set(&plan->topics[TOPICS_STORED_DLT], "cleanup.policy", "delete", err, errlen) != 0 ||
+        spec_set(&plan->topics[TOPICS_STORED_DLT], "retention.ms", ms, err, errlen) != 0)
         goto out;
     /* a replay under a new group is bounded by the number of blobs */
     if (spec_set(&plan->topics[TOPICS_STORED], "cleanup.policy", "compact", err, errlen) != 0)

@@ -1,6 +1,6 @@
 #ifndef IMGCACHE_TOPICS_H
 #define IMGCACHE_TOPICS_H
-/* imgcache's four Kafka topics, created through librdkafka's Admin API
+/* imgcache's five Kafka topics, created through librdkafka's Admin API
  * (`imgcache-producer topics`), so a cluster needs no kafka-topics.sh:
  *
  *   TOPIC        cleanup.policy=compact: the key is the source URL, so a
@@ -9,6 +9,8 @@
  *   TOPIC-dlt    cleanup.policy=delete, retention.ms (default 30 days)
  *   STORED       cleanup.policy=compact: image-stored events keyed by sha256
  *                (IMGCACHE_STORED_TOPIC), read by imgcache-renderer
+ *   STORED-dlt   cleanup.policy=delete, retention.ms as TOPIC-dlt: the
+ *                renderer's dead letters (images it gave up)
  *
  * An existing topic is never changed: what differs from the plan is
  * reported (TOPICS_DIFF_* below).
@@ -32,8 +34,9 @@
 #define TOPICS_DEFAULT_RETRY_RETENTION_MS (7LL * 86400000)
 #define TOPICS_DEFAULT_DLT_RETENTION_MS (30LL * 86400000)
 #define TOPICS_DEFAULT_TIMEOUT_MS 30000LL
-#define TOPICS_COUNT 4
+#define TOPICS_COUNT 5
 #define TOPICS_STORED 3        /* the plan's image-stored topic */
+#define TOPICS_STORED_DLT 4    /* the renderer's dead letters */
 #define TOPICS_MAX_EXTRA 32    /* --config items */
 
 struct topics_options {
@@ -68,7 +71,7 @@ struct topic_spec {
 };
 
 struct topics_plan {
-    struct topic_spec topics[TOPICS_COUNT]; /* main, retry, dead letter, image-stored */
+    struct topic_spec topics[TOPICS_COUNT]; /* main, retry, dead letter, image-stored, its dead letter */
     long partitions;
     long replication_factor;
 };

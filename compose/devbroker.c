@@ -29,15 +29,16 @@
 #define PROGRAM "imgcache-devbroker"
 #define DEFAULT_TOPIC "image-needed"
 #define LINE_MAX_LEN 1024
-#define N_TOPICS 4 /* main, -retry, -dlt, and IMGCACHE_STORED_TOPIC */
+#define N_TOPICS 5 /* main, -retry, -dlt, IMGCACHE_STORED_TOPIC and its -dlt */
+#define FIRST_STORED 3 /* topics[3] and [4] derive from IMGCACHE_STORED_TOPIC */
 
 static const char usage[] =
     "usage: " PROGRAM " [options] [TOPIC]\n"
     "\n"
     "A Kafka stand-in FOR DEVELOPMENT AND TESTS ONLY: librdkafka's mock cluster,\n"
     "in memory, no durability, no security; everything is lost when it exits.\n"
-    "It creates TOPIC (default " DEFAULT_TOPIC "), TOPIC-retry, TOPIC-dlt and\n"
-    "IMGCACHE_STORED_TOPIC (--stored-topic, default image-stored), prints\n"
+    "It creates TOPIC (default " DEFAULT_TOPIC "), TOPIC-retry, TOPIC-dlt,\n"
+    "IMGCACHE_STORED_TOPIC (--stored-topic, default image-stored) and its -dlt, prints\n"
     "KAFKA_BROKERS=<bootstrap list> as its first line on stdout and serves until\n"
     "SIGTERM or SIGINT.\n"
     "\n"
@@ -426,13 +427,13 @@ static int devbroker_start(struct devbroker *db, char *err, size_t errlen)
 {
     char errstr[512];
     const char *base = db->cfg.nargs > 0 ? db->cfg.args[0] : DEFAULT_TOPIC;
-    const char *suffix[N_TOPICS] = { "", "-retry", "-dlt", "" };
+    const char *suffix[N_TOPICS] = { "", "-retry", "-dlt", "", "-dlt" };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_resp_err_t kerr;
     int rc = -1;
 
     for (int i = 0; i < N_TOPICS; i++) {
-        const char *name = i == N_TOPICS - 1 ? db->cfg.stored_topic : base;
+        const char *name = i >= FIRST_STORED ? db->cfg.stored_topic : base;
         size_t len = strlen(name) + strlen(suffix[i]) + 1;
         db->topics[i] = malloc(len);
         if (db->topics[i] == NULL) {

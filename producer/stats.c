@@ -16,6 +16,8 @@
 
 /* What stats read, and what it could not. */
 struct stats {
+    int presets[CONFIG_RENDITIONS_MAX]; /* IMGCACHE_RENDITIONS */
+    size_t n_presets;
     struct db_stats db;
     struct backlog kafka;
     int db_ok, kafka_ok;
@@ -96,36 +98,62 @@ static void print_db_human(const struct db_stats *s, FILE *out)
             s->oldest_refreshed_at[0] ? s->oldest_refreshed_at : "(nothing cached)");
 }
 
+/* After the database's figures: the renditions, against the presets. */
+static void print_renditions_human(const struct db_stats *s, const char *presets, FILE *out)
+{
+    fprintf(out, "%-*s %s rows; %s blob%s missing one of %s px; %s given up\n", LABEL_WIDTH, "renditions",
+            num(s->renditions), num(s->renditions_missing), s->renditions_missing == 1 ? "" : "s", presets,
+            num(s->renders_given_up));
+}
+
 /* "12,345", or "missing" for a topic the cluster does not have. */
 static const char *events_of(const struct backlog_topic *t)
 {
     return t->exists ? num(t->events) : "missing";
 }
 
+/* One group's backlog: the topics it reads, e.g. "(image-needed 3, image-needed-retry 0)". */
+static void print_group_human(const struct backlog *k, const struct backlog_group *g, int first, FILE *out)
+{
+    const char *sep = "";
+
+    fprintf(out, "%-*s %s %s (", LABEL_WIDTH, first ? "backlog" : "", g->id, num(g->total));
+    for (int t = 0; t < BACKLOG_CONSUMED_TOPICS; t++) {
+        if (!g->reads[t])
+            continue;
+        fprintf(out, "%s%s %s", sep, k->topics[t].name, num(g->backlog[t]));
+        sep = ", ";
+    }
+    fprintf(out, ")\n");
+}
+
 static void print_kafka_human(const struct backlog *k, FILE *out)
 {
     const struct backlog_topic *t = k->topics;
+    int missing = 0;
 
     fprintf(out, "%-*s %s %s, %s %s, %s %s (dead letters: no group consumes them)\n", LABEL_WIDTH,
             "kafka events", t[BACKLOG_MAIN].name, events_of(&t[BACKLOG_MAIN]), t[BACKLOG_RETRY].name,
             events_of(&t[BACKLOG_RETRY]), t[BACKLOG_DLT].name, events_of(&t[BACKLOG_DLT]));
-    for (size_t i = 0; i < k->n_groups; i++) {
-        const struct backlog_group *g = &k->groups[i];
-        fprintf(out, "%-*s %s %s (%s %s, %s %s)\n", LABEL_WIDTH, i == 0 ? "backlog" : "", g->id, num(g->total),
-                t[BACKLOG_MAIN].name, num(g->backlog[BACKLOG_MAIN]), t[BACKLOG_RETRY].name,
-                num(g->backlog[BACKLOG_RETRY]));
-    }
-    if (!t[BACKLOG_MAIN].exists || !t[BACKLOG_RETRY].exists || !t[BACKLOG_DLT].exists)
+    fprintf(out, "%-*s %s %s, %s %s (dead letters: no group consumes them)\n", LABEL_WIDTH, "render events",
+            t[BACKLOG_STORED].name, events_of(&t[BACKLOG_STORED]), t[BACKLOG_STORED_DLT].name,
+            events_of(&t[BACKLOG_STORED_DLT]));
+    for (size_t i = 0; i < k->n_groups; i++)
+        print_group_human(k, &k->groups[i], i == 0, out);
+    for (int i = 0; i < BACKLOG_TOPICS; i++)
+        missing |= !t[i].exists;
+    if (missing)
         fprintf(out, "%-*s a missing topic is created by `imgcache-producer topics`\n", LABEL_WIDTH, "");
     if (k->groups_note[0])
         fprintf(out, "%-*s %s\n", LABEL_WIDTH, "", k->groups_note);
 }
 
-static void print_human(const struct stats *st, FILE *out)
+static void print_human(const struct stats *st, const char *presets, FILE *out)
 {
-    if (st->db_ok)
+    if (st->db_ok) {
         print_db_human(&st->db, out);
-    else
+        print_renditions_human(&st->db, presets, out);
+    } else
         fprintf(out, "%-*s unavailable: %s\n", LABEL_WIDTH, "postgresql", st->db_err);
     if (st->kafka_ok)
         print_kafka_human(&st->kafka, out);
@@ -135,7 +163,19 @@ static void print_human(const struct stats *st, FILE *out)
 
 /* ---- JSON ---- */
 
-static json_t *db_json(const struct db_stats *s)
+/* {"rows": R, "missing": M, "given_up": G, "presets": [64, ...]} */
+static json_t *renditions_json(const struct db_stats *s, const int *presets, size_t n_presets)
+{
+    json_t *sizes = json_array();
+
+    for (size_t i = 0; i < n_presets; i++)
+        json_array_append_new(sizes, json_integer(presets[i]));
+    return json_pack("{s:I,s:I,s:I,s:o}", "rows", (json_int_t)s->renditions, "missing",
+                     (json_int_t)s->renditions_missing, "given_up", (json_int_t)s->renders_given_up, "presets",
+                     sizes);
+}
+
+static json_t *db_json(const struct db_stats *s, const int *presets, size_t n_presets)
 {
     json_t *networks = json_array(), *classes = json_array();
 
@@ -151,7 +191,7 @@ static json_t *db_json(const struct db_stats *s)
                                                  "permanent", (json_int_t)s->failures[i].permanent,
                                                  "pending_retry", (json_int_t)s->failures[i].pending_retry));
     return json_pack("{s:I,s:I,s:{s:I,s:I,s:I,s:o},s:{s:I,s:I,s:I,s:I},s:{s:f,s:I},"
-                     "s:{s:I,s:I,s:o},s:s?}",
+                     "s:{s:I,s:I,s:o},s:s?,s:o}",
                      "chats", (json_int_t)s->chats, "participants", (json_int_t)s->participants,
                      "avatars", "cached", (json_int_t)s->avatars_cached, "contact", (json_int_t)s->avatars_contact,
                      "initials", (json_int_t)s->avatars_initials, "by_network", networks,
@@ -161,7 +201,8 @@ static json_t *db_json(const struct db_stats *s)
                      "bytes_saved", (json_int_t)(s->url_bytes - s->stored_bytes),
                      "failures", "permanent", (json_int_t)s->failures_permanent, "pending_retry",
                      (json_int_t)s->failures_pending_retry, "by_class", classes,
-                     "oldest_refreshed_at", s->oldest_refreshed_at[0] ? s->oldest_refreshed_at : NULL);
+                     "oldest_refreshed_at", s->oldest_refreshed_at[0] ? s->oldest_refreshed_at : NULL,
+                     "renditions", renditions_json(s, presets, n_presets));
 }
 
 /* {"partition": P, "committed": C or null, "end": E} for each partition. */
@@ -189,22 +230,24 @@ static json_t *kafka_json(const struct backlog *k)
         const struct backlog_group *g = &k->groups[i];
         json_t *by_topic = json_object();
         for (int t = 0; t < BACKLOG_CONSUMED_TOPICS; t++)
-            json_object_set_new(by_topic, k->topics[t].name,
-                                json_pack("{s:I,s:o}", "backlog", (json_int_t)g->backlog[t], "partitions",
-                                          partitions_json(&k->topics[t], g->committed[t])));
+            if (g->reads[t])
+                json_object_set_new(by_topic, k->topics[t].name,
+                                    json_pack("{s:I,s:o}", "backlog", (json_int_t)g->backlog[t], "partitions",
+                                              partitions_json(&k->topics[t], g->committed[t])));
         json_array_append_new(groups, json_pack("{s:s,s:I,s:o}", "group", g->id, "backlog",
                                                 (json_int_t)g->total, "topics", by_topic));
     }
-    return json_pack("{s:o,s:s,s:o,s:s?}", "topics", topics, "dead_letter_topic", k->topics[BACKLOG_DLT].name,
-                     "groups", groups, "groups_note", k->groups_note[0] ? k->groups_note : NULL);
+    return json_pack("{s:o,s:s,s:s,s:o,s:s?}", "topics", topics, "dead_letter_topic", k->topics[BACKLOG_DLT].name,
+                     "render_dead_letter_topic", k->topics[BACKLOG_STORED_DLT].name, "groups", groups,
+                     "groups_note", k->groups_note[0] ? k->groups_note : NULL);
 }
 
-static int print_json(const struct stats *st, FILE *out)
+static int print_json(const struct stats *st, const int *presets, size_t n_presets, FILE *out)
 {
     json_t *root = json_object();
     int rc;
 
-    json_object_set_new(root, "postgresql", st->db_ok ? db_json(&st->db) : json_null());
+    json_object_set_new(root, "postgresql", st->db_ok ? db_json(&st->db, presets, n_presets) : json_null());
     json_object_set_new(root, "kafka", st->kafka_ok ? kafka_json(&st->kafka) : json_null());
     json_object_set_new(root, "errors", json_pack("{s:s?,s:s?}", "postgresql", st->db_ok ? NULL : st->db_err,
                                                   "kafka", st->kafka_ok ? NULL : st->kafka_err));
@@ -224,7 +267,7 @@ static void stats_read(const struct config *cfg, struct stats *st)
 
     if (db_connect(cfg->database_url, &db, st->db_err, sizeof st->db_err) == 0 &&
         db_check_schema(db, st->db_err, sizeof st->db_err) == 0 &&
-        db_stats_read(db, &st->db, st->db_err, sizeof st->db_err) == 0)
+        db_stats_read(db, st->presets, st->n_presets, &st->db, st->db_err, sizeof st->db_err) == 0)
         st->db_ok = 1;
     db_close(db);
     if (backlog_read(cfg, STATS_KAFKA_TIMEOUT_MS, &st->kafka, st->kafka_err, sizeof st->kafka_err) == 0)
@@ -238,17 +281,24 @@ int cmd_stats(const struct config *cfg)
 {
     struct command_args args;
     struct stats st;
-    int rc = PRODUCER_EXIT_OK;
+    char why[256];
+    int n = 0, rc = PRODUCER_EXIT_OK;
 
     if (command_args_parse(cfg, ARG_JSON, 0, &args) != 0)
         return PRODUCER_EXIT_USAGE;
     memset(&st, 0, sizeof st);
+    /* checked by config_load() already; parsed here */
+    if (config_parse_renditions(cfg->renditions, st.presets, CONFIG_RENDITIONS_MAX, &n, why, sizeof why) != 0) {
+        producer_error("IMGCACHE_RENDITIONS: %s", why);
+        return PRODUCER_EXIT_USAGE;
+    }
+    st.n_presets = (size_t)n;
     stats_read(cfg, &st);
     if (args.json) {
-        if (print_json(&st, stdout) != 0)
+        if (print_json(&st, st.presets, st.n_presets, stdout) != 0)
             rc = PRODUCER_EXIT_FAIL;
     } else {
-        print_human(&st, stdout);
+        print_human(&st, cfg->renditions, stdout);
     }
     fflush(stdout);
     if (!st.db_ok) {

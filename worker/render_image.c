@@ -2,6 +2,7 @@
 #include "render_image.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -122,27 +123,22 @@ static enum render_outcome missing_presets(struct render_ctx *c, const struct st
     return *n == 0 ? RENDER_SKIPPED : RENDER_DONE;
 }
 
-/* A permanent failure: recorded (then RENDER_GAVE_UP, why in err). */
-static enum render_outcome give_up(struct render_ctx *c, const char *sha256, const char *error_class,
+/* A permanent failure: described in *v (the caller records it), why in err
+ * too for the log. */
+static enum render_outcome give_up(struct render_verdict *v, const char *error_class, int attempts,
                                    const char *why, char *err, size_t errlen)
 {
-    char dberr[300];
-    int rc = db_render_give_up(c->db, sha256, error_class, why, dberr, sizeof dberr);
-
-    if (rc == DB_RENDER_GONE)
-        return RENDER_SKIPPED;
-    if (rc != 0) {
-        errmsg_set(err, errlen, "%s", dberr);
-        return RENDER_RETRY;
-    }
+    snprintf(v->error_class, sizeof v->error_class, "%s", error_class);
+    snprintf(v->message, sizeof v->message, "%s", why);
+    v->attempts = attempts > 0 ? attempts : 1;
     errmsg_set(err, errlen, "%s: %s", error_class, why);
     return RENDER_GAVE_UP;
 }
 
 /* Counts the attempt and renders; RENDER_DONE with outs filled. */
 static enum render_outcome attempt(struct render_ctx *c, const struct stored_event *ev, const unsigned char *src,
-                                   size_t len, const int *sizes, size_t n, struct rendition *outs, char *err,
-                                   size_t errlen)
+                                   size_t len, const int *sizes, size_t n, struct rendition *outs,
+                                   struct render_verdict *v, char *err, size_t errlen)
 {
     char why[300];
     int attempts = 0, rc;
@@ -153,11 +149,11 @@ static enum render_outcome attempt(struct render_ctx *c, const struct stored_eve
     if (attempts > c->max_attempts) {
         errmsg_set(why, sizeof why, "%d renders did not finish (a crash or over IMGCACHE_RENDER_TIMEOUT)",
                    attempts - 1);
-        return give_up(c, ev->sha256, "crashed_or_timed_out", why, err, errlen);
+        return give_up(v, "crashed_or_timed_out", attempts, why, err, errlen);
     }
     rc = render_timed(c, ev->sha256, src, len, sizes, n, outs, why, sizeof why);
     if (rc == RENDITION_BAD_IMAGE || rc == RENDITION_TOO_LARGE)
-        return give_up(c, ev->sha256, rendition_result_name(rc), why, err, errlen);
+        return give_up(v, rendition_result_name(rc), attempts, why, err, errlen);
     if (rc != RENDITION_OK) {
         /* counted: after max_attempts of these it is given up too */
         errmsg_set(err, errlen, "libvips: %s", why);
@@ -166,7 +162,8 @@ static enum render_outcome attempt(struct render_ctx *c, const struct stored_eve
     return RENDER_DONE;
 }
 
-enum render_outcome render_image(struct render_ctx *c, const struct stored_event *ev, char *err, size_t errlen)
+enum render_outcome render_image(struct render_ctx *c, const struct stored_event *ev, struct render_verdict *v,
+                                 char *err, size_t errlen)
 {
     int sizes[CONFIG_RENDITIONS_MAX];
     struct rendition outs[CONFIG_RENDITIONS_MAX];
@@ -187,13 +184,13 @@ enum render_outcome render_image(struct render_ctx *c, const struct stored_event
         /* a row without its file: nothing to render from, ever */
         char why[300];
         errmsg_set(why, sizeof why, "%s", err);
-        o = give_up(c, ev->sha256, "missing", why, err, errlen);
+        o = give_up(v, "missing", 0, why, err, errlen);
         goto out;
     }
     o = RENDER_RETRY;
     if (rc != 0)
         goto out;
-    o = attempt(c, ev, src, len, sizes, n, outs, err, errlen);
+    o = attempt(c, ev, src, len, sizes, n, outs, v, err, errlen);
     if (o != RENDER_DONE)
         goto out;
     o = RENDER_RETRY;

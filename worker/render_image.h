@@ -34,13 +34,22 @@ struct render_ctx {
 enum render_outcome {
     RENDER_DONE,     /* the missing renditions are stored and recorded */
     RENDER_SKIPPED,  /* nothing to do: all there, given up before, or the blob is gone */
-    RENDER_GAVE_UP,  /* a permanent failure, recorded in render_failures */
+    RENDER_GAVE_UP,  /* a permanent failure, described in the verdict, NOT recorded yet */
     RENDER_RETRY,    /* a failure of the moment (PostgreSQL, the store, libvips): err says why */
 };
 
-/* The outcome of ev; err says why for RENDER_RETRY and RENDER_GAVE_UP. */
-enum render_outcome render_image(struct render_ctx *c, const struct stored_event *ev, char *err,
-                                 size_t errlen);
+/* Why an image is given up. The caller publishes its dead letter and,
+ * once Kafka acknowledged it, writes the render_failures row
+ * (db_render_give_up): a renderer stopped in between gives it up again. */
+struct render_verdict {
+    char error_class[32];  /* bad_image, too_large, crashed_or_timed_out, missing */
+    char message[300];     /* our words and libvips' (no URL, no secret) */
+    int attempts;          /* renders counted so far (at least 1) */
+};
+
+/* The outcome of ev; err says why for RENDER_RETRY, *v for RENDER_GAVE_UP. */
+enum render_outcome render_image(struct render_ctx *c, const struct stored_event *ev, struct render_verdict *v,
+                                 char *err, size_t errlen);
 /* "done", "skipped", "gave_up", "retry". */
 const char *render_outcome_name(enum render_outcome o);
 

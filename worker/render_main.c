@@ -21,11 +21,14 @@ static const char usage[] =
     "<aa>/<sha256>.webp under IMGCACHE_STORAGE_DIR and recorded in\n"
     "image_renditions; presets already recorded are skipped, so a new group with\n"
     "a new preset (a replay) renders only what is missing. A bad or too large\n"
-    "image is given up (a render_failures row); a render that crashes or passes\n"
-    "--render-timeout ends the process (restart it): after --render-attempts\n"
-    "such renders the image is given up. PostgreSQL or store failures are\n"
-    "retried, the offset not committed. SIGTERM or SIGINT: finish the image in\n"
-    "hand, commit, exit 0; a second one stops at once.\n"
+    "image is given up; a render that crashes or passes --render-timeout ends\n"
+    "the process (restart it): after --render-attempts such renders the image\n"
+    "is given up. A given-up image is dead-lettered to IMGCACHE_STORED_TOPIC-dlt\n"
+    "(keyed by sha256, the event with error_class and error_message headers),\n"
+    "then recorded in render_failures, then its offset stored. PostgreSQL, store\n"
+    "or Kafka failures are retried, the offset not committed. SIGTERM or\n"
+    "SIGINT: finish the image in hand, commit, exit 0; a second one stops at\n"
+    "once.\n"
     "\n"
     "Exit status: 0 clean stop, 1 runtime error, 2 bad configuration.";
 
@@ -58,7 +61,7 @@ int main(int argc, char **argv)
         goto out;
     }
     vips_started = 1;
-    /* 2. the renderer: database, store, consumer group */
+    /* 2. the renderer: database, store, dead letters' producer, consumer group */
     rc = renderer_new(&cfg, &r, err, sizeof err);
     if (rc != 0) {
         log_error("event=start_failed reason=\"%s\"", err);

@@ -8,9 +8,11 @@
 #include <librdkafka/rdkafka.h>
 
 #include "db.h"
+#include "db_render.h"
 #include "event.h"
 #include "kafka.h"
 #include "log.h"
+#include "render_failure.h"
 #include "render_image.h"
 #include "store.h"
 
@@ -22,6 +24,7 @@ struct renderer {
     struct db *db;
     struct store *store;
     rd_kafka_t *rk;
+    struct render_failure *failures; /* the dead letters' producer */
     int presets[CONFIG_RENDITIONS_MAX];
     size_t n_presets;
     struct render_ctx ctx;
@@ -98,7 +101,7 @@ int renderer_new(const struct config *cfg, struct renderer **out, char *err, siz
         goto out;
     }
     r->n_presets = (size_t)n;
-    /* in order: the database (schema), the store, then the group, so that
+    /* in order: the database (schema), the store, the dead letters' producer, then the group, so that
      * nothing is consumed by a renderer that could not record it */
     if (db_connect(cfg->database_url, &r->db, err, errlen) != 0 || db_check_schema(r->db, err, errlen) != 0)
         goto out;
@@ -107,6 +110,10 @@ int renderer_new(const struct config *cfg, struct renderer **out, char *err, siz
         rc = rc == STORE_ERR_NOT_WRITABLE || rc == STORE_ERR_DENIED ? RENDERER_ERR_CONFIG : -1;
         goto out;
     }
+    /* the producer before the group: nothing is consumed that could not
+     * be given up */
+    if (render_failure_open(cfg, &r->failures, err, errlen) != 0)
+        goto out;
     rc = open_consumer(r, err, errlen);
     if (rc != 0)
         goto out;
@@ -132,15 +139,62 @@ static void nap(long long ms, volatile sig_atomic_t *stop)
         nanosleep(&step, NULL);
 }
 
-/* Renders one event until it is finished (retrying failures of the moment
- * with backoff); 0 when its offset may be stored, -1 when *stop came first. */
-static int handle_event(struct renderer *r, const struct stored_event *ev, volatile sig_atomic_t *stop)
+/* After a failure of the moment: logs it, reconnects PostgreSQL if it is
+ * gone, sleeps *delay (doubled for the next time, up to RETRY_MAX_MS);
+ * -1 when *stop came first. */
+static int back_off(struct renderer *r, const char *sha256, long long *delay, const char *why,
+                    volatile sig_atomic_t *stop)
+{
+    char err[512];
+
+    r->n_retries++;
+    log_warn("event=render_retry sha256=%s delay_ms=%lld reason=\"%s\"", sha256, *delay, why);
+    if (!db_ok(r->db) && db_reset(r->db, err, sizeof err) != 0)
+        log_warn("event=db_unreachable reason=\"%s\"", err);
+    nap(*delay, stop);
+    *delay = *delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : *delay * 2;
+    return *stop ? -1 : 0;
+}
+
+/* Gives the image up for good: its dead letter first, acknowledged, then
+ * the render_failures row (which makes a redelivery skip it), each
+ * retried in place; 0 when its offset may be stored. */
+static int give_up(struct renderer *r, const rd_kafka_message_t *m, const struct stored_event *ev,
+                   const struct render_verdict *v, volatile sig_atomic_t *stop)
 {
     long long delay = RETRY_FIRST_MS;
+    int published = 0, rc;
     char err[512];
 
     for (;;) {
-        enum render_outcome o = render_image(&r->ctx, ev, err, sizeof err);
+        if (!published)
+            published = render_failure_publish(r->failures, m, ev->sha256, v, stop, err, sizeof err) == 0;
+        if (published) {
+            rc = db_render_give_up(r->db, ev->sha256, v->error_class, v->message, err, sizeof err);
+            /* gone: gc removed the blob meanwhile; the dead letter stands */
+            if (rc == 0 || rc == DB_RENDER_GONE)
+                break;
+        }
+        if (*stop || back_off(r, ev->sha256, &delay, err, stop) != 0)
+            return -1;
+    }
+    r->n_gave_up++;
+    log_warn("event=render_failed sha256=%s class=%s attempts=%d dead_letter=%s reason=\"%s\"", ev->sha256,
+             v->error_class, v->attempts, render_failure_topic(r->failures), v->message);
+    return 0;
+}
+
+/* Renders one event until it is finished (retrying failures of the moment
+ * with backoff); 0 when its offset may be stored, -1 when *stop came first. */
+static int handle_event(struct renderer *r, const rd_kafka_message_t *m, const struct stored_event *ev,
+                        volatile sig_atomic_t *stop)
+{
+    long long delay = RETRY_FIRST_MS;
+    struct render_verdict v;
+    char err[512];
+
+    for (;;) {
+        enum render_outcome o = render_image(&r->ctx, ev, &v, err, sizeof err);
         switch (o) {
         case RENDER_DONE:
             r->n_done++;
@@ -150,20 +204,12 @@ static int handle_event(struct renderer *r, const struct stored_event *ev, volat
             r->n_skipped++;
             return 0;
         case RENDER_GAVE_UP:
-            r->n_gave_up++;
-            log_warn("event=render_failed sha256=%s reason=\"%s\"", ev->sha256, err);
-            return 0;
+            return give_up(r, m, ev, &v, stop);
         case RENDER_RETRY:
             break;
         }
-        r->n_retries++;
-        log_warn("event=render_retry sha256=%s delay_ms=%lld reason=\"%s\"", ev->sha256, delay, err);
-        if (!db_ok(r->db) && db_reset(r->db, err, sizeof err) != 0)
-            log_warn("event=db_unreachable reason=\"%s\"", err);
-        nap(delay, stop);
-        if (*stop)
+        if (back_off(r, ev->sha256, &delay, err, stop) != 0)
             return -1;
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
     }
 }
 
@@ -197,7 +243,7 @@ static int handle_message(struct renderer *r, const rd_kafka_message_t *m, volat
         store_offset(r, m);
         return 0;
     }
-    rc = handle_event(r, &ev, stop);
+    rc = handle_event(r, m, &ev, stop);
     if (rc == 0)
         store_offset(r, m);
     stored_event_clear(&ev);
@@ -244,6 +290,7 @@ void renderer_free(struct renderer *r)
             log_warn("event=consumer_close_failed reason=\"%s\"", rd_kafka_err2str(e));
         rd_kafka_destroy(r->rk);
     }
+    render_failure_free(r->failures);
     store_close(r->store);
     db_close(r->db);
     free(r);

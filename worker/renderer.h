@@ -5,9 +5,10 @@
  * (libvips spreads one image over its own threads; more renderers scale
  * out through the group). An event's offset is stored once its image is
  * done, skipped or given up, and committed by librdkafka within a second
- * and on close (at-least-once; the rows are idempotent). A failure of the
- * moment (PostgreSQL, the store) is retried in place, 1s doubling to 30s,
- * the offset left where it is.
+ * and on close (at-least-once; the rows are idempotent). A given-up image
+ * is dead-lettered first (render_failure.h), acknowledged, then recorded.
+ * A failure of the moment (PostgreSQL, the store, Kafka) is retried in
+ * place, 1s doubling to 30s, the offset left where it is.
  *
  * Ownership: renderer_new() returns a struct renderer freed by
  * renderer_free(); cfg is borrowed and must outlive it. */
@@ -19,8 +20,8 @@
 
 struct renderer;
 
-/* Connects to PostgreSQL (schema checked), opens the store, joins the
- * group. -1 with a message; RENDERER_ERR_CONFIG for a setting to fix. */
+/* Connects to PostgreSQL (schema checked), opens the store, creates the
+ * dead letters' producer, joins the group. -1 with a message; RENDERER_ERR_CONFIG for a setting to fix. */
 #define RENDERER_ERR_CONFIG (-2)
 int renderer_new(const struct config *cfg, struct renderer **out, char *err, size_t errlen) MUST_CHECK;
 /* Until *stop: the image in hand is finished, its offset stored, the

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `imgcache-producer topics` against a real one-node Apache Kafka broker
-# (compose/kafka.sh, its own, in $TESTS_TMP/kafka): creates the four topics
+# (compose/kafka.sh, its own, in $TESTS_TMP/kafka): creates the five topics
 # (compacted main topic, time retention on -retry and -dlt, the compacted
-# image-stored topic (IMGCACHE_STORED_TOPIC), read back with
+# image-stored topic (IMGCACHE_STORED_TOPIC) and the renderer's dead
+# letters on its -dlt, with -dlt's retention), read back with
 # DescribeConfigs by a second run); a second run changes nothing; a
 # differing partition count is a note; a main topic that is not compacted
 # is reported and exits 1, and stays as it was; --config reaches the main
@@ -62,18 +63,20 @@ has() {
 # --- creation ----------------------------------------------------------------------
 run topics --partitions 3
 check_eq "first run exits 0" 0 "$RC"
-check_eq "first run creates the four topics" \
+check_eq "first run creates the five topics" \
 "topic image-needed created (partitions 3, replication-factor default, cleanup.policy compact)
 topic image-needed-retry created (partitions 3, replication-factor default, cleanup.policy delete, retention.ms 604800000)
 topic image-needed-dlt created (partitions 3, replication-factor default, cleanup.policy delete, retention.ms 2592000000)
 topic image-needed-stored created (partitions 3, replication-factor default, cleanup.policy compact)
-created=4 existing=0 differing=0" "$OUT"
+topic image-needed-stored-dlt created (partitions 3, replication-factor default, cleanup.policy delete, retention.ms 2592000000)
+created=5 existing=0 differing=0" "$OUT"
 check_eq "first run warns of nothing" "" "$ERR"
-check_eq "the broker has the four topics, 3 partitions each" \
+check_eq "the broker has the five topics, 3 partitions each" \
 "image-needed 3
 image-needed-dlt 3
 image-needed-retry 3
-image-needed-stored 3" "$(partitions_of image-needed)"
+image-needed-stored 3
+image-needed-stored-dlt 3" "$(partitions_of image-needed)"
 
 # --- idempotent: the configs read back from the broker ------------------------------
 run topics --partitions 3
@@ -83,7 +86,8 @@ check_eq "second run reads back compaction and retention, creates nothing" \
 topic image-needed-retry exists (partitions 3, cleanup.policy delete, retention.ms 604800000)
 topic image-needed-dlt exists (partitions 3, cleanup.policy delete, retention.ms 2592000000)
 topic image-needed-stored exists (partitions 3, cleanup.policy compact)
-created=0 existing=4 differing=0" "$OUT"
+topic image-needed-stored-dlt exists (partitions 3, cleanup.policy delete, retention.ms 2592000000)
+created=0 existing=5 differing=0" "$OUT"
 check_eq "second run warns of nothing" "" "$ERR"
 
 # --- a different partition count: a note, nothing changed ---------------------------
@@ -91,12 +95,13 @@ run topics
 check_eq "another partition count exits 0" 0 "$RC"
 check "the note names topic, setting, actual and expected" \
     has "$ERR" "warning: topic image-needed-retry: partitions is 3, expected 12 (left unchanged)"
-check "the summary counts the differences" has "$OUT" "created=0 existing=4 differing=4"
+check "the summary counts the differences" has "$OUT" "created=0 existing=5 differing=5"
 check_eq "the partitions stay as they were" \
 "image-needed 3
 image-needed-dlt 3
 image-needed-retry 3
-image-needed-stored 3" "$(partitions_of image-needed)"
+image-needed-stored 3
+image-needed-stored-dlt 3" "$(partitions_of image-needed)"
 
 # --- a main topic that is not compacted: reported, exit 1, unchanged -----------------
 run --topic legacy --stored-topic legacy-stored topics --config cleanup.policy=delete --retry-retention 1h
@@ -111,16 +116,18 @@ check "the exists line shows the topic's own policy" \
     has "$OUT" "topic legacy exists (partitions 12, cleanup.policy delete)"
 run --topic legacy --stored-topic legacy-stored topics --config cleanup.policy=delete --retry-retention 1h
 check_eq "legacy is left unchanged (as pre-created, nothing differs)" \
-    "0 created=0 existing=4 differing=0" "$RC $(printf '%s\n' "$OUT" | tail -n 1)"
+    "0 created=0 existing=5 differing=0" "$RC $(printf '%s\n' "$OUT" | tail -n 1)"
 
 # --- --config reaches the main topic (as a compaction test needs) --------------------
 run --topic compacting --stored-topic compacting-stored topics --partitions 1 --config segment.ms=100 --config min.cleanable.dirty.ratio=0.01
-check_eq "--config: created, exit 0" "0 created=4 existing=0 differing=0" "$RC $(printf '%s\n' "$OUT" | tail -n 1)"
+check_eq "--config: created, exit 0" "0 created=5 existing=0 differing=0" "$RC $(printf '%s\n' "$OUT" | tail -n 1)"
 run --topic compacting --stored-topic compacting-stored topics --partitions 1 --config segment.ms=100 --config min.cleanable.dirty.ratio=0.01
 check "--config values are read back from the broker" \
     has "$OUT" "topic compacting exists (partitions 1, cleanup.policy compact, segment.ms 100, min.cleanable.dirty.ratio 0.01)"
 check "-retry does not get the main topic's --config" \
     has "$OUT" "topic compacting-retry exists (partitions 1, cleanup.policy delete, retention.ms 604800000)"
+check "nor does the renderer's dead-letter topic" \
+    has "$OUT" "topic compacting-stored-dlt exists (partitions 1, cleanup.policy delete, retention.ms 2592000000)"
 
 # --- refused settings: exit 2, named, nothing created ---------------------------------
 run --topic rf3 topics --replication-factor 3

@@ -2,7 +2,10 @@
 # `imgcache-producer stats` against a small fleet: its --json figures equal
 # SQL counts this script computes on its own; the backlog of the workers'
 # group is every published event while no worker runs, and 0 after two
-# workers drained it; with Kafka or PostgreSQL unreachable it names what
+# workers drained it; a renderer (presets 64,128) ran: the renditions, the
+# blobs missing the default 256 px preset, the given-up render (a corrupt
+# PNG), image-stored and image-stored-dlt's sizes (kcat) and the
+# renderer's group, with no backlog; with Kafka or PostgreSQL unreachable it names what
 # failed, prints the other half and exits 1; no secret in any output.
 . "$ROOT/tests/integration/lib.sh"
 it_setup 4
@@ -18,6 +21,8 @@ for i in $(seq 1 12); do
 done
 for k in 1 2 3; do cp "$MEDIA/a/p1.png" "$MEDIA/a/copy$k.png"; done
 cp "$IMG/html-as.jpg" "$MEDIA/a/broken.jpg"
+# a PNG whose header is fine (the worker stores it) and whose pixels are not
+{ head -c 60 "$IMG/avatar.png"; head -c 150 /dev/zero; tail -c 59 "$IMG/avatar.png"; } > "$MEDIA/a/corrupt.png"
 start_media "$MEDIA"
 
 # singles on WhatsApp (the other participant's picture), groups on Telegram
@@ -41,11 +46,12 @@ done
 printf '{"id":"broken","accountID":"x","title":"Broken","type":"group","network":"Signal","imgURL":"%s/a/broken.jpg"}\n' "$MEDIA_URL" >> "$CHATS"
 printf '{"id":"contact","accountID":"x","title":"Contact","type":"group","network":"Signal"}\n' >> "$CHATS"
 printf '{"id":"nothing","accountID":"x","title":"Nothing","type":"group"}\n' >> "$CHATS"
+printf '{"id":"corrupt","accountID":"x","title":"Corrupt","type":"group","imgURL":"%s/a/corrupt.png"}\n' "$MEDIA_URL" >> "$CHATS"
 
 out=$("$P" import --quiet "$CHATS" 2> "$TESTS_TMP/import.err")
 check "import succeeds" test $? -eq 0
 published=$(echo "$out" | sed -n 's/.* published=\([0-9]*\).*/\1/p')
-check_eq "import published every URL" 16 "$published"
+check_eq "import published every URL" 17 "$published"
 q "UPDATE chats SET contact_image_url = 'https://contacts.test/c.png' WHERE chat_id IN ('contact', 'single-8')" > /dev/null
 
 # the group's backlog while nobody consumes: every event
@@ -67,6 +73,19 @@ check "the second worker drains and exits 0" wait_worker w2 120
 # a retry still pending, as a 503 would leave it
 q "INSERT INTO image_failures (source_url, error_class, permanent, next_retry_at)
    VALUES ('https://elsewhere.test/x.png', 'http_503', false, now() + interval '1 hour')" > /dev/null
+
+# a renderer with two presets of the default three: the third is missing
+"$BIN/imgcache-renderer" --renditions 64,128 -X session.timeout.ms=6000 -X heartbeat.interval.ms=1000 \
+    < /dev/null > "$TESTS_TMP/renderer.log" 2>&1 &
+RPID=$!
+_it_track "$RPID"
+rendered() {
+    [ "$(q "SELECT count(*) FROM image_renditions")" = 24 ] &&
+        [ "$(q "SELECT count(*) FROM render_failures WHERE permanent")" = 1 ]
+}
+check "the renderer makes 64 and 128 px of the 12 images and gives the corrupt PNG up" wait_for 60 rendered
+kill -TERM "$RPID"
+check "the renderer stops on SIGTERM (committing its offsets)" wait_pid "$RPID" 20
 
 "$P" stats --json > "$TESTS_TMP/after.json" 2> "$TESTS_TMP/after.err"
 check_eq "stats exits 0 after the drain" 0 "$?"
@@ -94,7 +113,7 @@ sql_eq "distinct blobs" .postgresql.images.blobs "SELECT count(DISTINCT sha256) 
 sql_eq "stored bytes" .postgresql.images.stored_bytes "SELECT sum(byte_size) FROM image_blobs"
 sql_eq "bytes not stored twice" .postgresql.dedup.bytes_saved \
     "SELECT sum(byte_size) - (SELECT sum(byte_size) FROM image_blobs) FROM cached_images"
-check_eq "12 blobs and 15 URLs: the copies saved 3 × p1's size" \
+check_eq "13 blobs and 16 URLs: the copies saved 3 × p1's size" \
     "$(( 3 * $(stat -c %s "$MEDIA/a/p1.png") ))" "$(jget .postgresql.dedup.bytes_saved "$A")"
 sql_eq "permanent failures" .postgresql.failures.permanent "SELECT count(*) FROM image_failures WHERE permanent"
 sql_eq "failures pending a retry" .postgresql.failures.pending_retry \
@@ -105,6 +124,27 @@ check_eq "failures by class" \
     "$(jq -r '.postgresql.failures.by_class[] | "\(.error_class) \(.permanent) \(.pending_retry)"' "$A" | sort)"
 sql_eq "the oldest refreshed_at" .postgresql.oldest_refreshed_at \
     "SELECT to_char(min(refreshed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM cached_images"
+sql_eq "rendition rows" .postgresql.renditions.rows "SELECT count(*) FROM image_renditions"
+sql_eq "blobs missing the 256 px preset (not given up)" .postgresql.renditions.missing \
+    "SELECT count(*) FROM image_blobs b WHERE NOT EXISTS (SELECT 1 FROM image_renditions r WHERE r.source_sha256 = b.sha256 AND r.preset = 256)
+       AND NOT EXISTS (SELECT 1 FROM render_failures f WHERE f.source_sha256 = b.sha256 AND f.permanent)"
+check_eq "that is the 12 renderable blobs" 12 "$(jget .postgresql.renditions.missing "$A")"
+sql_eq "given-up renders" .postgresql.renditions.given_up "SELECT count(*) FROM render_failures WHERE permanent"
+check_eq "the presets compared with: IMGCACHE_RENDITIONS" "64,128,256" "$(jq -r '.postgresql.renditions.presets | join(",")' "$A")"
+events_in() { kcat -b "$KAFKA_BROKERS" -C -t "$1" -e -q -f '%k\n' 2>/dev/null | wc -l; }
+check_eq "image-stored's size: its events (kcat)" "$(events_in image-stored)" \
+    "$(jget '.kafka.topics["image-stored"].events' "$A")"
+check_eq "image-stored-dlt's size: one dead letter per given-up render" \
+    "$(q "SELECT count(*) FROM render_failures WHERE permanent")|$(events_in image-stored-dlt)" \
+    "$(jget '.kafka.topics["image-stored-dlt"].events' "$A")|$(jget '.kafka.topics["image-stored-dlt"].events' "$A")"
+if [ "${IMGCACHE_BROKER:-kafka}" = kafka ]; then
+    check_eq "the renderer's group reads image-stored only, with no backlog" "imgcache-renderer image-stored 0" \
+        "$(jq -r '.kafka.groups[] | select(.group == "imgcache-renderer") | "\(.group) \(.topics | keys | join(",")) \(.backlog)"' "$A")"
+else # librdkafka's mock cluster does not list the groups it coordinates
+    echo "# the dev broker lists no groups: the renderer's group is checked on Kafka only"
+fi
+check_eq "the workers' group reads image-needed and -retry" "image-needed,image-needed-retry" \
+    "$(jq -r '.kafka.groups[0].topics | keys | join(",")' "$A")"
 check_eq "the failures are the broken page and the pending 503" "not_image 1 0
 http_503 0 1" "$(jq -r '.postgresql.failures.by_class[] | "\(.error_class) \(.permanent) \(.pending_retry)"' "$A" | sort -r)"
 
@@ -114,6 +154,12 @@ check_eq "stats (human) exits 0" 0 "$?"
 check "the report has the coverage line" grep -Eq '^avatars +[0-9]+ chats: cached [0-9]+ \([0-9.]+%\)' "$TESTS_TMP/human.out"
 check "the report names the group and its backlog" grep -Eq "^backlog +$group 0 " "$TESTS_TMP/human.out"
 check "the report has the dead letters" grep -q 'image-needed-dlt' "$TESTS_TMP/human.out"
+check "the report has the renditions" grep -Eqx 'renditions +24 rows; 12 blobs missing one of 64,128,256 px; 1 given up' \
+    "$TESTS_TMP/human.out"
+check "the report has the renderer's topics" \
+    grep -Eqx 'render events +image-stored [0-9]+, image-stored-dlt 1 \(dead letters: no group consumes them\)' "$TESTS_TMP/human.out"
+[ "${IMGCACHE_BROKER:-kafka}" = kafka ] &&
+    check "the report has the renderer's backlog" grep -Eqx ' +imgcache-renderer 0 \(image-stored 0\)' "$TESTS_TMP/human.out"
 check "the report is short" test "$(wc -l < "$TESTS_TMP/human.out")" -le 25
 sed 's/^/#   /' "$TESTS_TMP/human.out"
 
@@ -149,6 +195,9 @@ check "no secret in any stats output" no_secret "$TESTS_TMP"/nokafka.* "$TESTS_T
 "$P" --topic nosuch stats > "$TESTS_TMP/notopic.out" 2> "$TESTS_TMP/notopic.err"
 check_eq "stats on a topic that does not exist exits 0" 0 "$?"
 check "it says the topics are missing" grep -Eq '^kafka events +nosuch missing, nosuch-retry missing' "$TESTS_TMP/notopic.out"
+"$P" --stored-topic nosuch-stored stats > "$TESTS_TMP/nostored.out" 2> "$TESTS_TMP/nostored.err"
+check "and so for the renderer's topics" \
+    grep -Eq '^render events +nosuch-stored missing, nosuch-stored-dlt missing' "$TESTS_TMP/nostored.out"
 
 "$P" stats --bogus > /dev/null 2> "$TESTS_TMP/bogus.err"
 check_eq "stats with an unknown option exits 2" 2 "$?"

@@ -10,7 +10,10 @@
 #  - a render past IMGCACHE_RENDER_TIMEOUT ends the process (SIGALRM), a
 #    crash counts too, and after IMGCACHE_RENDER_ATTEMPTS the image is given
 #    up (render_failures) instead of crashing the renderer again; a corrupt
-#    image and one over IMGCACHE_MAX_PIXELS are given up at once;
+#    image and one over IMGCACHE_MAX_PIXELS are given up at once; each
+#    given-up image leaves exactly one dead letter on image-stored-dlt
+#    (kcat): keyed by sha256, the image-stored event as its value, the error
+#    class in its headers; a replay does not add another;
 #  - `renditions backfill` publishes only blobs missing a preset; a replay
 #    under a new group with an extra preset adds it, downloading nothing;
 #  - chat_avatars.thumb_url and avatar_renditions show the URLs;
@@ -108,6 +111,28 @@ check_eq "the poison image: given up after 3 unfinished renders" "4|crashed_or_t
 check_eq "the renderer crashed once on it, then went on (no crash loop)" "134" "$(cat "$TESTS_TMP/r3.exits")"
 check_eq "the corrupt PNG is given up as a bad image" bad_image "$(given_up corrupt.png)"
 check_eq "the 1200x800 JPEG over --max-pixels is given up as too large" too_large "$(given_up large.jpg)"
+# ---- dead letters: one per given-up image, on image-stored-dlt ----------------------
+# "sha256 error_class" of each dead letter, and of each image-stored event
+# whose value a dead letter does not repeat byte for byte
+dead_letters() {
+    kcat -b "$KAFKA_BROKERS" -C -t image-stored-dlt -e -q -f '%k\t%h\n' 2>/dev/null |
+        sed -n 's/^\([0-9a-f]*\)\t.*error_class=\([a-z_]*\).*$/\1 \2/p' | sort
+}
+sha_of() { q "SELECT sha256 FROM cached_images WHERE source_url = '$M/$1'"; }
+WANT_DLT=$(printf '%s crashed_or_timed_out\n%s bad_image\n%s too_large\n' "$POISON" "$(sha_of corrupt.png)" \
+    "$(sha_of large.jpg)" | sort)
+check_eq "image-stored-dlt: exactly one dead letter per given-up image, with its class" "$WANT_DLT" "$(dead_letters)"
+values_differ() {
+    kcat -b "$KAFKA_BROKERS" -C -t image-stored -e -q -f '%k\t%s\n' 2>/dev/null | sort -u > "$TESTS_TMP/stored.tsv"
+    kcat -b "$KAFKA_BROKERS" -C -t image-stored-dlt -e -q -f '%k\t%s\n' 2>/dev/null | sort -u > "$TESTS_TMP/dlt.tsv"
+    comm -13 "$TESTS_TMP/stored.tsv" "$TESTS_TMP/dlt.tsv"
+}
+check_eq "each dead letter's value is its image-stored event, as consumed" "" "$(values_differ)"
+dlt_headers() { kcat -b "$KAFKA_BROKERS" -C -t image-stored-dlt -e -q -f '%k %h\n' 2>/dev/null; }
+check_eq "the headers say where each came from: image-stored, partition, offset, attempts, class" 3 \
+    "$(dlt_headers | grep -c ' source_topic=image-stored,source_partition=[0-9]*,source_offset=[0-9]*,attempts=[0-9]*,error_class=[a-z_]*,error_message=.*,first_failed_at=')"
+check_eq "the poison image's dead letter counts its 4 renders" "attempts=4" \
+    "$(dlt_headers | grep "^$POISON " | grep -o 'attempts=[0-9]*')"
 check_eq "one row per image and preset (kill -9 and crashes lost nothing, added nothing)" \
     "$((N_GOOD * 3))|$((N_GOOD * 3))" \
     "$(q "SELECT count(*) || '|' || count(DISTINCT (source_sha256, preset)) FROM image_renditions")"
@@ -173,6 +198,7 @@ check "a replay under a new group adds the 96 px preset to every renderable imag
 check_eq "96 px rows" "$N_GOOD" "$(q "SELECT count(*) FROM image_renditions WHERE preset = 96")"
 check_eq "nothing was downloaded again (media server requests unchanged)" "$HITS" "$(media_total)"
 check_eq "still one row per image and preset" "$((N_GOOD * 4))" "$(q "SELECT count(DISTINCT (source_sha256, preset)) FROM image_renditions")"
+check_eq "the replay skipped the given-up images: still one dead letter each" "$WANT_DLT" "$(dead_letters)"
 kill -TERM "$RPID"
 check "r4 stops on SIGTERM with exit 0" wait_pid "$RPID" 20
 

@@ -147,6 +147,10 @@ static void test_plan(void **state)
     assert_string_equal(plan.topics[TOPICS_STORED].name, "image-stored");
     assert_string_equal(spec_get(&plan.topics[TOPICS_STORED], "cleanup.policy"), "compact");
     assert_null(spec_get(&plan.topics[TOPICS_STORED], "segment.ms")); /* --config is the main topic's */
+    assert_string_equal(plan.topics[TOPICS_STORED_DLT].name, "image-stored-dlt");
+    assert_string_equal(spec_get(&plan.topics[TOPICS_STORED_DLT], "cleanup.policy"), "delete");
+    assert_string_equal(spec_get(&plan.topics[TOPICS_STORED_DLT], "retention.ms"), "2592000000");
+    assert_int_equal(plan.topics[TOPICS_STORED_DLT].configs_required, 0);
     assert_string_equal(spec_get(&plan.topics[0], "cleanup.policy"), "compact");
     assert_string_equal(spec_get(&plan.topics[0], "segment.ms"), "100");
     assert_null(spec_get(&plan.topics[0], "retention.ms"));
