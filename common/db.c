@@ -16,8 +16,6 @@
 #define DB_MIGRATE_LOCK "31093368184218472"
 /* Rows per FETCH of db_each_uncached's cursor. */
 #define DB_FETCH_ROWS "1000"
-/* A URL's last_seen_at is rewritten at most this often (gc counts in days). */
-#define DB_SEEN_EVERY "1 hour"
 
 /* Copies the first line of msg (libpq messages end in "\n" and may carry a
  * second line of detail) after prefix into err, with every occurrence of
@@ -550,14 +548,10 @@ static int chats_to_json(const struct beeper_chat *chats, size_t n, json_t *jcha
  *    absent or malformed value into NULL, and NULL keeps the stored value;
  *  - contact_image_url is not in the column list: never touched;
  *  - participants are rewritten only when something changed;
- *  - every image URL of the batch marks its cached_images and
- *    image_failures rows as seen (last_seen_at, for gc). The cached rows
- *    are locked in URL order (a worker's commit takes them in that order
- *    too, so the two cannot deadlock), and a row being collected by a
- *    concurrent gc makes this statement wait until the row is gone: the
- *    look-up that follows then finds the URL uncached and announces it.
- *    A row already marked within DB_SEEN_EVERY is locked but not
- *    rewritten, so a re-sync of a cached fleet writes almost nothing. */
+ *  - nothing is written for the batch's image URLs: a row re-pointed
+ *    or deleted here starts its old URL's grace period through the
+ *    triggers of 006_unreferenced.sql, and a URL referenced again needs
+ *    no write (gc looks the references up). */
 static const char upsert_sql[] =
     "WITH c_in AS ("
     "  SELECT DISTINCT ON (r.chat_id) r.*"
@@ -600,22 +594,24 @@ static const char upsert_sql[] =
     "    AND NOT EXISTS (SELECT 1 FROM p_in"
     "                    WHERE p_in.chat_id = cp.chat_id AND p_in.participant_id = cp.participant_id)"
     "  RETURNING 1"
-    "), seen AS ("
-    "  SELECT img_source_url AS url FROM c_in WHERE img_source_url IS NOT NULL"
-    "  UNION SELECT img_source_url FROM p_in WHERE img_source_url IS NOT NULL"
-    "), seen_ci AS ("
-    "  UPDATE cached_images ci SET last_seen_at = now()"
-    "  FROM (SELECT s.source_url FROM cached_images s JOIN seen ON seen.url = s.source_url"
-    "        ORDER BY s.source_url FOR UPDATE OF s) l"
-    "  WHERE ci.source_url = l.source_url AND ci.last_seen_at < now() - interval '" DB_SEEN_EVERY "'"
-    "  RETURNING 1"
-    "), seen_f AS ("
-    "  UPDATE image_failures f SET last_seen_at = now()"
-    "  FROM seen WHERE f.source_url = seen.url AND f.last_seen_at < now() - interval '" DB_SEEN_EVERY "'"
-    "  RETURNING 1"
     ")"
-    " SELECT (SELECT count(*) FROM up_c), (SELECT count(*) FROM up_p), (SELECT count(*) FROM del_p),"
-    "        (SELECT count(*) FROM seen_ci) + (SELECT count(*) FROM seen_f)";
+    " SELECT (SELECT count(*) FROM up_c), (SELECT count(*) FROM up_p), (SELECT count(*) FROM del_p)";
+
+/* Opens the batch's transaction holding gc's lock shared (DB_GC_LOCK):
+ * batches run side by side, and a gc batch removing rows runs between
+ * them, never across one. So gc either sees this batch's references
+ * (committed before it looked) or has committed its removals before the
+ * batch, whose look-up then finds those URLs uncached and announces them. */
+static int begin_import_batch(struct db *db, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(db->conn, "BEGIN; SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")");
+    int rc = PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : -1;
+
+    if (rc != 0)
+        set_pg_err(db, res, "upsert chats: take gc's lock", err, errlen);
+    PQclear(res);
+    return rc;
+}
 
 int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
                     char *err, size_t errlen)
@@ -643,16 +639,21 @@ int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
         goto out;
     params[0] = schats;
     params[1] = sparts;
+    if (begin_import_batch(db, err, errlen) != 0)
+        goto out;
     res = PQexecParams(db->conn, upsert_sql, 2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         set_pg_err(db, res, "upsert chats", err, errlen);
         goto out;
     }
-    log_debug("event=chats_upserted chats=%s participants_changed=%s participants_removed=%s "
-              "urls_marked_seen=%s",
-              PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+    if (exec_cmd(db, "COMMIT", "upsert chats", err, errlen) != 0)
+        goto out;
+    log_debug("event=chats_upserted chats=%s participants_changed=%s participants_removed=%s",
+              PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
     rc = 0;
 out:
+    if (rc != 0)
+        rollback_if_open(db);
     PQclear(res);
     free(schats);
     free(sparts);

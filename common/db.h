@@ -51,8 +51,9 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen) MUST_CHECK
 /* Upserts chats and their participants in one transaction. A chat whose
  * participant list is complete (participants_has_more == 0) loses
  * participants no longer listed. Never touches chats.contact_image_url.
- * Marks the cached_images and image_failures rows of every image URL of
- * the batch as seen now (last_seen_at, which `gc` reads). */
+ * Writes nothing for the image URLs it sees (schema 6's triggers note a
+ * URL that loses a reference, for `gc`), and holds gc's lock shared while
+ * it writes, so a `gc` batch never removes a URL this batch references. */
 int db_upsert_chats(struct db *db, const struct beeper_chat *chats, size_t n,
                     char *err, size_t errlen) MUST_CHECK;
 

@@ -18,7 +18,7 @@
 /* $1 grace in ms, $2 after, $3 limit; %s: the table, twice, then the lock */
 static const char candidates_fmt[] =
     "SELECT t.source_url FROM %s t"
-    " WHERE t.source_url > $2 AND t.last_seen_at < now() - $1::bigint * interval '1 millisecond'"
+    " WHERE t.source_url > $2 AND t.unreferenced_at < now() - $1::bigint * interval '1 millisecond'"
     "   AND NOT " REFERENCED("t.source_url")
     " ORDER BY t.source_url LIMIT $3::int %s";
 
@@ -33,7 +33,7 @@ static const char delete_fmt[] =
  * would remove do not count), -1 otherwise */
 #define BLOB_UNREFERENCED(g)                                                         \
     "NOT EXISTS (SELECT 1 FROM cached_images ci WHERE ci.sha256 = b.sha256"          \
-    " AND (" g "::bigint < 0 OR ci.last_seen_at >= now() - " g "::bigint * interval '1 millisecond'" \
+    " AND (" g "::bigint < 0 OR ci.unreferenced_at >= now() - " g "::bigint * interval '1 millisecond'" \
     "      OR " REFERENCED("ci.source_url") "))"
 
 static const char blob_candidates_sql[] =
@@ -95,6 +95,15 @@ static PGresult *run(struct db *db, const char *sql, int nparams, const char *co
 static int run_cmd(struct db *db, const char *sql, const char *what, char *err, size_t errlen)
 {
     PGresult *res = run(db, sql, 0, NULL, PGRES_COMMAND_OK, what, err, errlen);
+
+    PQclear(res);
+    return res ? 0 : -1;
+}
+
+static int run_lock(struct db *db, char *err, size_t errlen)
+{
+    PGresult *res = run(db, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")", 0, NULL, PGRES_TUPLES_OK,
+                        "take the import lock", err, errlen);
 
     PQclear(res);
     return res ? 0 : -1;
@@ -191,7 +200,11 @@ int db_gc_urls(struct db *db, enum db_gc_table table, long long grace_ms, int dr
     params[1] = after;
     params[2] = lim;
     snprintf(sql, sizeof sql, candidates_fmt, name, dry_run ? "" : "FOR UPDATE SKIP LOCKED");
+    /* exclusive: no import or sync batch is between its writes and its
+     * commit while this one looks up references and removes (DB_GC_LOCK) */
     if (!dry_run && run_cmd(db, "BEGIN", "begin", err, errlen) != 0)
+        goto out;
+    if (!dry_run && run_lock(db, err, errlen) != 0)
         goto out;
     res = run(db, sql, 3, params, PGRES_TUPLES_OK, name, err, errlen);
     if (res == NULL)

@@ -31,12 +31,15 @@ enum db_gc_table {
 
 /* Step 1, one batch of at most limit rows of `table` (key > after; ""
  * for the first) whose URL no chat or participant references and whose
- * last_seen_at is older than grace_ms. dry_run: lists them. Else, in one
- * transaction: locks them, looks up the references again in a new
- * snapshot (a chat that an import committed meanwhile keeps its URL;
- * one still being written waits on our lock and then finds the URL
- * uncached, so it announces it), deletes and returns those. *scanned gets
- * the last key examined ("" when the batch was empty: done). */
+ * unreferenced_at (schema 6: when the URL last lost a reference) is older
+ * than grace_ms. dry_run: lists them. Else, in one transaction: takes the
+ * import lock exclusive (DB_GC_LOCK, which every import or sync batch
+ * holds shared: a batch that references one of these URLs either
+ * committed before, and the URL is kept, or starts after our commit, and
+ * its look-up finds the URL uncached and announces it), locks the rows,
+ * looks up the references again in a new snapshot, deletes and returns
+ * those. *scanned gets the last key examined ("" when the batch was empty:
+ * done). */
 int db_gc_urls(struct db *db, enum db_gc_table table, long long grace_ms, int dry_run,
                const char *after, int limit, struct db_gc_list *out,
                char *scanned, size_t scannedlen, char *err, size_t errlen) MUST_CHECK;

@@ -16,8 +16,9 @@
 
 /* gc [--grace 30d] [--dry-run] [--quiet]: the three steps of issue 15.
  *  1. cached_images and image_failures rows whose URL no chat or
- *     participant references and that no import or sync has seen within
- *     the grace period (db_gc.h); a tombstone per URL dropped;
+ *     participant references now and none stopped referencing within
+ *     the grace period (unreferenced_at, db_gc.h); a tombstone per URL
+ *     dropped;
  *  2. image_blobs rows no cached_images row points at, and their files;
  *  3. files of the store with no image_blobs row, and temporary files,
  *     older than STORE_IN_USE_S (a crash between a worker's rename and its

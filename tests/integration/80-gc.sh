@@ -5,7 +5,8 @@
 #    unreferenced failure, and the blobs no row points at are gone (rows,
 #    blobs, files and bytes reported); a blob shared with a URL still
 #    cached stays; chat_avatars is unchanged for every remaining chat;
-#  - with the default grace (30 days) nothing just seen is removed;
+#  - with the default grace (30 days) nothing that lost its reference just
+#    now is removed;
 #  - orphan store files and temporary files older than an hour are
 #    removed, younger ones are not;
 #  - --dry-run reports the same figures and changes nothing;
@@ -14,9 +15,12 @@
 #  - a blob whose file a worker found in use within the hour (its mtime)
 #    is kept, and collected by a later run;
 #  - two collectors at once remove each row once and both exit 0;
+#  - a URL that lost its only reference and got it back is kept, and an
+#    import that changes nothing leaves gc's clock alone;
 #  - a bad --grace, and a storage folder that is not a store, are refused.
 # The race with a worker's commit on the blob row is test_db's
-# test_gc_blob_race (two connections, both orders).
+# test_gc_blob_race, the race with an import batch test_gc_import_race
+# (two connections, both orders each).
 . "$ROOT/tests/integration/lib.sh"
 it_setup 2
 
@@ -79,7 +83,7 @@ backdate_store
 # ---- the default grace: everything was seen just now -----------------------------
 out=$("$P" gc --quiet 2> "$TESTS_TMP/gc-default.err")
 check "gc with the default grace exits 0" test $? -eq 0
-check_eq "... and removes nothing seen within 30 days" \
+check_eq "... and removes nothing that lost its reference within 30 days" \
     "rows=0 failures=0 blobs=0 files=0 bytes=0 tombstones=0" "$out"
 
 # ---- orphans: files without a blob row, temporary files ---------------------------
@@ -170,6 +174,22 @@ a=$(cat "$TESTS_TMP/gc-a.out"); b=$(cat "$TESTS_TMP/gc-b.out")
 check_eq "... and remove each row, blob and file once between them" "rows=2 blobs=2 files=2" \
     "rows=$(( $(field rows "$a") + $(field rows "$b") )) blobs=$(( $(field blobs "$a") + $(field blobs "$b") )) files=$(( $(field files "$a") + $(field files "$b") ))"
 check_eq "what is left" "a1,a2new,s1|3" "$(cached_urls)|$(blob_count)"
+
+# ---- a URL referenced again ---------------------------------------------------------------
+clock() { q "SELECT unreferenced_at > now() - interval '1 minute' FROM cached_images WHERE source_url = '$M/$1.png'"; }
+single s-1 "$M/a2new.png" > "$TESTS_TMP/away.jsonl"
+single s-1 "$M/a1.png" > "$TESTS_TMP/back.jsonl"
+q "UPDATE cached_images SET unreferenced_at = now() - interval '2 days'" > /dev/null
+"$P" import --quiet "$TESTS_TMP/back.jsonl" > /dev/null 2> "$TESTS_TMP/import3.err"
+check_eq "an import that changes nothing leaves gc's clock alone" "f" "$(clock a1)"
+"$P" import --quiet "$TESTS_TMP/away.jsonl" > /dev/null 2> "$TESTS_TMP/import4.err" &&
+    "$P" import --quiet "$TESTS_TMP/back.jsonl" > /dev/null 2> "$TESTS_TMP/import5.err"
+check "s-1's picture is re-pointed away and back" test $? -eq 0
+check_eq "losing its reference restarted a1's clock" "t" "$(clock a1)"
+out=$("$P" gc --grace 0 --quiet 2> "$TESTS_TMP/gc-back.err")
+check_eq "gc --grace 0 keeps the URL referenced again" "rows=0 failures=0 blobs=0" \
+    "$(echo "rows=$(field rows "$out") failures=$(field failures "$out") blobs=$(field blobs "$out")")"
+check_eq "... and every cached row" "a1,a2new,s1|3" "$(cached_urls)|$(blob_count)"
 
 # ---- bad arguments -----------------------------------------------------------------------
 o=$("$P" gc --grace soon 2>&1); rc=$?

@@ -875,56 +875,98 @@ static void gc_fixture_image(const char *c, const char *url)
     sql_ok(sql);
 }
 
-/* Step 1: a referenced URL stays whatever its age; an unreferenced one
- * goes once older than the grace period; a failure likewise; and an
- * import marks every URL it sees. */
+/* gc_urls(table, grace in ms): runs step 1 on table and returns its
+ * removed URLs joined by ',' in a static buffer. */
+static const char *gc_urls(struct db *db, enum db_gc_table table, long long grace_ms, int dry_run)
+{
+    static char got[1024];
+    char err[512] = "", scanned[256];
+    struct db_gc_list l = { 0 };
+
+    got[0] = '\0';
+    if (db_gc_urls(db, table, grace_ms, dry_run, "", 100, &l, scanned, sizeof scanned, err, sizeof err) != 0)
+        fail_msg("db_gc_urls: %s", err);
+    for (size_t i = 0; i < l.n; i++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", i ? "," : "", l.items[i].key);
+    db_gc_list_release(&l);
+    return got;
+}
+
+#define DAY_MS 86400000LL
+/* the rows of `table` whose grace period started within the last minute */
+#define RECENT(table) "SELECT coalesce(string_agg(replace(source_url, 'https://img.test/', ''), ','" \
+                      " ORDER BY source_url), '') FROM " table                                      \
+                      " WHERE unreferenced_at > now() - interval '1 minute'"
+
+/* Step 1 and schema 6's triggers: an import that changes nothing writes
+ * no cached row; a participant re-pointed, a participant no longer
+ * listed and a chat removed start their old URL's grace period; a URL
+ * referenced again stays whatever its clock says; only URLs unreferenced
+ * for longer than the grace period go, failures likewise. */
 static void test_gc_urls(void **state)
 {
     struct fixture *fx = *state;
-    char err[512] = "", scanned[256];
-    struct db_gc_list l = { 0 };
-    struct beeper_participant parts[] = { { .id = "u", .full_name = "U", .img_url = "https://img.test/used" } };
-    struct beeper_chat chat = { .id = "c", .type = "single", .participants = parts, .n_participants = 1 };
+    char err[512] = "";
+    struct beeper_participant pu[] = { { .id = "u", .img_url = "https://img.test/used" } };
+    struct beeper_participant pv[] = { { .id = "v", .img_url = "https://img.test/old" } };
+    struct beeper_participant pv2[] = { { .id = "v", .img_url = "https://img.test/new" } };
+    struct beeper_participant pw[] = { { .id = "w", .img_url = "https://img.test/failed" } };
+    struct beeper_participant pb[] = { { .id = "b", .img_url = "https://img.test/back" } };
+    struct beeper_participant pb2[] = { { .id = "b", .img_url = NULL } };
+    struct beeper_chat v1[] = {
+        { .id = "c", .type = "single", .participants = pu, .n_participants = 1 },
+        { .id = "d", .type = "single", .participants = pv, .n_participants = 1 },
+        { .id = "e", .type = "single", .participants = pw, .n_participants = 1 },
+        { .id = "f", .type = "single", .participants = pb, .n_participants = 1 },
+        { .id = "g", .type = "group", .img_url = "https://img.test/group" },
+    };
+    /* d re-pointed, e lists nobody (a complete list), f's picture goes
+     * and comes back */
+    struct beeper_chat v2[] = {
+        { .id = "d", .type = "single", .participants = pv2, .n_participants = 1 },
+        { .id = "e", .type = "single" },
+        { .id = "f", .type = "single", .participants = pb2, .n_participants = 1 },
+    };
 
-    assert_int_equal(db_upsert_chats(fx->db, &chat, 1, err, sizeof err), 0);
+    assert_int_equal(db_upsert_chats(fx->db, v1, 5, err, sizeof err), 0);
     gc_fixture_image("a", "https://img.test/used");
-    gc_fixture_image("b", "https://img.test/gone");
-    gc_fixture_image("c", "https://img.test/recent");
+    gc_fixture_image("a", "https://img.test/old");
+    gc_fixture_image("b", "https://img.test/group");
+    gc_fixture_image("c", "https://img.test/back");
     sql_ok("INSERT INTO image_failures (source_url, error_class) VALUES ('https://img.test/failed', 'http_404')");
-    sql_ok("UPDATE cached_images SET last_seen_at = now() - interval '10 days'"
-           " WHERE source_url <> 'https://img.test/recent'");
-    sql_ok("UPDATE image_failures SET last_seen_at = now() - interval '10 days'");
-    /* the import marks what it sees */
-    assert_int_equal(db_upsert_chats(fx->db, &chat, 1, err, sizeof err), 0);
-    assert_sql("SELECT count(*) FROM cached_images WHERE source_url = 'https://img.test/used'"
-               " AND last_seen_at > now() - interval '1 minute'", "1");
+    sql_ok("UPDATE cached_images SET unreferenced_at = now() - interval '10 days'");
+    sql_ok("UPDATE image_failures SET unreferenced_at = now() - interval '10 days'");
+    /* an import of the same chats writes no cached row */
+    assert_int_equal(db_upsert_chats(fx->db, v1, 5, err, sizeof err), 0);
+    assert_sql(RECENT("cached_images"), "");
 
-    /* a dry run lists without removing */
-    assert_int_equal(db_gc_urls(fx->db, DB_GC_CACHED_IMAGES, 86400000LL, 1, "", 100, &l, scanned,
-                                sizeof scanned, err, sizeof err), 0);
-    assert_int_equal(l.n, 1);
-    assert_string_equal(l.items[0].key, "https://img.test/gone");
-    db_gc_list_release(&l);
-    assert_sql("SELECT count(*) FROM cached_images", "3");
+    assert_int_equal(db_upsert_chats(fx->db, v2, 3, err, sizeof err), 0);
+    assert_int_equal(db_upsert_chats(fx->db, &v1[3], 1, err, sizeof err), 0); /* f's picture is back */
+    sql_ok("DELETE FROM chats WHERE chat_id = 'g'");
+    assert_sql(RECENT("cached_images"), "back,group,old");
+    assert_sql(RECENT("image_failures"), "failed");
 
-    assert_int_equal(db_gc_urls(fx->db, DB_GC_CACHED_IMAGES, 86400000LL, 0, "", 100, &l, scanned,
-                                sizeof scanned, err, sizeof err), 0);
-    assert_int_equal(l.n, 1);
-    assert_string_equal(scanned, "https://img.test/gone");
-    db_gc_list_release(&l);
+    /* within the grace period nothing goes; a dry run lists without removing */
+    assert_string_equal(gc_urls(fx->db, DB_GC_CACHED_IMAGES, DAY_MS, 0), "");
+    assert_string_equal(gc_urls(fx->db, DB_GC_IMAGE_FAILURES, DAY_MS, 0), "");
+    sql_ok("UPDATE cached_images SET unreferenced_at = now() - interval '2 days'");
+    sql_ok("UPDATE image_failures SET unreferenced_at = now() - interval '2 days'");
+    assert_string_equal(gc_urls(fx->db, DB_GC_CACHED_IMAGES, DAY_MS, 1),
+                        "https://img.test/group,https://img.test/old");
+    assert_sql("SELECT count(*) FROM cached_images", "4");
+    assert_string_equal(gc_urls(fx->db, DB_GC_CACHED_IMAGES, 3 * DAY_MS, 0), "");
+    /* older than the grace: exactly the unreferenced rows go */
+    assert_string_equal(gc_urls(fx->db, DB_GC_CACHED_IMAGES, DAY_MS, 0),
+                        "https://img.test/group,https://img.test/old");
     assert_sql("SELECT string_agg(source_url, ',' ORDER BY source_url) FROM cached_images",
-               "https://img.test/recent,https://img.test/used");
-    /* grace 0: the recent one goes too, the used one never */
-    assert_int_equal(db_gc_urls(fx->db, DB_GC_CACHED_IMAGES, 0, 0, "", 100, &l, scanned, sizeof scanned,
-                                err, sizeof err), 0);
-    assert_int_equal(l.n, 1);
-    db_gc_list_release(&l);
-    assert_sql("SELECT string_agg(source_url, ',') FROM cached_images", "https://img.test/used");
-    assert_int_equal(db_gc_urls(fx->db, DB_GC_IMAGE_FAILURES, 0, 0, "", 100, &l, scanned, sizeof scanned,
-                                err, sizeof err), 0);
-    assert_int_equal(l.n, 1);
-    db_gc_list_release(&l);
-    assert_sql("SELECT count(*) FROM image_failures", "0");
+               "https://img.test/back,https://img.test/used");
+    assert_string_equal(gc_urls(fx->db, DB_GC_IMAGE_FAILURES, DAY_MS, 0), "https://img.test/failed");
+    /* whatever the clock, a referenced URL stays */
+    assert_string_equal(gc_urls(fx->db, DB_GC_CACHED_IMAGES, 0, 0), "");
+    /* TRUNCATE fires no row trigger: it restarts every clock at once */
+    sql_ok("UPDATE cached_images SET unreferenced_at = now() - interval '2 days'");
+    sql_ok("TRUNCATE chats CASCADE");
+    assert_sql(RECENT("cached_images"), "back,used");
 }
 
 /* Waits (up to 10 s) until a backend of this database waits on a lock:
@@ -1004,6 +1046,86 @@ static void test_gc_blob_race(void **state)
     assert_sql("SELECT count(*) FROM image_blobs", "2");
 }
 
+/* The key of DB_GC_LOCK (common/db_private.h), which import batches take
+ * shared and gc batches exclusive. */
+#define GC_LOCK_KEY "31093368184218473"
+
+/* A second connection to the test's schema that gives up on a lock after
+ * 300 ms: a call that would wait for the other side fails instead, with
+ * lock_timeout's message. */
+static struct db *impatient_db(void)
+{
+    char opts[160], err[512] = "";
+    struct db *db = NULL;
+
+    snprintf(opts, sizeof opts, "-c search_path=%s -c client_min_messages=warning -c lock_timeout=300",
+             schema);
+    setenv("PGOPTIONS", opts, 1);
+    if (db_connect(dburl, &db, err, sizeof err) != 0)
+        fail_msg("db_connect: %s", err);
+    return db;
+}
+
+/* Step 1 against an import batch, on two connections, both orders:
+ *  - an import batch that re-references an unreferenced URL has not
+ *    committed: gc cannot start its batch (it would not see the new
+ *    reference and would remove the URL after the import looked it up
+ *    as cached); once the import committed, gc keeps the URL;
+ *  - gc's batch is between its look-up and its commit: an import batch
+ *    cannot write until gc committed, and its look-up then finds the URL
+ *    uncached, so it announces it. */
+static void test_gc_import_race(void **state)
+{
+    struct fixture *fx = *state;
+    struct db *gc = impatient_db(), *import = impatient_db();
+    char err[512] = "";
+    uint8_t st = 0;
+    const char *url = "https://img.test/back";
+    struct beeper_chat chat = { .id = "g", .type = "group", .img_url = "https://img.test/back" };
+
+    gc_fixture_image("a", url);
+    gc_fixture_image("b", "https://img.test/gone");
+    sql_ok("UPDATE cached_images SET unreferenced_at = now() - interval '10 days'");
+    /* 1: an import batch (on admin) holds the lock, its chat not committed */
+    sql_ok("BEGIN");
+    sql_ok("SELECT pg_advisory_xact_lock_shared(" GC_LOCK_KEY ")");
+    sql_ok("INSERT INTO chats (chat_id, chat_type, img_source_url) VALUES ('g', 'group', 'https://img.test/back')");
+    assert_int_equal(db_lookup_urls(fx->db, &url, 1, 0, &st, err, sizeof err), 0);
+    assert_int_equal(st, DB_URL_CACHED); /* the import will not announce it */
+    assert_string_equal(gc_urls(gc, DB_GC_CACHED_IMAGES, 0, 1), /* a dry run takes no lock */
+                        "https://img.test/back,https://img.test/gone");
+    err[0] = '\0';
+    {
+        struct db_gc_list l = { 0 };
+        char scanned[256];
+        assert_int_equal(db_gc_urls(gc, DB_GC_CACHED_IMAGES, 0, 0, "", 100, &l, scanned, sizeof scanned,
+                                    err, sizeof err), -1);
+        assert_int_equal(l.n, 0);
+    }
+    assert_non_null(strstr(err, "lock timeout"));
+    assert_sql("SELECT count(*) FROM cached_images", "2");
+    sql_ok("COMMIT");
+    assert_string_equal(gc_urls(gc, DB_GC_CACHED_IMAGES, 0, 0), "https://img.test/gone");
+    assert_sql("SELECT string_agg(source_url, ',') FROM cached_images", "https://img.test/back");
+
+    /* 2: gc's batch (on admin) holds the lock and has removed the row of
+     * the URL no chat references any more */
+    sql_ok("DELETE FROM chats WHERE chat_id = 'g'");
+    sql_ok("BEGIN");
+    sql_ok("SELECT pg_advisory_xact_lock(" GC_LOCK_KEY ")");
+    sql_ok("DELETE FROM cached_images WHERE source_url = 'https://img.test/back'");
+    err[0] = '\0';
+    assert_int_equal(db_upsert_chats(import, &chat, 1, err, sizeof err), -1);
+    assert_non_null(strstr(err, "lock timeout"));
+    assert_sql("SELECT count(*) FROM chats", "0"); /* rolled back */
+    sql_ok("COMMIT");
+    assert_int_equal(db_upsert_chats(import, &chat, 1, err, sizeof err), 0);
+    assert_int_equal(db_lookup_urls(import, &url, 1, 0, &st, err, sizeof err), 0);
+    assert_int_equal(st, DB_URL_NONE); /* announced again */
+    db_close(gc);
+    db_close(import);
+}
+
 /* Without a server these tests cannot run, and must not look as if they
  * passed. */
 static void test_database_url_is_set(void **state)
@@ -1037,6 +1159,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chat_names, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_gc_urls, setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_gc_blob_race, setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_import_race, setup_migrated, teardown),
     };
     log_init("test_db", LOG_WARN);
     dburl = getenv("DATABASE_URL");
