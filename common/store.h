@@ -128,4 +128,22 @@ void store_blob_discard(struct store_blob *b);
 int store_get(struct store *s, const char *key, unsigned char **data, size_t *len, char *err,
               size_t errlen) MUST_CHECK;
 
+/* gc of an S3 store. An object as listed: key relative to the prefix,
+ * size, LastModified (seconds since the epoch; -1 when not given). */
+struct store_object {
+    char key[STORE_KEY_MAX];
+    long long size;
+    long long mtime;
+};
+/* Called with each page of a listing (objs borrowed for the call); a
+ * non-zero return (with err set) stops the listing and is returned. */
+typedef int (*store_list_fn)(void *arg, const struct store_object *objs, size_t n, char *err, size_t errlen);
+int store_is_s3(const struct store *s);
+/* Lists every object of an S3 store (ListObjectsV2, page by page; a page
+ * holds up to 1000). -1 for a folder store (gc walks its folders). */
+int store_list(struct store *s, store_list_fn fn, void *arg, char *err, size_t errlen) MUST_CHECK;
+/* Deletes the object under key (S3: one DELETE; a missing one counts as
+ * deleted; a folder: unlink). 0, or an error class as store_publish's. */
+int store_delete(struct store *s, const char *key, char *err, size_t errlen) MUST_CHECK;
+
 #endif
