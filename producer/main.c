@@ -1,7 +1,6 @@
 /* imgcache-producer: parse the configuration, dispatch on the command, tear
  * down. The commands are in migrate.c, import.c, sync.c, backfill.c, refresh.c,
  * topics.c, stats.c, gc.c and renditions.c; adding one is a line in `commands` and a file. */
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +8,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "stop_signal.h"
 #include "producer.h"
 
 volatile sig_atomic_t producer_stop = 0;
@@ -83,26 +83,6 @@ static const struct command commands[] = {
     { "renditions", cmd_renditions },
 };
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    producer_stop = 1;
-}
-
-/* The first SIGINT/SIGTERM stops at the next line, page or URL (what is
- * queued is still delivered); SA_RESETHAND makes a second one fatal. */
-static void install_signals(void)
-{
-    struct sigaction sa;
-
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -134,7 +114,9 @@ int main(int argc, char **argv)
         return PRODUCER_EXIT_USAGE;
     }
 
-    install_signals();
+    /* The first SIGINT/SIGTERM stops at the next line, page or URL (what
+     * is queued is still delivered); a second one is fatal. */
+    stop_signal_install(&producer_stop);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         producer_error("cannot initialize libcurl");
         config_free(&cfg);

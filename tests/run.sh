@@ -32,6 +32,7 @@ IT_TIMEOUT=${IT_TIMEOUT:-900}
 UNIT_TIMEOUT=${UNIT_TIMEOUT:-600}
 FILTERS="$* ${ONLY:-}"
 
+run_started_ms=$(now_ms)
 passed=0
 failed=0
 failures=""
@@ -96,6 +97,13 @@ sum() {
     echo "$s"
 }
 
+# "12.3s" since $1 (from now_ms): each test's line shows what it cost, so
+# the suite's budget (20 min in CI) can be watched script by script.
+elapsed_since() {
+    ms=$(( $(now_ms) - $1 ))
+    echo "$((ms / 1000)).$((ms % 1000 / 100))s"
+}
+
 note_failure() {
     failures="$failures $1($2)"
 }
@@ -106,6 +114,7 @@ finish() {
         echo "failed:$failures"
     fi
     [ "${KEEP_TMP:-0}" = 1 ] && echo "logs kept in $TMP"
+    echo "took $(elapsed_since "$run_started_ms")"
     echo "$passed passed, $failed failed"
     if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then
         exit 0
@@ -155,6 +164,7 @@ for t in build/tests/test_*; do
     [ $units -eq 0 ] && echo "== unit tests${TEST_PREFIX:+ (under $TEST_PREFIX)}"
     units=$((units + 1))
     log="$TMP/$name.log"
+    started_ms=$(now_ms)
     # shellcheck disable=SC2086
     timeout --foreground -k 10 "$UNIT_TIMEOUT" $TEST_PREFIX "$t" < /dev/null > "$log" 2>&1
     rc=$?
@@ -171,7 +181,7 @@ for t in build/tests/test_*; do
     passed=$((passed + p))
     failed=$((failed + f))
     [ "$f" -gt 0 ] && note_failure "$name" "$f" && failed_units="$failed_units $name"
-    echo "$name: $p passed, $f failed"
+    echo "$name: $p passed, $f failed ($(elapsed_since "$started_ms"))"
 done
 
 # ---- unit tests under valgrind's leak check --------------------------------------
@@ -231,6 +241,7 @@ for s in tests/integration/*.sh; do
     rcfile="$TMP/it/$name.rc"
     pgfile="$TMP/it/$name.pgid"
     echo 1 > "$rcfile"
+    started_ms=$(now_ms)
     # timeout runs the script in a process group of its own and, when time is
     # up, signals the whole group: nothing the script started survives to
     # hold the output pipe open. The pipeline runs in the background so that
@@ -261,7 +272,7 @@ for s in tests/integration/*.sh; do
     passed=$((passed + ok))
     failed=$((failed + notok))
     [ "$notok" -gt 0 ] && note_failure "$name" "$notok"
-    echo "$name: $ok passed, $notok failed"
+    echo "$name: $ok passed, $notok failed ($(elapsed_since "$started_ms"))"
 done
 
 if [ $units -eq 0 ] && [ $scripts -eq 0 ]; then

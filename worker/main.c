@@ -1,31 +1,15 @@
 /* imgcache-worker: parse configuration, build the worker, run its loop,
  * tear down in order. */
 #include <curl/curl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "config.h"
 #include "log.h"
+#include "stop_signal.h"
 #include "worker.h"
 
 static volatile sig_atomic_t stop_requested;
-
-/* The first SIGTERM or SIGINT asks for a graceful stop (in-flight work
- * finishes, at most --grace); the handler then gives both signals back
- * their default action, so a second one of either ends the process at
- * once. sigaction() is async-signal-safe. */
-static void on_signal(int sig)
-{
-    struct sigaction dfl;
-
-    (void)sig;
-    stop_requested = 1;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigaction(SIGTERM, &dfl, NULL);
-    sigaction(SIGINT, &dfl, NULL);
-}
 
 static const char usage[] =
     "Usage: imgcache-worker [--concurrency N] [--drain] [--from-beginning] [--group NAME] [options]\n"
@@ -45,7 +29,6 @@ int main(int argc, char **argv)
 {
     struct config cfg;
     struct worker *w = NULL;
-    struct sigaction sa;
     char err[512];
     int rc, status = 1;
 
@@ -68,12 +51,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    stop_signal_install(&stop_requested);
 
     rc = worker_new(&cfg, &w, err, sizeof err);
     if (rc != 0) {

@@ -1,30 +1,15 @@
 /* imgcache-renderer: parse configuration, start libvips, build the
  * renderer, run its loop, tear down in reverse. */
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "config.h"
 #include "log.h"
+#include "stop_signal.h"
 #include "renderer.h"
 #include "rendition.h"
 
 static volatile sig_atomic_t stop_requested;
-
-/* The first SIGTERM or SIGINT asks for a graceful stop (the image in hand
- * finishes, its offset is committed); the handler then gives both signals
- * back their default action, so a second one ends the process at once. */
-static void on_signal(int sig)
-{
-    struct sigaction dfl;
-
-    (void)sig;
-    stop_requested = 1;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigaction(SIGTERM, &dfl, NULL);
-    sigaction(SIGINT, &dfl, NULL);
-}
 
 static const char usage[] =
     "Usage: imgcache-renderer [--group NAME] [--renditions 64,128,256] [options]\n"
@@ -48,7 +33,6 @@ int main(int argc, char **argv)
 {
     struct config cfg;
     struct renderer *r = NULL;
-    struct sigaction sa;
     char err[512];
     int rc, status = 1, vips_started = 0;
 
@@ -66,12 +50,7 @@ int main(int argc, char **argv)
     }
     log_init("imgcache-renderer", log_level_parse(cfg.log_level));
 
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    stop_signal_install(&stop_requested);
 
     /* 1. libvips, before any thread exists */
     if (rendition_init(argv[0], err, sizeof err) != 0) {
