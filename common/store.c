@@ -493,11 +493,12 @@ static int publish_s3(struct store *s, struct store_blob **blobs, const char *co
                 rc = up->result;
             continue;
         }
-        /* the first blob of a key made it; its twins found it made */
+        /* the first blob of a key made it; its twins found it made. The
+         * spool file stays until the blob is discarded: a batch published
+         * again (its rows could not commit) HEADs the object again, and
+         * PUTs it when gc deleted it meanwhile (producer/gc.c) */
         if (created)
             created[i] = (unsigned char)(up->path == paths[i] && up->result == 1);
-        unlink(paths[i]);
-        blobs[i]->tmp_name[0] = '\0';
     }
 out:
     free(u);

@@ -115,7 +115,10 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
  * created (NULL: not wanted): created[i] = 1 when this call made blob i's
  * name, 0 when the same content was stored already, by an earlier blob of
  * the same batch too (its temporary file is then dropped): the count of
- * new files. Published blobs need no discard (calling it is harmless). */
+ * new files. Published blobs need no discard (calling it is harmless),
+ * except on S3: there a blob keeps its spool file until discarded, so that
+ * publishing it again (its rows did not commit) HEADs the object again and
+ * PUTs it if gc deleted it meanwhile. */
 int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
                   unsigned char *failed, unsigned char *created, char *err, size_t errlen)
     MUST_CHECK;

@@ -423,10 +423,12 @@ static void gc_tmp(struct gc *g)
  * hash's first two digits): gc touches no other object under the prefix. */
 static int is_store_key(const char *key)
 {
-    size_t hex = strspn(key + 3, "0123456789abcdef");
+    static const char hex[] = "0123456789abcdef";
 
-    return strlen(key) > 3 + HASH_HEX_LEN + 1 && strspn(key, "0123456789abcdef") == 2 && key[2] == '/' &&
-           hex == HASH_HEX_LEN && key[3 + HASH_HEX_LEN] == '.' && strncmp(key, key + 3, 2) == 0 &&
+    if (strlen(key) <= 3 + HASH_HEX_LEN + 1)
+        return 0;
+    return strspn(key, hex) == 2 && key[2] == '/' && strspn(key + 3, hex) == HASH_HEX_LEN &&
+           key[3 + HASH_HEX_LEN] == '.' && strncmp(key, key + 3, 2) == 0 &&
            strchr(key + 3 + HASH_HEX_LEN + 1, '/') == NULL;
 }
 

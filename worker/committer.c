@@ -120,8 +120,10 @@ down:
  * object between a HEAD that found it and the commit of a row pointing at
  * it, and one that gc is deleting is waited for, then HEADed as missing and
  * PUT again. With the lock held, gc never removes a blob row of the batch
- * either, so the image-by-image retry needs no second HEAD. One round trip
- * per batch each way. */
+ * either, so the image-by-image retry needs no second HEAD; a batch that
+ * comes back because PostgreSQL was down is published again (store.h: its
+ * spool files are kept), HEADs included. Two statements per batch: the
+ * locks before, their release after. */
 static void commit_batch(struct committer *c, struct commit_batch *b)
 {
     const char *shas[COMMIT_BATCH_MAX];
@@ -132,8 +134,15 @@ static void commit_batch(struct committer *c, struct commit_batch *b)
         shas[i] = b->items[i].img.sha256;
     if (s3 && ((!db_ok(c->db) && db_reset(c->db, err, sizeof err) != 0) ||
                db_store_lock_shared(c->db, shas, b->n, err, sizeof err) != 0)) {
-        for (size_t i = 0; i < b->n; i++)
-            mark(&b->items[i], COMMIT_DB_DOWN, err);
+        for (size_t i = 0; i < b->n; i++) {
+            struct commit_item *it = &b->items[i];
+            it->wrote = 0;
+            mark(it, COMMIT_DB_DOWN, err); /* nothing uploaded nor recorded */
+            /* the caller takes a body as written from here on: spool it
+             * (a failure marks the item so) */
+            if (it->body)
+                put_body(c, it);
+        }
         return;
     }
     publish_and_record(c, b);
