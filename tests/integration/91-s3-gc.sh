@@ -6,7 +6,8 @@
 #    blob stays, chat_avatars is unchanged for the remaining chats;
 #  - an orphan object (no row) older than an hour is deleted
 #    (ListObjectsV2), a young one is not, nor an object not of the store's
-#    key form; --dry-run reports the same and changes nothing;
+#    key form; --dry-run reports the same and changes nothing; orphans
+#    over two listing pages (continuation-token) are all seen;
 #  - the race, with two connections: a worker's content lock held shared
 #    in a psql session makes gc skip that blob (row and object), released
 #    gc removes it; gc's lock held in an open transaction makes a worker's
@@ -145,6 +146,15 @@ check "... a3's object" no_object "$(key_of a3)"
 s3cli s3 rm --quiet "s3://$S3_BUCKET/avatars/$young_orphan"
 s3cli s3 rm --quiet "s3://$S3_BUCKET/avatars/notes/readme.png"
 check_eq "the bucket agrees with the rows after gc" "" "$(s3_problems)"
+
+# a ListObjectsV2 page holds 1000 keys: 1100 old orphans (files made in
+# s3proxy's backend folder directly) take two, and a continuation-token
+shard=$(backing cd)
+mkdir -p "$shard"
+for i in $(seq 1 1100); do echo "$shard/cd$(printf '%062d' "$i").png"; done | xargs touch -d '2 hours ago'
+out=$(gc --grace 0 --dry-run)
+check_eq "gc --dry-run finds orphans over two listing pages" "files=1100" "$(grep -o 'files=[0-9]*' <<< "$out")"
+rm -rf "$shard"
 
 # the converse: gc holds a6's lock in an open transaction (its step 2,
 # between the lock and the commit) while a worker stores a6's bytes again;
