@@ -9,6 +9,7 @@
 
 #include "db_private.h"
 #include "errmsg.h"
+#include "log.h"
 
 /* True when a chat or a participant references the URL `u` now. */
 #define REFERENCED(u)                                                               \
@@ -375,4 +376,92 @@ out:
     free(list);
     free(keys);
     return rc;
+}
+
+/* the distinct keys of $1 (a JSON array of hashes), sorted */
+#define STORE_LOCK_KEYS                                                                       \
+    "(SELECT DISTINCT ('x' || substr(l.s, 1, 8))::bit(32)::int AS k"                          \
+    "  FROM jsonb_array_elements_text($1::jsonb) AS l(s) ORDER BY k) q"
+
+static int store_locks(struct db *db, const char *sql, const char *const *sha256, size_t n, char *err,
+                       size_t errlen)
+{
+    char *list;
+    const char *params[1];
+    PGresult *res;
+
+    if (n == 0)
+        return 0;
+    list = strings_json(sha256, n);
+    if (list == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    params[0] = list;
+    res = run(db, sql, 1, params, PGRES_TUPLES_OK, "content locks", err, errlen);
+    PQclear(res);
+    free(list);
+    return res ? 0 : -1;
+}
+
+int db_store_lock_shared(struct db *db, const char *const *sha256, size_t n, char *err, size_t errlen)
+{
+    return store_locks(db, "SELECT count(pg_advisory_lock_shared(" DB_STORE_LOCK_NS ", q.k)) FROM " STORE_LOCK_KEYS,
+                       sha256, n, err, errlen);
+}
+
+void db_store_unlock_shared(struct db *db, const char *const *sha256, size_t n)
+{
+    char err[200];
+
+    /* a lost connection released them already */
+    if (store_locks(db, "SELECT count(pg_advisory_unlock_shared(" DB_STORE_LOCK_NS ", q.k)) FROM " STORE_LOCK_KEYS,
+                    sha256, n, err, sizeof err) != 0)
+        log_warn("event=store_unlock_failed error=\"%s\"", err);
+}
+
+/* 1-based positions of the hashes whose lock gc now holds */
+static const char try_store_locks_sql[] =
+    "SELECT l.i FROM jsonb_array_elements_text($1::jsonb) WITH ORDINALITY AS l(s, i)"
+    " WHERE pg_try_advisory_xact_lock(" DB_STORE_LOCK_KEY("l.s") ")";
+
+int db_gc_try_store_locks(struct db *db, const char *const *sha256, size_t n, unsigned char *locked,
+                          char *err, size_t errlen)
+{
+    char *list;
+    const char *params[1];
+    PGresult *res;
+
+    memset(locked, 0, n);
+    if (n == 0)
+        return 0;
+    list = strings_json(sha256, n);
+    if (list == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    params[0] = list;
+    res = run(db, try_store_locks_sql, 1, params, PGRES_TUPLES_OK, "content locks", err, errlen);
+    for (int r = 0; res != NULL && r < PQntuples(res); r++) {
+        long pos = strtol(PQgetvalue(res, r, 0), NULL, 10);
+        if (pos >= 1 && (size_t)pos <= n)
+            locked[pos - 1] = 1;
+    }
+    PQclear(res);
+    free(list);
+    return res ? 0 : -1;
+}
+
+int db_gc_begin(struct db *db, char *err, size_t errlen)
+{
+    return run_cmd(db, "BEGIN", "begin", err, errlen);
+}
+
+int db_gc_commit(struct db *db, char *err, size_t errlen)
+{
+    if (run_cmd(db, "COMMIT", "commit", err, errlen) != 0) {
+        db_gc_abort(db);
+        return -1;
+    }
+    return 0;
 }

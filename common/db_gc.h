@@ -72,4 +72,26 @@ int db_gc_unknown_keys(struct db *db, const char *const *keys, size_t n, struct 
  * its own; it goes once no row names it (the rows go with their blob). */
 int db_gc_keep_rendition_keys(struct db *db, struct db_gc_list *l, char *err, size_t errlen) MUST_CHECK;
 
+/* S3 stores: a per-content lock (keyed by the sha256; for a rendition,
+ * the hash its key is named by) that a worker holds shared, on its own
+ * connection, from before its HEAD/PUT of an object until the rows
+ * pointing at it are committed; gc takes it exclusive (try, never wait)
+ * for its transaction before it deletes an object. So gc never deletes an
+ * object a worker found and is about to commit, and a worker that comes
+ * while gc deletes waits, then HEADs a missing object and PUTs it again.
+ * One statement each, in sorted order. */
+int db_store_lock_shared(struct db *db, const char *const *sha256, size_t n, char *err, size_t errlen)
+    MUST_CHECK;
+/* Releases what db_store_lock_shared() took (the same list). */
+void db_store_unlock_shared(struct db *db, const char *const *sha256, size_t n);
+/* In gc's open transaction: locked[i] = 1 when the lock of sha256[i] was
+ * free and is now gc's until the transaction ends, 0 when a worker holds
+ * it (that content is in use: skip it this run). */
+int db_gc_try_store_locks(struct db *db, const char *const *sha256, size_t n, unsigned char *locked,
+                          char *err, size_t errlen) MUST_CHECK;
+/* A transaction for gc's S3 steps (step 3's batches); db_gc_commit()
+ * ends it, db_gc_abort() rolls it back. */
+int db_gc_begin(struct db *db, char *err, size_t errlen) MUST_CHECK;
+int db_gc_commit(struct db *db, char *err, size_t errlen) MUST_CHECK;
+
 #endif

@@ -493,11 +493,12 @@ static int publish_s3(struct store *s, struct store_blob **blobs, const char *co
                 rc = up->result;
             continue;
         }
-        /* the first blob of a key made it; its twins found it made */
+        /* the first blob of a key made it; its twins found it made. The
+         * spool file stays until the blob is discarded: a batch published
+         * again (its rows could not commit) HEADs the object again, and
+         * PUTs it when gc deleted it meanwhile (producer/gc.c) */
         if (created)
             created[i] = (unsigned char)(up->path == paths[i] && up->result == 1);
-        unlink(paths[i]);
-        blobs[i]->tmp_name[0] = '\0';
     }
 out:
     free(u);
@@ -634,4 +635,32 @@ out:
     free(buf);
     close(fd);
     return rc;
+}
+
+int store_is_s3(const struct store *s)
+{
+    return s->s3 != NULL;
+}
+
+int store_list(struct store *s, store_list_fn fn, void *arg, char *err, size_t errlen)
+{
+    if (s->s3 == NULL) {
+        errmsg_set(err, errlen, "storage: listing is for S3 stores only");
+        return -1;
+    }
+    return s3_list_objects(s->s3, fn, arg, err, errlen);
+}
+
+int store_delete(struct store *s, const char *key, char *err, size_t errlen)
+{
+    char path[4400];
+
+    if (s->s3)
+        return s3_delete_object(s->s3, key, err, errlen);
+    snprintf(path, sizeof path, "%s/%s", s->dir, key);
+    if (unlink(path) != 0 && errno != ENOENT) {
+        errmsg_set(err, errlen, "storage: cannot remove %s: %s", key, strerror(errno));
+        return -1;
+    }
+    return 0;
 }

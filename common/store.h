@@ -115,7 +115,10 @@ int store_blob_put(struct store *s, struct store_blob *b, const char *key, const
  * created (NULL: not wanted): created[i] = 1 when this call made blob i's
  * name, 0 when the same content was stored already, by an earlier blob of
  * the same batch too (its temporary file is then dropped): the count of
- * new files. Published blobs need no discard (calling it is harmless). */
+ * new files. Published blobs need no discard (calling it is harmless),
+ * except on S3: there a blob keeps its spool file until discarded, so that
+ * publishing it again (its rows did not commit) HEADs the object again and
+ * PUTs it if gc deleted it meanwhile. */
 int store_publish(struct store *s, struct store_blob **blobs, const char *const *keys, size_t n,
                   unsigned char *failed, unsigned char *created, char *err, size_t errlen)
     MUST_CHECK;
@@ -127,5 +130,23 @@ void store_blob_discard(struct store_blob *b);
 #define STORE_ERR_MISSING (-3)
 int store_get(struct store *s, const char *key, unsigned char **data, size_t *len, char *err,
               size_t errlen) MUST_CHECK;
+
+/* gc of an S3 store. An object as listed: key relative to the prefix,
+ * size, LastModified (seconds since the epoch; -1 when not given). */
+struct store_object {
+    char key[STORE_KEY_MAX];
+    long long size;
+    long long mtime;
+};
+/* Called with each page of a listing (objs borrowed for the call); a
+ * non-zero return (with err set) stops the listing and is returned. */
+typedef int (*store_list_fn)(void *arg, const struct store_object *objs, size_t n, char *err, size_t errlen);
+int store_is_s3(const struct store *s);
+/* Lists every object of an S3 store (ListObjectsV2, page by page; a page
+ * holds up to 1000). -1 for a folder store (gc walks its folders). */
+int store_list(struct store *s, store_list_fn fn, void *arg, char *err, size_t errlen) MUST_CHECK;
+/* Deletes the object under key (S3: one DELETE; a missing one counts as
+ * deleted; a folder: unlink). 0, or an error class as store_publish's. */
+int store_delete(struct store *s, const char *key, char *err, size_t errlen) MUST_CHECK;
 
 #endif

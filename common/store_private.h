@@ -81,6 +81,17 @@ void s3_publish_files(struct s3_client *c, struct s3_upload *u, size_t n);
  * 404, else as s3_publish_file's classes. */
 int s3_get_object(struct s3_client *c, const char *key, unsigned char **data, size_t *len, char *err,
                   size_t errlen);
+/* DELETE of an object (gc): 0 when gone, a 404 too; else as GET's classes. */
+int s3_delete_object(struct s3_client *c, const char *key, char *err, size_t errlen) MUST_CHECK;
+/* Every object under the prefix, a ListObjectsV2 page at a time (sorted,
+ * percent-encoded query; continuation-token), to fn. */
+int s3_list_objects(struct s3_client *c, store_list_fn fn, void *arg, char *err, size_t errlen) MUST_CHECK;
+/* One ListObjectsV2 reply (NUL-terminated XML): its objects whose key is
+ * longer than plen bytes (the prefix and its '/'), without those bytes,
+ * into objs (at most max: -1 when more), and the NextContinuationToken
+ * ("" on the last page). -1 when truncated without a token. */
+int s3_list_parse(const char *xml, size_t plen, struct store_object *objs, size_t max, size_t *n,
+                  char *token, size_t tokenlen) MUST_CHECK;
 /* The URL the bucket's objects are read from (no trailing '/'), from the
  * settings alone (the keys are not needed). */
 int s3_public_base_of(const struct store_s3_settings *st, char *out, size_t outlen) MUST_CHECK;

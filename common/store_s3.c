@@ -25,6 +25,7 @@
  * service's own work (s3proxy: ~20 ms), so one at a time would cap a
  * worker at a few dozen images per second */
 #define S3_LANES 16
+#define S3_LIST_MAX 1000 /* keys in one ListObjectsV2 page (its default max-keys) */
 
 /* One connection, kept alive, for one request at a time. */
 struct s3_lane {
@@ -676,4 +677,169 @@ void s3_client_free(struct s3_client *c)
     }
     pthread_mutex_destroy(&c->lock);
     free(c);
+}
+
+/* DELETE of the object key: 0 when it is gone (a 404 too: another
+ * collector was first), else an error class. */
+int s3_delete_object(struct s3_client *c, const char *key, char *err, size_t errlen)
+{
+    struct s3_lane *l = &c->lanes[0];
+    char url[S3_URL_MAX], what[160];
+    struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: " S3_EMPTY_SHA256);
+    struct s3_reply r;
+    long status = 0;
+    CURLcode cc;
+    int rc = -1;
+
+    snprintf(what, sizeof what, "DELETE %s", key);
+    if (h == NULL || s3_object_url(c->base, c->prefix, key, url, sizeof url) != 0) {
+        errmsg_set(err, errlen, "storage: S3 %s: out of memory or too long", what);
+        goto out;
+    }
+    pthread_mutex_lock(&c->lock);
+    prepare(c, l, url, h, &r);
+    curl_easy_setopt(l->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+    cc = curl_easy_perform(l->easy);
+    curl_easy_getinfo(l->easy, CURLINFO_RESPONSE_CODE, &status);
+    pthread_mutex_unlock(&c->lock);
+    rc = cc == CURLE_OK && status == 404 ? 0 : classify(l, c, cc, status, &r, what, err, errlen);
+out:
+    curl_slist_free_all(h);
+    return rc;
+}
+
+/* The text between <tag> and </tag> from p on, not past end, into out
+ * (XML's five entities decoded); NULL when absent, else past the close. */
+static const char *xml_field(const char *p, const char *end, const char *tag, char *out, size_t outlen)
+{
+    char open[40], close[40];
+    const char *a, *b;
+    size_t o = 0;
+
+    snprintf(open, sizeof open, "<%s>", tag);
+    snprintf(close, sizeof close, "</%s>", tag);
+    a = strstr(p, open);
+    if (a == NULL || a >= end || (b = strstr(a, close)) == NULL || b > end)
+        return NULL;
+    static const char *const ent[][2] = { { "&amp;", "&" }, { "&lt;", "<" }, { "&gt;", ">" },
+                                          { "&quot;", "\"" }, { "&apos;", "'" } };
+    for (const char *s = a + strlen(open); s < b && o + 1 < outlen;) {
+        size_t e = 0;
+        while (e < 5 && strncmp(s, ent[e][0], strlen(ent[e][0])) != 0)
+            e++;
+        out[o++] = e < 5 ? ent[e][1][0] : *s;
+        s += e < 5 ? strlen(ent[e][0]) : 1;
+    }
+    out[o] = '\0';
+    return b + strlen(close);
+}
+
+/* 2026-12-06T11:35:08.000Z -> seconds since the epoch; -1 when not so. */
+static long long s3_time(const char *t)
+{
+    struct tm tm = { 0 };
+
+    if (sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+               &tm.tm_sec) != 6)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (long long)timegm(&tm);
+}
+
+int s3_list_parse(const char *xml, size_t plen, struct store_object *objs, size_t max, size_t *n,
+                  char *token, size_t tokenlen)
+{
+    const char *p = xml, *end;
+    char truncated[8] = "", field[64];
+
+    *n = 0;
+    token[0] = '\0';
+    while ((p = strstr(p, "<Contents>")) != NULL && (end = strstr(p, "</Contents>")) != NULL) {
+        char key[STORE_KEY_MAX + 1024];
+        if (*n == max)
+            return -1;
+        if (xml_field(p, end, "Key", key, sizeof key) == NULL || strlen(key) <= plen ||
+            strlen(key + plen) >= STORE_KEY_MAX)
+            goto next; /* not under the prefix, or not one of our keys */
+        snprintf(objs[*n].key, sizeof objs[*n].key, "%s", key + plen);
+        objs[*n].size = xml_field(p, end, "Size", field, sizeof field) ? strtoll(field, NULL, 10) : -1;
+        objs[*n].mtime = xml_field(p, end, "LastModified", field, sizeof field) ? s3_time(field) : -1;
+        (*n)++;
+    next:
+        p = end + 11;
+    }
+    end = xml + strlen(xml);
+    xml_field(xml, end, "IsTruncated", truncated, sizeof truncated);
+    if (strcmp(truncated, "true") == 0 &&
+        (xml_field(xml, end, "NextContinuationToken", token, tokenlen) == NULL || token[0] == '\0'))
+        return -1; /* more to come, but no way to ask for it */
+    return 0;
+}
+
+/* One ListObjectsV2 page's reply (the caller frees body->data). */
+static int list_get(struct s3_client *c, const char *token, struct s3_body *body, char *err, size_t errlen)
+{
+    struct s3_lane *l = &c->lanes[0];
+    char url[S3_URL_MAX + 4100], query[4096], prefix[600];
+    struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: " S3_EMPTY_SHA256);
+    struct s3_reply r;
+    long status = 0;
+    CURLcode cc;
+    int rc = -1;
+
+    snprintf(prefix, sizeof prefix, "%s%s", c->prefix, c->prefix[0] ? "/" : "");
+    if (h == NULL || s3_list_query(prefix, token, query, sizeof query) != 0) {
+        errmsg_set(err, errlen, "storage: S3 list: out of memory or too long a token");
+        goto out;
+    }
+    snprintf(url, sizeof url, "%s/?%s", c->base, query);
+    pthread_mutex_lock(&c->lock);
+    prepare(c, l, url, h, &r);
+    curl_easy_setopt(l->easy, CURLOPT_WRITEFUNCTION, keep_body);
+    curl_easy_setopt(l->easy, CURLOPT_WRITEDATA, body);
+    cc = curl_easy_perform(l->easy);
+    curl_easy_getinfo(l->easy, CURLINFO_RESPONSE_CODE, &status);
+    pthread_mutex_unlock(&c->lock);
+    if (cc == CURLE_OK && (status < 200 || status >= 300)) {
+        size_t n = body->len < S3_REPLY_MAX ? body->len : S3_REPLY_MAX;
+        memcpy(r.text, body->data ? (const char *)body->data : "", n);
+        r.text[n] = '\0';
+    }
+    rc = classify(l, c, cc, status, &r, "list", err, errlen);
+    if (rc == 0 && (body->too_big || keep_body((char *)"", 1, 1, body) != 1)) {
+        errmsg_set(err, errlen, "storage: S3 list: reply too large or out of memory");
+        rc = -1;
+    }
+out:
+    curl_slist_free_all(h);
+    return rc;
+}
+
+int s3_list_objects(struct s3_client *c, store_list_fn fn, void *arg, char *err, size_t errlen)
+{
+    char token[2048] = "";
+    size_t plen = strlen(c->prefix) + (c->prefix[0] ? 1 : 0);
+    struct store_object *objs = calloc(S3_LIST_MAX, sizeof *objs);
+    int rc = -1;
+
+    if (objs == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    do {
+        struct s3_body body = { 0 };
+        size_t n = 0;
+        rc = list_get(c, token, &body, err, errlen);
+        if (rc == 0 && s3_list_parse((const char *)body.data, plen, objs, S3_LIST_MAX, &n, token,
+                                     sizeof token) != 0) {
+            errmsg_set(err, errlen, "storage: S3 list: a reply that does not parse");
+            rc = -1;
+        }
+        free(body.data);
+        if (rc == 0)
+            rc = fn(arg, objs, n, err, errlen);
+    } while (rc == 0 && token[0] != '\0');
+    free(objs);
+    return rc;
 }

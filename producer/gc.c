@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "db_gc.h"
-#include "store.h"
 #include "event.h"
 #include "store.h"
 
@@ -33,7 +32,23 @@
  * never points at a file gc removed. The blob row stays locked (FOR UPDATE)
  * from before the rename until the delete commits, so a commit pointing at
  * it waits for gc, fails on the foreign key, and its image-by-image retry
- * (worker/committer.c) inserts the blob row anew. */
+ * (worker/committer.c) inserts the blob row anew.
+ *
+ * An S3 store (s3://) has no rename and no mtime to set: a per-content
+ * advisory lock (db_gc.h) takes their place. A worker (and the renderer)
+ * holds it shared from before its HEAD/PUT of an object until the rows
+ * pointing at it commit; gc tries it exclusive in the transaction that
+ * deletes, and skips a content whose lock is held (in use). Step 2 locks
+ * and re-checks the blob rows, tries the locks, DELETEs the objects while
+ * the transaction is open, then deletes the rows and commits: a worker
+ * that wants the content meanwhile waits for the lock, then HEADs, finds
+ * nothing and PUTs it again before its row commits. Step 3 lists the
+ * bucket (ListObjectsV2), and per page, in a transaction, tries the locks
+ * of the objects older than STORE_IN_USE_S first, then looks up their rows
+ * (a row a worker committed before is seen) and DELETEs those with no
+ * image_blobs nor image_renditions row. Only keys of the store's form
+ * (<aa>/<sha256>.<ext>) are considered: other objects under the prefix are
+ * not ours. */
 
 #define GC_BATCH 500
 #define GC_DEFAULT_GRACE "30d"
@@ -44,7 +59,9 @@ struct gc {
     const struct config *cfg;
     struct db *db;
     struct kafka_producer *kp;  /* owned; NULL in a dry run */
+    struct store *store;        /* owned; an S3 store only, else NULL (the folder is walked) */
     long long grace_ms;
+    long long in_use_s;         /* STORE_IN_USE_S (S3: of an object's LastModified) */
     int dry_run;
     unsigned trash_seq;
     struct progress progress;
@@ -202,12 +219,70 @@ out:
     return rc;
 }
 
-/* A dry run's step 2 batch: what would go, the files' sizes from stat. */
+/* Step 2 on S3, one locked batch (db_gc_blobs_begin left its transaction
+ * open): the blobs whose content lock is free lose their objects, then
+ * their rows, and the transaction commits. A failed DELETE rolls it all
+ * back: the rows stay, and an object already deleted is missing under a
+ * row that nothing references; a worker that stores that content again
+ * HEADs it missing and PUTs it, and the next gc deletes the row (a DELETE
+ * of a missing object succeeds). */
+static int gc_blob_batch_s3(struct gc *g, struct db_gc_list *l, char *err, size_t errlen)
+{
+    const char **shas = calloc(l->n + 1, sizeof *shas);
+    unsigned char *locked = calloc(l->n + 1, 1);
+    size_t ndel = 0;
+    long long bytes = 0;
+    int rc = -1;
+
+    if (shas == NULL || locked == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        db_gc_abort(g->db);
+        goto out;
+    }
+    for (size_t i = 0; i < l->n; i++)
+        shas[i] = l->items[i].key;
+    if (db_gc_try_store_locks(g->db, shas, l->n, locked, err, errlen) != 0) {
+        db_gc_abort(g->db);
+        goto out;
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        if (!locked[i]) {
+            log_debug("event=gc_blob_in_use sha256=%s", l->items[i].key);
+            continue;
+        }
+        if (store_delete(g->store, l->items[i].storage_key, err, errlen) != 0) {
+            db_gc_abort(g->db);
+            goto out;
+        }
+        shas[ndel++] = l->items[i].key;
+        bytes += l->items[i].bytes;
+    }
+    if (db_gc_blobs_finish(g->db, shas, ndel, err, errlen) != 0)
+        goto out;
+    g->blobs += (long long)ndel;
+    g->files += (long long)ndel;
+    g->bytes += bytes;
+    rc = 0;
+out:
+    free(shas);
+    free(locked);
+    return rc;
+}
+
+/* A dry run's step 2 batch: what would go, the files' sizes from stat
+ * (on S3, the rows' sizes: no request per object). */
 static void gc_blob_count(struct gc *g, const struct db_gc_list *l)
 {
     for (size_t i = 0; i < l->n; i++) {
         char path[4400];
         struct stat st;
+
+        if (g->store != NULL) {
+            g->blobs++;
+            g->files++;
+            g->bytes += l->items[i].bytes;
+            continue;
+        }
 
         snprintf(path, sizeof path, "%s/%s", g->cfg->storage_dir, l->items[i].storage_key);
         g->blobs++;
@@ -236,6 +311,8 @@ static int gc_blobs(struct gc *g, char *err, size_t errlen)
         rc = 0;
         if (g->dry_run)
             gc_blob_count(g, &l);
+        else if (g->store != NULL)
+            rc = gc_blob_batch_s3(g, &l, err, errlen);
         else
             rc = gc_blob_batch(g, &l, err, errlen);
         db_gc_list_release(&l);
@@ -342,8 +419,111 @@ static void gc_tmp(struct gc *g)
     closedir(d);
 }
 
+/* A key of the store's form, <aa>/<sha256>.<ext> (lower-case hex, aa the
+ * hash's first two digits): gc touches no other object under the prefix. */
+static int is_store_key(const char *key)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    if (strlen(key) <= 3 + HASH_HEX_LEN + 1)
+        return 0;
+    return strspn(key, hex) == 2 && key[2] == '/' && strspn(key + 3, hex) == HASH_HEX_LEN &&
+           key[3 + HASH_HEX_LEN] == '.' && strncmp(key, key + 3, 2) == 0 &&
+           strchr(key + 3 + HASH_HEX_LEN + 1, '/') == NULL;
+}
+
+/* The size of the listed object under key: objs in listing order, and the
+ * keys looked up in the same order, so the search starts at *from. */
+static long long listed_size(const struct store_object *objs, size_t n, const char *key, size_t *from)
+{
+    for (size_t k = 0; k < n; k++) {
+        size_t i = (*from + k) % n;
+        if (strcmp(objs[i].key, key) == 0) {
+            *from = i + 1;
+            return objs[i].size;
+        }
+    }
+    return 0;
+}
+
+/* Step 3 on S3, the m candidate keys of one page (objs): in a transaction
+ * (not in a dry run), the content locks first, then the rows, then the
+ * DELETEs of the objects no row names, then the commit that frees the
+ * locks. */
+static int gc_orphans_s3(struct gc *g, const struct store_object *objs, size_t n, const char **keys, size_t m,
+                         char *err, size_t errlen)
+{
+    const char **shas = calloc(m + 1, sizeof *shas);
+    unsigned char *locked = calloc(m + 1, 1);
+    struct db_gc_list unknown = { 0 };
+    size_t kept = 0, from = 0;
+    int rc = -1;
+
+    if (shas == NULL || locked == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < m; i++)
+        shas[i] = keys[i] + 3;
+    if (!g->dry_run && (db_gc_begin(g->db, err, errlen) != 0 ||
+                        db_gc_try_store_locks(g->db, shas, m, locked, err, errlen) != 0))
+        goto out;
+    for (size_t i = 0; i < m; i++)
+        if (g->dry_run || locked[i])
+            keys[kept++] = keys[i];
+    if (db_gc_unknown_keys(g->db, keys, kept, &unknown, err, errlen) != 0 ||
+        db_gc_keep_rendition_keys(g->db, &unknown, err, errlen) != 0)
+        goto out;
+    for (size_t i = 0; i < unknown.n; i++) {
+        if (!g->dry_run && store_delete(g->store, unknown.items[i].key, err, errlen) != 0)
+            goto out;
+        log_debug("event=gc_object_removed key=%s", unknown.items[i].key);
+        g->files++;
+        g->bytes += listed_size(objs, n, unknown.items[i].key, &from);
+    }
+    if (!g->dry_run && db_gc_commit(g->db, err, errlen) != 0)
+        goto out;
+    rc = 0;
+out:
+    if (rc != 0)
+        db_gc_abort(g->db);
+    db_gc_list_release(&unknown);
+    free(shas);
+    free(locked);
+    return rc;
+}
+
+/* store_list()'s callback: one page of the bucket's listing. */
+static int gc_object_page(void *arg, const struct store_object *objs, size_t n, char *err, size_t errlen)
+{
+    struct gc *g = arg;
+    const char **keys = calloc(n + 1, sizeof *keys);
+    long long now = (long long)time(NULL);
+    size_t m = 0;
+    int rc;
+
+    if (keys == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    if (producer_stop) {
+        errmsg_set(err, errlen, "interrupted");
+        free(keys);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (objs[i].mtime >= 0 && now - objs[i].mtime > g->in_use_s && is_store_key(objs[i].key))
+            keys[m++] = objs[i].key;
+    rc = gc_orphans_s3(g, objs, n, keys, m, err, errlen);
+    free(keys);
+    show_progress(g, 0);
+    return rc;
+}
+
 static int gc_files(struct gc *g, char *err, size_t errlen)
 {
+    if (g->store != NULL)
+        return store_list(g->store, gc_object_page, g, err, errlen);
     for (int i = 0; i < STORE_SHARDS; i++) {
         char shard[3];
         if (producer_stop) {
@@ -379,16 +559,14 @@ static int gc_args(struct gc *g, const struct config *cfg, int *quiet)
 
 /* gc moves files into <store>/.tmp: the folder must be a store (a worker
  * made .tmp) that this host may write. Run elsewhere, gc would drop blob
- * rows and leave their files behind. */
+ * rows and leave their files behind. An S3 store is reached from any
+ * host. */
 static int gc_check_store(const struct config *cfg)
 {
     char tmp[4200];
 
-    if (store_is_s3_url(cfg->storage_url)) {
-        producer_error("gc: IMGCACHE_STORAGE_URL is s3://: gc of an S3 store is not implemented yet "
-                       "(its objects are never deleted)");
-        return -1;
-    }
+    if (store_is_s3_url(cfg->storage_url))
+        return 0; /* the bucket is checked when it is opened */
     snprintf(tmp, sizeof tmp, "%s/.tmp", cfg->storage_dir);
     if (access(tmp, W_OK) != 0) {
         producer_error("gc: IMGCACHE_STORAGE_DIR (%s) is not an image store this host may write "
@@ -408,7 +586,7 @@ static int gc_open_kafka(struct gc *g, char *err, size_t errlen)
 
 int cmd_gc(const struct config *cfg)
 {
-    struct gc g = { .cfg = cfg };
+    struct gc g = { .cfg = cfg, .in_use_s = STORE_IN_USE_S };
     char err[512];
     int quiet = 0, ok = 0;
     int rc = PRODUCER_EXIT_FAIL;
@@ -419,6 +597,10 @@ int cmd_gc(const struct config *cfg)
         return PRODUCER_EXIT_USAGE;
     if (producer_open_db(cfg, 1, &g.db) != 0)
         goto out;
+    if (store_is_s3_url(cfg->storage_url) && store_open_config(cfg, &g.store, err, sizeof err) != 0) {
+        producer_error("gc: %s", err);
+        goto out;
+    }
     /* Kafka first: a tombstone for every URL dropped, or nothing dropped */
     if (!g.dry_run && gc_open_kafka(&g, err, sizeof err) != 0) {
         producer_error("%s", err);
@@ -446,6 +628,7 @@ int cmd_gc(const struct config *cfg)
 out:
     if (g.kp != NULL)
         kafka_producer_free(g.kp);
+    store_close(g.store);
     db_close(g.db);
     return rc;
 }

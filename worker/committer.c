@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db_gc.h"
 #include "errmsg.h"
 
 struct committer {
@@ -57,7 +58,7 @@ out:
 }
 
 /* Every item of b gets its outcome. */
-static void commit_batch(struct committer *c, struct commit_batch *b)
+static void publish_and_record(struct committer *c, struct commit_batch *b)
 {
     struct store_blob *blobs[COMMIT_BATCH_MAX];
     const char *keys[COMMIT_BATCH_MAX];
@@ -112,6 +113,41 @@ down:
     /* from the first image not recorded on */
     for (; k < m; k++)
         mark(&b->items[idx[k]], COMMIT_DB_DOWN, err);
+}
+
+/* On S3, the batch's content locks are held shared (db_gc.h) from before
+ * the HEAD/PUTs until the rows are committed or failed: gc deletes no
+ * object between a HEAD that found it and the commit of a row pointing at
+ * it, and one that gc is deleting is waited for, then HEADed as missing and
+ * PUT again. With the lock held, gc never removes a blob row of the batch
+ * either, so the image-by-image retry needs no second HEAD; a batch that
+ * comes back because PostgreSQL was down is published again (store.h: its
+ * spool files are kept), HEADs included. Two statements per batch: the
+ * locks before, their release after. */
+static void commit_batch(struct committer *c, struct commit_batch *b)
+{
+    const char *shas[COMMIT_BATCH_MAX];
+    char err[300] = "";
+    int s3 = store_is_s3(c->store);
+
+    for (size_t i = 0; s3 && i < b->n; i++)
+        shas[i] = b->items[i].img.sha256;
+    if (s3 && ((!db_ok(c->db) && db_reset(c->db, err, sizeof err) != 0) ||
+               db_store_lock_shared(c->db, shas, b->n, err, sizeof err) != 0)) {
+        for (size_t i = 0; i < b->n; i++) {
+            struct commit_item *it = &b->items[i];
+            it->wrote = 0;
+            mark(it, COMMIT_DB_DOWN, err); /* nothing uploaded nor recorded */
+            /* the caller takes a body as written from here on: spool it
+             * (a failure marks the item so) */
+            if (it->body)
+                put_body(c, it);
+        }
+        return;
+    }
+    publish_and_record(c, b);
+    if (s3)
+        db_store_unlock_shared(c->db, shas, b->n);
 }
 
 static void *run(void *arg)

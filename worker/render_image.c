@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db_gc.h"
 #include "db_render.h"
 #include "hash.h"
 #include "log.h"
@@ -60,10 +61,14 @@ static int render_timed(struct render_ctx *c, const char *sha256, const unsigned
 }
 
 /* Writes the n renditions into the store (content-addressed, durable on
- * return) and fills rows[i] (keys[i] holds its key, hex[i] its sha256). */
+ * return) and fills rows[i] (keys[i] holds its key, hex[i] its sha256).
+ * On S3 the renditions' content locks are taken shared before their
+ * HEAD/PUT (*locked = 1, also on failure: the caller releases them after
+ * recording the rows), as the committer does (db_gc.h): gc deletes no
+ * rendition object a HEAD found until its row is recorded. */
 static int store_renditions(struct render_ctx *c, struct rendition *outs, size_t n, struct db_rendition *rows,
-                            char (*keys)[STORE_KEY_MAX], char (*hex)[HASH_HEX_LEN + 1], char *err,
-                            size_t errlen)
+                            char (*keys)[STORE_KEY_MAX], char (*hex)[HASH_HEX_LEN + 1], int *locked,
+                            char *err, size_t errlen)
 {
     struct store_blob blobs[CONFIG_RENDITIONS_MAX];
     struct store_blob *bp[CONFIG_RENDITIONS_MAX];
@@ -89,6 +94,14 @@ static int store_renditions(struct render_ctx *c, struct rendition *outs, size_t
             .content_type = RENDITION_CONTENT_TYPE, .width = outs[put].width, .height = outs[put].height,
             .byte_size = (long long)outs[put].len,
         };
+    }
+    if (store_is_s3(c->store)) {
+        const char *shas[CONFIG_RENDITIONS_MAX];
+        for (size_t i = 0; i < n; i++)
+            shas[i] = hex[i];
+        if (db_store_lock_shared(c->db, shas, n, err, errlen) != 0)
+            goto out;
+        *locked = 1;
     }
     if (store_publish(c->store, bp, kp, n, failed, NULL, err, errlen) != 0)
         goto out;
@@ -173,7 +186,7 @@ enum render_outcome render_image(struct render_ctx *c, const struct stored_event
     unsigned char *src = NULL;
     size_t n = 0, len = 0;
     enum render_outcome o;
-    int rc;
+    int rc, locked = 0;
 
     memset(outs, 0, sizeof outs);
     o = missing_presets(c, ev, sizes, &n, err, errlen);
@@ -194,11 +207,17 @@ enum render_outcome render_image(struct render_ctx *c, const struct stored_event
     if (o != RENDER_DONE)
         goto out;
     o = RENDER_RETRY;
-    if (store_renditions(c, outs, n, rows, keys, hex, err, errlen) != 0)
+    if (store_renditions(c, outs, n, rows, keys, hex, &locked, err, errlen) != 0)
         goto out;
     rc = db_render_record(c->db, ev->sha256, rows, n, err, errlen);
     o = rc == 0 ? RENDER_DONE : rc == DB_RENDER_GONE ? RENDER_SKIPPED : RENDER_RETRY;
 out:
+    if (locked) {
+        const char *shas[CONFIG_RENDITIONS_MAX];
+        for (size_t i = 0; i < n; i++)
+            shas[i] = hex[i];
+        db_store_unlock_shared(c->db, shas, n);
+    }
     for (size_t i = 0; i < n; i++)
         rendition_free(&outs[i]);
     free(src);

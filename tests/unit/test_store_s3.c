@@ -98,6 +98,38 @@ static void test_list_query_sorted_and_encoded(void **state)
     assert_int_equal(s3_list_query("avatars/", "token", q, 10), -1);
 }
 
+static void test_list_parse(void **state)
+{
+    static const char page[] =
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>b</Name>"
+        "<Prefix>avatars/</Prefix><KeyCount>3</KeyCount><IsTruncated>true</IsTruncated>"
+        "<Contents><Key>avatars/ab/ab01.png</Key><LastModified>2026-12-06T09:40:42.000Z</LastModified>"
+        "<Size>10</Size></Contents>"
+        "<Contents><Key>avatars/</Key><Size>0</Size></Contents>"
+        "<Contents><Key>avatars/n&amp;b.png</Key><Size>7</Size></Contents>"
+        "<NextContinuationToken>1+x/y==</NextContinuationToken></ListBucketResult>";
+    static const char last[] = "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>";
+    struct store_object objs[3];
+    char token[64];
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(s3_list_parse(page, 8, objs, 3, &n, token, sizeof token), 0);
+    assert_int_equal(n, 2); /* the prefix itself is not an object of ours */
+    assert_string_equal(objs[0].key, "ab/ab01.png");
+    assert_int_equal(objs[0].size, 10);
+    assert_int_equal(objs[0].mtime, 1796550042LL);
+    assert_string_equal(objs[1].key, "n&b.png");
+    assert_int_equal(objs[1].mtime, -1);
+    assert_string_equal(token, "1+x/y==");
+    assert_int_equal(s3_list_parse(page, 8, objs, 1, &n, token, sizeof token), -1);
+    assert_int_equal(s3_list_parse(last, 8, objs, 3, &n, token, sizeof token), 0);
+    assert_int_equal(n, 0);
+    assert_string_equal(token, "");
+    /* more to come but no token: an error, not a silently short listing */
+    assert_int_equal(s3_list_parse("<IsTruncated>true</IsTruncated>", 8, objs, 3, &n, token, sizeof token), -1);
+}
+
 static void test_content_type(void **state)
 {
     (void)state;
@@ -115,6 +147,7 @@ int main(void)
         cmocka_unit_test(test_bucket_base_and_object_url),
         cmocka_unit_test(test_public_base),
         cmocka_unit_test(test_list_query_sorted_and_encoded),
+        cmocka_unit_test(test_list_parse),
         cmocka_unit_test(test_content_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
