@@ -162,6 +162,24 @@ out:
     return text;
 }
 
+/* Runs sql with the n strings, as a JSON array, in $1; NULL with err set on
+ * a failure. */
+static PGresult *run_with_list(struct db *db, const char *sql, const char *const *s, size_t n,
+                               ExecStatusType expect, const char *what, char *err, size_t errlen)
+{
+    char *list = strings_json(s, n);
+    const char *params[1] = { list };
+    PGresult *res;
+
+    if (list == NULL) {
+        errmsg_set(err, errlen, "out of memory");
+        return NULL;
+    }
+    res = run(db, sql, 1, params, expect, what, err, errlen);
+    free(list);
+    return res;
+}
+
 /* Column 0 of every row as a JSON array of strings (the caller frees it),
  * and the last one into scanned ("" when none). */
 static char *column_json(const PGresult *res, char *scanned, size_t scannedlen, char *err, size_t errlen)
@@ -279,17 +297,9 @@ out:
 
 int db_gc_blobs_finish(struct db *db, const char *const *sha256, size_t n, char *err, size_t errlen)
 {
-    char *list = strings_json(sha256, n);
-    const char *params[1];
-    PGresult *res = NULL;
+    PGresult *res = run_with_list(db, blob_delete_sql, sha256, n, PGRES_COMMAND_OK, "image_blobs", err, errlen);
     int rc = -1;
 
-    if (list == NULL) {
-        errmsg_set(err, errlen, "out of memory");
-        goto out;
-    }
-    params[0] = list;
-    res = run(db, blob_delete_sql, 1, params, PGRES_COMMAND_OK, "image_blobs", err, errlen);
     if (res == NULL)
         goto out;
     if (run_cmd(db, "COMMIT", "commit", err, errlen) != 0)
@@ -297,7 +307,6 @@ int db_gc_blobs_finish(struct db *db, const char *const *sha256, size_t n, char 
     rc = 0;
 out:
     PQclear(res);
-    free(list);
     if (rc != 0)
         db_gc_abort(db);
     return rc;
@@ -306,23 +315,14 @@ out:
 int db_gc_unknown_keys(struct db *db, const char *const *keys, size_t n, struct db_gc_list *out,
                        char *err, size_t errlen)
 {
-    char *list;
-    const char *params[1];
     PGresult *res;
     int rc;
 
     if (n == 0)
         return 0;
-    list = strings_json(keys, n);
-    if (list == NULL) {
-        errmsg_set(err, errlen, "out of memory");
-        return -1;
-    }
-    params[0] = list;
-    res = run(db, unknown_keys_sql, 1, params, PGRES_TUPLES_OK, "storage keys", err, errlen);
+    res = run_with_list(db, unknown_keys_sql, keys, n, PGRES_TUPLES_OK, "storage keys", err, errlen);
     rc = res ? take_rows(res, 0, out, err, errlen) : -1;
     PQclear(res);
-    free(list);
     return rc;
 }
 
@@ -334,8 +334,6 @@ static const char rendition_keys_sql[] =
 int db_gc_keep_rendition_keys(struct db *db, struct db_gc_list *l, char *err, size_t errlen)
 {
     const char **keys;
-    char *list = NULL;
-    const char *params[1];
     PGresult *res = NULL;
     size_t kept = 0;
     int rc = -1;
@@ -345,13 +343,11 @@ int db_gc_keep_rendition_keys(struct db *db, struct db_gc_list *l, char *err, si
     keys = calloc(l->n, sizeof *keys);
     for (size_t i = 0; keys != NULL && i < l->n; i++)
         keys[i] = l->items[i].key;
-    list = keys ? strings_json(keys, l->n) : NULL;
-    if (list == NULL) {
+    if (keys == NULL) {
         errmsg_set(err, errlen, "out of memory");
         goto out;
     }
-    params[0] = list;
-    res = run(db, rendition_keys_sql, 1, params, PGRES_TUPLES_OK, "rendition keys", err, errlen);
+    res = run_with_list(db, rendition_keys_sql, keys, l->n, PGRES_TUPLES_OK, "rendition keys", err, errlen);
     if (res == NULL)
         goto out;
     /* keys[] is reused as the marks of the named keys */
@@ -373,7 +369,6 @@ int db_gc_keep_rendition_keys(struct db *db, struct db_gc_list *l, char *err, si
     rc = 0;
 out:
     PQclear(res);
-    free(list);
     free(keys);
     return rc;
 }
@@ -386,21 +381,12 @@ out:
 static int store_locks(struct db *db, const char *sql, const char *const *sha256, size_t n, char *err,
                        size_t errlen)
 {
-    char *list;
-    const char *params[1];
     PGresult *res;
 
     if (n == 0)
         return 0;
-    list = strings_json(sha256, n);
-    if (list == NULL) {
-        errmsg_set(err, errlen, "out of memory");
-        return -1;
-    }
-    params[0] = list;
-    res = run(db, sql, 1, params, PGRES_TUPLES_OK, "content locks", err, errlen);
+    res = run_with_list(db, sql, sha256, n, PGRES_TUPLES_OK, "content locks", err, errlen);
     PQclear(res);
-    free(list);
     return res ? 0 : -1;
 }
 
@@ -428,27 +414,18 @@ static const char try_store_locks_sql[] =
 int db_gc_try_store_locks(struct db *db, const char *const *sha256, size_t n, unsigned char *locked,
                           char *err, size_t errlen)
 {
-    char *list;
-    const char *params[1];
     PGresult *res;
 
     memset(locked, 0, n);
     if (n == 0)
         return 0;
-    list = strings_json(sha256, n);
-    if (list == NULL) {
-        errmsg_set(err, errlen, "out of memory");
-        return -1;
-    }
-    params[0] = list;
-    res = run(db, try_store_locks_sql, 1, params, PGRES_TUPLES_OK, "content locks", err, errlen);
+    res = run_with_list(db, try_store_locks_sql, sha256, n, PGRES_TUPLES_OK, "content locks", err, errlen);
     for (int r = 0; res != NULL && r < PQntuples(res); r++) {
         long pos = strtol(PQgetvalue(res, r, 0), NULL, 10);
         if (pos >= 1 && (size_t)pos <= n)
             locked[pos - 1] = 1;
     }
     PQclear(res);
-    free(list);
     return res ? 0 : -1;
 }
 

@@ -101,6 +101,32 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
         log_error("event=librdkafka facility=%s msg=\"%s\"", fac, buf);
 }
 
+int kafka_consumer_conf_new(const char *group, const char *group_setting, int queued_kbytes,
+                            rd_kafka_conf_t **out, char *err, size_t errlen)
+{
+    static const char *const shared[][2] = {
+        { "partition.assignment.strategy", "cooperative-sticky" },
+        { "enable.auto.commit", "true" },
+        { "enable.auto.offset.store", "false" },
+        { "auto.commit.interval.ms", "1000" },
+        { "auto.offset.reset", "earliest" },
+    };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[512], kbytes[32];
+
+    for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++)
+        rd_kafka_conf_set(conf, shared[i][0], shared[i][1], errstr, sizeof errstr);
+    snprintf(kbytes, sizeof kbytes, "%d", queued_kbytes);
+    rd_kafka_conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, sizeof errstr);
+    if (rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        errmsg_set(err, errlen, "%s: %s", group_setting, errstr);
+        rd_kafka_conf_destroy(conf);
+        return KAFKA_ERR_GROUP;
+    }
+    *out = conf;
+    return 0;
+}
+
 void kafka_conf_set_logger(rd_kafka_conf_t *conf)
 {
     rd_kafka_conf_set_log_cb(conf, log_cb);

@@ -1,6 +1,6 @@
 #ifndef IMGCACHE_KAFKA_H
 #define IMGCACHE_KAFKA_H
-/* librdkafka set-up shared by the producer and the worker: configuration
+/* librdkafka set-up shared by the programs: consumer and producer configuration
  * from struct config (bootstrap servers, then IMGCACHE_KAFKA_CONFIG and -X
  * properties, which win), an idempotent producer with checked delivery
  * reports, and the configuration check at start-up. Nothing here knows
@@ -30,6 +30,20 @@ int kafka_conf_check(const struct config *cfg, char *err, size_t errlen) MUST_CH
 /* Routes librdkafka's log lines through log.h (configuration warnings at
  * debug level). */
 void kafka_conf_set_logger(rd_kafka_conf_t *conf);
+
+/* --- consumer --- */
+
+/* A new consumer configuration with what every imgcache consumer group
+ * shares: cooperative-sticky assignment; offsets stored by the program
+ * once an event's work is recorded, committed each second; a new group
+ * starts from the earliest event (a replay or a new preset depends on
+ * it); librdkafka's prefetch bounded to queued_kbytes. group_setting names
+ * the setting in errors. Returns KAFKA_ERR_GROUP for a group.id librdkafka
+ * refuses (a setting to fix). On success *out is the caller's (to
+ * rd_kafka_new, or rd_kafka_conf_destroy). */
+#define KAFKA_ERR_GROUP (-2)
+int kafka_consumer_conf_new(const char *group, const char *group_setting, int queued_kbytes,
+                            rd_kafka_conf_t **out, char *err, size_t errlen) MUST_CHECK;
 
 /* --- producer --- */
 

@@ -548,29 +548,17 @@ void consumer_poll(struct worker *w)
 
 int consumer_open(struct worker *w, char *err, size_t errlen)
 {
-    static const char *const defaults[][2] = {
-        { "partition.assignment.strategy", "cooperative-sticky" },
-        { "enable.auto.commit", "true" },
-        { "enable.auto.offset.store", "false" },
-        { "auto.commit.interval.ms", "1000" },
-        /* a new group must not miss events produced before it existed */
-        { "auto.offset.reset", "earliest" },
-        /* bound what librdkafka prefetches: memory stays flat */
-        { "queued.max.messages.kbytes", "8192" },
-    };
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_partition_list_t *topics = NULL;
     char errstr[512];
     rd_kafka_resp_err_t e;
-    int rc = -1;
+    int rc;
 
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
-        rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof errstr);
-    if (rd_kafka_conf_set(conf, "group.id", w->cfg->group, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        errmsg_set(err, errlen, "IMGCACHE_GROUP: %s", errstr);
-        rc = WORKER_ERR_CONFIG;
-        goto out;
-    }
+    /* 8 MiB of prefetch: memory stays flat whatever the backlog */
+    rc = kafka_consumer_conf_new(w->cfg->group, "IMGCACHE_GROUP", 8192, &conf, err, errlen);
+    if (rc != 0)
+        return rc == KAFKA_ERR_GROUP ? WORKER_ERR_CONFIG : -1;
+    rc = -1;
     ask_statistics(w, conf);
     if (kafka_conf_apply(conf, w->cfg, w->worker_id, err, errlen) != 0)
         goto out;

@@ -33,29 +33,17 @@ struct renderer {
 
 static int open_consumer(struct renderer *r, char *err, size_t errlen)
 {
-    static const char *const defaults[][2] = {
-        { "partition.assignment.strategy", "cooperative-sticky" },
-        { "enable.auto.commit", "true" },
-        { "enable.auto.offset.store", "false" },
-        { "auto.commit.interval.ms", "1000" },
-        /* a new group replays every event: that is how a preset is added */
-        { "auto.offset.reset", "earliest" },
-        /* one image at a time: nothing to gain from a deep prefetch */
-        { "queued.max.messages.kbytes", "1024" },
-    };
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_partition_list_t *topics = NULL;
     char errstr[512];
     rd_kafka_resp_err_t e;
-    int rc = -1;
+    int rc;
 
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
-        rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof errstr);
-    if (rd_kafka_conf_set(conf, "group.id", r->cfg->render_group, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        errmsg_set(err, errlen, "IMGCACHE_RENDER_GROUP: %s", errstr);
-        rc = RENDERER_ERR_CONFIG;
-        goto out;
-    }
+    /* one image at a time: nothing to gain from a deep prefetch */
+    rc = kafka_consumer_conf_new(r->cfg->render_group, "IMGCACHE_RENDER_GROUP", 1024, &conf, err, errlen);
+    if (rc != 0)
+        return rc == KAFKA_ERR_GROUP ? RENDERER_ERR_CONFIG : -1;
+    rc = -1;
     if (kafka_conf_apply(conf, r->cfg, "imgcache-renderer", err, errlen) != 0)
         goto out;
     kafka_conf_set_logger(conf);
