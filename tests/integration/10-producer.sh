@@ -207,5 +207,7 @@ check_eq "an unknown command exits 2" 2 "$?"
 "$P" --help > "$TESTS_TMP/help.out"
 check_eq "--help exits 0" 0 "$?"
 check "--help lists the commands" grep -q 'backfill \[--retry-failed\]' "$TESTS_TMP/help.out"
+check "--help lists renditions backfill and the renderer's topics" \
+    sh -c 'grep -q "^  renditions backfill " "$1" && grep -q "STORED_TOPIC-dlt" "$1"' _ "$TESTS_TMP/help.out"
 
 it_done
