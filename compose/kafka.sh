@@ -256,29 +256,10 @@ cmd_pid() {
 
 # As the broker itself logged it at start (AppInfoParser: "Kafka version: X").
 cmd_version() {
+    DIR=$(cd "$DIR" 2>/dev/null && pwd) || exit 1
     v=$(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$DIR/server.log" 2>/dev/null | tail -n 1)
     [ -n "$v" ] || return 1
     echo "$v"
 }
 
-[ $# -ge 1 ] || usage
-CMD=$1
-shift
-if [ "$CMD" = fetch ]; then
-    [ $# = 0 ] || usage
-    cmd_fetch
-    exit $?
-fi
-[ $# -ge 1 ] || usage
-DIR=$1
-shift
-[ $# = 0 ] || { say "unknown argument '$1'"; usage; }
-[ -n "$DIR" ] || usage
-case $CMD in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    pid) cmd_pid ;;
-    version) DIR=$(cd "$DIR" 2>/dev/null && pwd) || exit 1; cmd_version ;;
-    *) usage ;;
-esac
+server_cli "$@"

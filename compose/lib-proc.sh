@@ -240,3 +240,29 @@ maven_fetch() {
     mv "$_mf_tmp" "$_mf_dir" || { say "cannot move the jars to $_mf_dir"; return 1; }
     say "$(ls "$_mf_dir" | wc -l) jars, $(du -sh "$_mf_dir" | cut -f1)"
 }
+
+# The command line of the server scripts (kafka.sh, s3proxy.sh): `fetch`,
+# or `CMD DIR` where the script defines cmd_CMD (start, stop, status, pid,
+# ...). Sets DIR, runs cmd_CMD and exits with its status; anything else
+# calls the script's usage.
+server_cli() {
+    [ $# -ge 1 ] || usage
+    CMD=$1
+    shift
+    if [ "$CMD" = fetch ]; then
+        [ $# = 0 ] || usage
+        cmd_fetch
+        exit $?
+    fi
+    [ $# -ge 1 ] || usage
+    DIR=$1
+    shift
+    [ $# = 0 ] || { say "unknown argument '$1'"; usage; }
+    [ -n "$DIR" ] || usage
+    case $CMD in
+        '' | *[!a-z]*) usage ;;
+    esac
+    command -v "cmd_$CMD" > /dev/null 2>&1 || usage
+    "cmd_$CMD"
+    exit $?
+}

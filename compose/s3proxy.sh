@@ -191,23 +191,4 @@ cmd_pid() {
     server_pid
 }
 
-[ $# -ge 1 ] || usage
-CMD=$1
-shift
-if [ "$CMD" = fetch ]; then
-    [ $# = 0 ] || usage
-    cmd_fetch
-    exit $?
-fi
-[ $# -ge 1 ] || usage
-DIR=$1
-shift
-[ $# = 0 ] || { say "unknown argument '$1'"; usage; }
-[ -n "$DIR" ] || usage
-case $CMD in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    pid) cmd_pid ;;
-    *) usage ;;
-esac
+server_cli "$@"

@@ -35,20 +35,7 @@ cp "$MEDIA/s1.png" "$MEDIA/s2.png"
 start_media "$MEDIA"
 M=$MEDIA_URL
 
-single() { # id, participant image
-    printf '{"id":"%s","accountID":"x","title":"T %s","type":"single","participants":{"items":[{"id":"me","fullName":"Me","isSelf":true},{"id":"u-%s","fullName":"U %s","imgURL":"%s","isSelf":false}],"hasMore":false}}\n' \
-        "$1" "$1" "$1" "$1" "$2"
-}
-group() { # id, image
-    printf '{"id":"%s","accountID":"x","title":"G %s","type":"group","imgURL":"%s"}\n' "$1" "$1" "$2"
-}
-drain() { # worker name
-    start_worker "$1" --drain
-    check "worker $1 drains and exits 0" wait_worker "$1" 120
-}
-cached_urls() { q "SELECT string_agg(replace(replace(source_url, '$M/', ''), '.png', ''), ',' ORDER BY source_url) FROM cached_images"; }
-blob_count() { q "SELECT count(*) FROM image_blobs"; }
-size_of() { stat -c %s "$MEDIA/$1.png"; }
+. "$ROOT/tests/integration/lib-gc.sh"
 backdate_store() { find "$STORE" -type f -exec touch -d '2 hours ago' {} +; }
 avatars() { q "SELECT chat_id || '|' || coalesce(image_url, '') || '|' || image_source FROM chat_avatars ORDER BY chat_id"; }
 field() { sed -n "s/.*\b$1=\([0-9]*\).*/\1/p" <<< "$2"; }

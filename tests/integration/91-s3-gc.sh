@@ -30,22 +30,9 @@ cp "$MEDIA/a6.png" "$MEDIA/a6copy.png"
 start_media "$MEDIA"
 M=$MEDIA_URL
 
-single() { # id, participant image
-    printf '{"id":"%s","accountID":"x","title":"T %s","type":"single","participants":{"items":[{"id":"me","fullName":"Me","isSelf":true},{"id":"u-%s","fullName":"U %s","imgURL":"%s","isSelf":false}],"hasMore":false}}\n' \
-        "$1" "$1" "$1" "$1" "$2"
-}
-group() { # id, image
-    printf '{"id":"%s","accountID":"x","title":"G %s","type":"group","imgURL":"%s"}\n' "$1" "$1" "$2"
-}
-drain() { # worker name
-    start_worker "$1" --drain
-    check "worker $1 drains and exits 0" wait_worker "$1" 60
-}
-cached_urls() { q "SELECT string_agg(replace(replace(source_url, '$M/', ''), '.png', ''), ',' ORDER BY source_url) FROM cached_images"; }
-blob_count() { q "SELECT count(*) FROM image_blobs"; }
+. "$ROOT/tests/integration/lib-gc.sh"
 sha_of() { sha256sum "$MEDIA/$1.png" | cut -d' ' -f1; }
 key_of() { local s; s=$(sha_of "$1"); echo "${s:0:2}/$s.png"; }
-size_of() { stat -c %s "$MEDIA/$1.png"; }
 avatars() { q "SELECT chat_id || '|' || coalesce(image_url, '') || '|' || image_source FROM chat_avatars ORDER BY chat_id"; }
 objects() { s3cli s3api list-objects-v2 --bucket "$S3_BUCKET" --prefix avatars/ --query 'Contents[].Key' --output text | tr '\t' '\n' | sort; }
 has_object() { s3cli s3api head-object --bucket "$S3_BUCKET" --key "avatars/$1" > /dev/null 2>&1; }

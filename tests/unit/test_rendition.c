@@ -18,42 +18,12 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
+#include "fixture.h"
 #include "rendition.h"
 
 #define NPRESETS 3
 static const int presets[NPRESETS] = { 64, 128, 256 };
 static const struct rendition_opts default_opts = { RENDITION_DEFAULT_QUALITY, 40000000, 0 };
-
-struct blob {
-    unsigned char *data;
-    size_t len;
-};
-
-/* TEST_FIXTURES when set, else tests/fixtures from the repo root; exact size,
- * so a read one byte too far shows under valgrind. */
-static struct blob load_fixture(const char *name)
-{
-    const char *dir = getenv("TEST_FIXTURES");
-    char path[1024];
-    struct blob b = { NULL, 0 };
-    FILE *f;
-    long size;
-
-    snprintf(path, sizeof path, "%s/images/%s", dir && *dir ? dir : "tests/fixtures", name);
-    f = fopen(path, "rb");
-    if (f == NULL)
-        fail_msg("cannot open fixture %s (run from the repo root or set TEST_FIXTURES)", path);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    size = ftell(f);
-    assert_true(size >= 0);
-    rewind(f);
-    b.len = (size_t)size;
-    b.data = malloc(b.len ? b.len : 1);
-    assert_non_null(b.data);
-    assert_int_equal(fread(b.data, 1, b.len, f), b.len);
-    fclose(f);
-    return b;
-}
 
 static uint32_t le32(const unsigned char *p)
 {

@@ -10,37 +10,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "fixture.h"
 #include "sniff.h"
-
-struct blob {
-    unsigned char *data;
-    size_t len;
-};
-
-/* TEST_FIXTURES when set, else tests/fixtures from the repo root. */
-static struct blob load_fixture(const char *name)
-{
-    const char *dir = getenv("TEST_FIXTURES");
-    char path[1024];
-    struct blob b = { NULL, 0 };
-    FILE *f;
-    long size;
-
-    snprintf(path, sizeof path, "%s/images/%s", dir && *dir ? dir : "tests/fixtures", name);
-    f = fopen(path, "rb");
-    if (f == NULL)
-        fail_msg("cannot open fixture %s (run from the repo root or set TEST_FIXTURES)", path);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    size = ftell(f);
-    assert_true(size >= 0);
-    rewind(f);
-    b.len = (size_t)size;
-    b.data = malloc(b.len ? b.len : 1);
-    assert_non_null(b.data);
-    assert_int_equal(fread(b.data, 1, b.len, f), b.len);
-    fclose(f);
-    return b;
-}
 
 static unsigned char *dup_bytes(const void *p, size_t n)
 {
