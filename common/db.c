@@ -261,9 +261,26 @@ int db_expected_version(void)
     return migrations_count > 0 ? migrations[migrations_count - 1].version : 0;
 }
 
-/* The newest applied migration, 0 when none (or no bookkeeping table). */
+/* The newest migration applied with every one before it, 0 when none (or
+ * no bookkeeping table): a database that missed one in the middle (it was
+ * migrated by a build that did not have it yet) is behind, and `migrate`
+ * applies what it lacks. One newer than this program is that newest
+ * version, so that both refuse it. */
+static const char current_version_sql[] =
+    /* newer than this program ($1): that newest version, to be refused */
+    "SELECT CASE WHEN max(version) > $1::int THEN max(version)"
+    "            ELSE coalesce((SELECT min(g.v) - 1"
+    "                           FROM generate_series(1, max(version)) g(v)"
+    "                           WHERE NOT EXISTS (SELECT 1 FROM imgcache_schema_migrations m"
+    "                                             WHERE m.version = g.v)),"
+    "                          max(version), 0)"
+    "       END"
+    " FROM imgcache_schema_migrations";
+
 static int current_version(struct db *db, int *version, char *err, size_t errlen)
 {
+    const char *params[1];
+    char expected[16];
     PGresult *res = NULL;
     int rc = -1;
 
@@ -278,7 +295,9 @@ static int current_version(struct db *db, int *version, char *err, size_t errlen
         goto out;
     }
     PQclear(res);
-    res = PQexec(db->conn, "SELECT coalesce(max(version), 0) FROM imgcache_schema_migrations");
+    snprintf(expected, sizeof expected, "%d", db_expected_version());
+    params[0] = expected;
+    res = PQexecParams(db->conn, current_version_sql, 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         set_pg_err(db, res, "read schema version", err, errlen);
         goto out;

@@ -198,6 +198,18 @@ done
 check_eq "nothing was written to the unmigrated schema" 0 \
     "$(q "SELECT count(*) FROM pg_tables WHERE schemaname = 'unmigrated'")"
 
+# --- a migration missing in the middle ----------------------------------------
+# A database migrated by a build that lacked migration 2 has every later
+# version but not that one: it is behind, at version 1, whatever its newest.
+GAP=$(q "SELECT name FROM imgcache_schema_migrations WHERE version = 2")
+q "DELETE FROM imgcache_schema_migrations WHERE version = 2" > /dev/null
+"$P" import "$CHATS" > /dev/null 2> "$TESTS_TMP/gap.err"
+check_eq "a missing middle migration: import exits 1" 1 "$?"
+check "a missing middle migration: the schema counts as version 1, and migrate is asked for" \
+    grep -qF "database schema is at version 1, this program needs $SCHEMA_VERSION: run \`imgcache-producer migrate\`" \
+    "$TESTS_TMP/gap.err"
+q "INSERT INTO imgcache_schema_migrations (version, name) VALUES (2, '$GAP')" > /dev/null
+
 # --- bad configuration -------------------------------------------------------
 IMGCACHE_BATCH_SIZE=abc "$P" import "$CHATS" > /dev/null 2> "$TESTS_TMP/badcfg.err"
 check_eq "a bad setting exits 2" 2 "$?"
