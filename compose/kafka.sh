@@ -223,15 +223,7 @@ cmd_start() {
     need java
     need kcat
     cmd_fetch
-    for attempt in 1 2 3; do
-        start_once
-        rc=$?
-        [ $rc = 0 ] && return 0
-        [ $rc = 3 ] || exit 1
-        say "a port was taken meanwhile; trying others (attempt $attempt)"
-        rm -f "$DIR/ports"
-    done
-    exit 1
+    start_on_free_ports "$DIR/ports"
 }
 
 cmd_stop() {

@@ -241,6 +241,21 @@ maven_fetch() {
     say "$(ls "$_mf_dir" | wc -l) jars, $(du -sh "$_mf_dir" | cut -f1)"
 }
 
+# A server script's start_once, tried up to 3 times: its status 3 means a
+# port it chose was taken before the server bound it, so the port file ($1)
+# is dropped and the next try picks anew. Any other failure exits 1.
+start_on_free_ports() {
+    for attempt in 1 2 3; do
+        start_once
+        rc=$?
+        [ $rc = 0 ] && return 0
+        [ $rc = 3 ] || exit 1
+        say "a port was taken meanwhile; trying another (attempt $attempt)"
+        rm -f "$1"
+    done
+    exit 1
+}
+
 # The command line of the server scripts (kafka.sh, s3proxy.sh): `fetch`,
 # or `CMD DIR` where the script defines cmd_CMD (start, stop, status, pid,
 # ...). Sets DIR, runs cmd_CMD and exits with its status; anything else

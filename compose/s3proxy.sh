@@ -160,15 +160,7 @@ cmd_start() {
         stop_pid "$(server_pid)" org.gaul.s3proxy.Main 15
     fi
     cmd_fetch
-    for attempt in 1 2 3; do
-        start_once
-        rc=$?
-        [ $rc = 0 ] && return 0
-        [ $rc = 3 ] || exit 1
-        say "the port was taken meanwhile; trying another (attempt $attempt)"
-        rm -f "$DIR/port"
-    done
-    exit 1
+    start_on_free_ports "$DIR/port"
 }
 
 cmd_stop() {
